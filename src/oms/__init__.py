@@ -1,0 +1,1 @@
+"""The order management service around the sourcing engine (gRPC, store, jobs)."""

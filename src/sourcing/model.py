@@ -1,0 +1,331 @@
+"""Domain types of the sourcing engine.
+
+A :class:`Network` is the immutable, numpy-backed picture of nodes, SKUs,
+stock, carrier zones and rate cards (DESIGN section 7). It is built once (by
+the CSV loader, the demo builder or the service's store) and then only read:
+every per-order computation slices its arrays.
+
+Money is held in integer **millicents** (1/1000 of a cent, 1e-5 currency
+units) inside the engine. CSV money has at most two decimals, so base prices,
+handling costs and storage costs are whole cents; a per-kg price times a
+weight resolved to the gram is a whole number of millicents, so the whole
+parcel cost is exact. Only the storage credit needs rounding (it multiplies by
+a days-of-cover ratio): it is rounded half-to-even to the millicent, once, per
+unit. Output converts to currency units at the edge (:func:`to_currency`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+MILLICENTS_PER_CENT = 1000
+MILLICENTS_PER_UNIT = 100 * MILLICENTS_PER_CENT
+#: Stands for "no daily capacity limit"; large enough for any cart, small
+#: enough that sums of a few hundred of them stay far from int64 overflow.
+UNLIMITED_CAPACITY = 1 << 40
+DEFAULT_HORIZON_DAYS = 30.0
+
+
+def to_currency(millicents: int) -> Decimal:
+    """Money for people: currency units rounded half-to-even to the cent."""
+    return (Decimal(int(millicents)) / MILLICENTS_PER_UNIT).quantize(
+        Decimal("0.01"), rounding=ROUND_HALF_EVEN
+    )
+
+
+def cents_to_millicents(cents: int) -> int:
+    return int(cents) * MILLICENTS_PER_CENT
+
+
+class NodeKind(str, Enum):
+    DC = "dc"
+    STORE = "store"
+
+
+def _frozen(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    array = np.ascontiguousarray(array)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """Nodes, SKUs, stock, zones and rate cards as read-only arrays.
+
+    Shapes: N nodes, S SKUs, Z zones, V services.
+
+    * ``node_ids`` (N), ``node_kinds`` (N), ``lat``/``lon`` (N, degrees),
+      ``handling_days`` (N), ``handling_cost`` (N, cents per parcel),
+      ``storage_cost`` (N, cents per unit per day),
+      ``capacity`` (N, units per day; :data:`UNLIMITED_CAPACITY` if none);
+    * ``sku_ids`` (S), ``weight_g`` (S, grams per unit), ``daily_demand``
+      (S, units per day across the network);
+    * ``on_hand``, ``safety_stock``, ``reserved`` (N x S units);
+    * ``zone_ids`` (Z), ``zone_max_km`` (Z, ascending; the last band covers
+      every farther distance);
+    * ``service_ids`` (V), ``base_price`` and ``per_kg`` (V x Z, cents),
+      ``transit_days`` (V x Z), ``offered`` (V x Z: the rate card has a row).
+    """
+
+    node_ids: tuple[str, ...]
+    node_kinds: tuple[NodeKind, ...]
+    lat: FloatArray
+    lon: FloatArray
+    handling_days: IntArray
+    handling_cost: IntArray
+    storage_cost: IntArray
+    capacity: IntArray
+    sku_ids: tuple[str, ...]
+    weight_g: IntArray
+    daily_demand: FloatArray
+    on_hand: IntArray
+    safety_stock: IntArray
+    reserved: IntArray
+    zone_ids: tuple[str, ...]
+    zone_max_km: FloatArray
+    service_ids: tuple[str, ...]
+    base_price: IntArray
+    per_kg: IntArray
+    transit_days: IntArray
+    offered: BoolArray
+    horizon_days: float = DEFAULT_HORIZON_DAYS
+    node_index: dict[str, int] = field(init=False, repr=False)
+    sku_index: dict[str, int] = field(init=False, repr=False)
+    service_index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n, s, z, v = len(self.node_ids), len(self.sku_ids), len(self.zone_ids), len(self.service_ids)
+        shapes: dict[str, tuple[int, ...]] = {
+            "lat": (n,),
+            "lon": (n,),
+            "handling_days": (n,),
+            "handling_cost": (n,),
+            "storage_cost": (n,),
+            "capacity": (n,),
+            "weight_g": (s,),
+            "daily_demand": (s,),
+            "on_hand": (n, s),
+            "safety_stock": (n, s),
+            "reserved": (n, s),
+            "zone_max_km": (z,),
+            "base_price": (v, z),
+            "per_kg": (v, z),
+            "transit_days": (v, z),
+            "offered": (v, z),
+        }
+        float_fields = {"lat", "lon", "daily_demand", "zone_max_km"}
+        for name, shape in shapes.items():
+            dtype = (
+                np.float64 if name in float_fields else np.bool_ if name == "offered" else np.int64
+            )
+            array = np.asarray(getattr(self, name), dtype=dtype)
+            if array.shape != shape:
+                raise ValueError(f"Network.{name} has shape {array.shape}, expected {shape}")
+            object.__setattr__(self, name, _frozen(array))
+        if len(self.node_kinds) != n:
+            raise ValueError("Network.node_kinds must have one entry per node")
+        if z == 0 or v == 0:
+            raise ValueError("a network needs at least one zone and one service")
+        if np.any(np.diff(self.zone_max_km) <= 0):
+            raise ValueError("Network.zone_max_km must be strictly ascending")
+        for name, ids in (
+            ("node_ids", self.node_ids),
+            ("sku_ids", self.sku_ids),
+            ("zone_ids", self.zone_ids),
+            ("service_ids", self.service_ids),
+        ):
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"Network.{name} holds duplicates")
+        object.__setattr__(self, "node_index", {k: i for i, k in enumerate(self.node_ids)})
+        object.__setattr__(self, "sku_index", {k: i for i, k in enumerate(self.sku_ids)})
+        object.__setattr__(self, "service_index", {k: i for i, k in enumerate(self.service_ids)})
+
+    @property
+    def available(self) -> IntArray:
+        """Units a node can promise: on hand - safety stock - reserved, never below 0."""
+        return np.maximum(self.on_hand - self.safety_stock - self.reserved, 0)
+
+    def replace(self, **changes: Any) -> Network:
+        """A copy with some fields replaced (e.g. ``reserved``), validated again."""
+        values = {
+            name: getattr(self, name)
+            for name in self.__dataclass_fields__
+            if self.__dataclass_fields__[name].init
+        }
+        values.update(changes)
+        return Network(**values)
+
+
+@dataclass(frozen=True)
+class Location:
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    sku: str
+    qty: int
+
+
+@dataclass(frozen=True)
+class Order:
+    destination: Location
+    lines: tuple[OrderLine, ...]
+
+
+@dataclass(frozen=True)
+class ParcelLine:
+    """``qty`` units of order line ``line`` (its index in ``Order.lines``)."""
+
+    line: int
+    sku: str
+    qty: int
+
+
+@dataclass(frozen=True)
+class ParcelPlan:
+    """What an allocation says about one parcel: where, how, what."""
+
+    node_id: str
+    service: str
+    lines: tuple[ParcelLine, ...]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """An allocation: the parcels of one order. The input of :func:`evaluate`."""
+
+    parcels: tuple[ParcelPlan, ...]
+
+
+@dataclass(frozen=True)
+class ParcelCost:
+    """One parcel as evaluated by the reference rules (money in millicents)."""
+
+    node_id: str
+    service: str
+    lines: tuple[ParcelLine, ...]
+    zone: str
+    distance_km: float
+    weight_g: int
+    shipping: int
+    handling: int
+    storage_credit: int
+    arrival_days: int
+
+    @property
+    def cost(self) -> int:
+        return self.shipping + self.handling - self.storage_credit
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Units of an order line that no option covers (only with ``allow_partial``)."""
+
+    line: int
+    sku: str
+    requested: int
+    covered: int
+
+    @property
+    def missing(self) -> int:
+        return self.requested - self.covered
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An allocation priced and checked by the reference rules of DESIGN section 7."""
+
+    parcels: tuple[ParcelCost, ...]
+    violations: tuple[str, ...]
+    shortfall: tuple[Shortfall, ...]
+
+    @property
+    def is_feasible(self) -> bool:
+        return not self.violations
+
+    @property
+    def shipping(self) -> int:
+        return sum(p.shipping for p in self.parcels)
+
+    @property
+    def handling(self) -> int:
+        return sum(p.handling for p in self.parcels)
+
+    @property
+    def storage_credit(self) -> int:
+        return sum(p.storage_credit for p in self.parcels)
+
+    @property
+    def cost(self) -> int:
+        """Allocation cost in millicents: parcel costs minus storage credits."""
+        return sum(p.cost for p in self.parcels)
+
+    @property
+    def delivery_days(self) -> int:
+        """The latest parcel arrival; 0 for an empty allocation."""
+        return max((p.arrival_days for p in self.parcels), default=0)
+
+    @property
+    def num_parcels(self) -> int:
+        return len(self.parcels)
+
+
+class Label(str, Enum):
+    CHEAPEST = "CHEAPEST"
+    FASTEST = "FASTEST"
+    SINGLE_PARCEL = "SINGLE_PARCEL"
+    BALANCED = "BALANCED"
+
+
+@dataclass(frozen=True)
+class Proof:
+    """How an option's cost is known to be optimal (or how far it may be off).
+
+    ``status`` is ``OPTIMAL`` or ``FEASIBLE`` (then ``gap`` is the relative
+    distance to the best proven bound) or ``HEURISTIC`` for baseline policies,
+    which make no optimality claim. ``method`` says what proved it: the numpy
+    bound-and-enumerate pass or CP-SAT.
+    """
+
+    status: str
+    gap: float
+    method: str
+
+
+@dataclass(frozen=True)
+class Option:
+    """One menu entry: an evaluated allocation, its labels and its proof."""
+
+    labels: tuple[Label, ...]
+    evaluation: Evaluation
+    proof: Proof
+
+    @property
+    def cost(self) -> int:
+        return self.evaluation.cost
+
+    @property
+    def delivery_days(self) -> int:
+        return self.evaluation.delivery_days
+
+    @property
+    def num_parcels(self) -> int:
+        return self.evaluation.num_parcels
+
+    @property
+    def allocation(self) -> Allocation:
+        return Allocation(
+            tuple(ParcelPlan(p.node_id, p.service, p.lines) for p in self.evaluation.parcels)
+        )

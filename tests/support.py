@@ -1,0 +1,128 @@
+"""Test support: tiny random networks and a brute-force oracle built on `evaluate`."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+
+from sourcing.evaluate import evaluate
+from sourcing.model import (
+    UNLIMITED_CAPACITY,
+    Allocation,
+    Evaluation,
+    Location,
+    Network,
+    NodeKind,
+    Order,
+    OrderLine,
+    ParcelLine,
+    ParcelPlan,
+)
+
+
+def tiny_network(
+    rng: np.random.Generator,
+    n_nodes: int = 3,
+    n_skus: int = 2,
+    n_services: int = 2,
+    max_stock: int = 3,
+    capacity_prob: float = 0.2,
+) -> Network:
+    """A random network small enough to enumerate every allocation of a cart."""
+    n_zones = 3
+    lat = rng.uniform(30, 45, n_nodes)
+    lon = rng.uniform(-120, -75, n_nodes)
+    on_hand = rng.integers(0, max_stock + 1, (n_nodes, n_skus))
+    safety = np.where(rng.random((n_nodes, n_skus)) < 0.2, 1, 0)
+    capacity = np.where(
+        rng.random(n_nodes) < capacity_prob, rng.integers(1, 4, n_nodes), UNLIMITED_CAPACITY
+    )
+    base = rng.integers(300, 1500, (n_services, n_zones))
+    transit = rng.integers(1, 5, (n_services, n_zones))
+    offered = rng.random((n_services, n_zones)) < 0.9
+    offered[0] = True  # every zone reachable by at least one service
+    return Network(
+        node_ids=tuple(f"N{i}" for i in range(n_nodes)),
+        node_kinds=tuple(NodeKind.DC if i % 2 else NodeKind.STORE for i in range(n_nodes)),
+        lat=lat,
+        lon=lon,
+        handling_days=rng.integers(0, 3, n_nodes),
+        handling_cost=rng.integers(0, 400, n_nodes),
+        storage_cost=rng.integers(0, 6, n_nodes),
+        capacity=capacity,
+        sku_ids=tuple(f"S{k}" for k in range(n_skus)),
+        weight_g=rng.integers(50, 8000, n_skus),
+        daily_demand=np.round(rng.uniform(0, 3, n_skus), 2) * (rng.random(n_skus) < 0.9),
+        on_hand=on_hand,
+        safety_stock=safety,
+        reserved=np.zeros((n_nodes, n_skus), dtype=np.int64),
+        zone_ids=tuple(str(z + 2) for z in range(n_zones)),
+        zone_max_km=np.array([800.0, 2000.0, 20000.0]),
+        service_ids=tuple(["ground", "express", "freight"][:n_services]),
+        base_price=base,
+        per_kg=rng.integers(0, 300, (n_services, n_zones)),
+        transit_days=transit,
+        offered=offered,
+    )
+
+
+def random_order(rng: np.random.Generator, network: Network, max_lines: int = 3, max_qty: int = 3) -> Order:
+    lines = tuple(
+        OrderLine(network.sku_ids[int(rng.integers(len(network.sku_ids)))], int(rng.integers(1, max_qty + 1)))
+        for _ in range(int(rng.integers(1, max_lines + 1)))
+    )
+    return Order(Location(float(rng.uniform(28, 47)), float(rng.uniform(-122, -72))), lines)
+
+
+def _compositions(total: int, caps: list[int]) -> Iterator[tuple[int, ...]]:
+    if not caps:
+        if total == 0:
+            yield ()
+        return
+    for first in range(min(total, caps[0]) + 1):
+        for rest in _compositions(total - first, caps[1:]):
+            yield (first, *rest)
+
+
+def all_allocations(network: Network, order: Order, demand: dict[str, int] | None = None) -> Iterator[Evaluation]:
+    """Every allocation of the order (units per node per SKU x a service per used node), evaluated.
+
+    ``demand`` (units per SKU) defaults to the whole order; infeasible ones
+    (capacity, service not offered) are dropped by `evaluate`'s verdict.
+    """
+    wanted: dict[str, int] = {}
+    for line in order.lines:
+        wanted[line.sku] = wanted.get(line.sku, 0) + line.qty
+    if demand is not None:
+        wanted = demand
+    skus = sorted(wanted)
+    avail = network.available
+    n_nodes = len(network.node_ids)
+    per_sku = [
+        list(_compositions(wanted[s], [int(avail[n, network.sku_index[s]]) for n in range(n_nodes)]))
+        for s in skus
+    ]
+    for combo in itertools.product(*per_sku):
+        units = np.array(combo).reshape(len(skus), n_nodes).T if skus else np.zeros((n_nodes, 0))
+        used = [n for n in range(n_nodes) if units[n].sum() > 0]
+        for services in itertools.product(network.service_ids, repeat=len(used)):
+            parcels = []
+            remaining = {i: line.qty for i, line in enumerate(order.lines)}
+            for n, service in zip(used, services, strict=True):
+                contents = []
+                for k, sku in enumerate(skus):
+                    qty = int(units[n, k])
+                    for i, line in enumerate(order.lines):
+                        if qty == 0:
+                            break
+                        if line.sku == sku and remaining[i]:
+                            take = min(qty, remaining[i])
+                            contents.append(ParcelLine(i, sku, take))
+                            remaining[i] -= take
+                            qty -= take
+                parcels.append(ParcelPlan(network.node_ids[n], service, tuple(contents)))
+            evaluation = evaluate(network, order, Allocation(tuple(parcels)), allow_partial=demand is not None)
+            if evaluation.is_feasible:
+                yield evaluation

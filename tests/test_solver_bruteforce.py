@@ -1,0 +1,155 @@
+"""The solver against exhaustive enumeration on small random instances.
+
+Every allocation of the cart is enumerated (units per node per SKU x a
+service per used node) and priced by the independent evaluator; the quote's
+frontier must equal the brute-force Pareto set over (cost, day, parcels),
+and each label must sit on the exact optimum of its criterion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import all_allocations, random_order, tiny_network
+
+from sourcing.errors import ShortageError
+from sourcing.evaluate import evaluate
+from sourcing.model import Evaluation, Label, Network, Order
+from sourcing.solver import Quote, QuoteSettings, quote
+
+Point = tuple[int, int, int]
+
+
+def _point(e: Evaluation) -> Point:
+    return (e.cost, e.delivery_days, e.num_parcels)
+
+
+def _pareto(points: set[Point]) -> list[Point]:
+    def dominated(p: Point) -> bool:
+        return any(q != p and all(a <= b for a, b in zip(q, p, strict=True)) for q in points)
+
+    return sorted(p for p in points if not dominated(p))
+
+
+def _check_quote(network: Network, order: Order, q: Quote, brute: list[Evaluation], settings: QuoteSettings) -> None:
+    points = {_point(e) for e in brute}
+    assert sorted(_point(o.evaluation) for o in q.frontier) == _pareto(points)
+
+    for option in (*q.options, *q.frontier):
+        again = evaluate(network, order, option.allocation, allow_partial=settings.allow_partial)
+        assert again.is_feasible, again.violations
+        assert again.cost == option.cost and again.delivery_days == option.delivery_days
+        assert option.proof.status == "OPTIMAL"
+
+    expected = {
+        Label.CHEAPEST: min(points),
+        Label.FASTEST: min(points, key=lambda p: (p[1], p[0], p[2])),
+        Label.BALANCED: min(points, key=lambda p: (p[0] + settings.value_of_day * p[1], p[1], p[2])),
+    }
+    singles = [p for p in points if p[2] == 1]
+    if singles:
+        expected[Label.SINGLE_PARCEL] = min(singles)
+    for label, best in expected.items():
+        option = q.option(label)
+        assert option is not None, label
+        got = _point(option.evaluation)
+        if label is Label.SINGLE_PARCEL:
+            assert got[:2] == best[:2] and got[2] == 1
+        else:
+            assert got == best, label
+    if not singles:
+        assert q.option(Label.SINGLE_PARCEL) is None
+    # Deduplicated: every allocation appears once, with all the labels it wins.
+    keys = [o.allocation for o in q.options]
+    assert len(keys) == len(set(keys))
+    assert sorted(label for o in q.options for label in o.labels) == sorted(expected)
+
+
+def _instance(seed: int) -> tuple[Network, Order, QuoteSettings]:
+    rng = np.random.default_rng(seed)
+    network = tiny_network(
+        rng,
+        n_nodes=int(rng.integers(1, 5)),
+        n_skus=int(rng.integers(1, 3)),
+        n_services=int(rng.integers(1, 3)),
+        max_stock=5,
+    )
+    order = random_order(rng, network)
+    settings = QuoteSettings(
+        value_of_day=int(rng.integers(0, 300_000)),
+        max_parcels=[None, None, 1, 2][int(rng.integers(4))],
+        latest_day=None if rng.random() < 0.7 else int(rng.integers(2, 7)),
+    )
+    return network, order, settings
+
+
+@pytest.mark.parametrize("block", range(10))
+def test_frontier_and_labels_match_brute_force(block: int) -> None:
+    checked = shortages = 0
+    for seed in range(block * 80, (block + 1) * 80):
+        network, order, settings = _instance(seed)
+        brute = [
+            e
+            for e in all_allocations(network, order)
+            if (settings.max_parcels is None or e.num_parcels <= settings.max_parcels)
+            and (settings.latest_day is None or e.delivery_days <= settings.latest_day)
+        ]
+        try:
+            q = quote(network, order, settings)
+        except ShortageError:
+            # Short stock is judged on stock alone, before the caps apply.
+            assert not list(all_allocations(network, order))
+            shortages += 1
+            continue
+        if not brute:
+            assert q.options == () and q.frontier == ()
+            continue
+        _check_quote(network, order, q, brute, settings)
+        checked += 1
+    # The generator must keep producing solvable carts, or this test proves little.
+    assert checked >= 35, (checked, shortages)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_partial_fulfilment_matches_brute_force_on_what_is_available(seed: int) -> None:
+    rng = np.random.default_rng(10_000 + seed)
+    network = tiny_network(rng, n_nodes=3, n_skus=2, max_stock=2, capacity_prob=0.0)
+    order = random_order(rng, network, max_lines=3, max_qty=3)
+    settings = QuoteSettings(value_of_day=int(rng.integers(0, 300_000)), allow_partial=True)
+    total = network.available.sum(axis=0)
+    wanted: dict[str, int] = {}
+    for line in order.lines:
+        wanted[line.sku] = wanted.get(line.sku, 0) + line.qty
+    coverable = {sku: min(q, int(total[network.sku_index[sku]])) for sku, q in wanted.items()}
+    coverable = {sku: q for sku, q in coverable.items() if q > 0}
+
+    q = quote(network, order, settings)
+
+    missing = {sku: wanted[sku] - coverable.get(sku, 0) for sku in wanted}
+    reported: dict[str, int] = {}
+    for s in q.shortfall:
+        reported[s.sku] = reported.get(s.sku, 0) + s.missing
+    assert reported == {sku: m for sku, m in missing.items() if m > 0}
+    if not coverable:
+        assert q.options == ()
+        return
+    brute = list(all_allocations(network, order, demand=coverable))
+    _check_quote(network, order, q, brute, settings)
+
+
+def test_shortage_error_lists_each_short_sku() -> None:
+    rng = np.random.default_rng(3)
+    network = tiny_network(rng, n_nodes=2, n_skus=2, max_stock=2)
+    order = random_order(rng, network)
+    total = network.available.sum(axis=0)
+    big = type(order)(order.destination, tuple(type(line)(line.sku, 50) for line in order.lines))
+    with pytest.raises(ShortageError) as info:
+        quote(network, big)
+    short = {s.sku: (s.requested, s.available) for s in info.value.shortages}
+    expected = {}
+    for line in big.lines:
+        k = network.sku_index[line.sku]
+        expected[line.sku] = (expected.get(line.sku, (0, 0))[0] + 50, int(total[k]))
+    assert short == expected
+    for sku in expected:
+        assert sku in str(info.value)
