@@ -1,0 +1,300 @@
+"""The ``sourcing`` command line: quotes from planner CSV folders, and the demo network.
+
+Commands::
+
+    sourcing quote NETWORK_DIR ORDER.json [options]   # options for one cart, as JSON
+    sourcing quote --demo ORDER.json [options]        # the same on the demo network
+    sourcing demo-network OUT_DIR [--seed N]          # write the demo network as CSVs
+
+``ORDER.json`` may be ``-`` to read the order from standard input. The quote
+is printed on standard output (JSON, indent 2; see :mod:`sourcing.report`).
+
+Any bad input (a missing or malformed network folder, an unreadable or
+invalid order file, an invalid order, stock that is not there, a bad
+command-line argument) ends with exit status 2 and a single line
+``sourcing: error: <message>`` on standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sourcing.errors import InvalidOrderError, NetworkDataError, SourcingError
+from sourcing.loader import read_network, write_network
+from sourcing.model import MILLICENTS_PER_UNIT, Network, Order
+from sourcing.orders import order_from_dict
+from sourcing.report import quote_to_json
+from sourcing.solver import QuoteSettings, quote
+
+PROG = "sourcing"
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+#: Upper bound of --value-of-day (currency units per day): keeps value x days far from overflow.
+MAX_VALUE_OF_DAY = Decimal(1_000_000)
+
+
+class CliError(Exception):
+    """Bad input found by the CLI itself; the message is printed as is."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors become one ``sourcing: error:`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see '{self.prog} --help')")
+
+
+def _value_of_day(text: str) -> int:
+    """Currency units per day with at most 2 decimals -> millicents per day, exactly."""
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not an amount of money: {text!r}") from None
+    if not amount.is_finite():
+        raise argparse.ArgumentTypeError(f"not an amount of money: {text!r}")
+    if amount < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    if amount > MAX_VALUE_OF_DAY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_VALUE_OF_DAY}, got {text}")
+    _, digits, exponent = amount.as_tuple()
+    if isinstance(exponent, int) and exponent < -2 and any(digits[exponent + 2 :]):
+        raise argparse.ArgumentTypeError(f"at most 2 decimals allowed, got {text}")
+    return int(amount * MILLICENTS_PER_UNIT)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Optimisation-based sourcing: which stock ships from where, by which service.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    q = commands.add_parser(
+        "quote",
+        help="print the delivery options of one order as JSON",
+        description=(
+            "Print the delivery options (CHEAPEST, FASTEST, SINGLE_PARCEL, BALANCED) of one "
+            'order as JSON. The order file holds {"destination": {"lat": .., "lon": ..}, '
+            '"lines": [{"sku": .., "qty": ..}]}; \'-\' reads it from standard input.'
+        ),
+        usage="%(prog)s (NETWORK_DIR | --demo) ORDER.json [options]",
+    )
+    q.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="the network folder (planner CSV files) unless --demo, then the order file",
+    )
+    q.add_argument("--demo", action="store_true", help="quote on the built-in demo network")
+    q.add_argument(
+        "--value-of-day",
+        type=_value_of_day,
+        metavar="X",
+        help="price of one day of delivery for BALANCED, currency units per day "
+        f"(default {Decimal(QuoteSettings.value_of_day) / MILLICENTS_PER_UNIT})",
+    )
+    q.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="ship what the stock covers and report the rest as shortfall",
+    )
+    q.add_argument(
+        "--max-parcels", type=_positive_int, metavar="N", help="at most N parcels per option"
+    )
+    q.add_argument(
+        "--latest-day",
+        type=_non_negative_int,
+        metavar="N",
+        help="every parcel arrives within N days",
+    )
+    q.add_argument(
+        "--time-limit",
+        type=_seconds,
+        metavar="S",
+        default=QuoteSettings.time_limit_s,
+        help="solver time budget in seconds (default %(default)s)",
+    )
+    q.add_argument(
+        "--frontier",
+        action="store_true",
+        help='also print the whole Pareto frontier under "frontier"',
+    )
+
+    d = commands.add_parser(
+        "demo-network",
+        help="write the demo network as planner CSV files",
+        description="Write the synthetic demo network as a planner CSV folder.",
+    )
+    d.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (created if needed)")
+    d.add_argument(
+        "--seed", type=_non_negative_int, default=7, help="generator seed (default %(default)s)"
+    )
+    return parser
+
+
+def _load_network(directory: str) -> Network:
+    folder = Path(directory)
+    if not folder.exists():
+        raise CliError(f"network folder {directory!r} not found")
+    if not folder.is_dir():
+        raise CliError(f"network folder {directory!r} is not a directory")
+    try:
+        return read_network(folder)
+    except NetworkDataError as exc:
+        # Name the file with its folder: "net/nodes.csv, row 3, column 'lat': ...".
+        raise CliError(f"{folder / exc.file}{str(exc)[len(exc.file) :]}") from None
+
+
+def _load_order(source: str) -> tuple[str, Order]:
+    name = "<stdin>" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"order file {source!r} not found") from None
+    except IsADirectoryError:
+        raise CliError(f"order file {source!r} is a directory") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{name}: not valid UTF-8 text") from None
+    except OSError as exc:
+        raise CliError(f"cannot read order file {source!r}: {exc.strerror or exc}") from None
+    try:
+        data: Any = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"{name}: invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except ValueError as exc:
+        raise CliError(f"{name}: invalid JSON: {exc}") from None
+    try:
+        return name, order_from_dict(data)
+    except InvalidOrderError as exc:
+        raise CliError(f"{name}: {exc}") from None
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _quote(args: argparse.Namespace) -> int:
+    paths: list[str] = args.paths
+    if args.demo:
+        if len(paths) != 1:
+            raise CliError("with --demo give only ORDER.json (see 'sourcing quote --help')")
+        network_dir, order_file = None, paths[0]
+    else:
+        if len(paths) != 2:
+            raise CliError(
+                "expected NETWORK_DIR ORDER.json, or --demo ORDER.json "
+                "(see 'sourcing quote --help')"
+            )
+        network_dir, order_file = paths
+    # Read the order first: a typo in the cart should not wait for the network to load.
+    name, order = _load_order(order_file)
+    if network_dir is None:
+        from sourcing.demo import demo_network
+
+        network = demo_network()
+    else:
+        network = _load_network(network_dir)
+    defaults = QuoteSettings()
+    settings = QuoteSettings(
+        value_of_day=defaults.value_of_day if args.value_of_day is None else args.value_of_day,
+        allow_partial=args.allow_partial,
+        max_parcels=args.max_parcels,
+        latest_day=args.latest_day,
+        time_limit_s=args.time_limit,
+        num_workers=defaults.num_workers,
+    )
+    try:
+        result = quote(network, order, settings)
+    except InvalidOrderError as exc:
+        raise CliError(f"{name}: {exc}") from None
+    document = quote_to_json(result, frontier=args.frontier)
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    return EXIT_OK
+
+
+def _demo_network(args: argparse.Namespace) -> int:
+    from sourcing.demo import demo_network
+
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"output folder {args.out_dir!r} exists and is not a directory")
+    network = demo_network(args.seed)
+    try:
+        write_network(network, out)
+    except OSError as exc:
+        raise CliError(f"cannot write to {args.out_dir!r}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def _error(message: str) -> int:
+    one_line = " ".join(message.splitlines()) or "unknown error"
+    print(f"{PROG}: error: {one_line}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``sourcing`` command; returns the exit status."""
+    parser = build_parser()
+    try:
+        # parse_known_args + re-check: lets options sit between the two paths of "quote".
+        args, extras = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+        if extras:
+            stray = [e for e in extras if e.startswith("-") and e != "-"]
+            if stray or args.command != "quote":
+                parser.error(f"unrecognized arguments: {' '.join(stray or extras)}")
+            args.paths = [*args.paths, *extras]
+        if args.command == "quote":
+            return _quote(args)
+        return _demo_network(args)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except CliError as exc:
+        return _error(str(exc))
+    except SourcingError as exc:
+        # ShortageError (its message lists every short SKU) and any other input error.
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
