@@ -35,6 +35,8 @@ leaves possible, hinted with the best known plan and told the lower bound.
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Final
@@ -61,8 +63,8 @@ from sourcing.orders import validate_order
 
 OPTIMAL: Final = "OPTIMAL"
 FEASIBLE: Final = "FEASIBLE"
-# Pair enumeration is skipped above this many (pair x SKU) cells (memory, time).
-_MAX_PAIR_CELLS: Final = 4_000_000
+# Subset enumeration is skipped above this many (set x member x SKU) cells.
+_MAX_SUBSET_CELLS: Final = 1_500_000
 _INF: Final = np.iinfo(np.int64).max // 4
 
 
@@ -147,7 +149,8 @@ def _eligible(costs: OrderCosts, day: int) -> np.ndarray:
 
     Service b of a node is dropped when another service a of the same node is
     no dearer per parcel, per unit of every SKU, and no slower (ties keep the
-    lower index), so some optimal plan never needs b.
+    lower index), or strictly cheaper per parcel and no dearer per unit
+    whatever its speed: some optimal plan of the sub-problem never needs b.
     """
     elig = costs.usable & (costs.arrival <= day)
     n_services = elig.shape[1]
@@ -166,7 +169,13 @@ def _eligible(costs: OrderCosts, day: int) -> np.ndarray:
                 | (costs.arrival[:, a] < costs.arrival[:, b])
                 | np.any(costs.unit[:, a, :] < costs.unit[:, b, :], axis=1)
             )
-            elig[:, b] &= ~(not_worse & (strictly | (a < b)))
+            # A strictly cheaper parcel beats b in every plan, whatever the speed.
+            cheaper = (
+                elig[:, a]
+                & (costs.fixed[:, a] < costs.fixed[:, b])
+                & np.all(costs.unit[:, a, :] <= costs.unit[:, b, :], axis=1)
+            )
+            elig[:, b] &= ~((not_worse & (strictly | (a < b))) | cheaper)
     return elig
 
 
@@ -222,63 +231,215 @@ def _greedy_plan(ctx: _Context, elig: np.ndarray, unit_min: np.ndarray, max_parc
     return _plan_from(costs, service, units, status=FEASIBLE, gap=float("nan"), method="greedy")
 
 
-def _best_pair(ctx: _Context, elig: np.ndarray, slots_ok: np.ndarray) -> tuple[_Plan | None, bool]:
-    """Best plan with exactly two parcels among allowed slots, and whether the search was exact."""
+def _combinations(count: int, size: int) -> IntArray:
+    """All ``size``-subsets of ``range(count)`` as rows (pairs vectorised, larger via itertools)."""
+    if size == 2:
+        return np.stack(np.triu_indices(count, 1), axis=1).astype(np.int64)
+    flat = np.fromiter(
+        itertools.chain.from_iterable(itertools.combinations(range(count), size)), dtype=np.int64
+    )
+    return flat.reshape(-1, size)
+
+
+def _split(
+    ctx: _Context, nodes: IntArray, services: IntArray
+) -> tuple[IntArray, IntArray, np.ndarray, np.ndarray]:
+    """Best split of the demand over each row's parcels (T x m slots that cover it).
+
+    Per SKU, cheapest unit cost first up to each node's stock: optimal when
+    capacity does not bind. Returns cost per row, units (T x m x K), whether
+    every parcel carries something, and whether capacities hold.
+    """
     costs, demand = ctx.costs, ctx.demand
-    sn, sv = np.nonzero(elig & slots_ok)
-    if sn.size < 2:
+    avail = costs.available[nodes]
+    unit = costs.unit[nodes, services, :]  # T x m x K
+    order = np.argsort(unit, axis=1, kind="stable")
+    a_sorted = np.take_along_axis(avail, order, axis=1)
+    before = np.cumsum(a_sorted, axis=1) - a_sorted
+    take_sorted = np.clip(demand - before, 0, a_sorted)
+    units = np.empty_like(take_sorted)
+    np.put_along_axis(units, order, take_sorted, axis=1)
+    total = costs.fixed[nodes, services].sum(axis=1) + (units * unit).sum(axis=(1, 2))
+    carried = units.sum(axis=2)
+    return total, units, np.all(carried > 0, axis=1), np.all(carried <= costs.capacity[nodes], axis=1)
+
+
+def _drop_heuristic(ctx: _Context, nodes: IntArray, services: IntArray) -> _Plan | None:
+    """From a covering set of parcels, drop the parcel whose removal saves most, while any does."""
+    costs, demand = ctx.costs, ctx.demand
+    if not np.all(costs.available[nodes].sum(axis=0) >= demand):
+        return None
+    total, units, _, within_cap = _split(ctx, nodes[None, :], services[None, :])
+    if not within_cap[0]:
+        return None
+    current = int(total[0])
+    while nodes.size > 1:
+        keep = ~np.eye(nodes.size, dtype=bool)
+        cand_nodes = np.broadcast_to(nodes, keep.shape)[keep].reshape(nodes.size, -1)
+        cand_services = np.broadcast_to(services, keep.shape)[keep].reshape(nodes.size, -1)
+        covers = np.all(costs.available[cand_nodes].sum(axis=1) >= demand, axis=1)
+        cand_total, cand_units, _, cand_cap = _split(ctx, cand_nodes, cand_services)
+        cand_total = np.where(covers & cand_cap, cand_total, _INF)
+        pick = int(np.argmin(cand_total))
+        if cand_total[pick] >= current:
+            break
+        nodes, services, current = cand_nodes[pick], cand_services[pick], int(cand_total[pick])
+        units = cand_units[pick : pick + 1]
+    # Drop parcels that ended up empty (their units all went elsewhere).
+    carried = units[0].sum(axis=1) > 0
+    service = np.full(len(costs.nodes), -1, dtype=np.int64)
+    service[nodes[carried]] = services[carried]
+    plan_units = np.zeros_like(costs.available)
+    plan_units[nodes[carried]] = units[0][carried]
+    return _plan_from(costs, service, plan_units, status=FEASIBLE, gap=float("nan"), method="heuristic")
+
+
+def _best_subset(
+    ctx: _Context, elig: np.ndarray, slots_ok: np.ndarray, size: int
+) -> tuple[_Plan | None, bool]:
+    """Best plan with exactly ``size`` parcels among allowed slots, and whether that is exact.
+
+    For a fixed set of parcels the best split is per SKU: cheapest unit cost
+    first, up to each node's stock. Capacity can make that split infeasible;
+    if such a set looks cheaper than the best valid one, a feasible re-split
+    might be too, so the answer is not a proof. Too many sets: not attempted.
+    """
+    costs, demand = ctx.costs, ctx.demand
+    slot_n, slot_v = np.nonzero(elig & slots_ok)
+    if slot_n.size < size:
         return None, True
-    ii, jj = np.triu_indices(sn.size, 1)
-    keep = sn[ii] != sn[jj]
-    ii, jj = ii[keep], jj[keep]
-    n_skus = demand.size
-    if ii.size * n_skus > _MAX_PAIR_CELLS:
+    if math.comb(slot_n.size, size) * size * demand.size > _MAX_SUBSET_CELLS:
         return None, False
-    ni, vi, nj, vj = sn[ii], sv[ii], sn[jj], sv[jj]
-    ai, aj = costs.available[ni], costs.available[nj]
-    feasible = np.all(ai + aj >= demand[None, :], axis=1)
-    ni, vi, nj, vj, ai, aj = ni[feasible], vi[feasible], nj[feasible], vj[feasible], ai[feasible], aj[feasible]
-    if ni.size == 0:
+    sets = _combinations(slot_n.size, size)
+    nodes, services = slot_n[sets], slot_v[sets]  # T x size
+    distinct = np.all(np.sort(nodes, axis=1)[:, 1:] != np.sort(nodes, axis=1)[:, :-1], axis=1)
+    avail = costs.available[nodes]  # T x size x K
+    feasible = distinct & np.all(avail.sum(axis=1) >= demand, axis=1)
+    nodes, services = nodes[feasible], services[feasible]
+    if nodes.shape[0] == 0:
         return None, True
-    ui, uj = costs.unit[ni, vi, :], costs.unit[nj, vj, :]
-    # Per SKU the cheaper side takes all it can; the other side takes the rest.
-    i_first = ui <= uj
-    xi = np.where(i_first, np.minimum(ai, demand), demand - np.minimum(aj, demand))
-    xj = demand[None, :] - xi
-    total = costs.fixed[ni, vi] + costs.fixed[nj, vj] + (xi * ui + xj * uj).sum(axis=1)
-    both_used = (xi.sum(axis=1) > 0) & (xj.sum(axis=1) > 0)
-    within_cap = (xi.sum(axis=1) <= costs.capacity[ni]) & (xj.sum(axis=1) <= costs.capacity[nj])
-    valid = both_used & within_cap
-    exact = True
-    if not valid.any():
-        best_valid = _INF
-    else:
-        best_valid = int(total[valid].min())
-    # A capacity-violating split that looks cheaper might hide a feasible
-    # cheaper re-split: then the enumeration is not a proof.
-    if np.any(~within_cap & (total < best_valid)):
-        exact = False
+    total, units, all_used, within_cap = _split(ctx, nodes, services)
+    valid = all_used & within_cap
+    best_valid = int(total[valid].min()) if valid.any() else _INF
+    exact = not np.any(~within_cap & (total < best_valid))
     if best_valid == _INF:
         return None, exact
-    cands = np.flatnonzero(valid & (total == best_valid))
-    arrival = np.maximum(costs.arrival[ni, vi], costs.arrival[nj, vj])
-    pick = int(cands[np.argmin(arrival[cands])])
+    candidates = np.flatnonzero(valid & (total == best_valid))
+    arrival = costs.arrival[nodes[candidates], services[candidates]].max(axis=1)
+    pick = int(candidates[np.argmin(arrival)])
     service = np.full(len(costs.nodes), -1, dtype=np.int64)
-    service[ni[pick]] = vi[pick]
-    service[nj[pick]] = vj[pick]
-    units = np.zeros_like(costs.available)
-    units[ni[pick]] = xi[pick]
-    units[nj[pick]] = xj[pick]
-    return _plan_from(costs, service, units), exact
+    service[nodes[pick]] = services[pick]
+    plan_units = np.zeros_like(costs.available)
+    plan_units[nodes[pick]] = units[pick]
+    return _plan_from(costs, service, plan_units), exact
+
+
+def _select(sorted_terms: np.ndarray, at_least: int, at_most: int) -> float:
+    """Least sum of between ``at_least`` and ``at_most`` of the (ascending) terms."""
+    if at_least > sorted_terms.size:
+        return np.inf
+    negatives = int(np.count_nonzero(sorted_terms < 0))
+    count = max(at_least, min(at_most, negatives))
+    return float(sorted_terms[:count].sum())
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """A Lagrangian bound for plans with ``at_least``..``at_most`` parcels.
+
+    ``value`` bounds every such plan; ``with_node[n]`` bounds every such plan
+    that opens node n (reduced-cost fixing: a node whose bound exceeds the
+    best known cost cannot be in a better plan).
+    """
+
+    value: float
+    with_node: np.ndarray
+    #: The nodes the relaxation opens at its best prices, with their service:
+    #: a good start for a plan (see :func:`_drop_heuristic`).
+    service: IntArray
+
+
+def _lagrangian_bound(
+    ctx: _Context,
+    elig: np.ndarray,
+    at_least: int,
+    at_most: int,
+    upper: int,
+    iterations: int = 60,
+) -> _Bound:
+    """Lower bound by relaxing the demand rows with prices ``lam`` (subgradient ascent).
+
+    For any prices, a plan costs at least ``sum_k lam[k] Q[k] + sum over its open
+    nodes of t[n]``, where ``t[n] = min_v (F[n,v] + sum_k a[n,k] min(0, u[n,v,k] -
+    lam[k]))``. With between ``at_least`` and ``at_most`` open nodes, the least
+    such sum takes the ``at_least`` smallest terms plus further negative ones.
+    Without parcel limits its maximum over prices is the LP bound of the strong
+    formulation; the limits make it stronger.
+    """
+    costs, demand = ctx.costs, ctx.demand
+    n_nodes = elig.shape[0]
+    usable = elig.any(axis=1)
+    avail = np.where(usable[:, None], costs.available, 0).astype(np.float64)
+    unit = np.where(elig[:, :, None], costs.unit, 0).astype(np.float64)
+    fixed = np.where(elig, costs.fixed, np.inf).astype(np.float64)
+    q = demand.astype(np.float64)
+    # Start from each SKU's cheapest unit cost with the parcel spread over what the node could carry.
+    amortised = unit + fixed[:, :, None] / np.maximum(avail.sum(axis=1), 1.0)[:, None, None]
+    lam = np.where(elig[:, :, None], amortised, np.inf).min(axis=(0, 1))
+    lam = np.where(np.isfinite(lam), lam, 0.0)
+    target = float(upper) if upper < _INF else None
+    best_value, best_terms = -np.inf, np.full(n_nodes, np.inf)
+    step_scale, stall = 1.0, 0
+    rows = np.arange(n_nodes)
+    for _ in range(iterations):
+        per_service = fixed + np.einsum("cvk,ck->cv", np.minimum(unit - lam, 0.0), avail)
+        choice = np.argmin(per_service, axis=1)
+        terms = per_service[rows, choice]
+        order = np.argsort(terms, kind="stable")
+        sorted_terms = terms[order]
+        value = float(lam @ q) + _select(sorted_terms, at_least, at_most)
+        if not np.isfinite(value):
+            return _Bound(np.inf, np.full(n_nodes, np.inf), np.full(n_nodes, -1))
+        negatives = int(np.count_nonzero(sorted_terms < 0))
+        opened = np.zeros(n_nodes, dtype=bool)
+        opened[order[: max(at_least, min(at_most, negatives))]] = True
+        if value > best_value + 1e-9:
+            best_value, best_terms, best_lam, stall = value, terms, lam, 0
+            best_service = np.where(opened & usable, choice, -1)
+        else:
+            stall += 1
+            if stall >= 5:
+                step_scale, stall = step_scale / 2, 0
+        if target is not None and np.ceil(best_value - 1e-6) >= target:
+            break
+        taken = np.where(opened[:, None] & (unit[rows, choice, :] < lam), avail, 0.0).sum(axis=0)
+        gradient = q - taken
+        norm = float(gradient @ gradient)
+        if norm == 0 or step_scale < 1e-4:
+            break
+        gap = (target - value) if target is not None else max(abs(value) * 0.05, 1000.0)
+        lam = lam + step_scale * max(gap, 1.0) / norm * gradient
+    # Opening n on top of the best selection for one parcel fewer bounds every plan using n.
+    sorted_best = np.sort(best_terms)
+    without_one = float(best_lam @ q) + _select(sorted_best, at_least - 1, at_most - 1)
+    with_node = np.maximum(best_value, without_one + best_terms)
+    return _Bound(best_value, with_node, best_service.astype(np.int64))
 
 
 def _solve_cpsat(
     ctx: _Context,
     elig: np.ndarray,
+    min_parcels: int,
     max_parcels: int,
     lower_bound: int,
+    upper: int,
     hint: _Plan | None,
-) -> _Plan | None:
+) -> tuple[_Plan | None, int, bool]:
+    """CP-SAT over the eligible slots: least (cost, parcels) with min..max parcels and cost <= upper.
+
+    Returns the best plan found (or None), the proven lower bound on cost,
+    and whether the search was complete (optimal or proven infeasible).
+    """
     costs, demand = ctx.costs, ctx.demand
     ctx.stats["cpsat"] += 1
     model = cp_model.CpModel()
@@ -288,8 +449,8 @@ def _solve_cpsat(
     for s, n in enumerate(slot_n.tolist()):
         per_node.setdefault(n, []).append(s)
     by_sku: list[list[cp_model.IntVar]] = [[] for _ in range(demand.size)]
-    obj_vars: list[cp_model.IntVar] = []
-    obj_coefs: list[int] = []
+    cost_vars: list[cp_model.IntVar] = []
+    cost_coefs: list[int] = []
     x_index: list[tuple[int, int, cp_model.IntVar]] = []
     avail = costs.available
     for n, slots in per_node.items():
@@ -305,8 +466,8 @@ def _solve_cpsat(
                 by_sku[k].append(x)
                 slot_x.append(x)
                 stock_groups.setdefault(k, []).append(x)
-                obj_vars.append(x)
-                obj_coefs.append(int(costs.unit[n, v, k]))
+                cost_vars.append(x)
+                cost_coefs.append(int(costs.unit[n, v, k]))
                 x_index.append((s, k, x))
             model.add(sum(slot_x) >= ys[s])
             node_x.extend(slot_x)
@@ -318,13 +479,19 @@ def _solve_cpsat(
             model.add(sum(node_x) <= int(costs.capacity[n]))
     for k, xs in enumerate(by_sku):
         model.add(sum(xs) == int(demand[k]))
-    model.add(sum(ys) <= max_parcels)
-    obj_vars.extend(ys)
-    obj_coefs.extend(costs.fixed[slot_n, slot_v].tolist())
-    objective = cp_model.LinearExpr.weighted_sum(obj_vars, obj_coefs)
-    model.add(objective >= lower_bound)
-    model.minimize(objective)
-    if hint is not None:
+    parcels = sum(ys)
+    model.add(parcels >= min_parcels)
+    model.add(parcels <= max_parcels)
+    cost = cp_model.LinearExpr.weighted_sum(
+        [*cost_vars, *ys], [*cost_coefs, *costs.fixed[slot_n, slot_v].tolist()]
+    )
+    model.add(cost >= lower_bound)
+    if upper < _INF:
+        model.add(cost <= upper)
+    # Least cost first, then fewest parcels: the parcel count breaks cost ties exactly.
+    weight = max_parcels + 1
+    model.minimize(cost * weight + parcels)
+    if hint is not None and min_parcels <= hint.parcels <= max_parcels:
         for s, (n, v) in enumerate(zip(slot_n.tolist(), slot_v.tolist(), strict=True)):
             model.add_hint(ys[s], int(hint.service[n] == v))
         for s, k, x in x_index:
@@ -333,14 +500,19 @@ def _solve_cpsat(
 
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = ctx.settings.num_workers
+    # These models are small and already reduced by the bounds; CP-SAT's
+    # presolve cost more than it saved (about 2x on 10-line carts), and the
+    # stronger LP with probing off was measured best of a handful of settings.
+    solver.parameters.cp_model_presolve = False
+    solver.parameters.linearization_level = 2
+    solver.parameters.cp_model_probing_level = 0
     solver.parameters.max_time_in_seconds = max(0.001, ctx.deadline - time.perf_counter())
     status = solver.solve(model)
+    if status == cp_model.INFEASIBLE:
+        return None, upper, True
+    proven_bound = max(lower_bound, int(np.ceil(solver.best_objective_bound / weight - 1e-9)))
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        if status == cp_model.INFEASIBLE or hint is None:
-            return None
-        # Timed out before improving on the hint: it stands, with the bound's gap.
-        gap = (hint.cost - lower_bound) / max(abs(hint.cost), 1)
-        return _Plan(hint.service, hint.units, hint.cost, hint.day, hint.parcels, FEASIBLE, gap, "cp-sat")
+        return None, proven_bound, False
     service = np.full(len(costs.nodes), -1, dtype=np.int64)
     units = np.zeros_like(avail)
     for s, (n, v) in enumerate(zip(slot_n.tolist(), slot_v.tolist(), strict=True)):
@@ -350,22 +522,13 @@ def _solve_cpsat(
         value = solver.value(x)
         if value:
             units[int(slot_n[s]), k] += value
-    objective_value = int(round(solver.objective_value))
-    bound = max(lower_bound, int(np.ceil(solver.best_objective_bound)))
-    proven = status == cp_model.OPTIMAL
-    gap = 0.0 if proven else (objective_value - bound) / max(abs(objective_value), 1)
-    return _plan_from(
-        costs,
-        service,
-        units,
-        status=OPTIMAL if proven else FEASIBLE,
-        gap=gap,
-        method="cp-sat",
-    )
+    plan = _plan_from(costs, service, units, method="cp-sat")
+    optimal = status == cp_model.OPTIMAL
+    return plan, plan.cost if optimal else proven_bound, optimal
 
 
 def _min_cost(ctx: _Context, day: int, max_parcels: int) -> _Plan | None:
-    """The least-cost plan delivering by ``day`` in at most ``max_parcels`` parcels."""
+    """The least (cost, parcels) plan delivering by ``day`` in at most ``max_parcels`` parcels."""
     key = (day, max_parcels)
     if key in ctx.cache:
         return ctx.cache[key]
@@ -382,81 +545,112 @@ def _min_cost(ctx: _Context, day: int, max_parcels: int) -> _Plan | None:
     return plan
 
 
+def _ceil(value: float) -> int:
+    """Round a float bound up to whole millicents (infinite: no plan)."""
+    return int(np.ceil(value - 1e-6)) if np.isfinite(value) else _INF
+
+
+def _lexmin(*plans: _Plan | None) -> _Plan | None:
+    found = [p for p in plans if p is not None]
+    return min(found, key=lambda p: (p.cost, p.parcels, p.day)) if found else None
+
+
+def _proven(plan: _Plan, method: str) -> _Plan:
+    return _Plan(plan.service, plan.units, plan.cost, plan.day, plan.parcels, OPTIMAL, 0.0, method)
+
+
 def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan | None:
+    """Solve one ``P(D, p)``: enumerate small plans, bound the rest, call CP-SAT if still open."""
     costs, demand = ctx.costs, ctx.demand
     fixed = np.where(elig, costs.fixed, _INF)
     fixed_min = fixed.min(axis=1)  # per node, its cheapest eligible parcel
     unit_min = np.where(elig[:, :, None], costs.unit.astype(np.float64), np.inf).min(axis=1)
     transport_lb = _transport_lower_bound(unit_min, costs.available, demand)
     sorted_fixed = np.sort(fixed_min[fixed_min < _INF])
+    max_parcels = min(max_parcels, sorted_fixed.size)
     fixed_prefix = np.concatenate(([0], np.cumsum(sorted_fixed)))
 
-    single = _best_single(ctx, elig)
-    min_parcels = 1 if single is not None else 2
-    if max_parcels < min_parcels:
-        return None
+    def simple_bound(parcels: int) -> int:
+        """Plans with >= ``parcels`` parcels: that many cheapest fixed costs + cheapest units."""
+        return int(fixed_prefix[min(parcels, sorted_fixed.size)]) + transport_lb
 
-    # Best known plan that fits this sub-problem: a warm start and an upper bound.
-    best = single
+    # Plans found for other deadlines or caps that fit here are upper bounds.
+    best = _best_single(ctx, elig)
     for known in ctx.known:
-        fits = known.parcels <= max_parcels and bool(
-            np.all(elig[known.service >= 0, known.service[known.service >= 0]])
-        )
-        if fits and (best is None or known.cost < best.cost):
-            best = known
-    upper = best.cost if best is not None else _INF
-
-    def lower_bound(parcels: int) -> int:
-        return int(fixed_prefix[min(parcels, len(sorted_fixed))]) + transport_lb
-
-    def most_parcels_worth_trying() -> int:
-        top = min(max_parcels, len(sorted_fixed))
-        m = min_parcels
-        while m < top and lower_bound(m + 1) <= upper:
-            m += 1
-        return m
-
+        used = known.service >= 0
+        if known.parcels <= max_parcels and bool(np.all(elig[used, known.service[used]])):
+            best = _lexmin(best, known)
     if best is None:
         best = _greedy_plan(ctx, elig, unit_min, max_parcels)
+
+    # Enumerate plans by parcel count while the sets to try stay few: every
+    # plan with up to ``enumerated`` parcels is then known exactly. Between
+    # rounds a bound on plans with more parcels may settle the question (cost
+    # ties go to fewer parcels, so a bound equal to the best cost settles it
+    # when the best plan is an enumerated one), and prunes the nodes that
+    # cannot be in a better plan.
+    enumerated = 1
+    bound: _Bound | None = None
+    lower = 0
+    while True:
         upper = best.cost if best is not None else _INF
+        searched = enumerated + 1
+        if searched > max_parcels:
+            if best is not None:
+                ctx.stats["bound"] += 1
+            return _proven(best, "enumeration") if best is not None else None
+        settles = best is not None and best.parcels <= enumerated
+        if settles and simple_bound(searched) >= upper:
+            ctx.stats["bound"] += 1
+            return _proven(best, "bound+enumeration")  # type: ignore[arg-type]
+        if searched == 2 and upper == _INF:
+            bound = None
+            slots_ok = np.ones_like(elig)
+        else:
+            bound = _lagrangian_bound(ctx, elig, searched, max_parcels, upper)
+            lower = max(simple_bound(searched), _ceil(bound.value))
+            if settles and lower >= upper:
+                ctx.stats["bound"] += 1
+                return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
+            # Not settled: a plan built from the relaxation's open nodes may lower the best cost.
+            start = bound.service.copy()
+            if best is not None:
+                start[best.service >= 0] = best.service[best.service >= 0]
+            opened = np.flatnonzero(start >= 0)
+            best = _lexmin(best, _drop_heuristic(ctx, opened, start[opened]))
+            upper = best.cost if best is not None else _INF
+            settles = best is not None and best.parcels <= enumerated
+            if settles and lower >= upper:
+                ctx.stats["bound"] += 1
+                return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
+            slots_ok = np.broadcast_to((bound.with_node <= upper + 1e-6)[:, None], elig.shape)
+        found, exact = _best_subset(ctx, elig, slots_ok, searched)
+        best = _lexmin(best, found)
+        if not exact:
+            break
+        enumerated = searched
 
-    exact_pairs = True
-    pair: _Plan | None = None
-    if max_parcels >= 2 and lower_bound(2) <= upper:
-        # Slots worth pairing: their parcel plus the cheapest other one and
-        # the transport bound must not already exceed the best known plan.
-        second = sorted_fixed[0] if sorted_fixed.size else 0
-        slots_ok = (fixed + second + transport_lb) <= upper
-        pair, exact_pairs = _best_pair(ctx, elig, slots_ok[:, :] | (upper == _INF))
-        if pair is not None and (best is None or pair.cost < best.cost):
-            best = pair
-            upper = pair.cost
+    if bound is None:
+        bound = _lagrangian_bound(ctx, elig, searched, max_parcels, upper)
+        lower = max(simple_bound(searched), _ceil(bound.value))
+    upper = best.cost if best is not None else _INF
 
-    worth = most_parcels_worth_trying()
-    if best is not None and exact_pairs and (worth <= 2 or lower_bound(3) > upper):
-        ctx.stats["bound"] += 1
-        if best.method == "cp-sat" and best.status == OPTIMAL:
-            return best
-        return _Plan(best.service, best.units, best.cost, best.day, best.parcels, OPTIMAL, 0.0,
-                     "bound+enumeration")
-    if best is not None and worth <= 1:
-        ctx.stats["bound"] += 1
-        return best
-
-    # CP-SAT on the nodes the bound leaves possible.
-    others_min = fixed_prefix[min(min_parcels - 1, len(sorted_fixed))]
-    node_keep = (fixed_min + others_min + transport_lb <= upper) | (upper == _INF)
+    # CP-SAT searches the plans with more parcels, on the nodes the bound leaves possible.
+    node_keep = bound.with_node <= upper + 1e-6
     if best is not None:
         node_keep |= best.service >= 0
-    sub_elig = elig & node_keep[:, None]
-    result = _solve_cpsat(
-        ctx, sub_elig, min(max_parcels, worth), lower_bound(min_parcels), best
+    found, proven_lower, complete = _solve_cpsat(
+        ctx, elig & node_keep[:, None], searched, max_parcels, lower, upper, best
     )
+    result = _lexmin(best, found)
     if result is None:
-        return best
-    if best is not None and best.cost < result.cost:
-        return best
-    return result
+        return None
+    if complete:
+        return _proven(result, "cp-sat")
+    # Out of time: the best plan stands, with the gap to what is proven about the rest.
+    # Enumerated plans are known exactly, so only the searched ones can lie below.
+    gap = max(result.cost - proven_lower, 0) / max(abs(result.cost), 1)
+    return _Plan(result.service, result.units, result.cost, result.day, result.parcels, FEASIBLE, gap, "cp-sat")
 
 
 def _lines_of(order: Order, costs: OrderCosts, plan: _Plan, network: Network) -> Allocation:
