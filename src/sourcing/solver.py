@@ -65,6 +65,8 @@ OPTIMAL: Final = "OPTIMAL"
 FEASIBLE: Final = "FEASIBLE"
 # Subset enumeration is skipped above this many (set x member x SKU) cells.
 _MAX_SUBSET_CELLS: Final = 1_500_000
+# Below this many cells, enumerating beats computing a bound first.
+_CHEAP_CELLS: Final = 40_000
 _INF: Final = np.iinfo(np.int64).max // 4
 
 
@@ -77,6 +79,10 @@ class QuoteSettings:
     ``time_limit_s`` is the whole quote's solver budget (a timed-out
     sub-problem returns its best plan with the gap); ``num_workers`` is
     CP-SAT's thread count, set explicitly (DESIGN section 8).
+    ``full_frontier`` asks for every Pareto point over (cost, day, parcels)
+    (planners); by default only the sub-problems the four labels need are
+    solved (checkout), and ``Quote.frontier`` holds the non-dominated plans
+    among those.
     """
 
     value_of_day: int = 100_000
@@ -85,6 +91,7 @@ class QuoteSettings:
     latest_day: int | None = None
     time_limit_s: float = 2.0
     num_workers: int = 1
+    full_frontier: bool = False
 
 
 @dataclass(frozen=True)
@@ -294,6 +301,11 @@ def _drop_heuristic(ctx: _Context, nodes: IntArray, services: IntArray) -> _Plan
     return _plan_from(costs, service, plan_units, status=FEASIBLE, gap=float("nan"), method="heuristic")
 
 
+def _subset_cells(slots: int, size: int, skus: int) -> int:
+    """Array cells that enumerating every ``size``-set of ``slots`` slots takes."""
+    return math.comb(slots, size) * size * skus
+
+
 def _best_subset(
     ctx: _Context, elig: np.ndarray, slots_ok: np.ndarray, size: int
 ) -> tuple[_Plan | None, bool]:
@@ -308,7 +320,7 @@ def _best_subset(
     slot_n, slot_v = np.nonzero(elig & slots_ok)
     if slot_n.size < size:
         return None, True
-    if math.comb(slot_n.size, size) * size * demand.size > _MAX_SUBSET_CELLS:
+    if _subset_cells(slot_n.size, size, demand.size) > _MAX_SUBSET_CELLS:
         return None, False
     sets = _combinations(slot_n.size, size)
     nodes, services = slot_n[sets], slot_v[sets]  # T x size
@@ -365,7 +377,7 @@ def _lagrangian_bound(
     at_least: int,
     at_most: int,
     upper: int,
-    iterations: int = 60,
+    iterations: int = 40,
 ) -> _Bound:
     """Lower bound by relaxing the demand rows with prices ``lam`` (subgradient ascent).
 
@@ -415,7 +427,7 @@ def _lagrangian_bound(
         taken = np.where(opened[:, None] & (unit[rows, choice, :] < lam), avail, 0.0).sum(axis=0)
         gradient = q - taken
         norm = float(gradient @ gradient)
-        if norm == 0 or step_scale < 1e-4:
+        if norm == 0 or step_scale < 1e-3:
             break
         gap = (target - value) if target is not None else max(abs(value) * 0.05, 1000.0)
         lam = lam + step_scale * max(gap, 1.0) / norm * gradient
@@ -603,9 +615,12 @@ def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan
         if settles and simple_bound(searched) >= upper:
             ctx.stats["bound"] += 1
             return _proven(best, "bound+enumeration")  # type: ignore[arg-type]
-        if searched == 2 and upper == _INF:
-            bound = None
-            slots_ok = np.ones_like(elig)
+        # A slot is worth trying only if its parcel, the cheapest others and
+        # the cheapest units do not already cost more than the best plan.
+        others = int(fixed_prefix[min(searched - 1, sorted_fixed.size)])
+        slots_ok = (fixed + others + transport_lb <= upper) | (upper == _INF)
+        if _subset_cells(int(np.count_nonzero(elig & slots_ok)), searched, demand.size) <= _CHEAP_CELLS:
+            bound = None  # enumerating is cheaper than bounding
         else:
             bound = _lagrangian_bound(ctx, elig, searched, max_parcels, upper)
             lower = max(simple_bound(searched), _ceil(bound.value))
@@ -767,24 +782,48 @@ def quote(network: Network, order: Order, settings: QuoteSettings | None = None)
 
 
 def _frontier(ctx: _Context) -> list[_Plan]:
+    """Solve the sub-problems the menu (or, with ``full_frontier``, the whole frontier) needs.
+
+    The menu needs: the cheapest plan (no deadline); the least-cost plan at
+    each earlier deadline that could still win FASTEST or BALANCED (a deadline
+    D can only win BALANCED if ``cheapest cost + value_of_day * D`` beats the
+    best seen, because no plan is cheaper than the cheapest); and the best
+    single parcel. The full frontier adds, at every deadline, the least-cost
+    plan for every parcel count below the unconstrained optimum's.
+    """
     costs, settings = ctx.costs, ctx.settings
     days = np.unique(costs.arrival[costs.usable])
     if settings.latest_day is not None:
         days = days[days <= settings.latest_day]
     cap = settings.max_parcels or len(costs.nodes)
-    found: list[_Plan] = []
     if days.size == 0:
-        return found
+        return []
     cheapest = _min_cost(ctx, int(days[-1]), cap)
     if cheapest is None:
-        return found
+        return []
+    single = _min_cost(ctx, int(days[-1]), 1)
+    found = [p for p in (cheapest, single) if p is not None]
+    vod = settings.value_of_day
+    balanced = (cheapest.cost + vod * cheapest.day, cheapest.day)
+    fastest_found = False
     for day in days.tolist():
         # Beyond the cheapest plan's own day, no deadline makes it cheaper;
-        # fewer parcels may still cost less later, so those are still solved.
-        plan = cheapest if day >= cheapest.day else _min_cost(ctx, day, cap)
+        # fewer parcels may still cost less later (full frontier only).
+        if day >= cheapest.day:
+            plan: _Plan | None = cheapest
+        elif settings.full_frontier or not fastest_found or (cheapest.cost + vod * day, day) <= balanced:
+            plan = _min_cost(ctx, day, cap)
+        else:
+            continue
         if plan is None:
             continue
+        fastest_found = True
         found.append(plan)
+        balanced = min(balanced, (plan.cost + vod * plan.day, plan.day))
+        if not settings.full_frontier:
+            if day >= cheapest.day:
+                break
+            continue
         for parcels in range(plan.parcels - 1, 0, -1):
             fewer = _min_cost(ctx, day, parcels)
             if fewer is None:
