@@ -68,9 +68,14 @@ def tiny_network(
     )
 
 
-def random_order(rng: np.random.Generator, network: Network, max_lines: int = 3, max_qty: int = 3) -> Order:
+def random_order(
+    rng: np.random.Generator, network: Network, max_lines: int = 3, max_qty: int = 3
+) -> Order:
     lines = tuple(
-        OrderLine(network.sku_ids[int(rng.integers(len(network.sku_ids)))], int(rng.integers(1, max_qty + 1)))
+        OrderLine(
+            network.sku_ids[int(rng.integers(len(network.sku_ids)))],
+            int(rng.integers(1, max_qty + 1)),
+        )
         for _ in range(int(rng.integers(1, max_lines + 1)))
     )
     return Order(Location(float(rng.uniform(28, 47)), float(rng.uniform(-122, -72))), lines)
@@ -86,7 +91,9 @@ def _compositions(total: int, caps: list[int]) -> Iterator[tuple[int, ...]]:
             yield (first, *rest)
 
 
-def all_allocations(network: Network, order: Order, demand: dict[str, int] | None = None) -> Iterator[Evaluation]:
+def all_allocations(
+    network: Network, order: Order, demand: dict[str, int] | None = None
+) -> Iterator[Evaluation]:
     """Every allocation of the order (units per node per SKU x a service per used node), evaluated.
 
     ``demand`` (units per SKU) defaults to the whole order; infeasible ones
@@ -101,7 +108,9 @@ def all_allocations(network: Network, order: Order, demand: dict[str, int] | Non
     avail = network.available
     n_nodes = len(network.node_ids)
     per_sku = [
-        list(_compositions(wanted[s], [int(avail[n, network.sku_index[s]]) for n in range(n_nodes)]))
+        list(
+            _compositions(wanted[s], [int(avail[n, network.sku_index[s]]) for n in range(n_nodes)])
+        )
         for s in skus
     ]
     for combo in itertools.product(*per_sku):
@@ -123,6 +132,8 @@ def all_allocations(network: Network, order: Order, demand: dict[str, int] | Non
                             remaining[i] -= take
                             qty -= take
                 parcels.append(ParcelPlan(network.node_ids[n], service, tuple(contents)))
-            evaluation = evaluate(network, order, Allocation(tuple(parcels)), allow_partial=demand is not None)
+            evaluation = evaluate(
+                network, order, Allocation(tuple(parcels)), allow_partial=demand is not None
+            )
             if evaluation.is_feasible:
                 yield evaluation

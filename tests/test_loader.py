@@ -10,6 +10,7 @@ import pytest
 from sourcing.errors import NetworkDataError
 from sourcing.loader import read_network, write_network
 from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
+
 from support import tiny_network
 
 GOOD = {

@@ -12,12 +12,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from support import all_allocations, random_order, tiny_network
 
 from sourcing.errors import ShortageError
 from sourcing.evaluate import evaluate
 from sourcing.model import Evaluation, Label, Network, Order
 from sourcing.solver import Quote, QuoteSettings, quote
+
+from support import all_allocations, random_order, tiny_network
 
 Point = tuple[int, int, int]
 
@@ -54,7 +55,9 @@ def _check_quote(
     expected = {
         Label.CHEAPEST: min(points),
         Label.FASTEST: min(points, key=lambda p: (p[1], p[0], p[2])),
-        Label.BALANCED: min(points, key=lambda p: (p[0] + settings.value_of_day * p[1], p[1], p[2])),
+        Label.BALANCED: min(
+            points, key=lambda p: (p[0] + settings.value_of_day * p[1], p[1], p[2])
+        ),
     }
     singles = [p for p in points if p[2] == 1]
     if singles:

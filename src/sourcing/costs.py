@@ -39,12 +39,16 @@ from sourcing.model import (
 EARTH_RADIUS_KM = 6371.0
 
 
-def haversine_km(lat1: FloatArray | float, lon1: FloatArray | float, lat2: float, lon2: float) -> FloatArray:
+def haversine_km(
+    lat1: FloatArray | float, lon1: FloatArray | float, lat2: float, lon2: float
+) -> FloatArray:
     """Great-circle distance in km from points (lat1, lon1) to one point (lat2, lon2)."""
     p1, l1 = np.radians(lat1), np.radians(lon1)
     p2, l2 = np.radians(lat2), np.radians(lon2)
     a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin((l2 - l1) / 2) ** 2
-    return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))), dtype=np.float64)
+    return np.asarray(
+        2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))), dtype=np.float64
+    )
 
 
 def zone_of(network: Network, distance_km: FloatArray) -> IntArray:

@@ -85,7 +85,9 @@ def evaluate(
         if not parcel.lines:
             violations.append(f"{where}: empty parcel")
 
-        km = _great_circle_km(float(network.lat[node]), float(network.lon[node]), dest.lat, dest.lon)
+        km = _great_circle_km(
+            float(network.lat[node]), float(network.lon[node]), dest.lat, dest.lon
+        )
         zone = _zone_index(network, km)
         if not network.offered[service, zone]:
             violations.append(
@@ -100,7 +102,9 @@ def evaluate(
                 violations.append(f"{where}: no order line {pl.line}")
                 continue
             if order.lines[pl.line].sku != pl.sku:
-                violations.append(f"{where}: line {pl.line} is {order.lines[pl.line].sku}, not {pl.sku}")
+                violations.append(
+                    f"{where}: line {pl.line} is {order.lines[pl.line].sku}, not {pl.sku}"
+                )
                 continue
             if pl.qty <= 0:
                 violations.append(f"{where}: line {pl.line} has qty {pl.qty}")
@@ -130,7 +134,8 @@ def evaluate(
                 shipping=base * MILLICENTS_PER_CENT + per_kg * weight_g,
                 handling=int(network.handling_cost[node]) * MILLICENTS_PER_CENT,
                 storage_credit=credit,
-                arrival_days=int(network.handling_days[node]) + int(network.transit_days[service, zone]),
+                arrival_days=int(network.handling_days[node])
+                + int(network.transit_days[service, zone]),
             )
         )
 
@@ -150,10 +155,14 @@ def evaluate(
     shortfall: list[Shortfall] = []
     for i, line in enumerate(order.lines):
         if covered[i] > line.qty:
-            violations.append(f"line {i} ({line.sku}): {covered[i]} units shipped, {line.qty} ordered")
+            violations.append(
+                f"line {i} ({line.sku}): {covered[i]} units shipped, {line.qty} ordered"
+            )
         elif covered[i] < line.qty:
             shortfall.append(Shortfall(i, line.sku, line.qty, covered[i]))
             if not allow_partial:
-                violations.append(f"line {i} ({line.sku}): {covered[i]} of {line.qty} units covered")
+                violations.append(
+                    f"line {i} ({line.sku}): {covered[i]} of {line.qty} units covered"
+                )
 
     return Evaluation(tuple(parcels), tuple(violations), tuple(shortfall))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ def cents_to_millicents(cents: int) -> int:
     return int(cents) * MILLICENTS_PER_CENT
 
 
-class NodeKind(str, Enum):
+class NodeKind(StrEnum):
     DC = "dc"
     STORE = "store"
 
@@ -104,7 +104,12 @@ class Network:
     service_index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        n, s, z, v = len(self.node_ids), len(self.sku_ids), len(self.zone_ids), len(self.service_ids)
+        n, s, z, v = (
+            len(self.node_ids),
+            len(self.sku_ids),
+            len(self.zone_ids),
+            len(self.service_ids),
+        )
         shapes: dict[str, tuple[int, ...]] = {
             "lat": (n,),
             "lon": (n,),
@@ -125,10 +130,10 @@ class Network:
         }
         float_fields = {"lat", "lon", "daily_demand", "zone_max_km"}
         for name, shape in shapes.items():
-            dtype = (
+            dtype: type[np.generic] = (
                 np.float64 if name in float_fields else np.bool_ if name == "offered" else np.int64
             )
-            array = np.asarray(getattr(self, name), dtype=dtype)
+            array: npt.NDArray[Any] = np.asarray(getattr(self, name), dtype=dtype)
             if array.shape != shape:
                 raise ValueError(f"Network.{name} has shape {array.shape}, expected {shape}")
             object.__setattr__(self, name, _frozen(array))
@@ -153,7 +158,8 @@ class Network:
     @property
     def available(self) -> IntArray:
         """Units a node can promise: on hand - safety stock - reserved, never below 0."""
-        return np.maximum(self.on_hand - self.safety_stock - self.reserved, 0)
+        available: IntArray = np.maximum(self.on_hand - self.safety_stock - self.reserved, 0)
+        return available
 
     def replace(self, **changes: Any) -> Network:
         """A copy with some fields replaced (e.g. ``reserved``), validated again."""
@@ -282,7 +288,7 @@ class Evaluation:
         return len(self.parcels)
 
 
-class Label(str, Enum):
+class Label(StrEnum):
     CHEAPEST = "CHEAPEST"
     FASTEST = "FASTEST"
     SINGLE_PARCEL = "SINGLE_PARCEL"

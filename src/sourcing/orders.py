@@ -22,7 +22,9 @@ def validate_order(network: Network, order: Order) -> None:
     violations: list[FieldViolation] = []
     lat, lon = order.destination.lat, order.destination.lon
     if not (isinstance(lat, int | float) and math.isfinite(lat) and -90 <= lat <= 90):
-        violations.append(FieldViolation("destination.lat", f"must be a number in [-90, 90], got {lat!r}"))
+        violations.append(
+            FieldViolation("destination.lat", f"must be a number in [-90, 90], got {lat!r}")
+        )
     if not (isinstance(lon, int | float) and math.isfinite(lon) and -180 <= lon <= 180):
         violations.append(
             FieldViolation("destination.lon", f"must be a number in [-180, 180], got {lon!r}")
@@ -31,7 +33,9 @@ def validate_order(network: Network, order: Order) -> None:
         violations.append(FieldViolation("lines", "the cart is empty"))
     if len(order.lines) > MAX_ORDER_LINES:
         violations.append(
-            FieldViolation("lines", f"{len(order.lines)} lines exceed the limit of {MAX_ORDER_LINES}")
+            FieldViolation(
+                "lines", f"{len(order.lines)} lines exceed the limit of {MAX_ORDER_LINES}"
+            )
         )
     for i, line in enumerate(order.lines):
         if line.sku not in network.sku_index:
@@ -62,7 +66,9 @@ def order_from_dict(data: Any) -> Order:
         lat, lon = dest.get("lat"), dest.get("lon")
         for name, value in (("lat", lat), ("lon", lon)):
             if isinstance(value, bool) or not isinstance(value, int | float):
-                violations.append(FieldViolation(f"destination.{name}", f"must be a number, got {value!r}"))
+                violations.append(
+                    FieldViolation(f"destination.{name}", f"must be a number, got {value!r}")
+                )
     raw_lines = data.get("lines")
     lines: list[OrderLine] = []
     if not isinstance(raw_lines, list):
@@ -70,13 +76,19 @@ def order_from_dict(data: Any) -> Order:
     else:
         for i, raw in enumerate(raw_lines):
             if not isinstance(raw, Mapping):
-                violations.append(FieldViolation(f"lines[{i}]", "must be an object with sku and qty"))
+                violations.append(
+                    FieldViolation(f"lines[{i}]", "must be an object with sku and qty")
+                )
                 continue
             sku, qty = raw.get("sku"), raw.get("qty")
             if not isinstance(sku, str) or not sku:
-                violations.append(FieldViolation(f"lines[{i}].sku", f"must be a non-empty string, got {sku!r}"))
+                violations.append(
+                    FieldViolation(f"lines[{i}].sku", f"must be a non-empty string, got {sku!r}")
+                )
             if isinstance(qty, bool) or not isinstance(qty, int):
-                violations.append(FieldViolation(f"lines[{i}].qty", f"must be an integer, got {qty!r}"))
+                violations.append(
+                    FieldViolation(f"lines[{i}].qty", f"must be an integer, got {qty!r}")
+                )
             lines.append(OrderLine(str(sku), qty if isinstance(qty, int) else 0))
     if violations:
         raise InvalidOrderError(violations)

@@ -49,6 +49,7 @@ from sourcing.errors import Shortage, ShortageError
 from sourcing.evaluate import evaluate
 from sourcing.model import (
     Allocation,
+    BoolArray,
     IntArray,
     Label,
     Network,
@@ -64,7 +65,9 @@ from sourcing.orders import validate_order
 OPTIMAL: Final = "OPTIMAL"
 FEASIBLE: Final = "FEASIBLE"
 # Subset enumeration is skipped above this many (set x member x SKU) cells.
-_MAX_SUBSET_CELLS: Final = 1_500_000
+_MAX_SUBSET_CELLS: Final = 16_000_000
+# ... and priced this many cells at a time, to bound memory.
+_CHUNK_CELLS: Final = 1_000_000
 # Below this many cells, enumerating beats computing a bound first.
 _CHEAP_CELLS: Final = 40_000
 _INF: Final = np.iinfo(np.int64).max // 4
@@ -215,7 +218,9 @@ def _best_single(ctx: _Context, elig: np.ndarray) -> _Plan | None:
     return _plan_from(costs, service, units, method="enumeration")
 
 
-def _greedy_plan(ctx: _Context, elig: np.ndarray, unit_min: np.ndarray, max_parcels: int) -> _Plan | None:
+def _greedy_plan(
+    ctx: _Context, elig: np.ndarray, unit_min: np.ndarray, max_parcels: int
+) -> _Plan | None:
     """A feasible plan to start from when no one- or two-parcel plan exists.
 
     Per SKU, units come from the nodes with the cheapest unit cost first (the
@@ -268,7 +273,12 @@ def _split(
     np.put_along_axis(units, order, take_sorted, axis=1)
     total = costs.fixed[nodes, services].sum(axis=1) + (units * unit).sum(axis=(1, 2))
     carried = units.sum(axis=2)
-    return total, units, np.all(carried > 0, axis=1), np.all(carried <= costs.capacity[nodes], axis=1)
+    return (
+        total,
+        units,
+        np.all(carried > 0, axis=1),
+        np.all(carried <= costs.capacity[nodes], axis=1),
+    )
 
 
 def _drop_heuristic(ctx: _Context, nodes: IntArray, services: IntArray) -> _Plan | None:
@@ -298,7 +308,9 @@ def _drop_heuristic(ctx: _Context, nodes: IntArray, services: IntArray) -> _Plan
     service[nodes[carried]] = services[carried]
     plan_units = np.zeros_like(costs.available)
     plan_units[nodes[carried]] = units[0][carried]
-    return _plan_from(costs, service, plan_units, status=FEASIBLE, gap=float("nan"), method="heuristic")
+    return _plan_from(
+        costs, service, plan_units, status=FEASIBLE, gap=float("nan"), method="heuristic"
+    )
 
 
 def _subset_cells(slots: int, size: int, skus: int) -> int:
@@ -314,7 +326,9 @@ def _best_subset(
     For a fixed set of parcels the best split is per SKU: cheapest unit cost
     first, up to each node's stock. Capacity can make that split infeasible;
     if such a set looks cheaper than the best valid one, a feasible re-split
-    might be too, so the answer is not a proof. Too many sets: not attempted.
+    might be too, so the answer is not a proof. Too many sets, or the time
+    budget spent: not (fully) attempted, not a proof. Sets are priced in
+    chunks to bound memory.
     """
     costs, demand = ctx.costs, ctx.demand
     slot_n, slot_v = np.nonzero(elig & slots_ok)
@@ -323,27 +337,43 @@ def _best_subset(
     if _subset_cells(slot_n.size, size, demand.size) > _MAX_SUBSET_CELLS:
         return None, False
     sets = _combinations(slot_n.size, size)
-    nodes, services = slot_n[sets], slot_v[sets]  # T x size
-    distinct = np.all(np.sort(nodes, axis=1)[:, 1:] != np.sort(nodes, axis=1)[:, :-1], axis=1)
-    avail = costs.available[nodes]  # T x size x K
-    feasible = distinct & np.all(avail.sum(axis=1) >= demand, axis=1)
-    nodes, services = nodes[feasible], services[feasible]
-    if nodes.shape[0] == 0:
-        return None, True
-    total, units, all_used, within_cap = _split(ctx, nodes, services)
-    valid = all_used & within_cap
-    best_valid = int(total[valid].min()) if valid.any() else _INF
-    exact = not np.any(~within_cap & (total < best_valid))
-    if best_valid == _INF:
-        return None, exact
-    candidates = np.flatnonzero(valid & (total == best_valid))
-    arrival = costs.arrival[nodes[candidates], services[candidates]].max(axis=1)
-    pick = int(candidates[np.argmin(arrival)])
-    service = np.full(len(costs.nodes), -1, dtype=np.int64)
-    service[nodes[pick]] = services[pick]
-    plan_units = np.zeros_like(costs.available)
-    plan_units[nodes[pick]] = units[pick]
-    return _plan_from(costs, service, plan_units), exact
+    chunk = max(1, _CHUNK_CELLS // (size * demand.size))
+    best_key: tuple[int, int] = (_INF, _INF)
+    best_set: tuple[IntArray, IntArray, IntArray] | None = None
+    cheapest_invalid = _INF
+    for begin in range(0, sets.shape[0], chunk):
+        if time.perf_counter() > ctx.deadline:
+            return _subset_plan(ctx, best_set), False
+        nodes, services = slot_n[sets[begin : begin + chunk]], slot_v[sets[begin : begin + chunk]]
+        ordered = np.sort(nodes, axis=1)
+        distinct = np.all(ordered[:, 1:] != ordered[:, :-1], axis=1)
+        feasible = distinct & np.all(costs.available[nodes].sum(axis=1) >= demand, axis=1)
+        nodes, services = nodes[feasible], services[feasible]
+        if nodes.shape[0] == 0:
+            continue
+        total, units, all_used, within_cap = _split(ctx, nodes, services)
+        if np.any(~within_cap):
+            cheapest_invalid = min(cheapest_invalid, int(total[~within_cap].min()))
+        valid = np.flatnonzero(all_used & within_cap)
+        if valid.size == 0:
+            continue
+        arrival = costs.arrival[nodes[valid], services[valid]].max(axis=1)
+        pick = valid[np.lexsort((arrival, total[valid]))[0]]
+        key = (int(total[pick]), int(costs.arrival[nodes[pick], services[pick]].max()))
+        if key < best_key:
+            best_key, best_set = key, (nodes[pick], services[pick], units[pick])
+    return _subset_plan(ctx, best_set), cheapest_invalid >= best_key[0]
+
+
+def _subset_plan(ctx: _Context, chosen: tuple[IntArray, IntArray, IntArray] | None) -> _Plan | None:
+    if chosen is None:
+        return None
+    nodes, services, units = chosen
+    service = np.full(len(ctx.costs.nodes), -1, dtype=np.int64)
+    service[nodes] = services
+    plan_units = np.zeros_like(ctx.costs.available)
+    plan_units[nodes] = units
+    return _plan_from(ctx.costs, service, plan_units)
 
 
 def _select(sorted_terms: np.ndarray, at_least: int, at_most: int) -> float:
@@ -390,12 +420,12 @@ def _lagrangian_bound(
     """
     costs, demand = ctx.costs, ctx.demand
     n_nodes = elig.shape[0]
-    usable = elig.any(axis=1)
+    usable: BoolArray = np.asarray(elig.any(axis=1))
     avail = np.where(usable[:, None], costs.available, 0).astype(np.float64)
     unit = np.where(elig[:, :, None], costs.unit, 0).astype(np.float64)
     fixed = np.where(elig, costs.fixed, np.inf).astype(np.float64)
     q = demand.astype(np.float64)
-    # Start from each SKU's cheapest unit cost with the parcel spread over what the node could carry.
+    # Start from each SKU's cheapest unit cost, each parcel spread over what its node could carry.
     amortised = unit + fixed[:, :, None] / np.maximum(avail.sum(axis=1), 1.0)[:, None, None]
     lam = np.where(elig[:, :, None], amortised, np.inf).min(axis=(0, 1))
     lam = np.where(np.isfinite(lam), lam, 0.0)
@@ -447,7 +477,7 @@ def _solve_cpsat(
     upper: int,
     hint: _Plan | None,
 ) -> tuple[_Plan | None, int, bool]:
-    """CP-SAT over the eligible slots: least (cost, parcels) with min..max parcels and cost <= upper.
+    """CP-SAT over the eligible slots: least (cost, parcels), min..max parcels, cost <= upper.
 
     Returns the best plan found (or None), the proven lower bound on cost,
     and whether the search was complete (optimal or proven infeasible).
@@ -456,7 +486,10 @@ def _solve_cpsat(
     ctx.stats["cpsat"] += 1
     model = cp_model.CpModel()
     slot_n, slot_v = np.nonzero(elig)
-    ys = [model.new_bool_var(f"y{n}_{v}") for n, v in zip(slot_n.tolist(), slot_v.tolist(), strict=True)]
+    ys = [
+        model.new_bool_var(f"y{n}_{v}")
+        for n, v in zip(slot_n.tolist(), slot_v.tolist(), strict=True)
+    ]
     per_node: dict[int, list[int]] = {}
     for s, n in enumerate(slot_n.tolist()):
         per_node.setdefault(n, []).append(s)
@@ -619,7 +652,10 @@ def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan
         # the cheapest units do not already cost more than the best plan.
         others = int(fixed_prefix[min(searched - 1, sorted_fixed.size)])
         slots_ok = (fixed + others + transport_lb <= upper) | (upper == _INF)
-        if _subset_cells(int(np.count_nonzero(elig & slots_ok)), searched, demand.size) <= _CHEAP_CELLS:
+        if (
+            _subset_cells(int(np.count_nonzero(elig & slots_ok)), searched, demand.size)
+            <= _CHEAP_CELLS
+        ):
             bound = None  # enumerating is cheaper than bounding
         else:
             bound = _lagrangian_bound(ctx, elig, searched, max_parcels, upper)
@@ -665,7 +701,16 @@ def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan
     # Out of time: the best plan stands, with the gap to what is proven about the rest.
     # Enumerated plans are known exactly, so only the searched ones can lie below.
     gap = max(result.cost - proven_lower, 0) / max(abs(result.cost), 1)
-    return _Plan(result.service, result.units, result.cost, result.day, result.parcels, FEASIBLE, gap, "cp-sat")
+    return _Plan(
+        result.service,
+        result.units,
+        result.cost,
+        result.day,
+        result.parcels,
+        FEASIBLE,
+        gap,
+        "cp-sat",
+    )
 
 
 def _lines_of(order: Order, costs: OrderCosts, plan: _Plan, network: Network) -> Allocation:
@@ -691,7 +736,9 @@ def _lines_of(order: Order, costs: OrderCosts, plan: _Plan, network: Network) ->
         contents.sort(key=lambda pl: pl.line)
         node = int(costs.nodes[c])
         parcels.append(
-            ParcelPlan(network.node_ids[node], network.service_ids[int(plan.service[c])], tuple(contents))
+            ParcelPlan(
+                network.node_ids[node], network.service_ids[int(plan.service[c])], tuple(contents)
+            )
         )
     return Allocation(tuple(parcels))
 
@@ -701,9 +748,11 @@ def _dominates(a: _Plan, b: _Plan) -> bool:
     return le and (a.cost < b.cost or a.day < b.day or a.parcels < b.parcels)
 
 
-def _covered_demand(network: Network, costs: OrderCosts, order: Order, allow_partial: bool) -> IntArray:
+def _covered_demand(
+    network: Network, costs: OrderCosts, order: Order, allow_partial: bool
+) -> IntArray:
     """Demand per SKU the options must cover; raise ShortageError if short and not partial."""
-    reachable = costs.usable.any(axis=1)
+    reachable: BoolArray = np.asarray(costs.usable.any(axis=1))
     total = costs.available[reachable].sum(axis=0)
     capacity_total = costs.capacity[reachable].sum()
     short = total < costs.demand
@@ -715,17 +764,21 @@ def _covered_demand(network: Network, costs: OrderCosts, order: Order, allow_par
             ]
         )
     demand = np.minimum(costs.demand, total)
-    if capacity_total < demand.sum() or np.any(costs.capacity[reachable] < costs.available[reachable].sum(axis=1)):
+    if capacity_total < demand.sum() or np.any(
+        costs.capacity[reachable] < costs.available[reachable].sum(axis=1)
+    ):
         demand = _max_shippable(costs, reachable, demand)
         if demand.sum() < costs.demand.sum() and not allow_partial:
             raise ShortageError(
                 [
-                    Shortage(network.sku_ids[int(costs.skus[k])], int(costs.demand[k]), int(demand[k]))
+                    Shortage(
+                        network.sku_ids[int(costs.skus[k])], int(costs.demand[k]), int(demand[k])
+                    )
                     for k in np.flatnonzero(demand < costs.demand).tolist()
                 ],
                 reason="not enough daily capacity at the nodes holding the stock",
             )
-    return demand
+    return np.asarray(demand, dtype=np.int64)
 
 
 def _max_shippable(costs: OrderCosts, reachable: np.ndarray, demand: IntArray) -> IntArray:
@@ -811,7 +864,11 @@ def _frontier(ctx: _Context) -> list[_Plan]:
         # fewer parcels may still cost less later (full frontier only).
         if day >= cheapest.day:
             plan: _Plan | None = cheapest
-        elif settings.full_frontier or not fastest_found or (cheapest.cost + vod * day, day) <= balanced:
+        elif (
+            settings.full_frontier
+            or not fastest_found
+            or (cheapest.cost + vod * day, day) <= balanced
+        ):
             plan = _min_cost(ctx, day, cap)
         else:
             continue
@@ -852,7 +909,9 @@ def _options_from(
     winners: dict[Label, _Plan] = {
         Label.CHEAPEST: min(plans, key=lambda p: (p.cost, p.day, p.parcels)),
         Label.FASTEST: min(plans, key=lambda p: (p.day, p.cost, p.parcels)),
-        Label.BALANCED: min(plans, key=lambda p: (p.cost + settings.value_of_day * p.day, p.day, p.parcels)),
+        Label.BALANCED: min(
+            plans, key=lambda p: (p.cost + settings.value_of_day * p.day, p.day, p.parcels)
+        ),
     }
     singles = [p for p in plans if p.parcels == 1]
     if singles:
@@ -888,7 +947,9 @@ def _option(
     return Option(labels, evaluation, Proof(plan.status, plan.gap, plan.method))
 
 
-def _shortfall(order: Order, demand: IntArray, costs: OrderCosts, network: Network) -> tuple[Shortfall, ...]:
+def _shortfall(
+    order: Order, demand: IntArray, costs: OrderCosts, network: Network
+) -> tuple[Shortfall, ...]:
     covered = dict(zip(costs.skus.tolist(), demand.tolist(), strict=True))
     result: list[Shortfall] = []
     for i, line in enumerate(order.lines):
