@@ -457,8 +457,8 @@ def _lagrangian_bound(
         taken = np.where(opened[:, None] & (unit[rows, choice, :] < lam), avail, 0.0).sum(axis=0)
         gradient = q - taken
         norm = float(gradient @ gradient)
-        if norm == 0 or step_scale < 1e-3:
-            break
+        if norm == 0 or step_scale < 1e-3 or time.perf_counter() > ctx.deadline:
+            break  # converged, or out of time: the best prices so far give a valid bound
         gap = (target - value) if target is not None else max(abs(value) * 0.05, 1000.0)
         lam = lam + step_scale * max(gap, 1.0) / norm * gradient
     # Opening n on top of the best selection for one parcel fewer bounds every plan using n.
@@ -555,7 +555,10 @@ def _solve_cpsat(
     status = solver.solve(model)
     if status == cp_model.INFEASIBLE:
         return None, upper, True
-    proven_bound = max(lower_bound, int(np.ceil(solver.best_objective_bound / weight - 1e-9)))
+    # The bound is on cost * weight + parcels; an unknown status may leave it infinite.
+    proven_bound = lower_bound
+    if np.isfinite(solver.best_objective_bound):
+        proven_bound = max(lower_bound, math.floor(solver.best_objective_bound) // weight)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, proven_bound, False
     service = np.full(len(costs.nodes), -1, dtype=np.int64)
