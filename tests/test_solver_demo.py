@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from networks import generated_network, random_cart
 
 from sourcing.baselines import greedy_nearest, priority_list, ship_complete_first
 from sourcing.demo import demo_network, demo_order
 from sourcing.evaluate import evaluate
 from sourcing.model import Label
 from sourcing.solver import QuoteSettings, quote
+
+from networks import generated_network, random_cart
 
 
 @pytest.mark.parametrize("lines", [1, 3, 6])
