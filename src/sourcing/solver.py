@@ -243,6 +243,64 @@ def _greedy_plan(
     return _plan_from(costs, service, units, status=FEASIBLE, gap=float("nan"), method="greedy")
 
 
+def _local_search(
+    ctx: _Context, elig: np.ndarray, plan: _Plan, max_parcels: int, rounds: int = 8
+) -> _Plan:
+    """Improve a plan by the best of: add a parcel, drop one, or swap one for another.
+
+    Every neighbour is priced at once with :func:`_split` (cheapest units
+    first); the best improving one is taken until none improves. A warm start
+    for the exact stages, so a tighter upper bound prunes more.
+    """
+    costs, demand = ctx.costs, ctx.demand
+    slot_n, slot_v = np.nonzero(elig)
+    current = plan
+    for _ in range(rounds):
+        if time.perf_counter() > ctx.deadline:
+            break
+        used = np.flatnonzero(current.service >= 0)
+        used_v = current.service[used]
+        outside = ~np.isin(slot_n, used)
+        add_n, add_v = slot_n[outside], slot_v[outside]
+        m = used.size
+        neighbours: list[tuple[IntArray, IntArray]] = []
+        if add_n.size:
+            neighbours.append(
+                (
+                    np.column_stack([np.broadcast_to(used, (add_n.size, m)), add_n]),
+                    np.column_stack([np.broadcast_to(used_v, (add_n.size, m)), add_v]),
+                )
+            )
+        if m > 1:
+            keep = ~np.eye(m, dtype=bool)
+            drop_n = np.broadcast_to(used, (m, m))[keep].reshape(m, m - 1)
+            drop_v = np.broadcast_to(used_v, (m, m))[keep].reshape(m, m - 1)
+            neighbours.append((drop_n, drop_v))
+            if add_n.size:
+                swap_n = np.column_stack([np.repeat(drop_n, add_n.size, axis=0), np.tile(add_n, m)])
+                swap_v = np.column_stack([np.repeat(drop_v, add_n.size, axis=0), np.tile(add_v, m)])
+                neighbours.append((swap_n, swap_v))
+        best_cost, best_pick = current.cost, None
+        for nodes, services in neighbours:
+            if nodes.shape[1] > max_parcels or nodes.size * demand.size > _CHUNK_CELLS:
+                continue
+            covers = np.all(costs.available[nodes].sum(axis=1) >= demand, axis=1)
+            if not covers.any():
+                continue
+            nodes, services = nodes[covers], services[covers]
+            total, units, _, within_cap = _split(ctx, nodes, services)
+            total = np.where(within_cap, total, _INF)
+            i = int(np.argmin(total))
+            if total[i] < best_cost:
+                best_cost, best_pick = int(total[i]), (nodes[i], services[i], units[i])
+        if best_pick is None:
+            break
+        nodes, services, units = best_pick
+        carried = units.sum(axis=1) > 0
+        current = _subset_plan(ctx, (nodes[carried], services[carried], units[carried]))  # type: ignore[assignment]
+    return current
+
+
 def _combinations(count: int, size: int) -> IntArray:
     """All ``size``-subsets of ``range(count)`` as rows (pairs vectorised, larger via itertools)."""
     if size == 2:
@@ -689,12 +747,29 @@ def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan
         lower = max(simple_bound(searched), _ceil(bound.value))
     upper = best.cost if best is not None else _INF
 
+    if best is not None:
+        best = _local_search(ctx, elig, best, max_parcels)
+        upper = best.cost
+
+    # Fewer parcels make a much easier model: raise the parcel count until the
+    # bound on plans with that many or more exceeds the best known plan.
+    most = max_parcels
+    if best is not None:
+        for parcels in range(searched + 1, min(max_parcels, searched + 4) + 1):
+            beyond = max(
+                simple_bound(parcels),
+                _ceil(_lagrangian_bound(ctx, elig, parcels, max_parcels, upper).value),
+            )
+            if beyond > upper or (beyond == upper and best.parcels < parcels):
+                most = parcels - 1
+                break
+
     # CP-SAT searches the plans with more parcels, on the nodes the bound leaves possible.
     node_keep = bound.with_node <= upper + 1e-6
     if best is not None:
         node_keep |= best.service >= 0
     found, proven_lower, complete = _solve_cpsat(
-        ctx, elig & node_keep[:, None], searched, max_parcels, lower, upper, best
+        ctx, elig & node_keep[:, None], searched, most, lower, upper, best
     )
     result = _lexmin(best, found)
     if result is None:
