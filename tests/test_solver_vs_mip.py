@@ -1,0 +1,52 @@
+"""The solver against an independent textbook MIP (SCIP) on carts too big to enumerate.
+
+The brute-force tests cover every allocation of tiny carts; these cover the
+pruning, bounds and subset enumeration on realistic sizes, where a wrong
+"proof" would show up as a cost the MIP beats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sourcing.errors import ShortageError
+from sourcing.model import Label
+from sourcing.solver import QuoteSettings, quote
+
+from networks import generated_network, random_cart
+from support import mip_optimum
+
+
+@pytest.mark.parametrize(("lines", "nodes", "carts"), [(10, 50, 8), (20, 100, 5), (40, 200, 3)])
+def test_labels_equal_the_mip_optimum(lines: int, nodes: int, carts: int) -> None:
+    network = generated_network(nodes, max(100, 3 * lines), seed=lines)
+    vod = 150_000  # $1.50 a day
+    checked = 0
+    for i in range(carts * 2):
+        order = random_cart(network, np.random.default_rng((lines, i)), lines)
+        try:
+            q = quote(network, order, QuoteSettings(value_of_day=vod, time_limit_s=30.0))
+        except ShortageError:
+            continue
+        cheapest, fastest, balanced = (
+            q.option(label) for label in (Label.CHEAPEST, Label.FASTEST, Label.BALANCED)
+        )
+        assert cheapest is not None and fastest is not None and balanced is not None
+        assert all(o.proof.status == "OPTIMAL" for o in q.options)
+
+        mip_cost = mip_optimum(network, order)
+        assert mip_cost is not None and cheapest.cost == mip_cost[0]
+
+        earliest = mip_optimum(network, order, minimise_day=True)
+        assert earliest is not None and fastest.delivery_days == earliest[0]
+        at_earliest = mip_optimum(network, order, deadline=earliest[0])
+        assert at_earliest is not None and fastest.cost == at_earliest[0]
+
+        mip_balanced = mip_optimum(network, order, value_of_day=vod)
+        assert mip_balanced is not None
+        assert balanced.cost + vod * balanced.delivery_days == mip_balanced[0]
+        checked += 1
+        if checked == carts:
+            break
+    assert checked == carts
