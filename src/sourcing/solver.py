@@ -17,20 +17,32 @@ Model (DESIGN section 3), on the arrays of :class:`~sourcing.costs.OrderCosts`:
 * objective: ``sum F y + sum u x`` (millicents, so CP-SAT is exact).
 
 The options are the Pareto set over (cost, delivery day, parcels). They are
-found by the epsilon-constraint method: ``P(D, p)`` is solved for every
-candidate delivery day D (the distinct arrival days) and, below each
-unconstrained optimum's parcel count, for every smaller parcel cap p. The
-non-dominated results form the frontier; CHEAPEST, FASTEST, SINGLE_PARCEL
-and BALANCED are read off it.
+found by the epsilon-constraint method: ``P(D, p)``, the least (cost, then
+parcels) plan delivering by day D in at most p parcels, is solved for the
+candidate delivery days D (the distinct arrival days). CHEAPEST, FASTEST,
+SINGLE_PARCEL and BALANCED are read off the results; a deadline that cannot
+win any label is skipped. With ``full_frontier`` every deadline is solved and,
+below each optimum's parcel count, every smaller cap p too: the whole
+frontier.
 
-Each ``P(D, p)`` is first attacked with numpy (DESIGN section 8): dominated
-services are dropped; every one-parcel plan and every two-parcel plan (with
-its optimal split) is enumerated; a lower bound for plans with m parcels
-(the m smallest fixed costs + the cheapest possible unit costs, ignoring
-which nodes open) shows when no plan with more parcels can beat the best
-enumerated one. That closes most carts without CP-SAT. Otherwise CP-SAT
-solves the model above, restricted to nodes and parcel counts that the bound
-leaves possible, hinted with the best known plan and told the lower bound.
+Each ``P(D, p)`` is closed by the cheapest means that proves it (DESIGN
+section 8), in this order:
+
+1. dominated services are dropped (per node: no dearer and no slower, or
+   strictly cheaper per parcel);
+2. plans are enumerated exactly by parcel count (one parcel, two, three...)
+   while the sets to try stay few: for a fixed set of parcels the best split
+   is cheapest unit first, so pricing a set is a few numpy operations;
+3. between rounds, a bound on plans with more parcels settles the question:
+   the cheapest fixed costs plus the cheapest units, then a Lagrangian bound
+   (demand rows relaxed; LP strength, tightened by the parcel count) whose
+   reduced costs also prune nodes; a drop heuristic from the relaxation's
+   open nodes and an add/drop/swap local search tighten the best plan;
+4. only what is left goes to CP-SAT: the model above on the surviving nodes
+   and parcel counts, hinted with the best plan and given the bound.
+
+Each option's :class:`~sourcing.model.Proof` names the step that proved it.
+Every option is re-priced by the independent evaluator before it is returned.
 """
 
 from __future__ import annotations
@@ -107,7 +119,12 @@ class QuoteStats:
 
 @dataclass(frozen=True)
 class Quote:
-    """The menu (labelled options), the whole frontier, and any shortfall."""
+    """The menu (labelled options), the frontier they were chosen from, and any shortfall.
+
+    ``frontier`` holds every non-dominated plan the quote solved, labelled or
+    not (all of them with ``QuoteSettings.full_frontier``); ``options`` is its
+    labelled part.
+    """
 
     options: tuple[Option, ...]
     frontier: tuple[Option, ...]
@@ -900,8 +917,13 @@ def quote(network: Network, order: Order, settings: QuoteSettings | None = None)
     plans: list[_Plan] = []
     if demand.sum() > 0:
         plans = _frontier(ctx)
-    options = _options_from(network, order, costs, plans, settings)
-    frontier = tuple(_option(network, order, costs, p, (), settings) for p in plans)
+    labels = _labels(plans, settings)
+    frontier = tuple(
+        _option(network, order, costs, p, labels.get(p.key(), ()), settings) for p in plans
+    )
+    # The menu: labelled options, deduplicated, in the order of their first label.
+    order_of = {label: i for i, label in enumerate(Label)}
+    options = tuple(sorted((o for o in frontier if o.labels), key=lambda o: order_of[o.labels[0]]))
     shortfall = _shortfall(order, demand, costs, network)
     stats = QuoteStats(
         subproblems=ctx.stats["sub"],
@@ -979,32 +1001,25 @@ def _frontier(ctx: _Context) -> list[_Plan]:
     return result
 
 
-def _options_from(
-    network: Network, order: Order, costs: OrderCosts, plans: list[_Plan], settings: QuoteSettings
-) -> tuple[Option, ...]:
+def _labels(plans: list[_Plan], settings: QuoteSettings) -> dict[bytes, tuple[Label, ...]]:
+    """The labels each plan wins (by plan key), in the order of :class:`Label`."""
     if not plans:
-        return ()
+        return {}
+    vod = settings.value_of_day
     winners: dict[Label, _Plan] = {
         Label.CHEAPEST: min(plans, key=lambda p: (p.cost, p.day, p.parcels)),
         Label.FASTEST: min(plans, key=lambda p: (p.day, p.cost, p.parcels)),
-        Label.BALANCED: min(
-            plans, key=lambda p: (p.cost + settings.value_of_day * p.day, p.day, p.parcels)
-        ),
+        Label.BALANCED: min(plans, key=lambda p: (p.cost + vod * p.day, p.day, p.parcels)),
     }
     singles = [p for p in plans if p.parcels == 1]
     if singles:
         winners[Label.SINGLE_PARCEL] = min(singles, key=lambda p: (p.cost, p.day))
-    labels_of: dict[bytes, list[Label]] = {}
-    plan_of: dict[bytes, _Plan] = {}
+    labels: dict[bytes, tuple[Label, ...]] = {}
     for label in Label:
         if label in winners:
-            plan = winners[label]
-            labels_of.setdefault(plan.key(), []).append(label)
-            plan_of[plan.key()] = plan
-    return tuple(
-        _option(network, order, costs, plan_of[key], tuple(labels), settings)
-        for key, labels in labels_of.items()
-    )
+            key = winners[label].key()
+            labels[key] = (*labels.get(key, ()), label)
+    return labels
 
 
 def _option(
