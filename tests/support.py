@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 
@@ -209,3 +210,18 @@ def mip_optimum(
         (int(c.arrival[n, v]) for (n, v), var in y.items() if var.solution_value() > 0.5), default=0
     )
     return round(solver.Objective().Value()), day
+
+
+def network_differences(a: Network, b: Network) -> list[str]:
+    """Names of the Network fields that differ (arrays by dtype and value)."""
+    differ = []
+    for f in dataclasses.fields(Network):
+        if not f.init:
+            continue
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray):
+            if x.dtype != y.dtype or not np.array_equal(x, y):
+                differ.append(f.name)
+        elif x != y:
+            differ.append(f.name)
+    return differ

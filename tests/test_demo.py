@@ -18,24 +18,7 @@ from sourcing.demo import (
 from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
 from sourcing.orders import validate_order
 
-ARRAY_FIELDS = (
-    "lat",
-    "lon",
-    "handling_days",
-    "handling_cost",
-    "storage_cost",
-    "capacity",
-    "weight_g",
-    "daily_demand",
-    "on_hand",
-    "safety_stock",
-    "reserved",
-    "zone_max_km",
-    "base_price",
-    "per_kg",
-    "transit_days",
-    "offered",
-)
+from support import network_differences
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +26,10 @@ def net() -> Network:
     return demo_network()
 
 
-def _same(a: Network, b: Network) -> bool:
-    if (a.node_ids, a.node_kinds, a.sku_ids, a.zone_ids, a.service_ids) != (
-        b.node_ids,
-        b.node_kinds,
-        b.sku_ids,
-        b.zone_ids,
-        b.service_ids,
-    ):
-        return False
-    return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ARRAY_FIELDS)
-
-
 def test_same_seed_rebuilds_identical_arrays(net: Network) -> None:
     rebuilt = build_demo_network(7)  # bypass the cache: a genuine second build
     assert rebuilt is not net
-    assert _same(rebuilt, net)
+    assert network_differences(rebuilt, net) == []
 
 
 def test_cached(net: Network) -> None:
@@ -69,7 +40,7 @@ def test_cached(net: Network) -> None:
 
 def test_other_seed_differs(net: Network) -> None:
     other = demo_network(8)
-    assert not _same(other, net)
+    assert network_differences(other, net) != []
     assert not np.array_equal(other.on_hand, net.on_hand)
     assert not np.array_equal(other.weight_g, net.weight_g)
     # the stores move, the DCs stay where they are
