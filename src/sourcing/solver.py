@@ -169,6 +169,8 @@ class _Context:
     stats: dict[str, int] = field(default_factory=lambda: {"sub": 0, "bound": 0, "cpsat": 0})
     cache: dict[tuple[int, int], _Plan | None] = field(default_factory=dict)
     known: list[_Plan] = field(default_factory=list)
+    #: The Lagrangian prices last found: a warm start for the next bound.
+    prices: np.ndarray | None = None
 
 
 def _eligible(costs: OrderCosts, day: int) -> np.ndarray:
@@ -393,8 +395,48 @@ def _subset_cells(slots: int, size: int, skus: int) -> int:
     return math.comb(slots, size) * size * skus
 
 
+def _hopeful_sets(terms: np.ndarray, size: int, budget: float, limit: int) -> IntArray | None:
+    """Every ``size``-set of indices into ascending ``terms`` whose terms sum to <= ``budget``.
+
+    Built element by element: a partial set with sum s and r elements to go
+    can continue with index k only if ``s + terms[k] + ... + terms[k+r-1]``
+    (the cheapest completion from k) fits, and that window sum grows with k,
+    so the valid k are one range found by binary search. Returns None if
+    more than ``limit`` sets qualify.
+    """
+    count = terms.size
+    if size > count:
+        return np.zeros((0, size), dtype=np.int64)
+    prefix = np.concatenate(([0.0], np.cumsum(terms)))
+    window = prefix[size:] - prefix[:-size]  # cheapest completion of `size` from k
+    first = np.arange(int(np.searchsorted(window, budget, side="right")), dtype=np.int64)
+    partial, sums = first[:, None], terms[first]
+    for placed in range(1, size):
+        left = size - placed
+        window = prefix[left:] - prefix[:-left]
+        hi = np.searchsorted(window, budget - sums, side="right")
+        lo = partial[:, -1] + 1
+        counts = np.clip(hi - lo, 0, None)
+        total = int(counts.sum())
+        if total > limit:
+            return None
+        rows = np.repeat(np.arange(partial.shape[0]), counts)
+        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        nxt = np.repeat(lo, counts) + offsets
+        partial = np.column_stack([partial[rows], nxt])
+        sums = sums[rows] + terms[nxt]
+    if partial.shape[0] > limit:
+        return None
+    return partial.astype(np.int64)
+
+
 def _best_subset(
-    ctx: _Context, elig: np.ndarray, slots_ok: np.ndarray, size: int
+    ctx: _Context,
+    elig: np.ndarray,
+    slots_ok: np.ndarray,
+    size: int,
+    bound: _Bound | None = None,
+    upper: int = _INF,
 ) -> tuple[_Plan | None, bool]:
     """Best plan with exactly ``size`` parcels among allowed slots, and whether that is exact.
 
@@ -409,9 +451,28 @@ def _best_subset(
     slot_n, slot_v = np.nonzero(elig & slots_ok)
     if slot_n.size < size:
         return None, True
-    if _subset_cells(slot_n.size, size, demand.size) > _MAX_SUBSET_CELLS:
+    if bound is not None and bound.slot_terms is not None and upper < _INF:
+        # Only sets whose Lagrangian bound does not exceed the best plan can win:
+        # generate just those, never the rest.
+        slot_terms = bound.slot_terms[slot_n, slot_v]
+        by_term = np.argsort(slot_terms, kind="stable")
+        hopeful = _hopeful_sets(
+            slot_terms[by_term],
+            size,
+            upper + 1e-6 - bound.priced_demand,
+            _MAX_SUBSET_CELLS // (size * demand.size),
+        )
+        if hopeful is None:
+            return None, False
+        # Most promising first: once a set's bound exceeds the best found, so do the rest.
+        set_bound = bound.priced_demand + slot_terms[by_term][hopeful].sum(axis=1)
+        by_bound = np.argsort(set_bound, kind="stable")
+        sets, set_bound = by_term[hopeful[by_bound]], set_bound[by_bound]
+    elif _subset_cells(slot_n.size, size, demand.size) > _MAX_SUBSET_CELLS:
         return None, False
-    sets = _combinations(slot_n.size, size)
+    else:
+        sets = _combinations(slot_n.size, size)
+        set_bound = np.full(sets.shape[0], -np.inf)
     chunk = max(1, _CHUNK_CELLS // (size * demand.size))
     best_key: tuple[int, int] = (_INF, _INF)
     best_set: tuple[IntArray, IntArray, IntArray] | None = None
@@ -419,7 +480,11 @@ def _best_subset(
     for begin in range(0, sets.shape[0], chunk):
         if time.perf_counter() > ctx.deadline:
             return _subset_plan(ctx, best_set), False
-        nodes, services = slot_n[sets[begin : begin + chunk]], slot_v[sets[begin : begin + chunk]]
+        if set_bound[begin] > best_key[0] + 1e-6:
+            break
+        in_chunk = slice(begin, begin + chunk)
+        worth = set_bound[in_chunk] <= best_key[0] + 1e-6
+        nodes, services = slot_n[sets[in_chunk][worth]], slot_v[sets[in_chunk][worth]]
         ordered = np.sort(nodes, axis=1)
         distinct = np.all(ordered[:, 1:] != ordered[:, :-1], axis=1)
         feasible = distinct & np.all(costs.available[nodes].sum(axis=1) >= demand, axis=1)
@@ -474,6 +539,10 @@ class _Bound:
     #: The nodes the relaxation opens at its best prices, with their service:
     #: a good start for a plan (see :func:`_drop_heuristic`).
     service: IntArray
+    #: At those prices, a plan opening exactly the parcels (n, v) in S costs
+    #: at least ``priced_demand + sum(slot_terms[S])``: a filter before pricing sets.
+    priced_demand: float = -np.inf
+    slot_terms: np.ndarray | None = None
 
 
 def _lagrangian_bound(
@@ -494,18 +563,27 @@ def _lagrangian_bound(
     formulation; the limits make it stronger.
     """
     costs, demand = ctx.costs, ctx.demand
-    n_nodes = elig.shape[0]
-    usable: BoolArray = np.asarray(elig.any(axis=1))
-    avail = np.where(usable[:, None], costs.available, 0).astype(np.float64)
-    unit = np.where(elig[:, :, None], costs.unit, 0).astype(np.float64)
-    fixed = np.where(elig, costs.fixed, np.inf).astype(np.float64)
+    n_all = elig.shape[0]
+    # Work on the nodes with an eligible parcel only; expand the answers at the end.
+    live = np.flatnonzero(elig.any(axis=1))
+    live_elig = elig[live]
+    avail = costs.available[live].astype(np.float64)
+    unit = np.where(live_elig[:, :, None], costs.unit[live], 0).astype(np.float64)
+    fixed = np.where(live_elig, costs.fixed[live], np.inf).astype(np.float64)
     q = demand.astype(np.float64)
-    # Start from each SKU's cheapest unit cost, each parcel spread over what its node could carry.
-    amortised = unit + fixed[:, :, None] / np.maximum(avail.sum(axis=1), 1.0)[:, None, None]
-    lam = np.where(elig[:, :, None], amortised, np.inf).min(axis=(0, 1))
-    lam = np.where(np.isfinite(lam), lam, 0.0)
+    n_nodes = live.size
+    nothing = _Bound(np.inf, np.full(n_all, np.inf), np.full(n_all, -1, dtype=np.int64))
+    if n_nodes == 0:
+        return nothing
+    if ctx.prices is not None:
+        lam = ctx.prices  # the last sub-problem's prices: usually close to this one's
+    else:
+        # Each SKU's cheapest unit cost, each parcel spread over what its node could carry.
+        amortised = unit + fixed[:, :, None] / np.maximum(avail.sum(axis=1), 1.0)[:, None, None]
+        lam = np.where(live_elig[:, :, None], amortised, np.inf).min(axis=(0, 1))
+        lam = np.where(np.isfinite(lam), lam, 0.0)
     target = float(upper) if upper < _INF else None
-    best_value, best_terms = -np.inf, np.full(n_nodes, np.inf)
+    best_value = -np.inf
     step_scale, stall = 1.0, 0
     rows = np.arange(n_nodes)
     for _ in range(iterations):
@@ -516,13 +594,14 @@ def _lagrangian_bound(
         sorted_terms = terms[order]
         value = float(lam @ q) + _select(sorted_terms, at_least, at_most)
         if not np.isfinite(value):
-            return _Bound(np.inf, np.full(n_nodes, np.inf), np.full(n_nodes, -1))
+            return nothing
         negatives = int(np.count_nonzero(sorted_terms < 0))
         opened = np.zeros(n_nodes, dtype=bool)
         opened[order[: max(at_least, min(at_most, negatives))]] = True
         if value > best_value + 1e-9:
             best_value, best_terms, best_lam, stall = value, terms, lam, 0
-            best_service = np.where(opened & usable, choice, -1)
+            best_service = np.where(opened, choice, -1)
+            best_slot_terms = per_service
         else:
             stall += 1
             if stall >= 5:
@@ -536,11 +615,16 @@ def _lagrangian_bound(
             break  # converged, or out of time: the best prices so far give a valid bound
         gap = (target - value) if target is not None else max(abs(value) * 0.05, 1000.0)
         lam = lam + step_scale * max(gap, 1.0) / norm * gradient
+    ctx.prices = best_lam
     # Opening n on top of the best selection for one parcel fewer bounds every plan using n.
-    sorted_best = np.sort(best_terms)
-    without_one = float(best_lam @ q) + _select(sorted_best, at_least - 1, at_most - 1)
-    with_node = np.maximum(best_value, without_one + best_terms)
-    return _Bound(best_value, with_node, best_service.astype(np.int64))
+    without_one = float(best_lam @ q) + _select(np.sort(best_terms), at_least - 1, at_most - 1)
+    with_node = np.full(n_all, np.inf)
+    with_node[live] = np.maximum(best_value, without_one + best_terms)
+    service = np.full(n_all, -1, dtype=np.int64)
+    service[live] = best_service
+    slot_terms = np.full(elig.shape, np.inf)
+    slot_terms[live] = best_slot_terms
+    return _Bound(best_value, with_node, service, float(best_lam @ q), slot_terms)
 
 
 def _solve_cpsat(
@@ -753,7 +837,7 @@ def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan
                 ctx.stats["bound"] += 1
                 return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
             slots_ok = np.broadcast_to((bound.with_node <= upper + 1e-6)[:, None], elig.shape)
-        found, exact = _best_subset(ctx, elig, slots_ok, searched)
+        found, exact = _best_subset(ctx, elig, slots_ok, searched, bound, upper)
         best = _lexmin(best, found)
         if not exact:
             break
