@@ -14,8 +14,8 @@ from sourcing.errors import ShortageError
 from sourcing.model import Label
 from sourcing.solver import QuoteSettings, quote
 
+from mip_oracle import mip_optimum
 from networks import generated_network, random_cart
-from support import mip_optimum
 
 
 @pytest.mark.parametrize(("lines", "nodes", "carts"), [(10, 50, 8), (20, 100, 5), (40, 200, 3)])
