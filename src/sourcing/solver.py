@@ -50,7 +50,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import numpy as np
@@ -144,20 +144,21 @@ class _Plan:
     cost: int
     day: int
     parcels: int
-    status: str = OPTIMAL
-    gap: float = 0.0
-    method: str = "bound+enumeration"
+    # A plan proves nothing until a bound or a complete search says so (_proven).
+    status: str = FEASIBLE
+    gap: float = float("nan")
+    method: str = "heuristic"
 
     def key(self) -> bytes:
         return self.service.tobytes() + self.units.tobytes()
 
 
-def _plan_from(costs: OrderCosts, service: IntArray, units: IntArray, **proof: object) -> _Plan:
+def _plan_from(costs: OrderCosts, service: IntArray, units: IntArray) -> _Plan:
     used = np.flatnonzero(service >= 0)
     sv = service[used]
     cost = int(costs.fixed[used, sv].sum() + (costs.unit[used, sv, :] * units[used]).sum())
     day = int(costs.arrival[used, sv].max()) if used.size else 0
-    return _Plan(service, units, cost, day, int(used.size), **proof)  # type: ignore[arg-type]
+    return _Plan(service, units, cost, day, int(used.size))
 
 
 @dataclass
@@ -234,7 +235,7 @@ def _best_single(ctx: _Context, elig: np.ndarray) -> _Plan | None:
     service[n] = v
     units = np.zeros_like(costs.available)
     units[n] = demand
-    return _plan_from(costs, service, units, method="enumeration")
+    return _plan_from(costs, service, units)
 
 
 def _greedy_plan(
@@ -259,7 +260,7 @@ def _greedy_plan(
         return None
     total = costs.fixed + np.einsum("cvk,ck->cv", costs.unit, units)
     service = np.where(used, np.argmin(np.where(elig, total, _INF), axis=1), -1).astype(np.int64)
-    return _plan_from(costs, service, units, status=FEASIBLE, gap=float("nan"), method="greedy")
+    return _plan_from(costs, service, units)
 
 
 def _local_search(
@@ -314,9 +315,7 @@ def _local_search(
                 best_cost, best_pick = int(total[i]), (nodes[i], services[i], units[i])
         if best_pick is None:
             break
-        nodes, services, units = best_pick
-        carried = units.sum(axis=1) > 0
-        current = _subset_plan(ctx, (nodes[carried], services[carried], units[carried]))  # type: ignore[assignment]
+        current = _subset_plan(ctx, *best_pick)
     return current
 
 
@@ -379,15 +378,7 @@ def _drop_heuristic(ctx: _Context, nodes: IntArray, services: IntArray) -> _Plan
             break
         nodes, services, current = cand_nodes[pick], cand_services[pick], int(cand_total[pick])
         units = cand_units[pick : pick + 1]
-    # Drop parcels that ended up empty (their units all went elsewhere).
-    carried = units[0].sum(axis=1) > 0
-    service = np.full(len(costs.nodes), -1, dtype=np.int64)
-    service[nodes[carried]] = services[carried]
-    plan_units = np.zeros_like(costs.available)
-    plan_units[nodes[carried]] = units[0][carried]
-    return _plan_from(
-        costs, service, plan_units, status=FEASIBLE, gap=float("nan"), method="heuristic"
-    )
+    return _subset_plan(ctx, nodes, services, units[0])
 
 
 def _subset_cells(slots: int, size: int, skus: int) -> int:
@@ -479,7 +470,7 @@ def _best_subset(
     cheapest_invalid = _INF
     for begin in range(0, sets.shape[0], chunk):
         if time.perf_counter() > ctx.deadline:
-            return _subset_plan(ctx, best_set), False
+            return (_subset_plan(ctx, *best_set) if best_set else None), False
         if set_bound[begin] > best_key[0] + 1e-6:
             break
         in_chunk = slice(begin, begin + chunk)
@@ -502,17 +493,17 @@ def _best_subset(
         key = (int(total[pick]), int(costs.arrival[nodes[pick], services[pick]].max()))
         if key < best_key:
             best_key, best_set = key, (nodes[pick], services[pick], units[pick])
-    return _subset_plan(ctx, best_set), cheapest_invalid >= best_key[0]
+    plan = _subset_plan(ctx, *best_set) if best_set else None
+    return plan, cheapest_invalid >= best_key[0]
 
 
-def _subset_plan(ctx: _Context, chosen: tuple[IntArray, IntArray, IntArray] | None) -> _Plan | None:
-    if chosen is None:
-        return None
-    nodes, services, units = chosen
+def _subset_plan(ctx: _Context, nodes: IntArray, services: IntArray, units: IntArray) -> _Plan:
+    """The plan shipping ``units`` (m x K) by parcels (nodes, services); empty parcels dropped."""
+    carried = units.sum(axis=1) > 0
     service = np.full(len(ctx.costs.nodes), -1, dtype=np.int64)
-    service[nodes] = services
+    service[nodes[carried]] = services[carried]
     plan_units = np.zeros_like(ctx.costs.available)
-    plan_units[nodes] = units
+    plan_units[nodes[carried]] = units[carried]
     return _plan_from(ctx.costs, service, plan_units)
 
 
@@ -729,7 +720,7 @@ def _solve_cpsat(
         value = solver.value(x)
         if value:
             units[int(slot_n[s]), k] += value
-    plan = _plan_from(costs, service, units, method="cp-sat")
+    plan = _plan_from(costs, service, units)
     optimal = status == cp_model.OPTIMAL
     return plan, plan.cost if optimal else proven_bound, optimal
 
@@ -763,7 +754,7 @@ def _lexmin(*plans: _Plan | None) -> _Plan | None:
 
 
 def _proven(plan: _Plan, method: str) -> _Plan:
-    return _Plan(plan.service, plan.units, plan.cost, plan.day, plan.parcels, OPTIMAL, 0.0, method)
+    return replace(plan, status=OPTIMAL, gap=0.0, method=method)
 
 
 def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan | None:
@@ -880,16 +871,7 @@ def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan
     # Out of time: the best plan stands, with the gap to what is proven about the rest.
     # Enumerated plans are known exactly, so only the searched ones can lie below.
     gap = max(result.cost - proven_lower, 0) / max(abs(result.cost), 1)
-    return _Plan(
-        result.service,
-        result.units,
-        result.cost,
-        result.day,
-        result.parcels,
-        FEASIBLE,
-        gap,
-        "cp-sat",
-    )
+    return replace(result, status=FEASIBLE, gap=gap, method="cp-sat")
 
 
 def _lines_of(order: Order, costs: OrderCosts, plan: _Plan, network: Network) -> Allocation:
@@ -927,9 +909,7 @@ def _dominates(a: _Plan, b: _Plan) -> bool:
     return le and (a.cost < b.cost or a.day < b.day or a.parcels < b.parcels)
 
 
-def _covered_demand(
-    network: Network, costs: OrderCosts, order: Order, allow_partial: bool
-) -> IntArray:
+def _covered_demand(network: Network, costs: OrderCosts, allow_partial: bool) -> IntArray:
     """Demand per SKU the options must cover; raise ShortageError if short and not partial."""
     reachable: BoolArray = np.asarray(costs.usable.any(axis=1))
     total = costs.available[reachable].sum(axis=0)
@@ -995,7 +975,7 @@ def quote(network: Network, order: Order, settings: QuoteSettings | None = None)
     skus, inverse = np.unique(sku_of_line, return_inverse=True)
     wanted = np.bincount(inverse, weights=[line.qty for line in order.lines]).astype(np.int64)
     costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
-    demand = _covered_demand(network, costs, order, settings.allow_partial)
+    demand = _covered_demand(network, costs, settings.allow_partial)
     ctx = _Context(costs, demand, settings, started + settings.time_limit_s)
 
     plans: list[_Plan] = []
