@@ -1,0 +1,188 @@
+"""The store's tables (SQLAlchemy Core), shared by the store and its migrations' check.
+
+Money is integer cents, like the planner CSVs; times are UTC epoch seconds
+(float) so SQLite and PostgreSQL compare them the same way.
+
+* ``network_meta``: one row per key; ``network_version`` is bumped by every
+  change to nodes, SKUs, zones or rates, so servers know when to reload them.
+* ``nodes``, ``skus``, ``zones``, ``rates``: the network (DESIGN section 7).
+* ``stock``: one row per (node, SKU) position: ``on_hand`` is the running sum
+  of ``stock_ledger`` (kept in the same transaction as each ledger row),
+  ``safety_stock`` and ``low_stock_threshold`` are settings. Availability is
+  derived: on_hand - safety_stock - the live ``reservations``.
+* ``reservations``: units promised out of a position, either held by a quote
+  (``quote_id`` set, ``expires_at`` set: ignored once expired) or reserved by
+  an order (``order_id`` set, no expiry) until it ships or is cancelled.
+* ``node_day_usage``: units orders promised out of a node on a UTC day,
+  checked against its daily capacity (quote holds do not count).
+* ``quotes``: the options a quote offered (JSON) and the order that used it.
+* ``orders``, ``order_events``, ``order_returns``: order state and history.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+network_meta = Table(
+    "network_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("lat", Float, nullable=False),
+    Column("lon", Float, nullable=False),
+    Column("handling_days", Integer, nullable=False),
+    Column("handling_cost", BigInteger, nullable=False),
+    Column("storage_cost", BigInteger, nullable=False),
+    # NULL: unlimited.
+    Column("daily_capacity_units", BigInteger, nullable=True),
+)
+
+skus = Table(
+    "skus",
+    metadata,
+    Column("sku", String(128), primary_key=True),
+    Column("weight_g", BigInteger, nullable=False),
+    Column("daily_demand", Float, nullable=False),
+)
+
+zones = Table(
+    "zones",
+    metadata,
+    Column("zone", String(64), primary_key=True),
+    Column("max_km", Float, nullable=False),
+)
+
+rates = Table(
+    "rates",
+    metadata,
+    Column("service", String(64), primary_key=True),
+    Column("zone", String(64), primary_key=True),
+    Column("base_price", BigInteger, nullable=False),
+    Column("per_kg", BigInteger, nullable=False),
+    Column("transit_days", Integer, nullable=False),
+)
+
+stock = Table(
+    "stock",
+    metadata,
+    Column("node_id", String(128), ForeignKey("nodes.node_id"), primary_key=True),
+    Column("sku", String(128), ForeignKey("skus.sku"), primary_key=True),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("safety_stock", BigInteger, nullable=False),
+    Column("low_stock_threshold", BigInteger, nullable=False),
+    Index("ix_stock_sku", "sku"),
+)
+
+stock_ledger = Table(
+    "stock_ledger",
+    metadata,
+    Column("entry_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("node_id", String(128), nullable=False),
+    Column("sku", String(128), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("order_id", String(64), nullable=True),
+    Column("at", Float, nullable=False),
+    Index("ix_stock_ledger_position", "node_id", "sku"),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("reservation_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("node_id", String(128), nullable=False),
+    Column("sku", String(128), nullable=False),
+    Column("qty", BigInteger, nullable=False),
+    Column("quote_id", String(64), nullable=True),
+    Column("order_id", String(64), nullable=True),
+    Column("expires_at", Float, nullable=True),
+    Index("ix_reservations_position", "sku", "node_id"),
+    Index("ix_reservations_quote", "quote_id"),
+    Index("ix_reservations_order", "order_id"),
+)
+
+node_day_usage = Table(
+    "node_day_usage",
+    metadata,
+    Column("node_id", String(128), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("units", BigInteger, nullable=False),
+)
+
+quotes = Table(
+    "quotes",
+    metadata,
+    Column("quote_id", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("quote_date", String(10), nullable=False),
+    Column("request_json", Text, nullable=False),
+    Column("options_json", Text, nullable=False),
+    Column("order_id", String(64), nullable=True),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("quote_id", String(64), nullable=False),
+    Column("option_id", String(64), nullable=False),
+    Column("idempotency_key", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("dest_lat", Float, nullable=False),
+    Column("dest_lon", Float, nullable=False),
+    Column("lines_json", Text, nullable=False),
+    Column("allocation_json", Text, nullable=False),
+    Column("promised_date", String(10), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    # Bumped by every change: the batch job writes only orders still at the version it read.
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("idempotency_key", name="uq_orders_idempotency_key"),
+    Index("ix_orders_state_created", "state", "created_at"),
+)
+
+order_events = Table(
+    "order_events",
+    metadata,
+    Column("event_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("order_id", String(64), ForeignKey("orders.order_id"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    Index("ix_order_events_order", "order_id"),
+)
+
+order_returns = Table(
+    "order_returns",
+    metadata,
+    Column("return_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("order_id", String(64), ForeignKey("orders.order_id"), nullable=False),
+    Column("sku", String(128), nullable=False),
+    Column("qty", BigInteger, nullable=False),
+    Column("node_id", String(128), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("idempotency_key", String(128), nullable=True),
+    Index("ix_order_returns_order", "order_id"),
+)

@@ -1,0 +1,1241 @@
+"""The OMS store: network, stock ledger, reservations, quotes and orders.
+
+SQLAlchemy 2 Core over SQLite (embedded default: a file, WAL mode) or
+PostgreSQL (psycopg 3), chosen by URL. The schema lives in
+:mod:`oms.schema`; Alembic migrations in :mod:`oms.migrations`.
+
+Every write is one transaction (:meth:`Store.write`). The no-oversell rule is
+enforced where units are promised: a transaction that adds reservations
+first locks the stock rows it draws on (``SELECT ... FOR UPDATE`` in sorted
+order on PostgreSQL; ``BEGIN IMMEDIATE`` serialises writers on SQLite), then
+re-reads on hand and the live reservations and only then inserts. Releasing
+stock never needs the lock. A lost race surfaces as :class:`~oms.errors.Aborted`.
+
+Daily capacity: ``node_day_usage`` counts the units orders promised out of
+each node per UTC day; quote holds do not consume it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import event, func
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from oms import schema as t
+from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition, Unavailable
+from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
+
+Position = tuple[str, str]  # (node_id, sku)
+
+
+def utc_day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).date().isoformat()
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3; anything else is passed through."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def make_engine(url: str, pool_size: int = 16) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" hook below issue BEGIN, not pysqlite.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            for pragma in (
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=NORMAL",
+                "PRAGMA busy_timeout=30000",
+                "PRAGMA foreign_keys=ON",
+            ):
+                cursor.execute(pragma)
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Writers take the write lock up front, so two writers never both
+            # read stock and then both insert (SQLite's form of FOR UPDATE).
+            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+@dataclass(frozen=True, eq=False)
+class Catalog:
+    """The slow-changing part of the network (nodes, SKUs, zones, rates) as arrays."""
+
+    version: int
+    node_ids: tuple[str, ...]
+    node_kinds: tuple[NodeKind, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+    handling_days: np.ndarray
+    handling_cost: np.ndarray
+    storage_cost: np.ndarray
+    capacity: np.ndarray
+    sku_ids: tuple[str, ...]
+    weight_g: np.ndarray
+    daily_demand: np.ndarray
+    zone_ids: tuple[str, ...]
+    zone_max_km: np.ndarray
+    service_ids: tuple[str, ...]
+    base_price: np.ndarray
+    per_kg: np.ndarray
+    transit_days: np.ndarray
+    offered: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "node_index", {n: i for i, n in enumerate(self.node_ids)})
+        object.__setattr__(self, "sku_index", {s: i for i, s in enumerate(self.sku_ids)})
+
+    node_index: dict[str, int] = None  # type: ignore[assignment]
+    sku_index: dict[str, int] = None  # type: ignore[assignment]
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.node_ids and self.zone_ids and self.service_ids)
+
+
+@dataclass(frozen=True)
+class Availability:
+    node_id: str
+    sku: str
+    on_hand: int
+    safety_stock: int
+    reserved: int
+    held: int
+    low_stock_threshold: int
+
+    @property
+    def available(self) -> int:
+        return max(0, self.on_hand - self.safety_stock - self.reserved - self.held)
+
+    @property
+    def is_low(self) -> bool:
+        return self.low_stock_threshold > 0 and self.available <= self.low_stock_threshold
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    order_id: str
+    quote_id: str
+    option_id: str
+    idempotency_key: str
+    state: str
+    dest_lat: float
+    dest_lon: float
+    lines: list[dict[str, Any]]
+    allocation: dict[str, Any]
+    promised_date: str
+    created_at: float
+    updated_at: float
+    version: int
+    events: list[tuple[float, str, str]]
+    returns: list[tuple[str, int, str, float]]
+
+
+@dataclass(frozen=True)
+class QuoteRow:
+    quote_id: str
+    created_at: float
+    expires_at: float
+    quote_date: str
+    request: dict[str, Any]
+    options: list[dict[str, Any]]
+    order_id: str | None
+
+
+def units_of(allocation: Mapping[str, Any]) -> dict[Position, int]:
+    """Units per (node, SKU) of an allocation document (``parcels[].lines[]``)."""
+    units: dict[Position, int] = {}
+    for parcel in allocation["parcels"]:
+        for line in parcel["lines"]:
+            key = (parcel["node_id"], line["sku"])
+            units[key] = units.get(key, 0) + int(line["qty"])
+    return units
+
+
+def units_by_node(units: Mapping[Position, int]) -> dict[str, int]:
+    by_node: dict[str, int] = {}
+    for (node, _), qty in units.items():
+        by_node[node] = by_node.get(node, 0) + qty
+    return by_node
+
+
+def _translate_db_errors(exc: DBAPIError) -> Exception:
+    """Lost races and lock timeouts become Aborted; a dead server Unavailable."""
+    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    race_words = ("deadlock", "could not serialize", "database is locked", "lock timeout")
+    if any(word in text for word in race_words):
+        return Aborted(f"lost a race with a concurrent writer: {text.splitlines()[0]}")
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        return Unavailable(f"the store is unavailable: {text.splitlines()[0]}")
+    return exc
+
+
+class Store:
+    """All persistence of the service. Thread-safe; one per process."""
+
+    def __init__(
+        self, url: str, *, pool_size: int = 16, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.url = normalise_url(url)
+        self.engine = make_engine(self.url, pool_size)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.clock = clock
+        self._catalog: Catalog | None = None
+        self._catalog_lock = threading.Lock()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except DBAPIError as exc:
+            raise _translate_db_errors(exc) from exc
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction; on SQLite it holds the database's write lock throughout."""
+        try:
+            with self.engine.connect() as raw:
+                conn = raw.execution_options(sqlite_immediate=True) if self.is_sqlite else raw
+                with conn.begin():
+                    yield conn
+        except DBAPIError as exc:
+            raise _translate_db_errors(exc) from exc
+
+    def _lock(self, query: Any) -> Any:
+        return query if self.is_sqlite else query.with_for_update()
+
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which knows ON CONFLICT DO UPDATE on both backends."""
+        if self.is_sqlite:
+            return sqlite_insert(table)
+        return postgresql_insert(table)
+
+    def _upsert(self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        keys = [c.name for c in table.primary_key.columns]
+        stmt = self._insert(table)
+        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows)
+
+    def _bump_network_version(self, conn: Connection) -> None:
+        self._upsert(
+            conn,
+            t.network_meta,
+            [{"key": "network_version", "value": time.time_ns()}],
+        )
+
+    # -- network ----------------------------------------------------------------
+
+    def is_empty(self) -> bool:
+        with self.read() as conn:
+            return conn.execute(sa.select(func.count()).select_from(t.nodes)).scalar_one() == 0
+
+    def load_network(self, network: Network, reason: str = "load") -> None:
+        """Upsert every node, SKU, zone, rate and stock position of ``network``; one transaction.
+
+        On hand is set through the ledger (one row per changed position);
+        zones and rates are replaced.
+        """
+        with self.write() as conn:
+            self._upsert(
+                conn, t.nodes, [_node_row(network, n) for n in range(len(network.node_ids))]
+            )
+            self._upsert(
+                conn,
+                t.skus,
+                [
+                    {
+                        "sku": sku,
+                        "weight_g": int(network.weight_g[s]),
+                        "daily_demand": float(network.daily_demand[s]),
+                    }
+                    for s, sku in enumerate(network.sku_ids)
+                ],
+            )
+            self._replace_rate_card(
+                conn,
+                [(z, float(network.zone_max_km[i])) for i, z in enumerate(network.zone_ids)],
+                [
+                    (
+                        service,
+                        zone,
+                        int(network.base_price[v, z]),
+                        int(network.per_kg[v, z]),
+                        int(network.transit_days[v, z]),
+                    )
+                    for v, service in enumerate(network.service_ids)
+                    for z, zone in enumerate(network.zone_ids)
+                    if network.offered[v, z]
+                ],
+                replace_all=True,
+            )
+            existing = {
+                (r.node_id, r.sku): r
+                for r in conn.execute(
+                    sa.select(t.stock.c.node_id, t.stock.c.sku, t.stock.c.on_hand)
+                )
+            }
+            now = self.clock()
+            stock_rows: list[dict[str, Any]] = []
+            ledger_rows: list[dict[str, Any]] = []
+            held = np.argwhere((network.on_hand > 0) | (network.safety_stock > 0))
+            wanted = {(network.node_ids[n], network.sku_ids[s]): (n, s) for n, s in held}
+            for key in set(existing) - set(wanted):
+                wanted[key] = (-1, -1)
+            for (node, sku), (n, s) in sorted(wanted.items()):
+                on_hand = int(network.on_hand[n, s]) if n >= 0 else 0
+                safety = int(network.safety_stock[n, s]) if n >= 0 else 0
+                before = int(existing[node, sku].on_hand) if (node, sku) in existing else 0
+                stock_rows.append(
+                    {
+                        "node_id": node,
+                        "sku": sku,
+                        "on_hand": on_hand,
+                        "safety_stock": safety,
+                        "low_stock_threshold": 0,
+                    }
+                )
+                if on_hand != before:
+                    ledger_rows.append(
+                        {
+                            "node_id": node,
+                            "sku": sku,
+                            "delta": on_hand - before,
+                            "reason": reason,
+                            "order_id": None,
+                            "at": now,
+                        }
+                    )
+            # Thresholds already set by planners survive a reload.
+            self._upsert_stock_keep_threshold(conn, stock_rows)
+            if ledger_rows:
+                conn.execute(sa.insert(t.stock_ledger), ledger_rows)
+            self._bump_network_version(conn)
+
+    def _upsert_stock_keep_threshold(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        stmt = self._insert(t.stock)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["node_id", "sku"],
+                set_={
+                    "on_hand": stmt.excluded.on_hand,
+                    "safety_stock": stmt.excluded.safety_stock,
+                },
+            ),
+            rows,
+        )
+
+    def upsert_nodes(self, rows: list[dict[str, Any]]) -> int:
+        with self.write() as conn:
+            self._upsert(conn, t.nodes, rows)
+            self._bump_network_version(conn)
+        return len(rows)
+
+    def upsert_skus(self, rows: list[dict[str, Any]]) -> int:
+        with self.write() as conn:
+            self._upsert(conn, t.skus, rows)
+            self._bump_network_version(conn)
+        return len(rows)
+
+    def replace_rate_card(
+        self,
+        zones: list[tuple[str, float]],
+        rates: list[tuple[str, str, int, int, int]],
+    ) -> None:
+        """Replace all zones (when given) and every rate of the services named in ``rates``."""
+        with self.write() as conn:
+            known_zones = {z for z, _ in zones} or {
+                r.zone for r in conn.execute(sa.select(t.zones.c.zone))
+            }
+            bad = sorted({zone for _, zone, *_ in rates} - known_zones)
+            if bad:
+                raise FailedPrecondition(
+                    f"rates name unknown zones: {', '.join(bad)}",
+                    [Precondition("ZONE", z, "not a zone of the rate card") for z in bad],
+                )
+            self._replace_rate_card(conn, zones, rates, replace_all=False)
+            self._bump_network_version(conn)
+
+    def _replace_rate_card(
+        self,
+        conn: Connection,
+        zones: list[tuple[str, float]],
+        rates: list[tuple[str, str, int, int, int]],
+        *,
+        replace_all: bool,
+    ) -> None:
+        if zones:
+            conn.execute(sa.delete(t.rates).where(t.rates.c.zone.not_in([z for z, _ in zones])))
+            conn.execute(sa.delete(t.zones))
+            conn.execute(sa.insert(t.zones), [{"zone": z, "max_km": km} for z, km in zones])
+        if replace_all:
+            conn.execute(sa.delete(t.rates))
+        else:
+            services = sorted({r[0] for r in rates})
+            if services:
+                conn.execute(sa.delete(t.rates).where(t.rates.c.service.in_(services)))
+        if rates:
+            conn.execute(
+                sa.insert(t.rates),
+                [
+                    {
+                        "service": s,
+                        "zone": z,
+                        "base_price": b,
+                        "per_kg": k,
+                        "transit_days": d,
+                    }
+                    for s, z, b, k, d in rates
+                ],
+            )
+
+    def catalog(self, conn: Connection | None = None) -> Catalog:
+        """The cached network catalog, reloaded when another process changed it."""
+        if conn is None:
+            with self.read() as own:
+                return self.catalog(own)
+        version = conn.execute(
+            sa.select(t.network_meta.c.value).where(t.network_meta.c.key == "network_version")
+        ).scalar_one_or_none()
+        version = int(version or 0)
+        cached = self._catalog
+        if cached is not None and cached.version == version:
+            return cached
+        with self._catalog_lock:
+            catalog = _read_catalog(conn, version)
+            self._catalog = catalog
+        return catalog
+
+    def network_for(
+        self,
+        conn: Connection,
+        catalog: Catalog,
+        skus: Sequence[str],
+        *,
+        exclude_quote: str | None = None,
+    ) -> Network:
+        """A :class:`Network` of every node and just ``skus``, with live stock and capacity.
+
+        ``reserved`` counts order reservations and unexpired quote holds
+        (except ``exclude_quote``'s own); capacity is what is left of today's.
+        """
+        now = self.clock()
+        sku_ids = tuple(dict.fromkeys(skus))
+        col = {s: i for i, s in enumerate(sku_ids)}
+        n, s = len(catalog.node_ids), len(sku_ids)
+        on_hand = np.zeros((n, s), dtype=np.int64)
+        safety = np.zeros((n, s), dtype=np.int64)
+        reserved = np.zeros((n, s), dtype=np.int64)
+        rows = conn.execute(
+            sa.select(
+                t.stock.c.node_id, t.stock.c.sku, t.stock.c.on_hand, t.stock.c.safety_stock
+            ).where(t.stock.c.sku.in_(sku_ids))
+        )
+        for node, sku, qty, ss in rows:
+            i = catalog.node_index.get(node)
+            if i is not None:
+                on_hand[i, col[sku]] = qty
+                safety[i, col[sku]] = ss
+        for node, sku, qty in self._reserved_rows(conn, sku_ids, now, exclude_quote):
+            i = catalog.node_index.get(node)
+            if i is not None:
+                reserved[i, col[sku]] = qty
+        capacity = catalog.capacity.copy()
+        finite = capacity < UNLIMITED_CAPACITY
+        if finite.any():
+            used = conn.execute(
+                sa.select(t.node_day_usage.c.node_id, t.node_day_usage.c.units).where(
+                    t.node_day_usage.c.day == utc_day(now)
+                )
+            )
+            for node, units in used:
+                i = catalog.node_index.get(node)
+                if i is not None and finite[i]:
+                    capacity[i] = max(0, capacity[i] - int(units))
+        sku_rows = [catalog.sku_index[x] for x in sku_ids]
+        return Network(
+            node_ids=catalog.node_ids,
+            node_kinds=catalog.node_kinds,
+            lat=catalog.lat,
+            lon=catalog.lon,
+            handling_days=catalog.handling_days,
+            handling_cost=catalog.handling_cost,
+            storage_cost=catalog.storage_cost,
+            capacity=capacity,
+            sku_ids=sku_ids,
+            weight_g=catalog.weight_g[sku_rows],
+            daily_demand=catalog.daily_demand[sku_rows],
+            on_hand=on_hand,
+            safety_stock=safety,
+            reserved=reserved,
+            zone_ids=catalog.zone_ids,
+            zone_max_km=catalog.zone_max_km,
+            service_ids=catalog.service_ids,
+            base_price=catalog.base_price,
+            per_kg=catalog.per_kg,
+            transit_days=catalog.transit_days,
+            offered=catalog.offered,
+        )
+
+    def _reserved_rows(
+        self,
+        conn: Connection,
+        skus: Sequence[str],
+        now: float,
+        exclude_quote: str | None,
+        positions: Sequence[Position] | None = None,
+    ) -> Iterable[tuple[str, str, int]]:
+        r = t.reservations
+        live = sa.or_(r.c.expires_at.is_(None), r.c.expires_at > now)
+        where = [live]
+        if positions is not None:
+            where.append(self._positions_clause(r, positions))
+        else:
+            where.append(r.c.sku.in_(list(skus)))
+        if exclude_quote is not None:
+            where.append(sa.or_(r.c.quote_id.is_(None), r.c.quote_id != exclude_quote))
+        query = (
+            sa.select(r.c.node_id, r.c.sku, func.sum(r.c.qty))
+            .where(*where)
+            .group_by(r.c.node_id, r.c.sku)
+        )
+        wanted = None if positions is None else set(positions)
+        return [
+            (a, b, int(c))
+            for a, b, c in conn.execute(query)
+            if wanted is None or (a, b) in wanted
+        ]
+
+    # -- stock ------------------------------------------------------------------
+
+    def positions(
+        self,
+        conn: Connection,
+        skus: Sequence[str] = (),
+        node_ids: Sequence[str] = (),
+        *,
+        for_update: bool = False,
+    ) -> list[Availability]:
+        """Stock positions (filtered by SKUs and nodes when given) with reserved and held units."""
+        now = self.clock()
+        query = sa.select(t.stock).order_by(t.stock.c.node_id, t.stock.c.sku)
+        if skus:
+            query = query.where(t.stock.c.sku.in_(list(skus)))
+        if node_ids:
+            query = query.where(t.stock.c.node_id.in_(list(node_ids)))
+        if for_update:
+            query = self._lock(query)
+        rows = conn.execute(query).all()
+        r = t.reservations
+        agg = sa.select(
+            r.c.node_id,
+            r.c.sku,
+            func.sum(sa.case((r.c.order_id.is_not(None), r.c.qty), else_=0)),
+            func.sum(sa.case((r.c.order_id.is_(None), r.c.qty), else_=0)),
+        ).where(sa.or_(r.c.expires_at.is_(None), r.c.expires_at > now))
+        if skus:
+            agg = agg.where(r.c.sku.in_(list(skus)))
+        if node_ids:
+            agg = agg.where(r.c.node_id.in_(list(node_ids)))
+        sums = {
+            (a, b): (int(c or 0), int(d or 0))
+            for a, b, c, d in conn.execute(agg.group_by(r.c.node_id, r.c.sku))
+        }
+        return [
+            Availability(
+                row.node_id,
+                row.sku,
+                int(row.on_hand),
+                int(row.safety_stock),
+                *sums.get((row.node_id, row.sku), (0, 0)),
+                int(row.low_stock_threshold),
+            )
+            for row in rows
+        ]
+
+    def _require_position_keys(self, conn: Connection, node_id: str, sku: str) -> None:
+        if (
+            conn.execute(sa.select(t.nodes.c.node_id).where(t.nodes.c.node_id == node_id)).first()
+            is None
+        ):
+            raise NotFound("node", node_id)
+        if conn.execute(sa.select(t.skus.c.sku).where(t.skus.c.sku == sku)).first() is None:
+            raise NotFound("SKU", sku)
+
+    def set_stock(
+        self,
+        node_id: str,
+        sku: str,
+        on_hand: int,
+        safety_stock: int,
+        low_stock_threshold: int,
+        reason: str,
+    ) -> Availability:
+        """Set a position's on hand (one ledger row for the difference) and its settings.
+
+        Refuses (FAILED_PRECONDITION) to set on hand below what orders have reserved.
+        """
+        with self.write() as conn:
+            self._require_position_keys(conn, node_id, sku)
+            current = self.positions(conn, [sku], [node_id], for_update=True)
+            before = current[0].on_hand if current else 0
+            reserved = current[0].reserved if current else 0
+            if on_hand < reserved:
+                raise FailedPrecondition(
+                    f"on_hand {on_hand} is below the {reserved} units reserved by orders",
+                    [Precondition("STOCK", f"{node_id}/{sku}", f"{reserved} units reserved")],
+                )
+            self._upsert(
+                conn,
+                t.stock,
+                [
+                    {
+                        "node_id": node_id,
+                        "sku": sku,
+                        "on_hand": on_hand,
+                        "safety_stock": safety_stock,
+                        "low_stock_threshold": low_stock_threshold,
+                    }
+                ],
+            )
+            if on_hand != before:
+                self._ledger(conn, node_id, sku, on_hand - before, reason, None)
+            return self.positions(conn, [sku], [node_id])[0]
+
+    def adjust_stock(self, node_id: str, sku: str, delta: int, reason: str) -> Availability:
+        """Add ``delta`` to on hand (one ledger row); never below what orders have reserved."""
+        with self.write() as conn:
+            self._require_position_keys(conn, node_id, sku)
+            current = self.positions(conn, [sku], [node_id], for_update=True)
+            if not current:
+                if delta < 0:
+                    raise FailedPrecondition(
+                        f"node {node_id!r} holds no {sku!r} to take {-delta} units from",
+                        [Precondition("STOCK", f"{node_id}/{sku}", "no stock position")],
+                    )
+                conn.execute(
+                    sa.insert(t.stock).values(
+                        node_id=node_id, sku=sku, on_hand=0, safety_stock=0, low_stock_threshold=0
+                    )
+                )
+                on_hand, reserved = 0, 0
+            else:
+                on_hand, reserved = current[0].on_hand, current[0].reserved
+            if on_hand + delta < reserved:
+                raise FailedPrecondition(
+                    f"on hand would fall to {on_hand + delta}, below the {reserved} units "
+                    "reserved by orders",
+                    [Precondition("STOCK", f"{node_id}/{sku}", f"{reserved} units reserved")],
+                )
+            self._ledger(conn, node_id, sku, delta, reason, None)
+            return self.positions(conn, [sku], [node_id])[0]
+
+    def _ledger(
+        self,
+        conn: Connection,
+        node_id: str,
+        sku: str,
+        delta: int,
+        reason: str,
+        order_id: str | None,
+    ) -> None:
+        """One ledger row and the matching change to the position's on hand."""
+        conn.execute(
+            sa.insert(t.stock_ledger).values(
+                node_id=node_id,
+                sku=sku,
+                delta=delta,
+                reason=reason,
+                order_id=order_id,
+                at=self.clock(),
+            )
+        )
+        conn.execute(
+            sa.update(t.stock)
+            .where(t.stock.c.node_id == node_id, t.stock.c.sku == sku)
+            .values(on_hand=t.stock.c.on_hand + delta)
+        )
+
+    # -- promising units ----------------------------------------------------------
+
+    def shortages(
+        self,
+        conn: Connection,
+        units: Mapping[Position, int],
+        *,
+        exclude_quote: str | None = None,
+        check_capacity: bool = True,
+    ) -> list[Precondition]:
+        """Lock the positions ``units`` draw on and say which cannot cover them now.
+
+        Must run inside :meth:`write`: the locks (or SQLite's write lock)
+        last until the transaction ends, so a following insert is safe.
+        """
+        positions = sorted(units)
+        now = self.clock()
+        locked = self.lock_positions(conn, positions)
+        reserved = {
+            (a, b): c for a, b, c in self._reserved_rows(conn, (), now, exclude_quote, positions)
+        }
+        problems: list[Precondition] = []
+        for key in positions:
+            row = locked.get(key)
+            free = 0 if row is None else row.on_hand - row.safety_stock - reserved.get(key, 0)
+            if units[key] > free:
+                problems.append(
+                    Precondition(
+                        "STOCK",
+                        f"{key[0]}/{key[1]}",
+                        f"needs {units[key]} units, {max(free, 0)} available now",
+                    )
+                )
+        if check_capacity:
+            problems.extend(self._capacity_problems(conn, units_by_node(units), now))
+        return problems
+
+    def lock_positions(
+        self, conn: Connection, positions: Sequence[Position]
+    ) -> dict[Position, Any]:
+        """Lock stock rows in (node, SKU) order, the one order every writer uses (no deadlocks).
+
+        Re-locking rows this transaction already holds is free.
+        """
+        if not positions:
+            return {}
+        query = (
+            sa.select(t.stock)
+            .where(self._positions_clause(t.stock, positions))
+            .order_by(t.stock.c.node_id, t.stock.c.sku)
+        )
+        wanted = set(positions)
+        return {
+            (row.node_id, row.sku): row
+            for row in conn.execute(self._lock(query))
+            if (row.node_id, row.sku) in wanted
+        }
+
+    def _positions_clause(self, table: sa.Table, positions: Sequence[Position]) -> Any:
+        """``(node_id, sku) IN positions``; on SQLite as a superset its indexes can serve
+        (callers filter), since SQLite scans the table for a row-value IN list."""
+        if self.is_sqlite:
+            return sa.and_(
+                table.c.sku.in_(sorted({s for _, s in positions})),
+                table.c.node_id.in_(sorted({n for n, _ in positions})),
+            )
+        return sa.tuple_(table.c.node_id, table.c.sku).in_(sorted(positions))
+
+    def _capacity_problems(
+        self, conn: Connection, by_node: Mapping[str, int], now: float
+    ) -> list[Precondition]:
+        nodes = sorted(by_node)
+        limits = {
+            row.node_id: row.daily_capacity_units
+            for row in conn.execute(
+                self._lock(
+                    sa.select(t.nodes.c.node_id, t.nodes.c.daily_capacity_units)
+                    .where(
+                        t.nodes.c.node_id.in_(nodes), t.nodes.c.daily_capacity_units.is_not(None)
+                    )
+                    .order_by(t.nodes.c.node_id)
+                )
+            )
+        }
+        if not limits:
+            return []
+        used = {
+            row.node_id: int(row.units)
+            for row in conn.execute(
+                sa.select(t.node_day_usage).where(
+                    t.node_day_usage.c.day == utc_day(now),
+                    t.node_day_usage.c.node_id.in_(list(limits)),
+                )
+            )
+        }
+        return [
+            Precondition(
+                "CAPACITY",
+                node,
+                f"needs {by_node[node]} units of today's capacity, "
+                f"{max(limit - used.get(node, 0), 0)} left",
+            )
+            for node, limit in sorted(limits.items())
+            if used.get(node, 0) + by_node[node] > limit
+        ]
+
+    def _use_capacity(self, conn: Connection, by_node: Mapping[str, int], day: str) -> None:
+        for node, qty in sorted(by_node.items()):
+            updated = conn.execute(
+                sa.update(t.node_day_usage)
+                .where(t.node_day_usage.c.node_id == node, t.node_day_usage.c.day == day)
+                .values(units=t.node_day_usage.c.units + qty)
+            ).rowcount
+            if not updated:
+                conn.execute(sa.insert(t.node_day_usage).values(node_id=node, day=day, units=qty))
+
+    # -- quotes -------------------------------------------------------------------
+
+    def save_quote(
+        self,
+        quote_id: str,
+        request: dict[str, Any],
+        options: list[dict[str, Any]],
+        ttl_s: float,
+        *,
+        hold: bool = True,
+    ) -> QuoteRow:
+        """Store a quote; hold each option's stock until it expires (one transaction).
+
+        The hold per position is the largest any option needs, so whichever
+        option the shopper picks is covered. Options whose units are no longer
+        all free (a concurrent writer took them) are stored unheld
+        (``stock_held`` false) and re-checked at PlaceOrder.
+        """
+        now = self.clock()
+        with self.write() as conn:
+            held: dict[Position, int] = {}
+            if hold and options:
+                # Lock every position any option draws on at once, in order.
+                self.lock_positions(conn, sorted({k for o in options for k in units_of(o)}))
+                for option in options:
+                    units = units_of(option)
+                    trial = {k: max(v, held.get(k, 0)) for k, v in units.items()}
+                    trial.update({k: v for k, v in held.items() if k not in trial})
+                    if not self.shortages(conn, trial, check_capacity=False):
+                        held = trial
+                        option["stock_held"] = True
+                    else:
+                        option["stock_held"] = False
+                if held:
+                    conn.execute(
+                        sa.insert(t.reservations),
+                        [
+                            {
+                                "node_id": node,
+                                "sku": sku,
+                                "qty": qty,
+                                "quote_id": quote_id,
+                                "order_id": None,
+                                "expires_at": now + ttl_s,
+                            }
+                            for (node, sku), qty in sorted(held.items())
+                        ],
+                    )
+            row = {
+                "quote_id": quote_id,
+                "created_at": now,
+                "expires_at": now + ttl_s,
+                "quote_date": utc_day(now),
+                "request_json": json.dumps(request, separators=(",", ":")),
+                "options_json": json.dumps(options, separators=(",", ":")),
+                "order_id": None,
+            }
+            conn.execute(sa.insert(t.quotes).values(**row))
+        return QuoteRow(quote_id, now, now + ttl_s, utc_day(now), request, options, None)
+
+    def get_quote(self, conn: Connection, quote_id: str) -> QuoteRow:
+        row = conn.execute(sa.select(t.quotes).where(t.quotes.c.quote_id == quote_id)).first()
+        if row is None:
+            raise NotFound("quote", quote_id)
+        return QuoteRow(
+            row.quote_id,
+            row.created_at,
+            row.expires_at,
+            row.quote_date,
+            json.loads(row.request_json),
+            json.loads(row.options_json),
+            row.order_id,
+        )
+
+    def purge_expired(self, older_than_s: float = 60.0) -> int:
+        """Delete quote holds that expired more than ``older_than_s`` ago (housekeeping only:
+        expired holds are already ignored by every availability query)."""
+        with self.write() as conn:
+            return int(
+                conn.execute(
+                    sa.delete(t.reservations).where(
+                        t.reservations.c.expires_at.is_not(None),
+                        t.reservations.c.expires_at < self.clock() - older_than_s,
+                    )
+                ).rowcount
+            )
+
+    # -- orders -------------------------------------------------------------------
+
+    def find_order_by_key(self, conn: Connection, idempotency_key: str) -> OrderRow | None:
+        row = conn.execute(
+            sa.select(t.orders.c.order_id).where(t.orders.c.idempotency_key == idempotency_key)
+        ).first()
+        return None if row is None else self.get_order(conn, row.order_id)
+
+    def insert_order(
+        self,
+        conn: Connection,
+        *,
+        order_id: str,
+        quote: QuoteRow,
+        option_id: str,
+        idempotency_key: str,
+        lines: list[dict[str, Any]],
+        allocation: dict[str, Any],
+        promised_date: str,
+        events: list[tuple[str, str]],
+    ) -> None:
+        """Write a placed order and its reservations, and mark the quote used.
+
+        The caller has already checked :meth:`shortages` in this transaction.
+        Raises :class:`Aborted` if another order took the quote meanwhile.
+        """
+        now = self.clock()
+        taken = conn.execute(
+            sa.update(t.quotes)
+            .where(t.quotes.c.quote_id == quote.quote_id, t.quotes.c.order_id.is_(None))
+            .values(order_id=order_id)
+        ).rowcount
+        if not taken:
+            raise Aborted(f"quote {quote.quote_id!r} was used by a concurrent PlaceOrder")
+        conn.execute(sa.delete(t.reservations).where(t.reservations.c.quote_id == quote.quote_id))
+        request = quote.request
+        try:
+            conn.execute(
+                sa.insert(t.orders).values(
+                    order_id=order_id,
+                    quote_id=quote.quote_id,
+                    option_id=option_id,
+                    idempotency_key=idempotency_key,
+                    state="PLACED",
+                    dest_lat=float(request["destination"]["lat"]),
+                    dest_lon=float(request["destination"]["lon"]),
+                    lines_json=json.dumps(lines, separators=(",", ":")),
+                    allocation_json=json.dumps(allocation, separators=(",", ":")),
+                    promised_date=promised_date,
+                    created_at=now,
+                    updated_at=now,
+                    version=1,
+                )
+            )
+        except IntegrityError as exc:
+            raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
+        units = units_of(allocation)
+        conn.execute(
+            sa.insert(t.reservations),
+            [
+                {
+                    "node_id": node,
+                    "sku": sku,
+                    "qty": qty,
+                    "quote_id": None,
+                    "order_id": order_id,
+                    "expires_at": None,
+                }
+                for (node, sku), qty in sorted(units.items())
+            ],
+        )
+        self._use_capacity(conn, units_by_node(units), utc_day(now))
+        for kind, detail in events:
+            self.add_event(conn, order_id, kind, detail)
+
+    def add_event(self, conn: Connection, order_id: str, kind: str, detail: str) -> None:
+        conn.execute(
+            sa.insert(t.order_events).values(
+                order_id=order_id, at=self.clock(), type=kind, detail=detail
+            )
+        )
+
+    def get_order(self, conn: Connection, order_id: str, *, for_update: bool = False) -> OrderRow:
+        query = sa.select(t.orders).where(t.orders.c.order_id == order_id)
+        row = conn.execute(self._lock(query) if for_update else query).first()
+        if row is None:
+            raise NotFound("order", order_id)
+        events = [
+            (e.at, e.type, e.detail)
+            for e in conn.execute(
+                sa.select(t.order_events)
+                .where(t.order_events.c.order_id == order_id)
+                .order_by(t.order_events.c.event_id)
+            )
+        ]
+        returns = [
+            (r.sku, int(r.qty), r.node_id, r.at)
+            for r in conn.execute(
+                sa.select(t.order_returns)
+                .where(t.order_returns.c.order_id == order_id)
+                .order_by(t.order_returns.c.return_id)
+            )
+        ]
+        return _order_row(row, events, returns)
+
+    def list_orders(
+        self, conn: Connection, *, state: str | None, after: tuple[float, str] | None, limit: int
+    ) -> list[OrderRow]:
+        """Orders by (created_at, order_id), starting after the ``after`` cursor."""
+        o = t.orders
+        query = sa.select(o.c.order_id).order_by(o.c.created_at, o.c.order_id).limit(limit)
+        if state is not None:
+            query = query.where(o.c.state == state)
+        if after is not None:
+            query = query.where(
+                sa.or_(
+                    o.c.created_at > after[0],
+                    sa.and_(o.c.created_at == after[0], o.c.order_id > after[1]),
+                )
+            )
+        return [self.get_order(conn, r.order_id) for r in conn.execute(query)]
+
+    def set_state(self, conn: Connection, order: OrderRow, state: str) -> None:
+        updated = conn.execute(
+            sa.update(t.orders)
+            .where(t.orders.c.order_id == order.order_id, t.orders.c.version == order.version)
+            .values(state=state, updated_at=self.clock(), version=order.version + 1)
+        ).rowcount
+        if not updated:
+            raise Aborted(f"order {order.order_id!r} changed concurrently")
+
+    def release_reservations(self, conn: Connection, order: OrderRow) -> dict[Position, int]:
+        """Drop an order's reservations (cancel) and give back today's capacity."""
+        units = self.order_reservations(conn, order.order_id)
+        conn.execute(sa.delete(t.reservations).where(t.reservations.c.order_id == order.order_id))
+        day = utc_day(order.created_at)
+        for node, qty in units_by_node(units).items():
+            conn.execute(
+                sa.update(t.node_day_usage)
+                .where(t.node_day_usage.c.node_id == node, t.node_day_usage.c.day == day)
+                .values(
+                    units=sa.func.max(t.node_day_usage.c.units - qty, 0)
+                    if self.is_sqlite
+                    else sa.func.greatest(t.node_day_usage.c.units - qty, 0)
+                )
+            )
+        return units
+
+    def consume_reservations(self, conn: Connection, order: OrderRow) -> dict[Position, int]:
+        """Shipment: on hand decremented (ledger rows) and the reservations consumed."""
+        units = self.order_reservations(conn, order.order_id)
+        for (node, sku), qty in sorted(units.items()):
+            self._ledger(conn, node, sku, -qty, "shipment", order.order_id)
+        conn.execute(sa.delete(t.reservations).where(t.reservations.c.order_id == order.order_id))
+        return units
+
+    def order_reservations(self, conn: Connection, order_id: str) -> dict[Position, int]:
+        r = t.reservations
+        return {
+            (a, b): int(c)
+            for a, b, c in conn.execute(
+                sa.select(r.c.node_id, r.c.sku, func.sum(r.c.qty))
+                .where(r.c.order_id == order_id)
+                .group_by(r.c.node_id, r.c.sku)
+            )
+        }
+
+    def returned_units(self, conn: Connection, order_id: str) -> dict[str, int]:
+        r = t.order_returns
+        return {
+            sku: int(qty)
+            for sku, qty in conn.execute(
+                sa.select(r.c.sku, func.sum(r.c.qty))
+                .where(r.c.order_id == order_id)
+                .group_by(r.c.sku)
+            )
+        }
+
+    def return_key_used(self, conn: Connection, order_id: str, key: str) -> bool:
+        r = t.order_returns
+        return (
+            conn.execute(
+                sa.select(r.c.return_id).where(r.c.order_id == order_id, r.c.idempotency_key == key)
+            ).first()
+            is not None
+        )
+
+    def record_return(
+        self,
+        conn: Connection,
+        order_id: str,
+        units: Mapping[str, int],
+        node_id: str,
+        idempotency_key: str | None,
+    ) -> None:
+        """Returned units restored at ``node_id`` (ledger rows; positions created if new)."""
+        now = self.clock()
+        for sku, qty in sorted(units.items()):
+            exists = conn.execute(
+                sa.select(t.stock.c.sku).where(t.stock.c.node_id == node_id, t.stock.c.sku == sku)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    sa.insert(t.stock).values(
+                        node_id=node_id, sku=sku, on_hand=0, safety_stock=0, low_stock_threshold=0
+                    )
+                )
+            self._ledger(conn, node_id, sku, qty, "return", order_id)
+            conn.execute(
+                sa.insert(t.order_returns).values(
+                    order_id=order_id,
+                    sku=sku,
+                    qty=qty,
+                    node_id=node_id,
+                    at=now,
+                    idempotency_key=idempotency_key,
+                )
+            )
+
+    # -- checks (tests, operators) -------------------------------------------------
+
+    def ledger_mismatches(self) -> list[tuple[str, str, int, int]]:
+        """Positions whose on hand differs from the sum of their ledger: must be empty."""
+        with self.read() as conn:
+            sums = {
+                (a, b): int(c)
+                for a, b, c in conn.execute(
+                    sa.select(
+                        t.stock_ledger.c.node_id,
+                        t.stock_ledger.c.sku,
+                        func.sum(t.stock_ledger.c.delta),
+                    ).group_by(t.stock_ledger.c.node_id, t.stock_ledger.c.sku)
+                )
+            }
+            bad = []
+            for row in conn.execute(sa.select(t.stock)):
+                total = sums.pop((row.node_id, row.sku), 0)
+                if total != row.on_hand:
+                    bad.append((row.node_id, row.sku, int(row.on_hand), total))
+            bad.extend((n, s, 0, v) for (n, s), v in sums.items() if v)
+            return bad
+
+
+def _node_row(network: Network, n: int) -> dict[str, Any]:
+    capacity = int(network.capacity[n])
+    return {
+        "node_id": network.node_ids[n],
+        "kind": network.node_kinds[n].value,
+        "lat": float(network.lat[n]),
+        "lon": float(network.lon[n]),
+        "handling_days": int(network.handling_days[n]),
+        "handling_cost": int(network.handling_cost[n]),
+        "storage_cost": int(network.storage_cost[n]),
+        "daily_capacity_units": None if capacity >= UNLIMITED_CAPACITY else capacity,
+    }
+
+
+def _read_catalog(conn: Connection, version: int) -> Catalog:
+    node_rows = conn.execute(sa.select(t.nodes).order_by(t.nodes.c.node_id)).all()
+    sku_rows = conn.execute(sa.select(t.skus).order_by(t.skus.c.sku)).all()
+    zone_rows = conn.execute(sa.select(t.zones).order_by(t.zones.c.max_km)).all()
+    rate_rows = conn.execute(sa.select(t.rates).order_by(t.rates.c.service)).all()
+    zone_ids = tuple(z.zone for z in zone_rows)
+    zone_col = {z: i for i, z in enumerate(zone_ids)}
+    service_ids = tuple(dict.fromkeys(r.service for r in rate_rows))
+    v, z = len(service_ids), len(zone_ids)
+    base = np.zeros((v, z), dtype=np.int64)
+    per_kg = np.zeros((v, z), dtype=np.int64)
+    transit = np.zeros((v, z), dtype=np.int64)
+    offered = np.zeros((v, z), dtype=np.bool_)
+    service_row = {s: i for i, s in enumerate(service_ids)}
+    for r in rate_rows:
+        if r.zone in zone_col:
+            i, j = service_row[r.service], zone_col[r.zone]
+            base[i, j], per_kg[i, j], transit[i, j] = r.base_price, r.per_kg, r.transit_days
+            offered[i, j] = True
+    return Catalog(
+        version=version,
+        node_ids=tuple(r.node_id for r in node_rows),
+        node_kinds=tuple(NodeKind(r.kind) for r in node_rows),
+        lat=np.array([r.lat for r in node_rows], dtype=np.float64),
+        lon=np.array([r.lon for r in node_rows], dtype=np.float64),
+        handling_days=np.array([r.handling_days for r in node_rows], dtype=np.int64),
+        handling_cost=np.array([r.handling_cost for r in node_rows], dtype=np.int64),
+        storage_cost=np.array([r.storage_cost for r in node_rows], dtype=np.int64),
+        capacity=np.array(
+            [
+                UNLIMITED_CAPACITY if r.daily_capacity_units is None else r.daily_capacity_units
+                for r in node_rows
+            ],
+            dtype=np.int64,
+        ),
+        sku_ids=tuple(r.sku for r in sku_rows),
+        weight_g=np.array([r.weight_g for r in sku_rows], dtype=np.int64),
+        daily_demand=np.array([r.daily_demand for r in sku_rows], dtype=np.float64),
+        zone_ids=zone_ids,
+        zone_max_km=np.array([r.max_km for r in zone_rows], dtype=np.float64),
+        service_ids=service_ids,
+        base_price=base,
+        per_kg=per_kg,
+        transit_days=transit,
+        offered=offered,
+    )
+
+
+def _order_row(
+    row: Any, events: list[tuple[float, str, str]], returns: list[tuple[str, int, str, float]]
+) -> OrderRow:
+    return OrderRow(
+        order_id=row.order_id,
+        quote_id=row.quote_id,
+        option_id=row.option_id,
+        idempotency_key=row.idempotency_key,
+        state=row.state,
+        dest_lat=row.dest_lat,
+        dest_lon=row.dest_lon,
+        lines=json.loads(row.lines_json),
+        allocation=json.loads(row.allocation_json),
+        promised_date=row.promised_date,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+        events=events,
+        returns=returns,
+    )
