@@ -1,15 +1,20 @@
-"""The ``oms`` command line.
+"""The ``oms`` command line: serve, load a network, migrate, and a client for people.
 
-For now it only reports its version: the service commands (serving gRPC,
-loading a network, re-optimising open orders) arrive with the OMS service.
+``oms serve`` runs the gRPC service on the embedded SQLite store (the demo
+network is loaded when the store is empty); ``oms load DIR`` puts a planner
+CSV folder into a store; ``oms quote CART.json`` and ``oms place QUOTE OPTION``
+call a running server and print JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import uuid
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 DISTRIBUTION = "sourcing-oms"
 
@@ -21,30 +26,182 @@ def package_version() -> str:
         return "unknown"
 
 
+def _store_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL of the store (default: $OMS_DATABASE_URL or sqlite:///oms.db)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="oms",
-        description=(
-            "Order management service around the sourcing engine. The service commands "
-            "(running the gRPC server, loading a network, batch re-optimisation) arrive with "
-            "the OMS service; for quotes from planner CSV files use the 'sourcing' command."
-        ),
+        prog="oms", description="Order management service around the sourcing engine."
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s ({DISTRIBUTION}) {package_version()}"
     )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC service")
+    _store_args(serve)
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks one)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port")
+    serve.add_argument("--threads", type=int, help="RPC threads per process")
+    serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0: off)")
+    serve.add_argument("--admin-token", help="bearer token for admin calls ($OMS_ADMIN_TOKEN)")
+    serve.add_argument("--checkout-token", help="bearer token for checkout calls, if any")
+    serve.add_argument("--quote-ttl", type=float, dest="quote_ttl_s", help="quote lifetime, s")
+    serve.add_argument(
+        "--solver-time-limit", type=float, dest="solver_time_limit_s", help="per quote, s"
+    )
+    serve.add_argument(
+        "--no-hold",
+        dest="hold_stock",
+        action="store_const",
+        const=False,
+        help="quotes do not hold stock (it is reserved only at PlaceOrder)",
+    )
+    serve.add_argument("--no-demo", action="store_true", help="do not load the demo network")
+
+    load = sub.add_parser("load", help="load a planner CSV network folder into the store")
+    _store_args(load)
+    load.add_argument("network_dir", nargs="?", help="folder of nodes/skus/stock/zones/rates.csv")
+    load.add_argument("--demo", action="store_true", help="load the built-in demo network")
+
+    migrate = sub.add_parser("migrate", help="bring the store's schema up to date")
+    _store_args(migrate)
+
+    quote = sub.add_parser("quote", help="ask a running server for delivery options")
+    quote.add_argument("order", help='ORDER.json: {"destination": {lat, lon}, "lines": [...]}')
+    quote.add_argument("--target", default="127.0.0.1:50051")
+    quote.add_argument("--timeout", type=float, default=5.0)
+
+    place = sub.add_parser("place", help="place an order on a quoted option")
+    place.add_argument("quote_id")
+    place.add_argument("option_id")
+    place.add_argument("--idempotency-key", help="default: a new random key")
+    place.add_argument("--target", default="127.0.0.1:50051")
+    place.add_argument("--timeout", type=float, default=5.0)
     return parser
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from oms.settings import Settings
+
+    names = (
+        "database_url",
+        "host",
+        "port",
+        "workers",
+        "threads",
+        "metrics_port",
+        "admin_token",
+        "checkout_token",
+        "quote_ttl_s",
+        "solver_time_limit_s",
+        "hold_stock",
+    )
+    return Settings.from_env(**{n: getattr(args, n, None) for n in names})
+
+
+def _print_message(message: Any) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+
+
+def _client(args: argparse.Namespace) -> int:
+    import grpc
+
+    from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
+
+    with grpc.insecure_channel(args.target) as channel:
+        stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
+        try:
+            if args.command == "quote":
+                with open(args.order, encoding="utf-8") as handle:
+                    data = json.load(handle)
+                request = checkout_pb2.QuoteDeliveryOptionsRequest(
+                    destination=common_pb2.Location(
+                        latitude=data["destination"]["lat"], longitude=data["destination"]["lon"]
+                    ),
+                    lines=[
+                        common_pb2.CartLine(sku=x["sku"], quantity=x["qty"]) for x in data["lines"]
+                    ],
+                )
+                _print_message(stub.QuoteDeliveryOptions(request, timeout=args.timeout))
+            else:
+                key = args.idempotency_key or uuid.uuid4().hex
+                _print_message(
+                    stub.PlaceOrder(
+                        checkout_pb2.PlaceOrderRequest(
+                            quote_id=args.quote_id, option_id=args.option_id, idempotency_key=key
+                        ),
+                        timeout=args.timeout,
+                    )
+                )
+        except grpc.RpcError as exc:
+            print(f"oms {args.command}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``oms`` command; returns the exit status."""
     parser = build_parser()
     try:
-        parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --version, --help, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 0
-    parser.print_help()
-    return 0
+
+    if args.command in ("quote", "place"):
+        try:
+            return _client(args)
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            print(f"oms {args.command}: {exc}", file=sys.stderr)
+            return 2
+
+    settings = _settings(args)
+    if args.command == "serve":
+        from oms.server import serve
+
+        return serve(settings, load_demo=not args.no_demo)
+
+    from oms.store import Store
+
+    store = Store(settings.database_url, pool_size=2)
+    try:
+        store.migrate()
+        if args.command == "migrate":
+            print(f"schema up to date in {settings.database_url}")
+            return 0
+        # load
+        if args.demo == bool(args.network_dir):
+            print("oms load: give a NETWORK_DIR or --demo (one of them)", file=sys.stderr)
+            return 2
+        from sourcing.errors import NetworkDataError
+
+        if args.demo:
+            from sourcing.demo import demo_network
+
+            network = demo_network()
+        else:
+            from sourcing.loader import read_network
+
+            try:
+                network = read_network(args.network_dir)
+            except NetworkDataError as exc:
+                print(f"oms load: {exc}", file=sys.stderr)
+                return 2
+        store.load_network(network, reason=f"oms load {args.network_dir or 'demo'}")
+        print(
+            f"loaded {len(network.node_ids)} nodes, {len(network.sku_ids)} SKUs, "
+            f"{int((network.on_hand > 0).sum())} stock positions into {settings.database_url}"
+        )
+        return 0
+    finally:
+        store.dispose()
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -107,6 +108,9 @@ class QuoteSettings:
     time_limit_s: float = 2.0
     num_workers: int = 1
     full_frontier: bool = False
+    #: Polled between solver stages; returning True ends the quote early, as
+    #: if its time were up (the service sets it when the caller goes away).
+    should_stop: Callable[[], bool] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,10 @@ class _Context:
     known: list[_Plan] = field(default_factory=list)
     #: The Lagrangian prices last found: a warm start for the next bound.
     prices: np.ndarray | None = None
+
+    def out_of_time(self) -> bool:
+        stop = self.settings.should_stop
+        return time.perf_counter() > self.deadline or (stop is not None and stop())
 
 
 def _eligible(costs: OrderCosts, day: int) -> np.ndarray:
@@ -276,7 +284,7 @@ def _local_search(
     slot_n, slot_v = np.nonzero(elig)
     current = plan
     for _ in range(rounds):
-        if time.perf_counter() > ctx.deadline:
+        if ctx.out_of_time():
             break
         used = np.flatnonzero(current.service >= 0)
         used_v = current.service[used]
@@ -469,7 +477,7 @@ def _best_subset(
     best_set: tuple[IntArray, IntArray, IntArray] | None = None
     cheapest_invalid = _INF
     for begin in range(0, sets.shape[0], chunk):
-        if time.perf_counter() > ctx.deadline:
+        if ctx.out_of_time():
             return (_subset_plan(ctx, *best_set) if best_set else None), False
         if set_bound[begin] > best_key[0] + 1e-6:
             break
@@ -602,7 +610,7 @@ def _lagrangian_bound(
         taken = np.where(opened[:, None] & (unit[rows, choice, :] < lam), avail, 0.0).sum(axis=0)
         gradient = q - taken
         norm = float(gradient @ gradient)
-        if norm == 0 or step_scale < 1e-3 or time.perf_counter() > ctx.deadline:
+        if norm == 0 or step_scale < 1e-3 or ctx.out_of_time():
             break  # converged, or out of time: the best prices so far give a valid bound
         gap = (target - value) if target is not None else max(abs(value) * 0.05, 1000.0)
         lam = lam + step_scale * max(gap, 1.0) / norm * gradient

@@ -1,0 +1,427 @@
+"""CheckoutService: quote delivery options, place orders on them, read and cancel orders.
+
+A quote is solved on a snapshot of live stock (reservations and other
+quotes' holds subtracted), then stored with its options and, in the same
+transaction, a hold on each option's units until it expires. PlaceOrder
+re-checks the chosen option's units under lock; if they are gone it
+re-sources within the promised delivery date, else fails with
+FAILED_PRECONDITION naming each position that changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import uuid
+from typing import Any
+
+import grpc
+
+from oms import lifecycle
+from oms.convert import (
+    PROTO_TO_STATE,
+    day_after,
+    days_between,
+    option_document,
+    option_proto,
+    order_proto,
+    timestamp,
+    today,
+)
+from oms.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Precondition
+from oms.metrics import observe_solver
+from oms.settings import Settings
+from oms.status import rpc
+from oms.store import Catalog, OrderRow, QuoteRow, Store, units_of
+from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
+from oms.validation import Violations
+from sourcing.errors import FieldViolation, ShortageError
+from sourcing.model import MILLICENTS_PER_CENT, Location, Order, OrderLine
+from sourcing.orders import MAX_ORDER_LINES
+from sourcing.solver import QuoteSettings, quote
+
+log = logging.getLogger("oms.checkout")
+
+#: Time kept back from the caller's deadline for reading stock and writing the quote.
+STORE_RESERVE_S = 0.010
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+
+
+def order_from_lines(
+    v: Violations,
+    catalog: Catalog,
+    destination_field: str,
+    has_destination: bool,
+    destination: common_pb2.Location,
+    lines: Any,
+) -> Order:
+    """Validate a cart against the catalog; every bad field is reported at once."""
+    v.location(destination_field, has_destination, destination)
+    if len(lines) == 0:
+        v.add("lines", "the cart is empty")
+    if len(lines) > MAX_ORDER_LINES:
+        v.add("lines", f"{len(lines)} lines exceed the limit of {MAX_ORDER_LINES}")
+    for i, line in enumerate(lines):
+        if not line.sku:
+            v.add(f"lines[{i}].sku", "is required")
+        elif line.sku not in catalog.sku_index:
+            v.add(f"lines[{i}].sku", f"unknown SKU {line.sku!r}")
+        if line.quantity <= 0:
+            v.add(f"lines[{i}].quantity", f"must be positive, got {line.quantity}")
+    v.raise_if_any()
+    return Order(
+        destination=Location(destination.latitude, destination.longitude),
+        lines=tuple(OrderLine(line.sku, int(line.quantity)) for line in lines),
+    )
+
+
+def _page_token(row: OrderRow) -> str:
+    raw = json.dumps([row.created_at, row.order_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _parse_page_token(token: str) -> tuple[float, str]:
+    try:
+        created_at, order_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return float(created_at), str(order_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise InvalidArgument(
+            [FieldViolation("page_token", "is not a token this service issued")]
+        ) from None
+
+
+class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    # -- quotes -----------------------------------------------------------------
+
+    def _solver_settings(
+        self, request: checkout_pb2.QuoteDeliveryOptionsRequest, context: grpc.ServicerContext
+    ) -> QuoteSettings:
+        budget = self.settings.solver_time_limit_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            # Never zero: with no time for a proof the solver still returns its
+            # best feasible options, marked with their gap.
+            budget = max(0.001, min(budget, remaining - STORE_RESERVE_S))
+        value_of_day = (
+            request.value_of_day.minor_units
+            if request.HasField("value_of_day")
+            else self.settings.value_of_day_cents
+        )
+        return QuoteSettings(
+            value_of_day=int(value_of_day) * MILLICENTS_PER_CENT,
+            allow_partial=request.allow_partial,
+            max_parcels=request.max_parcels or None,
+            latest_day=request.latest_delivery_days or None,
+            time_limit_s=budget,
+            num_workers=1,
+            should_stop=lambda: not context.is_active(),
+        )
+
+    @rpc
+    def QuoteDeliveryOptions(
+        self, request: checkout_pb2.QuoteDeliveryOptionsRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.QuoteDeliveryOptionsResponse:
+        catalog = self.store.catalog()
+        v = Violations()
+        if not catalog.usable:
+            raise FailedPrecondition(
+                "the network is empty: load one with 'oms load' or the InventoryService",
+                [Precondition("NETWORK", "nodes", "no nodes, zones or rates loaded")],
+            )
+        if request.max_parcels < 0:
+            v.add("max_parcels", f"must not be negative, got {request.max_parcels}")
+        if request.latest_delivery_days < 0:
+            v.add(
+                "latest_delivery_days",
+                f"must not be negative, got {request.latest_delivery_days}",
+            )
+        if request.HasField("value_of_day"):
+            v.money("value_of_day", request.value_of_day, self.settings.currency)
+        order = order_from_lines(
+            v,
+            catalog,
+            "destination",
+            request.HasField("destination"),
+            request.destination,
+            request.lines,
+        )
+        solver_settings = self._solver_settings(request, context)
+        with self.store.read() as conn:
+            network = self.store.network_for(conn, catalog, [line.sku for line in order.lines])
+        result = quote(network, order, solver_settings)
+        observe_solver(result.stats.seconds)
+        if not context.is_active():
+            context.abort(grpc.StatusCode.CANCELLED, "the caller cancelled the quote")
+        documents = [option_document(o, f"opt-{i + 1}") for i, o in enumerate(result.options)]
+        request_doc = {
+            "destination": {"lat": order.destination.lat, "lon": order.destination.lon},
+            "lines": [{"sku": line.sku, "qty": line.qty} for line in order.lines],
+            "allow_partial": solver_settings.allow_partial,
+            "max_parcels": solver_settings.max_parcels,
+            "latest_day": solver_settings.latest_day,
+            "value_of_day": solver_settings.value_of_day,
+        }
+        saved = self.store.save_quote(
+            "q_" + uuid.uuid4().hex,
+            request_doc,
+            documents,
+            self.settings.quote_ttl_s,
+            hold=self.settings.hold_stock,
+        )
+        return checkout_pb2.QuoteDeliveryOptionsResponse(
+            quote_id=saved.quote_id,
+            expire_time=timestamp(saved.expires_at),
+            quote_date=saved.quote_date,
+            options=[option_proto(d, saved.quote_date, self.settings.currency) for d in documents],
+            shortfall=[
+                common_pb2.Shortfall(
+                    line_index=s.line, sku=s.sku, requested=s.requested, covered=s.covered
+                )
+                for s in result.shortfall
+            ],
+            solver_ms=result.stats.seconds * 1000.0,
+        )
+
+    # -- orders -----------------------------------------------------------------
+
+    def _order_response(self, row: OrderRow) -> common_pb2.Order:
+        return order_proto(row, row.allocation["start_date"], self.settings.currency)
+
+    @rpc
+    def PlaceOrder(
+        self, request: checkout_pb2.PlaceOrderRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.PlaceOrderResponse:
+        v = Violations()
+        v.require_id("quote_id", request.quote_id)
+        v.require_id("option_id", request.option_id)
+        v.require_id("idempotency_key", request.idempotency_key)
+        v.raise_if_any()
+        with self.store.read() as conn:
+            existing = self.store.find_order_by_key(conn, request.idempotency_key)
+            if existing is not None:
+                return self._replay(existing, request)
+            quote_row = self.store.get_quote(conn, request.quote_id)
+        option = next((o for o in quote_row.options if o["option_id"] == request.option_id), None)
+        if option is None:
+            raise NotFound("option", f"{request.quote_id}/{request.option_id}")
+        if quote_row.order_id is not None:
+            raise FailedPrecondition(
+                f"quote {quote_row.quote_id!r} was already used by order {quote_row.order_id!r}",
+                [Precondition("QUOTE", quote_row.quote_id, "already used")],
+            )
+        now = self.store.clock()
+        if now >= quote_row.expires_at:
+            raise FailedPrecondition(
+                f"quote {quote_row.quote_id!r} expired; ask for a new quote",
+                [Precondition("QUOTE", quote_row.quote_id, "expired")],
+            )
+        promised_date = day_after(quote_row.quote_date, option["delivery_days"])
+        placed = self._try_place(quote_row, option, request, promised_date, resourced=None)
+        if placed is not None:
+            return placed
+        # The quoted stock is gone: re-source within the promise.
+        with self.store.read() as conn:
+            changed = self.store.shortages(conn, units_of(option), exclude_quote=quote_row.quote_id)
+        replacement = self._resource(quote_row, option, promised_date, changed, context)
+        placed = self._try_place(quote_row, replacement, request, promised_date, resourced=changed)
+        if placed is None:
+            raise Aborted("the stock changed again while the order was re-sourced; retry")
+        return placed
+
+    def _replay(
+        self, existing: OrderRow, request: checkout_pb2.PlaceOrderRequest
+    ) -> checkout_pb2.PlaceOrderResponse:
+        """A retry of a PlaceOrder that already succeeded returns the same order."""
+        if existing.quote_id != request.quote_id or existing.option_id != request.option_id:
+            raise FailedPrecondition(
+                f"idempotency key {request.idempotency_key!r} was used for "
+                f"{existing.quote_id}/{existing.option_id}",
+                [
+                    Precondition(
+                        "IDEMPOTENCY_KEY", request.idempotency_key, "used for another order"
+                    )
+                ],
+            )
+        resourced = any(kind == "resourced" for _, kind, _ in existing.events)
+        return checkout_pb2.PlaceOrderResponse(
+            order=self._order_response(existing), resourced=resourced
+        )
+
+    def _try_place(
+        self,
+        quote_row: QuoteRow,
+        option: dict[str, Any],
+        request: checkout_pb2.PlaceOrderRequest,
+        promised_date: str,
+        resourced: list[Precondition] | None,
+    ) -> checkout_pb2.PlaceOrderResponse | None:
+        """Reserve ``option``'s units and write the order, or None if they are not all free."""
+        order_id = "o_" + uuid.uuid4().hex
+        allocation = dict(option, start_date=quote_row.quote_date)
+        with self.store.write() as conn:
+            # A concurrent retry with the same key may have won while we waited for the lock.
+            existing = self.store.find_order_by_key(conn, request.idempotency_key)
+            if existing is not None:
+                return self._replay(existing, request)
+            if self.store.shortages(conn, units_of(option), exclude_quote=quote_row.quote_id):
+                return None
+            labels = "/".join(option["labels"]) or "option"
+            events = [
+                (
+                    "placed",
+                    f"{request.option_id} ({labels}): {len(option['parcels'])} parcel(s), "
+                    f"promised {promised_date}",
+                )
+            ]
+            if resourced is not None:
+                what = "; ".join(f"{p.subject}: {p.description}" for p in resourced)
+                events.append(
+                    (
+                        "resourced",
+                        f"quoted stock changed ({what}); now {len(option['parcels'])} parcel(s) "
+                        f"arriving {day_after(quote_row.quote_date, option['delivery_days'])}",
+                    )
+                )
+            self.store.insert_order(
+                conn,
+                order_id=order_id,
+                quote=quote_row,
+                option_id=request.option_id,
+                idempotency_key=request.idempotency_key,
+                lines=quote_row.request["lines"],
+                allocation=allocation,
+                promised_date=promised_date,
+                events=events,
+            )
+            row = self.store.get_order(conn, order_id)
+        return checkout_pb2.PlaceOrderResponse(
+            order=self._order_response(row), resourced=resourced is not None
+        )
+
+    def _resource(
+        self,
+        quote_row: QuoteRow,
+        option: dict[str, Any],
+        promised_date: str,
+        changed: list[Precondition],
+        context: grpc.ServicerContext,
+    ) -> dict[str, Any]:
+        """The cheapest allocation of the option's units that still arrives by the promise."""
+        what = "; ".join(f"{p.subject}: {p.description}" for p in changed)
+        failure = FailedPrecondition(
+            f"the quoted stock changed ({what}) and no other allocation arrives by {promised_date}",
+            changed,
+        )
+        covered: dict[int, int] = {}
+        for parcel in option["parcels"]:
+            for line in parcel["lines"]:
+                covered[line["line"]] = covered.get(line["line"], 0) + int(line["qty"])
+        lines = quote_row.request["lines"]
+        order = Order(
+            destination=Location(
+                quote_row.request["destination"]["lat"], quote_row.request["destination"]["lon"]
+            ),
+            lines=tuple(OrderLine(lines[i]["sku"], qty) for i, qty in sorted(covered.items())),
+        )
+        latest = days_between(quote_row.quote_date, promised_date)
+        offset = days_between(quote_row.quote_date, today(self.store.clock()))
+        if latest - offset < 0:
+            raise failure
+        catalog = self.store.catalog()
+        with self.store.read() as conn:
+            network = self.store.network_for(
+                conn, catalog, [line.sku for line in order.lines], exclude_quote=quote_row.quote_id
+            )
+        try:
+            result = quote(
+                network,
+                order,
+                QuoteSettings(
+                    value_of_day=int(quote_row.request["value_of_day"]),
+                    max_parcels=quote_row.request["max_parcels"],
+                    latest_day=latest - offset,
+                    time_limit_s=self.settings.solver_time_limit_s,
+                    should_stop=lambda: not context.is_active(),
+                ),
+            )
+        except ShortageError:
+            raise failure from None
+        observe_solver(result.stats.seconds)
+        feasible = [o for o in result.options if o.delivery_days + offset <= latest]
+        if not feasible:
+            raise failure
+        best = min(feasible, key=lambda o: (o.cost, o.delivery_days, o.num_parcels))
+        document = option_document(best, f"{option['option_id']}-resourced")
+        # Days in the stored allocation count from the quote date, like the original's.
+        document["delivery_days"] += offset
+        for parcel in document["parcels"]:
+            parcel["arrival_days"] += offset
+        # Map the sub-order's lines back to the cart's line indices.
+        line_of = sorted(covered)
+        for parcel in document["parcels"]:
+            for line in parcel["lines"]:
+                line["line"] = line_of[line["line"]]
+        return document
+
+    @rpc
+    def GetOrder(
+        self, request: checkout_pb2.GetOrderRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.GetOrderResponse:
+        v = Violations()
+        v.require_id("order_id", request.order_id)
+        v.raise_if_any()
+        with self.store.read() as conn:
+            row = self.store.get_order(conn, request.order_id)
+        return checkout_pb2.GetOrderResponse(order=self._order_response(row))
+
+    @rpc
+    def ListOrders(
+        self, request: checkout_pb2.ListOrdersRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.ListOrdersResponse:
+        v = Violations()
+        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+            v.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {request.page_size}")
+        if (
+            request.state != common_pb2.ORDER_STATE_UNSPECIFIED
+            and request.state not in PROTO_TO_STATE
+        ):
+            v.add("state", f"unknown order state {request.state}")
+        v.raise_if_any()
+        after = _parse_page_token(request.page_token) if request.page_token else None
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        state = PROTO_TO_STATE.get(request.state)
+        with self.store.read() as conn:
+            rows = self.store.list_orders(conn, state=state, after=after, limit=size + 1)
+        page, more = rows[:size], len(rows) > size
+        return checkout_pb2.ListOrdersResponse(
+            orders=[self._order_response(r) for r in page],
+            next_page_token=_page_token(page[-1]) if more else "",
+        )
+
+    @rpc
+    def CancelOrder(
+        self, request: checkout_pb2.CancelOrderRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.CancelOrderResponse:
+        v = Violations()
+        v.require_id("order_id", request.order_id)
+        v.raise_if_any()
+        with self.store.write() as conn:
+            row = self.store.get_order(conn, request.order_id, for_update=True)
+            target = lifecycle.plan("cancel", row.order_id, row.state)
+            if target is not None:
+                units = self.store.release_reservations(conn, row)
+                self.store.set_state(conn, row, target)
+                released = sum(units.values())
+                reason = request.reason or "cancelled by the caller"
+                self.store.add_event(
+                    conn, row.order_id, "cancelled", f"{reason}; {released} unit(s) released"
+                )
+            row = self.store.get_order(conn, request.order_id)
+        return checkout_pb2.CancelOrderResponse(order=self._order_response(row))

@@ -1,0 +1,180 @@
+"""Translation between protobuf messages, stored documents and ``sourcing`` types.
+
+The service stores each quoted option as a JSON document (money in exact
+millicents, as the engine computes it) and converts to protobuf (integer
+cents, rounded half-to-even, with the currency code) only at the edge.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from oms.store import Availability, OrderRow
+from oms.v1 import common_pb2, inventory_pb2
+from sourcing.model import MILLICENTS_PER_CENT, Label, Option
+
+LABEL_TO_PROTO = {
+    Label.FASTEST: common_pb2.OPTION_LABEL_FASTEST,
+    Label.SINGLE_PARCEL: common_pb2.OPTION_LABEL_SINGLE_PARCEL,
+    Label.CHEAPEST: common_pb2.OPTION_LABEL_CHEAPEST,
+    Label.BALANCED: common_pb2.OPTION_LABEL_BALANCED,
+}
+STATE_TO_PROTO = {
+    "PLACED": common_pb2.ORDER_STATE_PLACED,
+    "RELEASED": common_pb2.ORDER_STATE_RELEASED,
+    "SHIPPED": common_pb2.ORDER_STATE_SHIPPED,
+    "DELIVERED": common_pb2.ORDER_STATE_DELIVERED,
+    "CANCELLED": common_pb2.ORDER_STATE_CANCELLED,
+}
+PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
+
+
+def cents(millicents: int) -> int:
+    """Millicents to whole cents, half-to-even (as the JSON report rounds)."""
+    value = Decimal(int(millicents)) / MILLICENTS_PER_CENT
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def money(millicents: int, currency: str) -> common_pb2.Money:
+    return common_pb2.Money(minor_units=cents(millicents), currency_code=currency)
+
+
+def timestamp(epoch_s: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(epoch_s * 1e9))
+    return ts
+
+
+def day_after(start: str, days: int) -> str:
+    return (date.fromisoformat(start) + timedelta(days=int(days))).isoformat()
+
+
+def days_between(start: str, end: str) -> int:
+    return (date.fromisoformat(end) - date.fromisoformat(start)).days
+
+
+def today(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).date().isoformat()
+
+
+def option_document(option: Option, option_id: str) -> dict[str, Any]:
+    """An option as the JSON document the store keeps (exact millicents)."""
+    ev = option.evaluation
+    gap = option.proof.gap
+    return {
+        "option_id": option_id,
+        "labels": [label.value for label in option.labels],
+        "cost": ev.cost,
+        "shipping": ev.shipping,
+        "handling": ev.handling,
+        "storage_credit": ev.storage_credit,
+        "delivery_days": ev.delivery_days,
+        "status": option.proof.status,
+        "gap": gap if math.isfinite(gap) else None,
+        "method": option.proof.method,
+        "stock_held": False,
+        "parcels": [
+            {
+                "node_id": p.node_id,
+                "service": p.service,
+                "zone": p.zone,
+                "distance_km": round(p.distance_km, 3),
+                "weight_g": int(p.weight_g),
+                "shipping": p.shipping,
+                "handling": p.handling,
+                "storage_credit": p.storage_credit,
+                "cost": p.cost,
+                "arrival_days": p.arrival_days,
+                "lines": [{"line": pl.line, "sku": pl.sku, "qty": pl.qty} for pl in p.lines],
+            }
+            for p in ev.parcels
+        ],
+    }
+
+
+def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.DeliveryOption:
+    """A stored option document as the protobuf the caller sees; days count from ``start``."""
+    status = (
+        common_pb2.PROOF_STATUS_OPTIMAL
+        if doc["status"] == "OPTIMAL"
+        else common_pb2.PROOF_STATUS_FEASIBLE
+    )
+    gap = doc["gap"]
+    return common_pb2.DeliveryOption(
+        option_id=doc["option_id"],
+        labels=[LABEL_TO_PROTO[Label(label)] for label in doc["labels"]],
+        cost=money(doc["cost"], currency),
+        breakdown=common_pb2.CostBreakdown(
+            shipping=money(doc["shipping"], currency),
+            handling=money(doc["handling"], currency),
+            storage_credit=money(doc["storage_credit"], currency),
+            total=money(doc["cost"], currency),
+        ),
+        delivery_days=doc["delivery_days"],
+        delivery_date=day_after(start, doc["delivery_days"]),
+        parcels=[
+            common_pb2.Parcel(
+                node_id=p["node_id"],
+                service=p["service"],
+                zone=p["zone"],
+                lines=[
+                    common_pb2.ParcelLine(line_index=pl["line"], sku=pl["sku"], quantity=pl["qty"])
+                    for pl in p["lines"]
+                ],
+                cost=money(p["cost"], currency),
+                shipping=money(p["shipping"], currency),
+                handling=money(p["handling"], currency),
+                storage_credit=money(p["storage_credit"], currency),
+                arrival_days=p["arrival_days"],
+                arrival_date=day_after(start, p["arrival_days"]),
+                weight_kg=p["weight_g"] / 1000.0,
+                distance_km=p["distance_km"],
+            )
+            for p in doc["parcels"]
+        ],
+        status=status,
+        gap=0.0 if status == common_pb2.PROOF_STATUS_OPTIMAL or gap is None else float(gap),
+        proof_method=doc["method"],
+        stock_held=bool(doc.get("stock_held", False)),
+    )
+
+
+def order_proto(row: OrderRow, quote_date: str, currency: str) -> common_pb2.Order:
+    return common_pb2.Order(
+        order_id=row.order_id,
+        quote_id=row.quote_id,
+        option_id=row.option_id,
+        state=STATE_TO_PROTO[row.state],
+        destination=common_pb2.Location(latitude=row.dest_lat, longitude=row.dest_lon),
+        lines=[common_pb2.CartLine(sku=x["sku"], quantity=x["qty"]) for x in row.lines],
+        allocation=option_proto(row.allocation, quote_date, currency),
+        promised_date=row.promised_date,
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
+        events=[
+            common_pb2.OrderEvent(time=timestamp(at), type=kind, detail=detail)
+            for at, kind, detail in row.events
+        ],
+        returns=[
+            common_pb2.ReturnedLine(sku=sku, quantity=qty, node_id=node, time=timestamp(at))
+            for sku, qty, node, at in row.returns
+        ],
+    )
+
+
+def availability_proto(position: Availability) -> inventory_pb2.Availability:
+    return inventory_pb2.Availability(
+        node_id=position.node_id,
+        sku=position.sku,
+        on_hand=position.on_hand,
+        safety_stock=position.safety_stock,
+        reserved=position.reserved,
+        held=position.held,
+        available=position.available,
+        low_stock_threshold=position.low_stock_threshold,
+    )

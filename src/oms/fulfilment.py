@@ -1,0 +1,157 @@
+"""FulfilmentService: release, ship, deliver and return, each one transaction.
+
+Shipping turns an order's reservations into ledger rows that take the units
+off on hand. A return goes to the node it is cheapest to send the units to
+(the cheapest offered service for the customer-to-node zone at the units'
+weight, plus the node's handling cost; ties to the first node), and the
+units are added to that node's on hand.
+"""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from oms import lifecycle
+from oms.convert import money, order_proto
+from oms.errors import FailedPrecondition, Precondition
+from oms.settings import Settings
+from oms.status import rpc
+from oms.store import Catalog, OrderRow, Store, units_of
+from oms.v1 import common_pb2, fulfilment_pb2, fulfilment_pb2_grpc
+from oms.validation import Violations
+from sourcing.costs import haversine_km
+from sourcing.model import MILLICENTS_PER_CENT
+
+
+def cheapest_return_node(
+    catalog: Catalog, lat: float, lon: float, weight_g: int
+) -> tuple[str, int]:
+    """(node id, cost in millicents) of the cheapest node to send ``weight_g`` grams to."""
+    distance = haversine_km(catalog.lat, catalog.lon, lat, lon)
+    zone = np.minimum(
+        np.searchsorted(catalog.zone_max_km, distance, side="left"), len(catalog.zone_ids) - 1
+    )
+    # services x nodes: base + per_kg * kg, in millicents (cents/kg * g = millicents).
+    price = catalog.base_price[:, zone] * MILLICENTS_PER_CENT + catalog.per_kg[:, zone] * weight_g
+    price = np.where(catalog.offered[:, zone], price, np.iinfo(np.int64).max // 4)
+    total = price.min(axis=0) + catalog.handling_cost * MILLICENTS_PER_CENT
+    best = int(np.argmin(total))
+    return catalog.node_ids[best], int(total[best])
+
+
+class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def _proto(self, row: OrderRow) -> common_pb2.Order:
+        return order_proto(row, row.allocation["start_date"], self.settings.currency)
+
+    def _move(self, order_id: str, action: str) -> common_pb2.Order:
+        v = Violations()
+        v.require_id("order_id", order_id)
+        v.raise_if_any()
+        with self.store.write() as conn:
+            row = self.store.get_order(conn, order_id, for_update=True)
+            target = lifecycle.plan(action, order_id, row.state)
+            if target is not None:
+                detail = ""
+                if action == "ship":
+                    units = self.store.consume_reservations(conn, row)
+                    detail = (
+                        f"{sum(units.values())} unit(s) left {len({n for n, _ in units})} node(s)"
+                    )
+                elif action == "release":
+                    nodes = sorted({p["node_id"] for p in row.allocation["parcels"]})
+                    detail = f"sent to {', '.join(nodes)}"
+                elif action == "deliver":
+                    detail = "delivered to the customer"
+                self.store.set_state(conn, row, target)
+                event = {"release": "released", "ship": "shipped", "deliver": "delivered"}[action]
+                self.store.add_event(conn, order_id, event, detail)
+            row = self.store.get_order(conn, order_id)
+        return self._proto(row)
+
+    @rpc
+    def ReleaseOrder(
+        self, request: fulfilment_pb2.ReleaseOrderRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.ReleaseOrderResponse:
+        return fulfilment_pb2.ReleaseOrderResponse(order=self._move(request.order_id, "release"))
+
+    @rpc
+    def ConfirmShipment(
+        self, request: fulfilment_pb2.ConfirmShipmentRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.ConfirmShipmentResponse:
+        return fulfilment_pb2.ConfirmShipmentResponse(order=self._move(request.order_id, "ship"))
+
+    @rpc
+    def ConfirmDelivery(
+        self, request: fulfilment_pb2.ConfirmDeliveryRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.ConfirmDeliveryResponse:
+        return fulfilment_pb2.ConfirmDeliveryResponse(order=self._move(request.order_id, "deliver"))
+
+    @rpc
+    def ReturnItems(
+        self, request: fulfilment_pb2.ReturnItemsRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.ReturnItemsResponse:
+        v = Violations()
+        v.require_id("order_id", request.order_id)
+        if len(request.lines) == 0:
+            v.add("lines", "name at least one SKU and quantity to return")
+        wanted: dict[str, int] = {}
+        for i, line in enumerate(request.lines):
+            if not line.sku:
+                v.add(f"lines[{i}].sku", "is required")
+            if line.quantity <= 0:
+                v.add(f"lines[{i}].quantity", f"must be positive, got {line.quantity}")
+            wanted[line.sku] = wanted.get(line.sku, 0) + max(int(line.quantity), 0)
+        if len(request.idempotency_key) > 128:
+            v.add("idempotency_key", "is longer than 128 characters")
+        v.raise_if_any()
+        catalog = self.store.catalog()
+        with self.store.write() as conn:
+            row = self.store.get_order(conn, request.order_id, for_update=True)
+            if request.idempotency_key and self.store.return_key_used(
+                conn, row.order_id, request.idempotency_key
+            ):
+                node = next(n for sku, _, n, _ in reversed(row.returns))
+                return fulfilment_pb2.ReturnItemsResponse(
+                    order=self._proto(row), return_node_id=node
+                )
+            lifecycle.plan("return", row.order_id, row.state)
+            shipped: dict[str, int] = {}
+            for (_, sku), qty in units_of(row.allocation).items():
+                shipped[sku] = shipped.get(sku, 0) + qty
+            returned = self.store.returned_units(conn, row.order_id)
+            problems = [
+                Precondition(
+                    "RETURN",
+                    sku,
+                    f"returning {qty} but {shipped.get(sku, 0) - returned.get(sku, 0)} "
+                    "shipped unit(s) are not yet returned",
+                )
+                for sku, qty in sorted(wanted.items())
+                if qty > shipped.get(sku, 0) - returned.get(sku, 0)
+            ]
+            if problems:
+                raise FailedPrecondition(
+                    f"order {row.order_id!r} did not ship these units", problems
+                )
+            weight = sum(
+                int(catalog.weight_g[catalog.sku_index[sku]]) * qty
+                for sku, qty in wanted.items()
+                if sku in catalog.sku_index
+            )
+            node, cost = cheapest_return_node(catalog, row.dest_lat, row.dest_lon, weight)
+            self.store.record_return(
+                conn, row.order_id, wanted, node, request.idempotency_key or None
+            )
+            units = ", ".join(f"{qty} x {sku}" for sku, qty in sorted(wanted.items()))
+            self.store.add_event(conn, row.order_id, "returned", f"{units} restocked at {node}")
+            row = self.store.get_order(conn, row.order_id)
+        return fulfilment_pb2.ReturnItemsResponse(
+            order=self._proto(row),
+            return_node_id=node,
+            return_cost=money(cost, self.settings.currency),
+        )

@@ -1,0 +1,236 @@
+"""InventoryService: the network (nodes, SKUs, rate card) and stock, for admins.
+
+Every write is one transaction and bumps the network version, so every
+server process reloads its cached catalog on its next quote. Stock changes
+go through the ledger (one row each, with the caller's reason).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from oms.convert import availability_proto
+from oms.settings import Settings
+from oms.status import rpc, rpc_stream
+from oms.store import Availability, Store
+from oms.v1 import inventory_pb2, inventory_pb2_grpc
+from oms.validation import Violations
+
+MAX_BATCH = 10_000
+KINDS = {inventory_pb2.NODE_KIND_DC: "dc", inventory_pb2.NODE_KIND_STORE: "store"}
+
+
+class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    @rpc
+    def UpsertNodes(
+        self, request: inventory_pb2.UpsertNodesRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.UpsertNodesResponse:
+        v = Violations()
+        if not 0 < len(request.nodes) <= MAX_BATCH:
+            v.add("nodes", f"send between 1 and {MAX_BATCH} nodes")
+        rows: list[dict[str, Any]] = []
+        for i, node in enumerate(request.nodes):
+            f = f"nodes[{i}]"
+            v.require_id(f"{f}.node_id", node.node_id)
+            if node.kind not in KINDS:
+                v.add(f"{f}.kind", "must be NODE_KIND_DC or NODE_KIND_STORE")
+            v.location(f"{f}.location", node.HasField("location"), node.location)
+            if node.handling_days < 0:
+                v.add(f"{f}.handling_days", f"must not be negative, got {node.handling_days}")
+            v.money(f"{f}.handling_cost", node.handling_cost, self.settings.currency)
+            v.money(
+                f"{f}.storage_cost_per_unit_day",
+                node.storage_cost_per_unit_day,
+                self.settings.currency,
+            )
+            if node.daily_capacity_units < 0:
+                v.add(f"{f}.daily_capacity_units", "must not be negative (0 means unlimited)")
+            rows.append(
+                {
+                    "node_id": node.node_id,
+                    "kind": KINDS.get(node.kind, "dc"),
+                    "lat": node.location.latitude,
+                    "lon": node.location.longitude,
+                    "handling_days": node.handling_days,
+                    "handling_cost": node.handling_cost.minor_units,
+                    "storage_cost": node.storage_cost_per_unit_day.minor_units,
+                    "daily_capacity_units": node.daily_capacity_units or None,
+                }
+            )
+        v.raise_if_any()
+        return inventory_pb2.UpsertNodesResponse(upserted=self.store.upsert_nodes(rows))
+
+    @rpc
+    def UpsertSkus(
+        self, request: inventory_pb2.UpsertSkusRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.UpsertSkusResponse:
+        v = Violations()
+        if not 0 < len(request.skus) <= MAX_BATCH:
+            v.add("skus", f"send between 1 and {MAX_BATCH} SKUs")
+        rows: list[dict[str, Any]] = []
+        for i, sku in enumerate(request.skus):
+            f = f"skus[{i}]"
+            v.require_id(f"{f}.sku", sku.sku)
+            grams = round(sku.weight_kg * 1000) if math.isfinite(sku.weight_kg) else 0
+            if grams < 1:
+                v.add(f"{f}.weight_kg", f"must be at least 0.001 kg, got {sku.weight_kg!r}")
+            if not (math.isfinite(sku.daily_demand) and sku.daily_demand >= 0):
+                v.add(f"{f}.daily_demand", f"must be a number >= 0, got {sku.daily_demand!r}")
+            rows.append({"sku": sku.sku, "weight_g": grams, "daily_demand": sku.daily_demand})
+        v.raise_if_any()
+        return inventory_pb2.UpsertSkusResponse(upserted=self.store.upsert_skus(rows))
+
+    @rpc
+    def UpsertRateCard(
+        self, request: inventory_pb2.UpsertRateCardRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.UpsertRateCardResponse:
+        v = Violations()
+        if not request.zones and not request.rates:
+            v.add("rates", "send zones, rates or both")
+        previous = -math.inf
+        names: set[str] = set()
+        for i, zone in enumerate(request.zones):
+            v.require_id(f"zones[{i}].zone", zone.zone)
+            if zone.zone in names:
+                v.add(f"zones[{i}].zone", f"duplicate zone {zone.zone!r}")
+            names.add(zone.zone)
+            if not (math.isfinite(zone.max_km) and zone.max_km > previous and zone.max_km > 0):
+                v.add(f"zones[{i}].max_km", "must be positive and strictly ascending")
+            previous = zone.max_km
+        seen: set[tuple[str, str]] = set()
+        rates: list[tuple[str, str, int, int, int]] = []
+        for i, rate in enumerate(request.rates):
+            f = f"rates[{i}]"
+            v.require_id(f"{f}.service", rate.service)
+            v.require_id(f"{f}.zone", rate.zone)
+            if request.zones and rate.zone not in names:
+                v.add(f"{f}.zone", f"unknown zone {rate.zone!r}")
+            if (rate.service, rate.zone) in seen:
+                v.add(f"{f}.zone", f"duplicate rate for {rate.service}/{rate.zone}")
+            seen.add((rate.service, rate.zone))
+            v.money(f"{f}.base_price", rate.base_price, self.settings.currency)
+            v.money(f"{f}.per_kg", rate.per_kg, self.settings.currency)
+            if rate.transit_days < 0:
+                v.add(f"{f}.transit_days", f"must not be negative, got {rate.transit_days}")
+            rates.append(
+                (
+                    rate.service,
+                    rate.zone,
+                    rate.base_price.minor_units,
+                    rate.per_kg.minor_units,
+                    rate.transit_days,
+                )
+            )
+        v.raise_if_any()
+        self.store.replace_rate_card([(z.zone, z.max_km) for z in request.zones], rates)
+        return inventory_pb2.UpsertRateCardResponse(
+            zones=len(request.zones), rates=len(request.rates)
+        )
+
+    def _position_checks(self, v: Violations, node_id: str, sku: str, reason: str) -> None:
+        v.require_id("node_id", node_id)
+        v.require_id("sku", sku)
+        if not reason.strip():
+            v.add("reason", "is required: every stock change is a ledger row with its reason")
+
+    @rpc
+    def SetStock(
+        self, request: inventory_pb2.SetStockRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.SetStockResponse:
+        v = Violations()
+        self._position_checks(v, request.node_id, request.sku, request.reason)
+        for name in ("on_hand", "safety_stock", "low_stock_threshold"):
+            if getattr(request, name) < 0:
+                v.add(name, f"must not be negative, got {getattr(request, name)}")
+        v.raise_if_any()
+        position = self.store.set_stock(
+            request.node_id,
+            request.sku,
+            request.on_hand,
+            request.safety_stock,
+            request.low_stock_threshold,
+            request.reason,
+        )
+        return inventory_pb2.SetStockResponse(availability=availability_proto(position))
+
+    @rpc
+    def AdjustStock(
+        self, request: inventory_pb2.AdjustStockRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.AdjustStockResponse:
+        v = Violations()
+        self._position_checks(v, request.node_id, request.sku, request.reason)
+        if request.delta == 0:
+            v.add("delta", "must not be zero")
+        v.raise_if_any()
+        position = self.store.adjust_stock(
+            request.node_id, request.sku, request.delta, request.reason
+        )
+        return inventory_pb2.AdjustStockResponse(availability=availability_proto(position))
+
+    @rpc
+    def GetAvailability(
+        self, request: inventory_pb2.GetAvailabilityRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.GetAvailabilityResponse:
+        v = Violations()
+        if not request.skus:
+            v.add("skus", "name at least one SKU")
+        if len(request.skus) > 1000 or len(request.node_ids) > 1000:
+            v.add("skus", "name at most 1000 SKUs and 1000 nodes")
+        v.raise_if_any()
+        with self.store.read() as conn:
+            positions = self.store.positions(conn, list(request.skus), list(request.node_ids))
+        return inventory_pb2.GetAvailabilityResponse(
+            positions=[availability_proto(p) for p in positions]
+        )
+
+    def _low(self, skus: list[str], node_ids: list[str]) -> list[Availability]:
+        with self.store.read() as conn:
+            return [p for p in self.store.positions(conn, skus, node_ids) if p.is_low]
+
+    @rpc
+    def ListLowStockAlerts(
+        self, request: inventory_pb2.ListLowStockAlertsRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.ListLowStockAlertsResponse:
+        low = self._low(list(request.skus), list(request.node_ids))
+        return inventory_pb2.ListLowStockAlertsResponse(
+            alerts=[inventory_pb2.LowStockAlert(position=availability_proto(p)) for p in low]
+        )
+
+    @rpc_stream
+    def WatchLowStockAlerts(
+        self, request: inventory_pb2.WatchLowStockAlertsRequest, context: grpc.ServicerContext
+    ) -> Iterator[inventory_pb2.WatchLowStockAlertsResponse]:
+        """Current alerts first, then each raise or clear as the positions change."""
+        gone = threading.Event()
+        context.add_callback(gone.set)
+        skus, node_ids = list(request.skus), list(request.node_ids)
+        active: dict[tuple[str, str], Availability] = {}
+        while context.is_active():
+            current = {(p.node_id, p.sku): p for p in self._low(skus, node_ids)}
+            for key in sorted(current.keys() - active.keys()):
+                yield inventory_pb2.WatchLowStockAlertsResponse(
+                    alert=inventory_pb2.LowStockAlert(position=availability_proto(current[key]))
+                )
+            if active.keys() - current.keys():
+                with self.store.read() as conn:
+                    now = {
+                        (p.node_id, p.sku): p for p in self.store.positions(conn, skus, node_ids)
+                    }
+                for key in sorted(active.keys() - current.keys()):
+                    position = now.get(key, active[key])
+                    yield inventory_pb2.WatchLowStockAlertsResponse(
+                        alert=inventory_pb2.LowStockAlert(position=availability_proto(position)),
+                        cleared=True,
+                    )
+            active = current
+            if gone.wait(self.settings.alert_poll_s):
+                break

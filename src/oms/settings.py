@@ -1,0 +1,68 @@
+"""Service settings: defaults, overridden by ``OMS_*`` environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///oms.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server reads at start-up.
+
+    * ``database_url``: SQLAlchemy URL; ``sqlite:///FILE`` (embedded default) or
+      ``postgresql+psycopg://user@host:port/db``.
+    * ``admin_token``: bearer token the InventoryService and FulfilmentService
+      calls must carry; ``None`` refuses them all (UNAUTHENTICATED).
+    * ``checkout_token``: bearer token for CheckoutService; ``None`` leaves
+      checkout open (it is usually behind the shop's own gateway).
+    * ``metrics_port``: Prometheus text endpoint on ``host:metrics_port``; 0 disables.
+    * ``quote_ttl_s``: how long a quote (and the stock it holds) stays valid.
+    * ``hold_stock``: whether a quote holds its options' stock until it expires
+      (off: stock is only reserved at PlaceOrder, which then re-sources or fails).
+    * ``solver_time_limit_s``: the solver's budget per quote; a caller's
+      shorter deadline lowers it further.
+    * ``value_of_day_cents``: BALANCED's price of one day, unless the request sets one.
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 50051
+    workers: int = 1
+    threads: int = 16
+    admin_token: str | None = None
+    checkout_token: str | None = None
+    metrics_port: int = 0
+    quote_ttl_s: float = 900.0
+    hold_stock: bool = True
+    solver_time_limit_s: float = 0.5
+    value_of_day_cents: int = 100
+    currency: str = "USD"
+    log_level: str = "INFO"
+    #: How often WatchLowStockAlerts re-reads stock positions.
+    alert_poll_s: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``OMS_<FIELD>`` variables, then ``overrides`` that are not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"OMS_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            kind = type(getattr(cls(), f.name)) if getattr(cls(), f.name) is not None else str
+            if kind is bool:
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                continue
+            try:
+                values[f.name] = kind(raw)
+            except ValueError as exc:
+                raise ValueError(
+                    f"OMS_{f.name.upper()}: {raw!r} is not a valid {kind.__name__}"
+                ) from exc
+        settings = cls(**values)
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
