@@ -1,0 +1,309 @@
+# mypy: allow-subclassing-any, disable-error-code="import-untyped"
+# (grpc ships no types: without types-grpcio its classes are Any; both lines are harmless with it.)
+"""gRPC server interceptors: bearer-token auth, and a request id, access log and metrics per call.
+
+Wire them outermost first, so that refused calls are still logged, counted and
+given a request id::
+
+    server = grpc.server(
+        executor,
+        interceptors=[
+            ObservabilityInterceptor(),
+            AuthInterceptor(settings.admin_token, settings.checkout_token),
+        ],
+    )
+
+Both wrap the handler the server found rather than answering themselves, so the
+call keeps its kind (unary or streaming) and its (de)serialisers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
+
+import grpc
+
+from oms import metrics
+from oms.logging import REQUEST_ID
+
+__all__ = ["REQUEST_ID", "REQUEST_ID_HEADER", "AuthInterceptor", "ObservabilityInterceptor"]
+
+REQUEST_ID_HEADER = "x-request-id"
+
+if TYPE_CHECKING:  # grpc's classes are not subscriptable at run time
+    _Behaviour: TypeAlias = Callable[[Any, grpc.ServicerContext], Any]
+    _Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+    _Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], _Handler | None]
+
+_CHECKOUT_SERVICE = "oms.v1.CheckoutService"
+_OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def _rebuild(
+    handler: _Handler,
+    unary_response: Callable[[_Behaviour], _Behaviour],
+    stream_response: Callable[[_Behaviour], _Behaviour],
+) -> _Handler:
+    """A handler of the same kind and (de)serialisers whose behaviour is wrapped.
+
+    Whether the request is a message or an iterator does not matter to a
+    wrapper; whether the response is one message or an iterator does.
+    """
+    des, ser = handler.request_deserializer, handler.response_serializer
+    behaviour: Any
+    if handler.request_streaming and handler.response_streaming:
+        behaviour = handler.stream_stream
+        return grpc.stream_stream_rpc_method_handler(stream_response(behaviour), des, ser)
+    if handler.request_streaming:
+        behaviour = handler.stream_unary
+        return grpc.stream_unary_rpc_method_handler(unary_response(behaviour), des, ser)
+    if handler.response_streaming:
+        behaviour = handler.unary_stream
+        return grpc.unary_stream_rpc_method_handler(stream_response(behaviour), des, ser)
+    behaviour = handler.unary_unary
+    return grpc.unary_unary_rpc_method_handler(unary_response(behaviour), des, ser)
+
+
+def _service(method: str) -> str:
+    """``/pkg.Service/Method`` -> ``pkg.Service``."""
+    return method.split("/")[1] if method.count("/") >= 2 else method
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def _as_token(value: str | None) -> bytes | None:
+    """An empty configured token would let ``Bearer `` through: treat it as unset."""
+    return value.encode() if value else None
+
+
+def _bearer(metadata: Any) -> bytes | None:
+    """The token of the first ``authorization: Bearer <token>`` entry, if any."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            if not isinstance(value, str):
+                return None
+            scheme, _, token = value.strip().partition(" ")
+            token = token.strip()
+            return token.encode() if scheme.lower() == "bearer" and token else None
+    return None
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    """Bearer-token check per service (DESIGN section 6: admin calls need a token).
+
+    * InventoryService, FulfilmentService, and any other service not named
+      below (fail closed): the admin token; with no admin token configured they
+      are all refused.
+    * CheckoutService: open when no checkout token is configured; otherwise the
+      checkout token or the admin token.
+    * Health and reflection: always open (load balancers and grpcurl carry no token).
+
+    No ``authorization: Bearer`` entry gives UNAUTHENTICATED, a token that does
+    not match gives PERMISSION_DENIED. Tokens are compared in constant time.
+    """
+
+    def __init__(self, admin_token: str | None, checkout_token: str | None) -> None:
+        self._admin = _as_token(admin_token)
+        self._checkout = _as_token(checkout_token)
+
+    def intercept_service(
+        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> _Handler | None:
+        refusal = self._refusal(
+            handler_call_details.method, handler_call_details.invocation_metadata
+        )
+        handler = continuation(handler_call_details)
+        if refusal is None or handler is None:
+            return handler
+        code, details = refusal
+
+        def refuse(_request: Any, context: grpc.ServicerContext) -> NoReturn:
+            context.abort(code, details)
+            raise AssertionError("ServicerContext.abort returned")  # it raises
+
+        return _rebuild(handler, lambda _: refuse, lambda _: refuse)
+
+    def _refusal(self, method: str, metadata: Any) -> tuple[grpc.StatusCode, str] | None:
+        """None if the call may proceed, else the status code and message to abort with."""
+        if method.startswith(_OPEN_PREFIXES):
+            return None
+        service = _service(method)
+        accepted: tuple[bytes | None, ...]
+        if service == _CHECKOUT_SERVICE:
+            if self._checkout is None:
+                return None
+            accepted = (self._checkout, self._admin)
+        else:
+            if self._admin is None:
+                return grpc.StatusCode.UNAUTHENTICATED, f"{service} is disabled: no admin token set"
+            accepted = (self._admin,)
+        token = _bearer(metadata)
+        if token is None:
+            return grpc.StatusCode.UNAUTHENTICATED, "missing bearer token"
+        # Compare against every accepted token so timing does not tell which one matched.
+        matches = [hmac.compare_digest(token, good) for good in accepted if good is not None]
+        if not any(matches):
+            return grpc.StatusCode.PERMISSION_DENIED, f"token not valid for {service}"
+        return None
+
+
+# ------------------------------------------------------------------ observability
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_SERVER_FAULTS = frozenset({"UNKNOWN", "INTERNAL", "DATA_LOSS"})
+_ACCESS_LOG = logging.getLogger("oms.access")
+_LOG = logging.getLogger(__name__)
+
+
+def _request_id(metadata: Any) -> str:
+    """The caller's ``x-request-id`` if short and plain (it goes into logs), else a new one."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER:
+            if isinstance(value, str) and _SANE_REQUEST_ID.fullmatch(value):
+                return value
+            break
+    return uuid.uuid4().hex
+
+
+def _context_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The code the handler set or aborted with (``code()`` is in grpcio's sync context)."""
+    code = getattr(context, "code", None)
+    return code() if callable(code) else None
+
+
+def _ended_early(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """Why a call whose client went away ended: its deadline, or a cancel."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+def _code_after_return(context: grpc.ServicerContext) -> grpc.StatusCode:
+    if not context.is_active():
+        return _ended_early(context)
+    return _context_code(context) or grpc.StatusCode.OK
+
+
+def _code_after_raise(context: grpc.ServicerContext, exc: BaseException) -> grpc.StatusCode:
+    """What grpc will send for ``exc``: the aborted/set code, else UNKNOWN (or a cancel)."""
+    code = _context_code(context)
+    if code is not None:
+        return code
+    if isinstance(exc, grpc.RpcError) or not context.is_active():
+        # grpc raises a bare RpcError into the handler when the client has gone.
+        return _ended_early(context)
+    return grpc.StatusCode.UNKNOWN
+
+
+class _Call:
+    """One observed call: its id, start time, and the single record made when it ends."""
+
+    __slots__ = ("_method", "_reset", "_start", "context", "request_id")
+
+    def __init__(self, method: str, context: grpc.ServicerContext) -> None:
+        self._method = method
+        self.context = context
+        self.request_id = _request_id(context.invocation_metadata())
+        self._reset = REQUEST_ID.set(self.request_id)
+        # Initial metadata, so that the id reaches the caller on errors too. It can
+        # be sent once only (ValueError after), so servicers must not send their own;
+        # RpcError: the client has gone.
+        with suppress(ValueError, grpc.RpcError):
+            context.send_initial_metadata(((REQUEST_ID_HEADER, self.request_id),))
+        self._start = time.perf_counter()
+
+    def finish(self, code: grpc.StatusCode) -> None:
+        """Record metrics and the access log line; never let them fail the call."""
+        seconds = time.perf_counter() - self._start
+        try:
+            REQUEST_ID.reset(self._reset)
+        except ValueError:  # a stream closed from another context
+            REQUEST_ID.set(None)
+        try:
+            metrics.observe_request(self._method, code.name, seconds)
+            level = logging.ERROR if code.name in _SERVER_FAULTS else logging.INFO
+            if _ACCESS_LOG.isEnabledFor(level):
+                duration_ms = round(seconds * 1000.0, 3)
+                _ACCESS_LOG.log(
+                    level,
+                    "%s %s %.1fms",
+                    self._method,
+                    code.name,
+                    duration_ms,
+                    extra={
+                        "request_id": self.request_id,
+                        "method": self._method,
+                        "code": code.name,
+                        "duration_ms": duration_ms,
+                        "peer": self.context.peer(),
+                    },
+                )
+        except Exception:
+            _LOG.exception("recording call %s failed", self._method)
+
+
+class ObservabilityInterceptor(grpc.ServerInterceptor):
+    """Per call: a request id (``x-request-id`` in, initial metadata out, ``REQUEST_ID``
+    for the servicer and its log lines), one JSON line on ``oms.access`` and the
+    ``oms_requests_total``/``oms_request_duration_seconds`` metrics.
+
+    The final code is the one grpc sends: OK, the code the handler aborted with
+    or set, UNKNOWN for an exception, CANCELLED/DEADLINE_EXCEEDED when the client
+    went away. A server stream is timed until it ends. Calls to methods that do
+    not exist are counted under ``method="unknown"`` (callers choose those names).
+    """
+
+    def intercept_service(
+        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> _Handler | None:
+        # Runs on grpc's polling thread: only wrap here, do the work in the behaviour.
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None:
+            metrics.observe_request("unknown", grpc.StatusCode.UNIMPLEMENTED.name, 0.0)
+            return None
+        return _rebuild(
+            handler,
+            lambda behaviour: _observe_unary(method, behaviour),
+            lambda behaviour: _observe_stream(method, behaviour),
+        )
+
+
+def _observe_unary(method: str, behaviour: _Behaviour) -> _Behaviour:
+    def observed(request: Any, context: grpc.ServicerContext) -> Any:
+        call = _Call(method, context)
+        try:
+            response = behaviour(request, context)
+        except BaseException as exc:
+            call.finish(_code_after_raise(context, exc))
+            raise
+        call.finish(_code_after_return(context))
+        return response
+
+    return observed
+
+
+def _observe_stream(method: str, behaviour: _Behaviour) -> _Behaviour:
+    def observed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        # Everything happens inside the generator, i.e. while grpc iterates it.
+        call = _Call(method, context)
+        try:
+            yield from behaviour(request, context)
+        except GeneratorExit:  # grpc stopped iterating: the client cancelled or timed out
+            call.finish(_ended_early(context))
+            raise
+        except BaseException as exc:
+            call.finish(_code_after_raise(context, exc))
+            raise
+        call.finish(_code_after_return(context))
+
+    return observed
