@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -215,7 +216,9 @@ def server_processes(url: str, workers: int, *extra: str) -> Iterator[str]:
         "--no-demo",
         *extra,
     ]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    # Logs go to a file: a pipe nobody reads fills up and blocks the workers' logging.
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - outlives this block's scope
+    process = subprocess.Popen(command, stderr=log, text=True)
     target = f"127.0.0.1:{port}"
     try:
         wait_until_serving(target)
@@ -223,10 +226,13 @@ def server_processes(url: str, workers: int, *extra: str) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            _, err = process.communicate(timeout=30)
+            process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
-            _, err = process.communicate()
+            process.wait()
+        log.seek(0)
+        err = log.read()
+        log.close()
         if process.returncode not in (0, -signal.SIGTERM):
             raise AssertionError(f"server exited with {process.returncode}: {err[-2000:]}")
 

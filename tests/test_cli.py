@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from oms.cli import main as oms_main
 from sourcing import evaluate, quote
 from sourcing.cli import main
 from sourcing.demo import demo_network
@@ -392,18 +391,6 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "quote", "--help")
     assert code == 0
     assert "--value-of-day" in out and "--demo" in out
-
-
-def test_oms_version(capsys: pytest.CaptureFixture[str]) -> None:
-    from importlib.metadata import version
-
-    assert oms_main(["--version"]) == 0
-    assert version("sourcing-oms") in capsys.readouterr().out
-    assert oms_main([]) == 0
-    assert "OMS service" in capsys.readouterr().out
-
-
-# --------------------------------------------------------------------------- console script
 
 
 def _console_script() -> str:

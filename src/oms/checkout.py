@@ -36,7 +36,7 @@ from oms.settings import Settings
 from oms.status import rpc
 from oms.store import Catalog, OrderRow, QuoteRow, Store, units_of
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
-from oms.validation import Violations
+from oms.validation import MAX_ID_LENGTH, Violations
 from sourcing.errors import FieldViolation, ShortageError
 from sourcing.model import MILLICENTS_PER_CENT, Location, Order, OrderLine
 from sourcing.orders import MAX_ORDER_LINES
@@ -47,6 +47,7 @@ log = logging.getLogger("oms.checkout")
 #: Time kept back from the caller's deadline for reading stock and writing the quote.
 STORE_RESERVE_S = 0.010
 MAX_PAGE_SIZE = 500
+MAX_LINE_QUANTITY = 1_000_000
 DEFAULT_PAGE_SIZE = 50
 
 
@@ -67,10 +68,14 @@ def order_from_lines(
     for i, line in enumerate(lines):
         if not line.sku:
             v.add(f"lines[{i}].sku", "is required")
+        elif len(line.sku) > MAX_ID_LENGTH:
+            v.add(f"lines[{i}].sku", f"is longer than {MAX_ID_LENGTH} characters")
         elif line.sku not in catalog.sku_index:
             v.add(f"lines[{i}].sku", f"unknown SKU {line.sku!r}")
         if line.quantity <= 0:
             v.add(f"lines[{i}].quantity", f"must be positive, got {line.quantity}")
+        elif line.quantity > MAX_LINE_QUANTITY:
+            v.add(f"lines[{i}].quantity", f"must be at most {MAX_LINE_QUANTITY}")
     v.raise_if_any()
     return Order(
         destination=Location(destination.latitude, destination.longitude),
@@ -87,10 +92,17 @@ def _parse_page_token(token: str) -> tuple[float, str]:
     try:
         created_at, order_id = json.loads(base64.urlsafe_b64decode(token.encode()))
         return float(created_at), str(order_id)
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, RecursionError, binascii.Error):
         raise InvalidArgument(
             [FieldViolation("page_token", "is not a token this service issued")]
         ) from None
+
+
+def _refuse_if_expired(context: grpc.ServicerContext) -> None:
+    """Shed work whose caller has already given up (it waited too long in the queue)."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the call ran")
 
 
 class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
@@ -128,6 +140,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def QuoteDeliveryOptions(
         self, request: checkout_pb2.QuoteDeliveryOptionsRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.QuoteDeliveryOptionsResponse:
+        _refuse_if_expired(context)
         catalog = self.store.catalog()
         v = Violations()
         if not catalog.usable:
@@ -198,6 +211,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def PlaceOrder(
         self, request: checkout_pb2.PlaceOrderRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.PlaceOrderResponse:
+        _refuse_if_expired(context)
         v = Violations()
         v.require_id("quote_id", request.quote_id)
         v.require_id("option_id", request.option_id)

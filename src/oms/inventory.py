@@ -19,9 +19,11 @@ from oms.settings import Settings
 from oms.status import rpc, rpc_stream
 from oms.store import Availability, Store
 from oms.v1 import inventory_pb2, inventory_pb2_grpc
-from oms.validation import Violations
+from oms.validation import MAX_UNITS, Violations
 
 MAX_BATCH = 10_000
+#: A unit heavier than 10 t is a data error, not freight this service prices.
+MAX_WEIGHT_G = 10_000_000
 KINDS = {inventory_pb2.NODE_KIND_DC: "dc", inventory_pb2.NODE_KIND_STORE: "store"}
 
 
@@ -44,6 +46,8 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             if node.kind not in KINDS:
                 v.add(f"{f}.kind", "must be NODE_KIND_DC or NODE_KIND_STORE")
             v.location(f"{f}.location", node.HasField("location"), node.location)
+            if node.daily_capacity_units > MAX_UNITS:
+                v.add(f"{f}.daily_capacity_units", f"must be at most {MAX_UNITS}")
             if node.handling_days < 0:
                 v.add(f"{f}.handling_days", f"must not be negative, got {node.handling_days}")
             v.money(f"{f}.handling_cost", node.handling_cost, self.settings.currency)
@@ -81,10 +85,16 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             f = f"skus[{i}]"
             v.require_id(f"{f}.sku", sku.sku)
             grams = round(sku.weight_kg * 1000) if math.isfinite(sku.weight_kg) else 0
-            if grams < 1:
-                v.add(f"{f}.weight_kg", f"must be at least 0.001 kg, got {sku.weight_kg!r}")
-            if not (math.isfinite(sku.daily_demand) and sku.daily_demand >= 0):
-                v.add(f"{f}.daily_demand", f"must be a number >= 0, got {sku.daily_demand!r}")
+            if not 1 <= grams <= MAX_WEIGHT_G:
+                v.add(
+                    f"{f}.weight_kg",
+                    f"must be between 0.001 and {MAX_WEIGHT_G // 1000} kg, got {sku.weight_kg!r}",
+                )
+                grams = 1
+            if not (math.isfinite(sku.daily_demand) and 0 <= sku.daily_demand <= 1e9):
+                v.add(
+                    f"{f}.daily_demand", f"must be a number in [0, 1e9], got {sku.daily_demand!r}"
+                )
             rows.append({"sku": sku.sku, "weight_g": grams, "daily_demand": sku.daily_demand})
         v.raise_if_any()
         return inventory_pb2.UpsertSkusResponse(upserted=self.store.upsert_skus(rows))
@@ -149,8 +159,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         v = Violations()
         self._position_checks(v, request.node_id, request.sku, request.reason)
         for name in ("on_hand", "safety_stock", "low_stock_threshold"):
-            if getattr(request, name) < 0:
-                v.add(name, f"must not be negative, got {getattr(request, name)}")
+            v.units(name, getattr(request, name))
         v.raise_if_any()
         position = self.store.set_stock(
             request.node_id,
@@ -170,6 +179,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         self._position_checks(v, request.node_id, request.sku, request.reason)
         if request.delta == 0:
             v.add("delta", "must not be zero")
+        v.units("delta", request.delta, allow_negative=True)
         v.raise_if_any()
         position = self.store.adjust_stock(
             request.node_id, request.sku, request.delta, request.reason

@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -119,6 +120,15 @@ def _run_worker(settings: Settings, metrics_dir: str | None) -> None:
 
     signal.signal(stop, _graceful)
     signal.signal(signal.SIGINT, _graceful)
+    parent = os.getppid()
+
+    def _orphan_watch() -> None:
+        # A parent killed outright cannot pass on SIGTERM: don't outlive it.
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        server.stop(grace=1.0)
+
+    threading.Thread(target=_orphan_watch, name="oms-orphan-watch", daemon=True).start()
     server.wait_for_termination()
     store.dispose()
 

@@ -17,7 +17,9 @@ each node per UTC day; quote holds do not consume it.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,6 +42,9 @@ from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition, Unav
 from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
 
 Position = tuple[str, str]  # (node_id, sku)
+
+#: Largest unit count a position may hold: far below int64 in every SQL backend.
+MAX_UNITS = 10**12
 
 
 def utc_day(ts: float) -> str:
@@ -217,6 +222,11 @@ class Store:
         self.clock = clock
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._lock_fd: int | None = None
+        database = self.engine.url.database if self.is_sqlite else None
+        if database and database != ":memory:":
+            self._lock_fd = os.open(f"{database}.writelock", os.O_RDWR | os.O_CREAT, 0o644)
 
     # -- plumbing ---------------------------------------------------------------
 
@@ -233,6 +243,9 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -245,13 +258,33 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One write transaction; on SQLite it holds the database's write lock throughout."""
-        try:
-            with self.engine.connect() as raw:
-                conn = raw.execution_options(sqlite_immediate=True) if self.is_sqlite else raw
-                with conn.begin():
-                    yield conn
-        except DBAPIError as exc:
-            raise _translate_db_errors(exc) from exc
+        with self._sqlite_writer():
+            try:
+                with self.engine.connect() as raw:
+                    conn = raw.execution_options(sqlite_immediate=True) if self.is_sqlite else raw
+                    with conn.begin():
+                        yield conn
+            except DBAPIError as exc:
+                raise _translate_db_errors(exc) from exc
+
+    @contextmanager
+    def _sqlite_writer(self) -> Iterator[None]:
+        """Queue SQLite writers on a lock that wakes the next one at once.
+
+        SQLite's own busy handler polls with sleeps of up to 100 ms, so under
+        load the write lock sat free while writers slept. A thread lock (this
+        process) plus an flock on a file beside the database (other server
+        processes) hands it over immediately; BEGIN IMMEDIATE stays as the guard.
+        """
+        if self._lock_fd is None:
+            yield
+            return
+        with self._thread_lock:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _lock(self, query: Any) -> Any:
         return query if self.is_sqlite else query.with_for_update()
@@ -556,9 +589,7 @@ class Store:
         )
         wanted = None if positions is None else set(positions)
         return [
-            (a, b, int(c))
-            for a, b, c in conn.execute(query)
-            if wanted is None or (a, b) in wanted
+            (a, b, int(c)) for a, b, c in conn.execute(query) if wanted is None or (a, b) in wanted
         ]
 
     # -- stock ------------------------------------------------------------------
@@ -647,7 +678,8 @@ class Store:
                     {
                         "node_id": node_id,
                         "sku": sku,
-                        "on_hand": on_hand,
+                        # On hand moves only through the ledger row below.
+                        "on_hand": before,
                         "safety_stock": safety_stock,
                         "low_stock_threshold": low_stock_threshold,
                     }
@@ -655,7 +687,7 @@ class Store:
             )
             if on_hand != before:
                 self._ledger(conn, node_id, sku, on_hand - before, reason, None)
-            return self.positions(conn, [sku], [node_id])[0]
+            return self._trim_holds(conn, node_id, sku)
 
     def adjust_stock(self, node_id: str, sku: str, delta: int, reason: str) -> Availability:
         """Add ``delta`` to on hand (one ledger row); never below what orders have reserved."""
@@ -676,6 +708,11 @@ class Store:
                 on_hand, reserved = 0, 0
             else:
                 on_hand, reserved = current[0].on_hand, current[0].reserved
+            if on_hand + delta > MAX_UNITS:
+                raise FailedPrecondition(
+                    f"on hand would rise to {on_hand + delta}, above the limit of {MAX_UNITS}",
+                    [Precondition("STOCK", f"{node_id}/{sku}", "above the unit limit")],
+                )
             if on_hand + delta < reserved:
                 raise FailedPrecondition(
                     f"on hand would fall to {on_hand + delta}, below the {reserved} units "
@@ -683,7 +720,45 @@ class Store:
                     [Precondition("STOCK", f"{node_id}/{sku}", f"{reserved} units reserved")],
                 )
             self._ledger(conn, node_id, sku, delta, reason, None)
-            return self.positions(conn, [sku], [node_id])[0]
+            return self._trim_holds(conn, node_id, sku)
+
+    def _trim_holds(self, conn: Connection, node_id: str, sku: str) -> Availability:
+        """After stock fell, shrink quote holds (newest first) to what is left to promise.
+
+        A count that finds fewer units is a fact, not a request: it is never
+        refused for the sake of a hold. The quotes whose holds shrink are
+        re-checked (and re-sourced if need be) at PlaceOrder.
+        """
+        position = self.positions(conn, [sku], [node_id])[0]
+        room = max(0, position.on_hand - position.safety_stock - position.reserved)
+        excess = position.held - room
+        if excess <= 0:
+            return position
+        r = t.reservations
+        holds = conn.execute(
+            sa.select(r.c.reservation_id, r.c.qty)
+            .where(
+                r.c.node_id == node_id,
+                r.c.sku == sku,
+                r.c.order_id.is_(None),
+                r.c.expires_at > self.clock(),
+            )
+            .order_by(r.c.reservation_id.desc())
+        ).all()
+        for hold in holds:
+            if excess <= 0:
+                break
+            cut = min(excess, int(hold.qty))
+            if cut == hold.qty:
+                conn.execute(sa.delete(r).where(r.c.reservation_id == hold.reservation_id))
+            else:
+                conn.execute(
+                    sa.update(r)
+                    .where(r.c.reservation_id == hold.reservation_id)
+                    .values(qty=r.c.qty - cut)
+                )
+            excess -= cut
+        return self.positions(conn, [sku], [node_id])[0]
 
     def _ledger(
         self,
@@ -849,17 +924,25 @@ class Store:
         with self.write() as conn:
             held: dict[Position, int] = {}
             if hold and options:
-                # Lock every position any option draws on at once, in order.
-                self.lock_positions(conn, sorted({k for o in options for k in units_of(o)}))
+                # Lock every position any option draws on at once, in order, then
+                # read what is free there once.
+                positions = sorted({k for o in options for k in units_of(o)})
+                locked = self.lock_positions(conn, positions)
+                reserved = {
+                    (a, b): c for a, b, c in self._reserved_rows(conn, (), now, None, positions)
+                }
+                free = {
+                    k: (row.on_hand - row.safety_stock - reserved.get(k, 0))
+                    for k, row in locked.items()
+                }
                 for option in options:
                     units = units_of(option)
                     trial = {k: max(v, held.get(k, 0)) for k, v in units.items()}
                     trial.update({k: v for k, v in held.items() if k not in trial})
-                    if not self.shortages(conn, trial, check_capacity=False):
+                    fits = all(qty <= free.get(k, 0) for k, qty in trial.items())
+                    option["stock_held"] = fits
+                    if fits:
                         held = trial
-                        option["stock_held"] = True
-                    else:
-                        option["stock_held"] = False
                 if held:
                     conn.execute(
                         sa.insert(t.reservations),

@@ -9,6 +9,9 @@ from oms.v1 import common_pb2
 from sourcing.errors import FieldViolation
 
 MAX_ID_LENGTH = 128
+#: Bounds that keep every stored number far inside int64 / float ranges.
+MAX_UNITS = 10**12
+MAX_MINOR_UNITS = 10**10
 
 
 class Violations:
@@ -49,3 +52,11 @@ class Violations:
             )
         if value.minor_units < 0 and not negative_ok:
             self.add(f"{field}.minor_units", f"must not be negative, got {value.minor_units}")
+        if abs(value.minor_units) > MAX_MINOR_UNITS:
+            self.add(f"{field}.minor_units", f"must be at most {MAX_MINOR_UNITS} in magnitude")
+
+    def units(self, field: str, value: int, *, allow_negative: bool = False) -> None:
+        if value < 0 and not allow_negative:
+            self.add(field, f"must not be negative, got {value}")
+        if abs(value) > MAX_UNITS:
+            self.add(field, f"must be at most {MAX_UNITS} in magnitude")

@@ -1,0 +1,212 @@
+"""The ``oms`` command in-process: load a planner CSV folder into a store, migrate, version.
+
+``oms.cli.main`` returns the exit status; output is captured with capsys.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from oms.cli import DISTRIBUTION, main, package_version
+from oms.store import Store
+from sourcing.loader import write_network
+
+from service_support import hand_network
+
+
+@pytest.fixture(autouse=True)
+def no_oms_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read ``OMS_*`` variables; the tests pass everything on the command line."""
+    for name in list(os.environ):
+        if name.startswith("OMS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'oms.db'}"
+
+
+@pytest.fixture
+def network_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "network"
+    write_network(hand_network(), folder)
+    return folder
+
+
+def stock_of(store: Store) -> dict[tuple[str, str], tuple[int, int]]:
+    with store.read() as conn:
+        return {(p.node_id, p.sku): (p.on_hand, p.safety_stock) for p in store.positions(conn)}
+
+
+def test_load_puts_the_network_into_the_store(
+    network_dir: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["load", str(network_dir), "--database-url", url]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == f"loaded 3 nodes, 2 SKUs, 5 stock positions into {url}"
+    assert err == ""
+
+    network = hand_network()
+    store = Store(url, pool_size=1)
+    try:
+        catalog = store.catalog()
+        assert set(catalog.node_ids) == set(network.node_ids)
+        assert set(catalog.sku_ids) == set(network.sku_ids)
+        assert catalog.zone_ids == network.zone_ids
+        assert catalog.service_ids == network.service_ids
+        expected = {
+            (node, sku): (int(network.on_hand[n, s]), 0)
+            for n, node in enumerate(network.node_ids)
+            for s, sku in enumerate(network.sku_ids)
+            if network.on_hand[n, s] > 0
+        }
+        assert stock_of(store) == expected
+        assert store.ledger_mismatches() == []
+    finally:
+        store.dispose()
+
+
+def test_loading_twice_changes_nothing(
+    network_dir: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["load", str(network_dir), "--database-url", url]) == 0
+    store = Store(url, pool_size=1)
+    try:
+        before = stock_of(store)
+        assert main(["load", str(network_dir), "--database-url", url]) == 0
+        assert stock_of(store) == before
+        assert store.ledger_mismatches() == []
+    finally:
+        store.dispose()
+    capsys.readouterr()
+
+
+def test_load_changed_stock_goes_through_the_ledger(
+    network_dir: Path, url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["load", str(network_dir), "--database-url", url]) == 0
+    write_network(hand_network({("DC-NJ", "A"): 9, ("ST-PHL", "A"): 0}), network_dir)
+    assert main(["load", str(network_dir), "--database-url", url]) == 0
+    store = Store(url, pool_size=1)
+    try:
+        stock = stock_of(store)
+        assert stock[("DC-NJ", "A")] == (9, 0)
+        assert stock[("ST-PHL", "A")] == (0, 0)
+        assert store.ledger_mismatches() == []
+    finally:
+        store.dispose()
+    capsys.readouterr()
+
+
+def corrupt_latitude(folder: Path) -> None:
+    path = folder / "nodes.csv"
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    rows[1][rows[0].index("lat")] = "north"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "file", "words"),
+    [
+        pytest.param(corrupt_latitude, "nodes.csv", ("row 2", "'lat'"), id="bad-value"),
+        pytest.param(
+            lambda folder: (folder / "rates.csv").unlink(),
+            "rates.csv",
+            ("file not found",),
+            id="missing-file",
+        ),
+        pytest.param(
+            lambda folder: (folder / "skus.csv").write_text("sku,daily_demand\nA,1\n"),
+            "skus.csv",
+            ("missing required column", "'weight_kg'"),
+            id="missing-column",
+        ),
+    ],
+)
+def test_bad_csv_folder_exits_2_with_one_line(
+    spoil: Callable[[Path], object],
+    file: str,
+    words: tuple[str, ...],
+    network_dir: Path,
+    url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spoil(network_dir)
+    assert main(["load", str(network_dir), "--database-url", url]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"oms load: {file}")
+    for word in words:
+        assert word in lines[0]
+    # Nothing was loaded.
+    store = Store(url, pool_size=1)
+    try:
+        assert store.is_empty()
+    finally:
+        store.dispose()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [pytest.param([], id="neither-dir-nor-demo"), pytest.param(["DIR", "--demo"], id="both")],
+)
+def test_load_needs_exactly_one_source(
+    args: list[str], url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["load", *(str(tmp_path) if a == "DIR" else a for a in args), "--database-url", url]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == "oms load: give a NETWORK_DIR or --demo (one of them)"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.strip() == f"oms ({DISTRIBUTION}) {package_version()}"
+    assert package_version() != "unknown", "the package is installed in the venv"
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["no-such-command"]) == 2
+    _, err = capsys.readouterr()
+    assert "usage: oms" in err
+
+
+def test_migrate_creates_an_empty_current_schema(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["migrate", "--database-url", url]) == 0
+    assert main(["migrate", "--database-url", url]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"schema up to date in {url}"] * 2
+    assert err == ""
+    store = Store(url, pool_size=1)
+    try:
+        assert store.is_empty()
+        assert store.ledger_mismatches() == []
+    finally:
+        store.dispose()
+
+
+def test_database_url_from_the_environment(
+    network_dir: Path, url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OMS_DATABASE_URL", url)
+    assert main(["load", str(network_dir)]) == 0
+    assert url in capsys.readouterr().out
+    store = Store(url, pool_size=1)
+    try:
+        assert not store.is_empty()
+    finally:
+        store.dispose()
