@@ -1,7 +1,9 @@
 """Sourcing engine: which stock ships from where, by which service, at what cost.
 
 A pure decision library: no gRPC, no database, no I/O beyond the planner CSV
-loader. See DESIGN sections 3 and 7.
+loader and the planners' what-if tooling (``scenario``, ``olist`` and
+``whatif_report`` read scenario and data files and write reports; the replay
+engine ``simulate`` itself does no I/O). See DESIGN sections 3 and 7.
 """
 
 from sourcing.errors import InvalidOrderError, NetworkDataError, ShortageError, SourcingError

@@ -5,9 +5,16 @@ Commands::
     sourcing quote NETWORK_DIR ORDER.json [options]   # options for one cart, as JSON
     sourcing quote --demo ORDER.json [options]        # the same on the demo network
     sourcing demo-network OUT_DIR [--seed N]          # write the demo network as CSVs
+    sourcing whatif SCENARIO.toml [options]           # replay orders: KPI tables, plots, HTML
 
 ``ORDER.json`` may be ``-`` to read the order from standard input. The quote
 is printed on standard output (JSON, indent 2; see :mod:`sourcing.report`).
+
+``whatif`` runs a scenario file (:mod:`sourcing.scenario`) through every
+variant and policy with a progress bar on standard error, prints the KPI
+table on standard output and writes CSV, JSON, PNG and HTML outputs
+(:mod:`sourcing.whatif_report`) into ``--out`` (default
+``whatif-results/<scenario name>``).
 
 Any bad input (a missing or malformed network folder, an unreadable or
 invalid order file, an invalid order, stock that is not there, a bad
@@ -165,7 +172,101 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--seed", type=_non_negative_int, default=7, help="generator seed (default %(default)s)"
     )
+
+    w = commands.add_parser(
+        "whatif",
+        help="replay orders through network scenarios and policies; KPI tables and a report",
+        description=(
+            "Replay a scenario's orders through each variant of its network and each policy, "
+            "print the KPI table and write kpis.csv, kpis.json, savings.csv, node_volume.csv, "
+            "orders.csv.gz, PNG plots and report.html into the output folder."
+        ),
+    )
+    w.add_argument("scenario", metavar="SCENARIO.toml", help="the scenario file (TOML)")
+    w.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: whatif-results/<scenario name> in the current folder)",
+    )
+    w.add_argument(
+        "--orders",
+        type=_positive_int,
+        metavar="N",
+        help="replay N orders (the generator's count, or the first N of a recorded stream)",
+    )
+    w.add_argument("--seed", type=_non_negative_int, metavar="N", help="order generator seed")
+    w.add_argument(
+        "--policies", metavar="A,B", help="comma-separated subset of the scenario's policies"
+    )
+    w.add_argument(
+        "--variants", metavar="A,B", help="comma-separated subset of the scenario's variants"
+    )
+    w.add_argument(
+        "--time-limit",
+        type=_seconds,
+        metavar="S",
+        help="the optimiser's solver budget per order in seconds (default: the scenario's)",
+    )
+    w.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the Olist data folder (overrides the scenario's [olist] data_dir)",
+    )
+    w.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _names(text: str | None, option: str) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise CliError(f"{option} needs at least one name")
+    return names
+
+
+def _whatif(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from sourcing.scenario import load_scenario, prepare_scenario
+    from sourcing.whatif_report import format_kpis, kpi_table, savings_table, write_report
+
+    scenario = load_scenario(args.scenario)
+    prepared = prepare_scenario(
+        scenario,
+        max_orders=args.orders,
+        policies=_names(args.policies, "--policies"),
+        variants=_names(args.variants, "--variants"),
+        seed=args.seed,
+        time_limit_s=args.time_limit,
+        data_dir=Path(args.data_dir) if args.data_dir is not None else None,
+    )
+    out = Path(args.out) if args.out is not None else Path("whatif-results") / scenario.name
+    if out.exists() and not out.is_dir():
+        raise CliError(f"output folder {str(out)!r} exists and is not a directory")
+    with tqdm(
+        total=prepared.decisions,
+        desc=scenario.name,
+        unit="order",
+        file=sys.stderr,
+        disable=args.no_progress,
+        mininterval=0.5,
+    ) as bar:
+        whatif = prepared.run(progress=bar.update)
+    try:
+        written = write_report(whatif, out)
+    except OSError as exc:
+        raise CliError(f"cannot write to {str(out)!r}: {exc.strerror or exc}") from None
+    kpis = kpi_table(whatif)
+    sys.stdout.write(format_kpis(kpis) + "\n")
+    savings = savings_table(kpis)
+    if not savings.empty:
+        sys.stdout.write("\noptimiser savings per order (baseline - optimiser net cost):\n")
+        table = savings[["variant", "optimiser", "baseline", "saving_per_order", "saving_pct"]]
+        sys.stdout.write(table.round(2).to_string(index=False, na_rep="-") + "\n")
+    sys.stdout.flush()
+    print(f"wrote {len(written)} files to {out}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _load_network(directory: str) -> Network:
@@ -283,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.paths = [*args.paths, *extras]
         if args.command == "quote":
             return _quote(args)
+        if args.command == "whatif":
+            return _whatif(args)
         return _demo_network(args)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EXIT_OK

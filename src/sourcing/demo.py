@@ -152,6 +152,20 @@ def _zip_table() -> _ZipTable:
     )
 
 
+def population_points() -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Destinations with population-like weights: (lat, lon, weight) of every STANDARD ZIP.
+
+    The active STANDARD ZIPs of the contiguous US (one per centroid), each
+    weighted by the density proxy the demo stores are drawn with (active
+    ZIPs of any type in its 0.5 x 0.5 degree cell); weights sum to 1.
+    Read-only arrays, shared by every caller.
+    """
+    table = _zip_table()
+    for array in (table.std_lat, table.std_lon, table.std_weight):
+        array.setflags(write=False)
+    return table.std_lat, table.std_lon, table.std_weight
+
+
 def _dc_zip(table: _ZipTable, node_id: str, candidates: tuple[str, ...]) -> str:
     for code in candidates:
         if code in table.by_zip:

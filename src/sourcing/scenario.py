@@ -1,0 +1,1237 @@
+"""What-if scenarios: a TOML file naming a network, an order stream, edits and policies.
+
+Format (every key optional unless marked; unknown keys are an error)::
+
+    [scenario]
+    name = "us_demo"                 # default: the file's stem
+    description = "..."
+
+    [network]                        # one of:
+    demo = true                      #   the built-in demo network (sourcing.demo)
+    seed = 7                         #   ... with this seed (default 7)
+    path = "nets/east"               #   a planner CSV folder (DESIGN section 7)
+    horizon_days = 30                # storage-credit horizon (CSV folders only)
+
+    [orders]                         # one of:
+    csv = "orders.csv"               #   DESIGN's orders.csv (one row per line)
+    generate = true                  #   the generator (GeneratedOrders)
+    count = 10000                    #   ... orders
+    seed = 1
+    start = 2024-03-04T00:00:00      #   first order time (TOML datetime/date or ISO text)
+    per_day = 600.0                  #   mean orders per day (default: see GeneratedOrders)
+    line_weights = [55, 25, 10, 6, 4]   # relative frequency of 1, 2, 3... lines
+    qty_weights = [80, 15, 5]           # relative frequency of qty 1, 2, 3...
+
+    [olist]                          # instead of [network] and [orders]: sourcing.olist
+    data_dir = "../../../shared/data/olist"   # required
+    year = 2017
+    holdout_from = 2017-10-01        # the rate card is fitted on orders before this date
+
+    [replenishment]
+    top_up_every_days = 7            # back to the starting on_hand every 7 days
+    receipts = "receipts.csv"        # at,node_id,sku,qty
+
+    [policies]
+    run = ["greedy_nearest", "optimiser_cheapest"]   # default: every built-in one
+    time_limit_s = 1.0               # the optimiser's budget per order
+    value_of_day = 1.00              # BALANCED's price of a day, currency units
+    max_parcels = 3
+    priority = ["DC-MEM", "DC-ATL"]  # for priority_list
+
+    [[variants]]                     # default: one variant "base" without edits
+    name = "close-chicago"
+    edits = [{ type = "close_node", node = "DC-ORD", transfer_to = "DC-IND" }]
+
+Relative paths are resolved against the scenario file's folder. Edits
+(``type`` = ``add_node``, ``close_node``, ``scale_rates``,
+``set_storage_cost``, ``set_capacity``, ``pool_stock``) are the frozen
+dataclasses below; money in the file is in currency units with at most two
+decimals. Every error names the file, the key (``variants[1].edits[0].node``)
+or CSV row and column, and the reason (:class:`ScenarioError`).
+
+Every variant replays the same orders (generated once, from the unedited
+network) through every policy.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import os
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import numpy as np
+
+from sourcing.errors import NetworkDataError, SourcingError
+from sourcing.loader import read_network
+from sourcing.model import (
+    MILLICENTS_PER_CENT,
+    UNLIMITED_CAPACITY,
+    BoolArray,
+    IntArray,
+    Location,
+    Network,
+    NodeKind,
+    Order,
+    OrderLine,
+)
+from sourcing.simulate import (
+    DEFAULT_SIM_SETTINGS,
+    POLICY_FACTORIES,
+    Policy,
+    PolicyOptions,
+    Receipt,
+    Replenishment,
+    SimOrder,
+    SimulationResult,
+    make_policy,
+    simulate,
+)
+
+__all__ = [
+    "AddNode",
+    "CloseNode",
+    "CsvOrders",
+    "Edit",
+    "EditError",
+    "GeneratedOrders",
+    "NodeSelector",
+    "OlistSource",
+    "PoolStock",
+    "PreparedScenario",
+    "Run",
+    "ScaleRates",
+    "Scenario",
+    "ScenarioError",
+    "SetCapacity",
+    "SetStorageCost",
+    "Variant",
+    "WhatIf",
+    "generate_orders",
+    "load_scenario",
+    "prepare_scenario",
+    "read_orders",
+    "read_receipts",
+]
+
+
+class ScenarioError(SourcingError):
+    """A scenario file (or a file it names) is missing, malformed or holds a bad value."""
+
+    def __init__(
+        self,
+        file: str,
+        reason: str,
+        *,
+        key: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.file, self.key, self.row, self.column, self.reason = file, key, row, column, reason
+        where = file
+        if row is not None:
+            where += f", row {row}"
+        if column is not None:
+            where += f", column {column!r}"
+        if key is not None:
+            where += f": {key}"
+        super().__init__(f"{where}: {reason}")
+
+
+class EditError(ValueError):
+    """An edit does not fit the network it is applied to (unknown node, ...)."""
+
+
+# --------------------------------------------------------------------------- edits
+
+
+@dataclass(frozen=True)
+class NodeSelector:
+    """Which nodes an edit touches: one node by id, every node of a kind, or (neither) all."""
+
+    node: str | None = None
+    kind: NodeKind | None = None
+
+    def mask(self, network: Network) -> BoolArray:
+        if self.node is not None:
+            if self.node not in network.node_index:
+                raise EditError(f"unknown node {self.node!r}")
+            mask = np.zeros(len(network.node_ids), dtype=np.bool_)
+            mask[network.node_index[self.node]] = True
+            return mask
+        if self.kind is not None:
+            return np.array([k == self.kind for k in network.node_kinds], dtype=np.bool_)
+        return np.ones(len(network.node_ids), dtype=np.bool_)
+
+    def describe(self) -> str:
+        if self.node is not None:
+            return self.node
+        if self.kind is not None:
+            return f"every {self.kind.value}"
+        return "every node"
+
+
+class Edit(Protocol):
+    """A change to a network: ``apply`` returns the edited copy."""
+
+    def apply(self, network: Network) -> Network: ...
+
+    def describe(self) -> str: ...
+
+
+def _money_text(cents: int) -> str:
+    return f"{Decimal(cents).scaleb(-2):.2f}"
+
+
+@dataclass(frozen=True)
+class AddNode:
+    """Open a node. Money in cents; ``capacity`` None means unlimited.
+
+    Stock: ``stock_share`` of ``stock_from``'s on hand (rounded down per
+    SKU), moved from it if ``move_stock`` else copied (extra inventory);
+    no stock when ``stock_from`` is None. No safety stock at the new node.
+    """
+
+    node_id: str
+    kind: NodeKind
+    lat: float
+    lon: float
+    handling_days: int = 1
+    handling_cost: int = 0
+    storage_cost: int = 0
+    capacity: int | None = None
+    stock_from: str | None = None
+    stock_share: float = 1.0
+    move_stock: bool = False
+
+    def apply(self, network: Network) -> Network:
+        if self.node_id in network.node_index:
+            raise EditError(f"node {self.node_id!r} already exists")
+        if not (-90 <= self.lat <= 90 and -180 <= self.lon <= 180):
+            raise EditError(f"coordinates out of range: {self.lat}, {self.lon}")
+        if not 0 <= self.stock_share <= 1:
+            raise EditError(f"stock_share must be within [0, 1], got {self.stock_share}")
+        on_hand = network.on_hand.copy()
+        new_stock = np.zeros(len(network.sku_ids), dtype=np.int64)
+        if self.stock_from is not None:
+            if self.stock_from not in network.node_index:
+                raise EditError(f"unknown node {self.stock_from!r} in stock_from")
+            source = network.node_index[self.stock_from]
+            new_stock = np.floor(on_hand[source] * self.stock_share).astype(np.int64)
+            if self.move_stock:
+                on_hand[source] -= new_stock
+        zeros = np.zeros((1, len(network.sku_ids)), dtype=np.int64)
+        return network.replace(
+            node_ids=(*network.node_ids, self.node_id),
+            node_kinds=(*network.node_kinds, self.kind),
+            lat=np.append(network.lat, self.lat),
+            lon=np.append(network.lon, self.lon),
+            handling_days=np.append(network.handling_days, self.handling_days),
+            handling_cost=np.append(network.handling_cost, self.handling_cost),
+            storage_cost=np.append(network.storage_cost, self.storage_cost),
+            capacity=np.append(
+                network.capacity, UNLIMITED_CAPACITY if self.capacity is None else self.capacity
+            ),
+            on_hand=np.vstack([on_hand, new_stock[None, :]]),
+            safety_stock=np.vstack([network.safety_stock, zeros]),
+            reserved=np.vstack([network.reserved, zeros]),
+        )
+
+    def describe(self) -> str:
+        text = (
+            f"open {self.kind.value} {self.node_id} at ({self.lat:.4f}, {self.lon:.4f}), "
+            f"handling {self.handling_days} d / {_money_text(self.handling_cost)} per parcel, "
+            f"storage {_money_text(self.storage_cost)} per unit-day, capacity "
+            f"{'unlimited' if self.capacity is None else self.capacity}"
+        )
+        if self.stock_from is not None:
+            verb = "moved" if self.move_stock else "copied"
+            text += f"; {self.stock_share:.0%} of {self.stock_from}'s stock {verb}"
+        return text
+
+
+@dataclass(frozen=True)
+class CloseNode:
+    """Close a node: no stock and no capacity; its on hand moves to ``transfer_to`` if given."""
+
+    node_id: str
+    transfer_to: str | None = None
+
+    def apply(self, network: Network) -> Network:
+        if self.node_id not in network.node_index:
+            raise EditError(f"unknown node {self.node_id!r}")
+        n = network.node_index[self.node_id]
+        on_hand, safety, capacity = (
+            network.on_hand.copy(),
+            network.safety_stock.copy(),
+            network.capacity.copy(),
+        )
+        if self.transfer_to is not None:
+            if self.transfer_to not in network.node_index:
+                raise EditError(f"unknown node {self.transfer_to!r} in transfer_to")
+            if self.transfer_to == self.node_id:
+                raise EditError("transfer_to names the node being closed")
+            on_hand[network.node_index[self.transfer_to]] += on_hand[n]
+        on_hand[n] = 0
+        safety[n] = 0
+        capacity[n] = 0
+        return network.replace(on_hand=on_hand, safety_stock=safety, capacity=capacity)
+
+    def describe(self) -> str:
+        moved = f", stock moved to {self.transfer_to}" if self.transfer_to else ", stock dropped"
+        return f"close {self.node_id}{moved}"
+
+
+@dataclass(frozen=True)
+class ScaleRates:
+    """Multiply base price and per-kg price by ``factor`` (rounded to whole cents).
+
+    ``service`` / ``zone`` restrict it to one service or zone (default: all).
+    """
+
+    factor: float
+    service: str | None = None
+    zone: str | None = None
+
+    def apply(self, network: Network) -> Network:
+        if not (math.isfinite(self.factor) and self.factor >= 0):
+            raise EditError(f"factor must be a number >= 0, got {self.factor}")
+        rows = np.ones(len(network.service_ids), dtype=np.bool_)
+        cols = np.ones(len(network.zone_ids), dtype=np.bool_)
+        if self.service is not None:
+            if self.service not in network.service_index:
+                raise EditError(f"unknown service {self.service!r}")
+            rows[:] = False
+            rows[network.service_index[self.service]] = True
+        if self.zone is not None:
+            if self.zone not in network.zone_ids:
+                raise EditError(f"unknown zone {self.zone!r}")
+            cols[:] = False
+            cols[network.zone_ids.index(self.zone)] = True
+        cells = rows[:, None] & cols[None, :]
+
+        def scaled(prices: IntArray) -> IntArray:
+            return np.where(cells, np.rint(prices * self.factor), prices).astype(np.int64)
+
+        return network.replace(base_price=scaled(network.base_price), per_kg=scaled(network.per_kg))
+
+    def describe(self) -> str:
+        scope = f"service {self.service}" if self.service else "every service"
+        if self.zone:
+            scope += f", zone {self.zone}"
+        return f"rates x{self.factor:g} ({scope})"
+
+
+@dataclass(frozen=True)
+class SetStorageCost:
+    """Set (``cents`` per unit-day) or scale (``factor``) the storage cost of the selected nodes."""
+
+    nodes: NodeSelector = field(default_factory=NodeSelector)
+    cents: int | None = None
+    factor: float | None = None
+
+    def apply(self, network: Network) -> Network:
+        if (self.cents is None) == (self.factor is None):
+            raise EditError("give exactly one of cost and factor")
+        mask = self.nodes.mask(network)
+        if self.cents is not None:
+            new = np.where(mask, self.cents, network.storage_cost)
+        else:
+            factor = float(self.factor or 0.0)
+            if not (math.isfinite(factor) and factor >= 0):
+                raise EditError(f"factor must be a number >= 0, got {self.factor}")
+            new = np.where(mask, np.rint(network.storage_cost * factor), network.storage_cost)
+        return network.replace(storage_cost=new.astype(np.int64))
+
+    def describe(self) -> str:
+        what = (
+            f"= {_money_text(self.cents)} per unit-day"
+            if self.cents is not None
+            else f"x{self.factor:g}"
+        )
+        return f"storage cost {what} at {self.nodes.describe()}"
+
+
+@dataclass(frozen=True)
+class SetCapacity:
+    """Set the daily capacity (units) of the selected nodes; ``units`` None = unlimited."""
+
+    nodes: NodeSelector = field(default_factory=NodeSelector)
+    units: int | None = None
+
+    def apply(self, network: Network) -> Network:
+        if self.units is not None and self.units < 0:
+            raise EditError(f"units must be >= 0, got {self.units}")
+        value = UNLIMITED_CAPACITY if self.units is None else self.units
+        return network.replace(capacity=np.where(self.nodes.mask(network), value, network.capacity))
+
+    def describe(self) -> str:
+        units = "unlimited" if self.units is None else f"{self.units} units/day"
+        return f"capacity {units} at {self.nodes.describe()}"
+
+
+@dataclass(frozen=True)
+class PoolStock:
+    """Every node that holds a SKU (on hand > 0) gets the SKU's network-wide on hand.
+
+    "Any node that carries a product could serve all of its demand": a
+    what-if on where stock sits, not on how much there is per node.
+    """
+
+    def apply(self, network: Network) -> Network:
+        total = network.on_hand.sum(axis=0)
+        return network.replace(
+            on_hand=np.where(network.on_hand > 0, total[None, :], 0).astype(np.int64)
+        )
+
+    def describe(self) -> str:
+        return "every node holding a SKU holds its network-wide total"
+
+
+# --------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class NetworkSource:
+    """A planner CSV folder (``path``) or the demo network (``demo_seed``)."""
+
+    path: Path | None = None
+    demo_seed: int | None = None
+    horizon_days: float | None = None
+
+    def load(self, file: str) -> Network:
+        if self.path is None:
+            from sourcing.demo import demo_network
+
+            return demo_network(7 if self.demo_seed is None else self.demo_seed)
+        if not self.path.is_dir():
+            raise ScenarioError(
+                file, f"network folder {str(self.path)!r} not found", key="network.path"
+            )
+        try:
+            if self.horizon_days is None:
+                return read_network(self.path)
+            return read_network(self.path, horizon_days=self.horizon_days)
+        except NetworkDataError as exc:
+            raise ScenarioError(
+                str(self.path / exc.file), exc.reason, row=exc.row, column=exc.column
+            ) from None
+
+    def describe(self) -> str:
+        if self.path is None:
+            return f"demo network (seed {7 if self.demo_seed is None else self.demo_seed})"
+        return f"planner CSV folder {self.path}"
+
+
+@dataclass(frozen=True)
+class CsvOrders:
+    """Orders from DESIGN's ``orders.csv``."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class GeneratedOrders:
+    """Synthetic orders with population-like demand (contiguous-US destinations).
+
+    Order ``i`` is placed at ``start`` + the sum of ``i + 1`` exponential
+    gaps of mean ``1 / per_day`` days (a Poisson stream). Its number of lines
+    is drawn with ``line_weights`` (index 0: one line), each line's qty with
+    ``qty_weights``; its SKUs are distinct, drawn with probability
+    proportional to ``daily_demand`` among SKUs with available stock at the
+    start; its destination is a STANDARD ZIP drawn with the demo's density
+    proxy (:func:`sourcing.demo.population_points`). ``per_day`` None means
+    the network's demand rate: ``sum(daily_demand)`` / expected units per order.
+    Deterministic for a seed.
+    """
+
+    count: int
+    seed: int = 1
+    start: datetime = datetime(2024, 1, 1)
+    per_day: float | None = None
+    line_weights: tuple[float, ...] = (55.0, 25.0, 10.0, 6.0, 4.0)
+    qty_weights: tuple[float, ...] = (80.0, 15.0, 5.0)
+
+
+@dataclass(frozen=True)
+class OlistSource:
+    """The Olist real-data network and orders (:mod:`sourcing.olist`)."""
+
+    data_dir: Path
+    year: int = 2017
+    holdout_from: date = date(2017, 10, 1)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named list of edits applied, in order, to the base network."""
+
+    name: str
+    edits: tuple[Edit, ...] = ()
+    description: str = ""
+    #: The TOML key of each edit, for error messages.
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A parsed scenario file (see the module doc)."""
+
+    file: Path
+    name: str
+    description: str
+    network: NetworkSource | None
+    orders: CsvOrders | GeneratedOrders | None
+    olist: OlistSource | None
+    top_up_every_days: float | None
+    receipts: Path | None
+    variants: tuple[Variant, ...]
+    policies: tuple[str, ...]
+    options: PolicyOptions
+
+
+# ----------------------------------------------------------------- TOML reading
+
+_MISSING: Final[Any] = object()
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One TOML table with typed getters whose errors name the file and key."""
+
+    file: str
+    base: Path
+    path: str
+    data: Mapping[str, Any]
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str | None, reason: str) -> ScenarioError:
+        return ScenarioError(self.file, reason, key=self.key(name) if name else self.path or None)
+
+    def allow(self, *names: str) -> None:
+        for name in self.data:
+            if name not in names:
+                raise self.error(name, f"unknown key (expected one of: {', '.join(names)})")
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def _get(self, name: str, default: Any) -> Any:
+        if name in self.data:
+            return self.data[name]
+        if default is _MISSING:
+            raise self.error(name, "required key is missing")
+        return default
+
+    def text(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._get(name, default)
+        if value is not default and (not isinstance(value, str) or not value.strip()):
+            raise self.error(name, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def boolean(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._get(name, default)
+        if value is not default and not isinstance(value, bool):
+            raise self.error(name, f"must be true or false, got {value!r}")
+        return value
+
+    def integer(self, name: str, default: Any = _MISSING, minimum: int = 0) -> Any:
+        value = self._get(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"must be a whole number, got {value!r}")
+        if value < minimum:
+            raise self.error(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: Any = _MISSING, *, positive: bool = False) -> Any:
+        value = self._get(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(name, f"must be a number, got {value!r}")
+        number = float(value)
+        if not math.isfinite(number) or number < 0 or (positive and number == 0):
+            raise self.error(
+                name,
+                f"must be a {'positive' if positive else 'non-negative'} number, got {value!r}",
+            )
+        return number
+
+    def degrees(self, name: str, limit: float) -> float:
+        value = self._get(name, _MISSING)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(name, f"must be a number, got {value!r}")
+        if not (math.isfinite(value) and -limit <= value <= limit):
+            raise self.error(name, f"must be within [-{limit:g}, {limit:g}], got {value}")
+        return float(value)
+
+    def cents(self, name: str, default: Any = _MISSING) -> Any:
+        """Currency units (at most 2 decimals) as integer cents."""
+        value = self._get(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise self.error(name, f"must be an amount of money, got {value!r}")
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise self.error(name, f"not an amount of money: {value!r}") from None
+        if not amount.is_finite() or amount < 0:
+            raise self.error(name, f"must be an amount >= 0, got {value!r}")
+        if amount != amount.quantize(Decimal("0.01")):
+            raise self.error(name, f"at most 2 decimals allowed, got {value!r}")
+        return int(amount * 100)
+
+    def strings(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._get(name, default)
+        if value is default:
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.error(name, f"must be a list of non-empty strings, got {value!r}")
+        if len(set(value)) != len(value):
+            raise self.error(name, "lists a name more than once")
+        return tuple(value)
+
+    def weights(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._get(name, default)
+        if value is default:
+            return value
+        if (
+            not isinstance(value, list)
+            or not value
+            or not all(
+                isinstance(v, int | float)
+                and not isinstance(v, bool)
+                and math.isfinite(v)
+                and v >= 0
+                for v in value
+            )
+            or sum(value) <= 0
+        ):
+            raise self.error(
+                name, f"must be a list of non-negative numbers, not all 0, got {value!r}"
+            )
+        return tuple(float(v) for v in value)
+
+    def path_value(self, name: str, default: Any = _MISSING) -> Any:
+        value = self.text(name, default)
+        if value is default:
+            return value
+        path = Path(os.path.expanduser(value))
+        return path if path.is_absolute() else self.base / path
+
+    def moment(self, name: str, default: Any = _MISSING) -> Any:
+        value = self._get(name, default)
+        if value is default or isinstance(value, datetime):
+            return _naive(value) if isinstance(value, datetime) else value
+        if isinstance(value, date):
+            return datetime.combine(value, time())
+        if isinstance(value, str):
+            try:
+                return _naive(datetime.fromisoformat(value.strip()))
+            except ValueError:
+                pass
+        raise self.error(name, f"must be a date or date-time (ISO 8601), got {value!r}")
+
+    def day(self, name: str, default: Any = _MISSING) -> Any:
+        value = self.moment(name, default)
+        return value.date() if isinstance(value, datetime) else value
+
+    def table(self, name: str) -> _Section | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise self.error(name, "must be a table")
+        return _Section(self.file, self.base, self.key(name), value)
+
+    def tables(self, name: str) -> list[_Section]:
+        value = self.data.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            raise self.error(name, "must be an array of tables")
+        return [
+            _Section(self.file, self.base, f"{self.key(name)}[{i}]", v) for i, v in enumerate(value)
+        ]
+
+
+def _naive(moment: datetime) -> datetime:
+    """Aware times become naive UTC; naive ones are kept as they are."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _selector(section: _Section) -> NodeSelector:
+    node = section.text("node", None)
+    kind = section.text("kind", None)
+    if node is not None and kind is not None:
+        raise section.error("kind", "give node or kind, not both")
+    if kind is not None:
+        try:
+            return NodeSelector(kind=NodeKind(kind.lower()))
+        except ValueError:
+            raise section.error("kind", f"must be 'dc' or 'store', got {kind!r}") from None
+    return NodeSelector(node=node)
+
+
+def _edit(section: _Section) -> Edit:
+    kind = section.text("type")
+    if kind == "add_node":
+        section.allow(
+            "type", "node", "kind", "lat", "lon", "handling_days", "handling_cost",
+            "storage_cost", "capacity", "stock_from", "stock_share", "move_stock",
+        )  # fmt: skip
+        node_kind = section.text("kind", "dc").lower()
+        if node_kind not in {k.value for k in NodeKind}:
+            raise section.error("kind", f"must be 'dc' or 'store', got {node_kind!r}")
+        share = section.number("stock_share", 1.0)
+        if share > 1:
+            raise section.error("stock_share", f"must be within [0, 1], got {share}")
+        return AddNode(
+            node_id=section.text("node"),
+            kind=NodeKind(node_kind),
+            lat=section.degrees("lat", 90.0),
+            lon=section.degrees("lon", 180.0),
+            handling_days=section.integer("handling_days", 1),
+            handling_cost=section.cents("handling_cost", 0),
+            storage_cost=section.cents("storage_cost", 0),
+            capacity=section.integer("capacity", None),
+            stock_from=section.text("stock_from", None),
+            stock_share=share,
+            move_stock=section.boolean("move_stock", False),
+        )
+    if kind == "close_node":
+        section.allow("type", "node", "transfer_to")
+        return CloseNode(section.text("node"), section.text("transfer_to", None))
+    if kind == "scale_rates":
+        section.allow("type", "factor", "service", "zone")
+        return ScaleRates(
+            section.number("factor"), section.text("service", None), section.text("zone", None)
+        )
+    if kind == "set_storage_cost":
+        section.allow("type", "node", "kind", "cost", "factor")
+        if section.has("cost") == section.has("factor"):
+            raise section.error(None, "give exactly one of cost and factor")
+        return SetStorageCost(
+            _selector(section), section.cents("cost", None), section.number("factor", None)
+        )
+    if kind == "set_capacity":
+        section.allow("type", "node", "kind", "units", "unlimited")
+        unlimited = section.boolean("unlimited", False)
+        if unlimited == section.has("units"):
+            raise section.error(None, "give exactly one of units and unlimited = true")
+        return SetCapacity(_selector(section), None if unlimited else section.integer("units"))
+    if kind == "pool_stock":
+        section.allow("type")
+        return PoolStock()
+    raise section.error(
+        "type",
+        f"unknown edit {kind!r} (expected add_node, close_node, scale_rates, "
+        "set_storage_cost, set_capacity or pool_stock)",
+    )
+
+
+def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+    """Parse a scenario file; raises :class:`ScenarioError` naming the key and reason."""
+    file = Path(path)
+    name = str(file)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError(name, "file not found") from None
+    except IsADirectoryError:
+        raise ScenarioError(name, "is a directory, not a scenario file") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(name, "not valid UTF-8 text") from None
+    except OSError as exc:
+        raise ScenarioError(name, f"cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(name, f"invalid TOML: {exc}") from None
+    root = _Section(name, file.resolve().parent, "", data)
+    root.allow("scenario", "network", "orders", "olist", "replenishment", "policies", "variants")
+
+    head = root.table("scenario") or _Section(name, root.base, "scenario", {})
+    head.allow("name", "description")
+
+    olist = None
+    network = None
+    orders: CsvOrders | GeneratedOrders | None = None
+    olist_section = root.table("olist")
+    if olist_section is not None:
+        for other in ("network", "orders"):
+            if root.has(other):
+                raise root.error(
+                    other, "a scenario with [olist] takes its network and orders from it"
+                )
+        olist_section.allow("data_dir", "year", "holdout_from")
+        olist = OlistSource(
+            data_dir=olist_section.path_value("data_dir"),
+            year=olist_section.integer("year", 2017, minimum=1900),
+            holdout_from=olist_section.day("holdout_from", date(2017, 10, 1)),
+        )
+    else:
+        net = root.table("network")
+        if net is None:
+            raise root.error("network", "required table is missing ([network] or [olist])")
+        net.allow("demo", "seed", "path", "horizon_days")
+        if net.boolean("demo", False) == net.has("path"):
+            raise net.error(None, "give exactly one of demo = true and path")
+        network = NetworkSource(
+            path=net.path_value("path", None),
+            demo_seed=net.integer("seed", None),
+            horizon_days=net.number("horizon_days", None, positive=True),
+        )
+        src = root.table("orders")
+        if src is None:
+            raise root.error("orders", "required table is missing")
+        if src.boolean("generate", False) == src.has("csv"):
+            raise src.error(None, "give exactly one of csv and generate = true")
+        if src.has("csv"):
+            src.allow("csv")
+            orders = CsvOrders(src.path_value("csv"))
+        else:
+            src.allow(
+                "generate", "count", "seed", "start", "per_day", "line_weights", "qty_weights"
+            )
+            orders = GeneratedOrders(
+                count=src.integer("count", minimum=1),
+                seed=src.integer("seed", 1),
+                start=src.moment("start", GeneratedOrders.start),
+                per_day=src.number("per_day", None, positive=True),
+                line_weights=src.weights("line_weights", GeneratedOrders.line_weights),
+                qty_weights=src.weights("qty_weights", GeneratedOrders.qty_weights),
+            )
+
+    rep = root.table("replenishment") or _Section(name, root.base, "replenishment", {})
+    rep.allow("top_up_every_days", "receipts")
+
+    pol = root.table("policies") or _Section(name, root.base, "policies", {})
+    pol.allow("run", "time_limit_s", "value_of_day", "max_parcels", "priority")
+    known = (*POLICY_FACTORIES, "historical")
+    default_run = (*POLICY_FACTORIES, "historical") if olist else tuple(POLICY_FACTORIES)
+    policies = pol.strings("run", default_run)
+    for p in policies:
+        if p not in known:
+            raise pol.error("run", f"unknown policy {p!r} (known: {', '.join(known)})")
+        if p == "historical" and olist is None:
+            raise pol.error("run", "policy 'historical' needs an [olist] scenario")
+    settings = DEFAULT_SIM_SETTINGS
+    value_of_day = pol.cents("value_of_day", None)
+    settings = replace(
+        settings,
+        time_limit_s=pol.number("time_limit_s", settings.time_limit_s, positive=True),
+        max_parcels=pol.integer("max_parcels", None, minimum=1),
+        value_of_day=settings.value_of_day
+        if value_of_day is None
+        else value_of_day * MILLICENTS_PER_CENT,
+    )
+    options = PolicyOptions(settings=settings, priority=pol.strings("priority", None))
+
+    variants: list[Variant] = []
+    for section in root.tables("variants"):
+        section.allow("name", "description", "edits")
+        edit_sections = section.tables("edits")
+        variants.append(
+            Variant(
+                name=section.text("name"),
+                description=section.text("description", ""),
+                edits=tuple(_edit(e) for e in edit_sections),
+                keys=tuple(e.path for e in edit_sections),
+            )
+        )
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise root.error("variants", "two variants share a name")
+    return Scenario(
+        file=file,
+        name=head.text("name", file.stem),
+        description=head.text("description", ""),
+        network=network,
+        orders=orders,
+        olist=olist,
+        top_up_every_days=rep.number("top_up_every_days", None, positive=True),
+        receipts=rep.path_value("receipts", None),
+        variants=tuple(variants) or (Variant("base"),),
+        policies=policies,
+        options=options,
+    )
+
+
+# ------------------------------------------------------------------ CSV sources
+
+_ORDER_COLUMNS: Final = ("order_id", "created_at", "dest_lat", "dest_lon", "sku", "qty")
+_RECEIPT_COLUMNS: Final = ("at", "node_id", "sku", "qty")
+
+
+def _csv_rows(path: Path, columns: Sequence[str]) -> Iterable[tuple[int, dict[str, str]]]:
+    name = str(path)
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ScenarioError(name, "file not found") from None
+    except OSError as exc:
+        raise ScenarioError(name, f"cannot open: {exc.strerror or exc}") from None
+    number = 0
+    with handle:
+        try:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            number = 1
+            if header is None:
+                raise ScenarioError(name, "empty file, expected a header row")
+            names = [h.strip() for h in header]
+            for column in columns:
+                if column not in names:
+                    raise ScenarioError(name, "missing required column", column=column)
+            positions = {c: names.index(c) for c in columns}
+            for record in reader:
+                number += 1
+                if not any(f.strip() for f in record):
+                    continue
+                yield (
+                    number,
+                    {c: record[i].strip() if i < len(record) else "" for c, i in positions.items()},
+                )
+        except UnicodeDecodeError:
+            raise ScenarioError(name, "not valid UTF-8 text") from None
+        except csv.Error as exc:
+            raise ScenarioError(name, f"malformed CSV: {exc}", row=number + 1) from None
+
+
+def _parse_field(
+    name: str, row: int, column: str, text: str, parse: Callable[[str], Any], what: str
+) -> Any:
+    if not text:
+        raise ScenarioError(name, "empty value", row=row, column=column)
+    try:
+        return parse(text)
+    except (ValueError, OverflowError):
+        raise ScenarioError(name, f"not {what}: {text!r}", row=row, column=column) from None
+
+
+def _moment_of(text: str) -> datetime:
+    return _naive(datetime.fromisoformat(text))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def _lat(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and -90 <= value <= 90):
+        raise ValueError(text)
+    return value
+
+
+def _lon(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and -180 <= value <= 180):
+        raise ValueError(text)
+    return value
+
+
+def read_orders(
+    path: str | os.PathLike[str], sku_ids: Iterable[str] | None = None
+) -> list[SimOrder]:
+    """Read DESIGN's ``orders.csv`` (one row per line, rows of an order grouped by ``order_id``).
+
+    Rows of one order must agree on ``created_at`` and the destination. With
+    ``sku_ids``, an unknown SKU is an error naming its row. Times are ISO
+    8601; aware ones are converted to naive UTC.
+    """
+    file = Path(path)
+    name = str(file)
+    known = set(sku_ids) if sku_ids is not None else None
+    heads: dict[str, tuple[int, datetime, float, float]] = {}
+    lines: dict[str, list[OrderLine]] = {}
+    for row, values in _csv_rows(file, _ORDER_COLUMNS):
+        order_id = values["order_id"]
+        if not order_id:
+            raise ScenarioError(name, "empty value", row=row, column="order_id")
+        at = _parse_field(
+            name, row, "created_at", values["created_at"], _moment_of, "an ISO date-time"
+        )
+        lat = _parse_field(
+            name, row, "dest_lat", values["dest_lat"], _lat, "a latitude in [-90, 90]"
+        )
+        lon = _parse_field(
+            name, row, "dest_lon", values["dest_lon"], _lon, "a longitude in [-180, 180]"
+        )
+        sku = values["sku"]
+        if not sku:
+            raise ScenarioError(name, "empty value", row=row, column="sku")
+        if known is not None and sku not in known:
+            raise ScenarioError(
+                name, f"unknown SKU {sku!r} (not in the network)", row=row, column="sku"
+            )
+        qty = _parse_field(
+            name, row, "qty", values["qty"], _positive_int, "a positive whole number"
+        )
+        head = heads.setdefault(order_id, (row, at, lat, lon))
+        if head[1:] != (at, lat, lon):
+            column = "created_at" if head[1] != at else "dest_lat" if head[2] != lat else "dest_lon"
+            raise ScenarioError(
+                name,
+                f"order {order_id!r} has a different {column} than at row {head[0]}",
+                row=row,
+                column=column,
+            )
+        lines.setdefault(order_id, []).append(OrderLine(sku, qty))
+    return [
+        SimOrder(order_id, at, Order(Location(lat, lon), tuple(lines[order_id])))
+        for order_id, (_, at, lat, lon) in heads.items()
+    ]
+
+
+def read_receipts(path: str | os.PathLike[str], network: Network) -> tuple[Receipt, ...]:
+    """Read a receipts CSV (``at,node_id,sku,qty``) against ``network``."""
+    file = Path(path)
+    name = str(file)
+    result = []
+    for row, values in _csv_rows(file, _RECEIPT_COLUMNS):
+        at = _parse_field(name, row, "at", values["at"], _moment_of, "an ISO date-time")
+        node, sku = values["node_id"], values["sku"]
+        if node not in network.node_index:
+            raise ScenarioError(name, f"unknown node {node!r}", row=row, column="node_id")
+        if sku not in network.sku_index:
+            raise ScenarioError(name, f"unknown SKU {sku!r}", row=row, column="sku")
+        qty = _parse_field(
+            name, row, "qty", values["qty"], _positive_int, "a positive whole number"
+        )
+        result.append(Receipt(at, node, sku, qty))
+    return tuple(result)
+
+
+def generate_orders(network: Network, spec: GeneratedOrders) -> list[SimOrder]:
+    """The synthetic stream of ``spec`` for ``network`` (see :class:`GeneratedOrders`)."""
+    from sourcing.demo import population_points
+
+    rng = np.random.default_rng(spec.seed)
+    popularity = np.where(network.available.sum(axis=0) > 0, network.daily_demand, 0.0)
+    stocked = int(np.count_nonzero(popularity))
+    if stocked == 0:
+        raise ValueError("no SKU has both stock and demand: nothing to order")
+    line_p = np.asarray(spec.line_weights) / sum(spec.line_weights)
+    qty_p = np.asarray(spec.qty_weights) / sum(spec.qty_weights)
+    per_day = spec.per_day
+    if per_day is None:
+        units = float(line_p @ np.arange(1, line_p.size + 1)) * float(
+            qty_p @ np.arange(1, qty_p.size + 1)
+        )
+        per_day = max(float(popularity.sum()) / units, 1e-9)
+    lat, lon, weight = population_points()
+    n_lines = np.minimum(rng.choice(line_p.size, size=spec.count, p=line_p) + 1, stocked)
+    dest = rng.choice(weight.size, size=spec.count, p=weight)
+    when = np.cumsum(rng.exponential(1.0 / per_day, size=spec.count))
+    sku_p = popularity / popularity.sum()
+    result = []
+    for i in range(spec.count):
+        skus = rng.choice(sku_p.size, size=int(n_lines[i]), replace=False, p=sku_p)
+        qty = rng.choice(qty_p.size, size=skus.size, p=qty_p) + 1
+        result.append(
+            SimOrder(
+                order_id=f"G{i + 1:06d}",
+                created_at=spec.start + timedelta(days=float(when[i])),
+                order=Order(
+                    Location(float(lat[dest[i]]), float(lon[dest[i]])),
+                    tuple(
+                        OrderLine(network.sku_ids[int(k)], int(q))
+                        for k, q in zip(skus, qty, strict=True)
+                    ),
+                ),
+            )
+        )
+    return result
+
+
+# ---------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (variant, policy) replay."""
+
+    variant: str
+    result: SimulationResult
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """Every run of a scenario, plus what the report needs to explain them."""
+
+    scenario: Scenario
+    runs: tuple[Run, ...]
+    orders: int
+    network: str
+    #: Extra sections for the report (e.g. ``rate_fit`` of the Olist scenario).
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedScenario:
+    """A scenario with its networks and orders built: ready to :meth:`run`."""
+
+    scenario: Scenario
+    networks: tuple[tuple[Variant, Network], ...]
+    orders: tuple[SimOrder, ...]
+    policies: tuple[tuple[str, Callable[[], Policy]], ...]
+    replenishment: Replenishment | None
+    network_text: str
+    extras: Mapping[str, Any]
+
+    @property
+    def decisions(self) -> int:
+        """Orders to decide in all: variants x policies x orders (for a progress bar)."""
+        return len(self.networks) * len(self.policies) * len(self.orders)
+
+    def run(self, progress: Callable[[int], object] | None = None) -> WhatIf:
+        runs = []
+        for variant, network in self.networks:
+            for _, factory in self.policies:
+                result = simulate(network, self.orders, factory(), self.replenishment, progress)
+                runs.append(Run(variant.name, result))
+        return WhatIf(self.scenario, tuple(runs), len(self.orders), self.network_text, self.extras)
+
+
+def prepare_scenario(
+    scenario: Scenario,
+    *,
+    max_orders: int | None = None,
+    policies: Sequence[str] | None = None,
+    variants: Sequence[str] | None = None,
+    seed: int | None = None,
+    time_limit_s: float | None = None,
+    data_dir: Path | None = None,
+) -> PreparedScenario:
+    """Load the network and orders, apply each variant's edits, pick the policies.
+
+    Overrides: ``max_orders`` (the generator's count, or the first N orders
+    in time order of a CSV/Olist stream), ``policies`` and ``variants`` (by
+    name, a subset), ``seed`` (the generator's), ``time_limit_s`` (the
+    optimiser's per order) and ``data_dir`` (the Olist folder).
+    """
+    file = str(scenario.file)
+    extras: dict[str, Any] = {}
+    history: Mapping[str, tuple[str, ...]] = {}
+    if scenario.olist is not None:
+        from sourcing.olist import load_olist
+
+        src = scenario.olist
+        folder = data_dir if data_dir is not None else src.data_dir
+        if not folder.is_dir():
+            if data_dir is not None:
+                raise ScenarioError(str(folder), "Olist data folder not found")
+            raise ScenarioError(
+                file,
+                f"Olist data folder {str(folder)!r} not found (give it with --data-dir)",
+                key="olist.data_dir",
+            )
+        try:
+            data = load_olist(
+                folder, year=src.year, holdout_from=src.holdout_from, max_orders=max_orders
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ScenarioError(str(folder), f"cannot load the Olist data: {exc}") from None
+        base, stream, history = data.network, list(data.orders), data.history
+        extras["rate_fit"] = data.fit.as_dict()
+        extras["olist"] = data.summary
+        network_text = (
+            f"Olist {src.year}: {len(base.node_ids)} sellers as nodes, {len(base.sku_ids)} "
+            f"products; rate card fitted on orders before {src.holdout_from}"
+        )
+    else:
+        assert scenario.network is not None and scenario.orders is not None
+        base = scenario.network.load(file)
+        network_text = scenario.network.describe()
+        source = scenario.orders
+        if isinstance(source, CsvOrders):
+            stream = read_orders(source.path, base.sku_ids)
+            stream.sort(key=lambda o: o.created_at)
+            if max_orders is not None:
+                stream = stream[:max_orders]
+        else:
+            spec = replace(
+                source,
+                count=max_orders if max_orders is not None else source.count,
+                seed=seed if seed is not None else source.seed,
+            )
+            try:
+                stream = generate_orders(base, spec)
+            except ValueError as exc:
+                raise ScenarioError(file, str(exc), key="orders") from None
+
+    receipts: tuple[Receipt, ...] = ()
+    if scenario.receipts is not None:
+        receipts = read_receipts(scenario.receipts, base)
+    replenishment = (
+        Replenishment(receipts, scenario.top_up_every_days)
+        if receipts or scenario.top_up_every_days is not None
+        else None
+    )
+
+    chosen_variants = list(scenario.variants)
+    if variants is not None:
+        by_name = {v.name: v for v in scenario.variants}
+        unknown = [v for v in variants if v not in by_name]
+        if unknown:
+            raise ScenarioError(
+                file, f"unknown variant {unknown[0]!r} (known: {', '.join(by_name)})"
+            )
+        chosen_variants = [by_name[v] for v in variants]
+    networks = []
+    for variant in chosen_variants:
+        network = base
+        for edit, key in zip(
+            variant.edits, variant.keys or ("",) * len(variant.edits), strict=True
+        ):
+            try:
+                network = edit.apply(network)
+            except (EditError, ValueError) as exc:
+                raise ScenarioError(file, str(exc), key=key or f"variant {variant.name}") from None
+        networks.append((variant, network))
+
+    options = scenario.options
+    if time_limit_s is not None:
+        options = replace(options, settings=replace(options.settings, time_limit_s=time_limit_s))
+    names = list(scenario.policies if policies is None else policies)
+    chosen: list[tuple[str, Callable[[], Policy]]] = []
+    for name in names:
+        if name == "historical":
+            if scenario.olist is None:
+                raise ScenarioError(file, "policy 'historical' needs an [olist] scenario")
+            from sourcing.olist import HistoricalPolicy
+
+            chosen.append((name, lambda: HistoricalPolicy(history)))
+        elif name in POLICY_FACTORIES:
+            chosen.append((name, functools.partial(make_policy, name, options)))
+        else:
+            known = ", ".join((*POLICY_FACTORIES, "historical"))
+            raise ScenarioError(file, f"unknown policy {name!r} (known: {known})")
+    if options.priority is not None:
+        unknown_nodes = [n for n in options.priority if n not in base.node_index]
+        if unknown_nodes:
+            raise ScenarioError(file, f"unknown node {unknown_nodes[0]!r}", key="policies.priority")
+    return PreparedScenario(
+        scenario=scenario,
+        networks=tuple(networks),
+        orders=tuple(stream),
+        policies=tuple(chosen),
+        replenishment=replenishment,
+        network_text=network_text,
+        extras=extras,
+    )

@@ -1,0 +1,662 @@
+"""What-if replay: a stream of orders through one network and one sourcing policy.
+
+Pure engine (no file I/O). :func:`simulate` replays orders in time order
+(``created_at``, ties in stream order) against *running* stock:
+
+* the run starts from ``network.on_hand``; an order's units leave ``on_hand``
+  as soon as the order is decided (the replay does not model the lag between
+  placement and dispatch). Safety stock and the network's own ``reserved``
+  stay as given, so a node can promise ``on_hand - safety_stock - reserved``
+  of the running ``on_hand``. Stock never goes below that floor (checked
+  after every order; a breach raises ``AssertionError``);
+* daily capacity (``capacity``) counts the units a node ships per calendar
+  day of ``created_at``; it resets at midnight;
+* replenishment (optional, :class:`Replenishment`) adds scheduled receipts
+  to ``on_hand`` once their time has come (before the first order at or
+  after it) and/or tops every (node, SKU) back up to its starting ``on_hand``
+  every ``top_up_every_days`` days, counted from midnight of the first order;
+* the storage credit of a unit uses the running ``on_hand`` (DESIGN section
+  7 with the stock the node holds at that moment).
+
+Each order is decided by the policy on a *view*: the network restricted to
+the order's SKUs and to the nodes that can still promise at least one unit
+of them, with running ``on_hand`` and each node's remaining capacity for the
+day. Nodes keep their network order, so every policy decides exactly as it
+would on the whole network (a node with nothing to offer is never a
+candidate). The decision is re-priced by :func:`sourcing.evaluate.evaluate`
+on that view (``allow_partial=True``), so every KPI is computed by the
+independent evaluator, never taken from the policy; an allocation the
+evaluator finds infeasible is a policy bug and raises :class:`PolicyError`.
+
+Orders the stock cannot fill: every built-in policy first tries the whole
+order; if the running stock (or the day's capacity) cannot cover it, the
+policy ships what it can (``allow_partial``: the optimiser covers as many
+units as the stock allows, the rule policies walk their node sequence) and
+the rest of the order is lost (no back-orders). An order then counts as
+*complete* only if every unit shipped; ``fill_rate`` is the share of complete
+orders and ``unit_fill_rate`` the share of units shipped
+(see :meth:`SimulationResult.kpis`).
+
+Policies (:data:`POLICY_FACTORIES`, built by :func:`make_policy`):
+``greedy_nearest``, ``priority_list``, ``ship_complete_first`` (the rules of
+:mod:`sourcing.baselines`) and ``optimiser_cheapest``, ``optimiser_fastest``,
+``optimiser_balanced`` (:func:`sourcing.solver.quote`, taking the option with
+that label). The optimiser with periodic batch re-optimisation is pending
+(it needs the batch re-assignment of DESIGN section 5): the
+:class:`Policy` protocol already gives a policy the whole stream
+(:meth:`Policy.begin`) and a periodic hook (:attr:`Policy.period_days`,
+:meth:`Policy.end_period`) where such a policy will plug in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Final, Protocol
+
+import numpy as np
+import pandas as pd
+
+from sourcing.baselines import greedy_nearest, priority_list, ship_complete_first
+from sourcing.errors import ShortageError, SourcingError
+from sourcing.evaluate import evaluate
+from sourcing.model import (
+    MILLICENTS_PER_UNIT,
+    UNLIMITED_CAPACITY,
+    Allocation,
+    IntArray,
+    Label,
+    Network,
+    Option,
+    Order,
+)
+from sourcing.orders import validate_order
+from sourcing.solver import QuoteSettings, quote
+
+__all__ = [
+    "KPI_COLUMNS",
+    "POLICY_FACTORIES",
+    "BasePolicy",
+    "OptimiserPolicy",
+    "Policy",
+    "PolicyError",
+    "PolicyOptions",
+    "Receipt",
+    "Replenishment",
+    "RulePolicy",
+    "SimOrder",
+    "SimulationResult",
+    "Snapshot",
+    "make_policy",
+    "simulate",
+]
+
+#: The optimiser's default settings in a replay: one CP-SAT worker and a
+#: per-order budget that single orders on networks of a few hundred nodes
+#: never reach (they close in milliseconds).
+DEFAULT_SIM_SETTINGS: Final = QuoteSettings(time_limit_s=1.0, num_workers=1)
+
+
+class PolicyError(SourcingError):
+    """A policy returned an allocation that the evaluator rejects."""
+
+
+@dataclass(frozen=True)
+class SimOrder:
+    """One order of the stream: an id, when it was placed, and the cart."""
+
+    order_id: str
+    created_at: datetime
+    order: Order
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """``qty`` units of ``sku`` arrive at ``node_id`` at time ``at``."""
+
+    at: datetime
+    node_id: str
+    sku: str
+    qty: int
+
+
+@dataclass(frozen=True)
+class Replenishment:
+    """Stock arriving during the replay: scheduled receipts and/or periodic top-ups.
+
+    ``top_up_every_days``: every that many days (from midnight of the first
+    order), each (node, SKU) whose ``on_hand`` fell below its starting level
+    is raised back to it (an order-up-to policy with a fixed review period).
+    """
+
+    receipts: tuple[Receipt, ...] = ()
+    top_up_every_days: float | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The running state at a period boundary, handed to :meth:`Policy.end_period`.
+
+    ``on_hand`` (N x S) and ``capacity_used`` (N, units shipped so far on the
+    current day) are read-only copies; ``decided`` counts the orders decided so far.
+    """
+
+    at: datetime
+    on_hand: IntArray
+    capacity_used: IntArray
+    decided: int
+
+
+class Policy(Protocol):
+    """What the simulator asks of a sourcing policy.
+
+    ``decide`` gets the order's view of the network (see the module doc) and
+    returns what ships: an :class:`Allocation` or an :class:`Option` (whose
+    proof status is then recorded). It may cover fewer units than ordered
+    (the rest is lost); an empty allocation ships nothing.
+
+    ``begin`` is called once with the full network and the whole stream, in
+    replay order, before the first decision (a policy may pre-compute from
+    it). If ``period_days`` is not None, ``end_period`` is called with a
+    :class:`Snapshot` at every boundary ``t0 + k * period_days`` (``t0``:
+    midnight of the first order) crossed before an order, and once at the
+    end of the stream: the hook where periodic batch re-optimisation will
+    plug in.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def period_days(self) -> float | None: ...
+
+    def begin(self, network: Network, orders: Sequence[SimOrder]) -> None: ...
+
+    def decide(self, network: Network, order: SimOrder) -> Allocation | Option: ...
+
+    def end_period(self, snapshot: Snapshot) -> None: ...
+
+
+class BasePolicy:
+    """Defaults for :class:`Policy`: no preparation, no periodic hook."""
+
+    period_days: float | None = None
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def begin(self, network: Network, orders: Sequence[SimOrder]) -> None:
+        return None
+
+    def decide(self, network: Network, order: SimOrder) -> Allocation | Option:
+        raise NotImplementedError
+
+    def end_period(self, snapshot: Snapshot) -> None:
+        return None
+
+
+class RulePolicy(BasePolicy):
+    """A rule of :mod:`sourcing.baselines`: whole order if it can, else what it can.
+
+    ``priority`` (node ids, most preferred first) is passed to
+    ``priority_list``; ids absent from the order's view are skipped.
+    """
+
+    def __init__(self, name: str, priority: Sequence[str] | None = None) -> None:
+        super().__init__(name)
+        rules: dict[str, Callable[..., Option]] = {
+            "greedy_nearest": greedy_nearest,
+            "priority_list": priority_list,
+            "ship_complete_first": ship_complete_first,
+        }
+        if name not in rules:
+            raise ValueError(f"unknown rule policy {name!r}")
+        self._rule = rules[name]
+        self._priority = tuple(priority) if priority is not None else None
+
+    def decide(self, network: Network, order: SimOrder) -> Allocation | Option:
+        kwargs: dict[str, Any] = {}
+        if self._priority is not None:
+            kwargs["priority"] = [n for n in self._priority if n in network.node_index]
+        try:
+            return self._rule(network, order.order, **kwargs)
+        except ShortageError:
+            return self._rule(network, order.order, allow_partial=True, **kwargs)
+
+
+class OptimiserPolicy(BasePolicy):
+    """The optimiser (:func:`~sourcing.solver.quote`), taking the option with ``label``.
+
+    If the stock cannot cover the order it quotes again with
+    ``allow_partial`` (the options then cover as many units as possible).
+    """
+
+    def __init__(self, name: str, label: Label, settings: QuoteSettings) -> None:
+        super().__init__(name)
+        self._label = label
+        self._full = replace(settings, allow_partial=False)
+        self._partial = replace(settings, allow_partial=True)
+
+    def decide(self, network: Network, order: SimOrder) -> Allocation | Option:
+        try:
+            result = quote(network, order.order, self._full)
+        except ShortageError:
+            result = quote(network, order.order, self._partial)
+        option = result.option(self._label)
+        return option if option is not None else Allocation(())
+
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    """Settings shared by the built-in policies of one what-if run."""
+
+    settings: QuoteSettings = DEFAULT_SIM_SETTINGS
+    priority: tuple[str, ...] | None = None
+
+
+#: Built-in policies by name. ``optimiser_batch`` (periodic batch
+#: re-optimisation) is pending: it needs DESIGN section 5's batch job.
+POLICY_FACTORIES: dict[str, Callable[[PolicyOptions], Policy]] = {
+    "greedy_nearest": lambda o: RulePolicy("greedy_nearest"),
+    "priority_list": lambda o: RulePolicy("priority_list", o.priority),
+    "ship_complete_first": lambda o: RulePolicy("ship_complete_first"),
+    "optimiser_cheapest": lambda o: OptimiserPolicy(
+        "optimiser_cheapest", Label.CHEAPEST, o.settings
+    ),
+    "optimiser_fastest": lambda o: OptimiserPolicy("optimiser_fastest", Label.FASTEST, o.settings),
+    "optimiser_balanced": lambda o: OptimiserPolicy(
+        "optimiser_balanced", Label.BALANCED, o.settings
+    ),
+}
+
+
+def make_policy(name: str, options: PolicyOptions | None = None) -> Policy:
+    """A built-in policy by name (see :data:`POLICY_FACTORIES`)."""
+    try:
+        factory = POLICY_FACTORIES[name]
+    except KeyError:
+        known = ", ".join(POLICY_FACTORIES)
+        raise ValueError(f"unknown policy {name!r} (known: {known})") from None
+    return factory(options or PolicyOptions())
+
+
+#: KPI names in table order (see :meth:`SimulationResult.kpis`).
+KPI_COLUMNS: Final = (
+    "orders",
+    "fill_rate",
+    "unit_fill_rate",
+    "ship_cost_per_order",
+    "storage_credit_per_order",
+    "net_cost_per_order",
+    "parcels_per_order",
+    "split_rate",
+    "mean_delivery_days",
+    "p95_delivery_days",
+    "solver_ms_per_order",
+)
+
+_ORDER_COLUMNS: Final = (
+    "order_id",
+    "created_at",
+    "units_ordered",
+    "units_shipped",
+    "parcels",
+    "shipping",
+    "handling",
+    "storage_credit",
+    "cost",
+    "delivery_days",
+    "status",
+    "decide_seconds",
+)
+_PARCEL_COLUMNS: Final = (
+    "order",
+    "node_id",
+    "service",
+    "zone",
+    "distance_km",
+    "units",
+    "weight_g",
+    "shipping",
+    "handling",
+    "storage_credit",
+    "arrival_days",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationResult:
+    """The replay of one stream under one policy.
+
+    ``orders``: one row per order in replay order, with ``order_id``,
+    ``created_at``, ``units_ordered``, ``units_shipped``, ``parcels``, money
+    in integer millicents (``shipping`` = carrier base + per-kg charges,
+    ``handling``, ``storage_credit``, ``cost`` = shipping + handling -
+    storage credit, as :func:`~sourcing.evaluate.evaluate` prices it),
+    ``delivery_days`` (latest parcel arrival, 0 when nothing shipped),
+    ``status`` (the option's proof status, or "" for a bare allocation) and
+    ``decide_seconds`` (wall time of the policy's decision).
+
+    ``parcels``: one row per parcel: ``order`` (row of ``orders``),
+    ``node_id``, ``service``, ``zone``, ``distance_km``, ``units``,
+    ``weight_g``, money as above and ``arrival_days``.
+
+    ``on_hand_end``: the running ``on_hand`` after the last order (N x S).
+    """
+
+    policy: str
+    node_ids: tuple[str, ...]
+    orders: pd.DataFrame
+    parcels: pd.DataFrame
+    on_hand_end: IntArray
+
+    def kpis(self) -> dict[str, float]:
+        """The KPIs of the run (money in currency units, days in days).
+
+        With *shipped* orders those that shipped at least one unit:
+
+        * ``orders``: orders replayed;
+        * ``fill_rate``: complete orders (every unit shipped) / orders;
+        * ``unit_fill_rate``: units shipped / units ordered;
+        * ``ship_cost_per_order``: carrier charges + handling, summed over
+          shipped orders / shipped orders;
+        * ``storage_credit_per_order``: storage credit / shipped orders;
+        * ``net_cost_per_order``: the reference allocation cost
+          (ship cost - storage credit) / shipped orders;
+        * ``parcels_per_order``: parcels / shipped orders;
+        * ``split_rate``: shipped orders with 2+ parcels / shipped orders;
+        * ``mean_delivery_days``: mean over shipped orders of the latest
+          parcel's arrival day; ``p95_delivery_days``: its 95th percentile by
+          nearest rank (the least day by which at least 95% arrive);
+        * ``solver_ms_per_order``: mean wall time of the policy's decision per
+          order, in ms (the only figure that depends on the machine).
+
+        Ratios over an empty set are NaN.
+        """
+        o = self.orders
+        n = len(o)
+        shipped = o[o["units_shipped"] > 0]
+        s = len(shipped)
+
+        def per_shipped(total: float) -> float:
+            return total / s if s else math.nan
+
+        ship_cost = float(shipped["shipping"].sum() + shipped["handling"].sum())
+        credit = float(shipped["storage_credit"].sum())
+        days = shipped["delivery_days"].to_numpy()
+        ordered = float(o["units_ordered"].sum())
+        return {
+            "orders": float(n),
+            "fill_rate": float((o["units_shipped"] == o["units_ordered"]).sum()) / n
+            if n
+            else math.nan,
+            "unit_fill_rate": float(o["units_shipped"].sum()) / ordered if ordered else math.nan,
+            "ship_cost_per_order": per_shipped(ship_cost / MILLICENTS_PER_UNIT),
+            "storage_credit_per_order": per_shipped(credit / MILLICENTS_PER_UNIT),
+            "net_cost_per_order": per_shipped(float(shipped["cost"].sum()) / MILLICENTS_PER_UNIT),
+            "parcels_per_order": per_shipped(float(shipped["parcels"].sum())),
+            "split_rate": per_shipped(float((shipped["parcels"] > 1).sum())),
+            "mean_delivery_days": float(days.mean()) if s else math.nan,
+            "p95_delivery_days": float(np.percentile(days, 95, method="inverted_cdf"))
+            if s
+            else math.nan,
+            "solver_ms_per_order": float(o["decide_seconds"].mean()) * 1000 if n else math.nan,
+        }
+
+    def node_volume(self) -> pd.DataFrame:
+        """Per node (network order, every node listed): parcels and units shipped."""
+        p = self.parcels
+        grouped = p.groupby("node_id", sort=False).agg(
+            parcels=("units", "size"), units=("units", "sum")
+        )
+        volume = grouped.reindex(list(self.node_ids), fill_value=0)
+        volume.index.name = "node_id"
+        return volume.astype("int64")
+
+
+@dataclass
+class _Records:
+    orders: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _ORDER_COLUMNS})
+    parcels: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _PARCEL_COLUMNS})
+
+
+def _midnight(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _receipts(
+    network: Network, replenishment: Replenishment | None
+) -> list[tuple[datetime, int, int, int]]:
+    if replenishment is None:
+        return []
+    result = []
+    for i, r in enumerate(replenishment.receipts):
+        if r.node_id not in network.node_index:
+            raise ValueError(f"receipt {i}: unknown node {r.node_id!r}")
+        if r.sku not in network.sku_index:
+            raise ValueError(f"receipt {i}: unknown SKU {r.sku!r}")
+        if r.qty < 0:
+            raise ValueError(f"receipt {i}: qty must be >= 0, got {r.qty}")
+        result.append((r.at, network.node_index[r.node_id], network.sku_index[r.sku], r.qty))
+    result.sort(key=lambda t: t[0])
+    return result
+
+
+class _View:
+    """Builds each order's view of the network from the running state."""
+
+    def __init__(self, network: Network) -> None:
+        self.net = network
+        self.floor: IntArray = network.safety_stock + network.reserved
+        self.limited = network.capacity < UNLIMITED_CAPACITY
+
+    def build(self, on_hand: IntArray, used: IntArray, skus: IntArray) -> Network:
+        net = self.net
+        stock = on_hand[:, skus]
+        nodes = np.flatnonzero((stock > self.floor[:, skus]).any(axis=1))
+        remaining = np.where(
+            self.limited[nodes],
+            np.maximum(net.capacity[nodes] - used[nodes], 0),
+            UNLIMITED_CAPACITY,
+        )
+        node_ids = net.node_ids
+        sku_ids = net.sku_ids
+        return Network(
+            node_ids=tuple(node_ids[i] for i in nodes.tolist()),
+            node_kinds=tuple(net.node_kinds[i] for i in nodes.tolist()),
+            lat=net.lat[nodes],
+            lon=net.lon[nodes],
+            handling_days=net.handling_days[nodes],
+            handling_cost=net.handling_cost[nodes],
+            storage_cost=net.storage_cost[nodes],
+            capacity=remaining,
+            sku_ids=tuple(sku_ids[k] for k in skus.tolist()),
+            weight_g=net.weight_g[skus],
+            daily_demand=net.daily_demand[skus],
+            on_hand=stock[nodes],
+            safety_stock=net.safety_stock[np.ix_(nodes, skus)],
+            reserved=net.reserved[np.ix_(nodes, skus)],
+            zone_ids=net.zone_ids,
+            zone_max_km=net.zone_max_km,
+            service_ids=net.service_ids,
+            base_price=net.base_price,
+            per_kg=net.per_kg,
+            transit_days=net.transit_days,
+            offered=net.offered,
+            horizon_days=net.horizon_days,
+        )
+
+
+def simulate(
+    network: Network,
+    orders: Iterable[SimOrder],
+    policy: Policy,
+    replenishment: Replenishment | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> SimulationResult:
+    """Replay ``orders`` through ``network`` with ``policy`` (see the module doc).
+
+    ``progress`` is called with 1 after each order (e.g. ``tqdm.update``).
+    Raises :class:`~sourcing.errors.InvalidOrderError` for a malformed
+    order (unknown SKU, ...) before replaying anything, ``ValueError`` for a
+    receipt naming an unknown node or SKU, and :class:`PolicyError` if the
+    policy returns an allocation the evaluator rejects.
+    """
+    stream = sorted(orders, key=lambda o: o.created_at)  # stable: ties keep stream order
+    for item in stream:
+        validate_order(network, item.order)
+    receipts = _receipts(network, replenishment)
+    top_up = replenishment.top_up_every_days if replenishment else None
+    if top_up is not None and not (math.isfinite(top_up) and top_up > 0):
+        raise ValueError(f"top_up_every_days must be a positive number, got {top_up}")
+    period = policy.period_days
+    if period is not None and not (math.isfinite(period) and period > 0):
+        raise ValueError(f"policy {policy.name}: period_days must be positive, got {period}")
+
+    view = _View(network)
+    start_on_hand = network.on_hand
+    on_hand: IntArray = network.on_hand.copy()
+    used: IntArray = np.zeros(len(network.node_ids), dtype=np.int64)
+    records = _Records()
+    policy.begin(network, stream)
+
+    t0 = _midnight(stream[0].created_at) if stream else datetime.min
+    next_receipt = 0
+    next_top_up = t0 + timedelta(days=top_up) if top_up is not None else None
+    next_period = t0 + timedelta(days=period) if period is not None else None
+    day = t0.date()
+    decided = 0
+
+    def snapshot(at: datetime) -> Snapshot:
+        frozen_on_hand, frozen_used = on_hand.copy(), used.copy()
+        frozen_on_hand.setflags(write=False)
+        frozen_used.setflags(write=False)
+        return Snapshot(at, frozen_on_hand, frozen_used, decided)
+
+    for index, item in enumerate(stream):
+        now = item.created_at
+        while next_period is not None and next_period <= now:
+            policy.end_period(snapshot(next_period))
+            next_period += timedelta(days=period or 0)
+        while next_receipt < len(receipts) and receipts[next_receipt][0] <= now:
+            _, n, k, qty = receipts[next_receipt]
+            on_hand[n, k] += qty
+            next_receipt += 1
+        while next_top_up is not None and next_top_up <= now:
+            np.maximum(on_hand, start_on_hand, out=on_hand)
+            next_top_up += timedelta(days=top_up or 0)
+        if now.date() != day:
+            day = now.date()
+            used[:] = 0
+
+        order = item.order
+        skus = np.unique([network.sku_index[line.sku] for line in order.lines])
+        local = view.build(on_hand, used, skus)
+        started = time.perf_counter()
+        decision = policy.decide(local, item)
+        seconds = time.perf_counter() - started
+        if isinstance(decision, Option):
+            allocation, status = decision.allocation, decision.proof.status
+        else:
+            allocation, status = decision, ""
+        evaluation = evaluate(local, order, allocation, allow_partial=True)
+        if not evaluation.is_feasible:
+            raise PolicyError(
+                f"policy {policy.name} chose an infeasible allocation for order "
+                f"{item.order_id}: {'; '.join(evaluation.violations)}"
+            )
+
+        units_shipped = 0
+        for parcel in evaluation.parcels:
+            node = network.node_index[parcel.node_id]
+            units = 0
+            for pl in parcel.lines:
+                k = network.sku_index[pl.sku]
+                on_hand[node, k] -= pl.qty
+                units += pl.qty
+                if on_hand[node, k] < view.floor[node, k] or on_hand[node, k] < 0:
+                    raise AssertionError(
+                        f"stock of {pl.sku} at {parcel.node_id} fell to {on_hand[node, k]} "
+                        f"(floor {view.floor[node, k]}) after order {item.order_id}"
+                    )
+            used[node] += units
+            units_shipped += units
+            p = records.parcels
+            p["order"].append(index)
+            p["node_id"].append(parcel.node_id)
+            p["service"].append(parcel.service)
+            p["zone"].append(parcel.zone)
+            p["distance_km"].append(parcel.distance_km)
+            p["units"].append(units)
+            p["weight_g"].append(parcel.weight_g)
+            p["shipping"].append(parcel.shipping)
+            p["handling"].append(parcel.handling)
+            p["storage_credit"].append(parcel.storage_credit)
+            p["arrival_days"].append(parcel.arrival_days)
+
+        r = records.orders
+        r["order_id"].append(item.order_id)
+        r["created_at"].append(now)
+        r["units_ordered"].append(sum(line.qty for line in order.lines))
+        r["units_shipped"].append(units_shipped)
+        r["parcels"].append(evaluation.num_parcels)
+        r["shipping"].append(evaluation.shipping)
+        r["handling"].append(evaluation.handling)
+        r["storage_credit"].append(evaluation.storage_credit)
+        r["cost"].append(evaluation.cost)
+        r["delivery_days"].append(evaluation.delivery_days)
+        r["status"].append(status)
+        r["decide_seconds"].append(seconds)
+        decided += 1
+        if progress is not None:
+            progress(1)
+
+    if period is not None and stream:
+        policy.end_period(snapshot(stream[-1].created_at))
+    return SimulationResult(
+        policy=policy.name,
+        node_ids=network.node_ids,
+        orders=_frame(records.orders, _ORDER_COLUMNS),
+        parcels=_frame(records.parcels, _PARCEL_COLUMNS),
+        on_hand_end=on_hand,
+    )
+
+
+_INT_COLUMNS: Final = frozenset(
+    {
+        "units_ordered",
+        "units_shipped",
+        "parcels",
+        "shipping",
+        "handling",
+        "storage_credit",
+        "cost",
+        "delivery_days",
+        "order",
+        "units",
+        "weight_g",
+        "arrival_days",
+    }
+)
+
+
+def _frame(columns: Mapping[str, list[Any]], names: Sequence[str]) -> pd.DataFrame:
+    data: dict[str, Any] = {}
+    for name in names:
+        values = columns[name]
+        if name in _INT_COLUMNS:
+            data[name] = np.asarray(values, dtype=np.int64)
+        elif name in {"distance_km", "decide_seconds"}:
+            data[name] = np.asarray(values, dtype=np.float64)
+        elif name == "created_at":
+            data[name] = pd.to_datetime(pd.Series(values, dtype="object"))
+        else:
+            data[name] = pd.Series(values, dtype="object")
+    return pd.DataFrame(data)
