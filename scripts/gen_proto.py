@@ -2,7 +2,7 @@
 
 Usage: ``python scripts/gen_proto.py [OUT_DIR]`` (default ``src``). The output
 is deterministic for a given grpcio-tools and mypy-protobuf, so
-``tests/test_proto_generated.py`` can regenerate into a temporary folder and
+``tests/test_proto_contract.py`` can regenerate into a temporary folder and
 compare. Never edit the generated files by hand.
 """
 
