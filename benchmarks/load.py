@@ -67,9 +67,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tqdm import tqdm
 
+from oms.server import wait_until_serving
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "load.json"
@@ -349,16 +349,7 @@ def _wait_ready(server: Server, workers: int, timeout_s: float = 90.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"server not ready in {timeout_s:.0f} s:\n{text[-3000:]}")
         time.sleep(0.1)
-    with grpc.insecure_channel(server.target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            with suppress(grpc.RpcError):
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError("health service never answered SERVING")
-            time.sleep(0.1)
+    wait_until_serving(server.target, timeout_s=max(1.0, deadline - time.monotonic()))
 
 
 @contextmanager

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,9 +20,8 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from oms.server import build_server
+from oms.server import build_server, wait_until_serving
 from oms.settings import Settings
 from oms.store import Store
 from oms.v1 import (
@@ -172,22 +170,6 @@ def running_server(
         store.dispose()
 
 
-def wait_until_serving(target: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                if (
-                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    == health_pb2.HealthCheckResponse.SERVING
-                ):
-                    return
-            except grpc.RpcError:
-                time.sleep(0.1)
-    raise TimeoutError(f"no server answered on {target}")
-
-
 def free_port() -> int:
     import socket
 
@@ -221,7 +203,7 @@ def server_processes(url: str, workers: int, *extra: str) -> Iterator[str]:
     process = subprocess.Popen(command, stderr=log, text=True)
     target = f"127.0.0.1:{port}"
     try:
-        wait_until_serving(target)
+        wait_until_serving(target, timeout_s=90.0)
         yield target
     finally:
         process.send_signal(signal.SIGTERM)

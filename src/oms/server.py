@@ -184,7 +184,7 @@ def serve(settings: Settings, *, load_demo: bool = True) -> int:
         ]
         for worker in workers:
             worker.start()
-        _wait_until_serving(settings.host, port)
+        wait_until_serving(f"{settings.host}:{port}")
         _announce(settings, port)
         stopping = False
 
@@ -211,8 +211,8 @@ def serve(settings: Settings, *, load_demo: bool = True) -> int:
         return status
 
 
-def _wait_until_serving(host: str, port: int, timeout_s: float = 60.0) -> None:
-    target = f"{host}:{port}"
+def wait_until_serving(target: str, timeout_s: float = 60.0) -> None:
+    """Poll the health service at ``target`` until it answers SERVING (or raise TimeoutError)."""
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -224,7 +224,7 @@ def _wait_until_serving(host: str, port: int, timeout_s: float = 60.0) -> None:
             except grpc.RpcError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no worker answered on {target} within {timeout_s:.0f} s")
+                raise TimeoutError(f"no server answered on {target} within {timeout_s:.0f} s")
             time.sleep(0.1)
 
 
