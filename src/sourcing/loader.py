@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -130,16 +131,29 @@ class _Row:
         return int(amount * 100)
 
 
-def _rows(directory: Path, file: str, columns: Sequence[str]) -> Iterator[_Row]:
-    """The non-blank data rows of ``file``, each keyed by the required columns."""
-    path = directory / file
+class CsvError(Protocol):
+    """How a CSV reader reports a problem: file name, reason, and where (1-based row)."""
+
+    def __call__(
+        self, file: str, reason: str, *, row: int | None = None, column: str | None = None
+    ) -> Exception: ...
+
+
+def csv_records(
+    path: Path, name: str, columns: Sequence[str], error: CsvError
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """(row number, {column: stripped text}) for each non-blank data row of ``path``.
+
+    Rows count the header as row 1. Extra columns are ignored; a missing or
+    doubled required column, bad UTF-8 or malformed CSV raise ``error(name, ...)``.
+    """
     try:
         # utf-8-sig: spreadsheet exports often start with a byte-order mark.
         handle = path.open(newline="", encoding="utf-8-sig")
     except FileNotFoundError:
-        raise NetworkDataError(file, "file not found") from None
+        raise error(name, "file not found") from None
     except OSError as exc:
-        raise NetworkDataError(file, f"cannot open: {exc.strerror or exc}") from None
+        raise error(name, f"cannot open: {exc.strerror or exc}") from None
     number = 0
     with handle:
         try:
@@ -147,29 +161,37 @@ def _rows(directory: Path, file: str, columns: Sequence[str]) -> Iterator[_Row]:
             header = next(reader, None)
             number = 1
             if header is None:
-                raise NetworkDataError(file, "empty file, expected a header row")
-            names = [name.strip() for name in header]
+                raise error(name, "empty file, expected a header row")
+            names = [field.strip() for field in header]
             positions: dict[str, int] = {}
             for column in columns:
                 count = names.count(column)
                 if count == 0:
-                    raise NetworkDataError(file, "missing required column", column=column)
+                    raise error(name, "missing required column", column=column)
                 if count > 1:
-                    raise NetworkDataError(file, "column appears twice", row=1, column=column)
+                    raise error(name, "column appears twice", row=1, column=column)
                 positions[column] = names.index(column)
             for record in reader:
                 number += 1
                 if not any(field.strip() for field in record):
                     continue
-                values = {
-                    column: record[i].strip() if i < len(record) else ""
-                    for column, i in positions.items()
-                }
-                yield _Row(file, number, values)
+                yield (
+                    number,
+                    {
+                        column: record[i].strip() if i < len(record) else ""
+                        for column, i in positions.items()
+                    },
+                )
         except UnicodeDecodeError:
-            raise NetworkDataError(file, "not valid UTF-8 text") from None
+            raise error(name, "not valid UTF-8 text") from None
         except csv.Error as exc:
-            raise NetworkDataError(file, f"malformed CSV: {exc}", row=number + 1) from None
+            raise error(name, f"malformed CSV: {exc}", row=number + 1) from None
+
+
+def _rows(directory: Path, file: str, columns: Sequence[str]) -> Iterator[_Row]:
+    """The non-blank data rows of ``file``, each keyed by the required columns."""
+    for number, values in csv_records(directory / file, file, columns, NetworkDataError):
+        yield _Row(file, number, values)
 
 
 def _unique_id(row: _Row, column: str, index: dict[str, int], what: str) -> str:

@@ -55,7 +55,6 @@ network) through every policy.
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 import os
@@ -70,7 +69,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from sourcing.errors import NetworkDataError, SourcingError
-from sourcing.loader import read_network
+from sourcing.loader import csv_records, read_network
 from sourcing.model import (
     MILLICENTS_PER_CENT,
     UNLIMITED_CAPACITY,
@@ -875,38 +874,7 @@ _RECEIPT_COLUMNS: Final = ("at", "node_id", "sku", "qty")
 
 
 def _csv_rows(path: Path, columns: Sequence[str]) -> Iterable[tuple[int, dict[str, str]]]:
-    name = str(path)
-    try:
-        handle = path.open(newline="", encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ScenarioError(name, "file not found") from None
-    except OSError as exc:
-        raise ScenarioError(name, f"cannot open: {exc.strerror or exc}") from None
-    number = 0
-    with handle:
-        try:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            number = 1
-            if header is None:
-                raise ScenarioError(name, "empty file, expected a header row")
-            names = [h.strip() for h in header]
-            for column in columns:
-                if column not in names:
-                    raise ScenarioError(name, "missing required column", column=column)
-            positions = {c: names.index(c) for c in columns}
-            for record in reader:
-                number += 1
-                if not any(f.strip() for f in record):
-                    continue
-                yield (
-                    number,
-                    {c: record[i].strip() if i < len(record) else "" for c, i in positions.items()},
-                )
-        except UnicodeDecodeError:
-            raise ScenarioError(name, "not valid UTF-8 text") from None
-        except csv.Error as exc:
-            raise ScenarioError(name, f"malformed CSV: {exc}", row=number + 1) from None
+    return csv_records(path, str(path), columns, ScenarioError)
 
 
 def _parse_field(
