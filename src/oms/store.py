@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
 
 Position = tuple[str, str]  # (node_id, sku)
 
+#: How often (and how long after expiry) expired quote holds are deleted.
+PURGE_EVERY_S = 60.0
 #: Largest unit count a position may hold: far below int64 in every SQL backend.
 MAX_UNITS = 10**12
 
@@ -121,12 +123,12 @@ class Catalog:
     transit_days: np.ndarray
     offered: np.ndarray
 
+    node_index: dict[str, int] = field(init=False, repr=False)
+    sku_index: dict[str, int] = field(init=False, repr=False)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "node_index", {n: i for i, n in enumerate(self.node_ids)})
         object.__setattr__(self, "sku_index", {s: i for i, s in enumerate(self.sku_ids)})
-
-    node_index: dict[str, int] = None  # type: ignore[assignment]
-    sku_index: dict[str, int] = None  # type: ignore[assignment]
 
     @property
     def usable(self) -> bool:
@@ -223,6 +225,7 @@ class Store:
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
         self._thread_lock = threading.Lock()
+        self._last_purge = 0.0
         self._lock_fd: int | None = None
         database = self.engine.url.database if self.is_sqlite else None
         if database and database != ":memory:":
@@ -295,12 +298,20 @@ class Store:
             return sqlite_insert(table)
         return postgresql_insert(table)
 
-    def _upsert(self, conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    def _upsert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        rows: list[dict[str, Any]],
+        update: Sequence[str] | None = None,
+    ) -> None:
+        """Insert ``rows``; on a key conflict update ``update`` (default: every non-key column)."""
         if not rows:
             return
         keys = [c.name for c in table.primary_key.columns]
+        columns = update if update is not None else [c.name for c in table.columns]
         stmt = self._insert(table)
-        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        updates = {name: stmt.excluded[name] for name in columns if name not in keys}
         conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows)
 
     def _bump_network_version(self, conn: Connection) -> None:
@@ -393,25 +404,10 @@ class Store:
                         }
                     )
             # Thresholds already set by planners survive a reload.
-            self._upsert_stock_keep_threshold(conn, stock_rows)
+            self._upsert(conn, t.stock, stock_rows, update=["on_hand", "safety_stock"])
             if ledger_rows:
                 conn.execute(sa.insert(t.stock_ledger), ledger_rows)
             self._bump_network_version(conn)
-
-    def _upsert_stock_keep_threshold(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        stmt = self._insert(t.stock)
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["node_id", "sku"],
-                set_={
-                    "on_hand": stmt.excluded.on_hand,
-                    "safety_stock": stmt.excluded.safety_stock,
-                },
-            ),
-            rows,
-        )
 
     def upsert_nodes(self, rows: list[dict[str, Any]]) -> int:
         with self.write() as conn:
@@ -803,14 +799,10 @@ class Store:
         """
         positions = sorted(units)
         now = self.clock()
-        locked = self.lock_positions(conn, positions)
-        reserved = {
-            (a, b): c for a, b, c in self._reserved_rows(conn, (), now, exclude_quote, positions)
-        }
+        free_units = self.lock_free_units(conn, positions, now, exclude_quote)
         problems: list[Precondition] = []
         for key in positions:
-            row = locked.get(key)
-            free = 0 if row is None else row.on_hand - row.safety_stock - reserved.get(key, 0)
+            free = free_units.get(key, 0)
             if units[key] > free:
                 problems.append(
                     Precondition(
@@ -822,6 +814,27 @@ class Store:
         if check_capacity:
             problems.extend(self._capacity_problems(conn, units_by_node(units), now))
         return problems
+
+    def lock_free_units(
+        self,
+        conn: Connection,
+        positions: Sequence[Position],
+        now: float,
+        exclude_quote: str | None = None,
+    ) -> dict[Position, int]:
+        """Lock ``positions`` and return what each can still promise (may be negative).
+
+        on hand - safety stock - live reservations (except ``exclude_quote``'s
+        holds); a position without a stock row is absent (nothing to promise).
+        """
+        locked = self.lock_positions(conn, positions)
+        reserved = {
+            (a, b): c for a, b, c in self._reserved_rows(conn, (), now, exclude_quote, positions)
+        }
+        return {
+            key: row.on_hand - row.safety_stock - reserved.get(key, 0)
+            for key, row in locked.items()
+        }
 
     def lock_positions(
         self, conn: Connection, positions: Sequence[Position]
@@ -927,14 +940,7 @@ class Store:
                 # Lock every position any option draws on at once, in order, then
                 # read what is free there once.
                 positions = sorted({k for o in options for k in units_of(o)})
-                locked = self.lock_positions(conn, positions)
-                reserved = {
-                    (a, b): c for a, b, c in self._reserved_rows(conn, (), now, None, positions)
-                }
-                free = {
-                    k: (row.on_hand - row.safety_stock - reserved.get(k, 0))
-                    for k, row in locked.items()
-                }
+                free = self.lock_free_units(conn, positions, now)
                 for option in options:
                     units = units_of(option)
                     trial = {k: max(v, held.get(k, 0)) for k, v in units.items()}
@@ -968,6 +974,7 @@ class Store:
                 "order_id": None,
             }
             conn.execute(sa.insert(t.quotes).values(**row))
+            self._purge_expired_holds(conn, now)
         return QuoteRow(quote_id, now, now + ttl_s, utc_day(now), request, options, None)
 
     def get_quote(self, conn: Connection, quote_id: str) -> QuoteRow:
@@ -984,18 +991,21 @@ class Store:
             row.order_id,
         )
 
-    def purge_expired(self, older_than_s: float = 60.0) -> int:
-        """Delete quote holds that expired more than ``older_than_s`` ago (housekeeping only:
-        expired holds are already ignored by every availability query)."""
-        with self.write() as conn:
-            return int(
-                conn.execute(
-                    sa.delete(t.reservations).where(
-                        t.reservations.c.expires_at.is_not(None),
-                        t.reservations.c.expires_at < self.clock() - older_than_s,
-                    )
-                ).rowcount
+    def _purge_expired_holds(self, conn: Connection, now: float) -> None:
+        """Delete holds that expired over a minute ago, at most once a minute per process.
+
+        Expired holds are already ignored by every availability query; this
+        only keeps them from piling up under the per-position sums.
+        """
+        if now - self._last_purge < PURGE_EVERY_S:
+            return
+        self._last_purge = now
+        conn.execute(
+            sa.delete(t.reservations).where(
+                t.reservations.c.expires_at.is_not(None),
+                t.reservations.c.expires_at < now - PURGE_EVERY_S,
             )
+        )
 
     # -- orders -------------------------------------------------------------------
 

@@ -1,0 +1,41 @@
+"""Quote holds in the store: expired ones stop counting at once and are deleted later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from oms import schema
+from oms.store import PURGE_EVERY_S, Store
+
+from service_support import hand_network, sqlite_url
+
+
+def _option(qty: int) -> dict[str, object]:
+    return {"parcels": [{"node_id": "DC-NJ", "lines": [{"line": 0, "sku": "A", "qty": qty}]}]}
+
+
+def test_expired_holds_stop_counting_then_are_purged(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    store = Store(sqlite_url(tmp_path), clock=lambda: now[0])
+    store.migrate()
+    store.load_network(hand_network())
+    store.save_quote("q1", {}, [_option(3)], ttl_s=5.0)
+
+    def holds() -> list[tuple[str, int]]:
+        with store.read() as conn:
+            r = schema.reservations
+            return [(q, int(n)) for q, n in conn.execute(sa.select(r.c.quote_id, r.c.qty))]
+
+    def held() -> int:
+        with store.read() as conn:
+            return store.positions(conn, ["A"], ["DC-NJ"])[0].held
+
+    assert holds() == [("q1", 3)] and held() == 3
+    now[0] += 6.0  # expired: ignored by availability, still stored
+    assert held() == 0 and holds() == [("q1", 3)]
+    now[0] += 2 * PURGE_EVERY_S  # the next quote's transaction deletes it
+    store.save_quote("q2", {}, [_option(1)], ttl_s=5.0)
+    assert holds() == [("q2", 1)]
+    store.dispose()
