@@ -20,7 +20,7 @@ from oms.status import rpc
 from oms.store import Catalog, OrderRow, Store, units_of
 from oms.v1 import common_pb2, fulfilment_pb2, fulfilment_pb2_grpc
 from oms.validation import Violations
-from sourcing.costs import haversine_km
+from sourcing.costs import haversine_km, zone_of
 from sourcing.model import MILLICENTS_PER_CENT
 
 
@@ -29,9 +29,7 @@ def cheapest_return_node(
 ) -> tuple[str, int]:
     """(node id, cost in millicents) of the cheapest node to send ``weight_g`` grams to."""
     distance = haversine_km(catalog.lat, catalog.lon, lat, lon)
-    zone = np.minimum(
-        np.searchsorted(catalog.zone_max_km, distance, side="left"), len(catalog.zone_ids) - 1
-    )
+    zone = zone_of(catalog, distance)
     # services x nodes: base + per_kg * kg, in millicents (cents/kg * g = millicents).
     price = catalog.base_price[:, zone] * MILLICENTS_PER_CENT + catalog.per_kg[:, zone] * weight_g
     price = np.where(catalog.offered[:, zone], price, np.iinfo(np.int64).max // 4)

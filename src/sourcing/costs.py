@@ -25,6 +25,7 @@ Rules (money in millicents, see :mod:`sourcing.model`):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -51,7 +52,17 @@ def haversine_km(
     )
 
 
-def zone_of(network: Network, distance_km: FloatArray) -> IntArray:
+class ZoneBands(Protocol):
+    """Anything with a rate card's distance bands (a Network, the service's catalog)."""
+
+    @property
+    def zone_ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def zone_max_km(self) -> FloatArray: ...
+
+
+def zone_of(network: ZoneBands, distance_km: FloatArray) -> IntArray:
     """Zone index per distance: the first band with max_km >= distance."""
     idx = np.searchsorted(network.zone_max_km, distance_km, side="left")
     return np.minimum(idx, len(network.zone_ids) - 1).astype(np.int64)
