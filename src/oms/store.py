@@ -43,10 +43,80 @@ from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
 
 Position = tuple[str, str]  # (node_id, sku)
 
-#: How often (and how long after expiry) expired quote holds are deleted.
-PURGE_EVERY_S = 60.0
+#: How often expired quote holds are deleted (they stop counting at expiry; deleting
+#: them keeps the per-position sums of live reservations short).
+PURGE_EVERY_S = 5.0
 #: Largest unit count a position may hold: far below int64 in every SQL backend.
 MAX_UNITS = 10**12
+
+
+# Hot-path statements, built once: constructing a statement per call (coercing
+# every IN list) cost more CPU than running it. Expanding bind parameters keep
+# them reusable for any number of SKUs or positions, and SQLAlchemy's compiled
+# cache makes each later execution a lookup.
+_res = t.reservations
+_LIVE = sa.or_(_res.c.expires_at.is_(None), _res.c.expires_at > sa.bindparam("now"))
+_NETWORK_VERSION = sa.select(t.network_meta.c.value).where(
+    t.network_meta.c.key == "network_version"
+)
+_STOCK_OF_SKUS = sa.select(
+    t.stock.c.node_id, t.stock.c.sku, t.stock.c.on_hand, t.stock.c.safety_stock
+).where(t.stock.c.sku.in_(sa.bindparam("skus", expanding=True)))
+_RESERVED_OF_SKUS = (
+    sa.select(_res.c.node_id, _res.c.sku, func.sum(_res.c.qty))
+    .where(_res.c.sku.in_(sa.bindparam("skus", expanding=True)), _LIVE)
+    .group_by(_res.c.node_id, _res.c.sku)
+)
+_RESERVED_OF_SKUS_BUT_QUOTE = (
+    sa.select(_res.c.node_id, _res.c.sku, func.sum(_res.c.qty))
+    .where(
+        _res.c.sku.in_(sa.bindparam("skus", expanding=True)),
+        _LIVE,
+        sa.or_(_res.c.quote_id.is_(None), _res.c.quote_id != sa.bindparam("quote_id")),
+    )
+    .group_by(_res.c.node_id, _res.c.sku)
+)
+_USAGE_ON_DAY = sa.select(t.node_day_usage.c.node_id, t.node_day_usage.c.units).where(
+    t.node_day_usage.c.day == sa.bindparam("day")
+)
+
+
+def _at_positions(table: sa.Table, sqlite: bool) -> Any:
+    """``(node_id, sku) IN :positions``; on SQLite a superset its indexes can serve
+    (``sku IN :skus AND node_id IN :nodes``; callers filter), since SQLite scans
+    the table for a row-value IN list."""
+    if sqlite:
+        return sa.and_(
+            table.c.sku.in_(sa.bindparam("skus", expanding=True)),
+            table.c.node_id.in_(sa.bindparam("nodes", expanding=True)),
+        )
+    return sa.tuple_(table.c.node_id, table.c.sku).in_(sa.bindparam("positions", expanding=True))
+
+
+def _reserved_at(sqlite: bool, but_quote: bool) -> Any:
+    where = [_at_positions(_res, sqlite), _LIVE]
+    if but_quote:
+        where.append(sa.or_(_res.c.quote_id.is_(None), _res.c.quote_id != sa.bindparam("quote_id")))
+    return (
+        sa.select(_res.c.node_id, _res.c.sku, func.sum(_res.c.qty))
+        .where(*where)
+        .group_by(_res.c.node_id, _res.c.sku)
+    )
+
+
+#: Indexed by (is_sqlite, excludes a quote) / is_sqlite.
+_RESERVED_AT = {(q, b): _reserved_at(q, b) for q in (True, False) for b in (True, False)}
+_LOCK_STOCK_AT = {
+    True: sa.select(t.stock)
+    .where(_at_positions(t.stock, True))
+    .order_by(t.stock.c.node_id, t.stock.c.sku),
+    False: sa.select(t.stock)
+    .where(_at_positions(t.stock, False))
+    .order_by(t.stock.c.node_id, t.stock.c.sku)
+    .with_for_update(),
+}
+_INSERT_QUOTE = t.quotes.insert()
+_INSERT_RESERVATIONS = t.reservations.insert()
 
 
 def utc_day(ts: float) -> str:
@@ -125,10 +195,12 @@ class Catalog:
 
     node_index: dict[str, int] = field(init=False, repr=False)
     sku_index: dict[str, int] = field(init=False, repr=False)
+    finite_capacity: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "node_index", {n: i for i, n in enumerate(self.node_ids)})
         object.__setattr__(self, "sku_index", {s: i for i, s in enumerate(self.sku_ids)})
+        object.__setattr__(self, "finite_capacity", self.capacity < UNLIMITED_CAPACITY)
 
     @property
     def usable(self) -> bool:
@@ -478,10 +550,7 @@ class Store:
         if conn is None:
             with self.read() as own:
                 return self.catalog(own)
-        version = conn.execute(
-            sa.select(t.network_meta.c.value).where(t.network_meta.c.key == "network_version")
-        ).scalar_one_or_none()
-        version = int(version or 0)
+        version = int(conn.execute(_NETWORK_VERSION).scalar_one_or_none() or 0)
         cached = self._catalog
         if cached is not None and cached.version == version:
             return cached
@@ -506,34 +575,31 @@ class Store:
         now = self.clock()
         sku_ids = tuple(dict.fromkeys(skus))
         col = {s: i for i, s in enumerate(sku_ids)}
+        node_index = catalog.node_index
         n, s = len(catalog.node_ids), len(sku_ids)
         on_hand = np.zeros((n, s), dtype=np.int64)
         safety = np.zeros((n, s), dtype=np.int64)
         reserved = np.zeros((n, s), dtype=np.int64)
-        rows = conn.execute(
-            sa.select(
-                t.stock.c.node_id, t.stock.c.sku, t.stock.c.on_hand, t.stock.c.safety_stock
-            ).where(t.stock.c.sku.in_(sku_ids))
-        )
-        for node, sku, qty, ss in rows:
-            i = catalog.node_index.get(node)
+        params: dict[str, Any] = {"skus": list(sku_ids), "now": now}
+        for node, sku, qty, ss in conn.execute(_STOCK_OF_SKUS, params):
+            i = node_index.get(node)
             if i is not None:
                 on_hand[i, col[sku]] = qty
                 safety[i, col[sku]] = ss
-        for node, sku, qty in self._reserved_rows(conn, sku_ids, now, exclude_quote):
-            i = catalog.node_index.get(node)
+        if exclude_quote is None:
+            held = conn.execute(_RESERVED_OF_SKUS, params)
+        else:
+            held = conn.execute(_RESERVED_OF_SKUS_BUT_QUOTE, {**params, "quote_id": exclude_quote})
+        for node, sku, qty in held:
+            i = node_index.get(node)
             if i is not None:
                 reserved[i, col[sku]] = qty
-        capacity = catalog.capacity.copy()
-        finite = capacity < UNLIMITED_CAPACITY
+        capacity = catalog.capacity
+        finite = catalog.finite_capacity
         if finite.any():
-            used = conn.execute(
-                sa.select(t.node_day_usage.c.node_id, t.node_day_usage.c.units).where(
-                    t.node_day_usage.c.day == utc_day(now)
-                )
-            )
-            for node, units in used:
-                i = catalog.node_index.get(node)
+            capacity = capacity.copy()
+            for node, units in conn.execute(_USAGE_ON_DAY, {"day": utc_day(now)}):
+                i = node_index.get(node)
                 if i is not None and finite[i]:
                     capacity[i] = max(0, capacity[i] - int(units))
         sku_rows = [catalog.sku_index[x] for x in sku_ids]
@@ -569,24 +635,27 @@ class Store:
         exclude_quote: str | None,
         positions: Sequence[Position] | None = None,
     ) -> Iterable[tuple[str, str, int]]:
-        r = t.reservations
-        live = sa.or_(r.c.expires_at.is_(None), r.c.expires_at > now)
-        where = [live]
-        if positions is not None:
-            where.append(self._positions_clause(r, positions))
-        else:
-            where.append(r.c.sku.in_(list(skus)))
+        """Live reserved units per position, of ``skus`` or at ``positions``."""
+        params: dict[str, Any] = {"now": now}
         if exclude_quote is not None:
-            where.append(sa.or_(r.c.quote_id.is_(None), r.c.quote_id != exclude_quote))
-        query = (
-            sa.select(r.c.node_id, r.c.sku, func.sum(r.c.qty))
-            .where(*where)
-            .group_by(r.c.node_id, r.c.sku)
-        )
-        wanted = None if positions is None else set(positions)
-        return [
-            (a, b, int(c)) for a, b, c in conn.execute(query) if wanted is None or (a, b) in wanted
-        ]
+            params["quote_id"] = exclude_quote
+        if positions is None:
+            params["skus"] = list(skus)
+            query = _RESERVED_OF_SKUS if exclude_quote is None else _RESERVED_OF_SKUS_BUT_QUOTE
+            return [(a, b, int(c)) for a, b, c in conn.execute(query, params)]
+        params.update(self._position_params(positions))
+        query = _RESERVED_AT[self.is_sqlite, exclude_quote is not None]
+        wanted = set(positions)
+        return [(a, b, int(c)) for a, b, c in conn.execute(query, params) if (a, b) in wanted]
+
+    def _position_params(self, positions: Sequence[Position]) -> dict[str, Any]:
+        """Bind parameters for :func:`_at_positions`."""
+        if self.is_sqlite:
+            return {
+                "skus": sorted({s for _, s in positions}),
+                "nodes": sorted({n for n, _ in positions}),
+            }
+        return {"positions": sorted(positions)}
 
     # -- stock ------------------------------------------------------------------
 
@@ -845,27 +914,9 @@ class Store:
         """
         if not positions:
             return {}
-        query = (
-            sa.select(t.stock)
-            .where(self._positions_clause(t.stock, positions))
-            .order_by(t.stock.c.node_id, t.stock.c.sku)
-        )
+        rows = conn.execute(_LOCK_STOCK_AT[self.is_sqlite], self._position_params(positions))
         wanted = set(positions)
-        return {
-            (row.node_id, row.sku): row
-            for row in conn.execute(self._lock(query))
-            if (row.node_id, row.sku) in wanted
-        }
-
-    def _positions_clause(self, table: sa.Table, positions: Sequence[Position]) -> Any:
-        """``(node_id, sku) IN positions``; on SQLite as a superset its indexes can serve
-        (callers filter), since SQLite scans the table for a row-value IN list."""
-        if self.is_sqlite:
-            return sa.and_(
-                table.c.sku.in_(sorted({s for _, s in positions})),
-                table.c.node_id.in_(sorted({n for n, _ in positions})),
-            )
-        return sa.tuple_(table.c.node_id, table.c.sku).in_(sorted(positions))
+        return {(row.node_id, row.sku): row for row in rows if (row.node_id, row.sku) in wanted}
 
     def _capacity_problems(
         self, conn: Connection, by_node: Mapping[str, int], now: float
@@ -951,7 +1002,7 @@ class Store:
                         held = trial
                 if held:
                     conn.execute(
-                        sa.insert(t.reservations),
+                        _INSERT_RESERVATIONS,
                         [
                             {
                                 "node_id": node,
@@ -973,7 +1024,7 @@ class Store:
                 "options_json": json.dumps(options, separators=(",", ":")),
                 "order_id": None,
             }
-            conn.execute(sa.insert(t.quotes).values(**row))
+            conn.execute(_INSERT_QUOTE, row)
             self._purge_expired_holds(conn, now)
         return QuoteRow(quote_id, now, now + ttl_s, utc_day(now), request, options, None)
 
@@ -992,7 +1043,7 @@ class Store:
         )
 
     def _purge_expired_holds(self, conn: Connection, now: float) -> None:
-        """Delete holds that expired over a minute ago, at most once a minute per process.
+        """Delete expired holds, at most every :data:`PURGE_EVERY_S` per process.
 
         Expired holds are already ignored by every availability query; this
         only keeps them from piling up under the per-position sums.
@@ -1003,7 +1054,7 @@ class Store:
         conn.execute(
             sa.delete(t.reservations).where(
                 t.reservations.c.expires_at.is_not(None),
-                t.reservations.c.expires_at < now - PURGE_EVERY_S,
+                t.reservations.c.expires_at < now,
             )
         )
 
