@@ -210,3 +210,29 @@ def test_database_url_from_the_environment(
         assert not store.is_empty()
     finally:
         store.dispose()
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--cpu-slots", "0"], {}, "oms serve: cpu_slots must be at least 1, got 0"),
+        (["--threads", "-2"], {}, "oms serve: threads must be at least 1, got -2"),
+        (["--port", "70000"], {}, "oms serve: port must be in 0..65535, got 70000"),
+        (["--quote-ttl", "0"], {}, "oms serve: quote_ttl_s must be positive, got 0.0"),
+        ([], {"OMS_WORKERS": "two"}, "oms serve: OMS_WORKERS: 'two' is not a valid int"),
+    ],
+)
+def test_bad_serve_settings_exit_2_with_one_line(
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+    url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["serve", "--database-url", url, *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == message

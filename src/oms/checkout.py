@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from oms import lifecycle
+from oms.admission import Admission, admitted
 from oms.convert import (
     PROTO_TO_STATE,
     day_after,
@@ -109,6 +110,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self.admission = Admission(settings.cpu_slots)
 
     # -- quotes -----------------------------------------------------------------
 
@@ -136,12 +138,10 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             should_stop=lambda: not context.is_active(),
         )
 
-    @rpc
-    def QuoteDeliveryOptions(
-        self, request: checkout_pb2.QuoteDeliveryOptionsRequest, context: grpc.ServicerContext
-    ) -> checkout_pb2.QuoteDeliveryOptionsResponse:
-        _refuse_if_expired(context)
-        catalog = self.store.catalog()
+    def _valid_quote_request(
+        self, request: checkout_pb2.QuoteDeliveryOptionsRequest, catalog: Catalog
+    ) -> Order:
+        """The cart as an :class:`Order`, or every bad field at once (INVALID_ARGUMENT)."""
         v = Violations()
         if not catalog.usable:
             raise FailedPrecondition(
@@ -157,7 +157,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             )
         if request.HasField("value_of_day"):
             v.money("value_of_day", request.value_of_day, self.settings.currency)
-        order = order_from_lines(
+        return order_from_lines(
             v,
             catalog,
             "destination",
@@ -165,9 +165,19 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             request.destination,
             request.lines,
         )
-        solver_settings = self._solver_settings(request, context)
+
+    @rpc
+    @admitted
+    def QuoteDeliveryOptions(
+        self, request: checkout_pb2.QuoteDeliveryOptionsRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.QuoteDeliveryOptionsResponse:
+        _refuse_if_expired(context)
+        # One read transaction for the catalog check and the stock the solver sees.
         with self.store.read() as conn:
+            catalog = self.store.catalog(conn)
+            order = self._valid_quote_request(request, catalog)
             network = self.store.network_for(conn, catalog, [line.sku for line in order.lines])
+        solver_settings = self._solver_settings(request, context)
         result = quote(network, order, solver_settings)
         observe_solver(result.stats.seconds)
         if not context.is_active():
@@ -208,6 +218,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         return order_proto(row, row.allocation["start_date"], self.settings.currency)
 
     @rpc
+    @admitted
     def PlaceOrder(
         self, request: checkout_pb2.PlaceOrderRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.PlaceOrderResponse:

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks one)")
     serve.add_argument("--workers", type=int, help="server processes sharing the port")
     serve.add_argument("--threads", type=int, help="RPC threads per process")
+    serve.add_argument(
+        "--cpu-slots",
+        type=int,
+        dest="cpu_slots",
+        help="quotes/orders solved at once per process; the rest queue within their deadline",
+    )
     serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0: off)")
     serve.add_argument("--admin-token", help="bearer token for admin calls ($OMS_ADMIN_TOKEN)")
     serve.add_argument("--checkout-token", help="bearer token for checkout calls, if any")
@@ -95,6 +101,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "port",
         "workers",
         "threads",
+        "cpu_slots",
         "metrics_port",
         "admin_token",
         "checkout_token",
@@ -162,7 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"oms {args.command}: {exc}", file=sys.stderr)
             return 2
 
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValueError as exc:
+        print(f"oms {args.command}: {exc}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         from oms.server import serve
 

@@ -19,6 +19,9 @@ class Settings:
       calls must carry; ``None`` refuses them all (UNAUTHENTICATED).
     * ``checkout_token``: bearer token for CheckoutService; ``None`` leaves
       checkout open (it is usually behind the shop's own gateway).
+    * ``threads``: RPC threads per process (streams and queued calls hold one each).
+    * ``cpu_slots``: quotes and orders worked on at once per process (see
+      :mod:`oms.admission`); more only take turns at the GIL.
     * ``metrics_port``: Prometheus text endpoint on ``host:metrics_port``; 0 disables.
     * ``quote_ttl_s``: how long a quote (and the stock it holds) stays valid.
     * ``hold_stock``: whether a quote holds its options' stock until it expires
@@ -33,6 +36,7 @@ class Settings:
     port: int = 50051
     workers: int = 1
     threads: int = 16
+    cpu_slots: int = 2
     admin_token: str | None = None
     checkout_token: str | None = None
     metrics_port: int = 0
@@ -44,6 +48,16 @@ class Settings:
     log_level: str = "INFO"
     #: How often WatchLowStockAlerts re-reads stock positions.
     alert_poll_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "threads", "cpu_slots"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        for name in ("quote_ttl_s", "solver_time_limit_s", "alert_poll_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
