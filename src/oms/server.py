@@ -12,6 +12,7 @@ metrics aggregated over them.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -50,6 +51,9 @@ from oms.v1 import (
 
 log = logging.getLogger("oms.server")
 
+#: Allocations (net of frees) between young-generation collections; Python's default is 700.
+GC_THRESHOLD_0 = 20_000
+
 SERVICE_NAMES = (
     checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name,
     fulfilment_pb2.DESCRIPTOR.services_by_name["FulfilmentService"].full_name,
@@ -69,6 +73,22 @@ def prepare_store(settings: Settings, *, load_demo: bool = True) -> None:
             log.info("loaded the demo network into an empty store")
     finally:
         store.dispose()
+
+
+def settle_heap(store: Store) -> None:
+    """Warm the caches, then keep the start-up heap out of the garbage collector's way.
+
+    Profiling a loaded worker showed over a third of its CPU in full
+    collections rescanning the start-up heap (ortools, protobuf descriptors,
+    SQLAlchemy, the catalog: ~300k objects) that never becomes garbage.
+    ``gc.freeze`` moves it to a permanent generation, and a larger first
+    threshold lets the short-lived cycles of each call die young in fewer,
+    cheaper passes.
+    """
+    store.catalog()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD_0, *gc.get_threshold()[1:])
 
 
 def build_server(settings: Settings, store: Store) -> tuple[grpc.Server, int]:
@@ -111,6 +131,7 @@ def _run_worker(settings: Settings, metrics_dir: str | None) -> None:
     configure_logging(settings.log_level)
     store = Store(settings.database_url, pool_size=settings.threads)
     server, port = build_server(settings, store)
+    settle_heap(store)
     server.start()
     log.info("worker %d serving on %s:%d", os.getpid(), settings.host, port)
     stop = signal.Signals.SIGTERM
@@ -155,6 +176,7 @@ def serve(settings: Settings, *, load_demo: bool = True) -> int:
         if settings.metrics_port:
             metrics.start_metrics_server(settings.metrics_port, settings.host)
         server, port = build_server(settings, store)
+        settle_heap(store)
         server.start()
         _announce(settings, port)
         done = False
