@@ -145,6 +145,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-parcels", type=_positive_int, metavar="N", help="at most N parcels per option"
     )
     q.add_argument(
+        "--pickup-store",
+        action="append",
+        default=[],
+        metavar="NODE",
+        help="also offer click & collect at this store (repeatable)",
+    )
+    q.add_argument(
+        "--nearest-stores",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="also offer click & collect at the N stores nearest the destination",
+    )
+    q.add_argument(
+        "--allow-backorder",
+        action="store_true",
+        help="units short now may wait for inbound receipts (inbound.csv)",
+    )
+    q.add_argument(
         "--latest-day",
         type=_non_negative_int,
         metavar="N",
@@ -341,6 +360,9 @@ def _quote(args: argparse.Namespace) -> int:
         latest_day=args.latest_day,
         time_limit_s=args.time_limit,
         num_workers=defaults.num_workers,
+        pickup_stores=tuple(args.pickup_store),
+        nearest_stores=args.nearest_stores,
+        allow_backorder=args.allow_backorder,
     )
     try:
         result = quote(network, order, settings)

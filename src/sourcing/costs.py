@@ -19,7 +19,24 @@ Rules (money in millicents, see :mod:`sourcing.model`):
   (daily_demand 0 means the full horizon), rounded half-to-even to the
   millicent. It uses *on hand*, not available: it values the stock a node
   carries, including what is reserved;
-* arrival = ``handling_days(n) + transit_days(service, zone)``.
+* arrival = ``handling_days(n) + transit_days(service, zone)``;
+* the transfer lane (the service named ``transfer``, see :mod:`sourcing.model`)
+  never ships to a customer.
+
+The same rules price the other ways to fulfil (:class:`LegCosts`):
+
+* **click & collect at store S**: the store's own units are picked there:
+  a "parcel" with no shipping, S's ``handling_cost``, ready
+  ``handling_days(S)`` days after the order. Every other node n sends its
+  units to S by the transfer lane, priced and timed as a parcel from n to S:
+  ``base_price + per_kg * weight`` of (transfer, zone of the n-S distance) +
+  ``handling_cost(n)``, ready ``handling_days(n) + transit_days(transfer, zone)``.
+  No lane offered in that zone (or no lane at all): n cannot send to S.
+  Storage credit as above. The option's day is the day the last unit is ready;
+* **inbound receipts** (backorder): units a node expects on day ``e`` form
+  their own parcel (one per node and day), priced as any parcel from that
+  node (to the customer, or to the pickup store as above) with no storage
+  credit, arriving ``e`` days later than a parcel from stock would.
 """
 
 from __future__ import annotations
@@ -31,6 +48,8 @@ import numpy as np
 
 from sourcing.model import (
     MILLICENTS_PER_CENT,
+    PICKUP_SERVICE,
+    TRANSFER_SERVICE,
     BoolArray,
     FloatArray,
     IntArray,
@@ -134,7 +153,7 @@ def order_costs(
     avail = avail[nodes]
     distance = haversine_km(network.lat[nodes], network.lon[nodes], lat, lon)
     zone = zone_of(network, distance)
-    usable = network.offered[:, zone].T  # C x V
+    usable = network.offered[:, zone].T & network.customer_services[None, :]  # C x V
     base = network.base_price[:, zone].T  # C x V, cents
     per_kg = network.per_kg[:, zone].T  # C x V, cents per kg
     fixed = (base + network.handling_cost[nodes, None]) * MILLICENTS_PER_CENT
@@ -158,4 +177,187 @@ def order_costs(
         arrival=arrival.astype(np.int64),
         credit=credit,
         per_unit_shipping=shipping.astype(np.int64),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class LegCosts:
+    """One leg of an option (click & collect, inbound receipts) as the solver's arrays.
+
+    ``costs`` is an :class:`OrderCosts` whose candidates are sources: node
+    ``costs.nodes[c]`` with its stock (``inbound_day[c] == -1``) or with its
+    receipts due ``inbound_day[c]``; its service columns are named
+    ``service_ids``. ``pickup`` is the pickup store's node index, if any.
+    """
+
+    costs: OrderCosts
+    service_ids: tuple[str, ...]
+    inbound_day: IntArray
+    pickup: int | None
+
+
+def _stock_sources(
+    network: Network, skus: IntArray, demand: IntArray, available: IntArray | None
+) -> tuple[IntArray, IntArray, IntArray]:
+    """(nodes, inbound days (all -1), available C x K clipped to demand) of stock on hand."""
+    avail_all = network.available if available is None else available
+    avail = np.minimum(avail_all[:, skus], demand[None, :])
+    nodes = np.flatnonzero(avail.sum(axis=1) > 0).astype(np.int64)
+    return nodes, np.full(nodes.size, -1, dtype=np.int64), avail[nodes].astype(np.int64)
+
+
+def _inbound_sources(
+    network: Network, skus: IntArray, demand: IntArray
+) -> tuple[IntArray, IntArray, IntArray]:
+    """(nodes, days, free units C x K clipped to demand): receipts grouped by (node, day)."""
+    column = {int(s): k for k, s in enumerate(skus.tolist())}
+    groups: dict[tuple[int, int], np.ndarray] = {}
+    for r in network.receipts:
+        k = column.get(network.sku_index[r.sku])
+        if k is None or r.qty <= 0:
+            continue
+        key = (network.node_index[r.node_id], int(r.expected_day))
+        row = groups.setdefault(key, np.zeros(skus.size, dtype=np.int64))
+        row[k] += r.qty
+    keys = sorted(groups)
+    nodes = np.array([n for n, _ in keys], dtype=np.int64)
+    days = np.array([d for _, d in keys], dtype=np.int64)
+    avail = (
+        np.minimum(np.array([groups[k] for k in keys]), demand[None, :])
+        if keys
+        else np.zeros((0, skus.size), dtype=np.int64)
+    )
+    keep = avail.sum(axis=1) > 0
+    return nodes[keep], days[keep], avail[keep].astype(np.int64)
+
+
+def _leg(
+    nodes: IntArray,
+    days: IntArray,
+    avail: IntArray,
+    skus: IntArray,
+    demand: IntArray,
+    capacity: IntArray,
+    distance: FloatArray,
+    zone: IntArray,
+    usable: BoolArray,
+    fixed: IntArray,
+    shipping: IntArray,
+    credit: IntArray,
+    arrival: IntArray,
+    service_ids: tuple[str, ...],
+    pickup: int | None,
+) -> LegCosts:
+    costs = OrderCosts(
+        skus=np.asarray(skus, dtype=np.int64),
+        demand=np.asarray(demand, dtype=np.int64),
+        nodes=nodes,
+        available=avail,
+        capacity=capacity.astype(np.int64),
+        distance_km=distance,
+        zone=zone,
+        usable=np.asarray(usable, dtype=np.bool_),
+        fixed=fixed.astype(np.int64),
+        unit=(shipping - credit[:, None, :]).astype(np.int64),
+        arrival=arrival.astype(np.int64),
+        credit=credit.astype(np.int64),
+        per_unit_shipping=shipping.astype(np.int64),
+    )
+    return LegCosts(costs, service_ids, days, pickup)
+
+
+def inbound_costs(
+    network: Network, lat: float, lon: float, skus: IntArray, demand: IntArray
+) -> LegCosts:
+    """Delivering units of inbound receipts to (lat, lon): one source per (node, due day)."""
+    nodes, days, avail = _inbound_sources(network, skus, demand)
+    distance = haversine_km(network.lat[nodes], network.lon[nodes], lat, lon)
+    zone = zone_of(network, distance)
+    usable = network.offered[:, zone].T & network.customer_services[None, :]
+    fixed = (network.base_price[:, zone].T + network.handling_cost[nodes, None]) * (
+        MILLICENTS_PER_CENT
+    )
+    shipping = network.per_kg[:, zone].T[:, :, None] * network.weight_g[skus][None, None, :]
+    arrival = days[:, None] + network.handling_days[nodes, None] + network.transit_days[:, zone].T
+    return _leg(
+        nodes,
+        days,
+        avail,
+        skus,
+        demand,
+        np.full(nodes.size, int(demand.sum()), dtype=np.int64),
+        distance,
+        zone,
+        usable,
+        fixed,
+        shipping,
+        np.zeros((nodes.size, skus.size), dtype=np.int64),
+        arrival,
+        network.service_ids,
+        None,
+    )
+
+
+def collect_costs(
+    network: Network,
+    store: int,
+    skus: IntArray,
+    demand: IntArray,
+    *,
+    inbound: bool = False,
+    available: IntArray | None = None,
+) -> LegCosts:
+    """Click & collect at node ``store``: its own units picked there, others sent by transfer.
+
+    Two service columns: ``pickup`` (usable only at the store) and
+    ``transfer`` (usable at other nodes whose zone to the store the lane
+    offers). ``inbound``: the sources are receipts, not stock on hand.
+    """
+    if inbound:
+        nodes, days, avail = _inbound_sources(network, skus, demand)
+        credit = np.zeros((nodes.size, skus.size), dtype=np.int64)
+        capacity = np.full(nodes.size, int(demand.sum()), dtype=np.int64)
+        wait = days
+    else:
+        nodes, days, avail = _stock_sources(network, skus, demand, available)
+        credit = storage_credit(network, nodes, skus)
+        capacity = np.minimum(network.capacity[nodes], int(demand.sum()))
+        wait = np.zeros(nodes.size, dtype=np.int64)
+    distance = haversine_km(
+        network.lat[nodes], network.lon[nodes], float(network.lat[store]), float(network.lon[store])
+    )
+    zone = zone_of(network, distance)
+    at_store = nodes == store
+    lane = network.transfer_service
+    c = nodes.size
+    usable = np.zeros((c, 2), dtype=np.bool_)
+    fixed = np.zeros((c, 2), dtype=np.int64)
+    shipping = np.zeros((c, 2, skus.size), dtype=np.int64)
+    arrival = np.zeros((c, 2), dtype=np.int64)
+    usable[:, 0] = at_store
+    fixed[:, 0] = network.handling_cost[store] * MILLICENTS_PER_CENT
+    arrival[:, 0] = wait + network.handling_days[store]
+    if lane is not None:
+        usable[:, 1] = ~at_store & network.offered[lane, zone]
+        fixed[:, 1] = (network.base_price[lane, zone] + network.handling_cost[nodes]) * (
+            MILLICENTS_PER_CENT
+        )
+        shipping[:, 1, :] = network.per_kg[lane, zone][:, None] * network.weight_g[skus][None, :]
+        arrival[:, 1] = wait + network.handling_days[nodes] + network.transit_days[lane, zone]
+    return _leg(
+        nodes,
+        days,
+        avail,
+        skus,
+        demand,
+        capacity,
+        distance,
+        zone,
+        usable,
+        fixed,
+        shipping,
+        credit,
+        arrival,
+        (PICKUP_SERVICE, TRANSFER_SERVICE),
+        store,
     )

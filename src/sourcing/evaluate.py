@@ -14,10 +14,13 @@ from collections import defaultdict
 
 from sourcing.model import (
     MILLICENTS_PER_CENT,
+    PICKUP_SERVICE,
+    TRANSFER_SERVICE,
     UNLIMITED_CAPACITY,
     Allocation,
     Evaluation,
     Network,
+    NodeKind,
     Order,
     ParcelCost,
     Shortfall,
@@ -57,39 +60,81 @@ def evaluate(
     """Price ``allocation`` and list every rule it breaks.
 
     Checked: known nodes, services and SKUs; line indices and SKUs match the
-    order; one parcel per node; the service is offered in the parcel's zone;
-    no line over-covered; every line fully covered unless ``allow_partial``
-    (then what is missing is reported as shortfall); units per (node, SKU)
-    within available stock; units per node within its daily capacity.
+    order; one parcel per node (per node and inbound day); the service is
+    offered in the parcel's zone; no line over-covered; every line fully
+    covered unless ``allow_partial`` (then what is missing is reported as
+    shortfall); units per (node, SKU) within available stock; units per node
+    within its daily capacity; units waiting for inbound stock within the free
+    units of the node's receipts due that day.
+
+    Click & collect (``allocation.pickup``): the pickup node is a store; its
+    own units use the ``pickup`` pseudo-service (no shipping, ready after its
+    handling days); every other parcel uses the ``transfer`` lane, zoned by
+    its distance to the store. A delivery never uses the transfer lane.
+    Units from receipts earn no storage credit and leave ``inbound_day`` days
+    later; they use no daily capacity today.
     """
     violations: list[str] = []
     parcels: list[ParcelCost] = []
     covered = [0] * len(order.lines)
     taken: dict[tuple[int, int], int] = defaultdict(int)
-    seen_nodes: set[str] = set()
-    dest = order.destination
+    inbound_taken: dict[tuple[int, int, int], int] = defaultdict(int)
+    seen_nodes: set[tuple[str, int | None]] = set()
+    dest_lat, dest_lon = order.destination.lat, order.destination.lon
+    pickup: int | None = None
+    if allocation.pickup is not None:
+        pickup = network.node_index.get(allocation.pickup)
+        if pickup is None:
+            violations.append(f"pickup store {allocation.pickup!r}: unknown node")
+            return Evaluation((), tuple(violations), (), allocation.pickup)
+        if network.node_kinds[pickup] is not NodeKind.STORE:
+            violations.append(f"pickup node {allocation.pickup!r} is not a store")
+        dest_lat, dest_lon = float(network.lat[pickup]), float(network.lon[pickup])
 
     for p_idx, parcel in enumerate(allocation.parcels):
         where = f"parcel {p_idx} ({parcel.node_id})"
         node = network.node_index.get(parcel.node_id)
-        service = network.service_index.get(parcel.service)
         if node is None:
             violations.append(f"{where}: unknown node")
             continue
-        if service is None:
-            violations.append(f"{where}: unknown service {parcel.service!r}")
-            continue
-        if parcel.node_id in seen_nodes:
+        picked_here = pickup is not None and node == pickup
+        service: int | None = None
+        if picked_here:
+            if parcel.service != PICKUP_SERVICE:
+                violations.append(
+                    f"{where}: units at the pickup store are picked there "
+                    f"(service {PICKUP_SERVICE!r}), not {parcel.service!r}"
+                )
+        else:
+            service = network.service_index.get(parcel.service)
+            if service is None:
+                violations.append(f"{where}: unknown service {parcel.service!r}")
+                continue
+            if pickup is not None and parcel.service != TRANSFER_SERVICE:
+                violations.append(
+                    f"{where}: must travel to the pickup store by {TRANSFER_SERVICE!r}"
+                )
+            if pickup is None and parcel.service == TRANSFER_SERVICE:
+                violations.append(f"{where}: the transfer lane does not ship to customers")
+        wait = parcel.inbound_day
+        if wait is not None and wait < 0:
+            violations.append(f"{where}: inbound day {wait} is negative")
+        if (parcel.node_id, wait) in seen_nodes:
             violations.append(f"{where}: a second parcel from the same node")
-        seen_nodes.add(parcel.node_id)
+        seen_nodes.add((parcel.node_id, wait))
         if not parcel.lines:
             violations.append(f"{where}: empty parcel")
 
-        km = _great_circle_km(
-            float(network.lat[node]), float(network.lon[node]), dest.lat, dest.lon
-        )
-        zone = _zone_index(network, km)
-        if not network.offered[service, zone]:
+        if picked_here:
+            km, zone_name = 0.0, ""
+            zone = 0
+        else:
+            km = _great_circle_km(
+                float(network.lat[node]), float(network.lon[node]), dest_lat, dest_lon
+            )
+            zone = _zone_index(network, km)
+            zone_name = network.zone_ids[zone]
+        if service is not None and not network.offered[service, zone]:
             violations.append(
                 f"{where}: service {parcel.service} not offered in zone {network.zone_ids[zone]}"
             )
@@ -111,33 +156,52 @@ def evaluate(
                 continue
             sku = network.sku_index[pl.sku]
             covered[pl.line] += pl.qty
-            taken[(node, sku)] += pl.qty
-            units += pl.qty
             weight_g += pl.qty * int(network.weight_g[sku])
-            credit += pl.qty * _unit_credit(network, node, sku)
+            units += pl.qty
+            if wait is None:
+                taken[(node, sku)] += pl.qty
+                credit += pl.qty * _unit_credit(network, node, sku)
+            else:
+                inbound_taken[(node, sku, wait)] += pl.qty
 
         capacity = int(network.capacity[node])
-        if capacity < UNLIMITED_CAPACITY and units > capacity:
+        if wait is None and capacity < UNLIMITED_CAPACITY and units > capacity:
             violations.append(f"{where}: {units} units exceed daily capacity {capacity}")
 
-        base = int(network.base_price[service, zone])
-        per_kg = int(network.per_kg[service, zone])
+        if service is None:
+            shipping, transit = 0, 0
+        else:
+            base = int(network.base_price[service, zone])
+            per_kg = int(network.per_kg[service, zone])
+            # cents * 1000 = millicents; cents/kg * g = millicents.
+            shipping = base * MILLICENTS_PER_CENT + per_kg * weight_g
+            transit = int(network.transit_days[service, zone])
         parcels.append(
             ParcelCost(
                 node_id=parcel.node_id,
                 service=parcel.service,
                 lines=parcel.lines,
-                zone=network.zone_ids[zone],
+                zone=zone_name,
                 distance_km=km,
                 weight_g=weight_g,
-                # cents * 1000 = millicents; cents/kg * g = millicents.
-                shipping=base * MILLICENTS_PER_CENT + per_kg * weight_g,
+                shipping=shipping,
                 handling=int(network.handling_cost[node]) * MILLICENTS_PER_CENT,
                 storage_credit=credit,
-                arrival_days=int(network.handling_days[node])
-                + int(network.transit_days[service, zone]),
+                arrival_days=(wait or 0) + int(network.handling_days[node]) + transit,
+                inbound_day=wait,
             )
         )
+
+    expected: dict[tuple[int, int, int], int] = defaultdict(int)
+    for r in network.receipts:
+        expected[(network.node_index[r.node_id], network.sku_index[r.sku], r.expected_day)] += r.qty
+    for (node, sku, day), qty in inbound_taken.items():
+        due = expected.get((node, sku, day), 0)
+        if qty > due:
+            violations.append(
+                f"node {network.node_ids[node]}: {qty} units of {network.sku_ids[sku]} "
+                f"wait for day {day}, {due} free in its receipts due then"
+            )
 
     for (node, sku), qty in taken.items():
         available = max(
@@ -165,4 +229,4 @@ def evaluate(
                     f"line {i} ({line.sku}): {covered[i]} of {line.qty} units covered"
                 )
 
-    return Evaluation(tuple(parcels), tuple(violations), tuple(shortfall))
+    return Evaluation(tuple(parcels), tuple(violations), tuple(shortfall), allocation.pickup)

@@ -1,7 +1,13 @@
 """Read and write a network as the planner's CSV folder (DESIGN section 7).
 
 A network folder holds ``nodes.csv``, ``skus.csv``, ``stock.csv``,
-``zones.csv`` and ``rates.csv`` (UTF-8, header row). Extra columns are
+``zones.csv`` and ``rates.csv`` (UTF-8, header row), and optionally
+``inbound.csv`` (expected receipts: ``node_id``, ``sku``, ``qty``,
+``expected_day`` in whole days after the order date, and an optional
+``receipt_id``; without one a receipt is named ``inbound-ROW``). A folder
+without ``inbound.csv`` has no receipts. The transfer lane between nodes
+(click & collect) is the rate card's service named ``transfer`` in
+``rates.csv``: no extra file. Extra columns are
 ignored; every missing column or bad value raises :class:`NetworkDataError`
 naming the file, row and column. Money in the files is in currency units with
 at most two decimals and becomes integer cents in the :class:`Network`.
@@ -25,7 +31,7 @@ from typing import Protocol
 import numpy as np
 
 from sourcing.errors import NetworkDataError
-from sourcing.model import DEFAULT_HORIZON_DAYS, UNLIMITED_CAPACITY, Network, NodeKind
+from sourcing.model import DEFAULT_HORIZON_DAYS, UNLIMITED_CAPACITY, Network, NodeKind, Receipt
 
 __all__ = ["read_network", "write_network"]
 
@@ -34,6 +40,7 @@ SKUS = "skus.csv"
 STOCK = "stock.csv"
 ZONES = "zones.csv"
 RATES = "rates.csv"
+INBOUND = "inbound.csv"
 
 _NODE_COLUMNS = (
     "node_id",
@@ -49,6 +56,7 @@ _SKU_COLUMNS = ("sku", "weight_kg", "daily_demand")
 _STOCK_COLUMNS = ("node_id", "sku", "on_hand", "safety_stock")
 _ZONE_COLUMNS = ("zone", "max_km")
 _RATE_COLUMNS = ("service", "zone", "base_price", "per_kg", "transit_days")
+_INBOUND_COLUMNS = ("node_id", "sku", "qty", "expected_day")
 
 # Bounds keep every later int64 sum and millicent product far from overflow.
 _MAX_INT = UNLIMITED_CAPACITY
@@ -328,6 +336,8 @@ def read_network(
         base_price[v, z], per_kg[v, z], transit_days[v, z] = base, kg, days
         offered[v, z] = True
 
+    receipts = _read_receipts(folder, node_index, sku_index)
+
     return Network(
         node_ids=tuple(node_index),
         node_kinds=tuple(kinds),
@@ -351,7 +361,52 @@ def read_network(
         transit_days=transit_days,
         offered=offered,
         horizon_days=horizon_days,
+        receipts=receipts,
     )
+
+
+def _read_receipts(
+    folder: Path, node_index: dict[str, int], sku_index: dict[str, int]
+) -> tuple[Receipt, ...]:
+    """The optional ``inbound.csv``: expected receipts (none when the file is absent)."""
+    path = folder / INBOUND
+    if not path.exists():
+        return ()
+    columns: tuple[str, ...] = _INBOUND_COLUMNS
+    if _has_column(path, "receipt_id"):
+        columns = (*columns, "receipt_id")
+    first_row: dict[str, int] = {}
+    receipts: list[Receipt] = []
+    for number, values in csv_records(path, INBOUND, columns, NetworkDataError):
+        row = _Row(INBOUND, number, values)
+        _known(row, "node_id", node_index, NODES)
+        _known(row, "sku", sku_index, SKUS)
+        receipt_id = values.get("receipt_id") or f"inbound-{number}"
+        if receipt_id in first_row:
+            raise row.error(
+                "receipt_id",
+                f"duplicate receipt_id {receipt_id!r} (first at row {first_row[receipt_id]})",
+            )
+        first_row[receipt_id] = number
+        receipts.append(
+            Receipt(
+                receipt_id,
+                row.text("node_id"),
+                row.text("sku"),
+                row.integer("qty"),
+                row.integer("expected_day"),
+            )
+        )
+    return tuple(receipts)
+
+
+def _has_column(path: Path, column: str) -> bool:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # csv_records reports the problem with its row and column
+    return column in [name.strip() for name in header]
 
 
 def _money(cents: int) -> str:
@@ -375,7 +430,8 @@ def _write(path: Path, columns: Sequence[str], rows: Iterator[Sequence[object]])
 
 
 def write_network(network: Network, directory: str | os.PathLike[str]) -> None:
-    """Write ``network`` as the five CSV files of a network folder.
+    """Write ``network`` as the five CSV files of a network folder (and ``inbound.csv``
+    when it has receipts).
 
     The folder is created if needed. :func:`read_network` on the result gives
     back the same network, except ``reserved`` (not written; zero on reading)
@@ -432,6 +488,12 @@ def write_network(network: Network, directory: str | os.PathLike[str]) -> None:
         _ZONE_COLUMNS,
         ((zone, _real(network.zone_max_km[z])) for z, zone in enumerate(network.zone_ids)),
     )
+    if network.receipts:
+        _write(
+            folder / INBOUND,
+            (*_INBOUND_COLUMNS, "receipt_id"),
+            ((r.node_id, r.sku, r.qty, r.expected_day, r.receipt_id) for r in network.receipts),
+        )
     _write(
         folder / RATES,
         _RATE_COLUMNS,

@@ -12,6 +12,17 @@ weight resolved to the gram is a whole number of millicents, so the whole
 parcel cost is exact. Only the storage credit needs rounding (it multiplies by
 a days-of-cover ratio): it is rounded half-to-even to the millicent, once, per
 unit. Output converts to currency units at the edge (:func:`to_currency`).
+
+Two more ways to fulfil (click & collect, waiting for inbound stock) need two
+more pieces of network data:
+
+* the **transfer lane**: the rate card's service named :data:`TRANSFER_SERVICE`
+  (``"transfer"``) moves units between nodes. Its zone is the one of the
+  node-to-node distance; it is priced and timed like any parcel (base price +
+  per kg, the origin's handling cost and days, the service's transit days) and
+  never ships to a customer. A network without it has no transfer lane;
+* **inbound receipts** (:class:`Receipt`): units a node expects on a day
+  (days after the order date). ``qty`` is what is still free to promise.
 """
 
 from __future__ import annotations
@@ -34,6 +45,10 @@ MILLICENTS_PER_UNIT = 100 * MILLICENTS_PER_CENT
 #: enough that sums of a few hundred of them stay far from int64 overflow.
 UNLIMITED_CAPACITY = 1 << 40
 DEFAULT_HORIZON_DAYS = 30.0
+#: The rate-card service that moves units between nodes (click & collect transfers).
+TRANSFER_SERVICE = "transfer"
+#: The pseudo-service of units the shopper picks up at the pickup store itself.
+PICKUP_SERVICE = "pickup"
 
 
 def to_currency(millicents: int) -> Decimal:
@@ -56,6 +71,21 @@ def _frozen(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     array = np.ascontiguousarray(array)
     array.setflags(write=False)
     return array
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Units a node expects to receive: ``qty`` free units of ``sku`` due ``expected_day``.
+
+    ``expected_day`` counts whole days after the order date (0: today). Units
+    from a receipt earn no storage credit (they were never on a shelf).
+    """
+
+    receipt_id: str
+    node_id: str
+    sku: str
+    qty: int
+    expected_day: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,6 +129,8 @@ class Network:
     transit_days: IntArray
     offered: BoolArray
     horizon_days: float = DEFAULT_HORIZON_DAYS
+    #: Inbound receipts (free units only); empty by default.
+    receipts: tuple[Receipt, ...] = ()
     node_index: dict[str, int] = field(init=False, repr=False)
     sku_index: dict[str, int] = field(init=False, repr=False)
     service_index: dict[str, int] = field(init=False, repr=False)
@@ -154,6 +186,29 @@ class Network:
         object.__setattr__(self, "node_index", {k: i for i, k in enumerate(self.node_ids)})
         object.__setattr__(self, "sku_index", {k: i for i, k in enumerate(self.sku_ids)})
         object.__setattr__(self, "service_index", {k: i for i, k in enumerate(self.service_ids)})
+        object.__setattr__(self, "receipts", tuple(self.receipts))
+        seen_receipts: set[str] = set()
+        for r in self.receipts:
+            if r.receipt_id in seen_receipts:
+                raise ValueError(f"Network.receipts holds receipt {r.receipt_id!r} twice")
+            seen_receipts.add(r.receipt_id)
+            if r.node_id not in self.node_index or r.sku not in self.sku_index:
+                raise ValueError(f"receipt {r.receipt_id!r} names an unknown node or SKU")
+            if r.qty < 0 or r.expected_day < 0:
+                raise ValueError(f"receipt {r.receipt_id!r}: qty and expected_day must be >= 0")
+
+    @property
+    def transfer_service(self) -> int | None:
+        """Index of the transfer lane's service (:data:`TRANSFER_SERVICE`), None without one."""
+        return self.service_index.get(TRANSFER_SERVICE)
+
+    @property
+    def customer_services(self) -> BoolArray:
+        """(V) services that ship to customers: every one but the transfer lane."""
+        mask: BoolArray = np.ones(len(self.service_ids), dtype=np.bool_)
+        if self.transfer_service is not None:
+            mask[self.transfer_service] = False
+        return mask
 
     @property
     def available(self) -> IntArray:
@@ -201,18 +256,30 @@ class ParcelLine:
 
 @dataclass(frozen=True)
 class ParcelPlan:
-    """What an allocation says about one parcel: where, how, what."""
+    """What an allocation says about one parcel: where, how, what.
+
+    ``inbound_day`` set: the units are not on hand; they come from the node's
+    inbound receipts due that day and leave once received.
+    """
 
     node_id: str
     service: str
     lines: tuple[ParcelLine, ...]
+    inbound_day: int | None = None
 
 
 @dataclass(frozen=True)
 class Allocation:
-    """An allocation: the parcels of one order. The input of :func:`evaluate`."""
+    """An allocation: the parcels of one order. The input of :func:`evaluate`.
+
+    ``pickup`` set: click & collect at that store. Its own units are picked
+    there (service :data:`PICKUP_SERVICE`), every other parcel travels to it by
+    the transfer lane (:data:`TRANSFER_SERVICE`); arrival is the day the units
+    are ready at the store.
+    """
 
     parcels: tuple[ParcelPlan, ...]
+    pickup: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +296,8 @@ class ParcelCost:
     handling: int
     storage_credit: int
     arrival_days: int
+    #: Set when the units wait for inbound receipts due that day (see ParcelPlan).
+    inbound_day: int | None = None
 
     @property
     def cost(self) -> int:
@@ -256,6 +325,8 @@ class Evaluation:
     parcels: tuple[ParcelCost, ...]
     violations: tuple[str, ...]
     shortfall: tuple[Shortfall, ...]
+    #: The pickup store of a click & collect allocation; None for delivery.
+    pickup: str | None = None
 
     @property
     def is_feasible(self) -> bool:
@@ -293,6 +364,8 @@ class Label(StrEnum):
     FASTEST = "FASTEST"
     SINGLE_PARCEL = "SINGLE_PARCEL"
     BALANCED = "BALANCED"
+    #: Click & collect at a store: per store, least ``cost + value_of_day * ready day``.
+    COLLECT = "COLLECT"
 
 
 @dataclass(frozen=True)
@@ -331,7 +404,21 @@ class Option:
         return self.evaluation.num_parcels
 
     @property
+    def pickup(self) -> str | None:
+        """The store a COLLECT option is collected at; None for delivery."""
+        return self.evaluation.pickup
+
+    @property
+    def waiting(self) -> tuple[ParcelCost, ...]:
+        """The parcels whose units wait for inbound receipts (backorder)."""
+        return tuple(p for p in self.evaluation.parcels if p.inbound_day is not None)
+
+    @property
     def allocation(self) -> Allocation:
         return Allocation(
-            tuple(ParcelPlan(p.node_id, p.service, p.lines) for p in self.evaluation.parcels)
+            tuple(
+                ParcelPlan(p.node_id, p.service, p.lines, p.inbound_day)
+                for p in self.evaluation.parcels
+            ),
+            self.evaluation.pickup,
         )

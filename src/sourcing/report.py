@@ -83,6 +83,8 @@ def parcel_to_json(parcel: ParcelCost) -> dict[str, Any]:
         "handling": money(parcel.handling),
         "storage_credit": money(parcel.storage_credit),
         "arrival_days": parcel.arrival_days,
+        # Only for units waiting for inbound receipts (backorder): the day they are due.
+        **({"inbound_day": parcel.inbound_day} if parcel.inbound_day is not None else {}),
     }
 
 
@@ -100,6 +102,8 @@ def option_to_json(option: Option) -> dict[str, Any]:
             "storage_credit": money(evaluation.storage_credit),
         },
         "parcels": [parcel_to_json(p) for p in evaluation.parcels],
+        # Only for click & collect: the store, and delivery_days is the ready day there.
+        **({"pickup_store": option.pickup} if option.pickup is not None else {}),
     }
 
 

@@ -99,6 +99,12 @@ class QuoteSettings:
     (planners); by default only the sub-problems the four labels need are
     solved (checkout), and ``Quote.frontier`` holds the non-dominated plans
     among those.
+
+    More ways to fulfil (:mod:`sourcing.fulfil`): ``pickup_stores`` (store
+    node ids) and ``nearest_stores`` (that many stores nearest the
+    destination) add a COLLECT option per store; ``allow_backorder`` lets the
+    units short now wait for inbound receipts. All off by default: the quote
+    is then exactly the plain delivery menu.
     """
 
     value_of_day: int = 100_000
@@ -111,6 +117,9 @@ class QuoteSettings:
     #: Polled between solver stages; returning True ends the quote early, as
     #: if its time were up (the service sets it when the caller goes away).
     should_stop: Callable[[], bool] | None = field(default=None, compare=False)
+    pickup_stores: tuple[str, ...] = ()
+    nearest_stores: int = 0
+    allow_backorder: bool = False
 
 
 @dataclass(frozen=True)
@@ -977,6 +986,10 @@ def quote(network: Network, order: Order, settings: QuoteSettings | None = None)
     short and ``settings.allow_partial`` is off.
     """
     settings = settings or QuoteSettings()
+    if settings.pickup_stores or settings.nearest_stores or settings.allow_backorder:
+        from sourcing.fulfil import quote_more_ways
+
+        return quote_more_ways(network, order, settings)
     started = time.perf_counter()
     validate_order(network, order)
     sku_of_line = np.array([network.sku_index[line.sku] for line in order.lines], dtype=np.int64)
@@ -1124,3 +1137,21 @@ def _shortfall(
         if take < line.qty:
             result.append(Shortfall(i, line.sku, line.qty, take))
     return tuple(result)
+
+
+#: The solver's plan in its own coordinates (service column per candidate, units C x K).
+Plan = _Plan
+
+
+def solve_costs(
+    costs: OrderCosts, demand: IntArray, settings: QuoteSettings, deadline: float
+) -> tuple[list[Plan], dict[str, int]]:
+    """The Pareto plans of prebuilt cost arrays (a leg of :mod:`sourcing.fulfil`), and stats.
+
+    The same sub-problems and proofs as :func:`quote` (the menu's, or every
+    one with ``settings.full_frontier``), on any candidates and service
+    columns; ``demand`` must be coverable by the usable candidates.
+    """
+    ctx = _Context(costs, demand, settings, deadline)
+    plans = _frontier(ctx) if demand.sum() > 0 else []
+    return plans, ctx.stats
