@@ -39,7 +39,7 @@ from oms.store import Catalog, OrderRow, QuoteRow, Store, units_of
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
 from oms.validation import MAX_ID_LENGTH, Violations
 from sourcing.errors import FieldViolation, ShortageError
-from sourcing.model import MILLICENTS_PER_CENT, Location, Order, OrderLine
+from sourcing.model import MILLICENTS_PER_CENT, Location, NodeKind, Order, OrderLine
 from sourcing.orders import MAX_ORDER_LINES
 from sourcing.solver import QuoteSettings, quote
 
@@ -136,6 +136,9 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             time_limit_s=budget,
             num_workers=1,
             should_stop=lambda: not context.is_active(),
+            pickup_stores=tuple(request.pickup_store_ids),
+            nearest_stores=request.nearest_pickup_stores,
+            allow_backorder=request.allow_backorder,
         )
 
     def _valid_quote_request(
@@ -157,6 +160,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             )
         if request.HasField("value_of_day"):
             v.money("value_of_day", request.value_of_day, self.settings.currency)
+        check_pickup_stores(v, catalog, request)
         return order_from_lines(
             v,
             catalog,
@@ -177,6 +181,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             catalog = self.store.catalog(conn)
             order = self._valid_quote_request(request, catalog)
             network = self.store.network_for(conn, catalog, [line.sku for line in order.lines])
+            if request.allow_backorder:
+                network = self.store.with_receipts(conn, network, today(self.store.clock()))
         solver_settings = self._solver_settings(request, context)
         result = quote(network, order, solver_settings)
         observe_solver(result.stats.seconds)
@@ -190,6 +196,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             "max_parcels": solver_settings.max_parcels,
             "latest_day": solver_settings.latest_day,
             "value_of_day": solver_settings.value_of_day,
+            "allow_backorder": solver_settings.allow_backorder,
         }
         saved = self.store.save_quote(
             "q_" + uuid.uuid4().hex,
@@ -248,6 +255,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 [Precondition("QUOTE", quote_row.quote_id, "expired")],
             )
         promised_date = day_after(quote_row.quote_date, option["delivery_days"])
+        if any(p.get("inbound_day") is not None for p in option["parcels"]):
+            return self._place_waiting(quote_row, option, request, promised_date)
         placed = self._try_place(quote_row, option, request, promised_date, resourced=None)
         if placed is not None:
             return placed
@@ -374,12 +383,18 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                     latest_day=latest - offset,
                     time_limit_s=self.settings.solver_time_limit_s,
                     should_stop=lambda: not context.is_active(),
+                    # A COLLECT option stays a collect at the same store.
+                    pickup_stores=(option["pickup"],) if option.get("pickup") else (),
                 ),
             )
         except ShortageError:
             raise failure from None
         observe_solver(result.stats.seconds)
-        feasible = [o for o in result.options if o.delivery_days + offset <= latest]
+        feasible = [
+            o
+            for o in result.frontier
+            if o.delivery_days + offset <= latest and o.pickup == option.get("pickup")
+        ]
         if not feasible:
             raise failure
         best = min(feasible, key=lambda o: (o.cost, o.delivery_days, o.num_parcels))
@@ -450,3 +465,130 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 )
             row = self.store.get_order(conn, request.order_id)
         return checkout_pb2.CancelOrderResponse(order=self._order_response(row))
+
+    # -- backorder (units that wait for inbound receipts) ------------------------
+
+    def _place_waiting(
+        self,
+        quote_row: QuoteRow,
+        option: dict[str, Any],
+        request: checkout_pb2.PlaceOrderRequest,
+        promised_date: str,
+    ) -> checkout_pb2.PlaceOrderResponse:
+        """Place an option with waiting units: stock reserved as usual, the rest on receipts.
+
+        Both are checked under lock in one transaction; if either is gone the
+        call fails with FAILED_PRECONDITION (a backorder is not re-sourced here).
+        """
+        order_id = "o_" + uuid.uuid4().hex
+        allocation = dict(option, start_date=quote_row.quote_date)
+        with self.store.write() as conn:
+            existing = self.store.find_order_by_key(conn, request.idempotency_key)
+            if existing is not None:
+                return self._replay(existing, request)
+            problems = self.store.shortages(
+                conn, units_of(option), exclude_quote=quote_row.quote_id
+            )
+            on_receipts, receipt_problems = receipts_for(
+                self.store, conn, option, quote_row.quote_date
+            )
+            problems.extend(receipt_problems)
+            if problems:
+                raise FailedPrecondition(
+                    "the stock or inbound receipts this option needs are gone; ask for a new quote",
+                    problems,
+                )
+            labels = "/".join(option["labels"]) or "option"
+            self.store.insert_order(
+                conn,
+                order_id=order_id,
+                quote=quote_row,
+                option_id=request.option_id,
+                idempotency_key=request.idempotency_key,
+                lines=quote_row.request["lines"],
+                allocation=allocation,
+                promised_date=promised_date,
+                events=[
+                    (
+                        "placed",
+                        f"{request.option_id} ({labels}): {len(option['parcels'])} parcel(s), "
+                        f"promised {promised_date}; {sum(on_receipts.values())} unit(s) wait "
+                        f"for receipt(s) {', '.join(sorted(on_receipts))}",
+                    )
+                ],
+            )
+            self.store.reserve_inbound(conn, order_id, on_receipts)
+            row = self.store.get_order(conn, order_id)
+        return checkout_pb2.PlaceOrderResponse(order=self._order_response(row), resourced=False)
+
+
+MAX_PICKUP_STORES = 10
+
+
+def check_pickup_stores(
+    v: Violations, catalog: Catalog, request: checkout_pb2.QuoteDeliveryOptionsRequest
+) -> None:
+    """Field violations for unknown pickup stores, non-stores and a bad nearest count."""
+    for i, store in enumerate(request.pickup_store_ids):
+        field = f"pickup_store_ids[{i}]"
+        n = catalog.node_index.get(store)
+        if not store:
+            v.add(field, "is required")
+        elif n is None:
+            v.add(field, f"unknown node {store!r}")
+        elif catalog.node_kinds[n] is not NodeKind.STORE:
+            v.add(field, f"node {store!r} is not a store")
+    if len(request.pickup_store_ids) > MAX_PICKUP_STORES:
+        v.add("pickup_store_ids", f"name at most {MAX_PICKUP_STORES} stores")
+    if not 0 <= request.nearest_pickup_stores <= MAX_PICKUP_STORES:
+        v.add(
+            "nearest_pickup_stores",
+            f"must be between 0 and {MAX_PICKUP_STORES}, got {request.nearest_pickup_stores}",
+        )
+
+
+def receipts_for(
+    store: Store, conn: Any, option: dict[str, Any], start: str
+) -> tuple[dict[str, int], list[Precondition]]:
+    """Lock the receipts an option's waiting parcels draw on and spread the units over them.
+
+    A parcel waiting at node n for day d draws on n's open receipts of each SKU
+    due on ``start + d``, in receipt id order. Returns units per receipt and
+    what is missing.
+    """
+    wanted: dict[tuple[str, str, str], int] = {}
+    for parcel in option["parcels"]:
+        if parcel.get("inbound_day") is None:
+            continue
+        due = day_after(start, parcel["inbound_day"])
+        for line in parcel["lines"]:
+            key = (parcel["node_id"], line["sku"], due)
+            wanted[key] = wanted.get(key, 0) + int(line["qty"])
+    if not wanted:
+        return {}, []
+    rows = store.receipts(
+        conn,
+        sorted({s for _, s, _ in wanted}),
+        sorted({n for n, _, _ in wanted}),
+        for_update=True,
+    )
+    taken: dict[str, int] = {}
+    problems: list[Precondition] = []
+    for (node, sku, due), qty in sorted(wanted.items()):
+        left = qty
+        for row in rows:
+            if (row.node_id, row.sku, row.expected_date) != (node, sku, due) or left == 0:
+                continue
+            take = min(left, row.qty - row.reserved - taken.get(row.receipt_id, 0))
+            if take > 0:
+                taken[row.receipt_id] = taken.get(row.receipt_id, 0) + take
+                left -= take
+        if left:
+            problems.append(
+                Precondition(
+                    "RECEIPT",
+                    f"{node}/{sku}@{due}",
+                    f"needs {qty} units due {due}, {qty - left} free in open receipts",
+                )
+            )
+    return taken, problems

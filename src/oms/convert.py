@@ -23,6 +23,7 @@ LABEL_TO_PROTO = {
     Label.SINGLE_PARCEL: common_pb2.OPTION_LABEL_SINGLE_PARCEL,
     Label.CHEAPEST: common_pb2.OPTION_LABEL_CHEAPEST,
     Label.BALANCED: common_pb2.OPTION_LABEL_BALANCED,
+    Label.COLLECT: common_pb2.OPTION_LABEL_COLLECT,
 }
 STATE_TO_PROTO = {
     "PLACED": common_pb2.ORDER_STATE_PLACED,
@@ -78,6 +79,7 @@ def option_document(option: Option, option_id: str) -> dict[str, Any]:
         "gap": gap if math.isfinite(gap) else None,
         "method": option.proof.method,
         "stock_held": False,
+        "pickup": option.pickup,
         "parcels": [
             {
                 "node_id": p.node_id,
@@ -90,6 +92,7 @@ def option_document(option: Option, option_id: str) -> dict[str, Any]:
                 "storage_credit": p.storage_credit,
                 "cost": p.cost,
                 "arrival_days": p.arrival_days,
+                "inbound_day": p.inbound_day,
                 "lines": [{"line": pl.line, "sku": pl.sku, "qty": pl.qty} for pl in p.lines],
             }
             for p in ev.parcels
@@ -134,6 +137,7 @@ def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.D
                 arrival_date=day_after(start, p["arrival_days"]),
                 weight_kg=p["weight_g"] / 1000.0,
                 distance_km=p["distance_km"],
+                **_inbound_fields(p, start),
             )
             for p in doc["parcels"]
         ],
@@ -141,7 +145,35 @@ def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.D
         gap=0.0 if status == common_pb2.PROOF_STATUS_OPTIMAL or gap is None else float(gap),
         proof_method=doc["method"],
         stock_held=bool(doc.get("stock_held", False)),
+        method=common_pb2.FULFILMENT_METHOD_COLLECT
+        if doc.get("pickup")
+        else common_pb2.FULFILMENT_METHOD_DELIVERY,
+        pickup_store_id=doc.get("pickup") or "",
+        waiting=[
+            common_pb2.WaitingUnits(
+                line_index=pl["line"],
+                sku=pl["sku"],
+                quantity=pl["qty"],
+                node_id=p["node_id"],
+                inbound_date=day_after(start, p["inbound_day"]),
+                arrival_date=day_after(start, p["arrival_days"]),
+            )
+            for p in doc["parcels"]
+            if p.get("inbound_day") is not None
+            for pl in p["lines"]
+        ],
     )
+
+
+def _inbound_fields(parcel: dict[str, Any], start: str) -> dict[str, Any]:
+    day = parcel.get("inbound_day")
+    if day is None:
+        return {}
+    return {"inbound_days": day, "inbound_date": day_after(start, day)}
+
+
+#: The order event that marks a promise re-sourcing could not keep.
+FLAGGED = "flagged"
 
 
 def order_proto(row: OrderRow, quote_date: str, currency: str) -> common_pb2.Order:
@@ -164,6 +196,7 @@ def order_proto(row: OrderRow, quote_date: str, currency: str) -> common_pb2.Ord
             common_pb2.ReturnedLine(sku=sku, quantity=qty, node_id=node, time=timestamp(at))
             for sku, qty, node, at in row.returns
         ],
+        needs_attention=any(kind == FLAGGED for _, kind, _ in row.events),
     )
 
 
@@ -177,4 +210,7 @@ def availability_proto(position: Availability) -> inventory_pb2.Availability:
         held=position.held,
         available=position.available,
         low_stock_threshold=position.low_stock_threshold,
+        inbound=position.inbound,
+        inbound_reserved=position.inbound_reserved,
+        projected=position.projected,
     )

@@ -5,6 +5,10 @@ off on hand. A return goes to the node it is cheapest to send the units to
 (the cheapest offered service for the customer-to-node zone at the units'
 weight, plus the node's handling cost; ties to the first node), and the
 units are added to that node's on hand.
+
+A node that will not ship (``RejectOrder``) or cannot find units
+(``ReportShortage``) hands them back: :mod:`oms.resourcing` re-sources them.
+An order whose units still wait for an inbound receipt cannot ship yet.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 from oms import lifecycle
 from oms.convert import money, order_proto
 from oms.errors import FailedPrecondition, Precondition
+from oms.resourcing import Resourcer
 from oms.settings import Settings
 from oms.status import rpc
 from oms.store import Catalog, OrderRow, Store, units_of
@@ -56,6 +61,15 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
             if target is not None:
                 detail = ""
                 if action == "ship":
+                    waiting = self.store.order_inbound(conn, row.order_id)
+                    if waiting:
+                        raise FailedPrecondition(
+                            f"order {order_id!r} still waits for inbound receipt(s)",
+                            [
+                                Precondition("RECEIPT", rid, f"{qty} unit(s) not received yet")
+                                for rid, qty in sorted(waiting.items())
+                            ],
+                        )
                     units = self.store.consume_reservations(conn, row)
                     detail = (
                         f"{sum(units.values())} unit(s) left {len({n for n, _ in units})} node(s)"
@@ -152,4 +166,50 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
             order=self._proto(row),
             return_node_id=node,
             return_cost=money(cost, self.settings.currency),
+        )
+
+    # -- a node hands units back: re-sourcing ------------------------------------
+
+    def _node_checks(self, v: Violations, order_id: str, node_id: str, reason: str) -> None:
+        v.require_id("order_id", order_id)
+        v.require_id("node_id", node_id)
+        if not reason.strip():
+            v.add("reason", "is required: a customer-service agent reads it in the order's events")
+        elif len(reason) > 1000:
+            v.add("reason", "is longer than 1000 characters")
+
+    @rpc
+    def RejectOrder(
+        self, request: fulfilment_pb2.RejectOrderRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.RejectOrderResponse:
+        v = Violations()
+        self._node_checks(v, request.order_id, request.node_id, request.reason)
+        v.raise_if_any()
+        outcome = Resourcer(self.store, self.settings).reject(
+            request.order_id, request.node_id, request.reason
+        )
+        return fulfilment_pb2.RejectOrderResponse(
+            order=self._proto(outcome.order), promise_kept=outcome.promise_kept
+        )
+
+    @rpc
+    def ReportShortage(
+        self, request: fulfilment_pb2.ReportShortageRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.ReportShortageResponse:
+        v = Violations()
+        self._node_checks(v, request.order_id, request.node_id, request.reason)
+        if len(request.lines) == 0:
+            v.add("lines", "name at least one SKU and the quantity missing")
+        missing: dict[str, int] = {}
+        for i, line in enumerate(request.lines):
+            v.require_id(f"lines[{i}].sku", line.sku)
+            if line.quantity <= 0:
+                v.add(f"lines[{i}].quantity", f"must be positive, got {line.quantity}")
+            missing[line.sku] = missing.get(line.sku, 0) + max(int(line.quantity), 0)
+        v.raise_if_any()
+        outcome = Resourcer(self.store, self.settings).shortage(
+            request.order_id, request.node_id, missing, request.reason
+        )
+        return fulfilment_pb2.ReportShortageResponse(
+            order=self._proto(outcome.order), promise_kept=outcome.promise_kept
         )

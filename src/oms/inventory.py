@@ -7,6 +7,7 @@ go through the ledger (one row each, with the caller's reason).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections.abc import Iterator
@@ -14,10 +15,12 @@ from typing import Any
 
 import grpc
 
-from oms.convert import availability_proto
+from oms.convert import availability_proto, days_between
+from oms.errors import FailedPrecondition, Precondition
+from oms.resourcing import Resourcer
 from oms.settings import Settings
 from oms.status import rpc, rpc_stream
-from oms.store import Availability, Store
+from oms.store import Availability, ReceiptRow, Store
 from oms.v1 import inventory_pb2, inventory_pb2_grpc
 from oms.validation import MAX_UNITS, Violations
 
@@ -203,8 +206,17 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         )
 
     def _low(self, skus: list[str], node_ids: list[str]) -> list[Availability]:
+        """Positions at or below their threshold, counting inbound receipts (``projected``)."""
         with self.store.read() as conn:
-            return [p for p in self.store.positions(conn, skus, node_ids) if p.is_low]
+            positions = self.store.positions(conn, skus, node_ids)
+            inbound = self.store.inbound_totals(conn, skus, node_ids)
+        found = []
+        for p in positions:
+            due, waiting = inbound.get((p.node_id, p.sku), (0, 0))
+            p = dataclasses.replace(p, inbound=due, inbound_reserved=waiting)
+            if p.is_low:
+                found.append(p)
+        return found
 
     @rpc
     def ListLowStockAlerts(
@@ -244,3 +256,132 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             active = current
             if gone.wait(self.settings.alert_poll_s):
                 break
+
+    # -- inbound receipts ----------------------------------------------------------
+
+    @rpc
+    def UpsertInboundReceipts(
+        self, request: inventory_pb2.UpsertInboundReceiptsRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.UpsertInboundReceiptsResponse:
+        v = Violations()
+        if not 0 < len(request.receipts) <= MAX_BATCH:
+            v.add("receipts", f"send between 1 and {MAX_BATCH} receipts")
+        seen: set[str] = set()
+        for i, receipt in enumerate(request.receipts):
+            f = f"receipts[{i}]"
+            v.require_id(f"{f}.receipt_id", receipt.receipt_id)
+            if receipt.receipt_id in seen:
+                v.add(f"{f}.receipt_id", f"duplicate receipt {receipt.receipt_id!r}")
+            seen.add(receipt.receipt_id)
+            v.require_id(f"{f}.node_id", receipt.node_id)
+            v.require_id(f"{f}.sku", receipt.sku)
+            if receipt.quantity <= 0:
+                v.add(f"{f}.quantity", f"must be positive, got {receipt.quantity}")
+            v.units(f"{f}.quantity", receipt.quantity)
+            try:
+                days_between("2000-01-01", receipt.expected_date)
+            except ValueError:
+                v.add(f"{f}.expected_date", f"must be an ISO date, got {receipt.expected_date!r}")
+        v.raise_if_any()
+        late: list[tuple[str, ReceiptRow, str]] = []
+        with self.store.write() as conn:
+            for receipt in request.receipts:
+                old = self.store.upsert_receipt(
+                    conn,
+                    receipt.receipt_id,
+                    receipt.node_id,
+                    receipt.sku,
+                    receipt.quantity,
+                    receipt.expected_date,
+                )
+                if old is None or old.reserved == 0:
+                    continue
+                if receipt.expected_date > old.expected_date:
+                    why = f"moved from {old.expected_date} to {receipt.expected_date}"
+                    late.extend(
+                        (order_id, old, why)
+                        for order_id, _ in self.store.receipt_orders(conn, old.receipt_id)
+                    )
+                elif receipt.quantity < old.reserved:
+                    # Newest orders first, until what is left fits the new quantity.
+                    excess = old.reserved - receipt.quantity
+                    why = f"cut from {old.qty} to {receipt.quantity} unit(s)"
+                    for order_id, qty in self.store.receipt_orders(conn, old.receipt_id):
+                        if excess <= 0:
+                            break
+                        late.append((order_id, old, why))
+                        excess -= qty
+        resourced = self._resource_waiting(late, "receipt_late")
+        with self.store.read() as conn:
+            rows = self.store.receipts(
+                conn, receipt_ids=[r.receipt_id for r in request.receipts], open_only=False
+            )
+        return inventory_pb2.UpsertInboundReceiptsResponse(
+            receipts=[receipt_proto(r) for r in rows], resourced_order_ids=resourced
+        )
+
+    def _resource_waiting(self, waiting: list[tuple[str, ReceiptRow, str]], kind: str) -> list[str]:
+        """Re-source each order's units on a failed receipt (its own transaction each)."""
+        resourcer = Resourcer(self.store, self.settings)
+        done: list[str] = []
+        for order_id, receipt, why in waiting:
+            resourcer.receipt_failed(
+                order_id,
+                receipt.receipt_id,
+                receipt.node_id,
+                receipt.sku,
+                receipt.expected_date,
+                kind,
+                why,
+            )
+            done.append(order_id)
+        return done
+
+    @rpc
+    def ListInboundReceipts(
+        self, request: inventory_pb2.ListInboundReceiptsRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.ListInboundReceiptsResponse:
+        with self.store.read() as conn:
+            rows = self.store.receipts(conn, list(request.skus), list(request.node_ids))
+        return inventory_pb2.ListInboundReceiptsResponse(receipts=[receipt_proto(r) for r in rows])
+
+    @rpc
+    def CancelInboundReceipt(
+        self, request: inventory_pb2.CancelInboundReceiptRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.CancelInboundReceiptResponse:
+        v = Violations()
+        v.require_id("receipt_id", request.receipt_id)
+        if not request.reason.strip():
+            v.add("reason", "is required: orders waiting for the receipt record it")
+        v.raise_if_any()
+        with self.store.write() as conn:
+            old = self.store.cancel_receipt(conn, request.receipt_id)
+            if old.state != "OPEN":
+                raise FailedPrecondition(
+                    f"receipt {request.receipt_id!r} is already {old.state.lower()}",
+                    [Precondition("RECEIPT", request.receipt_id, f"is {old.state}")],
+                )
+            orders = self.store.receipt_orders(conn, old.receipt_id)
+        why = f"was cancelled: {request.reason}"
+        resourced = self._resource_waiting(
+            [(order_id, old, why) for order_id, _ in orders], "receipt_cancelled"
+        )
+        with self.store.read() as conn:
+            (row,) = self.store.receipts(conn, receipt_ids=[old.receipt_id], open_only=False)
+        return inventory_pb2.CancelInboundReceiptResponse(
+            receipt=receipt_proto(row), resourced_order_ids=resourced
+        )
+
+
+def receipt_proto(row: ReceiptRow) -> inventory_pb2.InboundReceipt:
+    return inventory_pb2.InboundReceipt(
+        receipt_id=row.receipt_id,
+        node_id=row.node_id,
+        sku=row.sku,
+        quantity=row.qty,
+        expected_date=row.expected_date,
+        reserved=row.reserved,
+        state=inventory_pb2.INBOUND_RECEIPT_STATE_OPEN
+        if row.state == "OPEN"
+        else inventory_pb2.INBOUND_RECEIPT_STATE_CANCELLED,
+    )

@@ -28,6 +28,8 @@ TRANSITIONS = {
         Transition("deliver", frozenset({"SHIPPED"}), "DELIVERED"),
         Transition("cancel", frozenset({"PLACED", "RELEASED"}), "CANCELLED"),
         Transition("return", frozenset({"SHIPPED", "DELIVERED"}), None),
+        # A node rejected (part of) the order, or its receipt failed: re-sourced in place.
+        Transition("resource", frozenset({"PLACED", "RELEASED"}), None),
     )
 }
 

@@ -17,6 +17,9 @@ Money is integer cents, like the planner CSVs; times are UTC epoch seconds
   checked against its daily capacity (quote holds do not count).
 * ``quotes``: the options a quote offered (JSON) and the order that used it.
 * ``orders``, ``order_events``, ``order_returns``: order state and history.
+* ``inbound_receipts``: units a node expects on a date (OPEN or CANCELLED);
+  ``inbound_reservations``: units of a receipt an order waits for (backorder).
+  They never count against on hand: they are promises on stock still to come.
 """
 
 from __future__ import annotations
@@ -185,4 +188,28 @@ order_returns = Table(
     Column("at", Float, nullable=False),
     Column("idempotency_key", String(128), nullable=True),
     Index("ix_order_returns_order", "order_id"),
+)
+
+inbound_receipts = Table(
+    "inbound_receipts",
+    metadata,
+    Column("receipt_id", String(64), primary_key=True),
+    Column("node_id", String(128), ForeignKey("nodes.node_id"), nullable=False),
+    Column("sku", String(128), ForeignKey("skus.sku"), nullable=False),
+    Column("qty", BigInteger, nullable=False),
+    Column("expected_date", String(10), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_inbound_receipts_position", "sku", "node_id"),
+)
+
+inbound_reservations = Table(
+    "inbound_reservations",
+    metadata,
+    Column("reservation_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("receipt_id", String(64), ForeignKey("inbound_receipts.receipt_id"), nullable=False),
+    Column("order_id", String(64), ForeignKey("orders.order_id"), nullable=False),
+    Column("qty", BigInteger, nullable=False),
+    Index("ix_inbound_reservations_receipt", "receipt_id"),
+    Index("ix_inbound_reservations_order", "order_id"),
 )

@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from oms import schema as t
 from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition, Unavailable
-from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
+from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind, Receipt
 
 Position = tuple[str, str]  # (node_id, sku)
 
@@ -216,14 +216,22 @@ class Availability:
     reserved: int
     held: int
     low_stock_threshold: int
+    #: Units of open inbound receipts due here, and those orders already wait for.
+    inbound: int = 0
+    inbound_reserved: int = 0
 
     @property
     def available(self) -> int:
         return max(0, self.on_hand - self.safety_stock - self.reserved - self.held)
 
     @property
+    def projected(self) -> int:
+        """What the position can promise once its receipts arrive."""
+        return self.available + max(0, self.inbound - self.inbound_reserved)
+
+    @property
     def is_low(self) -> bool:
-        return self.low_stock_threshold > 0 and self.available <= self.low_stock_threshold
+        return self.low_stock_threshold > 0 and self.projected <= self.low_stock_threshold
 
 
 @dataclass(frozen=True)
@@ -256,10 +264,29 @@ class QuoteRow:
     order_id: str | None
 
 
+@dataclass(frozen=True)
+class ReceiptRow:
+    """An inbound receipt and the units orders wait for (``reserved``)."""
+
+    receipt_id: str
+    node_id: str
+    sku: str
+    qty: int
+    expected_date: str
+    state: str
+    reserved: int
+
+
 def units_of(allocation: Mapping[str, Any]) -> dict[Position, int]:
-    """Units per (node, SKU) of an allocation document (``parcels[].lines[]``)."""
+    """Units per (node, SKU) of an allocation document (``parcels[].lines[]``) taken from stock.
+
+    Parcels that wait for inbound receipts (``inbound_day`` set) are not stock
+    on hand: they are reserved against their receipts instead.
+    """
     units: dict[Position, int] = {}
     for parcel in allocation["parcels"]:
+        if parcel.get("inbound_day") is not None:
+            continue
         for line in parcel["lines"]:
             key = (parcel["node_id"], line["sku"])
             units[key] = units.get(key, 0) + int(line["qty"])
@@ -1115,20 +1142,21 @@ class Store:
         except IntegrityError as exc:
             raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
         units = units_of(allocation)
-        conn.execute(
-            sa.insert(t.reservations),
-            [
-                {
-                    "node_id": node,
-                    "sku": sku,
-                    "qty": qty,
-                    "quote_id": None,
-                    "order_id": order_id,
-                    "expires_at": None,
-                }
-                for (node, sku), qty in sorted(units.items())
-            ],
-        )
+        if units:  # empty when every unit waits for inbound receipts
+            conn.execute(
+                sa.insert(t.reservations),
+                [
+                    {
+                        "node_id": node,
+                        "sku": sku,
+                        "qty": qty,
+                        "quote_id": None,
+                        "order_id": order_id,
+                        "expires_at": None,
+                    }
+                    for (node, sku), qty in sorted(units.items())
+                ],
+            )
         self._use_capacity(conn, units_by_node(units), utc_day(now))
         for kind, detail in events:
             self.add_event(conn, order_id, kind, detail)
@@ -1193,6 +1221,7 @@ class Store:
         """Drop an order's reservations (cancel) and give back today's capacity."""
         units = self.order_reservations(conn, order.order_id)
         conn.execute(sa.delete(t.reservations).where(t.reservations.c.order_id == order.order_id))
+        self.release_inbound(conn, order.order_id)
         day = utc_day(order.created_at)
         for node, qty in units_by_node(units).items():
             conn.execute(
@@ -1276,6 +1305,237 @@ class Store:
                     idempotency_key=idempotency_key,
                 )
             )
+
+    # -- inbound receipts, re-sourcing (backorder, click & collect issue) ------------
+
+    def receipts(
+        self,
+        conn: Connection,
+        skus: Sequence[str] = (),
+        node_ids: Sequence[str] = (),
+        *,
+        receipt_ids: Sequence[str] = (),
+        open_only: bool = True,
+        for_update: bool = False,
+    ) -> list[ReceiptRow]:
+        """Inbound receipts (filtered when given) with the units orders wait for."""
+        r = t.inbound_receipts
+        query = sa.select(r).order_by(r.c.receipt_id)
+        if skus:
+            query = query.where(r.c.sku.in_(list(skus)))
+        if node_ids:
+            query = query.where(r.c.node_id.in_(list(node_ids)))
+        if receipt_ids:
+            query = query.where(r.c.receipt_id.in_(list(receipt_ids)))
+        if open_only:
+            query = query.where(r.c.state == "OPEN")
+        rows = conn.execute(self._lock(query) if for_update else query).all()
+        ir = t.inbound_reservations
+        reserved = {
+            a: int(b)
+            for a, b in conn.execute(
+                sa.select(ir.c.receipt_id, func.sum(ir.c.qty))
+                .where(ir.c.receipt_id.in_([row.receipt_id for row in rows]))
+                .group_by(ir.c.receipt_id)
+            )
+        }
+        return [
+            ReceiptRow(
+                row.receipt_id,
+                row.node_id,
+                row.sku,
+                int(row.qty),
+                row.expected_date,
+                row.state,
+                reserved.get(row.receipt_id, 0),
+            )
+            for row in rows
+        ]
+
+    def with_receipts(self, conn: Connection, network: Network, today: str) -> Network:
+        """``network`` with the free units of open receipts due today or later.
+
+        Receipts already overdue are not promised again (they are late).
+        """
+        from datetime import date
+
+        start = date.fromisoformat(today)
+        found = []
+        for row in self.receipts(conn, network.sku_ids, network.node_ids):
+            free = row.qty - row.reserved
+            day = (date.fromisoformat(row.expected_date) - start).days
+            if free > 0 and day >= 0 and row.node_id in network.node_index:
+                found.append(Receipt(row.receipt_id, row.node_id, row.sku, free, day))
+        return network.replace(receipts=tuple(found))
+
+    def upsert_receipt(
+        self, conn: Connection, receipt_id: str, node_id: str, sku: str, qty: int, date: str
+    ) -> ReceiptRow | None:
+        """Create or update an open receipt; returns the previous state (None if new).
+
+        Raises FAILED_PRECONDITION for a cancelled receipt or one moved to another position.
+        """
+        self._require_position_keys(conn, node_id, sku)
+        before = self.receipts(conn, receipt_ids=[receipt_id], open_only=False, for_update=True)
+        now = self.clock()
+        values = {"qty": qty, "expected_date": date, "updated_at": now}
+        if not before:
+            conn.execute(
+                sa.insert(t.inbound_receipts).values(
+                    receipt_id=receipt_id, node_id=node_id, sku=sku, state="OPEN", **values
+                )
+            )
+            return None
+        old = before[0]
+        if old.state != "OPEN" or (old.node_id, old.sku) != (node_id, sku):
+            why = "is cancelled" if old.state != "OPEN" else f"is for {old.node_id}/{old.sku}"
+            raise FailedPrecondition(
+                f"receipt {receipt_id!r} {why}", [Precondition("RECEIPT", receipt_id, why)]
+            )
+        conn.execute(
+            sa.update(t.inbound_receipts)
+            .where(t.inbound_receipts.c.receipt_id == receipt_id)
+            .values(**values)
+        )
+        return old
+
+    def cancel_receipt(self, conn: Connection, receipt_id: str) -> ReceiptRow:
+        rows = self.receipts(conn, receipt_ids=[receipt_id], open_only=False, for_update=True)
+        if not rows:
+            raise NotFound("receipt", receipt_id)
+        conn.execute(
+            sa.update(t.inbound_receipts)
+            .where(t.inbound_receipts.c.receipt_id == receipt_id)
+            .values(state="CANCELLED", updated_at=self.clock())
+        )
+        return rows[0]
+
+    def receipt_orders(self, conn: Connection, receipt_id: str) -> list[tuple[str, int]]:
+        """(order id, units) waiting for ``receipt_id``, newest order first."""
+        ir, o = t.inbound_reservations, t.orders
+        return [
+            (a, int(b))
+            for a, b in conn.execute(
+                sa.select(ir.c.order_id, func.sum(ir.c.qty))
+                .join(o, o.c.order_id == ir.c.order_id)
+                .where(ir.c.receipt_id == receipt_id)
+                .group_by(ir.c.order_id, o.c.created_at)
+                .order_by(o.c.created_at.desc(), ir.c.order_id.desc())
+            )
+        ]
+
+    def order_inbound(self, conn: Connection, order_id: str) -> dict[str, int]:
+        """Units per receipt an order waits for."""
+        ir = t.inbound_reservations
+        return {
+            a: int(b)
+            for a, b in conn.execute(
+                sa.select(ir.c.receipt_id, func.sum(ir.c.qty))
+                .where(ir.c.order_id == order_id)
+                .group_by(ir.c.receipt_id)
+            )
+        }
+
+    def reserve_inbound(self, conn: Connection, order_id: str, units: Mapping[str, int]) -> None:
+        rows = [
+            {"receipt_id": rid, "order_id": order_id, "qty": qty}
+            for rid, qty in sorted(units.items())
+            if qty > 0
+        ]
+        if rows:
+            conn.execute(sa.insert(t.inbound_reservations), rows)
+
+    def release_inbound(
+        self, conn: Connection, order_id: str, receipt_id: str | None = None
+    ) -> None:
+        ir = t.inbound_reservations
+        where = [ir.c.order_id == order_id]
+        if receipt_id is not None:
+            where.append(ir.c.receipt_id == receipt_id)
+        conn.execute(sa.delete(ir).where(*where))
+
+    def release_order_units(
+        self, conn: Connection, order: OrderRow, units: Mapping[Position, int]
+    ) -> None:
+        """Give back part of an order's stock reservations (and that capacity of its day)."""
+        r = t.reservations
+        for (node, sku), qty in sorted(units.items()):
+            left = qty
+            rows = conn.execute(
+                sa.select(r.c.reservation_id, r.c.qty)
+                .where(r.c.order_id == order.order_id, r.c.node_id == node, r.c.sku == sku)
+                .order_by(r.c.reservation_id.desc())
+            ).all()
+            for row in rows:
+                if left <= 0:
+                    break
+                cut = min(left, int(row.qty))
+                if cut == row.qty:
+                    conn.execute(sa.delete(r).where(r.c.reservation_id == row.reservation_id))
+                else:
+                    conn.execute(
+                        sa.update(r)
+                        .where(r.c.reservation_id == row.reservation_id)
+                        .values(qty=r.c.qty - cut)
+                    )
+                left -= cut
+        day = utc_day(order.created_at)
+        for node, qty in units_by_node(units).items():
+            conn.execute(
+                sa.update(t.node_day_usage)
+                .where(t.node_day_usage.c.node_id == node, t.node_day_usage.c.day == day)
+                .values(
+                    units=sa.func.max(t.node_day_usage.c.units - qty, 0)
+                    if self.is_sqlite
+                    else sa.func.greatest(t.node_day_usage.c.units - qty, 0)
+                )
+            )
+
+    def reserve_order_units(
+        self, conn: Connection, order_id: str, units: Mapping[Position, int]
+    ) -> None:
+        """Reserve more stock for a placed order; the caller checked :meth:`shortages`."""
+        rows = [
+            {
+                "node_id": node,
+                "sku": sku,
+                "qty": qty,
+                "quote_id": None,
+                "order_id": order_id,
+                "expires_at": None,
+            }
+            for (node, sku), qty in sorted(units.items())
+            if qty > 0
+        ]
+        if rows:
+            conn.execute(sa.insert(t.reservations), rows)
+            self._use_capacity(conn, units_by_node(units), utc_day(self.clock()))
+
+    def update_allocation(
+        self, conn: Connection, order: OrderRow, allocation: dict[str, Any]
+    ) -> None:
+        """Replace an order's allocation document; Aborted if the order changed meanwhile."""
+        updated = conn.execute(
+            sa.update(t.orders)
+            .where(t.orders.c.order_id == order.order_id, t.orders.c.version == order.version)
+            .values(
+                allocation_json=json.dumps(allocation, separators=(",", ":")),
+                updated_at=self.clock(),
+                version=order.version + 1,
+            )
+        ).rowcount
+        if not updated:
+            raise Aborted(f"order {order.order_id!r} changed concurrently")
+
+    def inbound_totals(
+        self, conn: Connection, skus: Sequence[str] = (), node_ids: Sequence[str] = ()
+    ) -> dict[Position, tuple[int, int]]:
+        """(inbound units, units orders wait for) per position, over open receipts."""
+        totals: dict[Position, tuple[int, int]] = {}
+        for row in self.receipts(conn, skus, node_ids):
+            a, b = totals.get((row.node_id, row.sku), (0, 0))
+            totals[(row.node_id, row.sku)] = (a + row.qty, b + row.reserved)
+        return totals
 
     # -- checks (tests, operators) -------------------------------------------------
 

@@ -30,11 +30,18 @@ class QuoteDeliveryOptionsRequest(_message.Message):
     MAX_PARCELS_FIELD_NUMBER: _builtins.int
     LATEST_DELIVERY_DAYS_FIELD_NUMBER: _builtins.int
     VALUE_OF_DAY_FIELD_NUMBER: _builtins.int
+    PICKUP_STORE_IDS_FIELD_NUMBER: _builtins.int
+    NEAREST_PICKUP_STORES_FIELD_NUMBER: _builtins.int
+    ALLOW_BACKORDER_FIELD_NUMBER: _builtins.int
     allow_partial: _builtins.bool
     """Offer options that leave part of the cart unfilled (reported as shortfall)."""
     max_parcels: _builtins.int
     """Caps every option; 0 means no cap."""
     latest_delivery_days: _builtins.int
+    nearest_pickup_stores: _builtins.int
+    """Also offer click & collect at this many stores nearest the destination (0 to 10)."""
+    allow_backorder: _builtins.bool
+    """Units short now may wait for inbound receipts; the options say which wait and until when."""
     @_builtins.property
     def destination(self) -> _common_pb2.Location: ...
     @_builtins.property
@@ -42,6 +49,10 @@ class QuoteDeliveryOptionsRequest(_message.Message):
     @_builtins.property
     def value_of_day(self) -> _common_pb2.Money:
         """Price of one day of delivery time for BALANCED; unset uses the server's setting."""
+
+    @_builtins.property
+    def pickup_store_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Also offer click & collect at these stores (node ids of kind store)."""
 
     def __init__(
         self,
@@ -52,10 +63,13 @@ class QuoteDeliveryOptionsRequest(_message.Message):
         max_parcels: _builtins.int = ...,
         latest_delivery_days: _builtins.int = ...,
         value_of_day: _common_pb2.Money | None = ...,
+        pickup_store_ids: _abc.Iterable[_builtins.str] | None = ...,
+        nearest_pickup_stores: _builtins.int = ...,
+        allow_backorder: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["destination", b"destination", "value_of_day", b"value_of_day"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "destination", b"destination", "latest_delivery_days", b"latest_delivery_days", "lines", b"lines", "max_parcels", b"max_parcels", "value_of_day", b"value_of_day"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_backorder", b"allow_backorder", "allow_partial", b"allow_partial", "destination", b"destination", "latest_delivery_days", b"latest_delivery_days", "lines", b"lines", "max_parcels", b"max_parcels", "nearest_pickup_stores", b"nearest_pickup_stores", "pickup_store_ids", b"pickup_store_ids", "value_of_day", b"value_of_day"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -31,6 +31,8 @@ class _OptionLabelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OptionLab
     OPTION_LABEL_SINGLE_PARCEL: _OptionLabel.ValueType  # 2
     OPTION_LABEL_CHEAPEST: _OptionLabel.ValueType  # 3
     OPTION_LABEL_BALANCED: _OptionLabel.ValueType  # 4
+    OPTION_LABEL_COLLECT: _OptionLabel.ValueType  # 5
+    """Click & collect at a store: per store, the least cost + value_of_day x ready day."""
 
 class OptionLabel(_OptionLabel, metaclass=_OptionLabelEnumTypeWrapper): ...
 
@@ -39,7 +41,35 @@ OPTION_LABEL_FASTEST: OptionLabel.ValueType  # 1
 OPTION_LABEL_SINGLE_PARCEL: OptionLabel.ValueType  # 2
 OPTION_LABEL_CHEAPEST: OptionLabel.ValueType  # 3
 OPTION_LABEL_BALANCED: OptionLabel.ValueType  # 4
+OPTION_LABEL_COLLECT: OptionLabel.ValueType  # 5
+"""Click & collect at a store: per store, the least cost + value_of_day x ready day."""
 Global___OptionLabel: _TypeAlias = OptionLabel  # noqa: Y015
+
+class _FulfilmentMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FulfilmentMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FulfilmentMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FULFILMENT_METHOD_UNSPECIFIED: _FulfilmentMethod.ValueType  # 0
+    FULFILMENT_METHOD_DELIVERY: _FulfilmentMethod.ValueType  # 1
+    """Parcels to the destination address."""
+    FULFILMENT_METHOD_COLLECT: _FulfilmentMethod.ValueType  # 2
+    """Collected at pickup_store_id: its own units are picked there, others arrive by the
+    network's transfer lane.
+    """
+
+class FulfilmentMethod(_FulfilmentMethod, metaclass=_FulfilmentMethodEnumTypeWrapper):
+    """How an option reaches the shopper."""
+
+FULFILMENT_METHOD_UNSPECIFIED: FulfilmentMethod.ValueType  # 0
+FULFILMENT_METHOD_DELIVERY: FulfilmentMethod.ValueType  # 1
+"""Parcels to the destination address."""
+FULFILMENT_METHOD_COLLECT: FulfilmentMethod.ValueType  # 2
+"""Collected at pickup_store_id: its own units are picked there, others arrive by the
+network's transfer lane.
+"""
+Global___FulfilmentMethod: _TypeAlias = FulfilmentMethod  # noqa: Y015
 
 class _ProofStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -211,6 +241,8 @@ class Parcel(_message.Message):
     ARRIVAL_DATE_FIELD_NUMBER: _builtins.int
     WEIGHT_KG_FIELD_NUMBER: _builtins.int
     DISTANCE_KM_FIELD_NUMBER: _builtins.int
+    INBOUND_DAYS_FIELD_NUMBER: _builtins.int
+    INBOUND_DATE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     service: _builtins.str
     zone: _builtins.str
@@ -219,6 +251,12 @@ class Parcel(_message.Message):
     arrival_date: _builtins.str
     weight_kg: _builtins.float
     distance_km: _builtins.float
+    inbound_days: _builtins.int
+    """Set (inbound_date not empty) when the parcel's units are not on hand yet: they wait
+    for the node's inbound receipts due inbound_days after the order date, then leave;
+    arrival_days already counts the wait. Both unset for units in stock.
+    """
+    inbound_date: _builtins.str
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParcelLine]: ...
     @_builtins.property
@@ -246,14 +284,54 @@ class Parcel(_message.Message):
         arrival_date: _builtins.str = ...,
         weight_kg: _builtins.float = ...,
         distance_km: _builtins.float = ...,
+        inbound_days: _builtins.int = ...,
+        inbound_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cost", b"cost", "handling", b"handling", "shipping", b"shipping", "storage_credit", b"storage_credit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_date", b"arrival_date", "arrival_days", b"arrival_days", "cost", b"cost", "distance_km", b"distance_km", "handling", b"handling", "lines", b"lines", "node_id", b"node_id", "service", b"service", "shipping", b"shipping", "storage_credit", b"storage_credit", "weight_kg", b"weight_kg", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_date", b"arrival_date", "arrival_days", b"arrival_days", "cost", b"cost", "distance_km", b"distance_km", "handling", b"handling", "inbound_date", b"inbound_date", "inbound_days", b"inbound_days", "lines", b"lines", "node_id", b"node_id", "service", b"service", "shipping", b"shipping", "storage_credit", b"storage_credit", "weight_kg", b"weight_kg", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Parcel: _TypeAlias = Parcel  # noqa: Y015
+
+@_typing.final
+class WaitingUnits(_message.Message):
+    """Units of a cart line that wait for inbound stock (backorder)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_INDEX_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    INBOUND_DATE_FIELD_NUMBER: _builtins.int
+    ARRIVAL_DATE_FIELD_NUMBER: _builtins.int
+    line_index: _builtins.int
+    sku: _builtins.str
+    quantity: _builtins.int
+    node_id: _builtins.str
+    """The node whose inbound receipts the units wait for, and when those are due."""
+    inbound_date: _builtins.str
+    arrival_date: _builtins.str
+    """When the units reach the shopper (or the pickup store)."""
+    def __init__(
+        self,
+        *,
+        line_index: _builtins.int = ...,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        node_id: _builtins.str = ...,
+        inbound_date: _builtins.str = ...,
+        arrival_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_date", b"arrival_date", "inbound_date", b"inbound_date", "line_index", b"line_index", "node_id", b"node_id", "quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitingUnits: _TypeAlias = WaitingUnits  # noqa: Y015
 
 @_typing.final
 class CostBreakdown(_message.Message):
@@ -304,6 +382,9 @@ class DeliveryOption(_message.Message):
     GAP_FIELD_NUMBER: _builtins.int
     PROOF_METHOD_FIELD_NUMBER: _builtins.int
     STOCK_HELD_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PICKUP_STORE_ID_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     option_id: _builtins.str
     delivery_days: _builtins.int
     delivery_date: _builtins.str
@@ -314,6 +395,11 @@ class DeliveryOption(_message.Message):
     """Which step proved (or found) it, e.g. "enumeration" or "cp-sat"."""
     stock_held: _builtins.bool
     """True when the quote holds this option's stock until the quote expires."""
+    method: Global___FulfilmentMethod.ValueType
+    pickup_store_id: _builtins.str
+    """COLLECT: the store to collect at; delivery_days and delivery_date are then the day
+    the order is ready there.
+    """
     @_builtins.property
     def labels(self) -> _containers.RepeatedScalarFieldContainer[Global___OptionLabel.ValueType]: ...
     @_builtins.property
@@ -322,6 +408,10 @@ class DeliveryOption(_message.Message):
     def breakdown(self) -> Global___CostBreakdown: ...
     @_builtins.property
     def parcels(self) -> _containers.RepeatedCompositeFieldContainer[Global___Parcel]: ...
+    @_builtins.property
+    def waiting(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitingUnits]:
+        """Units that wait for inbound receipts (only when the quote allowed backorder)."""
+
     def __init__(
         self,
         *,
@@ -336,10 +426,13 @@ class DeliveryOption(_message.Message):
         gap: _builtins.float = ...,
         proof_method: _builtins.str = ...,
         stock_held: _builtins.bool = ...,
+        method: Global___FulfilmentMethod.ValueType = ...,
+        pickup_store_id: _builtins.str = ...,
+        waiting: _abc.Iterable[Global___WaitingUnits] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "cost", b"cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "cost", b"cost", "delivery_date", b"delivery_date", "delivery_days", b"delivery_days", "gap", b"gap", "labels", b"labels", "option_id", b"option_id", "parcels", b"parcels", "proof_method", b"proof_method", "status", b"status", "stock_held", b"stock_held"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "cost", b"cost", "delivery_date", b"delivery_date", "delivery_days", b"delivery_days", "gap", b"gap", "labels", b"labels", "method", b"method", "option_id", b"option_id", "parcels", b"parcels", "pickup_store_id", b"pickup_store_id", "proof_method", b"proof_method", "status", b"status", "stock_held", b"stock_held", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -385,7 +478,9 @@ class OrderEvent(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     type: _builtins.str
-    """e.g. "placed", "resourced", "released", "shipped", "delivered", "cancelled", "returned"."""
+    """e.g. "placed", "resourced", "released", "shipped", "delivered", "cancelled", "returned",
+    "rejected", "shortage", "receipt_cancelled", "receipt_late", "flagged".
+    """
     detail: _builtins.str
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
@@ -451,12 +546,17 @@ class Order(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     RETURNS_FIELD_NUMBER: _builtins.int
+    NEEDS_ATTENTION_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     quote_id: _builtins.str
     option_id: _builtins.str
     state: Global___OrderState.ValueType
     promised_date: _builtins.str
     """The delivery date promised to the shopper at PlaceOrder."""
+    needs_attention: _builtins.bool
+    """True once re-sourcing (after a node rejected the order, reported a shortage, or an
+    inbound receipt was cancelled or late) could not keep promised_date: see the events.
+    """
     @_builtins.property
     def destination(self) -> Global___Location: ...
     @_builtins.property
@@ -488,10 +588,11 @@ class Order(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         events: _abc.Iterable[Global___OrderEvent] | None = ...,
         returns: _abc.Iterable[Global___ReturnedLine] | None = ...,
+        needs_attention: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allocation", b"allocation", "create_time", b"create_time", "destination", b"destination", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocation", b"allocation", "create_time", b"create_time", "destination", b"destination", "events", b"events", "lines", b"lines", "option_id", b"option_id", "order_id", b"order_id", "promised_date", b"promised_date", "quote_id", b"quote_id", "returns", b"returns", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocation", b"allocation", "create_time", b"create_time", "destination", b"destination", "events", b"events", "lines", b"lines", "needs_attention", b"needs_attention", "option_id", b"option_id", "order_id", b"order_id", "promised_date", b"promised_date", "quote_id", b"quote_id", "returns", b"returns", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

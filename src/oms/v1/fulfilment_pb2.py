@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from oms.v1 import common_pb2 as oms_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17oms/v1/fulfilment.proto\x12\x06oms.v1\x1a\x13oms/v1/common.proto\"\'\n\x13ReleaseOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x14ReleaseOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmShipmentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmShipmentResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmDeliveryResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"`\n\x12ReturnItemsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1f\n\x05lines\x18\x02 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"o\n\x13ReturnItemsResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x16\n\x0ereturn_node_id\x18\x02 \x01(\t\x12\"\n\x0breturn_cost\x18\x03 \x01(\x0b\x32\r.oms.v1.Money2\xce\x02\n\x11\x46ulfilmentService\x12I\n\x0cReleaseOrder\x12\x1b.oms.v1.ReleaseOrderRequest\x1a\x1c.oms.v1.ReleaseOrderResponse\x12R\n\x0f\x43onfirmShipment\x12\x1e.oms.v1.ConfirmShipmentRequest\x1a\x1f.oms.v1.ConfirmShipmentResponse\x12R\n\x0f\x43onfirmDelivery\x12\x1e.oms.v1.ConfirmDeliveryRequest\x1a\x1f.oms.v1.ConfirmDeliveryResponse\x12\x46\n\x0bReturnItems\x12\x1a.oms.v1.ReturnItemsRequest\x1a\x1b.oms.v1.ReturnItemsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17oms/v1/fulfilment.proto\x12\x06oms.v1\x1a\x13oms/v1/common.proto\"\'\n\x13ReleaseOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x14ReleaseOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmShipmentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmShipmentResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmDeliveryResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"`\n\x12ReturnItemsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1f\n\x05lines\x18\x02 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"o\n\x13ReturnItemsResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x16\n\x0ereturn_node_id\x18\x02 \x01(\t\x12\"\n\x0breturn_cost\x18\x03 \x01(\x0b\x32\r.oms.v1.Money\"G\n\x12RejectOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"I\n\x13RejectOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\"k\n\x15ReportShortageRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x1f\n\x05lines\x18\x03 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x0e\n\x06reason\x18\x04 \x01(\t\"L\n\x16ReportShortageResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\x32\xe7\x03\n\x11\x46ulfilmentService\x12I\n\x0cReleaseOrder\x12\x1b.oms.v1.ReleaseOrderRequest\x1a\x1c.oms.v1.ReleaseOrderResponse\x12R\n\x0f\x43onfirmShipment\x12\x1e.oms.v1.ConfirmShipmentRequest\x1a\x1f.oms.v1.ConfirmShipmentResponse\x12R\n\x0f\x43onfirmDelivery\x12\x1e.oms.v1.ConfirmDeliveryRequest\x1a\x1f.oms.v1.ConfirmDeliveryResponse\x12\x46\n\x0bReturnItems\x12\x1a.oms.v1.ReturnItemsRequest\x1a\x1b.oms.v1.ReturnItemsResponse\x12\x46\n\x0bRejectOrder\x12\x1a.oms.v1.RejectOrderRequest\x1a\x1b.oms.v1.RejectOrderResponse\x12O\n\x0eReportShortage\x12\x1d.oms.v1.ReportShortageRequest\x1a\x1e.oms.v1.ReportShortageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,6 +48,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETURNITEMSREQUEST']._serialized_end=449
   _globals['_RETURNITEMSRESPONSE']._serialized_start=451
   _globals['_RETURNITEMSRESPONSE']._serialized_end=562
-  _globals['_FULFILMENTSERVICE']._serialized_start=565
-  _globals['_FULFILMENTSERVICE']._serialized_end=899
+  _globals['_REJECTORDERREQUEST']._serialized_start=564
+  _globals['_REJECTORDERREQUEST']._serialized_end=635
+  _globals['_REJECTORDERRESPONSE']._serialized_start=637
+  _globals['_REJECTORDERRESPONSE']._serialized_end=710
+  _globals['_REPORTSHORTAGEREQUEST']._serialized_start=712
+  _globals['_REPORTSHORTAGEREQUEST']._serialized_end=819
+  _globals['_REPORTSHORTAGERESPONSE']._serialized_start=821
+  _globals['_REPORTSHORTAGERESPONSE']._serialized_end=897
+  _globals['_FULFILMENTSERVICE']._serialized_start=900
+  _globals['_FULFILMENTSERVICE']._serialized_end=1387
 # @@protoc_insertion_point(module_scope)

@@ -191,3 +191,107 @@ class ReturnItemsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReturnItemsResponse: _TypeAlias = ReturnItemsResponse  # noqa: Y015
+
+@_typing.final
+class RejectOrderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    node_id: _builtins.str
+    """The node that will not ship (it must ship part of the order)."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectOrderRequest: _TypeAlias = RejectOrderRequest  # noqa: Y015
+
+@_typing.final
+class RejectOrderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    PROMISE_KEPT_FIELD_NUMBER: _builtins.int
+    promise_kept: _builtins.bool
+    """True when the re-sourced units still arrive by the promised date."""
+    @_builtins.property
+    def order(self) -> _common_pb2.Order: ...
+    def __init__(
+        self,
+        *,
+        order: _common_pb2.Order | None = ...,
+        promise_kept: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "promise_kept", b"promise_kept"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectOrderResponse: _TypeAlias = RejectOrderResponse  # noqa: Y015
+
+@_typing.final
+class ReportShortageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    node_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.CartLine]:
+        """The units the node cannot find (SKU and quantity missing)."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        lines: _abc.Iterable[_common_pb2.CartLine] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "node_id", b"node_id", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportShortageRequest: _TypeAlias = ReportShortageRequest  # noqa: Y015
+
+@_typing.final
+class ReportShortageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    PROMISE_KEPT_FIELD_NUMBER: _builtins.int
+    promise_kept: _builtins.bool
+    @_builtins.property
+    def order(self) -> _common_pb2.Order: ...
+    def __init__(
+        self,
+        *,
+        order: _common_pb2.Order | None = ...,
+        promise_kept: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "promise_kept", b"promise_kept"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportShortageResponse: _TypeAlias = ReportShortageResponse  # noqa: Y015

@@ -55,6 +55,16 @@ class FulfilmentServiceStub:
                 request_serializer=oms_dot_v1_dot_fulfilment__pb2.ReturnItemsRequest.SerializeToString,
                 response_deserializer=oms_dot_v1_dot_fulfilment__pb2.ReturnItemsResponse.FromString,
                 _registered_method=True)
+        self.RejectOrder = channel.unary_unary(
+                '/oms.v1.FulfilmentService/RejectOrder',
+                request_serializer=oms_dot_v1_dot_fulfilment__pb2.RejectOrderRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_fulfilment__pb2.RejectOrderResponse.FromString,
+                _registered_method=True)
+        self.ReportShortage = channel.unary_unary(
+                '/oms.v1.FulfilmentService/ReportShortage',
+                request_serializer=oms_dot_v1_dot_fulfilment__pb2.ReportShortageRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_fulfilment__pb2.ReportShortageResponse.FromString,
+                _registered_method=True)
 
 
 class FulfilmentServiceServicer:
@@ -90,6 +100,24 @@ class FulfilmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RejectOrder(self, request, context):
+        """A node will not ship its part of a PLACED or RELEASED order. Its units are released
+        and re-sourced with the model from other nodes: within the promised date when any
+        allocation arrives by then, else the one arriving closest to it (the order is then
+        flagged needs_attention). Every step is an order event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportShortage(self, request, context):
+        """A node finds fewer units than it reserved for an order: the missing units are
+        re-sourced as for RejectOrder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FulfilmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +140,16 @@ def add_FulfilmentServiceServicer_to_server(servicer, server):
                     servicer.ReturnItems,
                     request_deserializer=oms_dot_v1_dot_fulfilment__pb2.ReturnItemsRequest.FromString,
                     response_serializer=oms_dot_v1_dot_fulfilment__pb2.ReturnItemsResponse.SerializeToString,
+            ),
+            'RejectOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectOrder,
+                    request_deserializer=oms_dot_v1_dot_fulfilment__pb2.RejectOrderRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_fulfilment__pb2.RejectOrderResponse.SerializeToString,
+            ),
+            'ReportShortage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportShortage,
+                    request_deserializer=oms_dot_v1_dot_fulfilment__pb2.ReportShortageRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_fulfilment__pb2.ReportShortageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +261,60 @@ class FulfilmentService:
             '/oms.v1.FulfilmentService/ReturnItems',
             oms_dot_v1_dot_fulfilment__pb2.ReturnItemsRequest.SerializeToString,
             oms_dot_v1_dot_fulfilment__pb2.ReturnItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.FulfilmentService/RejectOrder',
+            oms_dot_v1_dot_fulfilment__pb2.RejectOrderRequest.SerializeToString,
+            oms_dot_v1_dot_fulfilment__pb2.RejectOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportShortage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.FulfilmentService/ReportShortage',
+            oms_dot_v1_dot_fulfilment__pb2.ReportShortageRequest.SerializeToString,
+            oms_dot_v1_dot_fulfilment__pb2.ReportShortageResponse.FromString,
             options,
             channel_credentials,
             insecure,

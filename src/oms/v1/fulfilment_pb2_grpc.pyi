@@ -43,6 +43,16 @@ class FulfilmentServiceStub:
     """Units of a shipped or delivered order come back; the return node is the one
     cheapest to send them to, and its stock is restored.
     """
+    RejectOrder: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.RejectOrderRequest, _fulfilment_pb2.RejectOrderResponse]
+    """A node will not ship its part of a PLACED or RELEASED order. Its units are released
+    and re-sourced with the model from other nodes: within the promised date when any
+    allocation arrives by then, else the one arriving closest to it (the order is then
+    flagged needs_attention). Every step is an order event.
+    """
+    ReportShortage: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.ReportShortageRequest, _fulfilment_pb2.ReportShortageResponse]
+    """A node finds fewer units than it reserved for an order: the missing units are
+    re-sourced as for RejectOrder.
+    """
 
 @_typing.type_check_only
 class FulfilmentServiceAsyncStub(FulfilmentServiceStub):
@@ -58,6 +68,16 @@ class FulfilmentServiceAsyncStub(FulfilmentServiceStub):
     ReturnItems: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.ReturnItemsRequest, _fulfilment_pb2.ReturnItemsResponse]  # type: ignore[assignment]
     """Units of a shipped or delivered order come back; the return node is the one
     cheapest to send them to, and its stock is restored.
+    """
+    RejectOrder: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.RejectOrderRequest, _fulfilment_pb2.RejectOrderResponse]  # type: ignore[assignment]
+    """A node will not ship its part of a PLACED or RELEASED order. Its units are released
+    and re-sourced with the model from other nodes: within the promised date when any
+    allocation arrives by then, else the one arriving closest to it (the order is then
+    flagged needs_attention). Every step is an order event.
+    """
+    ReportShortage: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.ReportShortageRequest, _fulfilment_pb2.ReportShortageResponse]  # type: ignore[assignment]
+    """A node finds fewer units than it reserved for an order: the missing units are
+    re-sourced as for RejectOrder.
     """
 
 class FulfilmentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -95,6 +115,28 @@ class FulfilmentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_fulfilment_pb2.ReturnItemsResponse, _abc.Awaitable[_fulfilment_pb2.ReturnItemsResponse]]:
         """Units of a shipped or delivered order come back; the return node is the one
         cheapest to send them to, and its stock is restored.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectOrder(
+        self,
+        request: _fulfilment_pb2.RejectOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfilment_pb2.RejectOrderResponse, _abc.Awaitable[_fulfilment_pb2.RejectOrderResponse]]:
+        """A node will not ship its part of a PLACED or RELEASED order. Its units are released
+        and re-sourced with the model from other nodes: within the promised date when any
+        allocation arrives by then, else the one arriving closest to it (the order is then
+        flagged needs_attention). Every step is an order event.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportShortage(
+        self,
+        request: _fulfilment_pb2.ReportShortageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfilment_pb2.ReportShortageResponse, _abc.Awaitable[_fulfilment_pb2.ReportShortageResponse]]:
+        """A node finds fewer units than it reserved for an order: the missing units are
+        re-sourced as for RejectOrder.
         """
 
 def add_FulfilmentServiceServicer_to_server(servicer: FulfilmentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from oms.v1 import common_pb2 as oms_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16oms/v1/inventory.proto\x12\x06oms.v1\x1a\x13oms/v1/common.proto\"\xe8\x01\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1e\n\x04kind\x18\x02 \x01(\x0e\x32\x10.oms.v1.NodeKind\x12\"\n\x08location\x18\x03 \x01(\x0b\x32\x10.oms.v1.Location\x12\x15\n\rhandling_days\x18\x04 \x01(\x05\x12$\n\rhandling_cost\x18\x05 \x01(\x0b\x32\r.oms.v1.Money\x12\x30\n\x19storage_cost_per_unit_day\x18\x06 \x01(\x0b\x32\r.oms.v1.Money\x12\x1c\n\x14\x64\x61ily_capacity_units\x18\x07 \x01(\x03\";\n\x03Sku\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tweight_kg\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x61ily_demand\x18\x03 \x01(\x01\"$\n\x04Zone\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0e\n\x06max_km\x18\x02 \x01(\x01\"}\n\x04Rate\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12!\n\nbase_price\x18\x03 \x01(\x0b\x32\r.oms.v1.Money\x12\x1d\n\x06per_kg\x18\x04 \x01(\x0b\x32\r.oms.v1.Money\x12\x14\n\x0ctransit_days\x18\x05 \x01(\x05\"1\n\x12UpsertNodesRequest\x12\x1b\n\x05nodes\x18\x01 \x03(\x0b\x32\x0c.oms.v1.Node\"\'\n\x13UpsertNodesResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\".\n\x11UpsertSkusRequest\x12\x19\n\x04skus\x18\x01 \x03(\x0b\x32\x0b.oms.v1.Sku\"&\n\x12UpsertSkusResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"Q\n\x15UpsertRateCardRequest\x12\x1b\n\x05zones\x18\x01 \x03(\x0b\x32\x0c.oms.v1.Zone\x12\x1b\n\x05rates\x18\x02 \x03(\x0b\x32\x0c.oms.v1.Rate\"6\n\x16UpsertRateCardResponse\x12\r\n\x05zones\x18\x01 \x01(\x05\x12\r\n\x05rates\x18\x02 \x01(\x05\"\xa3\x01\n\x0c\x41vailability\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x04 \x01(\x03\x12\x10\n\x08reserved\x18\x05 \x01(\x03\x12\x0c\n\x04held\x18\x06 \x01(\x03\x12\x11\n\tavailable\x18\x07 \x01(\x03\x12\x1b\n\x13low_stock_threshold\x18\x08 \x01(\x03\"\x83\x01\n\x0fSetStockRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x04 \x01(\x03\x12\x1b\n\x13low_stock_threshold\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\">\n\x10SetStockResponse\x12*\n\x0c\x61vailability\x18\x01 \x01(\x0b\x32\x14.oms.v1.Availability\"Q\n\x12\x41\x64justStockRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"A\n\x13\x41\x64justStockResponse\x12*\n\x0c\x61vailability\x18\x01 \x01(\x0b\x32\x14.oms.v1.Availability\"8\n\x16GetAvailabilityRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\"B\n\x17GetAvailabilityResponse\x12\'\n\tpositions\x18\x01 \x03(\x0b\x32\x14.oms.v1.Availability\"7\n\rLowStockAlert\x12&\n\x08position\x18\x01 \x01(\x0b\x32\x14.oms.v1.Availability\";\n\x19ListLowStockAlertsRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\"C\n\x1aListLowStockAlertsResponse\x12%\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x15.oms.v1.LowStockAlert\"<\n\x1aWatchLowStockAlertsRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\"T\n\x1bWatchLowStockAlertsResponse\x12$\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x15.oms.v1.LowStockAlert\x12\x0f\n\x07\x63leared\x18\x02 \x01(\x08*L\n\x08NodeKind\x12\x19\n\x15NODE_KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cNODE_KIND_DC\x10\x01\x12\x13\n\x0fNODE_KIND_STORE\x10\x02\x32\x8a\x05\n\x10InventoryService\x12\x46\n\x0bUpsertNodes\x12\x1a.oms.v1.UpsertNodesRequest\x1a\x1b.oms.v1.UpsertNodesResponse\x12\x43\n\nUpsertSkus\x12\x19.oms.v1.UpsertSkusRequest\x1a\x1a.oms.v1.UpsertSkusResponse\x12O\n\x0eUpsertRateCard\x12\x1d.oms.v1.UpsertRateCardRequest\x1a\x1e.oms.v1.UpsertRateCardResponse\x12=\n\x08SetStock\x12\x17.oms.v1.SetStockRequest\x1a\x18.oms.v1.SetStockResponse\x12\x46\n\x0b\x41\x64justStock\x12\x1a.oms.v1.AdjustStockRequest\x1a\x1b.oms.v1.AdjustStockResponse\x12R\n\x0fGetAvailability\x12\x1e.oms.v1.GetAvailabilityRequest\x1a\x1f.oms.v1.GetAvailabilityResponse\x12[\n\x12ListLowStockAlerts\x12!.oms.v1.ListLowStockAlertsRequest\x1a\".oms.v1.ListLowStockAlertsResponse\x12`\n\x13WatchLowStockAlerts\x12\".oms.v1.WatchLowStockAlertsRequest\x1a#.oms.v1.WatchLowStockAlertsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16oms/v1/inventory.proto\x12\x06oms.v1\x1a\x13oms/v1/common.proto\"\xe8\x01\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1e\n\x04kind\x18\x02 \x01(\x0e\x32\x10.oms.v1.NodeKind\x12\"\n\x08location\x18\x03 \x01(\x0b\x32\x10.oms.v1.Location\x12\x15\n\rhandling_days\x18\x04 \x01(\x05\x12$\n\rhandling_cost\x18\x05 \x01(\x0b\x32\r.oms.v1.Money\x12\x30\n\x19storage_cost_per_unit_day\x18\x06 \x01(\x0b\x32\r.oms.v1.Money\x12\x1c\n\x14\x64\x61ily_capacity_units\x18\x07 \x01(\x03\";\n\x03Sku\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tweight_kg\x18\x02 \x01(\x01\x12\x14\n\x0c\x64\x61ily_demand\x18\x03 \x01(\x01\"$\n\x04Zone\x12\x0c\n\x04zone\x18\x01 \x01(\t\x12\x0e\n\x06max_km\x18\x02 \x01(\x01\"}\n\x04Rate\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0c\n\x04zone\x18\x02 \x01(\t\x12!\n\nbase_price\x18\x03 \x01(\x0b\x32\r.oms.v1.Money\x12\x1d\n\x06per_kg\x18\x04 \x01(\x0b\x32\r.oms.v1.Money\x12\x14\n\x0ctransit_days\x18\x05 \x01(\x05\"1\n\x12UpsertNodesRequest\x12\x1b\n\x05nodes\x18\x01 \x03(\x0b\x32\x0c.oms.v1.Node\"\'\n\x13UpsertNodesResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\".\n\x11UpsertSkusRequest\x12\x19\n\x04skus\x18\x01 \x03(\x0b\x32\x0b.oms.v1.Sku\"&\n\x12UpsertSkusResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x05\"Q\n\x15UpsertRateCardRequest\x12\x1b\n\x05zones\x18\x01 \x03(\x0b\x32\x0c.oms.v1.Zone\x12\x1b\n\x05rates\x18\x02 \x03(\x0b\x32\x0c.oms.v1.Rate\"6\n\x16UpsertRateCardResponse\x12\r\n\x05zones\x18\x01 \x01(\x05\x12\r\n\x05rates\x18\x02 \x01(\x05\"\xe1\x01\n\x0c\x41vailability\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x04 \x01(\x03\x12\x10\n\x08reserved\x18\x05 \x01(\x03\x12\x0c\n\x04held\x18\x06 \x01(\x03\x12\x11\n\tavailable\x18\x07 \x01(\x03\x12\x1b\n\x13low_stock_threshold\x18\x08 \x01(\x03\x12\x0f\n\x07inbound\x18\t \x01(\x03\x12\x18\n\x10inbound_reserved\x18\n \x01(\x03\x12\x11\n\tprojected\x18\x0b \x01(\x03\"\x83\x01\n\x0fSetStockRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0f\n\x07on_hand\x18\x03 \x01(\x03\x12\x14\n\x0csafety_stock\x18\x04 \x01(\x03\x12\x1b\n\x13low_stock_threshold\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\">\n\x10SetStockResponse\x12*\n\x0c\x61vailability\x18\x01 \x01(\x0b\x32\x14.oms.v1.Availability\"Q\n\x12\x41\x64justStockRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"A\n\x13\x41\x64justStockResponse\x12*\n\x0c\x61vailability\x18\x01 \x01(\x0b\x32\x14.oms.v1.Availability\"8\n\x16GetAvailabilityRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\"B\n\x17GetAvailabilityResponse\x12\'\n\tpositions\x18\x01 \x03(\x0b\x32\x14.oms.v1.Availability\"7\n\rLowStockAlert\x12&\n\x08position\x18\x01 \x01(\x0b\x32\x14.oms.v1.Availability\";\n\x19ListLowStockAlertsRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\"C\n\x1aListLowStockAlertsResponse\x12%\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x15.oms.v1.LowStockAlert\"<\n\x1aWatchLowStockAlertsRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\"T\n\x1bWatchLowStockAlertsResponse\x12$\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x15.oms.v1.LowStockAlert\x12\x0f\n\x07\x63leared\x18\x02 \x01(\x08\"\xa9\x01\n\x0eInboundReceipt\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x15\n\rexpected_date\x18\x05 \x01(\t\x12\x10\n\x08reserved\x18\x06 \x01(\x03\x12*\n\x05state\x18\x07 \x01(\x0e\x32\x1b.oms.v1.InboundReceiptState\"X\n\x1cUpsertInboundReceiptsRequest\x12(\n\x08receipts\x18\x01 \x03(\x0b\x32\x16.oms.v1.InboundReceipt\x12\x0e\n\x06reason\x18\x02 \x01(\t\"f\n\x1dUpsertInboundReceiptsResponse\x12(\n\x08receipts\x18\x01 \x03(\x0b\x32\x16.oms.v1.InboundReceipt\x12\x1b\n\x13resourced_order_ids\x18\x02 \x03(\t\"<\n\x1aListInboundReceiptsRequest\x12\x0c\n\x04skus\x18\x01 \x03(\t\x12\x10\n\x08node_ids\x18\x02 \x03(\t\"G\n\x1bListInboundReceiptsResponse\x12(\n\x08receipts\x18\x01 \x03(\x0b\x32\x16.oms.v1.InboundReceipt\"A\n\x1b\x43\x61ncelInboundReceiptRequest\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"d\n\x1c\x43\x61ncelInboundReceiptResponse\x12\'\n\x07receipt\x18\x01 \x01(\x0b\x32\x16.oms.v1.InboundReceipt\x12\x1b\n\x13resourced_order_ids\x18\x02 \x03(\t*L\n\x08NodeKind\x12\x19\n\x15NODE_KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cNODE_KIND_DC\x10\x01\x12\x13\n\x0fNODE_KIND_STORE\x10\x02*\x81\x01\n\x13InboundReceiptState\x12%\n!INBOUND_RECEIPT_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aINBOUND_RECEIPT_STATE_OPEN\x10\x01\x12#\n\x1fINBOUND_RECEIPT_STATE_CANCELLED\x10\x02\x32\xb3\x07\n\x10InventoryService\x12\x46\n\x0bUpsertNodes\x12\x1a.oms.v1.UpsertNodesRequest\x1a\x1b.oms.v1.UpsertNodesResponse\x12\x43\n\nUpsertSkus\x12\x19.oms.v1.UpsertSkusRequest\x1a\x1a.oms.v1.UpsertSkusResponse\x12O\n\x0eUpsertRateCard\x12\x1d.oms.v1.UpsertRateCardRequest\x1a\x1e.oms.v1.UpsertRateCardResponse\x12=\n\x08SetStock\x12\x17.oms.v1.SetStockRequest\x1a\x18.oms.v1.SetStockResponse\x12\x46\n\x0b\x41\x64justStock\x12\x1a.oms.v1.AdjustStockRequest\x1a\x1b.oms.v1.AdjustStockResponse\x12R\n\x0fGetAvailability\x12\x1e.oms.v1.GetAvailabilityRequest\x1a\x1f.oms.v1.GetAvailabilityResponse\x12[\n\x12ListLowStockAlerts\x12!.oms.v1.ListLowStockAlertsRequest\x1a\".oms.v1.ListLowStockAlertsResponse\x12`\n\x13WatchLowStockAlerts\x12\".oms.v1.WatchLowStockAlertsRequest\x1a#.oms.v1.WatchLowStockAlertsResponse0\x01\x12\x64\n\x15UpsertInboundReceipts\x12$.oms.v1.UpsertInboundReceiptsRequest\x1a%.oms.v1.UpsertInboundReceiptsResponse\x12^\n\x13ListInboundReceipts\x12\".oms.v1.ListInboundReceiptsRequest\x1a#.oms.v1.ListInboundReceiptsResponse\x12\x61\n\x14\x43\x61ncelInboundReceipt\x12#.oms.v1.CancelInboundReceiptRequest\x1a$.oms.v1.CancelInboundReceiptResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'oms.v1.inventory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODEKIND']._serialized_start=1810
-  _globals['_NODEKIND']._serialized_end=1886
+  _globals['_NODEKIND']._serialized_start=2542
+  _globals['_NODEKIND']._serialized_end=2618
+  _globals['_INBOUNDRECEIPTSTATE']._serialized_start=2621
+  _globals['_INBOUNDRECEIPTSTATE']._serialized_end=2750
   _globals['_NODE']._serialized_start=56
   _globals['_NODE']._serialized_end=288
   _globals['_SKU']._serialized_start=290
@@ -55,29 +57,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTRATECARDRESPONSE']._serialized_start=779
   _globals['_UPSERTRATECARDRESPONSE']._serialized_end=833
   _globals['_AVAILABILITY']._serialized_start=836
-  _globals['_AVAILABILITY']._serialized_end=999
-  _globals['_SETSTOCKREQUEST']._serialized_start=1002
-  _globals['_SETSTOCKREQUEST']._serialized_end=1133
-  _globals['_SETSTOCKRESPONSE']._serialized_start=1135
-  _globals['_SETSTOCKRESPONSE']._serialized_end=1197
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=1199
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=1280
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=1282
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=1347
-  _globals['_GETAVAILABILITYREQUEST']._serialized_start=1349
-  _globals['_GETAVAILABILITYREQUEST']._serialized_end=1405
-  _globals['_GETAVAILABILITYRESPONSE']._serialized_start=1407
-  _globals['_GETAVAILABILITYRESPONSE']._serialized_end=1473
-  _globals['_LOWSTOCKALERT']._serialized_start=1475
-  _globals['_LOWSTOCKALERT']._serialized_end=1530
-  _globals['_LISTLOWSTOCKALERTSREQUEST']._serialized_start=1532
-  _globals['_LISTLOWSTOCKALERTSREQUEST']._serialized_end=1591
-  _globals['_LISTLOWSTOCKALERTSRESPONSE']._serialized_start=1593
-  _globals['_LISTLOWSTOCKALERTSRESPONSE']._serialized_end=1660
-  _globals['_WATCHLOWSTOCKALERTSREQUEST']._serialized_start=1662
-  _globals['_WATCHLOWSTOCKALERTSREQUEST']._serialized_end=1722
-  _globals['_WATCHLOWSTOCKALERTSRESPONSE']._serialized_start=1724
-  _globals['_WATCHLOWSTOCKALERTSRESPONSE']._serialized_end=1808
-  _globals['_INVENTORYSERVICE']._serialized_start=1889
-  _globals['_INVENTORYSERVICE']._serialized_end=2539
+  _globals['_AVAILABILITY']._serialized_end=1061
+  _globals['_SETSTOCKREQUEST']._serialized_start=1064
+  _globals['_SETSTOCKREQUEST']._serialized_end=1195
+  _globals['_SETSTOCKRESPONSE']._serialized_start=1197
+  _globals['_SETSTOCKRESPONSE']._serialized_end=1259
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=1261
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=1342
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=1344
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=1409
+  _globals['_GETAVAILABILITYREQUEST']._serialized_start=1411
+  _globals['_GETAVAILABILITYREQUEST']._serialized_end=1467
+  _globals['_GETAVAILABILITYRESPONSE']._serialized_start=1469
+  _globals['_GETAVAILABILITYRESPONSE']._serialized_end=1535
+  _globals['_LOWSTOCKALERT']._serialized_start=1537
+  _globals['_LOWSTOCKALERT']._serialized_end=1592
+  _globals['_LISTLOWSTOCKALERTSREQUEST']._serialized_start=1594
+  _globals['_LISTLOWSTOCKALERTSREQUEST']._serialized_end=1653
+  _globals['_LISTLOWSTOCKALERTSRESPONSE']._serialized_start=1655
+  _globals['_LISTLOWSTOCKALERTSRESPONSE']._serialized_end=1722
+  _globals['_WATCHLOWSTOCKALERTSREQUEST']._serialized_start=1724
+  _globals['_WATCHLOWSTOCKALERTSREQUEST']._serialized_end=1784
+  _globals['_WATCHLOWSTOCKALERTSRESPONSE']._serialized_start=1786
+  _globals['_WATCHLOWSTOCKALERTSRESPONSE']._serialized_end=1870
+  _globals['_INBOUNDRECEIPT']._serialized_start=1873
+  _globals['_INBOUNDRECEIPT']._serialized_end=2042
+  _globals['_UPSERTINBOUNDRECEIPTSREQUEST']._serialized_start=2044
+  _globals['_UPSERTINBOUNDRECEIPTSREQUEST']._serialized_end=2132
+  _globals['_UPSERTINBOUNDRECEIPTSRESPONSE']._serialized_start=2134
+  _globals['_UPSERTINBOUNDRECEIPTSRESPONSE']._serialized_end=2236
+  _globals['_LISTINBOUNDRECEIPTSREQUEST']._serialized_start=2238
+  _globals['_LISTINBOUNDRECEIPTSREQUEST']._serialized_end=2298
+  _globals['_LISTINBOUNDRECEIPTSRESPONSE']._serialized_start=2300
+  _globals['_LISTINBOUNDRECEIPTSRESPONSE']._serialized_end=2371
+  _globals['_CANCELINBOUNDRECEIPTREQUEST']._serialized_start=2373
+  _globals['_CANCELINBOUNDRECEIPTREQUEST']._serialized_end=2438
+  _globals['_CANCELINBOUNDRECEIPTRESPONSE']._serialized_start=2440
+  _globals['_CANCELINBOUNDRECEIPTRESPONSE']._serialized_end=2540
+  _globals['_INVENTORYSERVICE']._serialized_start=2753
+  _globals['_INVENTORYSERVICE']._serialized_end=3700
 # @@protoc_insertion_point(module_scope)

@@ -37,6 +37,23 @@ NODE_KIND_DC: NodeKind.ValueType  # 1
 NODE_KIND_STORE: NodeKind.ValueType  # 2
 Global___NodeKind: _TypeAlias = NodeKind  # noqa: Y015
 
+class _InboundReceiptState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InboundReceiptStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InboundReceiptState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INBOUND_RECEIPT_STATE_UNSPECIFIED: _InboundReceiptState.ValueType  # 0
+    INBOUND_RECEIPT_STATE_OPEN: _InboundReceiptState.ValueType  # 1
+    INBOUND_RECEIPT_STATE_CANCELLED: _InboundReceiptState.ValueType  # 2
+
+class InboundReceiptState(_InboundReceiptState, metaclass=_InboundReceiptStateEnumTypeWrapper): ...
+
+INBOUND_RECEIPT_STATE_UNSPECIFIED: InboundReceiptState.ValueType  # 0
+INBOUND_RECEIPT_STATE_OPEN: InboundReceiptState.ValueType  # 1
+INBOUND_RECEIPT_STATE_CANCELLED: InboundReceiptState.ValueType  # 2
+Global___InboundReceiptState: _TypeAlias = InboundReceiptState  # noqa: Y015
+
 @_typing.final
 class Node(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -301,6 +318,9 @@ class Availability(_message.Message):
     HELD_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
     LOW_STOCK_THRESHOLD_FIELD_NUMBER: _builtins.int
+    INBOUND_FIELD_NUMBER: _builtins.int
+    INBOUND_RESERVED_FIELD_NUMBER: _builtins.int
+    PROJECTED_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     sku: _builtins.str
     on_hand: _builtins.int
@@ -312,6 +332,13 @@ class Availability(_message.Message):
     available: _builtins.int
     """on_hand - safety_stock - reserved - held, never below zero."""
     low_stock_threshold: _builtins.int
+    inbound: _builtins.int
+    """Units of open inbound receipts due at this position, and how many of them orders wait for."""
+    inbound_reserved: _builtins.int
+    projected: _builtins.int
+    """available + inbound - inbound_reserved: what the position can promise once its
+    receipts arrive. Low-stock alerts compare this with the threshold.
+    """
     def __init__(
         self,
         *,
@@ -323,10 +350,13 @@ class Availability(_message.Message):
         held: _builtins.int = ...,
         available: _builtins.int = ...,
         low_stock_threshold: _builtins.int = ...,
+        inbound: _builtins.int = ...,
+        inbound_reserved: _builtins.int = ...,
+        projected: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "held", b"held", "low_stock_threshold", b"low_stock_threshold", "node_id", b"node_id", "on_hand", b"on_hand", "reserved", b"reserved", "safety_stock", b"safety_stock", "sku", b"sku"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "held", b"held", "inbound", b"inbound", "inbound_reserved", b"inbound_reserved", "low_stock_threshold", b"low_stock_threshold", "node_id", b"node_id", "on_hand", b"on_hand", "projected", b"projected", "reserved", b"reserved", "safety_stock", b"safety_stock", "sku", b"sku"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -594,3 +624,186 @@ class WatchLowStockAlertsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchLowStockAlertsResponse: _TypeAlias = WatchLowStockAlertsResponse  # noqa: Y015
+
+@_typing.final
+class InboundReceipt(_message.Message):
+    """Units a node expects to receive on a date."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    EXPECTED_DATE_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    receipt_id: _builtins.str
+    node_id: _builtins.str
+    sku: _builtins.str
+    quantity: _builtins.int
+    expected_date: _builtins.str
+    """ISO date the units are expected at node_id."""
+    reserved: _builtins.int
+    """Output only: units orders wait for."""
+    state: Global___InboundReceiptState.ValueType
+    """Output only."""
+    def __init__(
+        self,
+        *,
+        receipt_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        expected_date: _builtins.str = ...,
+        reserved: _builtins.int = ...,
+        state: Global___InboundReceiptState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_date", b"expected_date", "node_id", b"node_id", "quantity", b"quantity", "receipt_id", b"receipt_id", "reserved", b"reserved", "sku", b"sku", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InboundReceipt: _TypeAlias = InboundReceipt  # noqa: Y015
+
+@_typing.final
+class UpsertInboundReceiptsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPTS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___InboundReceipt]: ...
+    def __init__(
+        self,
+        *,
+        receipts: _abc.Iterable[Global___InboundReceipt] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "receipts", b"receipts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertInboundReceiptsRequest: _TypeAlias = UpsertInboundReceiptsRequest  # noqa: Y015
+
+@_typing.final
+class UpsertInboundReceiptsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPTS_FIELD_NUMBER: _builtins.int
+    RESOURCED_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___InboundReceipt]: ...
+    @_builtins.property
+    def resourced_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Orders re-sourced because a receipt moved later or shrank."""
+
+    def __init__(
+        self,
+        *,
+        receipts: _abc.Iterable[Global___InboundReceipt] | None = ...,
+        resourced_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipts", b"receipts", "resourced_order_ids", b"resourced_order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertInboundReceiptsResponse: _TypeAlias = UpsertInboundReceiptsResponse  # noqa: Y015
+
+@_typing.final
+class ListInboundReceiptsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SKUS_FIELD_NUMBER: _builtins.int
+    NODE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def skus(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these SKUs / nodes; empty means all. Cancelled receipts are left out."""
+
+    @_builtins.property
+    def node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        skus: _abc.Iterable[_builtins.str] | None = ...,
+        node_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_ids", b"node_ids", "skus", b"skus"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInboundReceiptsRequest: _TypeAlias = ListInboundReceiptsRequest  # noqa: Y015
+
+@_typing.final
+class ListInboundReceiptsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___InboundReceipt]: ...
+    def __init__(
+        self,
+        *,
+        receipts: _abc.Iterable[Global___InboundReceipt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipts", b"receipts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInboundReceiptsResponse: _TypeAlias = ListInboundReceiptsResponse  # noqa: Y015
+
+@_typing.final
+class CancelInboundReceiptRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    receipt_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "receipt_id", b"receipt_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelInboundReceiptRequest: _TypeAlias = CancelInboundReceiptRequest  # noqa: Y015
+
+@_typing.final
+class CancelInboundReceiptResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    RESOURCED_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipt(self) -> Global___InboundReceipt: ...
+    @_builtins.property
+    def resourced_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        receipt: Global___InboundReceipt | None = ...,
+        resourced_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt", "resourced_order_ids", b"resourced_order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelInboundReceiptResponse: _TypeAlias = CancelInboundReceiptResponse  # noqa: Y015

@@ -75,6 +75,21 @@ class InventoryServiceStub:
                 request_serializer=oms_dot_v1_dot_inventory__pb2.WatchLowStockAlertsRequest.SerializeToString,
                 response_deserializer=oms_dot_v1_dot_inventory__pb2.WatchLowStockAlertsResponse.FromString,
                 _registered_method=True)
+        self.UpsertInboundReceipts = channel.unary_unary(
+                '/oms.v1.InventoryService/UpsertInboundReceipts',
+                request_serializer=oms_dot_v1_dot_inventory__pb2.UpsertInboundReceiptsRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_inventory__pb2.UpsertInboundReceiptsResponse.FromString,
+                _registered_method=True)
+        self.ListInboundReceipts = channel.unary_unary(
+                '/oms.v1.InventoryService/ListInboundReceipts',
+                request_serializer=oms_dot_v1_dot_inventory__pb2.ListInboundReceiptsRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_inventory__pb2.ListInboundReceiptsResponse.FromString,
+                _registered_method=True)
+        self.CancelInboundReceipt = channel.unary_unary(
+                '/oms.v1.InventoryService/CancelInboundReceipt',
+                request_serializer=oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -135,6 +150,28 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertInboundReceipts(self, request, context):
+        """Create or update expected receipts. Moving a receipt later, or lowering its quantity
+        below what orders wait for, releases the reservations it can no longer honour and
+        re-sources those orders (receipt_late events).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInboundReceipts(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelInboundReceipt(self, request, context):
+        """Cancel an open receipt: orders waiting for it are released from it and re-sourced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +214,21 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.WatchLowStockAlerts,
                     request_deserializer=oms_dot_v1_dot_inventory__pb2.WatchLowStockAlertsRequest.FromString,
                     response_serializer=oms_dot_v1_dot_inventory__pb2.WatchLowStockAlertsResponse.SerializeToString,
+            ),
+            'UpsertInboundReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertInboundReceipts,
+                    request_deserializer=oms_dot_v1_dot_inventory__pb2.UpsertInboundReceiptsRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_inventory__pb2.UpsertInboundReceiptsResponse.SerializeToString,
+            ),
+            'ListInboundReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInboundReceipts,
+                    request_deserializer=oms_dot_v1_dot_inventory__pb2.ListInboundReceiptsRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_inventory__pb2.ListInboundReceiptsResponse.SerializeToString,
+            ),
+            'CancelInboundReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelInboundReceipt,
+                    request_deserializer=oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +448,87 @@ class InventoryService:
             '/oms.v1.InventoryService/WatchLowStockAlerts',
             oms_dot_v1_dot_inventory__pb2.WatchLowStockAlertsRequest.SerializeToString,
             oms_dot_v1_dot_inventory__pb2.WatchLowStockAlertsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertInboundReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.InventoryService/UpsertInboundReceipts',
+            oms_dot_v1_dot_inventory__pb2.UpsertInboundReceiptsRequest.SerializeToString,
+            oms_dot_v1_dot_inventory__pb2.UpsertInboundReceiptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInboundReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.InventoryService/ListInboundReceipts',
+            oms_dot_v1_dot_inventory__pb2.ListInboundReceiptsRequest.SerializeToString,
+            oms_dot_v1_dot_inventory__pb2.ListInboundReceiptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelInboundReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.InventoryService/CancelInboundReceipt',
+            oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptRequest.SerializeToString,
+            oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,14 @@ class InventoryServiceStub:
     """Stock positions whose available units are at or below their threshold."""
     WatchLowStockAlerts: _grpc.UnaryStreamMultiCallable[_inventory_pb2.WatchLowStockAlertsRequest, _inventory_pb2.WatchLowStockAlertsResponse]
     """Streams alerts as positions cross their threshold (raised and cleared)."""
+    UpsertInboundReceipts: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.UpsertInboundReceiptsRequest, _inventory_pb2.UpsertInboundReceiptsResponse]
+    """Create or update expected receipts. Moving a receipt later, or lowering its quantity
+    below what orders wait for, releases the reservations it can no longer honour and
+    re-sources those orders (receipt_late events).
+    """
+    ListInboundReceipts: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListInboundReceiptsRequest, _inventory_pb2.ListInboundReceiptsResponse]
+    CancelInboundReceipt: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.CancelInboundReceiptRequest, _inventory_pb2.CancelInboundReceiptResponse]
+    """Cancel an open receipt: orders waiting for it are released from it and re-sourced."""
 
 @_typing.type_check_only
 class InventoryServiceAsyncStub(InventoryServiceStub):
@@ -69,6 +77,14 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Stock positions whose available units are at or below their threshold."""
     WatchLowStockAlerts: _aio.UnaryStreamMultiCallable[_inventory_pb2.WatchLowStockAlertsRequest, _inventory_pb2.WatchLowStockAlertsResponse]  # type: ignore[assignment]
     """Streams alerts as positions cross their threshold (raised and cleared)."""
+    UpsertInboundReceipts: _aio.UnaryUnaryMultiCallable[_inventory_pb2.UpsertInboundReceiptsRequest, _inventory_pb2.UpsertInboundReceiptsResponse]  # type: ignore[assignment]
+    """Create or update expected receipts. Moving a receipt later, or lowering its quantity
+    below what orders wait for, releases the reservations it can no longer honour and
+    re-sources those orders (receipt_late events).
+    """
+    ListInboundReceipts: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListInboundReceiptsRequest, _inventory_pb2.ListInboundReceiptsResponse]  # type: ignore[assignment]
+    CancelInboundReceipt: _aio.UnaryUnaryMultiCallable[_inventory_pb2.CancelInboundReceiptRequest, _inventory_pb2.CancelInboundReceiptResponse]  # type: ignore[assignment]
+    """Cancel an open receipt: orders waiting for it are released from it and re-sourced."""
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Admin calls: the network (nodes, SKUs, rate card) and stock. Needs the admin token."""
@@ -135,5 +151,31 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_inventory_pb2.WatchLowStockAlertsResponse], _abc.AsyncIterator[_inventory_pb2.WatchLowStockAlertsResponse]]:
         """Streams alerts as positions cross their threshold (raised and cleared)."""
+
+    @_abc_1.abstractmethod
+    def UpsertInboundReceipts(
+        self,
+        request: _inventory_pb2.UpsertInboundReceiptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.UpsertInboundReceiptsResponse, _abc.Awaitable[_inventory_pb2.UpsertInboundReceiptsResponse]]:
+        """Create or update expected receipts. Moving a receipt later, or lowering its quantity
+        below what orders wait for, releases the reservations it can no longer honour and
+        re-sources those orders (receipt_late events).
+        """
+
+    @_abc_1.abstractmethod
+    def ListInboundReceipts(
+        self,
+        request: _inventory_pb2.ListInboundReceiptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ListInboundReceiptsResponse, _abc.Awaitable[_inventory_pb2.ListInboundReceiptsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelInboundReceipt(
+        self,
+        request: _inventory_pb2.CancelInboundReceiptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.CancelInboundReceiptResponse, _abc.Awaitable[_inventory_pb2.CancelInboundReceiptResponse]]:
+        """Cancel an open receipt: orders waiting for it are released from it and re-sourced."""
 
 def add_InventoryServiceServicer_to_server(servicer: InventoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,429 @@
+"""Click & collect, backorder and re-sourcing over a real loopback channel.
+
+The network is ``service_support.hand_network`` plus a ``transfer`` lane:
+zone 1 $2.00, zone 2 $3.00, zone 3 $4.00, each + $0.50/kg, 1/1/2 days. Newark
+to Philadelphia is 121 km (zone 2), Chicago to Philadelphia 1,070 km (zone 3).
+Every figure below is worked out by hand from those rates and the hand
+network's docstring (ground to NYC: NJ zone 1 $5 + $1/kg + $2.00, day 2;
+PHL zone 2 $7 + $1/kg + $3.00, day 3; CHI zone 3 $9 + $1/kg + $1.50, day 3).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from oms.v1 import checkout_pb2, common_pb2, fulfilment_pb2, inventory_pb2
+from sourcing.model import Network
+
+from service_support import ADMIN, Client, hand_network, running_server, sqlite_url
+
+
+def with_lane(network: Network) -> Network:
+    return network.replace(
+        service_ids=("ground", "transfer"),
+        base_price=np.vstack([network.base_price, [[200, 300, 400]]]),
+        per_kg=np.vstack([network.per_kg, [[50, 50, 50]]]),
+        transit_days=np.vstack([network.transit_days, [[1, 1, 2]]]),
+        offered=np.ones((2, 3), dtype=np.bool_),
+    )
+
+
+def violations(err: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(err)
+    assert status is not None
+    for packed in status.details:
+        if packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            packed.Unpack(bad)
+            return sorted(v.field for v in bad.field_violations)
+        if packed.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            packed.Unpack(failure)
+            return sorted(f"{v.type}:{v.subject}" for v in failure.violations)
+    return []
+
+
+def failing(call: object, *args: object, **kwargs: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args, **kwargs)  # type: ignore[operator]
+    return info.value
+
+
+def reject(client: Client, order_id: str, node: str) -> fulfilment_pb2.RejectOrderResponse:
+    return client.fulfilment.RejectOrder(
+        fulfilment_pb2.RejectOrderRequest(order_id=order_id, node_id=node, reason="no picker"),
+        metadata=ADMIN,
+        timeout=10,
+    )
+
+
+def test_collect_at_philadelphia_with_a_transfer_from_newark(tmp_path: Path) -> None:
+    with running_server(sqlite_url(tmp_path), with_lane(hand_network())) as client:
+        reply = client.quote({"A": 1, "B": 1}, pickup_store_ids=["ST-PHL"])
+        (collect,) = [o for o in reply.options if o.method == common_pb2.FULFILMENT_METHOD_COLLECT]
+        assert list(collect.labels) == [common_pb2.OPTION_LABEL_COLLECT]
+        assert collect.pickup_store_id == "ST-PHL"
+        # Picking A at PHL ($3.00) and sending B from Newark ($3.00 + 2 kg x $0.50 + $2.00)
+        # costs $9.00; sending both from Newark in one parcel by the lane (zone 2) costs
+        # $3.00 + 3 kg x $0.50 + $2.00 = $6.50, ready 1 + 1 = day 2; Chicago both $7.00.
+        (parcel,) = collect.parcels
+        assert (parcel.node_id, parcel.service, parcel.zone) == ("DC-NJ", "transfer", "2")
+        assert (collect.cost.minor_units, collect.delivery_days) == (650, 2)
+        delivery = [o for o in reply.options if o.method == common_pb2.FULFILMENT_METHOD_DELIVERY]
+        assert delivery and all(not o.pickup_store_id for o in delivery)
+        placed = client.place(reply.quote_id, collect.option_id).order
+        assert placed.allocation.pickup_store_id == "ST-PHL"
+        with client.store.read() as conn:
+            reserved = client.store.order_reservations(conn, placed.order_id)
+        assert reserved == {("DC-NJ", "A"): 1, ("DC-NJ", "B"): 1}
+        # Two A: picked at the store itself, $3.00 handling, ready after its 1 handling day
+        # (Newark by the lane: $3.00 + $1.00 + $2.00, day 2).
+        reply = client.quote({"A": 2}, pickup_store_ids=["ST-PHL"])
+        (collect,) = [o for o in reply.options if o.pickup_store_id]
+        (parcel,) = collect.parcels
+        assert (parcel.node_id, parcel.service, parcel.cost.minor_units) == (
+            "ST-PHL",
+            "pickup",
+            300,
+        )
+        assert collect.delivery_days == 1
+        # The nearest store to NYC is Philadelphia: the same COLLECT option.
+        near = client.quote({"A": 1, "B": 1}, nearest_pickup_stores=1)
+        assert [o.pickup_store_id for o in near.options if o.pickup_store_id] == ["ST-PHL"]
+
+
+def test_bad_pickup_and_backorder_requests_name_their_fields(tmp_path: Path) -> None:
+    with running_server(sqlite_url(tmp_path), with_lane(hand_network())) as client:
+        err = failing(
+            client.quote,
+            {"A": 1},
+            pickup_store_ids=["NOPE", "DC-NJ", ""],
+            nearest_pickup_stores=11,
+        )
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violations(err) == [
+            "nearest_pickup_stores",
+            "pickup_store_ids[0]",
+            "pickup_store_ids[1]",
+            "pickup_store_ids[2]",
+        ]
+        inventory = client.inventory
+        err = failing(
+            inventory.UpsertInboundReceipts,
+            inventory_pb2.UpsertInboundReceiptsRequest(
+                receipts=[
+                    inventory_pb2.InboundReceipt(
+                        receipt_id="R", node_id="DC-NJ", sku="A", quantity=0, expected_date="x"
+                    ),
+                    inventory_pb2.InboundReceipt(
+                        receipt_id="R", sku="A", quantity=1, expected_date="2030-01-01"
+                    ),
+                ]
+            ),
+            metadata=ADMIN,
+        )
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violations(err) == [
+            "receipts[0].expected_date",
+            "receipts[0].quantity",
+            "receipts[1].node_id",
+            "receipts[1].receipt_id",
+        ]
+        err = failing(
+            inventory.UpsertInboundReceipts,
+            inventory_pb2.UpsertInboundReceiptsRequest(
+                receipts=[
+                    inventory_pb2.InboundReceipt(
+                        receipt_id="R",
+                        node_id="NOPE",
+                        sku="A",
+                        quantity=1,
+                        expected_date="2030-01-01",
+                    )
+                ]
+            ),
+            metadata=ADMIN,
+        )
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+        err = failing(
+            inventory.CancelInboundReceipt,
+            inventory_pb2.CancelInboundReceiptRequest(receipt_id="NOPE", reason="x"),
+            metadata=ADMIN,
+        )
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+        err = failing(
+            client.fulfilment.RejectOrder,
+            fulfilment_pb2.RejectOrderRequest(order_id="o_x"),
+            metadata=ADMIN,
+        )
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violations(err) == ["node_id", "reason"]
+        err = failing(reject, client, "o_missing", "DC-NJ")
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+        quote = client.quote({"A": 1})
+        order = client.place(quote.quote_id, quote.options[0].option_id).order
+        err = failing(reject, client, order.order_id, "DC-CHI")
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert violations(err) == ["NODE:DC-CHI"]
+        err = failing(
+            client.fulfilment.ReportShortage,
+            fulfilment_pb2.ReportShortageRequest(
+                order_id=order.order_id,
+                node_id="DC-NJ",
+                reason="count",
+                lines=[common_pb2.CartLine(sku="A", quantity=5)],
+            ),
+            metadata=ADMIN,
+        )
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert violations(err) == ["SHORTAGE:DC-NJ/A"]
+
+
+def test_rejection_keeps_the_promise_when_another_node_can(tmp_path: Path) -> None:
+    network = hand_network({("DC-NJ", "A"): 1})
+    with running_server(sqlite_url(tmp_path), network) as client:
+        quote = client.quote({"A": 2})
+        cheapest = next(o for o in quote.options if common_pb2.OPTION_LABEL_CHEAPEST in o.labels)
+        # Both units from Philadelphia: $12.00, day 3.
+        assert [p.node_id for p in cheapest.parcels] == ["ST-PHL"]
+        order = client.place(quote.quote_id, cheapest.option_id).order
+        client.fulfilment.ReleaseOrder(
+            fulfilment_pb2.ReleaseOrderRequest(order_id=order.order_id), metadata=ADMIN
+        )
+        reply = reject(client, order.order_id, "ST-PHL")
+        # By day 3: Chicago x 2 ($12.50) beats Newark 1 + Chicago 1 ($8.00 + $11.50).
+        assert reply.promise_kept
+        after = reply.order
+        assert [p.node_id for p in after.allocation.parcels] == ["DC-CHI"]
+        assert after.allocation.cost.minor_units == 1250
+        assert after.allocation.delivery_date == after.promised_date
+        assert not after.needs_attention
+        assert [e.type for e in after.events] == [
+            "placed",
+            "released",
+            "rejected",
+            "resourced",
+            "released",
+        ]
+        with client.store.read() as conn:
+            assert client.store.order_reservations(conn, order.order_id) == {("DC-CHI", "A"): 2}
+        got = client.checkout.GetOrder(checkout_pb2.GetOrderRequest(order_id=order.order_id)).order
+        assert [e.type for e in got.events] == [e.type for e in after.events]
+
+
+def test_rejection_that_misses_the_promise_flags_the_order(tmp_path: Path) -> None:
+    with running_server(sqlite_url(tmp_path)) as client:
+        quote = client.quote({"A": 2})
+        order = client.place(quote.quote_id, quote.options[0].option_id).order
+        assert [p.node_id for p in order.allocation.parcels] == ["DC-NJ"]  # day 2
+        reply = reject(client, order.order_id, "DC-NJ")
+        # Nothing else arrives by day 2; Philadelphia ($12.00) and Chicago ($12.50) both
+        # take until day 3: the closest, then the cheaper.
+        assert not reply.promise_kept
+        assert reply.order.needs_attention
+        assert [p.node_id for p in reply.order.allocation.parcels] == ["ST-PHL"]
+        assert reply.order.events[-1].type == "flagged"
+        assert "missed" in reply.order.events[-1].detail
+
+
+def test_shortage_resources_only_the_missing_units(tmp_path: Path) -> None:
+    with running_server(sqlite_url(tmp_path)) as client:
+        quote = client.quote({"A": 2, "B": 1})
+        order = client.place(quote.quote_id, quote.options[0].option_id).order
+        assert order.allocation.cost.minor_units == 1100  # NJ: $5 + 4 kg x $1 + $2.00
+        reply = client.fulfilment.ReportShortage(
+            fulfilment_pb2.ReportShortageRequest(
+                order_id=order.order_id,
+                node_id="DC-NJ",
+                reason="bin empty",
+                lines=[common_pb2.CartLine(sku="B", quantity=1)],
+            ),
+            metadata=ADMIN,
+        )
+        parcels = {p.node_id: p for p in reply.order.allocation.parcels}
+        # NJ keeps the two A (2 kg: $5 + $2 + $2.00 = $9.00); B comes from Chicago,
+        # $9 + $2 + $1.50 = $12.50, day 3 > promised day 2: flagged.
+        assert parcels["DC-NJ"].cost.minor_units == 900
+        assert [(pl.sku, pl.quantity) for pl in parcels["DC-NJ"].lines] == [("A", 2)]
+        assert parcels["DC-CHI"].cost.minor_units == 1250
+        assert not reply.promise_kept and reply.order.needs_attention
+        with client.store.read() as conn:
+            assert client.store.order_reservations(conn, order.order_id) == {
+                ("DC-NJ", "A"): 2,
+                ("DC-CHI", "B"): 1,
+            }
+
+
+def test_backorder_reserves_the_receipt_and_cancelling_it_resources(tmp_path: Path) -> None:
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    with running_server(sqlite_url(tmp_path), network) as client:
+        due = (datetime.now(UTC).date() + timedelta(days=2)).isoformat()
+        client.inventory.UpsertInboundReceipts(
+            inventory_pb2.UpsertInboundReceiptsRequest(
+                receipts=[
+                    inventory_pb2.InboundReceipt(
+                        receipt_id="PO-1", node_id="DC-NJ", sku="B", quantity=3, expected_date=due
+                    )
+                ]
+            ),
+            metadata=ADMIN,
+        )
+        err = failing(client.quote, {"A": 1, "B": 1})
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION  # backorder not allowed
+        reply = client.quote({"A": 1, "B": 1}, allow_backorder=True)
+        (option,) = reply.options
+        # A from NJ now: $5 + 1 kg + $2.00 = $8.00, day 2. B waits for PO-1 (day 2) at NJ,
+        # then ships: $5 + 2 kg + $2.00 = $9.00, arriving 2 + 1 + 1 = day 4.
+        assert (option.cost.minor_units, option.delivery_days) == (1700, 4)
+        (waiting,) = option.waiting
+        assert (waiting.sku, waiting.quantity, waiting.node_id) == ("B", 1, "DC-NJ")
+        assert waiting.inbound_date == due
+        order = client.place(reply.quote_id, option.option_id).order
+        (receipt,) = client.inventory.ListInboundReceipts(
+            inventory_pb2.ListInboundReceiptsRequest(), metadata=ADMIN
+        ).receipts
+        assert (receipt.quantity, receipt.reserved) == (3, 1)
+        with client.store.read() as conn:
+            # Stock is reserved for A only; B is promised on the receipt, not on hand.
+            assert client.store.order_reservations(conn, order.order_id) == {("DC-NJ", "A"): 1}
+            assert client.store.order_inbound(conn, order.order_id) == {"PO-1": 1}
+        client.fulfilment.ReleaseOrder(
+            fulfilment_pb2.ReleaseOrderRequest(order_id=order.order_id), metadata=ADMIN
+        )
+        err = failing(
+            client.fulfilment.ConfirmShipment,
+            fulfilment_pb2.ConfirmShipmentRequest(order_id=order.order_id),
+            metadata=ADMIN,
+        )
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert violations(err) == ["RECEIPT:PO-1"]
+        # Stock turns up in Chicago, then PO-1 is cancelled: B comes from Chicago,
+        # $9 + $2 + $1.50 = $12.50, day 3, within the promised day 4.
+        client.inventory.SetStock(
+            inventory_pb2.SetStockRequest(node_id="DC-CHI", sku="B", on_hand=5, reason="found"),
+            metadata=ADMIN,
+        )
+        cancelled = client.inventory.CancelInboundReceipt(
+            inventory_pb2.CancelInboundReceiptRequest(receipt_id="PO-1", reason="supplier"),
+            metadata=ADMIN,
+        )
+        assert list(cancelled.resourced_order_ids) == [order.order_id]
+        assert cancelled.receipt.state == inventory_pb2.INBOUND_RECEIPT_STATE_CANCELLED
+        assert cancelled.receipt.reserved == 0
+        with client.store.read() as conn:
+            after = client.store.get_order(conn, order.order_id)
+            assert client.store.order_reservations(conn, order.order_id) == {
+                ("DC-NJ", "A"): 1,
+                ("DC-CHI", "B"): 1,
+            }
+            assert client.store.order_inbound(conn, order.order_id) == {}
+        assert [kind for _, kind, _ in after.events][-3:] == [
+            "receipt_cancelled",
+            "resourced",
+            "released",
+        ]
+        assert not any(p.get("inbound_day") is not None for p in after.allocation["parcels"])
+
+
+def test_low_stock_alerts_count_reservations_and_inbound(tmp_path: Path) -> None:
+    with running_server(sqlite_url(tmp_path)) as client:
+        inventory = client.inventory
+        inventory.SetStock(
+            inventory_pb2.SetStockRequest(
+                node_id="DC-NJ", sku="A", on_hand=5, low_stock_threshold=3, reason="count"
+            ),
+            metadata=ADMIN,
+        )
+
+        def low() -> list[tuple[int, int, int]]:
+            alerts = inventory.ListLowStockAlerts(
+                inventory_pb2.ListLowStockAlertsRequest(skus=["A"], node_ids=["DC-NJ"]),
+                metadata=ADMIN,
+            ).alerts
+            return [
+                (a.position.available, a.position.inbound, a.position.projected) for a in alerts
+            ]
+
+        assert low() == []  # 5 available > 3
+        quote = client.quote({"A": 3})
+        client.place(quote.quote_id, quote.options[0].option_id)
+        assert low() == [(2, 0, 2)]  # the order's reservation leaves 2
+        due = (datetime.now(UTC).date() + timedelta(days=5)).isoformat()
+        inventory.UpsertInboundReceipts(
+            inventory_pb2.UpsertInboundReceiptsRequest(
+                receipts=[
+                    inventory_pb2.InboundReceipt(
+                        receipt_id="PO-9", node_id="DC-NJ", sku="A", quantity=4, expected_date=due
+                    )
+                ]
+            ),
+            metadata=ADMIN,
+        )
+        assert low() == []  # 2 available + 4 inbound = 6 projected
+
+
+def test_a_late_receipt_releases_its_orders_and_flags_what_cannot_be_resourced(
+    tmp_path: Path,
+) -> None:
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    with running_server(sqlite_url(tmp_path), network) as client:
+        first = datetime.now(UTC).date() + timedelta(days=1)
+
+        def upsert(due: str, qty: int = 2) -> inventory_pb2.UpsertInboundReceiptsResponse:
+            return client.inventory.UpsertInboundReceipts(
+                inventory_pb2.UpsertInboundReceiptsRequest(
+                    receipts=[
+                        inventory_pb2.InboundReceipt(
+                            receipt_id="PO-2",
+                            node_id="DC-NJ",
+                            sku="B",
+                            quantity=qty,
+                            expected_date=due,
+                        )
+                    ]
+                ),
+                metadata=ADMIN,
+            )
+
+        assert list(upsert(first.isoformat()).resourced_order_ids) == []
+        reply = client.quote({"B": 1}, allow_backorder=True)
+        order = client.place(reply.quote_id, reply.options[0].option_id).order
+        # Earlier or unchanged: nobody is re-sourced. Later: the waiting order is.
+        assert list(upsert(first.isoformat(), qty=3).resourced_order_ids) == []
+        late = upsert((first + timedelta(days=7)).isoformat())
+        assert list(late.resourced_order_ids) == [order.order_id]
+        assert late.receipts[0].reserved == 0
+        got = client.checkout.GetOrder(checkout_pb2.GetOrderRequest(order_id=order.order_id)).order
+        # No B in stock anywhere: the unit stays unallocated and the order is flagged.
+        assert got.needs_attention
+        assert [e.type for e in got.events][-2:] == ["receipt_late", "flagged"]
+        assert "no stock anywhere" in got.events[-1].detail
+        with client.store.read() as conn:
+            assert client.store.order_inbound(conn, order.order_id) == {}
+
+
+def test_a_collect_order_resourced_at_place_stays_a_collect(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    with running_server(url, with_lane(hand_network()), hold_stock=False) as client:
+        reply = client.quote({"A": 1, "B": 1}, pickup_store_ids=["ST-PHL"])
+        (collect,) = [o for o in reply.options if o.pickup_store_id]
+        assert [p.node_id for p in collect.parcels] == ["DC-NJ"]  # $6.50, ready day 2
+        client.inventory.AdjustStock(
+            inventory_pb2.AdjustStockRequest(node_id="DC-NJ", sku="B", delta=-5, reason="count"),
+            metadata=ADMIN,
+        )
+        placed = client.place(reply.quote_id, collect.option_id)
+        # By day 2 at PHL: both from Chicago by the lane (zone 3), $4.00 + 3 kg x $0.50 +
+        # $1.50 = $7.00, ready 0 + 2; PHL's A + Chicago's B would cost $9.50.
+        assert placed.resourced
+        allocation = placed.order.allocation
+        assert allocation.pickup_store_id == "ST-PHL"
+        assert [(p.node_id, p.service) for p in allocation.parcels] == [("DC-CHI", "transfer")]
+        assert allocation.cost.minor_units == 700
