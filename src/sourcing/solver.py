@@ -185,31 +185,34 @@ class _Context:
     known: list[_Plan] = field(default_factory=list)
     #: The Lagrangian prices last found: a warm start for the next bound.
     prices: np.ndarray | None = None
+    #: Deadline-independent service dominance, filled by the first :func:`_eligible`.
+    dominance: list[tuple[int, int, np.ndarray]] | None = None
 
     def out_of_time(self) -> bool:
         stop = self.settings.should_stop
         return time.perf_counter() > self.deadline or (stop is not None and stop())
 
 
-def _eligible(costs: OrderCosts, day: int) -> np.ndarray:
-    """(node, service) pairs usable by ``day``, with dominated services removed.
+def _dominance(costs: OrderCosts) -> list[tuple[int, int, np.ndarray]]:
+    """Per ordered service pair (b, a): the nodes where a, when usable, makes b unneeded.
 
     Service b of a node is dropped when another service a of the same node is
     no dearer per parcel, per unit of every SKU, and no slower (ties keep the
     lower index), or strictly cheaper per parcel and no dearer per unit
     whatever its speed: some optimal plan of the sub-problem never needs b.
+    None of this depends on the deadline, so it is computed once per order.
     """
-    elig = costs.usable & (costs.arrival <= day)
-    n_services = elig.shape[1]
+    pairs = []
+    n_services = costs.fixed.shape[1]
     for b in range(n_services):
         for a in range(n_services):
             if a == b:
                 continue
+            units_not_dearer = np.all(costs.unit[:, a, :] <= costs.unit[:, b, :], axis=1)
             not_worse = (
-                elig[:, a]
-                & (costs.fixed[:, a] <= costs.fixed[:, b])
+                (costs.fixed[:, a] <= costs.fixed[:, b])
                 & (costs.arrival[:, a] <= costs.arrival[:, b])
-                & np.all(costs.unit[:, a, :] <= costs.unit[:, b, :], axis=1)
+                & units_not_dearer
             )
             strictly = (
                 (costs.fixed[:, a] < costs.fixed[:, b])
@@ -217,12 +220,20 @@ def _eligible(costs: OrderCosts, day: int) -> np.ndarray:
                 | np.any(costs.unit[:, a, :] < costs.unit[:, b, :], axis=1)
             )
             # A strictly cheaper parcel beats b in every plan, whatever the speed.
-            cheaper = (
-                elig[:, a]
-                & (costs.fixed[:, a] < costs.fixed[:, b])
-                & np.all(costs.unit[:, a, :] <= costs.unit[:, b, :], axis=1)
-            )
-            elig[:, b] &= ~((not_worse & (strictly | (a < b))) | cheaper)
+            cheaper = (costs.fixed[:, a] < costs.fixed[:, b]) & units_not_dearer
+            pairs.append((b, a, (not_worse & (strictly | (a < b))) | cheaper))
+    return pairs
+
+
+def _eligible(ctx: _Context, day: int) -> np.ndarray:
+    """(node, service) pairs usable by ``day``, dominated services removed (:func:`_dominance`)."""
+    costs = ctx.costs
+    if ctx.dominance is None:
+        ctx.dominance = _dominance(costs)
+    elig = costs.usable & (costs.arrival <= day)
+    # Same order as pruning pair by pair: a service pruned earlier no longer prunes others.
+    for b, a, beaten in ctx.dominance:
+        elig[:, b] &= ~(beaten & elig[:, a])
     return elig
 
 
@@ -749,7 +760,7 @@ def _min_cost(ctx: _Context, day: int, max_parcels: int) -> _Plan | None:
         return ctx.cache[key]
     ctx.stats["sub"] += 1
     costs, demand = ctx.costs, ctx.demand
-    elig = _eligible(costs, day)
+    elig = _eligible(ctx, day)
     node_ok = elig.any(axis=1)
     plan: _Plan | None = None
     if np.all(costs.available[node_ok].sum(axis=0) >= demand):
