@@ -115,6 +115,59 @@ _LOCK_STOCK_AT = {
     .order_by(t.stock.c.node_id, t.stock.c.sku)
     .with_for_update(),
 }
+_TAKE_QUOTE = (
+    sa.update(t.quotes)
+    .where(t.quotes.c.quote_id == sa.bindparam("q_id"), t.quotes.c.order_id.is_(None))
+    .values(order_id=sa.bindparam("o_id"))
+)
+_DROP_QUOTE_HOLDS = sa.delete(t.reservations).where(
+    t.reservations.c.quote_id == sa.bindparam("q_id")
+)
+_INSERT_ORDER = t.orders.insert()
+_INSERT_EVENT = t.order_events.insert()
+_ORDER_BY_ID = sa.select(t.orders).where(t.orders.c.order_id == sa.bindparam("o_id"))
+_ORDER_BY_ID_FOR_UPDATE = _ORDER_BY_ID.with_for_update()
+_ORDER_ID_BY_KEY = sa.select(t.orders.c.order_id).where(
+    t.orders.c.idempotency_key == sa.bindparam("key")
+)
+_EVENTS_OF_ORDER = (
+    sa.select(t.order_events.c.at, t.order_events.c.type, t.order_events.c.detail)
+    .where(t.order_events.c.order_id == sa.bindparam("o_id"))
+    .order_by(t.order_events.c.event_id)
+)
+_RETURNS_OF_ORDER = (
+    sa.select(
+        t.order_returns.c.sku,
+        t.order_returns.c.qty,
+        t.order_returns.c.node_id,
+        t.order_returns.c.at,
+    )
+    .where(t.order_returns.c.order_id == sa.bindparam("o_id"))
+    .order_by(t.order_returns.c.return_id)
+)
+_QUOTE_BY_ID = sa.select(t.quotes).where(t.quotes.c.quote_id == sa.bindparam("q_id"))
+_CAPACITY_LIMITS = (
+    sa.select(t.nodes.c.node_id, t.nodes.c.daily_capacity_units)
+    .where(
+        t.nodes.c.node_id.in_(sa.bindparam("nodes", expanding=True)),
+        t.nodes.c.daily_capacity_units.is_not(None),
+    )
+    .order_by(t.nodes.c.node_id)
+)
+_CAPACITY_LIMITS_FOR_UPDATE = _CAPACITY_LIMITS.with_for_update()
+_USAGE_OF_NODES = sa.select(t.node_day_usage.c.node_id, t.node_day_usage.c.units).where(
+    t.node_day_usage.c.day == sa.bindparam("day"),
+    t.node_day_usage.c.node_id.in_(sa.bindparam("nodes", expanding=True)),
+)
+_ADD_USAGE = (
+    sa.update(t.node_day_usage)
+    .where(
+        t.node_day_usage.c.node_id == sa.bindparam("n_id"),
+        t.node_day_usage.c.day == sa.bindparam("d"),
+    )
+    .values(units=t.node_day_usage.c.units + sa.bindparam("qty"))
+)
+_INSERT_USAGE = t.node_day_usage.insert()
 _INSERT_QUOTE = t.quotes.insert()
 _INSERT_RESERVATIONS = t.reservations.insert()
 
@@ -950,26 +1003,18 @@ class Store:
     ) -> list[Precondition]:
         nodes = sorted(by_node)
         limits = {
-            row.node_id: row.daily_capacity_units
-            for row in conn.execute(
-                self._lock(
-                    sa.select(t.nodes.c.node_id, t.nodes.c.daily_capacity_units)
-                    .where(
-                        t.nodes.c.node_id.in_(nodes), t.nodes.c.daily_capacity_units.is_not(None)
-                    )
-                    .order_by(t.nodes.c.node_id)
-                )
+            node: limit
+            for node, limit in conn.execute(
+                _CAPACITY_LIMITS if self.is_sqlite else _CAPACITY_LIMITS_FOR_UPDATE,
+                {"nodes": nodes},
             )
         }
         if not limits:
             return []
         used = {
-            row.node_id: int(row.units)
-            for row in conn.execute(
-                sa.select(t.node_day_usage).where(
-                    t.node_day_usage.c.day == utc_day(now),
-                    t.node_day_usage.c.node_id.in_(list(limits)),
-                )
+            node: int(units)
+            for node, units in conn.execute(
+                _USAGE_OF_NODES, {"day": utc_day(now), "nodes": list(limits)}
             )
         }
         return [
@@ -985,13 +1030,9 @@ class Store:
 
     def _use_capacity(self, conn: Connection, by_node: Mapping[str, int], day: str) -> None:
         for node, qty in sorted(by_node.items()):
-            updated = conn.execute(
-                sa.update(t.node_day_usage)
-                .where(t.node_day_usage.c.node_id == node, t.node_day_usage.c.day == day)
-                .values(units=t.node_day_usage.c.units + qty)
-            ).rowcount
+            updated = conn.execute(_ADD_USAGE, {"n_id": node, "d": day, "qty": qty}).rowcount
             if not updated:
-                conn.execute(sa.insert(t.node_day_usage).values(node_id=node, day=day, units=qty))
+                conn.execute(_INSERT_USAGE, {"node_id": node, "day": day, "units": qty})
 
     # -- quotes -------------------------------------------------------------------
 
@@ -1056,7 +1097,7 @@ class Store:
         return QuoteRow(quote_id, now, now + ttl_s, utc_day(now), request, options, None)
 
     def get_quote(self, conn: Connection, quote_id: str) -> QuoteRow:
-        row = conn.execute(sa.select(t.quotes).where(t.quotes.c.quote_id == quote_id)).first()
+        row = conn.execute(_QUOTE_BY_ID, {"q_id": quote_id}).first()
         if row is None:
             raise NotFound("quote", quote_id)
         return QuoteRow(
@@ -1088,9 +1129,7 @@ class Store:
     # -- orders -------------------------------------------------------------------
 
     def find_order_by_key(self, conn: Connection, idempotency_key: str) -> OrderRow | None:
-        row = conn.execute(
-            sa.select(t.orders.c.order_id).where(t.orders.c.idempotency_key == idempotency_key)
-        ).first()
+        row = conn.execute(_ORDER_ID_BY_KEY, {"key": idempotency_key}).first()
         return None if row is None else self.get_order(conn, row.order_id)
 
     def insert_order(
@@ -1112,39 +1151,36 @@ class Store:
         Raises :class:`Aborted` if another order took the quote meanwhile.
         """
         now = self.clock()
-        taken = conn.execute(
-            sa.update(t.quotes)
-            .where(t.quotes.c.quote_id == quote.quote_id, t.quotes.c.order_id.is_(None))
-            .values(order_id=order_id)
-        ).rowcount
+        taken = conn.execute(_TAKE_QUOTE, {"q_id": quote.quote_id, "o_id": order_id}).rowcount
         if not taken:
             raise Aborted(f"quote {quote.quote_id!r} was used by a concurrent PlaceOrder")
-        conn.execute(sa.delete(t.reservations).where(t.reservations.c.quote_id == quote.quote_id))
+        conn.execute(_DROP_QUOTE_HOLDS, {"q_id": quote.quote_id})
         request = quote.request
         try:
             conn.execute(
-                sa.insert(t.orders).values(
-                    order_id=order_id,
-                    quote_id=quote.quote_id,
-                    option_id=option_id,
-                    idempotency_key=idempotency_key,
-                    state="PLACED",
-                    dest_lat=float(request["destination"]["lat"]),
-                    dest_lon=float(request["destination"]["lon"]),
-                    lines_json=json.dumps(lines, separators=(",", ":")),
-                    allocation_json=json.dumps(allocation, separators=(",", ":")),
-                    promised_date=promised_date,
-                    created_at=now,
-                    updated_at=now,
-                    version=1,
-                )
+                _INSERT_ORDER,
+                {
+                    "order_id": order_id,
+                    "quote_id": quote.quote_id,
+                    "option_id": option_id,
+                    "idempotency_key": idempotency_key,
+                    "state": "PLACED",
+                    "dest_lat": float(request["destination"]["lat"]),
+                    "dest_lon": float(request["destination"]["lon"]),
+                    "lines_json": json.dumps(lines, separators=(",", ":")),
+                    "allocation_json": json.dumps(allocation, separators=(",", ":")),
+                    "promised_date": promised_date,
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                },
             )
         except IntegrityError as exc:
             raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
         units = units_of(allocation)
         if units:  # empty when every unit waits for inbound receipts
             conn.execute(
-                sa.insert(t.reservations),
+                _INSERT_RESERVATIONS,
                 [
                     {
                         "node_id": node,
@@ -1163,31 +1199,20 @@ class Store:
 
     def add_event(self, conn: Connection, order_id: str, kind: str, detail: str) -> None:
         conn.execute(
-            sa.insert(t.order_events).values(
-                order_id=order_id, at=self.clock(), type=kind, detail=detail
-            )
+            _INSERT_EVENT,
+            {"order_id": order_id, "at": self.clock(), "type": kind, "detail": detail},
         )
 
     def get_order(self, conn: Connection, order_id: str, *, for_update: bool = False) -> OrderRow:
-        query = sa.select(t.orders).where(t.orders.c.order_id == order_id)
-        row = conn.execute(self._lock(query) if for_update else query).first()
+        locked = for_update and not self.is_sqlite
+        by_id = {"o_id": order_id}
+        row = conn.execute(_ORDER_BY_ID_FOR_UPDATE if locked else _ORDER_BY_ID, by_id).first()
         if row is None:
             raise NotFound("order", order_id)
-        events = [
-            (e.at, e.type, e.detail)
-            for e in conn.execute(
-                sa.select(t.order_events)
-                .where(t.order_events.c.order_id == order_id)
-                .order_by(t.order_events.c.event_id)
-            )
-        ]
+        events = [(at, kind, detail) for at, kind, detail in conn.execute(_EVENTS_OF_ORDER, by_id)]
         returns = [
-            (r.sku, int(r.qty), r.node_id, r.at)
-            for r in conn.execute(
-                sa.select(t.order_returns)
-                .where(t.order_returns.c.order_id == order_id)
-                .order_by(t.order_returns.c.return_id)
-            )
+            (sku, int(qty), node, at)
+            for sku, qty, node, at in conn.execute(_RETURNS_OF_ORDER, by_id)
         ]
         return _order_row(row, events, returns)
 
