@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -134,8 +134,8 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'oms.db'}"
 
 
-def prepared_store(url: str, network: Network) -> Store:
-    store = Store(url, pool_size=4)
+def prepared_store(url: str, network: Network, clock: Callable[[], float] | None = None) -> Store:
+    store = Store(url, pool_size=4) if clock is None else Store(url, pool_size=4, clock=clock)
     store.migrate()
     store.load_network(network, reason="test network")
     return store
@@ -143,9 +143,15 @@ def prepared_store(url: str, network: Network) -> Store:
 
 @contextmanager
 def running_server(
-    url: str, network: Network | None = None, **overrides: object
+    url: str,
+    network: Network | None = None,
+    clock: Callable[[], float] | None = None,
+    **overrides: object,
 ) -> Iterator[Client]:
-    """An in-process server on a free loopback port over ``url`` (loaded with ``network``)."""
+    """An in-process server on a free loopback port over ``url`` (loaded with ``network``).
+
+    ``clock``: the store's clock (epoch seconds), for tests that move time on.
+    """
     settings = replace(
         Settings(
             database_url=url,
@@ -157,7 +163,7 @@ def running_server(
         ),
         **overrides,  # type: ignore[arg-type]
     )
-    store = prepared_store(url, network if network is not None else hand_network())
+    store = prepared_store(url, network if network is not None else hand_network(), clock)
     server, port = build_server(settings, store)
     server.start()
     target = f"127.0.0.1:{port}"

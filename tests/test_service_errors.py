@@ -19,15 +19,18 @@ import math
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from oms import schema
 from oms.v1 import checkout_pb2, common_pb2, fulfilment_pb2, inventory_pb2
 from sourcing.model import Network
 
@@ -359,6 +362,58 @@ def node(**fields: Any) -> inventory_pb2.Node:
     }
     values.update(fields)
     return inventory_pb2.Node(**values)
+
+
+#: A date every receipt of the table is expected on: well in the future.
+DUE = (date.today() + timedelta(days=30)).isoformat()
+
+
+def receipt(receipt_id: str, **fields: Any) -> inventory_pb2.InboundReceipt:
+    values: dict[str, Any] = {
+        "receipt_id": receipt_id,
+        "node_id": "DC-NJ",
+        "sku": "A",
+        "quantity": 5,
+        "expected_date": DUE,
+    }
+    values.update(fields)
+    return inventory_pb2.InboundReceipt(**values)
+
+
+def upsert_receipts(*receipts: inventory_pb2.InboundReceipt) -> Callable[[Env], Any]:
+    return admin(
+        "UpsertInboundReceipts", inventory_pb2.UpsertInboundReceiptsRequest(receipts=receipts)
+    )
+
+
+def cancel_receipt(receipt_id: str, reason: str = "supplier") -> Callable[[Env], Any]:
+    return admin(
+        "CancelInboundReceipt",
+        inventory_pb2.CancelInboundReceiptRequest(receipt_id=receipt_id, reason=reason),
+    )
+
+
+def receive(receipt_id: str, qty: int, reason: str = "truck") -> Callable[[Env], Any]:
+    return admin(
+        "ReceiveInboundReceipt",
+        inventory_pb2.ReceiveInboundReceiptRequest(
+            receipt_id=receipt_id, received_quantity=qty, reason=reason
+        ),
+    )
+
+
+def check_received_once(env: Env, response: inventory_pb2.ReceiveInboundReceiptResponse) -> None:
+    """The retry returned the receipt as received, and put nothing on hand a second time."""
+    assert response.receipt.state == inventory_pb2.INBOUND_RECEIPT_STATE_RECEIVED
+    assert response.receipt.received_quantity == 4
+    assert list(response.covered_order_ids) == []
+    assert env.client.store.ledger_mismatches() == []
+    t = schema.stock_ledger
+    with env.client.store.read() as conn:
+        rows = conn.execute(
+            sa.select(t.c.delta).where(t.c.reason == "receipt R-received-twice: truck")
+        ).all()
+    assert [r.delta for r in rows] == [4]
 
 
 def bug(reason: str) -> pytest.MarkDecorator:
@@ -984,6 +1039,340 @@ CASES = [
             fields=(("skus", "at least one"),),
         ),
         id="get-availability-no-skus",
+    ),
+    # -- RejectOrder / ReportShortage ----------------------------------------------------
+    pytest.param(
+        Case(
+            fulfil("RejectOrder", fulfilment_pb2.RejectOrderRequest, reason="  "),
+            INVALID_ARGUMENT,
+            fields=(("order_id", "required"), ("node_id", "required"), ("reason", "required")),
+        ),
+        id="reject-empty",
+    ),
+    pytest.param(
+        Case(
+            fulfil(
+                "RejectOrder",
+                fulfilment_pb2.RejectOrderRequest,
+                order_id="o_x",
+                node_id="DC-NJ",
+                reason="x" * 1001,
+            ),
+            INVALID_ARGUMENT,
+            fields=(("reason", "1000"),),
+        ),
+        id="reject-reason-too-long",
+    ),
+    pytest.param(
+        Case(
+            fulfil(
+                "RejectOrder",
+                fulfilment_pb2.RejectOrderRequest,
+                order_id="o_nope",
+                node_id="DC-NJ",
+                reason="no picker",
+            ),
+            NOT_FOUND,
+            resource=("order", "o_nope"),
+        ),
+        id="reject-unknown-order",
+    ),
+    pytest.param(
+        Case(
+            fulfil(
+                "RejectOrder",
+                fulfilment_pb2.RejectOrderRequest,
+                order_id="{order}",
+                node_id="ST-PHL",
+                reason="no picker",
+            ),
+            FAILED_PRECONDITION,
+            preconditions=(("NODE", "ST-PHL", "not in the order"),),
+            setup=lambda env: env.order(),  # one A from Newark
+        ),
+        id="reject-by-a-node-that-ships-nothing",
+    ),
+    pytest.param(
+        Case(
+            fulfil(
+                "RejectOrder",
+                fulfilment_pb2.RejectOrderRequest,
+                order_id="{order}",
+                node_id="{node}",
+                reason="no picker",
+            ),
+            FAILED_PRECONDITION,
+            preconditions=(("STATE", "{order}", "SHIPPED"),),
+            setup=lambda env: env.order("SHIPPED"),
+        ),
+        id="reject-shipped-order",
+    ),
+    pytest.param(
+        Case(
+            fulfil(
+                "ReportShortage",
+                fulfilment_pb2.ReportShortageRequest,
+                order_id="{order}",
+                node_id="{node}",
+                reason="bin empty",
+            ),
+            INVALID_ARGUMENT,
+            fields=(("lines", "at least one"),),
+            setup=lambda env: env.names.update(order="o_any", node="DC-NJ"),
+        ),
+        id="shortage-no-lines",
+    ),
+    pytest.param(
+        Case(
+            fulfil(
+                "ReportShortage",
+                fulfilment_pb2.ReportShortageRequest,
+                order_id="o_any",
+                node_id="DC-NJ",
+                reason="bin empty",
+                lines=[line("", 0), line("A", -1)],
+            ),
+            INVALID_ARGUMENT,
+            fields=(
+                ("lines[0].sku", "required"),
+                ("lines[0].quantity", "positive"),
+                ("lines[1].quantity", "positive"),
+            ),
+        ),
+        id="shortage-bad-lines",
+    ),
+    pytest.param(
+        Case(
+            fulfil(
+                "ReportShortage",
+                fulfilment_pb2.ReportShortageRequest,
+                order_id="{order}",
+                node_id="{node}",
+                reason="bin empty",
+                lines=[line("A", 2), line("B", 1)],
+            ),
+            FAILED_PRECONDITION,
+            preconditions=(
+                ("SHORTAGE", "{node}/A", "reports 2 missing, but the order takes 1"),
+                ("SHORTAGE", "{node}/B", "takes 0"),
+            ),
+            setup=lambda env: env.order("PLACED", {"A": 1}),
+        ),
+        id="shortage-more-than-the-node-ships",
+    ),
+    pytest.param(
+        Case(
+            fulfil(
+                "ReportShortage",
+                fulfilment_pb2.ReportShortageRequest,
+                order_id="o_nope",
+                node_id="DC-NJ",
+                reason="bin empty",
+                lines=[line("A", 1)],
+            ),
+            NOT_FOUND,
+            resource=("order", "o_nope"),
+        ),
+        id="shortage-unknown-order",
+    ),
+    # -- inbound receipts ----------------------------------------------------------------
+    pytest.param(
+        Case(
+            admin("UpsertInboundReceipts", inventory_pb2.UpsertInboundReceiptsRequest()),
+            INVALID_ARGUMENT,
+            fields=(("receipts", "between 1"),),
+        ),
+        id="upsert-receipts-empty",
+    ),
+    pytest.param(
+        Case(
+            upsert_receipts(
+                receipt("R-1", quantity=-1, expected_date="2030-02-30"),
+                receipt("R-1", node_id="", sku=""),
+            ),
+            INVALID_ARGUMENT,
+            fields=(
+                ("receipts[0].quantity", "positive"),
+                ("receipts[0].quantity", "negative"),
+                ("receipts[0].expected_date", "ISO date"),
+                ("receipts[1].receipt_id", "duplicate"),
+                ("receipts[1].node_id", "required"),
+                ("receipts[1].sku", "required"),
+            ),
+        ),
+        id="upsert-receipts-bad-fields",
+    ),
+    pytest.param(
+        Case(
+            upsert_receipts(receipt("R-unknown-sku", sku="NOPE")),
+            NOT_FOUND,
+            resource=("SKU", "NOPE"),
+        ),
+        id="upsert-receipt-unknown-sku",
+    ),
+    pytest.param(
+        Case(
+            upsert_receipts(receipt("R-moved", node_id="ST-PHL")),
+            FAILED_PRECONDITION,
+            preconditions=(("RECEIPT", "R-moved", "DC-NJ/A"),),
+            setup=lambda env: upsert_receipts(receipt("R-moved"))(env),
+        ),
+        id="upsert-receipt-to-another-position",
+    ),
+    pytest.param(
+        Case(
+            upsert_receipts(receipt("R-upsert-cancelled")),
+            FAILED_PRECONDITION,
+            preconditions=(("RECEIPT", "R-upsert-cancelled", "cancelled"),),
+            setup=lambda env: (
+                upsert_receipts(receipt("R-upsert-cancelled"))(env),
+                cancel_receipt("R-upsert-cancelled")(env),
+            ),
+        ),
+        id="upsert-cancelled-receipt",
+    ),
+    pytest.param(
+        Case(
+            admin(
+                "ListInboundReceipts",
+                inventory_pb2.ListInboundReceiptsRequest(skus=["A"] * 1001),
+            ),
+            INVALID_ARGUMENT,
+            fields=(("skus", "at most 1000"),),
+        ),
+        id="list-receipts-1001-skus",
+    ),
+    pytest.param(
+        Case(
+            admin("ListInboundReceipts", inventory_pb2.ListInboundReceiptsRequest(), ()),
+            UNAUTHENTICATED,
+            expect_details=False,
+        ),
+        id="list-receipts-without-token",
+    ),
+    pytest.param(
+        Case(
+            admin("CancelInboundReceipt", inventory_pb2.CancelInboundReceiptRequest()),
+            INVALID_ARGUMENT,
+            fields=(("receipt_id", "required"), ("reason", "required")),
+        ),
+        id="cancel-receipt-empty",
+    ),
+    pytest.param(
+        Case(cancel_receipt("R-nope"), NOT_FOUND, resource=("receipt", "R-nope")),
+        id="cancel-unknown-receipt",
+    ),
+    pytest.param(
+        Case(
+            cancel_receipt("R-cancel-twice"),
+            FAILED_PRECONDITION,
+            preconditions=(("RECEIPT", "R-cancel-twice", "CANCELLED"),),
+            setup=lambda env: (
+                upsert_receipts(receipt("R-cancel-twice"))(env),
+                cancel_receipt("R-cancel-twice")(env),
+            ),
+        ),
+        id="cancel-receipt-twice",
+    ),
+    pytest.param(
+        Case(
+            cancel_receipt("R-cancel-received"),
+            FAILED_PRECONDITION,
+            preconditions=(("RECEIPT", "R-cancel-received", "RECEIVED"),),
+            setup=lambda env: (
+                upsert_receipts(receipt("R-cancel-received"))(env),
+                receive("R-cancel-received", 5)(env),
+            ),
+        ),
+        id="cancel-received-receipt",
+    ),
+    pytest.param(
+        Case(
+            admin("ReceiveInboundReceipt", inventory_pb2.ReceiveInboundReceiptRequest()),
+            INVALID_ARGUMENT,
+            fields=(
+                ("receipt_id", "required"),
+                ("received_quantity", "positive"),
+                ("reason", "required"),
+            ),
+        ),
+        id="receive-empty",
+    ),
+    pytest.param(
+        Case(
+            receive("R-any", -3),
+            INVALID_ARGUMENT,
+            fields=(("received_quantity", "positive"), ("received_quantity", "negative")),
+        ),
+        id="receive-negative-quantity",
+    ),
+    pytest.param(
+        Case(
+            receive("R-any", 10**13, reason="   "),
+            INVALID_ARGUMENT,
+            fields=(("received_quantity", "at most"), ("reason", "required")),
+        ),
+        id="receive-huge-quantity-blank-reason",
+    ),
+    pytest.param(
+        Case(receive("R-nope", 1), NOT_FOUND, resource=("receipt", "R-nope")),
+        id="receive-unknown-receipt",
+    ),
+    pytest.param(
+        Case(
+            receive("R-receive-cancelled", 5),
+            FAILED_PRECONDITION,
+            preconditions=(("RECEIPT", "R-receive-cancelled", "cancelled"),),
+            setup=lambda env: (
+                upsert_receipts(receipt("R-receive-cancelled"))(env),
+                cancel_receipt("R-receive-cancelled")(env),
+            ),
+        ),
+        id="receive-cancelled-receipt",
+    ),
+    pytest.param(
+        Case(
+            receive("R-received-other", 3),
+            FAILED_PRECONDITION,
+            preconditions=(("RECEIPT", "R-received-other", "received (4 unit(s))"),),
+            setup=lambda env: (
+                upsert_receipts(receipt("R-received-other"))(env),
+                receive("R-received-other", 4)(env),
+            ),
+        ),
+        id="receive-again-with-another-quantity",
+    ),
+    pytest.param(
+        Case(
+            receive("R-received-twice", 4),
+            OK,
+            setup=lambda env: (
+                upsert_receipts(receipt("R-received-twice"))(env),
+                receive("R-received-twice", 4)(env),
+            ),
+            check=check_received_once,
+        ),
+        id="receive-twice-is-a-no-op",
+    ),
+    pytest.param(
+        Case(
+            admin("ReceiveInboundReceipt", inventory_pb2.ReceiveInboundReceiptRequest(), ()),
+            UNAUTHENTICATED,
+            expect_details=False,
+        ),
+        id="receive-without-token",
+    ),
+    pytest.param(
+        Case(
+            admin(
+                "ResourceOverdueReceipts",
+                inventory_pb2.ResourceOverdueReceiptsRequest(),
+                (("authorization", "Bearer wrong"),),
+            ),
+            PERMISSION_DENIED,
+            expect_details=False,
+        ),
+        id="resource-overdue-with-wrong-token",
     ),
     # -- auth --------------------------------------------------------------------------
     pytest.param(

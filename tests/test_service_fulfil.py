@@ -16,13 +16,27 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from oms import schema
+from oms.errors import FailedPrecondition
+from oms.fulfilment import cheapest_return_node
+from oms.receiving import start_sweeper
+from oms.settings import Settings
+from oms.store import units_of
 from oms.v1 import checkout_pb2, common_pb2, fulfilment_pb2, inventory_pb2
 from sourcing.model import Network
 
-from service_support import ADMIN, Client, hand_network, running_server, sqlite_url
+from service_support import (
+    ADMIN,
+    Client,
+    hand_network,
+    prepared_store,
+    running_server,
+    sqlite_url,
+)
 
 
 def with_lane(network: Network) -> Network:
@@ -427,3 +441,404 @@ def test_a_collect_order_resourced_at_place_stays_a_collect(tmp_path: Path) -> N
         assert allocation.pickup_store_id == "ST-PHL"
         assert [(p.node_id, p.service) for p in allocation.parcels] == [("DC-CHI", "transfer")]
         assert allocation.cost.minor_units == 700
+
+
+# -- receiving receipts, overdue receipts, returns, alerts ----------------------------
+
+
+def upsert_receipt(
+    client: Client, receipt_id: str, node: str, sku: str, qty: int, due: str
+) -> inventory_pb2.UpsertInboundReceiptsResponse:
+    return client.inventory.UpsertInboundReceipts(
+        inventory_pb2.UpsertInboundReceiptsRequest(
+            receipts=[
+                inventory_pb2.InboundReceipt(
+                    receipt_id=receipt_id, node_id=node, sku=sku, quantity=qty, expected_date=due
+                )
+            ]
+        ),
+        metadata=ADMIN,
+        timeout=10,
+    )
+
+
+def receive(
+    client: Client, receipt_id: str, qty: int, reason: str = "truck 7"
+) -> inventory_pb2.ReceiveInboundReceiptResponse:
+    return client.inventory.ReceiveInboundReceipt(
+        inventory_pb2.ReceiveInboundReceiptRequest(
+            receipt_id=receipt_id, received_quantity=qty, reason=reason
+        ),
+        metadata=ADMIN,
+        timeout=30,
+    )
+
+
+def backorder(client: Client, lines: dict[str, int], **fields: object) -> common_pb2.Order:
+    reply = client.quote(lines, allow_backorder=True, **fields)
+    (option,) = reply.options
+    assert option.waiting, "the cart must wait for a receipt"
+    return client.place(reply.quote_id, option.option_id).order
+
+
+def move(client: Client, order_id: str, action: str) -> common_pb2.Order:
+    stub = client.fulfilment
+    call, request = {
+        "release": (stub.ReleaseOrder, fulfilment_pb2.ReleaseOrderRequest),
+        "ship": (stub.ConfirmShipment, fulfilment_pb2.ConfirmShipmentRequest),
+        "deliver": (stub.ConfirmDelivery, fulfilment_pb2.ConfirmDeliveryRequest),
+    }[action]
+    order: common_pb2.Order = call(request(order_id=order_id), metadata=ADMIN, timeout=10).order
+    return order
+
+
+def assert_stock_invariants(client: Client, order_ids: list[str]) -> None:
+    """Ledger = on hand; reservations <= on hand; each order reserves exactly its stock units."""
+    store = client.store
+    assert store.ledger_mismatches() == []
+    with store.read() as conn:
+        for p in store.positions(conn):
+            assert p.reserved <= p.on_hand, p
+        for order_id in order_ids:
+            row = store.get_order(conn, order_id)
+            if row.state in ("PLACED", "RELEASED"):
+                assert store.order_reservations(conn, order_id) == units_of(row.allocation)
+
+
+def ledger_rows(client: Client, node: str, sku: str) -> list[tuple[int, str]]:
+    t = schema.stock_ledger
+    with client.store.read() as conn:
+        return [
+            (int(r.delta), r.reason)
+            for r in conn.execute(
+                sa.select(t.c.delta, t.c.reason)
+                .where(t.c.node_id == node, t.c.sku == sku)
+                .order_by(t.c.entry_id)
+            )
+        ]
+
+
+def test_a_received_receipt_lets_its_backorder_ship_and_be_returned(tmp_path: Path) -> None:
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    with running_server(sqlite_url(tmp_path), network) as client:
+        due = (datetime.now(UTC).date() + timedelta(days=2)).isoformat()
+        upsert_receipt(client, "PO-1", "DC-NJ", "B", 3, due)
+        order = backorder(client, {"A": 1, "B": 1})
+        move(client, order.order_id, "release")
+        err = failing(move, client, order.order_id, "ship")
+        assert violations(err) == ["RECEIPT:PO-1"]
+
+        reply = receive(client, "PO-1", 3)
+        assert reply.receipt.state == inventory_pb2.INBOUND_RECEIPT_STATE_RECEIVED
+        assert (reply.receipt.quantity, reply.receipt.received_quantity) == (3, 3)
+        assert reply.receipt.reserved == 0  # nobody waits for it any more
+        assert list(reply.covered_order_ids) == [order.order_id]
+        assert list(reply.resourced_order_ids) == []
+        # 3 on hand, 1 reserved for the order, 2 free; the receipt no longer counts as inbound.
+        got = reply.availability
+        assert (got.on_hand, got.reserved, got.available, got.inbound, got.projected) == (
+            3,
+            1,
+            2,
+            0,
+            2,
+        )
+        assert ledger_rows(client, "DC-NJ", "B") == [(3, "receipt PO-1: truck 7")]
+        with client.store.read() as conn:
+            assert client.store.order_reservations(conn, order.order_id) == {
+                ("DC-NJ", "A"): 1,
+                ("DC-NJ", "B"): 1,
+            }
+            assert client.store.order_inbound(conn, order.order_id) == {}
+        assert_stock_invariants(client, [order.order_id])
+        after = client.checkout.GetOrder(checkout_pb2.GetOrderRequest(order_id=order.order_id))
+        assert list(after.order.allocation.waiting) == []
+        assert after.order.events[-1].type == "receipt_received"
+        assert not after.order.needs_attention
+
+        # A retry with the same quantity changes nothing; another quantity is refused.
+        again = receive(client, "PO-1", 3)
+        assert again.receipt.state == inventory_pb2.INBOUND_RECEIPT_STATE_RECEIVED
+        assert list(again.covered_order_ids) == []
+        assert len(ledger_rows(client, "DC-NJ", "B")) == 1
+        err = failing(receive, client, "PO-1", 2)
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert violations(err) == ["RECEIPT:PO-1"]
+
+        shipped = move(client, order.order_id, "ship")
+        assert shipped.state == common_pb2.ORDER_STATE_SHIPPED
+        assert ledger_rows(client, "DC-NJ", "B")[-1][0] == -1
+        move(client, order.order_id, "deliver")
+        # The received unit counts as shipped: it can come back. NYC's cheapest return for
+        # 2 kg is Newark by ground: $5 + 2 kg x $1 + $2.00 handling = $9.00.
+        returned = client.fulfilment.ReturnItems(
+            fulfilment_pb2.ReturnItemsRequest(
+                order_id=order.order_id, lines=[common_pb2.CartLine(sku="B", quantity=1)]
+            ),
+            metadata=ADMIN,
+            timeout=10,
+        )
+        assert (returned.return_node_id, returned.return_cost.minor_units) == ("DC-NJ", 900)
+        with client.store.read() as conn:
+            (position,) = client.store.positions(conn, ["B"], ["DC-NJ"])
+        assert (position.on_hand, position.reserved) == (3, 0)  # 3 in, 1 out, 1 back
+        err = failing(
+            client.fulfilment.ReturnItems,
+            fulfilment_pb2.ReturnItemsRequest(
+                order_id=order.order_id, lines=[common_pb2.CartLine(sku="B", quantity=1)]
+            ),
+            metadata=ADMIN,
+        )
+        assert violations(err) == ["RETURN:B"]  # only one B shipped
+        assert_stock_invariants(client, [order.order_id])
+
+
+def test_a_short_receipt_serves_orders_oldest_first_and_resources_the_rest(
+    tmp_path: Path,
+) -> None:
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    with running_server(sqlite_url(tmp_path), network) as client:
+        due = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+        upsert_receipt(client, "PO-2", "DC-NJ", "B", 5, due)
+        first = backorder(client, {"B": 2})
+        second = backorder(client, {"B": 2})
+        third = backorder(client, {"B": 1})
+        # Each waits at Newark for day 1, then ships: arriving 1 + 1 + 1 = day 3.
+        assert second.allocation.delivery_days == 3
+        client.inventory.SetStock(
+            inventory_pb2.SetStockRequest(node_id="DC-CHI", sku="B", on_hand=5, reason="found"),
+            metadata=ADMIN,
+        )
+        reply = receive(client, "PO-2", 3, reason="2 cases damaged")
+        # Oldest first: the first order takes 2 (1 left), the second needs 2 and does not
+        # fit, the third takes the last one. The second is re-sourced from Chicago:
+        # $9 + 4 kg x $1 + $1.50 = $14.50, day 3: the promised day, kept.
+        assert list(reply.covered_order_ids) == [first.order_id, third.order_id]
+        assert list(reply.resourced_order_ids) == [second.order_id]
+        assert (reply.receipt.received_quantity, reply.receipt.reserved) == (3, 0)
+        assert (reply.availability.on_hand, reply.availability.reserved) == (3, 3)
+        with client.store.read() as conn:
+            reserved = {
+                o.order_id: client.store.order_reservations(conn, o.order_id)
+                for o in (first, second, third)
+            }
+            assert all(
+                client.store.order_inbound(conn, o.order_id) == {} for o in (first, second, third)
+            )
+            moved = client.store.get_order(conn, second.order_id)
+        assert reserved == {
+            first.order_id: {("DC-NJ", "B"): 2},
+            second.order_id: {("DC-CHI", "B"): 2},
+            third.order_id: {("DC-NJ", "B"): 1},
+        }
+        assert [kind for _, kind, _ in moved.events][-2:] == ["receipt_short", "resourced"]
+        assert "arrived short: 3 of 5" in moved.events[-2][2]
+        (parcel,) = moved.allocation["parcels"]
+        assert (parcel["node_id"], parcel["cost"]) == ("DC-CHI", 1_450_000)  # millicents
+        assert_stock_invariants(client, [first.order_id, second.order_id, third.order_id])
+        for o in (first, second, third):
+            move(client, o.order_id, "release")
+            assert move(client, o.order_id, "ship").state == common_pb2.ORDER_STATE_SHIPPED
+        with client.store.read() as conn:
+            stock = {(p.node_id, p.sku): p.on_hand for p in client.store.positions(conn, ["B"])}
+        assert stock == {("DC-NJ", "B"): 0, ("DC-CHI", "B"): 3}
+        assert_stock_invariants(client, [])
+
+
+class Clock:
+    """A store clock tests move on by hand."""
+
+    def __init__(self, day: str) -> None:
+        self.now = datetime.fromisoformat(f"{day}T12:00:00+00:00").timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, days: int) -> None:
+        self.now += days * 86_400
+
+
+PHL = common_pb2.Location(latitude=39.9526, longitude=-75.1652)
+
+
+def test_an_overdue_receipt_resources_its_orders_once(tmp_path: Path) -> None:
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    clock = Clock("2030-03-04")
+    with running_server(sqlite_url(tmp_path), network, clock=clock) as client:
+
+        def sweep() -> inventory_pb2.ResourceOverdueReceiptsResponse:
+            return client.inventory.ResourceOverdueReceipts(
+                inventory_pb2.ResourceOverdueReceiptsRequest(), metadata=ADMIN, timeout=30
+            )
+
+        upsert_receipt(client, "PO-3", "DC-NJ", "B", 2, "2030-03-05")
+        # To Philadelphia: waits at Newark for day 1, then zone 2 ground: 1 + 1 + 2 = day 4.
+        order = backorder(client, {"B": 1}, destination=PHL)
+        assert order.promised_date == "2030-03-08"
+        assert list(sweep().overdue_receipt_ids) == []
+        clock.advance(1)  # due today: not late yet
+        assert list(sweep().overdue_receipt_ids) == []
+        client.inventory.SetStock(
+            inventory_pb2.SetStockRequest(node_id="ST-PHL", sku="B", on_hand=4, reason="found"),
+            metadata=ADMIN,
+        )
+        clock.advance(1)  # 2030-03-06: PO-3 is late
+        swept = sweep()
+        assert list(swept.overdue_receipt_ids) == ["PO-3"]
+        assert list(swept.resourced_order_ids) == [order.order_id]
+        got = client.checkout.GetOrder(checkout_pb2.GetOrderRequest(order_id=order.order_id))
+        # From the Philadelphia store itself (zone 1): $5 + 2 kg x $1 + $3.00 = $10.00,
+        # 1 + 1 = 2 days from 03-06: 2030-03-08, the promised day.
+        (parcel,) = got.order.allocation.parcels
+        assert (parcel.node_id, parcel.cost.minor_units) == ("ST-PHL", 1000)
+        assert got.order.allocation.delivery_date == "2030-03-08"
+        assert not got.order.needs_attention
+        assert [e.type for e in got.order.events][-2:] == ["receipt_late", "resourced"]
+        assert "overdue" in got.order.events[-2].detail
+        with client.store.read() as conn:
+            assert client.store.order_inbound(conn, order.order_id) == {}
+            assert client.store.order_reservations(conn, order.order_id) == {("ST-PHL", "B"): 1}
+        # Again: nothing waits for PO-3 any more, nothing changes.
+        again = sweep()
+        assert (list(again.overdue_receipt_ids), list(again.resourced_order_ids)) == ([], [])
+        later = client.checkout.GetOrder(checkout_pb2.GetOrderRequest(order_id=order.order_id))
+        assert len(later.order.events) == len(got.order.events)
+        (receipt,) = client.inventory.ListInboundReceipts(
+            inventory_pb2.ListInboundReceiptsRequest(), metadata=ADMIN
+        ).receipts
+        assert (receipt.state, receipt.reserved) == (inventory_pb2.INBOUND_RECEIPT_STATE_OPEN, 0)
+        assert_stock_invariants(client, [order.order_id])
+
+
+def test_the_sweeper_flags_a_late_receipts_order_it_cannot_save(tmp_path: Path) -> None:
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    clock = Clock("2030-03-04")
+    url = sqlite_url(tmp_path)
+    with running_server(url, network, clock=clock) as client:
+        upsert_receipt(client, "PO-4", "DC-NJ", "B", 2, "2030-03-05")
+        order = backorder(client, {"B": 1})  # to NYC: 1 + 1 + 1 = day 3, 2030-03-07
+        assert order.promised_date == "2030-03-07"
+        clock.advance(2)
+        client.inventory.SetStock(
+            inventory_pb2.SetStockRequest(node_id="DC-CHI", sku="B", on_hand=4, reason="found"),
+            metadata=ADMIN,
+        )
+        settings = Settings(database_url=url, overdue_sweep_s=0.01)
+        sweeper = start_sweeper(client.store, settings)
+        assert sweeper is not None
+        try:
+            with sweeper.swept:
+                assert sweeper.swept.wait_for(lambda: sweeper.sweeps >= 1, timeout=60)
+        finally:
+            sweeper.stop()
+        got = client.checkout.GetOrder(checkout_pb2.GetOrderRequest(order_id=order.order_id))
+        # Only Chicago has B: 0 + 3 days from 03-06 is 03-09, after the promised 03-07.
+        assert [p.node_id for p in got.order.allocation.parcels] == ["DC-CHI"]
+        assert got.order.needs_attention
+        assert [e.type for e in got.order.events][-2:] == ["receipt_late", "flagged"]
+        assert start_sweeper(client.store, Settings(database_url=url, overdue_sweep_s=0)) is None
+
+
+def test_returns_never_go_by_the_transfer_lane(tmp_path: Path) -> None:
+    # A transfer lane free in zone 3 would make Chicago the "cheapest" return for NYC
+    # ($0 + $1.50 handling); customers cannot use it: Newark by ground, $5 + $1 + $2.00.
+    network = with_lane(hand_network())
+    network = network.replace(
+        base_price=np.array([[500, 700, 900], [9_999, 9_999, 0]]),
+        per_kg=np.array([[100, 100, 100], [0, 0, 0]]),
+    )
+    store = prepared_store(sqlite_url(tmp_path), network)
+    try:
+        catalog = store.catalog()
+        assert cheapest_return_node(catalog, 40.7128, -74.0060, 1000) == ("DC-NJ", 800_000)
+        lane_only = prepared_store(
+            f"sqlite:///{tmp_path / 'lane.db'}",
+            network.replace(
+                service_ids=("transfer",),
+                base_price=network.base_price[1:],
+                per_kg=network.per_kg[1:],
+                transit_days=network.transit_days[1:],
+                offered=network.offered[1:],
+            ),
+        )
+        try:
+            with pytest.raises(FailedPrecondition) as info:
+                cheapest_return_node(lane_only.catalog(), 40.7128, -74.0060, 1000)
+            assert [v.type for v in info.value.violations] == ["RETURN_ROUTE"]
+        finally:
+            lane_only.dispose()
+    finally:
+        store.dispose()
+
+
+def test_watch_low_stock_alerts_uses_the_projected_figure(tmp_path: Path) -> None:
+    with running_server(sqlite_url(tmp_path)) as client:
+        inventory = client.inventory
+        inventory.SetStock(
+            inventory_pb2.SetStockRequest(
+                node_id="DC-NJ", sku="A", on_hand=5, low_stock_threshold=3, reason="count"
+            ),
+            metadata=ADMIN,
+        )
+        quote = client.quote({"A": 3})
+        client.place(quote.quote_id, quote.options[0].option_id)
+        stream = inventory.WatchLowStockAlerts(
+            inventory_pb2.WatchLowStockAlertsRequest(skus=["A"], node_ids=["DC-NJ"]),
+            metadata=ADMIN,
+            timeout=60,
+        )
+
+        def seen(reply: inventory_pb2.WatchLowStockAlertsResponse) -> tuple[object, ...]:
+            p = reply.alert.position
+            return (reply.cleared, p.available, p.inbound, p.inbound_reserved, p.projected)
+
+        try:
+            # 5 on hand - 3 reserved = 2 available, nothing inbound: 2 <= 3, low.
+            assert seen(next(stream)) == (False, 2, 0, 0, 2)
+            due = (datetime.now(UTC).date() + timedelta(days=5)).isoformat()
+            upsert_receipt(client, "PO-9", "DC-NJ", "A", 4, due)
+            # Still 2 available, but 2 + 4 inbound = 6 projected > 3: cleared.
+            assert seen(next(stream)) == (True, 2, 4, 0, 6)
+            client.inventory.CancelInboundReceipt(
+                inventory_pb2.CancelInboundReceiptRequest(receipt_id="PO-9", reason="supplier"),
+                metadata=ADMIN,
+            )
+            assert seen(next(stream)) == (False, 2, 0, 0, 2)  # raised again
+        finally:
+            stream.cancel()
+
+
+def test_a_shortage_of_received_units_resources_them(tmp_path: Path) -> None:
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    with running_server(sqlite_url(tmp_path), network) as client:
+        due = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+        upsert_receipt(client, "PO-5", "DC-NJ", "B", 2, due)
+        order = backorder(client, {"A": 1, "B": 1})  # A from Newark now, B waits there
+        assert list(receive(client, "PO-5", 2).covered_order_ids) == [order.order_id]
+        client.inventory.SetStock(
+            inventory_pb2.SetStockRequest(node_id="DC-CHI", sku="B", on_hand=5, reason="found"),
+            metadata=ADMIN,
+        )
+        reply = client.fulfilment.ReportShortage(
+            fulfilment_pb2.ReportShortageRequest(
+                order_id=order.order_id,
+                node_id="DC-NJ",
+                reason="received B not in its bin",
+                lines=[common_pb2.CartLine(sku="B", quantity=1)],
+            ),
+            metadata=ADMIN,
+            timeout=30,
+        )
+        # The received B leaves Newark's waiting parcel (now empty, dropped); Chicago sends
+        # it: $9 + 2 kg x $1 + $1.50 = $12.50, day 3: B waited for day 1, then 1 + 1.
+        parcels = {p.node_id: p for p in reply.order.allocation.parcels}
+        assert len(reply.order.allocation.parcels) == 2 and sorted(parcels) == ["DC-CHI", "DC-NJ"]
+        assert [(pl.sku, pl.quantity) for pl in parcels["DC-NJ"].lines] == [("A", 1)]
+        assert parcels["DC-CHI"].cost.minor_units == 1250
+        assert reply.promise_kept and not reply.order.needs_attention
+        with client.store.read() as conn:
+            assert client.store.order_reservations(conn, order.order_id) == {
+                ("DC-NJ", "A"): 1,
+                ("DC-CHI", "B"): 1,
+            }
+        assert_stock_invariants(client, [order.order_id])

@@ -153,7 +153,7 @@ def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.D
             common_pb2.WaitingUnits(
                 line_index=pl["line"],
                 sku=pl["sku"],
-                quantity=pl["qty"],
+                quantity=pl["qty"] - pl.get("received", 0),
                 node_id=p["node_id"],
                 inbound_date=day_after(start, p["inbound_day"]),
                 arrival_date=day_after(start, p["arrival_days"]),
@@ -161,6 +161,8 @@ def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.D
             for p in doc["parcels"]
             if p.get("inbound_day") is not None
             for pl in p["lines"]
+            # Units that arrived (ReceiveInboundReceipt) no longer wait.
+            if pl["qty"] > pl.get("received", 0)
         ],
     )
 

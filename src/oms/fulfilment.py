@@ -26,20 +26,37 @@ from oms.store import Catalog, OrderRow, Store, units_of
 from oms.v1 import common_pb2, fulfilment_pb2, fulfilment_pb2_grpc
 from oms.validation import Violations
 from sourcing.costs import haversine_km, zone_of
-from sourcing.model import MILLICENTS_PER_CENT
+from sourcing.model import MILLICENTS_PER_CENT, PICKUP_SERVICE, TRANSFER_SERVICE
+
+#: Services that never carry a parcel from a customer: the node-to-node transfer lane
+#: and the in-store pickup pseudo-service.
+NOT_FOR_CUSTOMERS = (TRANSFER_SERVICE, PICKUP_SERVICE)
 
 
 def cheapest_return_node(
     catalog: Catalog, lat: float, lon: float, weight_g: int
 ) -> tuple[str, int]:
-    """(node id, cost in millicents) of the cheapest node to send ``weight_g`` grams to."""
+    """(node id, cost in millicents) of the cheapest node to send ``weight_g`` grams to.
+
+    Only customer services count: the ``transfer`` lane moves stock between nodes
+    and is never offered to a customer sending a return.
+    """
     distance = haversine_km(catalog.lat, catalog.lon, lat, lon)
     zone = zone_of(catalog, distance)
     # services x nodes: base + per_kg * kg, in millicents (cents/kg * g = millicents).
     price = catalog.base_price[:, zone] * MILLICENTS_PER_CENT + catalog.per_kg[:, zone] * weight_g
-    price = np.where(catalog.offered[:, zone], price, np.iinfo(np.int64).max // 4)
-    total = price.min(axis=0) + catalog.handling_cost * MILLICENTS_PER_CENT
+    customer = np.array([s not in NOT_FOR_CUSTOMERS for s in catalog.service_ids], dtype=np.bool_)
+    price = np.where(
+        catalog.offered[:, zone] & customer[:, None], price, np.iinfo(np.int64).max // 4
+    )
+    cheapest = price.min(axis=0)
+    total = cheapest + catalog.handling_cost * MILLICENTS_PER_CENT
     best = int(np.argmin(total))
+    if cheapest[best] >= np.iinfo(np.int64).max // 4:
+        raise FailedPrecondition(
+            "no customer service of the rate card reaches any node from the customer",
+            [Precondition("RETURN_ROUTE", "rate card", "no service offered for a return")],
+        )
     return catalog.node_ids[best], int(total[best])
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from oms import receiving
 from oms.convert import availability_proto, days_between
 from oms.errors import FailedPrecondition, Precondition
 from oms.resourcing import Resourcer
@@ -205,18 +206,20 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             positions=[availability_proto(p) for p in positions]
         )
 
-    def _low(self, skus: list[str], node_ids: list[str]) -> list[Availability]:
-        """Positions at or below their threshold, counting inbound receipts (``projected``)."""
+    def _projected(self, skus: list[str], node_ids: list[str]) -> list[Availability]:
+        """Positions with their open inbound units (so ``projected`` counts receipts)."""
         with self.store.read() as conn:
             positions = self.store.positions(conn, skus, node_ids)
             inbound = self.store.inbound_totals(conn, skus, node_ids)
         found = []
         for p in positions:
             due, waiting = inbound.get((p.node_id, p.sku), (0, 0))
-            p = dataclasses.replace(p, inbound=due, inbound_reserved=waiting)
-            if p.is_low:
-                found.append(p)
+            found.append(dataclasses.replace(p, inbound=due, inbound_reserved=waiting))
         return found
+
+    def _low(self, skus: list[str], node_ids: list[str]) -> list[Availability]:
+        """Positions at or below their threshold, counting inbound receipts (``projected``)."""
+        return [p for p in self._projected(skus, node_ids) if p.is_low]
 
     @rpc
     def ListLowStockAlerts(
@@ -243,10 +246,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
                     alert=inventory_pb2.LowStockAlert(position=availability_proto(current[key]))
                 )
             if active.keys() - current.keys():
-                with self.store.read() as conn:
-                    now = {
-                        (p.node_id, p.sku): p for p in self.store.positions(conn, skus, node_ids)
-                    }
+                now = {(p.node_id, p.sku): p for p in self._projected(skus, node_ids)}
                 for key in sorted(active.keys() - current.keys()):
                     position = now.get(key, active[key])
                     yield inventory_pb2.WatchLowStockAlertsResponse(
@@ -341,6 +341,10 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     def ListInboundReceipts(
         self, request: inventory_pb2.ListInboundReceiptsRequest, context: grpc.ServicerContext
     ) -> inventory_pb2.ListInboundReceiptsResponse:
+        v = Violations()
+        if len(request.skus) > 1000 or len(request.node_ids) > 1000:
+            v.add("skus", "name at most 1000 SKUs and 1000 nodes")
+        v.raise_if_any()
         with self.store.read() as conn:
             rows = self.store.receipts(conn, list(request.skus), list(request.node_ids))
         return inventory_pb2.ListInboundReceiptsResponse(receipts=[receipt_proto(r) for r in rows])
@@ -372,6 +376,54 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             receipt=receipt_proto(row), resourced_order_ids=resourced
         )
 
+    @rpc
+    def ReceiveInboundReceipt(
+        self, request: inventory_pb2.ReceiveInboundReceiptRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.ReceiveInboundReceiptResponse:
+        v = Violations()
+        v.require_id("receipt_id", request.receipt_id)
+        if request.received_quantity <= 0:
+            v.add(
+                "received_quantity",
+                f"must be positive, got {request.received_quantity} (nothing arrived: "
+                "cancel the receipt or let it go overdue)",
+            )
+        v.units("received_quantity", request.received_quantity)
+        if not request.reason.strip():
+            v.add("reason", "is required: the stock ledger row records it")
+        elif len(request.reason) > 1000:
+            v.add("reason", "is longer than 1000 characters")
+        v.raise_if_any()
+        done = receiving.receive(
+            self.store,
+            self.settings,
+            request.receipt_id,
+            request.received_quantity,
+            request.reason,
+        )
+        return inventory_pb2.ReceiveInboundReceiptResponse(
+            receipt=receipt_proto(done.receipt),
+            availability=availability_proto(done.position),
+            covered_order_ids=done.covered,
+            resourced_order_ids=done.resourced,
+        )
+
+    @rpc
+    def ResourceOverdueReceipts(
+        self, request: inventory_pb2.ResourceOverdueReceiptsRequest, context: grpc.ServicerContext
+    ) -> inventory_pb2.ResourceOverdueReceiptsResponse:
+        done = receiving.resource_overdue_receipts(self.store, self.settings)
+        return inventory_pb2.ResourceOverdueReceiptsResponse(
+            overdue_receipt_ids=done.receipts, resourced_order_ids=done.resourced
+        )
+
+
+RECEIPT_STATES = {
+    "OPEN": inventory_pb2.INBOUND_RECEIPT_STATE_OPEN,
+    "CANCELLED": inventory_pb2.INBOUND_RECEIPT_STATE_CANCELLED,
+    "RECEIVED": inventory_pb2.INBOUND_RECEIPT_STATE_RECEIVED,
+}
+
 
 def receipt_proto(row: ReceiptRow) -> inventory_pb2.InboundReceipt:
     return inventory_pb2.InboundReceipt(
@@ -381,7 +433,6 @@ def receipt_proto(row: ReceiptRow) -> inventory_pb2.InboundReceipt:
         quantity=row.qty,
         expected_date=row.expected_date,
         reserved=row.reserved,
-        state=inventory_pb2.INBOUND_RECEIPT_STATE_OPEN
-        if row.state == "OPEN"
-        else inventory_pb2.INBOUND_RECEIPT_STATE_CANCELLED,
+        state=RECEIPT_STATES.get(row.state, inventory_pb2.INBOUND_RECEIPT_STATE_UNSPECIFIED),
+        received_quantity=row.received_qty or 0,
     )

@@ -78,6 +78,15 @@ class _LostRace(Exception):
     pass
 
 
+class _Unchanged(Exception):
+    """Nothing left to re-source (another sweep or call already did it)."""
+
+
+#: What :func:`_trim` takes: units from stock parcels, units of waiting parcels that still
+#: wait for their receipt, or units of waiting parcels that have arrived (``received``).
+STOCK, WAITING, RECEIVED = "stock", "waiting", "received"
+
+
 def _trim(
     parcels: list[dict[str, Any]],
     node: str,
@@ -86,19 +95,32 @@ def _trim(
     *,
     inbound_day: int | None,
     lines: dict[int, int],
+    part: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[int], int]:
     """Take ``qty`` units of ``sku`` off ``node``'s parcels (last lines first).
 
-    Returns the parcels (emptied ones dropped), the indices of trimmed ones
-    and how many units could be taken; adds the taken units to ``lines``.
+    ``part`` (default: STOCK when ``inbound_day`` is None, else WAITING) says
+    which units: WAITING takes only units not yet received, from the parcels
+    waiting for ``inbound_day`` (any day when it is None); RECEIVED only
+    received ones. Returns the parcels (emptied ones dropped), the indices of
+    trimmed ones and how many units could be taken; adds the taken units to
+    ``lines``.
     """
+    part = part or (STOCK if inbound_day is None else WAITING)
     result: list[dict[str, Any]] = []
     trimmed: list[int] = []
     left = qty
     for parcel in parcels:
+        day = parcel.get("inbound_day")
+        if part == STOCK:
+            fits = day is None
+        elif part == WAITING:
+            fits = day is not None and (inbound_day is None or day == inbound_day)
+        else:
+            fits = day is not None
         if (
             parcel["node_id"] != node
-            or parcel.get("inbound_day") != inbound_day
+            or not fits
             or left == 0
             or not any(pl["sku"] == sku for pl in parcel["lines"])
         ):
@@ -106,16 +128,27 @@ def _trim(
             continue
         new_lines = []
         for pl in reversed(parcel["lines"]):
-            take = min(left, int(pl["qty"])) if pl["sku"] == sku else 0
+            units, received = int(pl["qty"]), int(pl.get("received", 0))
+            room = {STOCK: units, WAITING: units - received, RECEIVED: received}[part]
+            take = min(left, room) if pl["sku"] == sku else 0
             left -= take
             if take:
                 lines[pl["line"]] = lines.get(pl["line"], 0) + take
-            if int(pl["qty"]) - take > 0:
-                new_lines.append(dict(pl, qty=int(pl["qty"]) - take))
+            if units - take > 0:
+                line = dict(pl, qty=units - take)
+                if part == RECEIVED:
+                    line["received"] = received - take
+                new_lines.append(line)
         if new_lines:
             trimmed.append(len(result))
             result.append(dict(parcel, lines=list(reversed(new_lines))))
     return result, trimmed, qty - left
+
+
+def _changed(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[int]:
+    """Indices of ``after``'s parcels that :func:`_trim` rewrote (new objects)."""
+    kept = {id(p) for p in before}
+    return [i for i, p in enumerate(after) if id(p) not in kept]
 
 
 class Resourcer:
@@ -185,10 +218,19 @@ class Resourcer:
                     problems,
                 )
             lines: dict[int, int] = {}
-            trimmed: set[int] = set()
+            before = parcels
             for sku, qty in sorted(missing.items()):
-                parcels, cut, _ = _trim(parcels, node_id, sku, qty, inbound_day=None, lines=lines)
-                trimmed.update(cut)
+                parcels, _, took = _trim(parcels, node_id, sku, qty, inbound_day=None, lines=lines)
+                if took < qty:  # the rest from units that arrived on a receipt
+                    parcels, _, _ = _trim(
+                        parcels,
+                        node_id,
+                        sku,
+                        qty - took,
+                        inbound_day=None,
+                        lines=lines,
+                        part=RECEIVED,
+                    )
             what = ", ".join(f"{q} x {s}" for s, q in sorted(missing.items()))
             return Removal(
                 parcels,
@@ -197,31 +239,50 @@ class Resourcer:
                 [],
                 {(node_id, sku) for sku in missing},
                 ("shortage", f"{node_id} cannot find {what}: {reason}"),
-                sorted(trimmed),
+                _changed(before, parcels),
             )
 
         return self._run(order_id, plan)
 
     def receipt_failed(
-        self, order_id: str, receipt_id: str, node_id: str, sku: str, due: str, kind: str, why: str
+        self,
+        order_id: str,
+        receipt_id: str,
+        node_id: str,
+        sku: str,
+        due: str,
+        kind: str,
+        why: str,
+        *,
+        exclude_node: bool = True,
     ) -> Outcome:
-        """The order's units waiting for ``receipt_id`` (due ``due``) are re-sourced from stock."""
+        """The order's units waiting for ``receipt_id`` (due ``due``) are re-sourced from stock.
+
+        ``exclude_node``: never from ``node_id``'s ``sku`` (the receipt failed there);
+        False when the receipt arrived short, so what did arrive may serve the order.
+        Nothing to do (the order no longer waits for the receipt): the order unchanged.
+        """
 
         def plan(conn: Connection, row: OrderRow) -> Removal:
             qty = self.store.order_inbound(conn, row.order_id).get(receipt_id, 0)
+            if qty == 0:
+                raise _Unchanged
             lines: dict[int, int] = {}
             day = days_between(row.allocation["start_date"], due)
-            parcels, trimmed, _ = _trim(
-                list(row.allocation["parcels"]), node_id, sku, qty, inbound_day=day, lines=lines
-            )
+            before = list(row.allocation["parcels"])
+            parcels, _, took = _trim(before, node_id, sku, qty, inbound_day=day, lines=lines)
+            if took < qty:  # the receipt moved earlier after the order was placed
+                parcels, _, _ = _trim(
+                    parcels, node_id, sku, qty - took, inbound_day=None, lines=lines, part=WAITING
+                )
             return Removal(
                 parcels,
                 lines,
                 {},
                 [receipt_id],
-                {(node_id, sku)},
+                {(node_id, sku)} if exclude_node else set(),
                 (kind, f"receipt {receipt_id} ({qty} x {sku} at {node_id}) {why}"),
-                trimmed,
+                _changed(before, parcels),
             )
 
         return self._run(order_id, plan)
@@ -233,7 +294,10 @@ class Resourcer:
             with self.store.read() as conn:
                 row = self.store.get_order(conn, order_id)
                 lifecycle.plan("resource", row.order_id, row.state)
-                removal = plan(conn, row)
+                try:
+                    removal = plan(conn, row)
+                except _Unchanged:
+                    return Outcome(row, True)
                 catalog = self.store.catalog(conn)
                 skus = sorted({line["sku"] for line in row.lines})
                 network = self.store.network_for(conn, catalog, skus)

@@ -17,7 +17,8 @@ Money is integer cents, like the planner CSVs; times are UTC epoch seconds
   checked against its daily capacity (quote holds do not count).
 * ``quotes``: the options a quote offered (JSON) and the order that used it.
 * ``orders``, ``order_events``, ``order_returns``: order state and history.
-* ``inbound_receipts``: units a node expects on a date (OPEN or CANCELLED);
+* ``inbound_receipts``: units a node expects on a date (OPEN, CANCELLED or
+  RECEIVED, with ``received_qty``: receiving puts those units on hand by a ledger row);
   ``inbound_reservations``: units of a receipt an order waits for (backorder).
   They never count against on hand: they are promises on stock still to come.
 """
@@ -200,6 +201,9 @@ inbound_receipts = Table(
     Column("expected_date", String(10), nullable=False),
     Column("state", String(16), nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Set when the receipt is RECEIVED (migration 0003): the units that arrived, and when.
+    Column("received_qty", BigInteger, nullable=True),
+    Column("received_at", Float, nullable=True),
     Index("ix_inbound_receipts_position", "sku", "node_id"),
 )
 

@@ -38,6 +38,7 @@ from oms.fulfilment import FulfilmentServicer
 from oms.interceptors import AuthInterceptor, ObservabilityInterceptor
 from oms.inventory import InventoryServicer
 from oms.logging import configure_logging
+from oms.receiving import start_sweeper
 from oms.settings import Settings
 from oms.store import Store
 from oms.v1 import (
@@ -133,6 +134,7 @@ def _run_worker(settings: Settings, metrics_dir: str | None) -> None:
     server, port = build_server(settings, store)
     settle_heap(store)
     server.start()
+    sweeper = start_sweeper(store, settings)  # overdue inbound receipts (oms.receiving)
     log.info("worker %d serving on %s:%d", os.getpid(), settings.host, port)
     stop = signal.Signals.SIGTERM
 
@@ -151,6 +153,8 @@ def _run_worker(settings: Settings, metrics_dir: str | None) -> None:
 
     threading.Thread(target=_orphan_watch, name="oms-orphan-watch", daemon=True).start()
     server.wait_for_termination()
+    if sweeper is not None:
+        sweeper.stop()
     store.dispose()
 
 
@@ -178,6 +182,7 @@ def serve(settings: Settings, *, load_demo: bool = True) -> int:
         server, port = build_server(settings, store)
         settle_heap(store)
         server.start()
+        sweeper = start_sweeper(store, settings)  # overdue inbound receipts (oms.receiving)
         _announce(settings, port)
         done = False
 
@@ -189,6 +194,8 @@ def serve(settings: Settings, *, load_demo: bool = True) -> int:
         signal.signal(signal.SIGTERM, _graceful)
         signal.signal(signal.SIGINT, _graceful)
         server.wait_for_termination()
+        if sweeper is not None:
+            sweeper.stop()
         store.dispose()
         return 0
 

@@ -48,6 +48,9 @@ class Settings:
     log_level: str = "INFO"
     #: How often WatchLowStockAlerts re-reads stock positions.
     alert_poll_s: float = 1.0
+    #: How often the server re-sources orders waiting for overdue inbound receipts
+    #: (:mod:`oms.receiving`); 0 turns the sweep off.
+    overdue_sweep_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads", "cpu_slots"):
@@ -58,6 +61,8 @@ class Settings:
         for name in ("quote_ttl_s", "solver_time_limit_s", "alert_poll_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.overdue_sweep_s >= 0:
+            raise ValueError(f"overdue_sweep_s must not be negative, got {self.overdue_sweep_s}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -328,21 +328,26 @@ class ReceiptRow:
     expected_date: str
     state: str
     reserved: int
+    #: Units that arrived (RECEIVED receipts only).
+    received_qty: int | None = None
 
 
 def units_of(allocation: Mapping[str, Any]) -> dict[Position, int]:
     """Units per (node, SKU) of an allocation document (``parcels[].lines[]``) taken from stock.
 
     Parcels that wait for inbound receipts (``inbound_day`` set) are not stock
-    on hand: they are reserved against their receipts instead.
+    on hand: they are reserved against their receipts instead, except the units
+    of their lines that have arrived (``received``, set by ReceiveInboundReceipt):
+    those are stock reservations like any other.
     """
     units: dict[Position, int] = {}
     for parcel in allocation["parcels"]:
-        if parcel.get("inbound_day") is not None:
-            continue
+        waiting = parcel.get("inbound_day") is not None
         for line in parcel["lines"]:
-            key = (parcel["node_id"], line["sku"])
-            units[key] = units.get(key, 0) + int(line["qty"])
+            qty = int(line.get("received", 0)) if waiting else int(line["qty"])
+            if qty:
+                key = (parcel["node_id"], line["sku"])
+                units[key] = units.get(key, 0) + qty
     return units
 
 
@@ -1373,6 +1378,7 @@ class Store:
                 row.expected_date,
                 row.state,
                 reserved.get(row.receipt_id, 0),
+                None if row.received_qty is None else int(row.received_qty),
             )
             for row in rows
         ]
@@ -1413,7 +1419,11 @@ class Store:
             return None
         old = before[0]
         if old.state != "OPEN" or (old.node_id, old.sku) != (node_id, sku):
-            why = "is cancelled" if old.state != "OPEN" else f"is for {old.node_id}/{old.sku}"
+            why = (
+                f"is {old.state.lower()}"
+                if old.state != "OPEN"
+                else f"is for {old.node_id}/{old.sku}"
+            )
             raise FailedPrecondition(
                 f"receipt {receipt_id!r} {why}", [Precondition("RECEIPT", receipt_id, why)]
             )
@@ -1435,9 +1445,16 @@ class Store:
         )
         return rows[0]
 
-    def receipt_orders(self, conn: Connection, receipt_id: str) -> list[tuple[str, int]]:
-        """(order id, units) waiting for ``receipt_id``, newest order first."""
+    def receipt_orders(
+        self, conn: Connection, receipt_id: str, *, oldest_first: bool = False
+    ) -> list[tuple[str, int]]:
+        """(order id, units) waiting for ``receipt_id``, newest order first (or oldest)."""
         ir, o = t.inbound_reservations, t.orders
+        order = (
+            (o.c.created_at, ir.c.order_id)
+            if oldest_first
+            else (o.c.created_at.desc(), ir.c.order_id.desc())
+        )
         return [
             (a, int(b))
             for a, b in conn.execute(
@@ -1445,7 +1462,7 @@ class Store:
                 .join(o, o.c.order_id == ir.c.order_id)
                 .where(ir.c.receipt_id == receipt_id)
                 .group_by(ir.c.order_id, o.c.created_at)
-                .order_by(o.c.created_at.desc(), ir.c.order_id.desc())
+                .order_by(*order)
             )
         ]
 
@@ -1561,6 +1578,80 @@ class Store:
             a, b = totals.get((row.node_id, row.sku), (0, 0))
             totals[(row.node_id, row.sku)] = (a + row.qty, b + row.reserved)
         return totals
+
+    def receive_receipt(self, conn: Connection, receipt: ReceiptRow, qty: int, reason: str) -> None:
+        """Put ``qty`` units of an open receipt on hand (one ledger row) and mark it RECEIVED.
+
+        The caller holds the position's lock (:meth:`lock_positions`) and the receipt's.
+        """
+        # A new position (ON CONFLICT: a concurrent receipt may create it too).
+        conn.execute(
+            self._insert(t.stock)
+            .values(
+                node_id=receipt.node_id,
+                sku=receipt.sku,
+                on_hand=0,
+                safety_stock=0,
+                low_stock_threshold=0,
+            )
+            .on_conflict_do_nothing(index_elements=["node_id", "sku"])
+        )
+        self._ledger(
+            conn, receipt.node_id, receipt.sku, qty, f"receipt {receipt.receipt_id}: {reason}", None
+        )
+        now = self.clock()
+        conn.execute(
+            sa.update(t.inbound_receipts)
+            .where(t.inbound_receipts.c.receipt_id == receipt.receipt_id)
+            .values(state="RECEIVED", received_qty=qty, received_at=now, updated_at=now)
+        )
+
+    def inbound_to_stock(
+        self, conn: Connection, order_id: str, receipt: ReceiptRow, qty: int
+    ) -> None:
+        """An order's units waiting for ``receipt`` become an ordinary stock reservation.
+
+        They use no daily capacity: units from receipts never did (they leave later).
+        """
+        self.release_inbound(conn, order_id, receipt.receipt_id)
+        conn.execute(
+            sa.insert(t.reservations).values(
+                node_id=receipt.node_id,
+                sku=receipt.sku,
+                qty=qty,
+                quote_id=None,
+                order_id=order_id,
+                expires_at=None,
+            )
+        )
+
+    def stale_receipts(self, conn: Connection, today: str) -> list[ReceiptRow]:
+        """Receipts orders still wait for that will not bring their units as promised.
+
+        Open receipts whose expected date is before ``today`` (late), and received
+        ones that still have waiting orders (a receive whose re-sourcing was cut short).
+        """
+        ir, r = t.inbound_reservations, t.inbound_receipts
+        ids = [
+            row.receipt_id
+            for row in conn.execute(
+                sa.select(r.c.receipt_id)
+                .where(
+                    sa.or_(
+                        sa.and_(r.c.state == "OPEN", r.c.expected_date < today),
+                        r.c.state == "RECEIVED",
+                    ),
+                    sa.exists().where(ir.c.receipt_id == r.c.receipt_id),
+                )
+                .order_by(r.c.expected_date, r.c.receipt_id)
+            )
+        ]
+        if not ids:
+            return []
+        rows = {
+            row.receipt_id: row for row in self.receipts(conn, receipt_ids=ids, open_only=False)
+        }
+        return [rows[i] for i in ids if i in rows]
 
     # -- checks (tests, operators) -------------------------------------------------
 

@@ -46,12 +46,14 @@ class _InboundReceiptStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_I
     INBOUND_RECEIPT_STATE_UNSPECIFIED: _InboundReceiptState.ValueType  # 0
     INBOUND_RECEIPT_STATE_OPEN: _InboundReceiptState.ValueType  # 1
     INBOUND_RECEIPT_STATE_CANCELLED: _InboundReceiptState.ValueType  # 2
+    INBOUND_RECEIPT_STATE_RECEIVED: _InboundReceiptState.ValueType  # 3
 
 class InboundReceiptState(_InboundReceiptState, metaclass=_InboundReceiptStateEnumTypeWrapper): ...
 
 INBOUND_RECEIPT_STATE_UNSPECIFIED: InboundReceiptState.ValueType  # 0
 INBOUND_RECEIPT_STATE_OPEN: InboundReceiptState.ValueType  # 1
 INBOUND_RECEIPT_STATE_CANCELLED: InboundReceiptState.ValueType  # 2
+INBOUND_RECEIPT_STATE_RECEIVED: InboundReceiptState.ValueType  # 3
 Global___InboundReceiptState: _TypeAlias = InboundReceiptState  # noqa: Y015
 
 @_typing.final
@@ -638,6 +640,7 @@ class InboundReceipt(_message.Message):
     EXPECTED_DATE_FIELD_NUMBER: _builtins.int
     RESERVED_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    RECEIVED_QUANTITY_FIELD_NUMBER: _builtins.int
     receipt_id: _builtins.str
     node_id: _builtins.str
     sku: _builtins.str
@@ -648,6 +651,8 @@ class InboundReceipt(_message.Message):
     """Output only: units orders wait for."""
     state: Global___InboundReceiptState.ValueType
     """Output only."""
+    received_quantity: _builtins.int
+    """Output only: units that arrived (set once the receipt is RECEIVED)."""
     def __init__(
         self,
         *,
@@ -658,10 +663,11 @@ class InboundReceipt(_message.Message):
         expected_date: _builtins.str = ...,
         reserved: _builtins.int = ...,
         state: Global___InboundReceiptState.ValueType = ...,
+        received_quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_date", b"expected_date", "node_id", b"node_id", "quantity", b"quantity", "receipt_id", b"receipt_id", "reserved", b"reserved", "sku", b"sku", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_date", b"expected_date", "node_id", b"node_id", "quantity", b"quantity", "receipt_id", b"receipt_id", "received_quantity", b"received_quantity", "reserved", b"reserved", "sku", b"sku", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -807,3 +813,111 @@ class CancelInboundReceiptResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelInboundReceiptResponse: _TypeAlias = CancelInboundReceiptResponse  # noqa: Y015
+
+@_typing.final
+class ReceiveInboundReceiptRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_ID_FIELD_NUMBER: _builtins.int
+    RECEIVED_QUANTITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    receipt_id: _builtins.str
+    received_quantity: _builtins.int
+    """Units that arrived: positive; may be fewer or more than the receipt's quantity."""
+    reason: _builtins.str
+    """Recorded on the stock ledger row."""
+    def __init__(
+        self,
+        *,
+        receipt_id: _builtins.str = ...,
+        received_quantity: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "receipt_id", b"receipt_id", "received_quantity", b"received_quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveInboundReceiptRequest: _TypeAlias = ReceiveInboundReceiptRequest  # noqa: Y015
+
+@_typing.final
+class ReceiveInboundReceiptResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    COVERED_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    RESOURCED_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipt(self) -> Global___InboundReceipt: ...
+    @_builtins.property
+    def availability(self) -> Global___Availability:
+        """The receipt's stock position after the units went on hand."""
+
+    @_builtins.property
+    def covered_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Orders whose waiting units are now reserved from stock."""
+
+    @_builtins.property
+    def resourced_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Orders the units did not cover: re-sourced (or flagged)."""
+
+    def __init__(
+        self,
+        *,
+        receipt: Global___InboundReceipt | None = ...,
+        availability: Global___Availability | None = ...,
+        covered_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+        resourced_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "receipt", b"receipt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "covered_order_ids", b"covered_order_ids", "receipt", b"receipt", "resourced_order_ids", b"resourced_order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveInboundReceiptResponse: _TypeAlias = ReceiveInboundReceiptResponse  # noqa: Y015
+
+@_typing.final
+class ResourceOverdueReceiptsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceOverdueReceiptsRequest: _TypeAlias = ResourceOverdueReceiptsRequest  # noqa: Y015
+
+@_typing.final
+class ResourceOverdueReceiptsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERDUE_RECEIPT_IDS_FIELD_NUMBER: _builtins.int
+    RESOURCED_ORDER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def overdue_receipt_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Receipts orders were waiting for: open ones past their expected date, and received
+        ones that arrived short whose re-sourcing had not finished.
+        """
+
+    @_builtins.property
+    def resourced_order_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        overdue_receipt_ids: _abc.Iterable[_builtins.str] | None = ...,
+        resourced_order_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overdue_receipt_ids", b"overdue_receipt_ids", "resourced_order_ids", b"resourced_order_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResourceOverdueReceiptsResponse: _TypeAlias = ResourceOverdueReceiptsResponse  # noqa: Y015

@@ -90,6 +90,16 @@ class InventoryServiceStub:
                 request_serializer=oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptRequest.SerializeToString,
                 response_deserializer=oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptResponse.FromString,
                 _registered_method=True)
+        self.ReceiveInboundReceipt = channel.unary_unary(
+                '/oms.v1.InventoryService/ReceiveInboundReceipt',
+                request_serializer=oms_dot_v1_dot_inventory__pb2.ReceiveInboundReceiptRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_inventory__pb2.ReceiveInboundReceiptResponse.FromString,
+                _registered_method=True)
+        self.ResourceOverdueReceipts = channel.unary_unary(
+                '/oms.v1.InventoryService/ResourceOverdueReceipts',
+                request_serializer=oms_dot_v1_dot_inventory__pb2.ResourceOverdueReceiptsRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_inventory__pb2.ResourceOverdueReceiptsResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -172,6 +182,27 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReceiveInboundReceipt(self, request, context):
+        """The units of an open receipt arrived (maybe fewer than expected, maybe more). In one
+        transaction: a ledger row puts them on hand at the receipt's node, the orders waiting
+        for the receipt take them in placement order (oldest first; an order that no longer
+        fits is skipped) as ordinary stock reservations, so they can ship, and the receipt is
+        RECEIVED. The orders the units do not cover are then re-sourced (receipt_short events).
+        Receiving a RECEIVED receipt again with the same quantity is a no-op that returns it;
+        with another quantity, or a CANCELLED receipt: FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResourceOverdueReceipts(self, request, context):
+        """Re-source the orders waiting for open receipts whose expected date has passed
+        (receipt_late events). The server also runs this periodically.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +260,16 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.CancelInboundReceipt,
                     request_deserializer=oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptRequest.FromString,
                     response_serializer=oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptResponse.SerializeToString,
+            ),
+            'ReceiveInboundReceipt': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveInboundReceipt,
+                    request_deserializer=oms_dot_v1_dot_inventory__pb2.ReceiveInboundReceiptRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_inventory__pb2.ReceiveInboundReceiptResponse.SerializeToString,
+            ),
+            'ResourceOverdueReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResourceOverdueReceipts,
+                    request_deserializer=oms_dot_v1_dot_inventory__pb2.ResourceOverdueReceiptsRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_inventory__pb2.ResourceOverdueReceiptsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -529,6 +570,60 @@ class InventoryService:
             '/oms.v1.InventoryService/CancelInboundReceipt',
             oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptRequest.SerializeToString,
             oms_dot_v1_dot_inventory__pb2.CancelInboundReceiptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveInboundReceipt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.InventoryService/ReceiveInboundReceipt',
+            oms_dot_v1_dot_inventory__pb2.ReceiveInboundReceiptRequest.SerializeToString,
+            oms_dot_v1_dot_inventory__pb2.ReceiveInboundReceiptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResourceOverdueReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.InventoryService/ResourceOverdueReceipts',
+            oms_dot_v1_dot_inventory__pb2.ResourceOverdueReceiptsRequest.SerializeToString,
+            oms_dot_v1_dot_inventory__pb2.ResourceOverdueReceiptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

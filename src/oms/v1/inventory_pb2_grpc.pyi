@@ -56,6 +56,19 @@ class InventoryServiceStub:
     ListInboundReceipts: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListInboundReceiptsRequest, _inventory_pb2.ListInboundReceiptsResponse]
     CancelInboundReceipt: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.CancelInboundReceiptRequest, _inventory_pb2.CancelInboundReceiptResponse]
     """Cancel an open receipt: orders waiting for it are released from it and re-sourced."""
+    ReceiveInboundReceipt: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ReceiveInboundReceiptRequest, _inventory_pb2.ReceiveInboundReceiptResponse]
+    """The units of an open receipt arrived (maybe fewer than expected, maybe more). In one
+    transaction: a ledger row puts them on hand at the receipt's node, the orders waiting
+    for the receipt take them in placement order (oldest first; an order that no longer
+    fits is skipped) as ordinary stock reservations, so they can ship, and the receipt is
+    RECEIVED. The orders the units do not cover are then re-sourced (receipt_short events).
+    Receiving a RECEIVED receipt again with the same quantity is a no-op that returns it;
+    with another quantity, or a CANCELLED receipt: FAILED_PRECONDITION.
+    """
+    ResourceOverdueReceipts: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ResourceOverdueReceiptsRequest, _inventory_pb2.ResourceOverdueReceiptsResponse]
+    """Re-source the orders waiting for open receipts whose expected date has passed
+    (receipt_late events). The server also runs this periodically.
+    """
 
 @_typing.type_check_only
 class InventoryServiceAsyncStub(InventoryServiceStub):
@@ -85,6 +98,19 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     ListInboundReceipts: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListInboundReceiptsRequest, _inventory_pb2.ListInboundReceiptsResponse]  # type: ignore[assignment]
     CancelInboundReceipt: _aio.UnaryUnaryMultiCallable[_inventory_pb2.CancelInboundReceiptRequest, _inventory_pb2.CancelInboundReceiptResponse]  # type: ignore[assignment]
     """Cancel an open receipt: orders waiting for it are released from it and re-sourced."""
+    ReceiveInboundReceipt: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ReceiveInboundReceiptRequest, _inventory_pb2.ReceiveInboundReceiptResponse]  # type: ignore[assignment]
+    """The units of an open receipt arrived (maybe fewer than expected, maybe more). In one
+    transaction: a ledger row puts them on hand at the receipt's node, the orders waiting
+    for the receipt take them in placement order (oldest first; an order that no longer
+    fits is skipped) as ordinary stock reservations, so they can ship, and the receipt is
+    RECEIVED. The orders the units do not cover are then re-sourced (receipt_short events).
+    Receiving a RECEIVED receipt again with the same quantity is a no-op that returns it;
+    with another quantity, or a CANCELLED receipt: FAILED_PRECONDITION.
+    """
+    ResourceOverdueReceipts: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ResourceOverdueReceiptsRequest, _inventory_pb2.ResourceOverdueReceiptsResponse]  # type: ignore[assignment]
+    """Re-source the orders waiting for open receipts whose expected date has passed
+    (receipt_late events). The server also runs this periodically.
+    """
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Admin calls: the network (nodes, SKUs, rate card) and stock. Needs the admin token."""
@@ -177,5 +203,30 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_pb2.CancelInboundReceiptResponse, _abc.Awaitable[_inventory_pb2.CancelInboundReceiptResponse]]:
         """Cancel an open receipt: orders waiting for it are released from it and re-sourced."""
+
+    @_abc_1.abstractmethod
+    def ReceiveInboundReceipt(
+        self,
+        request: _inventory_pb2.ReceiveInboundReceiptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ReceiveInboundReceiptResponse, _abc.Awaitable[_inventory_pb2.ReceiveInboundReceiptResponse]]:
+        """The units of an open receipt arrived (maybe fewer than expected, maybe more). In one
+        transaction: a ledger row puts them on hand at the receipt's node, the orders waiting
+        for the receipt take them in placement order (oldest first; an order that no longer
+        fits is skipped) as ordinary stock reservations, so they can ship, and the receipt is
+        RECEIVED. The orders the units do not cover are then re-sourced (receipt_short events).
+        Receiving a RECEIVED receipt again with the same quantity is a no-op that returns it;
+        with another quantity, or a CANCELLED receipt: FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def ResourceOverdueReceipts(
+        self,
+        request: _inventory_pb2.ResourceOverdueReceiptsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ResourceOverdueReceiptsResponse, _abc.Awaitable[_inventory_pb2.ResourceOverdueReceiptsResponse]]:
+        """Re-source the orders waiting for open receipts whose expected date has passed
+        (receipt_late events). The server also runs this periodically.
+        """
 
 def add_InventoryServiceServicer_to_server(servicer: InventoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
