@@ -375,3 +375,22 @@ def test_demo_carts_are_feasible_and_priced_right(name: str) -> None:
             single += option.num_parcels == 1
     if name == "ship_complete_first":
         assert single > 0
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
+def test_a_transfer_lane_never_ships_to_a_customer(policy: str) -> None:
+    """A network with a (far cheaper) transfer lane: baselines still pick a customer service."""
+    net = line_network({"A": {"S1": 2}, "C": {"S2": 1}})
+    net = net.replace(
+        service_ids=("ground", "express", "transfer"),
+        base_price=np.array([[500, 900], [1500, 2500], [1, 1]]),
+        per_kg=np.array([[100, 200], [50, 100], [0, 0]]),
+        transit_days=np.array([[3, 4], [1, 2], [1, 1]]),
+        offered=np.ones((3, 2), dtype=np.bool_),
+    )
+    o = order(("S1", 2), ("S2", 1))
+    option = POLICIES[policy](net, o)
+    assert {p.service for p in option.allocation.parcels} <= {"ground", "express"}
+    # The evaluator accepts it and prices it as the policy said.
+    assert evaluate(net, o, option.allocation).is_feasible
+    assert evaluate(net, o, option.allocation).cost == option.cost

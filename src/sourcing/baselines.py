@@ -116,7 +116,8 @@ class _Context:
         net = self.network
         z = int(self.zone[node])
         best: tuple[int, int, int] | None = None
-        for v in np.flatnonzero(net.offered[:, z]).tolist():
+        # The transfer lane moves stock between nodes; it never ships to a customer.
+        for v in np.flatnonzero(net.offered[:, z] & net.customer_services).tolist():
             price = (
                 int(net.base_price[v, z]) * MILLICENTS_PER_CENT + int(net.per_kg[v, z]) * weight_g
             )

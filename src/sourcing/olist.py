@@ -511,7 +511,7 @@ class HistoricalPolicy(BasePolicy):
             grams = sum(
                 pl.qty * int(network.weight_g[network.sku_index[pl.sku]]) for pl in contents
             )
-            offered = np.flatnonzero(network.offered[:, z])
+            offered = np.flatnonzero(network.offered[:, z] & network.customer_services)
             price = (
                 network.base_price[offered, z] * MILLICENTS_PER_CENT
                 + network.per_kg[offered, z] * grams
