@@ -842,3 +842,31 @@ def test_a_shortage_of_received_units_resources_them(tmp_path: Path) -> None:
                 ("DC-CHI", "B"): 1,
             }
         assert_stock_invariants(client, [order.order_id])
+
+
+def test_oms_quote_asks_for_collect_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from oms.cli import main
+
+    cart = tmp_path / "cart.json"
+    cart.write_text(
+        json.dumps(
+            {
+                "destination": {"lat": 40.7128, "lon": -74.006},
+                "lines": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 1}],
+            }
+        )
+    )
+    with running_server(sqlite_url(tmp_path), with_lane(hand_network())) as client:
+        argv = ["quote", str(cart), "--target", client.target, "--pickup-store", "ST-PHL"]
+        assert main(argv) == 0
+    menu = json.loads(capsys.readouterr().out)
+    collect = [o for o in menu["options"] if o.get("pickup_store_id")]
+    # The same hand-priced option as above: both units from Newark by the lane, $6.50, day 2.
+    assert [
+        (o["pickup_store_id"], o["cost"]["minor_units"], o["delivery_days"]) for o in collect
+    ] == [("ST-PHL", "650", 2)]
+    assert main(["quote", str(cart), "--target", "127.0.0.1:1", "--timeout", "0.2"]) == 1

@@ -82,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     quote.add_argument("order", help='ORDER.json: {"destination": {lat, lon}, "lines": [...]}')
     quote.add_argument("--target", default="127.0.0.1:50051")
     quote.add_argument("--timeout", type=float, default=5.0)
+    quote.add_argument(
+        "--pickup-store", action="append", default=[], help="add a COLLECT option at this store"
+    )
+    quote.add_argument(
+        "--nearest-stores", type=int, default=0, help="COLLECT at the N stores nearest the address"
+    )
+    quote.add_argument(
+        "--allow-backorder", action="store_true", help="short units may wait for inbound receipts"
+    )
 
     place = sub.add_parser("place", help="place an order on a quoted option")
     place.add_argument("quote_id")
@@ -136,6 +145,9 @@ def _client(args: argparse.Namespace) -> int:
                     lines=[
                         common_pb2.CartLine(sku=x["sku"], quantity=x["qty"]) for x in data["lines"]
                     ],
+                    pickup_store_ids=args.pickup_store,
+                    nearest_pickup_stores=args.nearest_stores,
+                    allow_backorder=args.allow_backorder,
                 )
                 _print_message(stub.QuoteDeliveryOptions(request, timeout=args.timeout))
             else:
