@@ -1,7 +1,21 @@
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 # Test helpers (support.py) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
 # Generated networks of exact sizes are shared with the benchmarks.
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store URL on each backend (PostgreSQL skips with a reason when unreachable)."""
+    from service_support import postgres_database, sqlite_url
+
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+    else:
+        yield from postgres_database()

@@ -242,3 +242,15 @@ def postgres_database() -> Iterator[str]:
             yield PG_SERVER_URL.rsplit("/", 1)[0] + f"/{name}"
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def oversell_violations(store: Store) -> list[str]:
+    """Positions where orders reserve more than on hand, or holds exceed what is free."""
+    with store.read() as conn:
+        positions = store.positions(conn)
+    return [
+        f"{p.node_id}/{p.sku}: on_hand {p.on_hand}, safety {p.safety_stock}, "
+        f"reserved {p.reserved}, held {p.held}"
+        for p in positions
+        if p.reserved > p.on_hand or p.held > max(0, p.on_hand - p.safety_stock - p.reserved)
+    ]

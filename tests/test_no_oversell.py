@@ -19,22 +19,19 @@ import random
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 
-from oms.store import Store, units_of
+from oms.store import units_of
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2, inventory_pb2, inventory_pb2_grpc
 
 from service_support import (
     ADMIN,
     hand_network,
-    postgres_database,
+    oversell_violations,
     prepared_store,
     server_processes,
-    sqlite_url,
 )
 
 CLIENTS = 60
@@ -46,25 +43,6 @@ SCARCE = {
     ("DC-CHI", "B"): 3,
 }
 RACE_OK = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-    else:
-        yield from postgres_database()
-
-
-def _violations(store: Store) -> list[str]:
-    with store.read() as conn:
-        positions = store.positions(conn)
-    return [
-        f"{p.node_id}/{p.sku}: on_hand {p.on_hand}, safety {p.safety_stock}, "
-        f"reserved {p.reserved}, held {p.held}"
-        for p in positions
-        if p.reserved > p.on_hand or p.held > max(0, p.on_hand - p.safety_stock - p.reserved)
-    ]
 
 
 @pytest.mark.parametrize("hold", [True, False], ids=["quotes-hold", "no-holds"])
@@ -152,7 +130,7 @@ def test_concurrent_checkouts_never_oversell(database_url: str, hold: bool) -> N
 
         def monitor() -> None:
             while not stop_monitor.is_set():
-                found = _violations(store)
+                found = oversell_violations(store)
                 if found:
                     seen_violations.extend(found)
                 stop_monitor.wait(0.02)
@@ -171,7 +149,7 @@ def test_concurrent_checkouts_never_oversell(database_url: str, hold: bool) -> N
 
     assert not bad, bad[:5]
     assert not seen_violations, seen_violations[:5]
-    assert not _violations(store)
+    assert not oversell_violations(store)
     assert outcomes["placed"] > 0, outcomes
     # The carts want ~3x the stock: some shoppers must have lost.
     assert sum(v for k, v in outcomes.items() if k != "placed") > 0, outcomes

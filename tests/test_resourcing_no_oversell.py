@@ -22,22 +22,18 @@ import random
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
-import pytest
 
-from oms.store import Store, units_of
+from oms.store import units_of
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2, fulfilment_pb2, fulfilment_pb2_grpc
 
 from service_support import (
     ADMIN,
     hand_network,
-    postgres_database,
+    oversell_violations,
     prepared_store,
     server_processes,
-    sqlite_url,
 )
 
 SHOPPERS = 40
@@ -50,24 +46,6 @@ STOCK = {
     ("DC-CHI", "B"): 4,
 }
 RACE_OK = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-    else:
-        yield from postgres_database()
-
-
-def _violations(store: Store) -> list[str]:
-    with store.read() as conn:
-        positions = store.positions(conn)
-    return [
-        f"{p.node_id}/{p.sku}: on_hand {p.on_hand}, reserved {p.reserved}, held {p.held}"
-        for p in positions
-        if p.reserved > p.on_hand or p.held > max(0, p.on_hand - p.safety_stock - p.reserved)
-    ]
 
 
 def test_rejections_resource_without_overselling(database_url: str) -> None:
@@ -169,7 +147,7 @@ def test_rejections_resource_without_overselling(database_url: str) -> None:
 
         def monitor() -> None:
             while not stop.is_set():
-                found = _violations(store)
+                found = oversell_violations(store)
                 if found:
                     seen.extend(found)
                 stop.wait(0.02)
@@ -188,7 +166,7 @@ def test_rejections_resource_without_overselling(database_url: str) -> None:
 
     assert not bad, bad[:5]
     assert not seen, seen[:5]
-    assert not _violations(store)
+    assert not oversell_violations(store)
     assert outcomes["rejected"] >= ORDERS // 2, outcomes
     assert outcomes["placed"] > 0, outcomes
     with store.read() as conn:

@@ -895,19 +895,7 @@ class Store:
             )
             .order_by(r.c.reservation_id.desc())
         ).all()
-        for hold in holds:
-            if excess <= 0:
-                break
-            cut = min(excess, int(hold.qty))
-            if cut == hold.qty:
-                conn.execute(sa.delete(r).where(r.c.reservation_id == hold.reservation_id))
-            else:
-                conn.execute(
-                    sa.update(r)
-                    .where(r.c.reservation_id == hold.reservation_id)
-                    .values(qty=r.c.qty - cut)
-                )
-            excess -= cut
+        _cut_reservations(conn, holds, excess)
         return self.positions(conn, [sku], [node_id])[0]
 
     def _ledger(
@@ -1502,25 +1490,12 @@ class Store:
         """Give back part of an order's stock reservations (and that capacity of its day)."""
         r = t.reservations
         for (node, sku), qty in sorted(units.items()):
-            left = qty
             rows = conn.execute(
                 sa.select(r.c.reservation_id, r.c.qty)
                 .where(r.c.order_id == order.order_id, r.c.node_id == node, r.c.sku == sku)
                 .order_by(r.c.reservation_id.desc())
             ).all()
-            for row in rows:
-                if left <= 0:
-                    break
-                cut = min(left, int(row.qty))
-                if cut == row.qty:
-                    conn.execute(sa.delete(r).where(r.c.reservation_id == row.reservation_id))
-                else:
-                    conn.execute(
-                        sa.update(r)
-                        .where(r.c.reservation_id == row.reservation_id)
-                        .values(qty=r.c.qty - cut)
-                    )
-                left -= cut
+            _cut_reservations(conn, rows, qty)
         day = utc_day(order.created_at)
         for node, qty in units_by_node(units).items():
             conn.execute(
@@ -1675,6 +1650,27 @@ class Store:
                     bad.append((row.node_id, row.sku, int(row.on_hand), total))
             bad.extend((n, s, 0, v) for (n, s), v in sums.items() if v)
             return bad
+
+
+def _cut_reservations(conn: Connection, rows: Iterable[Any], units: int) -> None:
+    """Take ``units`` off reservation ``rows`` (reservation_id, qty) in the given order.
+
+    A row cut to nothing is deleted; the last one touched may keep a remainder.
+    """
+    r = t.reservations
+    for row in rows:
+        if units <= 0:
+            break
+        cut = min(units, int(row.qty))
+        if cut == row.qty:
+            conn.execute(sa.delete(r).where(r.c.reservation_id == row.reservation_id))
+        else:
+            conn.execute(
+                sa.update(r)
+                .where(r.c.reservation_id == row.reservation_id)
+                .values(qty=r.c.qty - cut)
+            )
+        units -= cut
 
 
 def _node_row(network: Network, n: int) -> dict[str, Any]:
