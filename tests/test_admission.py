@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from oms.admission import Admission
 from oms.v1 import checkout_pb2, common_pb2
@@ -110,12 +111,28 @@ def test_the_server_says_why_it_refused(tmp_path: Path) -> None:
             self.aborted = (code, details)
             raise RuntimeError("aborted")
 
+    def waits(outcome: str) -> float:
+        return (
+            REGISTRY.get_sample_value("oms_admission_wait_seconds_count", {"outcome": outcome})
+            or 0.0
+        )
+
+    refused_before, admitted_before = waits("refused"), waits("admitted")
     admission = Admission(1)
     with admission.slot(Context(5.0)):  # type: ignore[arg-type]
         late = Context(0.05)
         with pytest.raises(RuntimeError), admission.slot(late):  # type: ignore[arg-type]
             pass
     assert late.aborted is not None
+    # Both waits are on the metrics: the admitted one and the refused one.
+    assert (
+        REGISTRY.get_sample_value("oms_admission_wait_seconds_count", {"outcome": "refused"})
+        == refused_before + 1
+    )
+    assert (
+        REGISTRY.get_sample_value("oms_admission_wait_seconds_count", {"outcome": "admitted"})
+        == admitted_before + 1
+    )
     code, details = late.aborted
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "1 solver slots" in details

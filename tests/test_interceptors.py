@@ -532,6 +532,7 @@ def test_metrics_endpoint_serves_the_text_format(serve: ServeFn) -> None:
         ("oms_request_duration_seconds", "histogram"),
         ("oms_solver_duration_seconds", "histogram"),
         ("oms_quotes_total", "counter"),
+        ("oms_admission_wait_seconds", "histogram"),
     ]:
         assert f"# TYPE {name} {kind}" in body
     assert f'oms_requests_total{{code="OK",method="{GET_AVAILABILITY}"}}' in body

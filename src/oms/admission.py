@@ -23,6 +23,8 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
+from oms.metrics import observe_admission
+
 #: The least time a heavy call needs to be worth starting (a 1-line quote takes ~3 ms).
 MIN_WORK_S = 0.003
 
@@ -42,8 +44,11 @@ class Admission:
         remaining = context.time_remaining()
         timeout = None if remaining is None else max(0.0, remaining - MIN_WORK_S)
         started = time.monotonic()
-        if not self._semaphore.acquire(timeout=timeout):
-            waited_ms = 1000 * (time.monotonic() - started)
+        admitted = self._semaphore.acquire(timeout=timeout)
+        waited = time.monotonic() - started
+        observe_admission(waited, admitted)
+        if not admitted:
+            waited_ms = 1000 * waited
             context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"waited {waited_ms:.0f} ms for one of this server's {self.slots} solver slots; "

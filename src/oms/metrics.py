@@ -39,6 +39,7 @@ __all__ = [
     "exposition_registry",
     "mark_worker_dead",
     "multiprocess_dir",
+    "observe_admission",
     "observe_request",
     "observe_solver",
     "prepare_multiprocess",
@@ -65,6 +66,7 @@ class _Metrics:
     request_duration: Histogram
     solver_duration: Histogram
     quotes: Counter
+    admission_wait: Histogram
 
 
 _metrics: _Metrics | None = None
@@ -100,6 +102,13 @@ def _get() -> _Metrics:
                         "oms_quotes",
                         "Delivery quotes, by outcome.",
                         ["outcome"],
+                    ),
+                    admission_wait=Histogram(
+                        "oms_admission_wait_seconds",
+                        "Time a quote or order waited for a solver slot, by outcome "
+                        "(admitted, or refused because its deadline would pass).",
+                        ["outcome"],
+                        buckets=REQUEST_BUCKETS,
                     ),
                 )
     return _metrics
@@ -173,6 +182,12 @@ def observe_request(method: str, code: str, seconds: float) -> None:
 def observe_solver(seconds: float) -> None:
     """Record the wall time of one optimiser run."""
     _get().solver_duration.observe(seconds)
+
+
+def observe_admission(seconds: float, admitted: bool) -> None:
+    """Record how long a heavy call waited for a solver slot (:mod:`oms.admission`)."""
+    outcome = "admitted" if admitted else "refused"
+    _get().admission_wait.labels(outcome=outcome).observe(seconds)
 
 
 def count_quote(outcome: str) -> None:
