@@ -3,7 +3,8 @@
 ``oms serve`` runs the gRPC service on the embedded SQLite store (the demo
 network is loaded when the store is empty); ``oms load DIR`` puts a planner
 CSV folder into a store; ``oms quote CART.json`` and ``oms place QUOTE OPTION``
-call a running server and print JSON.
+call a running server and print JSON; ``oms reoptimise`` re-assigns the open
+orders jointly (:mod:`oms.reoptimise`).
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     place.add_argument("--idempotency-key", help="default: a new random key")
     place.add_argument("--target", default="127.0.0.1:50051")
     place.add_argument("--timeout", type=float, default=5.0)
+
+    from oms.reoptimise import add_arguments
+
+    add_arguments(
+        sub.add_parser("reoptimise", help="re-assign open orders jointly (batch job, on Dask)")
+    )
     return parser
 
 
@@ -190,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from oms.server import serve
 
         return serve(settings, load_demo=not args.no_demo)
+    if args.command == "reoptimise":
+        from oms.reoptimise import command
+
+        return command(args, settings.database_url)
 
     from oms.store import Store
 

@@ -41,11 +41,12 @@ Policies (:data:`POLICY_FACTORIES`, built by :func:`make_policy`):
 ``greedy_nearest``, ``priority_list``, ``ship_complete_first`` (the rules of
 :mod:`sourcing.baselines`) and ``optimiser_cheapest``, ``optimiser_fastest``,
 ``optimiser_balanced`` (:func:`sourcing.solver.quote`, taking the option with
-that label). The optimiser with periodic batch re-optimisation is pending
-(it needs the batch re-assignment of DESIGN section 5): the
-:class:`Policy` protocol already gives a policy the whole stream
+that label) and ``optimiser_batch`` (:class:`BatchPolicy`: the optimiser's
+CHEAPEST on arrival, promised and held, then the day's orders re-assigned
+jointly by :func:`sourcing.batch.reoptimise` within their promises and
+shipped). The :class:`Policy` protocol gives a policy the whole stream
 (:meth:`Policy.begin`) and a periodic hook (:attr:`Policy.period_days`,
-:meth:`Policy.end_period`) where such a policy will plug in.
+:meth:`Policy.end_period`) that may revise the period's orders.
 """
 
 from __future__ import annotations
@@ -61,12 +62,14 @@ import numpy as np
 import pandas as pd
 
 from sourcing.baselines import greedy_nearest, priority_list, ship_complete_first
+from sourcing.batch import BatchInstance, BatchOrder, BatchSettings, reoptimise
 from sourcing.errors import ShortageError, SourcingError
 from sourcing.evaluate import evaluate
 from sourcing.model import (
     MILLICENTS_PER_UNIT,
     UNLIMITED_CAPACITY,
     Allocation,
+    Evaluation,
     IntArray,
     Label,
     Network,
@@ -80,6 +83,7 @@ __all__ = [
     "KPI_COLUMNS",
     "POLICY_FACTORIES",
     "BasePolicy",
+    "BatchPolicy",
     "OptimiserPolicy",
     "Policy",
     "PolicyError",
@@ -163,8 +167,17 @@ class Policy(Protocol):
     it). If ``period_days`` is not None, ``end_period`` is called with a
     :class:`Snapshot` at every boundary ``t0 + k * period_days`` (``t0``:
     midnight of the first order) crossed before an order, and once at the
-    end of the stream: the hook where periodic batch re-optimisation will
-    plug in.
+    end of the stream.
+
+    ``end_period`` may revise the orders decided since the previous boundary:
+    it returns their new allocations by order id (None or empty: no change).
+    The replay then gives back every unit those orders took and ships them
+    again in replay order, each with its final allocation, re-priced by the
+    evaluator on the running stock as a decision is. A revision must ship the
+    same units of each line and arrive no later than the order's first
+    decision (its promise), or it is a :class:`PolicyError`. The period's
+    orders must share a calendar day and no top-up may fall inside it
+    (``ValueError``): revising policies use a period that divides a day.
     """
 
     @property
@@ -177,7 +190,7 @@ class Policy(Protocol):
 
     def decide(self, network: Network, order: SimOrder) -> Allocation | Option: ...
 
-    def end_period(self, snapshot: Snapshot) -> None: ...
+    def end_period(self, snapshot: Snapshot) -> Mapping[str, Allocation] | None: ...
 
 
 class BasePolicy:
@@ -198,7 +211,7 @@ class BasePolicy:
     def decide(self, network: Network, order: SimOrder) -> Allocation | Option:
         raise NotImplementedError
 
-    def end_period(self, snapshot: Snapshot) -> None:
+    def end_period(self, snapshot: Snapshot) -> Mapping[str, Allocation] | None:
         return None
 
 
@@ -253,6 +266,80 @@ class OptimiserPolicy(BasePolicy):
         return option if option is not None else Allocation(())
 
 
+class BatchPolicy(OptimiserPolicy):
+    """The optimiser with periodic batch re-optimisation (DESIGN section 5).
+
+    Semantics in the replay: each order is quoted by the optimiser when it
+    arrives and takes the option with ``label``; that option's delivery day
+    is its *promise* and its units are held for it at once (the replay takes
+    them from stock, as for every policy). The order is not shipped yet: at
+    the end of each period (``period_days``, default one day; it must divide
+    a day, so a period's orders share that day's capacity) the orders held
+    in it are re-assigned jointly by :func:`sourcing.batch.reoptimise`, with
+    their units given back to the pool, within their promises, never at a
+    higher total cost, and then shipped: the replay re-prices every order of
+    the period with its final allocation (see :class:`Policy`). Orders of a
+    period compete for the stock left by the earlier periods, as in real
+    operation where released orders are no longer re-assigned.
+
+    The batch prices the period's orders on the stock at the period's end
+    (their own units given back); the replay re-prices them one by one on
+    the running stock, so storage credits (which depend on the units on
+    hand) can differ by a little from the batch's own totals. The batch's
+    solve time is shared out over the period's orders in ``decide_seconds``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        label: Label,
+        settings: QuoteSettings,
+        period_days: float = 1.0,
+        batch: BatchSettings | None = None,
+    ) -> None:
+        super().__init__(name, label, settings)
+        divides = 0 < period_days <= 1.0 and math.isclose(
+            1.0 / period_days, round(1.0 / period_days), abs_tol=1e-9
+        )
+        if not divides:
+            raise ValueError(f"policy {name}: period_days must divide a day, got {period_days}")
+        self.period_days = period_days
+        self._batch = batch or BatchSettings(time_limit_s=10.0)
+        self._network: Network | None = None
+        self._held: list[BatchOrder] = []
+
+    def begin(self, network: Network, orders: Sequence[SimOrder]) -> None:
+        self._network = network
+        self._held = []
+
+    def decide(self, network: Network, order: SimOrder) -> Allocation | Option:
+        decision = super().decide(network, order)
+        if isinstance(decision, Option):
+            allocation, days = decision.allocation, decision.delivery_days
+        else:
+            allocation, days = decision, 0
+        self._held.append(BatchOrder(order.order_id, order.order, allocation, days))
+        return decision
+
+    def end_period(self, snapshot: Snapshot) -> Mapping[str, Allocation] | None:
+        held, self._held = self._held, []
+        if not held or self._network is None:
+            return None
+        network = self._network
+        on_hand = snapshot.on_hand.copy()
+        capacity = network.capacity - snapshot.capacity_used
+        for batch_order in held:
+            for parcel in batch_order.current.parcels:
+                n = network.node_index[parcel.node_id]
+                for line in parcel.lines:
+                    on_hand[n, network.sku_index[line.sku]] += line.qty
+                    capacity[n] += line.qty
+        capacity = np.where(network.capacity < UNLIMITED_CAPACITY, capacity, network.capacity)
+        pool = network.replace(on_hand=on_hand)
+        result = reoptimise(BatchInstance(pool, tuple(held), capacity[None, :]), self._batch)
+        return {o.order_id: o.allocation for o in result.outcomes if o.changed}
+
+
 @dataclass(frozen=True)
 class PolicyOptions:
     """Settings shared by the built-in policies of one what-if run."""
@@ -261,8 +348,7 @@ class PolicyOptions:
     priority: tuple[str, ...] | None = None
 
 
-#: Built-in policies by name. ``optimiser_batch`` (periodic batch
-#: re-optimisation) is pending: it needs DESIGN section 5's batch job.
+#: Built-in policies by name.
 POLICY_FACTORIES: dict[str, Callable[[PolicyOptions], Policy]] = {
     "greedy_nearest": lambda o: RulePolicy("greedy_nearest"),
     "priority_list": lambda o: RulePolicy("priority_list", o.priority),
@@ -274,6 +360,7 @@ POLICY_FACTORIES: dict[str, Callable[[PolicyOptions], Policy]] = {
     "optimiser_balanced": lambda o: OptimiserPolicy(
         "optimiser_balanced", Label.BALANCED, o.settings
     ),
+    "optimiser_batch": lambda o: BatchPolicy("optimiser_batch", Label.CHEAPEST, o.settings),
 }
 
 
@@ -427,6 +514,28 @@ class _Records:
     parcels: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _PARCEL_COLUMNS})
 
 
+@dataclass(frozen=True)
+class _Shipped:
+    """One decided order, as the replay took it: what a revision is checked against."""
+
+    index: int
+    item: SimOrder
+    allocation: Allocation
+    status: str
+    seconds: float
+    delivery_days: int
+    covered: dict[int, int]
+    taken: list[tuple[int, int, int]]  # (node, SKU, units)
+
+
+def _covered(evaluation: Evaluation) -> dict[int, int]:
+    covered: dict[int, int] = {}
+    for parcel in evaluation.parcels:
+        for line in parcel.lines:
+            covered[line.line] = covered.get(line.line, 0) + line.qty
+    return dict(sorted(covered.items()))
+
+
 def _midnight(moment: datetime) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -540,46 +649,47 @@ def simulate(
         frozen_used.setflags(write=False)
         return Snapshot(at, frozen_on_hand, frozen_used, decided)
 
-    for index, item in enumerate(stream):
-        now = item.created_at
-        while next_period is not None and next_period <= now:
-            policy.end_period(snapshot(next_period))
-            next_period += timedelta(days=period or 0)
-        while next_receipt < len(receipts) and receipts[next_receipt][0] <= now:
-            _, n, k, qty = receipts[next_receipt]
-            on_hand[n, k] += qty
-            next_receipt += 1
-        while next_top_up is not None and next_top_up <= now:
-            np.maximum(on_hand, start_on_hand, out=on_hand)
-            next_top_up += timedelta(days=top_up or 0)
-        if now.date() != day:
-            day = now.date()
-            used[:] = 0
+    def ship(
+        index: int,
+        item: SimOrder,
+        allocation: Allocation,
+        status: str,
+        seconds: float,
+        promised: _Shipped | None = None,
+    ) -> _Shipped:
+        """Evaluate one decision on the order's view, take its units, record it.
 
+        ``promised``: the order's first decision, when this one revises it (it
+        must ship the same units per line, arriving no later).
+        """
         order = item.order
         skus = np.unique([network.sku_index[line.sku] for line in order.lines])
         local = view.build(on_hand, used, skus)
-        started = time.perf_counter()
-        decision = policy.decide(local, item)
-        seconds = time.perf_counter() - started
-        if isinstance(decision, Option):
-            allocation, status = decision.allocation, decision.proof.status
-        else:
-            allocation, status = decision, ""
         evaluation = evaluate(local, order, allocation, allow_partial=True)
         if not evaluation.is_feasible:
             raise PolicyError(
                 f"policy {policy.name} chose an infeasible allocation for order "
                 f"{item.order_id}: {'; '.join(evaluation.violations)}"
             )
+        covered = _covered(evaluation)
+        if promised is not None and (
+            covered != promised.covered or evaluation.delivery_days > promised.delivery_days
+        ):
+            raise PolicyError(
+                f"policy {policy.name} revised order {item.order_id} to ship {covered} by day "
+                f"{evaluation.delivery_days}; it promised {promised.covered} by day "
+                f"{promised.delivery_days}"
+            )
 
         units_shipped = 0
+        taken: list[tuple[int, int, int]] = []
         for parcel in evaluation.parcels:
             node = network.node_index[parcel.node_id]
             units = 0
             for pl in parcel.lines:
                 k = network.sku_index[pl.sku]
                 on_hand[node, k] -= pl.qty
+                taken.append((node, k, pl.qty))
                 units += pl.qty
                 if on_hand[node, k] < view.floor[node, k] or on_hand[node, k] < 0:
                     raise AssertionError(
@@ -603,7 +713,7 @@ def simulate(
 
         r = records.orders
         r["order_id"].append(item.order_id)
-        r["created_at"].append(now)
+        r["created_at"].append(item.created_at)
         r["units_ordered"].append(sum(line.qty for line in order.lines))
         r["units_shipped"].append(units_shipped)
         r["parcels"].append(evaluation.num_parcels)
@@ -614,12 +724,92 @@ def simulate(
         r["delivery_days"].append(evaluation.delivery_days)
         r["status"].append(status)
         r["decide_seconds"].append(seconds)
+        return _Shipped(
+            index, item, allocation, status, seconds, evaluation.delivery_days, covered, taken
+        )
+
+    period_orders: list[_Shipped] = []  # decided since the last boundary, in replay order
+    period_marks = (0, 0)  # rows of records.orders and records.parcels when it began
+    topped_up_in_period = False
+
+    def close_period(at: datetime) -> None:
+        """Call ``end_period``; apply its revisions by replaying the period with them."""
+        nonlocal period_orders, period_marks, topped_up_in_period
+        started = time.perf_counter()
+        revisions = policy.end_period(snapshot(at))
+        spent = time.perf_counter() - started
+        if revisions:
+            held = {s.item.order_id: s for s in period_orders}
+            outside = sorted(set(revisions) - set(held))
+            if outside:
+                raise PolicyError(
+                    f"policy {policy.name} revised order(s) {', '.join(outside[:5])} "
+                    "outside the period just ended"
+                )
+            if topped_up_in_period or any(s.item.created_at.date() != day for s in held.values()):
+                raise ValueError(
+                    f"policy {policy.name} revises a period that spans a stock top-up or a "
+                    "change of day: use a period that divides a day and top-ups on its boundaries"
+                )
+            # Rewind: every unit the period's orders took goes back, and their records.
+            for shipped in period_orders:
+                for node, k, qty in shipped.taken:
+                    on_hand[node, k] += qty
+                    used[node] -= qty
+            for columns, mark in zip((records.orders, records.parcels), period_marks, strict=True):
+                for values in columns.values():
+                    del values[mark:]
+            # Replay in order, each with its final allocation; the batch's time is
+            # shared out over the orders it re-decided.
+            share = spent / len(period_orders)
+            for shipped in period_orders:
+                revised = revisions.get(shipped.item.order_id)
+                ship(
+                    shipped.index,
+                    shipped.item,
+                    shipped.allocation if revised is None else revised,
+                    shipped.status,
+                    shipped.seconds + share,
+                    None if revised is None else shipped,
+                )
+        period_orders = []
+        period_marks = (len(records.orders["order_id"]), len(records.parcels["order"]))
+        topped_up_in_period = False
+
+    for index, item in enumerate(stream):
+        now = item.created_at
+        while next_period is not None and next_period <= now:
+            close_period(next_period)
+            next_period += timedelta(days=period or 0)
+        while next_receipt < len(receipts) and receipts[next_receipt][0] <= now:
+            _, n, k, qty = receipts[next_receipt]
+            on_hand[n, k] += qty
+            next_receipt += 1
+        while next_top_up is not None and next_top_up <= now:
+            np.maximum(on_hand, start_on_hand, out=on_hand)
+            next_top_up += timedelta(days=top_up or 0)
+            topped_up_in_period = topped_up_in_period or bool(period_orders)
+        if now.date() != day:
+            day = now.date()
+            used[:] = 0
+
+        order = item.order
+        skus = np.unique([network.sku_index[line.sku] for line in order.lines])
+        local = view.build(on_hand, used, skus)
+        started = time.perf_counter()
+        decision = policy.decide(local, item)
+        seconds = time.perf_counter() - started
+        if isinstance(decision, Option):
+            allocation, status = decision.allocation, decision.proof.status
+        else:
+            allocation, status = decision, ""
+        period_orders.append(ship(index, item, allocation, status, seconds))
         decided += 1
         if progress is not None:
             progress(1)
 
     if period is not None and stream:
-        policy.end_period(snapshot(stream[-1].created_at))
+        close_period(stream[-1].created_at)
     return SimulationResult(
         policy=policy.name,
         node_ids=network.node_ids,

@@ -1,0 +1,644 @@
+"""The batch re-optimisation job (DESIGN section 5): ``oms reoptimise``.
+
+1. **Read** (one read transaction): every open order not yet released
+   (state PLACED) with its allocation, promise, version and stock
+   reservations; stock and each node's capacity left on the days those
+   orders drew capacity from.
+2. **Solve** with :func:`sourcing.batch.reoptimise`: the orders' own
+   reservations go back into the pool, so they compete for it jointly; each
+   promise becomes a latest delivery day counted from today. Sub-problems run
+   on Dask (a ``LocalCluster`` by default, or an existing scheduler), or in
+   this process.
+3. **Write** one transaction per component of orders that changed (orders
+   that depend on each other's stock): lock the stock rows the changes touch
+   (as placing an order does: :meth:`oms.store.Store.lock_free_units`, in
+   (node, SKU) order) and the nodes' capacity rows, re-read each order and
+   keep only those still PLACED at the version read. If the whole set still
+   fits the stock and capacity free now, and saves money, it is written;
+   otherwise each change that fits on its own and costs its order no more is
+   written. Everything else is skipped and reported. A written change
+   replaces the order's reservations, moves its units of daily capacity
+   (within the day it drew capacity from, where a cancel gives them back),
+   replaces its allocation document, bumps its version and adds an order
+   event ``reoptimised``.
+
+Not re-optimised (reported as excluded): click & collect and backordered
+allocations, and orders whose plan, released today, would already arrive
+after the promise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from oms import schema as t
+from oms.convert import day_after, days_between, option_document, today
+from oms.store import Position, Store, units_by_node, units_of, utc_day
+from sourcing.batch import BatchInstance, BatchOrder, BatchResult, BatchSettings, Runner, reoptimise
+from sourcing.evaluate import evaluate
+from sourcing.model import (
+    UNLIMITED_CAPACITY,
+    Allocation,
+    Location,
+    Network,
+    Option,
+    Order,
+    OrderLine,
+    ParcelLine,
+    ParcelPlan,
+    Proof,
+    to_currency,
+)
+
+__all__ = ["JobReport", "OpenOrder", "Skipped", "read_open_orders", "run_job"]
+
+#: The order event a written change adds.
+EVENT = "reoptimised"
+
+
+@dataclass(frozen=True)
+class OpenOrder:
+    """A PLACED order as the job read it."""
+
+    order_id: str
+    version: int
+    created_at: float
+    destination: Location
+    lines: tuple[OrderLine, ...]
+    allocation: dict[str, Any]
+    promised_date: str
+    #: Its stock reservations per (node, SKU), as the reservations table holds them.
+    reserved: dict[Position, int]
+
+    @property
+    def capacity_day(self) -> str:
+        return utc_day(self.created_at)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    order_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """What one run did. Money in millicents; ``cost_*`` and ``parcels_*`` are over the
+    orders the batch considered, *after* counting only the changes written (or, in a
+    dry run, every change found)."""
+
+    dry_run: bool
+    orders: int
+    considered: int
+    changed: int
+    parcels_before: int
+    parcels_after: int
+    cost_before: int
+    cost_after: int
+    promises_kept: int
+    excluded: tuple[Skipped, ...]
+    skipped: tuple[Skipped, ...]
+    seconds: float
+    status: str
+    components: int = 0
+    written: tuple[str, ...] = field(default=(), repr=False)
+
+    def table(self) -> str:
+        """The summary table printed at the end of a run."""
+        rows = [
+            ("orders (open, unreleased)", str(self.orders)),
+            ("re-optimised", str(self.considered)),
+            ("changed" + (" (dry run: none written)" if self.dry_run else ""), str(self.changed)),
+            ("skipped at write time", str(len(self.skipped))),
+            ("excluded", str(len(self.excluded))),
+            ("parcels before / after", f"{self.parcels_before} / {self.parcels_after}"),
+            (
+                "cost before / after",
+                f"{to_currency(self.cost_before)} / {to_currency(self.cost_after)} "
+                f"(saved {to_currency(self.cost_before - self.cost_after)})",
+            ),
+            ("promises kept", f"{self.promises_kept} of {self.considered}"),
+            ("solver status", self.status),
+            ("run time", f"{self.seconds:.1f} s"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"{name:<{width}}  {value}" for name, value in rows]
+        for kind, items in (("skipped", self.skipped), ("excluded", self.excluded)):
+            lines.extend(f"  {kind} {s.order_id}: {s.reason}" for s in items[:20])
+            if len(items) > 20:
+                lines.append(f"  ... and {len(items) - 20} more {kind}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- read
+
+
+def read_open_orders(conn: Connection) -> list[OpenOrder]:
+    """Every PLACED order with its stock reservations (two queries, any size)."""
+    o, r = t.orders, t.reservations
+    reserved: dict[str, dict[Position, int]] = {}
+    query = (
+        sa.select(r.c.order_id, r.c.node_id, r.c.sku, sa.func.sum(r.c.qty))
+        .join(o, o.c.order_id == r.c.order_id)
+        .where(o.c.state == "PLACED")
+        .group_by(r.c.order_id, r.c.node_id, r.c.sku)
+    )
+    for order_id, node, sku, qty in conn.execute(query):
+        reserved.setdefault(order_id, {})[(node, sku)] = int(qty)
+    rows = conn.execute(
+        sa.select(
+            o.c.order_id,
+            o.c.version,
+            o.c.created_at,
+            o.c.dest_lat,
+            o.c.dest_lon,
+            o.c.lines_json,
+            o.c.allocation_json,
+            o.c.promised_date,
+        )
+        .where(o.c.state == "PLACED")
+        .order_by(o.c.created_at, o.c.order_id)
+    )
+    return [
+        OpenOrder(
+            order_id=row.order_id,
+            version=int(row.version),
+            created_at=float(row.created_at),
+            destination=Location(float(row.dest_lat), float(row.dest_lon)),
+            lines=tuple(OrderLine(x["sku"], int(x["qty"])) for x in json.loads(row.lines_json)),
+            allocation=json.loads(row.allocation_json),
+            promised_date=row.promised_date,
+            reserved=reserved.get(row.order_id, {}),
+        )
+        for row in rows
+    ]
+
+
+def _allocation(document: Mapping[str, Any]) -> Allocation:
+    return Allocation(
+        tuple(
+            ParcelPlan(
+                p["node_id"],
+                p["service"],
+                tuple(ParcelLine(int(x["line"]), x["sku"], int(x["qty"])) for x in p["lines"]),
+                p.get("inbound_day"),
+            )
+            for p in document["parcels"]
+        ),
+        document.get("pickup"),
+    )
+
+
+def _capacity_used(conn: Connection, days: Sequence[str]) -> dict[tuple[str, str], int]:
+    u = t.node_day_usage
+    if not days:
+        return {}
+    return {
+        (row.node_id, row.day): int(row.units)
+        for row in conn.execute(sa.select(u).where(u.c.day.in_(sorted(set(days)))))
+    }
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    #: None when there is nothing to re-optimise.
+    instance: BatchInstance | None
+    orders: dict[str, OpenOrder]
+    excluded: tuple[Skipped, ...]
+    total: int
+
+
+def _snapshot(store: Store, now: float) -> _Snapshot:
+    """The open orders and the pool they share, as one consistent read."""
+    with store.read() as conn:
+        orders = read_open_orders(conn)
+        catalog = store.catalog(conn)
+        skus = sorted({line.sku for o in orders for line in o.lines} & set(catalog.sku_index))
+        network = store.network_for(conn, catalog, skus) if skus and catalog.usable else None
+        usage = _capacity_used(conn, [o.capacity_day for o in orders])
+    day = today(now)
+    excluded: list[Skipped] = []
+    chosen: list[tuple[OpenOrder, BatchOrder]] = []
+    if network is None:
+        return _Snapshot(None, {}, (), len(orders))
+    limits = np.asarray(catalog.capacity, dtype=np.int64)
+    days = sorted({o.capacity_day for o in orders})
+    bucket = {d: i for i, d in enumerate(days)}
+    for o in orders:
+        reason = _exclusion(network, o, day)
+        if reason is not None:
+            excluded.append(Skipped(o.order_id, reason))
+            continue
+        batch_order = BatchOrder(
+            o.order_id,
+            Order(o.destination, o.lines),
+            _allocation(o.allocation),
+            latest_day=days_between(day, o.promised_date),
+            capacity_bucket=bucket[o.capacity_day],
+        )
+        evaluation = evaluate(network, batch_order.order, batch_order.current, allow_partial=True)
+        if evaluation.delivery_days > batch_order.latest_day:
+            excluded.append(
+                Skipped(
+                    o.order_id,
+                    f"its plan, released today, arrives {day_after(day, evaluation.delivery_days)}"
+                    f", after the promise {o.promised_date}",
+                )
+            )
+            continue
+        chosen.append((o, batch_order))
+    # The pool: the chosen orders' reservations and capacity go back to it.
+    reserved = network.reserved.copy()
+    capacity = np.empty((len(days), len(network.node_ids)), dtype=np.int64)
+    for d, i in bucket.items():
+        capacity[i] = [
+            limit if limit >= UNLIMITED_CAPACITY else limit - usage.get((node, d), 0)
+            for node, limit in zip(network.node_ids, limits.tolist(), strict=True)
+        ]
+    for o, b in chosen:
+        for (node, sku), qty in o.reserved.items():
+            reserved[network.node_index[node], network.sku_index[sku]] -= qty
+        for node, qty in units_by_node(o.reserved).items():
+            n = network.node_index[node]
+            if capacity[b.capacity_bucket, n] < UNLIMITED_CAPACITY:
+                capacity[b.capacity_bucket, n] += qty
+    if not chosen:
+        return _Snapshot(None, {}, tuple(excluded), len(orders))
+    # The evaluator checks each parcel against the nominal limit; the shared
+    # capacity left per day is the instance's capacity_left.
+    pool = network.replace(reserved=reserved, capacity=limits)
+    instance = BatchInstance(pool, tuple(b for _, b in chosen), capacity)
+    return _Snapshot(instance, {o.order_id: o for o, _ in chosen}, tuple(excluded), len(orders))
+
+
+def _exclusion(network: Network, order: OpenOrder, day: str) -> str | None:
+    document = order.allocation
+    if document.get("pickup") is not None:
+        return "click & collect: not re-optimised"
+    if any(p.get("inbound_day") is not None for p in document["parcels"]):
+        return "waits for inbound stock (backorder): not re-optimised"
+    if units_of(document) != order.reserved:
+        return "its reservations do not match its allocation"
+    known = all(line.sku in network.sku_index for line in order.lines) and all(
+        p["node_id"] in network.node_index for p in document["parcels"]
+    )
+    if not known:
+        return "names a node or SKU the network no longer has"
+    return None
+
+
+# -------------------------------------------------------------------------- write
+
+
+def _document(
+    before: Mapping[str, Any], option: Option, today_text: str, status: str
+) -> dict[str, Any]:
+    """The new allocation document: days still count from the order's quote date."""
+    document = option_document(option, before["option_id"])
+    document["labels"] = list(before.get("labels", []))
+    document["start_date"] = before["start_date"]
+    offset = days_between(before["start_date"], today_text)
+    document["delivery_days"] += offset
+    for parcel in document["parcels"]:
+        parcel["arrival_days"] += offset
+    document["status"] = status
+    return document
+
+
+def _lock_capacity(conn: Connection, store: Store, nodes: Iterable[str]) -> dict[str, int]:
+    """Lock the nodes' rows (PostgreSQL; SQLite's write lock covers it) and read their limits."""
+    query = (
+        sa.select(t.nodes.c.node_id, t.nodes.c.daily_capacity_units)
+        .where(
+            t.nodes.c.node_id.in_(sorted(set(nodes))), t.nodes.c.daily_capacity_units.is_not(None)
+        )
+        .order_by(t.nodes.c.node_id)
+    )
+    if not store.is_sqlite:
+        query = query.with_for_update()
+    return {row.node_id: int(row.daily_capacity_units) for row in conn.execute(query)}
+
+
+def _apply(
+    conn: Connection,
+    store: Store,
+    order: OpenOrder,
+    new_units: Mapping[Position, int],
+    document: dict[str, Any],
+    detail: str,
+) -> bool:
+    """Write one order's new plan; False if it changed since read (nothing written then)."""
+    o = t.orders
+    updated = conn.execute(
+        sa.update(o)
+        .where(o.c.order_id == order.order_id, o.c.version == order.version, o.c.state == "PLACED")
+        .values(
+            allocation_json=json.dumps(document, separators=(",", ":")),
+            updated_at=store.clock(),
+            version=order.version + 1,
+        )
+    ).rowcount
+    if not updated:
+        return False
+    r, u = t.reservations, t.node_day_usage
+    conn.execute(sa.delete(r).where(r.c.order_id == order.order_id, r.c.quote_id.is_(None)))
+    conn.execute(
+        sa.insert(r),
+        [
+            {
+                "node_id": node,
+                "sku": sku,
+                "qty": qty,
+                "quote_id": None,
+                "order_id": order.order_id,
+                "expires_at": None,
+            }
+            for (node, sku), qty in sorted(new_units.items())
+        ],
+    )
+    old, new = units_by_node(order.reserved), units_by_node(new_units)
+    for node in sorted(set(old) | set(new)):
+        delta = new.get(node, 0) - old.get(node, 0)
+        if delta == 0:
+            continue
+        changed = conn.execute(
+            sa.update(u)
+            .where(u.c.node_id == node, u.c.day == order.capacity_day)
+            .values(units=u.c.units + delta)
+        ).rowcount
+        if not changed and delta > 0:
+            conn.execute(sa.insert(u).values(node_id=node, day=order.capacity_day, units=delta))
+    store.add_event(conn, order.order_id, EVENT, detail)
+    return True
+
+
+@dataclass(frozen=True)
+class _Change:
+    order: OpenOrder
+    units: dict[Position, int]
+    document: dict[str, Any]
+    saving: int
+    detail: str
+
+
+def _fits(
+    changes: Sequence[_Change],
+    free: Mapping[Position, int],
+    limits: Mapping[str, int],
+    used: Mapping[tuple[str, str], int],
+) -> bool:
+    """Whether applying all ``changes`` at once keeps every position and node-day within bounds."""
+    delta: dict[Position, int] = {}
+    day_delta: dict[tuple[str, str], int] = {}
+    for change in changes:
+        for key, qty in change.units.items():
+            delta[key] = delta.get(key, 0) + qty
+        for key, qty in change.order.reserved.items():
+            delta[key] = delta.get(key, 0) - qty
+        for node, qty in units_by_node(change.units).items():
+            day_key = (node, change.order.capacity_day)
+            day_delta[day_key] = day_delta.get(day_key, 0) + qty
+        for node, qty in units_by_node(change.order.reserved).items():
+            day_key = (node, change.order.capacity_day)
+            day_delta[day_key] = day_delta.get(day_key, 0) - qty
+    if any(qty > 0 and qty > free.get(key, 0) for key, qty in delta.items()):
+        return False
+    return all(
+        qty <= 0 or node not in limits or used.get((node, day), 0) + qty <= limits[node]
+        for (node, day), qty in day_delta.items()
+    )
+
+
+def _write_component(store: Store, changes: Sequence[_Change]) -> tuple[list[str], list[Skipped]]:
+    """One transaction: the component's changes that are still valid and still fit."""
+    written: list[str] = []
+    skipped: list[Skipped] = []
+    with store.write() as conn:
+        o = t.orders
+        ids = sorted(c.order.order_id for c in changes)
+        query = sa.select(o.c.order_id, o.c.state, o.c.version).where(o.c.order_id.in_(ids))
+        if not store.is_sqlite:
+            query = query.order_by(o.c.order_id).with_for_update()
+        live = {row.order_id: (row.state, int(row.version)) for row in conn.execute(query)}
+        valid: list[_Change] = []
+        for change in changes:
+            state, version = live.get(change.order.order_id, ("gone", -1))
+            if state != "PLACED":
+                skipped.append(Skipped(change.order.order_id, f"{state} since it was read"))
+            elif version != change.order.version:
+                skipped.append(Skipped(change.order.order_id, "changed since it was read"))
+            else:
+                valid.append(change)
+        if not valid:
+            return written, skipped
+        positions = sorted({k for c in valid for k in (*c.units, *c.order.reserved)})
+        free = store.lock_free_units(conn, positions, store.clock())
+        nodes = {node for node, _ in positions}
+        limits = _lock_capacity(conn, store, nodes)
+        used = _capacity_used(conn, sorted({c.order.capacity_day for c in valid}))
+        if sum(c.saving for c in valid) >= 0 and _fits(valid, free, limits, used):
+            batch = valid
+        else:
+            # The set no longer fits (or lost the orders it was for): keep the
+            # changes that fit one by one and cost their own order no more.
+            batch = []
+            pending = [c for c in valid if c.saving >= 0]
+            progress = True
+            while pending and progress:
+                progress = False
+                for change in list(pending):
+                    if _fits([*batch, change], free, limits, used):
+                        batch.append(change)
+                        pending.remove(change)
+                        progress = True
+            chosen = {id(c) for c in batch}
+            skipped.extend(
+                Skipped(c.order.order_id, "the stock or capacity it needs changed since read")
+                for c in valid
+                if id(c) not in chosen
+            )
+        for change in sorted(batch, key=lambda c: c.order.order_id):
+            if _apply(conn, store, change.order, change.units, change.document, change.detail):
+                written.append(change.order.order_id)
+            else:  # pragma: no cover - the rows are locked or the write lock is held
+                skipped.append(Skipped(change.order.order_id, "changed while written"))
+    return written, skipped
+
+
+def _changes(result: BatchResult, snapshot: _Snapshot, day: str) -> dict[int, list[_Change]]:
+    by_component: dict[int, list[_Change]] = {}
+    status = result.status
+    for outcome in result.outcomes:
+        if not outcome.changed:
+            continue
+        order = snapshot.orders[outcome.order_id]
+        option = Option((), outcome.after, Proof(status, 0.0, "batch re-optimisation"))
+        document = _document(order.allocation, option, day, status)
+        detail = (
+            f"cost {to_currency(outcome.before.cost)} -> {to_currency(outcome.after.cost)}, "
+            f"{outcome.before.num_parcels} -> {outcome.after.num_parcels} parcel(s), "
+            f"arriving {day_after(day, outcome.after.delivery_days)} "
+            f"(promised {order.promised_date})"
+        )
+        units: dict[Position, int] = {}
+        for p in outcome.after.parcels:
+            for line in p.lines:
+                units[(p.node_id, line.sku)] = units.get((p.node_id, line.sku), 0) + line.qty
+        change = _Change(order, units, document, outcome.saving, detail)
+        by_component.setdefault(outcome.component, []).append(change)
+    return by_component
+
+
+# ---------------------------------------------------------------------------- job
+
+
+def run_job(
+    store: Store,
+    *,
+    settings: BatchSettings | None = None,
+    runner: Runner | None = None,
+    dry_run: bool = False,
+    progress: Callable[[int, int], object] | None = None,
+    before_write: Callable[[], object] | None = None,
+) -> JobReport:
+    """Read, solve, write (see the module doc); returns what happened.
+
+    ``before_write`` runs between the solve and the first write (tests use it
+    to interleave a concurrent change).
+    """
+    started = time.perf_counter()
+    now = store.clock()
+    day = today(now)
+    snapshot = _snapshot(store, now)
+    if snapshot.instance is None:
+        return JobReport(
+            dry_run=dry_run, orders=snapshot.total, considered=0, changed=0,
+            parcels_before=0, parcels_after=0, cost_before=0, cost_after=0, promises_kept=0,
+            excluded=snapshot.excluded, skipped=(), seconds=time.perf_counter() - started,
+            status="OPTIMAL",
+        )  # fmt: skip
+    result = reoptimise(snapshot.instance, settings, runner, progress)
+    components = _changes(result, snapshot, day)
+    if before_write is not None:
+        before_write()
+    written: list[str] = []
+    skipped: list[Skipped] = []
+    if not dry_run:
+        for component in sorted(components):
+            done, missed = _write_component(store, components[component])
+            written.extend(done)
+            skipped.extend(missed)
+    applied = {o.order_id for o in result.changed} if dry_run else set(written)
+    after = {o.order_id: (o.after if o.order_id in applied else o.before) for o in result.outcomes}
+    return JobReport(
+        dry_run=dry_run,
+        orders=snapshot.total,
+        considered=len(result.outcomes),
+        changed=len(applied),
+        parcels_before=result.parcels_before,
+        parcels_after=sum(e.num_parcels for e in after.values()),
+        cost_before=result.cost_before,
+        cost_after=sum(e.cost for e in after.values()),
+        promises_kept=sum(after[o.order_id].delivery_days <= o.latest_day for o in result.outcomes),
+        excluded=snapshot.excluded,
+        skipped=tuple(skipped),
+        seconds=time.perf_counter() - started,
+        status=result.status,
+        components=result.components,
+        written=tuple(written),
+    )
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: Any) -> None:
+    """The ``oms reoptimise`` options (``parser``: its argparse sub-parser)."""
+    parser.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL of the store (default: $OMS_DATABASE_URL or sqlite:///oms.db)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="solve and report; write nothing")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler")
+    where.add_argument(
+        "--in-process", action="store_true", help="solve in this process, without Dask"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="LocalCluster worker processes (default 2)"
+    )
+    parser.add_argument(
+        "--time-limit", type=float, help="solver seconds per sub-problem (default 60)"
+    )
+    parser.add_argument(
+        "--max-orders", type=int, help="orders per sub-problem; bigger components are chunked"
+    )
+    parser.add_argument("--rounds", type=int, help="chunking rounds for big components")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def command(args: Any, database_url: str) -> int:
+    """Run ``oms reoptimise``: print the summary table; exit 0 (1 if a promise would break)."""
+    from contextlib import ExitStack
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from sourcing.batch import DaskRunner, LocalRunner
+
+    settings = BatchSettings()
+    for name, value in (
+        ("time_limit_s", args.time_limit),
+        ("max_orders_per_problem", args.max_orders),
+        ("rounds", args.rounds),
+    ):
+        if value is not None:
+            settings = replace(settings, **{name: value})
+    store = Store(database_url, pool_size=2)
+    with ExitStack() as stack:
+        stack.callback(store.dispose)
+        store.migrate()
+        runner: Runner
+        if args.in_process:
+            runner = LocalRunner()
+        else:
+            import logging
+
+            from distributed import Client, LocalCluster
+
+            if args.scheduler:
+                client = stack.enter_context(Client(args.scheduler))  # type: ignore[no-untyped-call]
+            else:
+                cluster = stack.enter_context(
+                    LocalCluster(  # type: ignore[no-untyped-call]
+                        n_workers=max(1, args.workers),
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=":0",
+                        silence_logs=logging.ERROR,
+                    )
+                )
+                client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
+            runner = DaskRunner(client)
+        bar = stack.enter_context(
+            tqdm(total=0, unit="problem", desc="reoptimise", disable=args.no_progress)
+        )
+
+        def progress(done: int, known: int) -> None:
+            bar.total = known
+            bar.n = done
+            bar.refresh()
+
+        report = run_job(
+            store, settings=settings, runner=runner, dry_run=args.dry_run, progress=progress
+        )
+    print(report.table())
+    return 0 if report.promises_kept == report.considered else 1
