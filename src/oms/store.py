@@ -665,17 +665,12 @@ class Store:
         on_hand = np.zeros((n, s), dtype=np.int64)
         safety = np.zeros((n, s), dtype=np.int64)
         reserved = np.zeros((n, s), dtype=np.int64)
-        params: dict[str, Any] = {"skus": list(sku_ids), "now": now}
-        for node, sku, qty, ss in conn.execute(_STOCK_OF_SKUS, params):
+        for node, sku, qty, ss in conn.execute(_STOCK_OF_SKUS, {"skus": list(sku_ids)}):
             i = node_index.get(node)
             if i is not None:
                 on_hand[i, col[sku]] = qty
                 safety[i, col[sku]] = ss
-        if exclude_quote is None:
-            held = conn.execute(_RESERVED_OF_SKUS, params)
-        else:
-            held = conn.execute(_RESERVED_OF_SKUS_BUT_QUOTE, {**params, "quote_id": exclude_quote})
-        for node, sku, qty in held:
+        for node, sku, qty in self._reserved_rows(conn, sku_ids, now, exclude_quote):
             i = node_index.get(node)
             if i is not None:
                 reserved[i, col[sku]] = qty
