@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from oms import schema as t
+from oms.driver_sql import Statement, execute, execute_many, fetch
 from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition, Unavailable
 from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind, Receipt
 
@@ -50,71 +51,87 @@ PURGE_EVERY_S = 5.0
 MAX_UNITS = 10**12
 
 
-# Hot-path statements, built once: constructing a statement per call (coercing
-# every IN list) cost more CPU than running it. Expanding bind parameters keep
-# them reusable for any number of SKUs or positions, and SQLAlchemy's compiled
-# cache makes each later execution a lookup.
-_res = t.reservations
-_LIVE = sa.or_(_res.c.expires_at.is_(None), _res.c.expires_at > sa.bindparam("now"))
-_NETWORK_VERSION = sa.select(t.network_meta.c.value).where(
-    t.network_meta.c.key == "network_version"
+# The statements every quote and order runs (reading stock, locking it,
+# writing holds) go to the driver directly (:mod:`oms.driver_sql`): through
+# SQLAlchemy their per-call and per-row overhead cost more than running them.
+_LIVE_SQL = (
+    "(expires_at IS NULL OR expires_at > :now)",
+    "(expires_at IS NULL OR expires_at > %(now)s)",
 )
-_STOCK_OF_SKUS = sa.select(
-    t.stock.c.node_id, t.stock.c.sku, t.stock.c.on_hand, t.stock.c.safety_stock
-).where(t.stock.c.sku.in_(sa.bindparam("skus", expanding=True)))
-_RESERVED_OF_SKUS = (
-    sa.select(_res.c.node_id, _res.c.sku, func.sum(_res.c.qty))
-    .where(_res.c.sku.in_(sa.bindparam("skus", expanding=True)), _LIVE)
-    .group_by(_res.c.node_id, _res.c.sku)
+_NOT_QUOTE_SQL = (
+    "(quote_id IS NULL OR quote_id <> :quote_id)",
+    "(quote_id IS NULL OR quote_id <> %(quote_id)s)",
 )
-_RESERVED_OF_SKUS_BUT_QUOTE = (
-    sa.select(_res.c.node_id, _res.c.sku, func.sum(_res.c.qty))
-    .where(
-        _res.c.sku.in_(sa.bindparam("skus", expanding=True)),
-        _LIVE,
-        sa.or_(_res.c.quote_id.is_(None), _res.c.quote_id != sa.bindparam("quote_id")),
-    )
-    .group_by(_res.c.node_id, _res.c.sku)
+#: SQLite: a superset its indexes serve (callers filter), since it scans the
+#: table for a row-value IN list; PostgreSQL: exactly the positions.
+_AT_POSITIONS_SQL = (
+    "sku IN ({skus}) AND node_id IN ({nodes})",
+    "(node_id, sku) IN (SELECT * FROM unnest(%(nodes)s::text[], %(skus)s::text[]))",
 )
-_USAGE_ON_DAY = sa.select(t.node_day_usage.c.node_id, t.node_day_usage.c.units).where(
-    t.node_day_usage.c.day == sa.bindparam("day")
+_NETWORK_VERSION = Statement(
+    sqlite="SELECT value FROM network_meta WHERE \"key\" = 'network_version'",
+    postgresql="SELECT value FROM network_meta WHERE \"key\" = 'network_version'",
+)
+_STOCK_OF_SKUS = Statement(
+    sqlite="SELECT node_id, sku, on_hand, safety_stock FROM stock WHERE sku IN ({skus})",
+    postgresql="SELECT node_id, sku, on_hand, safety_stock FROM stock WHERE sku = ANY(%(skus)s)",
 )
 
 
-def _at_positions(table: sa.Table, sqlite: bool) -> Any:
-    """``(node_id, sku) IN :positions``; on SQLite a superset its indexes can serve
-    (``sku IN :skus AND node_id IN :nodes``; callers filter), since SQLite scans
-    the table for a row-value IN list."""
-    if sqlite:
-        return sa.and_(
-            table.c.sku.in_(sa.bindparam("skus", expanding=True)),
-            table.c.node_id.in_(sa.bindparam("nodes", expanding=True)),
+def _reserved_sql(where: tuple[str, str], but_quote: bool) -> Statement:
+    """Live reserved units per position where ``where`` holds (except one quote's holds)."""
+    texts = []
+    for dialect in (0, 1):
+        conditions = [where[dialect], _LIVE_SQL[dialect]]
+        if but_quote:
+            conditions.append(_NOT_QUOTE_SQL[dialect])
+        texts.append(
+            "SELECT node_id, sku, SUM(qty) FROM reservations WHERE "
+            + " AND ".join(conditions)
+            + " GROUP BY node_id, sku"
         )
-    return sa.tuple_(table.c.node_id, table.c.sku).in_(sa.bindparam("positions", expanding=True))
+    return Statement(sqlite=texts[0], postgresql=texts[1])
 
 
-def _reserved_at(sqlite: bool, but_quote: bool) -> Any:
-    where = [_at_positions(_res, sqlite), _LIVE]
-    if but_quote:
-        where.append(sa.or_(_res.c.quote_id.is_(None), _res.c.quote_id != sa.bindparam("quote_id")))
-    return (
-        sa.select(_res.c.node_id, _res.c.sku, func.sum(_res.c.qty))
-        .where(*where)
-        .group_by(_res.c.node_id, _res.c.sku)
+_OF_SKUS_SQL = ("sku IN ({skus})", "sku = ANY(%(skus)s)")
+#: Indexed by "excludes a quote's holds".
+_RESERVED_OF_SKUS = {b: _reserved_sql(_OF_SKUS_SQL, b) for b in (False, True)}
+_RESERVED_AT = {b: _reserved_sql(_AT_POSITIONS_SQL, b) for b in (False, True)}
+_USAGE_ON_DAY = Statement(
+    sqlite="SELECT node_id, units FROM node_day_usage WHERE day = :day",
+    postgresql="SELECT node_id, units FROM node_day_usage WHERE day = %(day)s",
+)
+_LOCK_STOCK_AT = Statement(
+    sqlite="SELECT node_id, sku, on_hand, safety_stock FROM stock WHERE "
+    + _AT_POSITIONS_SQL[0]
+    + " ORDER BY node_id, sku",
+    postgresql="SELECT node_id, sku, on_hand, safety_stock FROM stock WHERE "
+    + _AT_POSITIONS_SQL[1]
+    + " ORDER BY node_id, sku FOR UPDATE",
+)
+_RESERVATION_COLUMNS = ("node_id", "sku", "qty", "quote_id", "order_id", "expires_at")
+_QUOTE_COLUMNS = (
+    "quote_id", "created_at", "expires_at", "quote_date", "request_json", "options_json", "order_id"
+)  # fmt: skip
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> Statement:
+    names = ", ".join(columns)
+    return Statement(
+        sqlite=f"INSERT INTO {table} ({names}) VALUES ({', '.join(f':{c}' for c in columns)})",
+        postgresql=f"INSERT INTO {table} ({names}) "
+        f"VALUES ({', '.join(f'%({c})s' for c in columns)})",
     )
 
 
-#: Indexed by (is_sqlite, excludes a quote) / is_sqlite.
-_RESERVED_AT = {(q, b): _reserved_at(q, b) for q in (True, False) for b in (True, False)}
-_LOCK_STOCK_AT = {
-    True: sa.select(t.stock)
-    .where(_at_positions(t.stock, True))
-    .order_by(t.stock.c.node_id, t.stock.c.sku),
-    False: sa.select(t.stock)
-    .where(_at_positions(t.stock, False))
-    .order_by(t.stock.c.node_id, t.stock.c.sku)
-    .with_for_update(),
-}
+_BEGIN = Statement(sqlite="BEGIN", postgresql="BEGIN")
+_BEGIN_IMMEDIATE = Statement(sqlite="BEGIN IMMEDIATE", postgresql="BEGIN")
+_INSERT_RESERVATIONS = _insert_sql("reservations", _RESERVATION_COLUMNS)
+_INSERT_QUOTE = _insert_sql("quotes", _QUOTE_COLUMNS)
+# The rest of the hot path's statements, built once: constructing a statement
+# per call (coercing every IN list) cost more CPU than running it. Expanding
+# bind parameters keep them reusable for any number of SKUs or nodes, and
+# SQLAlchemy's compiled cache makes each later execution a lookup.
 _TAKE_QUOTE = (
     sa.update(t.quotes)
     .where(t.quotes.c.quote_id == sa.bindparam("q_id"), t.quotes.c.order_id.is_(None))
@@ -168,8 +185,6 @@ _ADD_USAGE = (
     .values(units=t.node_day_usage.c.units + sa.bindparam("qty"))
 )
 _INSERT_USAGE = t.node_day_usage.insert()
-_INSERT_QUOTE = t.quotes.insert()
-_INSERT_RESERVATIONS = t.reservations.insert()
 
 
 def utc_day(ts: float) -> str:
@@ -215,8 +230,10 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
         def _on_begin(conn: Connection) -> None:
             # Writers take the write lock up front, so two writers never both
             # read stock and then both insert (SQLite's form of FOR UPDATE).
+            # Issued on the driver: through exec_driver_sql, BEGIN alone cost as
+            # much CPU as a quote's stock read.
             immediate = conn.get_execution_options().get("sqlite_immediate", False)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            execute(conn, _BEGIN_IMMEDIATE if immediate else _BEGIN)
 
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -635,7 +652,8 @@ class Store:
         if conn is None:
             with self.read() as own:
                 return self.catalog(own)
-        version = int(conn.execute(_NETWORK_VERSION).scalar_one_or_none() or 0)
+        found = fetch(conn, _NETWORK_VERSION)
+        version = int(found[0][0]) if found else 0
         cached = self._catalog
         if cached is not None and cached.version == version:
             return cached
@@ -665,7 +683,7 @@ class Store:
         on_hand = np.zeros((n, s), dtype=np.int64)
         safety = np.zeros((n, s), dtype=np.int64)
         reserved = np.zeros((n, s), dtype=np.int64)
-        for node, sku, qty, ss in conn.execute(_STOCK_OF_SKUS, {"skus": list(sku_ids)}):
+        for node, sku, qty, ss in fetch(conn, _STOCK_OF_SKUS, skus=list(sku_ids)):
             i = node_index.get(node)
             if i is not None:
                 on_hand[i, col[sku]] = qty
@@ -678,7 +696,7 @@ class Store:
         finite = catalog.finite_capacity
         if finite.any():
             capacity = capacity.copy()
-            for node, units in conn.execute(_USAGE_ON_DAY, {"day": utc_day(now)}):
+            for node, units in fetch(conn, _USAGE_ON_DAY, day=utc_day(now)):
                 i = node_index.get(node)
                 if i is not None and finite[i]:
                     capacity[i] = max(0, capacity[i] - int(units))
@@ -719,23 +737,24 @@ class Store:
         params: dict[str, Any] = {"now": now}
         if exclude_quote is not None:
             params["quote_id"] = exclude_quote
+        but_quote = exclude_quote is not None
         if positions is None:
-            params["skus"] = list(skus)
-            query = _RESERVED_OF_SKUS if exclude_quote is None else _RESERVED_OF_SKUS_BUT_QUOTE
-            return [(a, b, int(c)) for a, b, c in conn.execute(query, params)]
-        params.update(self._position_params(positions))
-        query = _RESERVED_AT[self.is_sqlite, exclude_quote is not None]
+            rows = fetch(conn, _RESERVED_OF_SKUS[but_quote], skus=list(skus), **params)
+            return [(a, b, int(c)) for a, b, c in rows]
+        rows = fetch(conn, _RESERVED_AT[but_quote], **self._position_params(positions), **params)
         wanted = set(positions)
-        return [(a, b, int(c)) for a, b, c in conn.execute(query, params) if (a, b) in wanted]
+        return [(a, b, int(c)) for a, b, c in rows if (a, b) in wanted]
 
     def _position_params(self, positions: Sequence[Position]) -> dict[str, Any]:
-        """Bind parameters for :func:`_at_positions`."""
+        """Bind parameters for :data:`_AT_POSITIONS_SQL`: distinct SKUs and nodes on
+        SQLite, parallel arrays of the positions' nodes and SKUs on PostgreSQL."""
         if self.is_sqlite:
             return {
                 "skus": sorted({s for _, s in positions}),
                 "nodes": sorted({n for n, _ in positions}),
             }
-        return {"positions": sorted(positions)}
+        ordered = sorted(positions)
+        return {"nodes": [n for n, _ in ordered], "skus": [s for _, s in ordered]}
 
     # -- stock ------------------------------------------------------------------
 
@@ -969,22 +988,27 @@ class Store:
             (a, b): c for a, b, c in self._reserved_rows(conn, (), now, exclude_quote, positions)
         }
         return {
-            key: row.on_hand - row.safety_stock - reserved.get(key, 0)
-            for key, row in locked.items()
+            key: on_hand - safety - reserved.get(key, 0)
+            for key, (on_hand, safety) in locked.items()
         }
 
     def lock_positions(
         self, conn: Connection, positions: Sequence[Position]
-    ) -> dict[Position, Any]:
+    ) -> dict[Position, tuple[int, int]]:
         """Lock stock rows in (node, SKU) order, the one order every writer uses (no deadlocks).
 
-        Re-locking rows this transaction already holds is free.
+        Returns (on hand, safety stock) per locked position. Re-locking rows
+        this transaction already holds is free.
         """
         if not positions:
             return {}
-        rows = conn.execute(_LOCK_STOCK_AT[self.is_sqlite], self._position_params(positions))
+        rows = fetch(conn, _LOCK_STOCK_AT, **self._position_params(positions))
         wanted = set(positions)
-        return {(row.node_id, row.sku): row for row in rows if (row.node_id, row.sku) in wanted}
+        return {
+            (node, sku): (int(on_hand), int(safety))
+            for node, sku, on_hand, safety in rows
+            if (node, sku) in wanted
+        }
 
     def _capacity_problems(
         self, conn: Connection, by_node: Mapping[str, int], now: float
@@ -1057,7 +1081,8 @@ class Store:
                     if fits:
                         held = trial
                 if held:
-                    conn.execute(
+                    execute_many(
+                        conn,
                         _INSERT_RESERVATIONS,
                         [
                             {
@@ -1080,7 +1105,7 @@ class Store:
                 "options_json": json.dumps(options, separators=(",", ":")),
                 "order_id": None,
             }
-            conn.execute(_INSERT_QUOTE, row)
+            execute(conn, _INSERT_QUOTE, **row)
             self._purge_expired_holds(conn, now)
         return QuoteRow(quote_id, now, now + ttl_s, utc_day(now), request, options, None)
 
@@ -1167,7 +1192,8 @@ class Store:
             raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
         units = units_of(allocation)
         if units:  # empty when every unit waits for inbound receipts
-            conn.execute(
+            execute_many(
+                conn,
                 _INSERT_RESERVATIONS,
                 [
                     {
