@@ -33,12 +33,28 @@ __all__ = ["Statement", "execute", "execute_many", "fetch"]
 _LIST_MARKER = re.compile(r"\{(\w+)\}")
 
 
+_NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+_IN_LIST = re.compile(r"\bIN \(\{(\w+)\}\)")
+
+
 @dataclass(frozen=True)
 class Statement:
     """One statement's text per dialect (see the module docstring for parameters)."""
 
     sqlite: str
     postgresql: str
+
+    @classmethod
+    def portable(cls, sqlite: str, *, for_update: bool = False) -> Statement:
+        """A statement both dialects run as written in SQLite's form.
+
+        PostgreSQL's text is derived: ``:name`` becomes ``%(name)s``, ``IN ({name})``
+        becomes ``= ANY(%(name)s)``, and ``for_update`` appends ``FOR UPDATE``
+        (SQLite's writers hold the database's write lock instead).
+        """
+        postgresql = _IN_LIST.sub(r"= ANY(%(\1)s)", sqlite)
+        postgresql = _NAMED_PARAM.sub(r"%(\1)s", postgresql)
+        return cls(sqlite, postgresql + (" FOR UPDATE" if for_update else ""))
 
 
 @functools.lru_cache(maxsize=1024)

@@ -52,139 +52,102 @@ MAX_UNITS = 10**12
 
 
 # The statements every quote and order runs (reading stock, locking it,
-# writing holds) go to the driver directly (:mod:`oms.driver_sql`): through
-# SQLAlchemy their per-call and per-row overhead cost more than running them.
-_LIVE_SQL = (
-    "(expires_at IS NULL OR expires_at > :now)",
-    "(expires_at IS NULL OR expires_at > %(now)s)",
-)
-_NOT_QUOTE_SQL = (
-    "(quote_id IS NULL OR quote_id <> :quote_id)",
-    "(quote_id IS NULL OR quote_id <> %(quote_id)s)",
-)
-#: SQLite: a superset its indexes serve (callers filter), since it scans the
-#: table for a row-value IN list; PostgreSQL: exactly the positions.
-_AT_POSITIONS_SQL = (
-    "sku IN ({skus}) AND node_id IN ({nodes})",
-    "(node_id, sku) IN (SELECT * FROM unnest(%(nodes)s::text[], %(skus)s::text[]))",
-)
-_NETWORK_VERSION = Statement(
-    sqlite="SELECT value FROM network_meta WHERE \"key\" = 'network_version'",
-    postgresql="SELECT value FROM network_meta WHERE \"key\" = 'network_version'",
-)
-_STOCK_OF_SKUS = Statement(
-    sqlite="SELECT node_id, sku, on_hand, safety_stock FROM stock WHERE sku IN ({skus})",
-    postgresql="SELECT node_id, sku, on_hand, safety_stock FROM stock WHERE sku = ANY(%(skus)s)",
+# writing holds, writing the order) go to the driver directly
+# (:mod:`oms.driver_sql`): through SQLAlchemy their per-call and per-row
+# overhead cost more than running them. Written once in SQLite's form; see
+# :meth:`Statement.portable` for PostgreSQL's.
+_LIVE = "(expires_at IS NULL OR expires_at > :now)"
+_NOT_QUOTE = "(quote_id IS NULL OR quote_id <> :quote_id)"
+#: (node_id, sku) at given positions. SQLite: a superset its indexes serve
+#: (callers filter), since it scans the table for a row-value IN list;
+#: PostgreSQL: exactly the positions, as parallel arrays.
+_AT_POSITIONS = Statement(
+    sqlite="sku IN ({skus}) AND node_id IN ({nodes})",
+    postgresql="(node_id, sku) IN (SELECT * FROM unnest(%(nodes)s::text[], %(skus)s::text[]))",
 )
 
 
-def _reserved_sql(where: tuple[str, str], but_quote: bool) -> Statement:
-    """Live reserved units per position where ``where`` holds (except one quote's holds)."""
-    texts = []
-    for dialect in (0, 1):
-        conditions = [where[dialect], _LIVE_SQL[dialect]]
-        if but_quote:
-            conditions.append(_NOT_QUOTE_SQL[dialect])
-        texts.append(
-            "SELECT node_id, sku, SUM(qty) FROM reservations WHERE "
-            + " AND ".join(conditions)
-            + " GROUP BY node_id, sku"
-        )
-    return Statement(sqlite=texts[0], postgresql=texts[1])
+def _at_positions(select: str, rest: str = "", *, for_update: bool = False) -> Statement:
+    """``select WHERE <at positions> rest`` on each dialect."""
+    return Statement(
+        sqlite=f"{select} WHERE {_AT_POSITIONS.sqlite} {rest}",
+        postgresql=Statement.portable(
+            f"{select} WHERE {_AT_POSITIONS.postgresql} {rest}", for_update=for_update
+        ).postgresql,
+    )
 
 
-_OF_SKUS_SQL = ("sku IN ({skus})", "sku = ANY(%(skus)s)")
-#: Indexed by "excludes a quote's holds".
-_RESERVED_OF_SKUS = {b: _reserved_sql(_OF_SKUS_SQL, b) for b in (False, True)}
-_RESERVED_AT = {b: _reserved_sql(_AT_POSITIONS_SQL, b) for b in (False, True)}
-_USAGE_ON_DAY = Statement(
-    sqlite="SELECT node_id, units FROM node_day_usage WHERE day = :day",
-    postgresql="SELECT node_id, units FROM node_day_usage WHERE day = %(day)s",
+_RESERVED = "SELECT node_id, sku, SUM(qty) FROM reservations"
+_BY_POSITION = "GROUP BY node_id, sku"
+_STOCK = "SELECT node_id, sku, on_hand, safety_stock FROM stock"
+_NETWORK_VERSION = Statement.portable(
+    "SELECT value FROM network_meta WHERE \"key\" = 'network_version'"
 )
-_LOCK_STOCK_AT = Statement(
-    sqlite="SELECT node_id, sku, on_hand, safety_stock FROM stock WHERE "
-    + _AT_POSITIONS_SQL[0]
-    + " ORDER BY node_id, sku",
-    postgresql="SELECT node_id, sku, on_hand, safety_stock FROM stock WHERE "
-    + _AT_POSITIONS_SQL[1]
-    + " ORDER BY node_id, sku FOR UPDATE",
+_STOCK_OF_SKUS = Statement.portable(f"{_STOCK} WHERE sku IN ({{skus}})")
+#: Indexed by "leaves out one quote's holds".
+_RESERVED_OF_SKUS = {
+    False: Statement.portable(f"{_RESERVED} WHERE sku IN ({{skus}}) AND {_LIVE} {_BY_POSITION}"),
+    True: Statement.portable(
+        f"{_RESERVED} WHERE sku IN ({{skus}}) AND {_LIVE} AND {_NOT_QUOTE} {_BY_POSITION}"
+    ),
+}
+_RESERVED_AT = {
+    False: _at_positions(_RESERVED, f"AND {_LIVE} {_BY_POSITION}"),
+    True: _at_positions(_RESERVED, f"AND {_LIVE} AND {_NOT_QUOTE} {_BY_POSITION}"),
+}
+_LOCK_STOCK_AT = _at_positions(_STOCK, "ORDER BY node_id, sku", for_update=True)
+_USAGE_ON_DAY = Statement.portable("SELECT node_id, units FROM node_day_usage WHERE day = :day")
+_USAGE_OF_NODES = Statement.portable(
+    "SELECT node_id, units FROM node_day_usage WHERE day = :day AND node_id IN ({nodes})"
 )
-_RESERVATION_COLUMNS = ("node_id", "sku", "qty", "quote_id", "order_id", "expires_at")
+_CAPACITY_LIMITS = Statement.portable(
+    "SELECT node_id, daily_capacity_units FROM nodes WHERE node_id IN ({nodes}) "
+    "AND daily_capacity_units IS NOT NULL ORDER BY node_id",
+    for_update=True,
+)
+_ADD_USAGE = Statement.portable(
+    "UPDATE node_day_usage SET units = units + :qty WHERE node_id = :node_id AND day = :day"
+)
+_TAKE_QUOTE = Statement.portable(
+    "UPDATE quotes SET order_id = :order_id WHERE quote_id = :quote_id AND order_id IS NULL"
+)
+_DROP_QUOTE_HOLDS = Statement.portable("DELETE FROM reservations WHERE quote_id = :quote_id")
 _QUOTE_COLUMNS = (
     "quote_id", "created_at", "expires_at", "quote_date", "request_json", "options_json", "order_id"
 )  # fmt: skip
+_ORDER_COLUMNS = tuple(c.name for c in t.orders.columns)
+_QUOTE_BY_ID = Statement.portable(
+    f"SELECT {', '.join(_QUOTE_COLUMNS)} FROM quotes WHERE quote_id = :quote_id"
+)
+_ORDER_BY_ID = Statement.portable(
+    f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id = :order_id"
+)
+_ORDER_BY_ID_FOR_UPDATE = Statement.portable(_ORDER_BY_ID.sqlite, for_update=True)
+_ORDER_ID_BY_KEY = Statement.portable(
+    "SELECT order_id FROM orders WHERE idempotency_key = :idempotency_key"
+)
+_EVENTS_OF_ORDER = Statement.portable(
+    "SELECT at, type, detail FROM order_events WHERE order_id = :order_id ORDER BY event_id"
+)
+_RETURNS_OF_ORDER = Statement.portable(
+    "SELECT sku, qty, node_id, at FROM order_returns WHERE order_id = :order_id ORDER BY return_id"
+)
 
 
-def _insert_sql(table: str, columns: Sequence[str]) -> Statement:
-    names = ", ".join(columns)
-    return Statement(
-        sqlite=f"INSERT INTO {table} ({names}) VALUES ({', '.join(f':{c}' for c in columns)})",
-        postgresql=f"INSERT INTO {table} ({names}) "
-        f"VALUES ({', '.join(f'%({c})s' for c in columns)})",
-    )
+def _insert(table: str, columns: Sequence[str]) -> Statement:
+    placeholders = ", ".join(f":{c}" for c in columns)
+    return Statement.portable(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})")
 
 
+_INSERT_RESERVATIONS = _insert(
+    "reservations", ("node_id", "sku", "qty", "quote_id", "order_id", "expires_at")
+)
+_INSERT_QUOTE = _insert("quotes", _QUOTE_COLUMNS)
+_INSERT_ORDER = _insert("orders", _ORDER_COLUMNS)
+_INSERT_EVENT = _insert("order_events", ("order_id", "at", "type", "detail"))
+_INSERT_USAGE = _insert("node_day_usage", ("node_id", "day", "units"))
 _BEGIN = Statement(sqlite="BEGIN", postgresql="BEGIN")
 _BEGIN_IMMEDIATE = Statement(sqlite="BEGIN IMMEDIATE", postgresql="BEGIN")
-_INSERT_RESERVATIONS = _insert_sql("reservations", _RESERVATION_COLUMNS)
-_INSERT_QUOTE = _insert_sql("quotes", _QUOTE_COLUMNS)
-# The rest of the hot path's statements, built once: constructing a statement
-# per call (coercing every IN list) cost more CPU than running it. Expanding
-# bind parameters keep them reusable for any number of SKUs or nodes, and
-# SQLAlchemy's compiled cache makes each later execution a lookup.
-_TAKE_QUOTE = (
-    sa.update(t.quotes)
-    .where(t.quotes.c.quote_id == sa.bindparam("q_id"), t.quotes.c.order_id.is_(None))
-    .values(order_id=sa.bindparam("o_id"))
-)
-_DROP_QUOTE_HOLDS = sa.delete(t.reservations).where(
-    t.reservations.c.quote_id == sa.bindparam("q_id")
-)
-_INSERT_ORDER = t.orders.insert()
-_INSERT_EVENT = t.order_events.insert()
-_ORDER_BY_ID = sa.select(t.orders).where(t.orders.c.order_id == sa.bindparam("o_id"))
-_ORDER_BY_ID_FOR_UPDATE = _ORDER_BY_ID.with_for_update()
-_ORDER_ID_BY_KEY = sa.select(t.orders.c.order_id).where(
-    t.orders.c.idempotency_key == sa.bindparam("key")
-)
-_EVENTS_OF_ORDER = (
-    sa.select(t.order_events.c.at, t.order_events.c.type, t.order_events.c.detail)
-    .where(t.order_events.c.order_id == sa.bindparam("o_id"))
-    .order_by(t.order_events.c.event_id)
-)
-_RETURNS_OF_ORDER = (
-    sa.select(
-        t.order_returns.c.sku,
-        t.order_returns.c.qty,
-        t.order_returns.c.node_id,
-        t.order_returns.c.at,
-    )
-    .where(t.order_returns.c.order_id == sa.bindparam("o_id"))
-    .order_by(t.order_returns.c.return_id)
-)
-_QUOTE_BY_ID = sa.select(t.quotes).where(t.quotes.c.quote_id == sa.bindparam("q_id"))
-_CAPACITY_LIMITS = (
-    sa.select(t.nodes.c.node_id, t.nodes.c.daily_capacity_units)
-    .where(
-        t.nodes.c.node_id.in_(sa.bindparam("nodes", expanding=True)),
-        t.nodes.c.daily_capacity_units.is_not(None),
-    )
-    .order_by(t.nodes.c.node_id)
-)
-_CAPACITY_LIMITS_FOR_UPDATE = _CAPACITY_LIMITS.with_for_update()
-_USAGE_OF_NODES = sa.select(t.node_day_usage.c.node_id, t.node_day_usage.c.units).where(
-    t.node_day_usage.c.day == sa.bindparam("day"),
-    t.node_day_usage.c.node_id.in_(sa.bindparam("nodes", expanding=True)),
-)
-_ADD_USAGE = (
-    sa.update(t.node_day_usage)
-    .where(
-        t.node_day_usage.c.node_id == sa.bindparam("n_id"),
-        t.node_day_usage.c.day == sa.bindparam("d"),
-    )
-    .values(units=t.node_day_usage.c.units + sa.bindparam("qty"))
-)
-_INSERT_USAGE = t.node_day_usage.insert()
 
 
 def utc_day(ts: float) -> str:
@@ -1014,20 +977,12 @@ class Store:
         self, conn: Connection, by_node: Mapping[str, int], now: float
     ) -> list[Precondition]:
         nodes = sorted(by_node)
-        limits = {
-            node: limit
-            for node, limit in conn.execute(
-                _CAPACITY_LIMITS if self.is_sqlite else _CAPACITY_LIMITS_FOR_UPDATE,
-                {"nodes": nodes},
-            )
-        }
+        limits = {node: int(limit) for node, limit in fetch(conn, _CAPACITY_LIMITS, nodes=nodes)}
         if not limits:
             return []
         used = {
             node: int(units)
-            for node, units in conn.execute(
-                _USAGE_OF_NODES, {"day": utc_day(now), "nodes": list(limits)}
-            )
+            for node, units in fetch(conn, _USAGE_OF_NODES, day=utc_day(now), nodes=list(limits))
         }
         return [
             Precondition(
@@ -1042,9 +997,8 @@ class Store:
 
     def _use_capacity(self, conn: Connection, by_node: Mapping[str, int], day: str) -> None:
         for node, qty in sorted(by_node.items()):
-            updated = conn.execute(_ADD_USAGE, {"n_id": node, "d": day, "qty": qty}).rowcount
-            if not updated:
-                conn.execute(_INSERT_USAGE, {"node_id": node, "day": day, "units": qty})
+            if not execute(conn, _ADD_USAGE, node_id=node, day=day, qty=qty):
+                execute(conn, _INSERT_USAGE, node_id=node, day=day, units=qty)
 
     # -- quotes -------------------------------------------------------------------
 
@@ -1110,17 +1064,20 @@ class Store:
         return QuoteRow(quote_id, now, now + ttl_s, utc_day(now), request, options, None)
 
     def get_quote(self, conn: Connection, quote_id: str) -> QuoteRow:
-        row = conn.execute(_QUOTE_BY_ID, {"q_id": quote_id}).first()
-        if row is None:
+        found = fetch(conn, _QUOTE_BY_ID, quote_id=quote_id)
+        if not found:
             raise NotFound("quote", quote_id)
+        quote_id, created_at, expires_at, quote_date, request_json, options_json, order_id = found[
+            0
+        ]
         return QuoteRow(
-            row.quote_id,
-            row.created_at,
-            row.expires_at,
-            row.quote_date,
-            json.loads(row.request_json),
-            json.loads(row.options_json),
-            row.order_id,
+            quote_id,
+            created_at,
+            expires_at,
+            quote_date,
+            json.loads(request_json),
+            json.loads(options_json),
+            order_id,
         )
 
     def _purge_expired_holds(self, conn: Connection, now: float) -> None:
@@ -1142,8 +1099,8 @@ class Store:
     # -- orders -------------------------------------------------------------------
 
     def find_order_by_key(self, conn: Connection, idempotency_key: str) -> OrderRow | None:
-        row = conn.execute(_ORDER_ID_BY_KEY, {"key": idempotency_key}).first()
-        return None if row is None else self.get_order(conn, row.order_id)
+        found = fetch(conn, _ORDER_ID_BY_KEY, idempotency_key=idempotency_key)
+        return self.get_order(conn, found[0][0]) if found else None
 
     def insert_order(
         self,
@@ -1164,29 +1121,27 @@ class Store:
         Raises :class:`Aborted` if another order took the quote meanwhile.
         """
         now = self.clock()
-        taken = conn.execute(_TAKE_QUOTE, {"q_id": quote.quote_id, "o_id": order_id}).rowcount
-        if not taken:
+        if not execute(conn, _TAKE_QUOTE, quote_id=quote.quote_id, order_id=order_id):
             raise Aborted(f"quote {quote.quote_id!r} was used by a concurrent PlaceOrder")
-        conn.execute(_DROP_QUOTE_HOLDS, {"q_id": quote.quote_id})
+        execute(conn, _DROP_QUOTE_HOLDS, quote_id=quote.quote_id)
         request = quote.request
         try:
-            conn.execute(
+            execute(
+                conn,
                 _INSERT_ORDER,
-                {
-                    "order_id": order_id,
-                    "quote_id": quote.quote_id,
-                    "option_id": option_id,
-                    "idempotency_key": idempotency_key,
-                    "state": "PLACED",
-                    "dest_lat": float(request["destination"]["lat"]),
-                    "dest_lon": float(request["destination"]["lon"]),
-                    "lines_json": json.dumps(lines, separators=(",", ":")),
-                    "allocation_json": json.dumps(allocation, separators=(",", ":")),
-                    "promised_date": promised_date,
-                    "created_at": now,
-                    "updated_at": now,
-                    "version": 1,
-                },
+                order_id=order_id,
+                quote_id=quote.quote_id,
+                option_id=option_id,
+                idempotency_key=idempotency_key,
+                state="PLACED",
+                dest_lat=float(request["destination"]["lat"]),
+                dest_lon=float(request["destination"]["lon"]),
+                lines_json=json.dumps(lines, separators=(",", ":")),
+                allocation_json=json.dumps(allocation, separators=(",", ":")),
+                promised_date=promised_date,
+                created_at=now,
+                updated_at=now,
+                version=1,
             )
         except IntegrityError as exc:
             raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
@@ -1212,23 +1167,23 @@ class Store:
             self.add_event(conn, order_id, kind, detail)
 
     def add_event(self, conn: Connection, order_id: str, kind: str, detail: str) -> None:
-        conn.execute(
-            _INSERT_EVENT,
-            {"order_id": order_id, "at": self.clock(), "type": kind, "detail": detail},
-        )
+        execute(conn, _INSERT_EVENT, order_id=order_id, at=self.clock(), type=kind, detail=detail)
 
     def get_order(self, conn: Connection, order_id: str, *, for_update: bool = False) -> OrderRow:
-        locked = for_update and not self.is_sqlite
-        by_id = {"o_id": order_id}
-        row = conn.execute(_ORDER_BY_ID_FOR_UPDATE if locked else _ORDER_BY_ID, by_id).first()
-        if row is None:
+        found = fetch(
+            conn, _ORDER_BY_ID_FOR_UPDATE if for_update else _ORDER_BY_ID, order_id=order_id
+        )
+        if not found:
             raise NotFound("order", order_id)
-        events = [(at, kind, detail) for at, kind, detail in conn.execute(_EVENTS_OF_ORDER, by_id)]
+        events = [
+            (at, kind, detail)
+            for at, kind, detail in fetch(conn, _EVENTS_OF_ORDER, order_id=order_id)
+        ]
         returns = [
             (sku, int(qty), node, at)
-            for sku, qty, node, at in conn.execute(_RETURNS_OF_ORDER, by_id)
+            for sku, qty, node, at in fetch(conn, _RETURNS_OF_ORDER, order_id=order_id)
         ]
-        return _order_row(row, events, returns)
+        return _order_row(dict(zip(_ORDER_COLUMNS, found[0], strict=True)), events, returns)
 
     def list_orders(
         self, conn: Connection, *, state: str | None, after: tuple[float, str] | None, limit: int
@@ -1757,22 +1712,24 @@ def _read_catalog(conn: Connection, version: int) -> Catalog:
 
 
 def _order_row(
-    row: Any, events: list[tuple[float, str, str]], returns: list[tuple[str, int, str, float]]
+    row: Mapping[str, Any],
+    events: list[tuple[float, str, str]],
+    returns: list[tuple[str, int, str, float]],
 ) -> OrderRow:
     return OrderRow(
-        order_id=row.order_id,
-        quote_id=row.quote_id,
-        option_id=row.option_id,
-        idempotency_key=row.idempotency_key,
-        state=row.state,
-        dest_lat=row.dest_lat,
-        dest_lon=row.dest_lon,
-        lines=json.loads(row.lines_json),
-        allocation=json.loads(row.allocation_json),
-        promised_date=row.promised_date,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        version=row.version,
+        order_id=row["order_id"],
+        quote_id=row["quote_id"],
+        option_id=row["option_id"],
+        idempotency_key=row["idempotency_key"],
+        state=row["state"],
+        dest_lat=row["dest_lat"],
+        dest_lon=row["dest_lon"],
+        lines=json.loads(row["lines_json"]),
+        allocation=json.loads(row["allocation_json"]),
+        promised_date=row["promised_date"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=int(row["version"]),
         events=events,
         returns=returns,
     )
