@@ -114,3 +114,17 @@ def test_a_lost_race_on_the_driver_is_aborted(store: Store) -> None:
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_portable_statements_derive_postgresql_text() -> None:
+    statement = Statement.portable(
+        "SELECT a FROM t WHERE x IN ({skus}) AND y = :now AND z::text = 'k:v' ORDER BY a",
+        for_update=True,
+    )
+    assert statement.sqlite == (
+        "SELECT a FROM t WHERE x IN ({skus}) AND y = :now AND z::text = 'k:v' ORDER BY a"
+    )
+    assert statement.postgresql == (
+        "SELECT a FROM t WHERE x = ANY(%(skus)s) AND y = %(now)s AND z::text = 'k:v' "
+        "ORDER BY a FOR UPDATE"
+    )
