@@ -66,8 +66,10 @@ def haversine_km(
     p1, l1 = np.radians(lat1), np.radians(lon1)
     p2, l2 = np.radians(lat2), np.radians(lon2)
     a = np.sin((p2 - p1) / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin((l2 - l1) / 2) ** 2
+    # minimum/maximum: np.clip's result at a fraction of its call overhead.
     return np.asarray(
-        2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))), dtype=np.float64
+        2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(np.maximum(a, 0.0), 1.0))),
+        dtype=np.float64,
     )
 
 
@@ -89,11 +91,12 @@ def zone_of(network: ZoneBands, distance_km: FloatArray) -> IntArray:
 
 def storage_credit(network: Network, nodes: IntArray, skus: IntArray) -> IntArray:
     """Credit in millicents per unit, shape (len(nodes), len(skus))."""
-    on_hand = network.on_hand[np.ix_(nodes, skus)].astype(np.float64)
+    on_hand = network.on_hand[nodes[:, None], skus].astype(np.float64)
     demand = network.daily_demand[skus]
     horizon = network.horizon_days
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cover = np.where(demand > 0, on_hand / np.where(demand > 0, demand, 1.0), horizon)
+    # No zero division: SKUs without demand divide by 1 (and take the horizon).
+    has_demand = demand > 0
+    cover = np.where(has_demand, on_hand / np.where(has_demand, demand, 1.0), horizon)
     days = np.minimum(cover, horizon)
     credit = network.storage_cost[nodes, None].astype(np.float64) * MILLICENTS_PER_CENT * days
     return np.rint(credit).astype(np.int64)
@@ -147,37 +150,51 @@ def order_costs(
     ``available`` (N x S) defaults to ``network.available``; the simulator and
     the batch job pass their own running stock.
     """
-    avail_all = network.available if available is None else available
-    avail = np.minimum(avail_all[:, skus], demand[None, :])
+    avail = np.minimum(_available_columns(network, skus, available), demand)
     nodes = np.flatnonzero(avail.sum(axis=1) > 0)
     avail = avail[nodes]
     distance = haversine_km(network.lat[nodes], network.lon[nodes], lat, lon)
     zone = zone_of(network, distance)
-    usable = network.offered[:, zone].T & network.customer_services[None, :]  # C x V
-    base = network.base_price[:, zone].T  # C x V, cents
-    per_kg = network.per_kg[:, zone].T  # C x V, cents per kg
+    # Rate-card rows per candidate (``table.T[zone]``: C x V, contiguous).
+    usable = network.offered.T[zone]  # C x V
+    lane = network.transfer_service
+    if lane is not None:
+        usable[:, lane] = False  # the transfer lane never ships to customers
+    base = network.base_price.T[zone]  # C x V, cents
+    per_kg = network.per_kg.T[zone]  # C x V, cents per kg
     fixed = (base + network.handling_cost[nodes, None]) * MILLICENTS_PER_CENT
     # cents/kg * g = millicents: the per-kg term is exact at gram resolution.
     shipping = per_kg[:, :, None] * network.weight_g[skus][None, None, :]
     credit = storage_credit(network, nodes, skus)
     unit = shipping - credit[:, None, :]
-    arrival = network.handling_days[nodes, None] + network.transit_days[:, zone].T
+    arrival = network.handling_days[nodes, None] + network.transit_days.T[zone]
     capacity = np.minimum(network.capacity[nodes], int(demand.sum()))
+    # asarray, not astype: the arrays are fresh, and mostly int64 already (no copy needed).
     return OrderCosts(
         skus=np.asarray(skus, dtype=np.int64),
         demand=np.asarray(demand, dtype=np.int64),
-        nodes=nodes.astype(np.int64),
-        available=avail.astype(np.int64),
-        capacity=capacity.astype(np.int64),
+        nodes=np.asarray(nodes, dtype=np.int64),
+        available=np.asarray(avail, dtype=np.int64),
+        capacity=np.asarray(capacity, dtype=np.int64),
         distance_km=distance,
         zone=zone,
         usable=np.asarray(usable, dtype=np.bool_),
-        fixed=fixed.astype(np.int64),
-        unit=unit.astype(np.int64),
-        arrival=arrival.astype(np.int64),
+        fixed=np.asarray(fixed, dtype=np.int64),
+        unit=np.asarray(unit, dtype=np.int64),
+        arrival=np.asarray(arrival, dtype=np.int64),
         credit=credit,
-        per_unit_shipping=shipping.astype(np.int64),
+        per_unit_shipping=np.asarray(shipping, dtype=np.int64),
     )
+
+
+def _available_columns(network: Network, skus: IntArray, available: IntArray | None) -> IntArray:
+    """Columns ``skus`` of ``available`` (N x S), else of ``network.available`` (only those)."""
+    if available is not None:
+        return available[:, skus]
+    columns: IntArray = np.maximum(
+        network.on_hand[:, skus] - network.safety_stock[:, skus] - network.reserved[:, skus], 0
+    )
+    return columns
 
 
 @dataclass(frozen=True, eq=False)
