@@ -50,8 +50,9 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Final
 
 import numpy as np
@@ -63,6 +64,7 @@ from sourcing.evaluate import evaluate
 from sourcing.model import (
     Allocation,
     BoolArray,
+    FloatArray,
     IntArray,
     Label,
     Network,
@@ -165,6 +167,12 @@ class _Plan:
     def key(self) -> bytes:
         return self.service.tobytes() + self.units.tobytes()
 
+    @cached_property
+    def slots(self) -> tuple[IntArray, IntArray]:
+        """(nodes, services) of the parcels it opens."""
+        nodes = np.flatnonzero(self.service >= 0)
+        return nodes, self.service[nodes]
+
 
 def _plan_from(costs: OrderCosts, service: IntArray, units: IntArray) -> _Plan:
     used = np.flatnonzero(service >= 0)
@@ -174,8 +182,35 @@ def _plan_from(costs: OrderCosts, service: IntArray, units: IntArray) -> _Plan:
     return _Plan(service, units, cost, day, int(used.size))
 
 
+@dataclass(frozen=True, eq=False)
+class _Deadline:
+    """What every sub-problem ``P(D, p)`` of one deadline D shares: computed once per D."""
+
+    day: int
+    #: C x V: the (node, service) slots usable by D, dominated services removed.
+    elig: BoolArray
+    #: C x V: a parcel's fixed cost on eligible slots, ``_INF`` elsewhere.
+    fixed: IntArray
+    #: Per node with an eligible slot, its cheapest parcel, ascending; and the prefix sums from 0.
+    sorted_fixed: IntArray
+    fixed_prefix: IntArray
+    #: C x K: each node's cheapest eligible unit cost per SKU (inf: no eligible slot).
+    unit_min: FloatArray
+    transport_lb: int
+    #: The best one-parcel plan (least cost, then earliest), if any.
+    single: _Plan | None
+
+
 @dataclass
 class _Context:
+    """One order's solve: its arrays, settings, caches and statistics.
+
+    Several arrays are kept transposed, nodes last (K x V x C, V x C, K x C):
+    numpy pays per step of the innermost axis, and reductions or elementwise
+    work over the short service (V) and SKU (K) axes are several times
+    slower with those innermost than over the long node axis.
+    """
+
     costs: OrderCosts
     demand: IntArray
     settings: QuoteSettings
@@ -185,15 +220,74 @@ class _Context:
     known: list[_Plan] = field(default_factory=list)
     #: The Lagrangian prices last found: a warm start for the next bound.
     prices: np.ndarray | None = None
-    #: Deadline-independent service dominance, filled by the first :func:`_eligible`.
-    dominance: list[tuple[int, int, np.ndarray]] | None = None
+    #: Per deadline day, what its sub-problems share (None: the demand cannot be covered by then).
+    deadlines: dict[int, _Deadline | None] = field(default_factory=dict)
 
     def out_of_time(self) -> bool:
         stop = self.settings.should_stop
         return time.perf_counter() > self.deadline or (stop is not None and stop())
 
+    @cached_property
+    def dominance(self) -> list[tuple[int, int, BoolArray]]:
+        """Deadline-independent service dominance (:func:`_dominance`), once per order."""
+        return _dominance(self)
 
-def _dominance(costs: OrderCosts) -> list[tuple[int, int, np.ndarray]]:
+    @cached_property
+    def unit_kvc(self) -> IntArray:
+        """``costs.unit`` as K x V x C."""
+        return np.ascontiguousarray(self.costs.unit.transpose(2, 1, 0))
+
+    @cached_property
+    def unit_kvc_float(self) -> FloatArray:
+        """``costs.unit`` as K x V x C floats, for the bounds."""
+        return self.unit_kvc.astype(np.float64)
+
+    @cached_property
+    def available_kc(self) -> IntArray:
+        """``costs.available`` as K x C."""
+        return np.ascontiguousarray(self.costs.available.T)
+
+    @cached_property
+    def fixed_vc(self) -> IntArray:
+        """``costs.fixed`` as V x C."""
+        return np.ascontiguousarray(self.costs.fixed.T)
+
+    @cached_property
+    def usable_vc(self) -> BoolArray:
+        """``costs.usable`` as V x C."""
+        return np.ascontiguousarray(self.costs.usable.T)
+
+    @cached_property
+    def arrival_vc(self) -> IntArray:
+        """``costs.arrival`` as V x C."""
+        return np.ascontiguousarray(self.costs.arrival.T)
+
+    @cached_property
+    def single_slots(self) -> tuple[IntArray, IntArray, IntArray]:
+        """(nodes, services, costs) of the slots that can ship the whole demand as one parcel.
+
+        Ranked by cost, then arrival, then node and service: for any deadline
+        the first eligible one is the best single parcel.
+        """
+        costs, demand = self.costs, self.demand
+        covers = (self.available_kc >= demand[:, None]).all(axis=0)
+        covers &= costs.capacity >= demand.sum()
+        nodes, services = np.nonzero(costs.usable & covers[:, None])
+        total = costs.fixed[nodes, services] + demand @ self.unit_kvc[:, services, nodes]
+        # Stable: equal (cost, arrival) keep np.nonzero's (node, service) order.
+        rank = np.lexsort((costs.arrival[nodes, services], total))
+        return nodes[rank], services[rank], total[rank]
+
+
+def _min_of_rows(rows: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """``np.min(rows, axis=0)`` as elementwise minimums: faster over a short first axis."""
+    least: np.ndarray = rows[0]
+    for row in rows[1:]:
+        least = np.minimum(least, row)
+    return least
+
+
+def _dominance(ctx: _Context) -> list[tuple[int, int, BoolArray]]:
     """Per ordered service pair (b, a): the nodes where a, when usable, makes b unneeded.
 
     Service b of a node is dropped when another service a of the same node is
@@ -202,68 +296,108 @@ def _dominance(costs: OrderCosts) -> list[tuple[int, int, np.ndarray]]:
     whatever its speed: some optimal plan of the sub-problem never needs b.
     None of this depends on the deadline, so it is computed once per order.
     """
+    fixed, arrival, unit = ctx.fixed_vc, ctx.arrival_vc, ctx.unit_kvc
     pairs = []
-    n_services = costs.fixed.shape[1]
+    n_services = fixed.shape[0]
     for b in range(n_services):
         for a in range(n_services):
             if a == b:
                 continue
-            units_not_dearer = np.all(costs.unit[:, a, :] <= costs.unit[:, b, :], axis=1)
-            not_worse = (
-                (costs.fixed[:, a] <= costs.fixed[:, b])
-                & (costs.arrival[:, a] <= costs.arrival[:, b])
-                & units_not_dearer
-            )
+            units_not_dearer = (unit[:, a] <= unit[:, b]).all(axis=0)
+            not_worse = (fixed[a] <= fixed[b]) & (arrival[a] <= arrival[b]) & units_not_dearer
             strictly = (
-                (costs.fixed[:, a] < costs.fixed[:, b])
-                | (costs.arrival[:, a] < costs.arrival[:, b])
-                | np.any(costs.unit[:, a, :] < costs.unit[:, b, :], axis=1)
+                (fixed[a] < fixed[b])
+                | (arrival[a] < arrival[b])
+                | (unit[:, a] < unit[:, b]).any(axis=0)
             )
             # A strictly cheaper parcel beats b in every plan, whatever the speed.
-            cheaper = (costs.fixed[:, a] < costs.fixed[:, b]) & units_not_dearer
+            cheaper = (fixed[a] < fixed[b]) & units_not_dearer
             pairs.append((b, a, (not_worse & (strictly | (a < b))) | cheaper))
     return pairs
 
 
-def _eligible(ctx: _Context, day: int) -> np.ndarray:
-    """(node, service) pairs usable by ``day``, dominated services removed (:func:`_dominance`)."""
-    costs = ctx.costs
-    if ctx.dominance is None:
-        ctx.dominance = _dominance(costs)
-    elig = costs.usable & (costs.arrival <= day)
+def _eligible(ctx: _Context, day: int) -> BoolArray:
+    """V x C: slots usable by ``day``, dominated services removed (:func:`_dominance`)."""
+    elig: BoolArray = ctx.usable_vc & (ctx.arrival_vc <= day)
     # Same order as pruning pair by pair: a service pruned earlier no longer prunes others.
     for b, a, beaten in ctx.dominance:
-        elig[:, b] &= ~(beaten & elig[:, a])
+        elig[b] &= ~(beaten & elig[a])
     return elig
 
 
-def _transport_lower_bound(unit_min: np.ndarray, available: IntArray, demand: IntArray) -> int:
-    """Least unit cost of covering the demand if every node could open: per SKU, cheapest first."""
+def _deadline(ctx: _Context, day: int) -> _Deadline | None:
+    """What the sub-problems of deadline ``day`` share (cached); None: it cannot meet the demand."""
+    if day in ctx.deadlines:
+        return ctx.deadlines[day]
+    demand = ctx.demand
+    elig_vc = _eligible(ctx, day)
+    node_ok = elig_vc.any(axis=0)
+    result: _Deadline | None = None
+    if (ctx.available_kc @ node_ok >= demand).all():  # the usable nodes hold the demand
+        fixed_vc = np.where(elig_vc, ctx.fixed_vc, _INF)
+        fixed_min = _min_of_rows(fixed_vc)  # per node, its cheapest eligible parcel
+        sorted_fixed = np.sort(fixed_min[fixed_min < _INF])
+        unit_min_kc = _min_of_rows(  # per SKU and node, its cheapest eligible unit (K x C)
+            [
+                np.where(elig_vc[v], ctx.unit_kvc_float[:, v], np.inf)
+                for v in range(elig_vc.shape[0])
+            ]
+        )
+        elig = np.ascontiguousarray(elig_vc.T)
+        result = _Deadline(
+            day=day,
+            elig=elig,
+            fixed=np.ascontiguousarray(fixed_vc.T),
+            sorted_fixed=sorted_fixed,
+            fixed_prefix=np.concatenate(([0], np.cumsum(sorted_fixed))),
+            unit_min=unit_min_kc.T,
+            transport_lb=_transport_lower_bound(unit_min_kc, ctx.available_kc, demand),
+            single=_best_single(ctx, elig),
+        )
+    ctx.deadlines[day] = result
+    return result
+
+
+def _transport_lower_bound(
+    unit_min_kc: np.ndarray, available_kc: IntArray, demand: IntArray
+) -> int:
+    """Least unit cost of covering the demand if every node could open: per SKU, cheapest first.
+
+    Arrays are K x C (SKUs by nodes).
+    """
+    skus = np.arange(demand.size)
+    # Usually one node holds a SKU's whole demand at its least unit cost: then
+    # that node alone is the bound's choice (equal costs give the same sum).
+    held = np.where(available_kc > 0, unit_min_kc, np.inf)
+    cheapest_node = held.argmin(axis=1)
+    if (available_kc[skus, cheapest_node] >= demand).all():
+        cheapest = held[skus, cheapest_node]
+        return int(np.where(np.isfinite(cheapest), cheapest, 0.0) @ demand)
+    unit_min, available = unit_min_kc.T, available_kc.T
     order = np.argsort(unit_min, axis=0, kind="stable")
-    u = np.take_along_axis(unit_min, order, axis=0)
-    a = np.take_along_axis(available, order, axis=0)
+    u = unit_min[order, skus]
+    a = available[order, skus]
     before = np.cumsum(a, axis=0) - a
-    take = np.clip(demand[None, :] - before, 0, a)
+    take = np.minimum(np.maximum(demand - before, 0), a)
     take = np.where(np.isfinite(u), take, 0)
     return int(np.where(take > 0, take * np.where(np.isfinite(u), u, 0), 0).sum())
 
 
-def _best_single(ctx: _Context, elig: np.ndarray) -> _Plan | None:
-    costs, demand = ctx.costs, ctx.demand
-    covers = np.all(costs.available >= demand[None, :], axis=1) & (costs.capacity >= demand.sum())
-    ok = elig & covers[:, None]
-    if not ok.any():
+def _best_single(ctx: _Context, elig: BoolArray) -> _Plan | None:
+    """The least-cost (then earliest, lowest node and service) one-parcel plan within ``elig``."""
+    nodes, services, totals = ctx.single_slots
+    usable_now = elig[nodes, services]
+    if not usable_now.any():
         return None
-    total = costs.fixed + np.einsum("cvk,k->cv", costs.unit, demand)
-    # Least cost, then earliest arrival: the later tie-break matters for FASTEST/CHEAPEST ties.
-    score = np.where(ok, total, _INF)
-    cands = np.argwhere(score == score.min())
-    n, v = min(cands.tolist(), key=lambda nv: (int(costs.arrival[nv[0], nv[1]]), nv[0], nv[1]))
+    first = int(usable_now.argmax())
+    n, v = int(nodes[first]), int(services[first])
+    costs = ctx.costs
     service = np.full(len(costs.nodes), -1, dtype=np.int64)
     service[n] = v
     units = np.zeros_like(costs.available)
-    units[n] = demand
-    return _plan_from(costs, service, units)
+    units[n] = ctx.demand
+    # Its cost is what _plan_from would add up: the parcel plus the demand's unit costs.
+    return _Plan(service, units, int(totals[first]), int(costs.arrival[n, v]), 1)
 
 
 def _greedy_plan(
@@ -347,14 +481,46 @@ def _local_search(
     return current
 
 
+#: Small subset tables by (count, size): the same few recur in every quote.
+_COMBINATIONS_CACHE: dict[tuple[int, int], IntArray] = {}
+_CACHED_COMBINATION_ROWS: Final = 4096
+
+
 def _combinations(count: int, size: int) -> IntArray:
-    """All ``size``-subsets of ``range(count)`` as rows (pairs vectorised, larger via itertools)."""
+    """All ``size``-subsets of ``range(count)`` as read-only rows (pairs vectorised)."""
+    cached = _COMBINATIONS_CACHE.get((count, size))
+    if cached is not None:
+        return cached
     if size == 2:
-        return np.stack(np.triu_indices(count, 1), axis=1).astype(np.int64)
-    flat = np.fromiter(
-        itertools.chain.from_iterable(itertools.combinations(range(count), size)), dtype=np.int64
-    )
-    return flat.reshape(-1, size)
+        sets = np.stack(np.triu_indices(count, 1), axis=1).astype(np.int64)
+    else:
+        flat = np.fromiter(
+            itertools.chain.from_iterable(itertools.combinations(range(count), size)),
+            dtype=np.int64,
+        )
+        sets = flat.reshape(-1, size)
+    if sets.shape[0] <= _CACHED_COMBINATION_ROWS:
+        sets.setflags(write=False)
+        _COMBINATIONS_CACHE[count, size] = sets
+    return sets
+
+
+def _max_of_columns(values: np.ndarray) -> np.ndarray:
+    """``values.max(axis=1)`` as elementwise maximums: faster over a short second axis."""
+    most: np.ndarray = values[:, 0]
+    for j in range(1, values.shape[1]):
+        most = np.maximum(most, values[:, j])
+    return most
+
+
+def _covering(ctx: _Context, nodes: IntArray) -> BoolArray:
+    """Per row of ``nodes`` (T x m): whether those nodes together hold the whole demand."""
+    available = ctx.available_kc
+    held = available.take(nodes[:, 0], axis=1)  # K x T: summed column by column, SKUs by sets
+    for j in range(1, nodes.shape[1]):
+        held = held + available.take(nodes[:, j], axis=1)
+    covers: BoolArray = np.asarray((held >= ctx.demand[:, None]).all(axis=0))
+    return covers
 
 
 def _split(
@@ -366,22 +532,57 @@ def _split(
     capacity does not bind. Returns cost per row, units (T x m x K), whether
     every parcel carries something, and whether capacities hold.
     """
+    if nodes.shape[1] == 2:
+        return _split_pairs(ctx, nodes, services)
     costs, demand = ctx.costs, ctx.demand
     avail = costs.available[nodes]
     unit = costs.unit[nodes, services, :]  # T x m x K
     order = np.argsort(unit, axis=1, kind="stable")
-    a_sorted = np.take_along_axis(avail, order, axis=1)
+    # Index grids rather than take/put_along_axis: the same gather and scatter, less overhead.
+    rows = np.arange(nodes.shape[0])[:, None, None]
+    skus = np.arange(demand.size)
+    a_sorted = avail[rows, order, skus]
     before = np.cumsum(a_sorted, axis=1) - a_sorted
-    take_sorted = np.clip(demand - before, 0, a_sorted)
+    take_sorted = np.minimum(np.maximum(demand - before, 0), a_sorted)
     units = np.empty_like(take_sorted)
-    np.put_along_axis(units, order, take_sorted, axis=1)
+    units[rows, order, skus] = take_sorted
     total = costs.fixed[nodes, services].sum(axis=1) + (units * unit).sum(axis=(1, 2))
     carried = units.sum(axis=2)
     return (
         total,
         units,
-        np.all(carried > 0, axis=1),
-        np.all(carried <= costs.capacity[nodes], axis=1),
+        (carried > 0).all(axis=1),
+        (carried <= costs.capacity[nodes]).all(axis=1),
+    )
+
+
+def _split_pairs(
+    ctx: _Context, nodes: IntArray, services: IntArray
+) -> tuple[IntArray, IntArray, np.ndarray, np.ndarray]:
+    """:func:`_split` for sets of two parcels: no sort, SKUs by sets (K x T) to vectorise well."""
+    costs, demand = ctx.costs, ctx.demand[:, None]
+    n0, n1 = nodes[:, 0], nodes[:, 1]
+    # Slot (n, v) is column v * C + n of the V x C arrays flattened (np.take beats fancy indexing).
+    slot0, slot1 = services[:, 0] * costs.nodes.size + n0, services[:, 1] * costs.nodes.size + n1
+    unit = ctx.unit_kvc.reshape(demand.size, -1)
+    u0, u1 = unit.take(slot0, axis=1), unit.take(slot1, axis=1)
+    a0, a1 = ctx.available_kc.take(n0, axis=1), ctx.available_kc.take(n1, axis=1)
+    # Per SKU the cheaper parcel goes first; on equal cost the first one (a stable sort's order).
+    first_is_0 = u0 <= u1
+    a_first = np.where(first_is_0, a0, a1)
+    take_first = np.minimum(np.maximum(demand, 0), a_first)
+    take_second = np.minimum(np.maximum(demand - a_first, 0), np.where(first_is_0, a1, a0))
+    units0 = np.where(first_is_0, take_first, take_second)
+    units1 = np.where(first_is_0, take_second, take_first)
+    fixed = ctx.fixed_vc.reshape(-1)
+    total = fixed.take(slot0) + fixed.take(slot1) + (units0 * u0 + units1 * u1).sum(axis=0)
+    carried0, carried1 = units0.sum(axis=0), units1.sum(axis=0)
+    capacity = costs.capacity
+    return (
+        total,
+        np.stack((units0.T, units1.T), axis=1),  # T x 2 x K
+        (carried0 > 0) & (carried1 > 0),
+        (carried0 <= capacity.take(n0)) & (carried1 <= capacity.take(n1)),
     )
 
 
@@ -470,6 +671,7 @@ def _best_subset(
     slot_n, slot_v = np.nonzero(elig & slots_ok)
     if slot_n.size < size:
         return None, True
+    set_bound: np.ndarray | None  # per set, a bound on its cost (sets in ascending order)
     if bound is not None and bound.slot_terms is not None and upper < _INF:
         # Only sets whose Lagrangian bound does not exceed the best plan can win:
         # generate just those, never the rest.
@@ -491,7 +693,9 @@ def _best_subset(
         return None, False
     else:
         sets = _combinations(slot_n.size, size)
-        set_bound = np.full(sets.shape[0], -np.inf)
+        set_bound = None  # no bound: every set is worth pricing
+    # np.nonzero lists slots node by node: no node repeated means every set is distinct.
+    one_slot_per_node = bool((slot_n[1:] != slot_n[:-1]).all())
     chunk = max(1, _CHUNK_CELLS // (size * demand.size))
     best_key: tuple[int, int] = (_INF, _INF)
     best_set: tuple[IntArray, IntArray, IntArray] | None = None
@@ -499,26 +703,30 @@ def _best_subset(
     for begin in range(0, sets.shape[0], chunk):
         if ctx.out_of_time():
             return (_subset_plan(ctx, *best_set) if best_set else None), False
-        if set_bound[begin] > best_key[0] + 1e-6:
-            break
-        in_chunk = slice(begin, begin + chunk)
-        worth = set_bound[in_chunk] <= best_key[0] + 1e-6
-        nodes, services = slot_n[sets[in_chunk][worth]], slot_v[sets[in_chunk][worth]]
-        ordered = np.sort(nodes, axis=1)
-        distinct = np.all(ordered[:, 1:] != ordered[:, :-1], axis=1)
-        feasible = distinct & np.all(costs.available[nodes].sum(axis=1) >= demand, axis=1)
-        nodes, services = nodes[feasible], services[feasible]
-        if nodes.shape[0] == 0:
-            continue
+        chunk_sets = sets[begin : begin + chunk]
+        if set_bound is not None:
+            if set_bound[begin] > best_key[0] + 1e-6:
+                break
+            chunk_sets = chunk_sets[set_bound[begin : begin + chunk] <= best_key[0] + 1e-6]
+        nodes, services = slot_n[chunk_sets], slot_v[chunk_sets]
+        feasible = _covering(ctx, nodes)
+        if not one_slot_per_node:
+            ordered = np.sort(nodes, axis=1)
+            feasible &= (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)
+        if not feasible.all():
+            nodes, services = nodes[feasible], services[feasible]
+            if nodes.shape[0] == 0:
+                continue
         total, units, all_used, within_cap = _split(ctx, nodes, services)
-        if np.any(~within_cap):
+        if not within_cap.all():
             cheapest_invalid = min(cheapest_invalid, int(total[~within_cap].min()))
         valid = np.flatnonzero(all_used & within_cap)
         if valid.size == 0:
             continue
-        arrival = costs.arrival[nodes[valid], services[valid]].max(axis=1)
-        pick = valid[np.lexsort((arrival, total[valid]))[0]]
-        key = (int(total[pick]), int(costs.arrival[nodes[pick], services[pick]].max()))
+        arrival = _max_of_columns(costs.arrival[nodes[valid], services[valid]])
+        first = np.lexsort((arrival, total[valid]))[0]
+        pick = valid[first]
+        key = (int(total[pick]), int(arrival[first]))
         if key < best_key:
             best_key, best_set = key, (nodes[pick], services[pick], units[pick])
     plan = _subset_plan(ctx, *best_set) if best_set else None
@@ -527,12 +735,18 @@ def _best_subset(
 
 def _subset_plan(ctx: _Context, nodes: IntArray, services: IntArray, units: IntArray) -> _Plan:
     """The plan shipping ``units`` (m x K) by parcels (nodes, services); empty parcels dropped."""
+    costs = ctx.costs
     carried = units.sum(axis=1) > 0
-    service = np.full(len(ctx.costs.nodes), -1, dtype=np.int64)
-    service[nodes[carried]] = services[carried]
-    plan_units = np.zeros_like(ctx.costs.available)
-    plan_units[nodes[carried]] = units[carried]
-    return _plan_from(ctx.costs, service, plan_units)
+    if not carried.all():
+        nodes, services, units = nodes[carried], services[carried], units[carried]
+    service = np.full(len(costs.nodes), -1, dtype=np.int64)
+    service[nodes] = services
+    plan_units = np.zeros_like(costs.available)
+    plan_units[nodes] = units
+    # What _plan_from would add up, from the parcels at hand (distinct nodes).
+    cost = int(costs.fixed[nodes, services].sum() + (costs.unit[nodes, services] * units).sum())
+    day = int(costs.arrival[nodes, services].max()) if nodes.size else 0
+    return _Plan(service, plan_units, cost, day, int(nodes.size))
 
 
 def _select(sorted_terms: np.ndarray, at_least: int, at_most: int) -> float:
@@ -592,8 +806,8 @@ def _lagrangian_bound(
     q = demand.astype(np.float64)
     n_nodes = live.size
     nothing = _Bound(np.inf, np.full(n_all, np.inf), np.full(n_all, -1, dtype=np.int64))
-    if n_nodes == 0:
-        return nothing
+    if n_nodes == 0 or at_least > n_nodes:
+        return nothing  # too few nodes: no plan, every selection below would be infinite
     if ctx.prices is not None:
         lam = ctx.prices  # the last sub-problem's prices: usually close to this one's
     else:
@@ -611,15 +825,16 @@ def _lagrangian_bound(
         terms = per_service[rows, choice]
         order = np.argsort(terms, kind="stable")
         sorted_terms = terms[order]
-        value = float(lam @ q) + _select(sorted_terms, at_least, at_most)
+        # The selection of _select, inlined: its open nodes drive the gradient.
+        negatives = int(np.count_nonzero(sorted_terms < 0))
+        opened = order[: max(at_least, min(at_most, negatives))]
+        value = float(lam @ q) + float(sorted_terms[: opened.size].sum())
         if not np.isfinite(value):
             return nothing
-        negatives = int(np.count_nonzero(sorted_terms < 0))
-        opened = np.zeros(n_nodes, dtype=bool)
-        opened[order[: max(at_least, min(at_most, negatives))]] = True
         if value > best_value + 1e-9:
             best_value, best_terms, best_lam, stall = value, terms, lam, 0
-            best_service = np.where(opened, choice, -1)
+            best_service = np.full(n_nodes, -1, dtype=np.int64)
+            best_service[opened] = choice[opened]
             best_slot_terms = per_service
         else:
             stall += 1
@@ -627,7 +842,8 @@ def _lagrangian_bound(
                 step_scale, stall = step_scale / 2, 0
         if target is not None and np.ceil(best_value - 1e-6) >= target:
             break
-        taken = np.where(opened[:, None] & (unit[rows, choice, :] < lam), avail, 0.0).sum(axis=0)
+        # Units the open nodes take at these prices (whole numbers: the sum is exact in any order).
+        taken = np.where(unit[opened, choice[opened]] < lam, avail[opened], 0.0).sum(axis=0)
         gradient = q - taken
         norm = float(gradient @ gradient)
         if norm == 0 or step_scale < 1e-3 or ctx.out_of_time():
@@ -759,12 +975,8 @@ def _min_cost(ctx: _Context, day: int, max_parcels: int) -> _Plan | None:
     if key in ctx.cache:
         return ctx.cache[key]
     ctx.stats["sub"] += 1
-    costs, demand = ctx.costs, ctx.demand
-    elig = _eligible(ctx, day)
-    node_ok = elig.any(axis=1)
-    plan: _Plan | None = None
-    if np.all(costs.available[node_ok].sum(axis=0) >= demand):
-        plan = _bound_and_solve(ctx, elig, max_parcels)
+    deadline = _deadline(ctx, day)
+    plan = _bound_and_solve(ctx, deadline, max_parcels) if deadline is not None else None
     ctx.cache[key] = plan
     if plan is not None:
         ctx.known.append(plan)
@@ -782,32 +994,30 @@ def _lexmin(*plans: _Plan | None) -> _Plan | None:
 
 
 def _proven(plan: _Plan, method: str) -> _Plan:
-    return replace(plan, status=OPTIMAL, gap=0.0, method=method)
+    # Built directly: dataclasses.replace costs more than the rest of a small sub-problem.
+    return _Plan(plan.service, plan.units, plan.cost, plan.day, plan.parcels, OPTIMAL, 0.0, method)
 
 
-def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan | None:
+def _bound_and_solve(ctx: _Context, deadline: _Deadline, max_parcels: int) -> _Plan | None:
     """Solve one ``P(D, p)``: enumerate small plans, bound the rest, call CP-SAT if still open."""
-    costs, demand = ctx.costs, ctx.demand
-    fixed = np.where(elig, costs.fixed, _INF)
-    fixed_min = fixed.min(axis=1)  # per node, its cheapest eligible parcel
-    unit_min = np.where(elig[:, :, None], costs.unit.astype(np.float64), np.inf).min(axis=1)
-    transport_lb = _transport_lower_bound(unit_min, costs.available, demand)
-    sorted_fixed = np.sort(fixed_min[fixed_min < _INF])
+    demand = ctx.demand
+    elig, fixed, transport_lb = deadline.elig, deadline.fixed, deadline.transport_lb
+    sorted_fixed, fixed_prefix = deadline.sorted_fixed, deadline.fixed_prefix
     max_parcels = min(max_parcels, sorted_fixed.size)
-    fixed_prefix = np.concatenate(([0], np.cumsum(sorted_fixed)))
 
     def simple_bound(parcels: int) -> int:
         """Plans with >= ``parcels`` parcels: that many cheapest fixed costs + cheapest units."""
         return int(fixed_prefix[min(parcels, sorted_fixed.size)]) + transport_lb
 
     # Plans found for other deadlines or caps that fit here are upper bounds.
-    best = _best_single(ctx, elig)
+    best = deadline.single
     for known in ctx.known:
-        used = known.service >= 0
-        if known.parcels <= max_parcels and bool(np.all(elig[used, known.service[used]])):
+        # A plan arriving after the deadline uses a slot it excludes: skip the array test.
+        fits = known.parcels <= max_parcels and known.day <= deadline.day
+        if fits and bool(elig[known.slots].all()):
             best = _lexmin(best, known)
     if best is None:
-        best = _greedy_plan(ctx, elig, unit_min, max_parcels)
+        best = _greedy_plan(ctx, elig, deadline.unit_min, max_parcels)
 
     # Enumerate plans by parcel count while the sets to try stay few: every
     # plan with up to ``enumerated`` parcels is then known exactly. Between
@@ -904,17 +1114,22 @@ def _bound_and_solve(ctx: _Context, elig: np.ndarray, max_parcels: int) -> _Plan
 
 def _lines_of(order: Order, costs: OrderCosts, plan: _Plan, network: Network) -> Allocation:
     """Spread each node's units of a SKU over the order lines of that SKU, in line order."""
-    remaining = {i: line.qty for i, line in enumerate(order.lines)}
+    remaining = [line.qty for line in order.lines]
     lines_of_sku: dict[int, list[int]] = {}
     for i, line in enumerate(order.lines):
         lines_of_sku.setdefault(network.sku_index[line.sku], []).append(i)
+    skus = costs.skus.tolist()
+    nodes, services = plan.slots
     parcels: list[ParcelPlan] = []
-    for c in np.flatnonzero(plan.service >= 0).tolist():
+    # Plain Python on the few opened parcels: cheaper than numpy calls per element.
+    for c, v, units in zip(
+        nodes.tolist(), services.tolist(), plan.units[nodes].tolist(), strict=True
+    ):
         contents: list[ParcelLine] = []
-        for k in np.flatnonzero(plan.units[c] > 0).tolist():
-            qty = int(plan.units[c, k])
-            sku_idx = int(costs.skus[k])
-            for i in lines_of_sku[sku_idx]:
+        for k, qty in enumerate(units):
+            if qty <= 0:
+                continue
+            for i in lines_of_sku[skus[k]]:
                 take = min(qty, remaining[i])
                 if take:
                     contents.append(ParcelLine(i, order.lines[i].sku, take))
@@ -923,10 +1138,9 @@ def _lines_of(order: Order, costs: OrderCosts, plan: _Plan, network: Network) ->
                 if qty == 0:
                     break
         contents.sort(key=lambda pl: pl.line)
-        node = int(costs.nodes[c])
         parcels.append(
             ParcelPlan(
-                network.node_ids[node], network.service_ids[int(plan.service[c])], tuple(contents)
+                network.node_ids[int(costs.nodes[c])], network.service_ids[v], tuple(contents)
             )
         )
     return Allocation(tuple(parcels))
@@ -940,8 +1154,9 @@ def _dominates(a: _Plan, b: _Plan) -> bool:
 def _covered_demand(network: Network, costs: OrderCosts, allow_partial: bool) -> IntArray:
     """Demand per SKU the options must cover; raise ShortageError if short and not partial."""
     reachable: BoolArray = np.asarray(costs.usable.any(axis=1))
-    total = costs.available[reachable].sum(axis=0)
-    capacity_total = costs.capacity[reachable].sum()
+    available, capacity = costs.available[reachable], costs.capacity[reachable]
+    total = available.sum(axis=0)
+    capacity_total = capacity.sum()
     short = total < costs.demand
     if short.any() and not allow_partial:
         raise ShortageError(
@@ -951,9 +1166,7 @@ def _covered_demand(network: Network, costs: OrderCosts, allow_partial: bool) ->
             ]
         )
     demand = np.minimum(costs.demand, total)
-    if capacity_total < demand.sum() or np.any(
-        costs.capacity[reachable] < costs.available[reachable].sum(axis=1)
-    ):
+    if capacity_total < demand.sum() or (capacity < available.sum(axis=1)).any():
         demand = _max_shippable(costs, reachable, demand)
         if demand.sum() < costs.demand.sum() and not allow_partial:
             raise ShortageError(
@@ -1003,9 +1216,12 @@ def quote(network: Network, order: Order, settings: QuoteSettings | None = None)
         return quote_more_ways(network, order, settings)
     started = time.perf_counter()
     validate_order(network, order)
-    sku_of_line = np.array([network.sku_index[line.sku] for line in order.lines], dtype=np.int64)
-    skus, inverse = np.unique(sku_of_line, return_inverse=True)
-    wanted = np.bincount(inverse, weights=[line.qty for line in order.lines]).astype(np.int64)
+    wanted_of_sku: dict[int, int] = {}
+    for line in order.lines:
+        sku = network.sku_index[line.sku]
+        wanted_of_sku[sku] = wanted_of_sku.get(sku, 0) + line.qty
+    skus = np.array(sorted(wanted_of_sku), dtype=np.int64)
+    wanted = np.array([wanted_of_sku[sku] for sku in skus.tolist()], dtype=np.int64)
     costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
     demand = _covered_demand(network, costs, settings.allow_partial)
     ctx = _Context(costs, demand, settings, started + settings.time_limit_s)
@@ -1041,21 +1257,21 @@ def _frontier(ctx: _Context) -> list[_Plan]:
     plan for every parcel count below the unconstrained optimum's.
     """
     costs, settings = ctx.costs, ctx.settings
-    days = np.unique(costs.arrival[costs.usable])
+    days = sorted(set(costs.arrival[costs.usable].tolist()))
     if settings.latest_day is not None:
-        days = days[days <= settings.latest_day]
+        days = [day for day in days if day <= settings.latest_day]
     cap = settings.max_parcels or len(costs.nodes)
-    if days.size == 0:
+    if not days:
         return []
-    cheapest = _min_cost(ctx, int(days[-1]), cap)
+    cheapest = _min_cost(ctx, days[-1], cap)
     if cheapest is None:
         return []
-    single = _min_cost(ctx, int(days[-1]), 1)
+    single = _min_cost(ctx, days[-1], 1)
     found = [p for p in (cheapest, single) if p is not None]
     vod = settings.value_of_day
     balanced = (cheapest.cost + vod * cheapest.day, cheapest.day)
     fastest_found = False
-    for day in days.tolist():
+    for day in days:
         # Beyond the cheapest plan's own day, no deadline makes it cheaper;
         # fewer parcels may still cost less later (full frontier only).
         if day >= cheapest.day:
