@@ -371,8 +371,7 @@ def running_server(
         str(workers),
         "--threads",
         str(args.server_threads),
-        "--cpu-slots",
-        str(args.server_cpu_slots),
+        *(["--cpu-slots", str(args.server_cpu_slots)] if args.server_cpu_slots else []),
         "--admin-token",
         uuid.uuid4().hex,
         "--quote-ttl",
@@ -986,7 +985,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--solver-time-limit", type=float, default=0.2, help="server --solver-time-limit (0.2)"
     )
     parser.add_argument("--server-threads", type=int, default=16, help="server --threads (16)")
-    parser.add_argument("--server-cpu-slots", type=int, default=2, help="server --cpu-slots (2)")
+    parser.add_argument(
+        "--server-cpu-slots",
+        type=int,
+        default=None,
+        help="server --cpu-slots (default: the server's own, by store)",
+    )
     parser.add_argument(
         "--open-rate", type=float, help="open-loop rate, /s (default: half the best quotes/s)"
     )
@@ -1021,11 +1025,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     want_open = args.only in ("quotes", "all") and not args.no_open
     open_processes = max(args.processes)
 
+    slots = f"--cpu-slots {args.server_cpu_slots} " if args.server_cpu_slots else ""
     print(
         f"load: {os.cpu_count()} cores; python {platform.python_version()}, grpcio "
         f"{grpc.__version__}; server: python -m oms.cli serve --threads {args.server_threads} "
-        f"--cpu-slots {args.server_cpu_slots} "
-        f"--quote-ttl {args.quote_ttl:g} --solver-time-limit {args.solver_time_limit:g} "
+        f"{slots}--quote-ttl {args.quote_ttl:g} --solver-time-limit {args.solver_time_limit:g} "
         f"--no-demo; fresh store per cell: demo network with on hand and daily capacity "
         f"x{args.stock_scale} (so the load never runs out of stock); carts: pool of "
         f"{args.pool} seeded demo_order carts, 1-5 lines; deadline {args.deadline:g} s; "

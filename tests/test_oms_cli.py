@@ -220,6 +220,8 @@ def test_database_url_from_the_environment(
         (["--port", "70000"], {}, "oms serve: port must be in 0..65535, got 70000"),
         (["--quote-ttl", "0"], {}, "oms serve: quote_ttl_s must be positive, got 0.0"),
         ([], {"OMS_WORKERS": "two"}, "oms serve: OMS_WORKERS: 'two' is not a valid int"),
+        ([], {"OMS_CPU_SLOTS": "1.5"}, "oms serve: OMS_CPU_SLOTS: '1.5' is not a valid int"),
+        ([], {"OMS_CPU_SLOTS": "0"}, "oms serve: cpu_slots must be at least 1, got 0"),
     ],
 )
 def test_bad_serve_settings_exit_2_with_one_line(
@@ -236,3 +238,13 @@ def test_bad_serve_settings_exit_2_with_one_line(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.strip() == message
+
+
+def test_solver_slots_default_by_store_unless_set() -> None:
+    from oms.settings import Settings
+
+    assert Settings(database_url="sqlite:///oms.db").solver_slots == 1
+    assert Settings(database_url="postgresql+psycopg://postgres@host/db").solver_slots == 2
+    assert Settings(database_url="sqlite:///oms.db", cpu_slots=3).solver_slots == 3
+    assert Settings.from_env({"OMS_CPU_SLOTS": "4"}).solver_slots == 4
+    assert Settings.from_env({"OMS_ADMIN_TOKEN": "123"}).admin_token == "123"

@@ -110,7 +110,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.admission = Admission(settings.cpu_slots)
+        self.admission = Admission(settings.solver_slots)
 
     # -- quotes -----------------------------------------------------------------
 
