@@ -248,3 +248,34 @@ def test_solver_slots_default_by_store_unless_set() -> None:
     assert Settings(database_url="sqlite:///oms.db", cpu_slots=3).solver_slots == 3
     assert Settings.from_env({"OMS_CPU_SLOTS": "4"}).solver_slots == 4
     assert Settings.from_env({"OMS_ADMIN_TOKEN": "123"}).admin_token == "123"
+
+
+@pytest.mark.parametrize(
+    ("cart", "message"),
+    [
+        (
+            '{"destination": {"latitude": 40.7, "longitude": -74.0}, "lines": [{"sku": "A"}]}',
+            "destination.lat: must be a number, got None; destination.lon: must be a number, "
+            "got None; lines[0].qty: must be an integer, got None",
+        ),
+        ('{"destination": {"lat": 40.7, "lon": -74.0}, "lines": [', "invalid JSON"),
+    ],
+)
+def test_quote_names_the_bad_field_of_the_cart_file(
+    cart: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cart is checked before any call: no server is needed to be told what is wrong."""
+    path = tmp_path / "cart.json"
+    path.write_text(cart, encoding="utf-8")
+    assert main(["quote", str(path), "--target", "127.0.0.1:1", "--timeout", "0.2"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"oms quote: {path}: ")
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_quote_of_a_missing_cart_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.json"
+    assert main(["quote", str(missing), "--target", "127.0.0.1:1"]) == 2
+    assert capsys.readouterr().err.strip() == f"oms quote: order file {str(missing)!r} not found"

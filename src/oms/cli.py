@@ -138,19 +138,19 @@ def _client(args: argparse.Namespace) -> int:
     import grpc
 
     from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
+    from sourcing.cli import load_order_file
 
     with grpc.insecure_channel(args.target) as channel:
         stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
         try:
             if args.command == "quote":
-                with open(args.order, encoding="utf-8") as handle:
-                    data = json.load(handle)
+                _, order = load_order_file(args.order)
                 request = checkout_pb2.QuoteDeliveryOptionsRequest(
                     destination=common_pb2.Location(
-                        latitude=data["destination"]["lat"], longitude=data["destination"]["lon"]
+                        latitude=order.destination.lat, longitude=order.destination.lon
                     ),
                     lines=[
-                        common_pb2.CartLine(sku=x["sku"], quantity=x["qty"]) for x in data["lines"]
+                        common_pb2.CartLine(sku=line.sku, quantity=line.qty) for line in order.lines
                     ],
                     pickup_store_ids=args.pickup_store,
                     nearest_pickup_stores=args.nearest_stores,
@@ -182,9 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
 
     if args.command in ("quote", "place"):
+        from sourcing.cli import CliError
+
         try:
             return _client(args)
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+        except (CliError, OSError, ValueError) as exc:  # e.g. the cart file, with the bad field
             print(f"oms {args.command}: {exc}", file=sys.stderr)
             return 2
 

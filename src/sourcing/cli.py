@@ -301,7 +301,11 @@ def _load_network(directory: str) -> Network:
         raise CliError(f"{folder / exc.file}{str(exc)[len(exc.file) :]}") from None
 
 
-def _load_order(source: str) -> tuple[str, Order]:
+def load_order_file(source: str) -> tuple[str, Order]:
+    """The order in JSON file ``source`` (``-``: stdin) and its display name.
+
+    Raises :class:`CliError` naming the file and every bad field.
+    """
     name = "<stdin>" if source == "-" else source
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
@@ -345,7 +349,7 @@ def _quote(args: argparse.Namespace) -> int:
             )
         network_dir, order_file = paths
     # Read the order first: a typo in the cart should not wait for the network to load.
-    name, order = _load_order(order_file)
+    name, order = load_order_file(order_file)
     if network_dir is None:
         from sourcing.demo import demo_network
 
