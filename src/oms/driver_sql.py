@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,6 @@ from sqlalchemy.exc import DBAPIError
 __all__ = ["Statement", "execute", "execute_many", "fetch"]
 
 _LIST_MARKER = re.compile(r"\{(\w+)\}")
-
-
 _NAMED_PARAM = re.compile(r"(?<![:\w]):(\w+)")
 _IN_LIST = re.compile(r"\bIN \(\{(\w+)\}\)")
 
@@ -94,30 +93,32 @@ def _driver_error(conn: Connection, text: str, params: Any, exc: Exception) -> D
     return wrapped
 
 
+@contextmanager
+def _cursor(conn: Connection, text: str, params: Any) -> Iterator[Any]:
+    """A driver cursor on ``conn``'s connection; driver errors raised as SQLAlchemy's."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
+        raise _driver_error(conn, text, params, exc) from exc
+    finally:
+        cursor.close()
+
+
 def fetch(conn: Connection, statement: Statement, **params: Any) -> list[tuple[Any, ...]]:
     """Every row of ``statement`` as plain tuples, in ``conn``'s transaction."""
     text, bound = _bind(conn, statement, params)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn, text, bound) as cursor:
         cursor.execute(text, bound)
         return list(cursor.fetchall())
-    except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
-        raise _driver_error(conn, text, bound, exc) from exc
-    finally:
-        cursor.close()
 
 
 def execute(conn: Connection, statement: Statement, **params: Any) -> int:
     """Run ``statement`` once in ``conn``'s transaction; the rows it changed."""
     text, bound = _bind(conn, statement, params)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn, text, bound) as cursor:
         cursor.execute(text, bound)
         return int(cursor.rowcount)
-    except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
-        raise _driver_error(conn, text, bound, exc) from exc
-    finally:
-        cursor.close()
 
 
 def execute_many(conn: Connection, statement: Statement, rows: Iterable[Mapping[str, Any]]) -> None:
@@ -126,10 +127,5 @@ def execute_many(conn: Connection, statement: Statement, rows: Iterable[Mapping[
     batch: Sequence[Mapping[str, Any]] = list(rows)
     if not batch:
         return
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn, text, batch) as cursor:
         cursor.executemany(text, batch)
-    except conn.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
-        raise _driver_error(conn, text, batch, exc) from exc
-    finally:
-        cursor.close()

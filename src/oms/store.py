@@ -112,9 +112,7 @@ _TAKE_QUOTE = Statement.portable(
     "UPDATE quotes SET order_id = :order_id WHERE quote_id = :quote_id AND order_id IS NULL"
 )
 _DROP_QUOTE_HOLDS = Statement.portable("DELETE FROM reservations WHERE quote_id = :quote_id")
-_QUOTE_COLUMNS = (
-    "quote_id", "created_at", "expires_at", "quote_date", "request_json", "options_json", "order_id"
-)  # fmt: skip
+_QUOTE_COLUMNS = tuple(c.name for c in t.quotes.columns)
 _ORDER_COLUMNS = tuple(c.name for c in t.orders.columns)
 _QUOTE_BY_ID = Statement.portable(
     f"SELECT {', '.join(_QUOTE_COLUMNS)} FROM quotes WHERE quote_id = :quote_id"
@@ -709,7 +707,7 @@ class Store:
         return [(a, b, int(c)) for a, b, c in rows if (a, b) in wanted]
 
     def _position_params(self, positions: Sequence[Position]) -> dict[str, Any]:
-        """Bind parameters for :data:`_AT_POSITIONS_SQL`: distinct SKUs and nodes on
+        """Bind parameters for :data:`_AT_POSITIONS`: distinct SKUs and nodes on
         SQLite, parallel arrays of the positions' nodes and SKUs on PostgreSQL."""
         if self.is_sqlite:
             return {
@@ -1067,17 +1065,15 @@ class Store:
         found = fetch(conn, _QUOTE_BY_ID, quote_id=quote_id)
         if not found:
             raise NotFound("quote", quote_id)
-        quote_id, created_at, expires_at, quote_date, request_json, options_json, order_id = found[
-            0
-        ]
+        row = dict(zip(_QUOTE_COLUMNS, found[0], strict=True))
         return QuoteRow(
-            quote_id,
-            created_at,
-            expires_at,
-            quote_date,
-            json.loads(request_json),
-            json.loads(options_json),
-            order_id,
+            row["quote_id"],
+            row["created_at"],
+            row["expires_at"],
+            row["quote_date"],
+            json.loads(row["request_json"]),
+            json.loads(row["options_json"]),
+            row["order_id"],
         )
 
     def _purge_expired_holds(self, conn: Connection, now: float) -> None:
