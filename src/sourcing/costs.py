@@ -150,16 +150,14 @@ def order_costs(
     ``available`` (N x S) defaults to ``network.available``; the simulator and
     the batch job pass their own running stock.
     """
-    avail = np.minimum(_available_columns(network, skus, available), demand)
+    columns = network.available_of(skus) if available is None else available[:, skus]
+    avail = np.minimum(columns, demand)
     nodes = np.flatnonzero(avail.sum(axis=1) > 0)
     avail = avail[nodes]
     distance = haversine_km(network.lat[nodes], network.lon[nodes], lat, lon)
     zone = zone_of(network, distance)
     # Rate-card rows per candidate (``table.T[zone]``: C x V, contiguous).
-    usable = network.offered.T[zone]  # C x V
-    lane = network.transfer_service
-    if lane is not None:
-        usable[:, lane] = False  # the transfer lane never ships to customers
+    usable = network.offered.T[zone] & network.customer_services  # C x V
     base = network.base_price.T[zone]  # C x V, cents
     per_kg = network.per_kg.T[zone]  # C x V, cents per kg
     fixed = (base + network.handling_cost[nodes, None]) * MILLICENTS_PER_CENT
@@ -185,16 +183,6 @@ def order_costs(
         credit=credit,
         per_unit_shipping=np.asarray(shipping, dtype=np.int64),
     )
-
-
-def _available_columns(network: Network, skus: IntArray, available: IntArray | None) -> IntArray:
-    """Columns ``skus`` of ``available`` (N x S), else of ``network.available`` (only those)."""
-    if available is not None:
-        return available[:, skus]
-    columns: IntArray = np.maximum(
-        network.on_hand[:, skus] - network.safety_stock[:, skus] - network.reserved[:, skus], 0
-    )
-    return columns
 
 
 @dataclass(frozen=True, eq=False)

@@ -213,7 +213,13 @@ class Network:
     @property
     def available(self) -> IntArray:
         """Units a node can promise: on hand - safety stock - reserved, never below 0."""
-        available: IntArray = np.maximum(self.on_hand - self.safety_stock - self.reserved, 0)
+        return self.available_of(slice(None))
+
+    def available_of(self, skus: IntArray | slice) -> IntArray:
+        """:attr:`available` of just the SKU columns ``skus`` (N x len(skus))."""
+        available: IntArray = np.maximum(
+            self.on_hand[:, skus] - self.safety_stock[:, skus] - self.reserved[:, skus], 0
+        )
         return available
 
     def replace(self, **changes: Any) -> Network:
