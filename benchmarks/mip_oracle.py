@@ -5,11 +5,11 @@ Used by the tests (mid-size carts) and by ``verify_mip.py`` (large carts).
 
 from __future__ import annotations
 
-import numpy as np
 from ortools.linear_solver import pywraplp
 
 from sourcing.costs import order_costs
 from sourcing.model import Network, Order
+from sourcing.orders import demand_by_sku
 
 
 def mip_optimum(
@@ -27,12 +27,7 @@ def mip_optimum(
     where T >= arrival of every parcel used; returns (objective, T) or None
     if infeasible. No pruning, no bounds, no enumeration: the textbook model.
     """
-    wanted: dict[int, int] = {}
-    for line in order.lines:
-        k = network.sku_index[line.sku]
-        wanted[k] = wanted.get(k, 0) + line.qty
-    skus = np.array(sorted(wanted), dtype=np.int64)
-    demand = np.array([wanted[k] for k in skus.tolist()], dtype=np.int64)
+    skus, demand = demand_by_sku(network, order)
     c = order_costs(network, order.destination.lat, order.destination.lon, skus, demand)
     solver = pywraplp.Solver.CreateSolver("SCIP")
     assert solver is not None

@@ -62,7 +62,8 @@ from ortools.sat.python import cp_model
 from sourcing.baselines import greedy_nearest
 from sourcing.costs import OrderCosts, order_costs
 from sourcing.errors import ShortageError
-from sourcing.model import MILLICENTS_PER_UNIT, Label, Network, Option, Order
+from sourcing.model import MILLICENTS_PER_UNIT, Label, Option, Order
+from sourcing.orders import demand_by_sku
 from sourcing.solver import QuoteSettings, quote
 
 from networks import generated_network, random_cart
@@ -263,13 +264,6 @@ def compare(
 # --------------------------------------------------------------------------- benchmark
 
 
-def _order_arrays(network: Network, order: Order) -> tuple[np.ndarray, np.ndarray]:
-    sku_of_line = np.array([network.sku_index[line.sku] for line in order.lines], dtype=np.int64)
-    skus, inverse = np.unique(sku_of_line, return_inverse=True)
-    wanted = np.bincount(inverse, weights=[line.qty for line in order.lines]).astype(np.int64)
-    return skus, wanted
-
-
 def _pcts(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p90": None, "p99": None, "max": None, "mean": None}
@@ -343,7 +337,7 @@ def run_size(
             ],
             "frontier_size": len(q.frontier),
         }
-        skus, wanted = _order_arrays(network, order)
+        skus, wanted = demand_by_sku(network, order)
         costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
         record["candidate_nodes"] = len(costs.nodes)
         cheapest = q.option(Label.CHEAPEST)
@@ -575,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm = random_cart(warm_net, np.random.default_rng(12345), 2)
     try:
         quote(warm_net, warm, settings)
-        skus, wanted = _order_arrays(warm_net, warm)
+        skus, wanted = demand_by_sku(warm_net, warm)
         warm_costs = order_costs(warm_net, warm.destination.lat, warm.destination.lon, skus, wanted)
         plain_options(warm_costs, wanted, settings.value_of_day, args.time_limit)
     except ShortageError:

@@ -60,7 +60,7 @@ from sourcing.model import (
     Proof,
     Shortfall,
 )
-from sourcing.orders import validate_order
+from sourcing.orders import demand_by_sku, validate_order
 from sourcing.solver import OPTIMAL, Plan, Quote, QuoteSettings, QuoteStats, quote, solve_costs
 
 __all__ = ["nearest_stores", "pickup_stores", "quote_more_ways"]
@@ -119,13 +119,6 @@ class _Part:
 
 
 _EMPTY = _Part((), 0, 0, Proof(OPTIMAL, 0.0, "nothing to ship"))
-
-
-def _demand_by_sku(network: Network, order: Order) -> tuple[IntArray, IntArray]:
-    sku_of_line = np.array([network.sku_index[line.sku] for line in order.lines], dtype=np.int64)
-    skus, inverse = np.unique(sku_of_line, return_inverse=True)
-    wanted = np.bincount(inverse, weights=[line.qty for line in order.lines]).astype(np.int64)
-    return skus.astype(np.int64), wanted
 
 
 def _fill(order: Order, sku: str, qty: int, remaining: list[int]) -> tuple[ParcelLine, ...]:
@@ -333,7 +326,7 @@ def quote_more_ways(network: Network, order: Order, settings: QuoteSettings) -> 
     stores = pickup_stores(network, order, settings)
     budget = _Budget(started, settings, {})
     plain = replace(settings, pickup_stores=(), nearest_stores=0, allow_backorder=False)
-    skus, wanted = _demand_by_sku(network, order)
+    skus, wanted = demand_by_sku(network, order)
     sku_names = [network.sku_ids[int(s)] for s in skus]
 
     # The plain delivery menu first; backorder only if it leaves units short.

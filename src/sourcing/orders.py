@@ -10,11 +10,26 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from sourcing.errors import FieldViolation, InvalidOrderError
-from sourcing.model import Location, Network, Order, OrderLine
+from sourcing.model import IntArray, Location, Network, Order, OrderLine
 
 #: Carts larger than this are refused: the checkout path must stay fast.
 MAX_ORDER_LINES = 200
+
+
+def demand_by_sku(network: Network, order: Order) -> tuple[IntArray, IntArray]:
+    """The order's distinct SKUs (network indices, ascending) and the units wanted of each.
+
+    Lines of the same SKU add up, in exact integers.
+    """
+    wanted: dict[int, int] = {}
+    for line in order.lines:
+        sku = network.sku_index[line.sku]
+        wanted[sku] = wanted.get(sku, 0) + line.qty
+    skus = sorted(wanted)
+    return np.array(skus, dtype=np.int64), np.array([wanted[k] for k in skus], dtype=np.int64)
 
 
 def validate_order(network: Network, order: Order) -> None:

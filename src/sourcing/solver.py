@@ -75,7 +75,7 @@ from sourcing.model import (
     Proof,
     Shortfall,
 )
-from sourcing.orders import validate_order
+from sourcing.orders import demand_by_sku, validate_order
 
 OPTIMAL: Final = "OPTIMAL"
 FEASIBLE: Final = "FEASIBLE"
@@ -1216,12 +1216,7 @@ def quote(network: Network, order: Order, settings: QuoteSettings | None = None)
         return quote_more_ways(network, order, settings)
     started = time.perf_counter()
     validate_order(network, order)
-    wanted_of_sku: dict[int, int] = {}
-    for line in order.lines:
-        sku = network.sku_index[line.sku]
-        wanted_of_sku[sku] = wanted_of_sku.get(sku, 0) + line.qty
-    skus = np.array(sorted(wanted_of_sku), dtype=np.int64)
-    wanted = np.array([wanted_of_sku[sku] for sku in skus.tolist()], dtype=np.int64)
+    skus, wanted = demand_by_sku(network, order)
     costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
     demand = _covered_demand(network, costs, settings.allow_partial)
     ctx = _Context(costs, demand, settings, started + settings.time_limit_s)
