@@ -40,6 +40,11 @@ seconds; only calls that complete inside the ``--duration`` window count.
 Per cell the machine's CPU use in the window is split from ``/proc``: the
 server's processes, the load generator's, and everything else (``other``:
 other engineers' tests, databases), in % of one core (2 cores = 200%).
+
+Machine speed: before and after the cells, the in-process CPU time of one
+solver quote over 200 demo carts (:func:`machine_speed`) is printed and kept in
+the JSON. This machine's speed varies up to 3x between days, so compare runs
+of different days only alongside it (or side by side in one run).
 """
 
 from __future__ import annotations
@@ -126,6 +131,30 @@ def cart_pool(size: int, seed: int) -> list[bytes]:
         )
         pool.append(request.SerializeToString())
     return pool
+
+
+def machine_speed(carts: int = 200, seed: int = 0, repeats: int = 3) -> float:
+    """Thread CPU ms per ``sourcing.solver.quote`` of ``carts`` pool-like demo carts, in-process.
+
+    A yardstick printed with every run: this machine's speed has varied about 3x
+    between days (the same code served 198 and 601 quotes/s), so tables of
+    different runs compare only alongside it. Best of ``repeats`` passes.
+    """
+    from sourcing.demo import demo_network, demo_order
+    from sourcing.solver import QuoteSettings, quote
+
+    network = demo_network()
+    network = network.replace(on_hand=network.on_hand * 200)
+    rng = np.random.default_rng(seed)
+    orders = [demo_order(network, rng, int(rng.integers(1, 6))) for _ in range(carts)]
+    settings = QuoteSettings(num_workers=1, time_limit_s=0.2)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.thread_time()
+        for order in orders:
+            quote(network, order, settings)
+        best = min(best, time.thread_time() - start)
+    return 1000.0 * best / carts
 
 
 # --------------------------------------------------------------------------- stores
@@ -1041,6 +1070,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.monotonic()
     pool = cart_pool(args.pool, args.seed)
     print(f"cart pool: {len(pool)} carts in {time.monotonic() - t0:.1f} s", flush=True)
+    speed_before = machine_speed()
+    print(
+        f"machine speed: {speed_before:.3f} ms of CPU per in-process solver quote of a demo cart "
+        "(compare runs by this)",
+        flush=True,
+    )
 
     started = time.time()
     uses_pg = any(c.store == "postgresql" for c in cells)
@@ -1104,6 +1139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     drop_postgres(args.pg_url, args.pg_database)
 
     done = [c for c in cells if c.result]
+    speed_after = machine_speed()
+    print(
+        f"\nmachine speed: {speed_before:.3f} ms per solver quote before the cells, "
+        f"{speed_after:.3f} ms after"
+    )
     print()
     for title, subset in (
         ("QuoteDeliveryOptions, closed loop", [c for c in done if c.kind == "quotes"]),
@@ -1157,6 +1197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "grpcio": grpc.__version__,
+        "machine_speed_ms_per_solve": {"before": speed_before, "after": speed_after},
         "settings": {
             k: (str(v) if isinstance(v, Path) else v)
             for k, v in vars(args).items()
