@@ -137,3 +137,58 @@ def test_comparison_notices_a_drifted_schema(tmp_path: Path) -> None:
     kinds = {(d[0], getattr(d[1], "name", None)) for d in diff if isinstance(d, tuple)}
     assert ("add_index", "ix_stock_sku") in kinds
     assert any(d[0] == "add_column" and d[2] == "quotes" for d in diff if isinstance(d, tuple))
+
+
+def test_upgrade_marks_orders_left_waiting_on_failed_receipts(store: Store) -> None:
+    """0004 marks the orders still waiting on RECEIVED or CANCELLED receipts (re-sourcing
+    cut short before the marks existed), so the sweep finishes them; OPEN ones stay."""
+    store.migrate()
+    store.load_network(hand_network(), reason="receipts")
+    with store.engine.begin() as conn:
+        for receipt_id, state in (("PO-R", "RECEIVED"), ("PO-C", "CANCELLED"), ("PO-O", "OPEN")):
+            conn.execute(
+                sa.insert(schema.inbound_receipts).values(
+                    receipt_id=receipt_id,
+                    node_id="DC-NJ",
+                    sku="A",
+                    qty=5,
+                    expected_date="2030-01-02",
+                    state=state,
+                    updated_at=0.0,
+                )
+            )
+            order_id = f"o-{receipt_id}"
+            conn.execute(
+                sa.insert(schema.orders).values(
+                    order_id=order_id,
+                    quote_id="q",
+                    option_id="opt-1",
+                    idempotency_key=order_id,
+                    state="PLACED",
+                    dest_lat=40.7,
+                    dest_lon=-74.0,
+                    lines_json="[]",
+                    allocation_json="{}",
+                    promised_date="2030-01-05",
+                    created_at=0.0,
+                    updated_at=0.0,
+                    version=1,
+                )
+            )
+            conn.execute(
+                sa.insert(schema.inbound_reservations).values(
+                    receipt_id=receipt_id, order_id=order_id, qty=1
+                )
+            )
+    config = alembic_config()
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    store.migrate()
+    assert schema_diff(store) == []
+    with store.read() as conn:
+        pending = store.pending_resourcing(conn)
+    assert [(p.receipt_id, p.order_id, p.kind, p.due) for p in pending] == [
+        ("PO-C", "o-PO-C", "receipt_cancelled", "2030-01-02"),
+        ("PO-R", "o-PO-R", "receipt_short", "2030-01-02"),
+    ]

@@ -21,9 +21,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from oms import schema
-from oms.errors import FailedPrecondition
+from oms.errors import FailedPrecondition, Unavailable
 from oms.fulfilment import cheapest_return_node
 from oms.receiving import start_sweeper
+from oms.resourcing import Resourcer
 from oms.settings import Settings
 from oms.store import units_of
 from oms.v1 import checkout_pb2, common_pb2, fulfilment_pb2, inventory_pb2
@@ -870,3 +871,76 @@ def test_oms_quote_asks_for_collect_from_the_command_line(
         (o["pickup_store_id"], o["cost"]["minor_units"], o["delivery_days"]) for o in collect
     ] == [("ST-PHL", "650", 2)]
     assert main(["quote", str(cart), "--target", "127.0.0.1:1", "--timeout", "0.2"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "kind", "reason"),
+    [
+        ("cancel", "receipt_cancelled", "was cancelled: supplier"),
+        ("cut", "receipt_late", "cut from 2 to 1 unit(s)"),
+        ("later", "receipt_late", "moved from 2030-03-05 to 2030-03-09"),
+        (
+            "short",
+            "receipt_short",
+            "arrived short: 1 of 2 unit(s), not enough for this order too",
+        ),
+    ],
+)
+def test_resourcing_cut_short_after_a_receipt_change_is_finished_by_the_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str, kind: str, reason: str
+) -> None:
+    """The receipt's change commits with a mark on the orders it failed; when re-sourcing
+    them fails (here: the store away), the next sweep finishes it with the same event."""
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    clock = Clock("2030-03-04")
+    with running_server(sqlite_url(tmp_path), network, clock=clock) as client:
+        upsert_receipt(client, "PO-5", "DC-NJ", "B", 2, "2030-03-05")
+        order = backorder(client, {"B": 2})
+        client.inventory.SetStock(
+            inventory_pb2.SetStockRequest(node_id="DC-CHI", sku="B", on_hand=5, reason="found"),
+            metadata=ADMIN,
+        )
+
+        def store_away(*args: object, **kwargs: object) -> None:
+            raise Unavailable("the store is away")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Resourcer, "receipt_failed", store_away)
+            if change == "cancel":
+                reply = client.inventory.CancelInboundReceipt(
+                    inventory_pb2.CancelInboundReceiptRequest(receipt_id="PO-5", reason="supplier"),
+                    metadata=ADMIN,
+                )
+            elif change == "cut":
+                reply = upsert_receipt(client, "PO-5", "DC-NJ", "B", 1, "2030-03-05")
+            elif change == "later":
+                reply = upsert_receipt(client, "PO-5", "DC-NJ", "B", 2, "2030-03-09")
+            else:
+                reply = receive(client, "PO-5", 1)
+        # The change itself is done; the order is not re-sourced yet but marked.
+        assert list(reply.resourced_order_ids) == []
+        with client.store.read() as conn:
+            assert client.store.order_inbound(conn, order.order_id) == {"PO-5": 2}
+            (pending,) = client.store.pending_resourcing(conn)
+        assert (pending.order_id, pending.kind, pending.reason) == (order.order_id, kind, reason)
+        assert pending.due == "2030-03-05"  # the date the order was planned on
+
+        swept = client.inventory.ResourceOverdueReceipts(
+            inventory_pb2.ResourceOverdueReceiptsRequest(), metadata=ADMIN, timeout=30
+        )
+        assert list(swept.overdue_receipt_ids) == ["PO-5"]
+        assert list(swept.resourced_order_ids) == [order.order_id]
+        with client.store.read() as conn:
+            after = client.store.get_order(conn, order.order_id)
+            assert client.store.order_inbound(conn, order.order_id) == {}
+            assert client.store.pending_resourcing(conn) == []
+            reserved = client.store.order_reservations(conn, order.order_id)
+        assert sum(reserved.values()) == 2
+        assert [k for _, k, _ in after.events][-2:] == [kind, "resourced"]
+        assert reason in after.events[-2][2]
+        # Done once: a second sweep finds nothing.
+        again = client.inventory.ResourceOverdueReceipts(
+            inventory_pb2.ResourceOverdueReceiptsRequest(), metadata=ADMIN, timeout=30
+        )
+        assert (list(again.overdue_receipt_ids), list(again.resourced_order_ids)) == ([], [])
+        assert_stock_invariants(client, [order.order_id])

@@ -18,7 +18,6 @@ import grpc
 from oms import receiving
 from oms.convert import availability_proto, days_between
 from oms.errors import FailedPrecondition, Precondition
-from oms.resourcing import Resourcer
 from oms.settings import Settings
 from oms.status import rpc, rpc_stream
 from oms.store import Availability, ReceiptRow, Store
@@ -283,7 +282,6 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             except ValueError:
                 v.add(f"{f}.expected_date", f"must be an ISO date, got {receipt.expected_date!r}")
         v.raise_if_any()
-        late: list[tuple[str, ReceiptRow, str]] = []
         with self.store.write() as conn:
             for receipt in request.receipts:
                 old = self.store.upsert_receipt(
@@ -296,22 +294,25 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
                 )
                 if old is None or old.reserved == 0:
                     continue
+                waiting = self.store.receipt_orders(conn, old.receipt_id)  # newest first
                 if receipt.expected_date > old.expected_date:
                     why = f"moved from {old.expected_date} to {receipt.expected_date}"
-                    late.extend(
-                        (order_id, old, why)
-                        for order_id, _ in self.store.receipt_orders(conn, old.receipt_id)
-                    )
+                    failed = [order_id for order_id, _ in waiting]
                 elif receipt.quantity < old.reserved:
                     # Newest orders first, until what is left fits the new quantity.
-                    excess = old.reserved - receipt.quantity
                     why = f"cut from {old.qty} to {receipt.quantity} unit(s)"
-                    for order_id, qty in self.store.receipt_orders(conn, old.receipt_id):
+                    failed, excess = [], old.reserved - receipt.quantity
+                    for order_id, qty in waiting:
                         if excess <= 0:
                             break
-                        late.append((order_id, old, why))
+                        failed.append(order_id)
                         excess -= qty
-        resourced = self._resource_waiting(late, "receipt_late")
+                else:
+                    continue
+                self.store.mark_for_resourcing(conn, old, failed, receiving.LATE, why)
+        resourced = receiving.resource_pending(
+            self.store, self.settings, [r.receipt_id for r in request.receipts]
+        )
         with self.store.read() as conn:
             rows = self.store.receipts(
                 conn, receipt_ids=[r.receipt_id for r in request.receipts], open_only=False
@@ -319,23 +320,6 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         return inventory_pb2.UpsertInboundReceiptsResponse(
             receipts=[receipt_proto(r) for r in rows], resourced_order_ids=resourced
         )
-
-    def _resource_waiting(self, waiting: list[tuple[str, ReceiptRow, str]], kind: str) -> list[str]:
-        """Re-source each order's units on a failed receipt (its own transaction each)."""
-        resourcer = Resourcer(self.store, self.settings)
-        done: list[str] = []
-        for order_id, receipt, why in waiting:
-            resourcer.receipt_failed(
-                order_id,
-                receipt.receipt_id,
-                receipt.node_id,
-                receipt.sku,
-                receipt.expected_date,
-                kind,
-                why,
-            )
-            done.append(order_id)
-        return done
 
     @rpc
     def ListInboundReceipts(
@@ -365,11 +349,14 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
                     f"receipt {request.receipt_id!r} is already {old.state.lower()}",
                     [Precondition("RECEIPT", request.receipt_id, f"is {old.state}")],
                 )
-            orders = self.store.receipt_orders(conn, old.receipt_id)
-        why = f"was cancelled: {request.reason}"
-        resourced = self._resource_waiting(
-            [(order_id, old, why) for order_id, _ in orders], "receipt_cancelled"
-        )
+            self.store.mark_for_resourcing(
+                conn,
+                old,
+                [order_id for order_id, _ in self.store.receipt_orders(conn, old.receipt_id)],
+                receiving.CANCELLED,
+                f"was cancelled: {request.reason}",
+            )
+        resourced = receiving.resource_pending(self.store, self.settings, [old.receipt_id])
         with self.store.read() as conn:
             (row,) = self.store.receipts(conn, receipt_ids=[old.receipt_id], open_only=False)
         return inventory_pb2.CancelInboundReceiptResponse(

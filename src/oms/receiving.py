@@ -11,11 +11,21 @@ reservation at the node, its waiting parcel lines record the units as
 ``received`` (so :func:`oms.store.units_of` counts them: they ship, and can
 be returned, like any stock), and it gets a ``receipt_received`` event. The
 received units are reserved for the waiting orders even where that eats into
-safety stock (they were promised before). After the commit, every order the
-units did not cover is re-sourced through :class:`oms.resourcing.Resourcer`,
-oldest first, with a ``receipt_short`` event: the units left over at the node
-(if any) count as stock there like any other. More units than expected simply
-add to free stock.
+safety stock (they were promised before). Every order the units did not
+cover is marked for re-sourcing in the same transaction; after the commit
+they are re-sourced through :class:`oms.resourcing.Resourcer`, oldest first,
+with a ``receipt_short`` event: the units left over at the node (if any)
+count as stock there like any other. More units than expected simply add to
+free stock.
+
+**Re-sourcing marks.** Whatever makes a receipt fail its waiting orders
+(arriving short, being cancelled, cut or moved later, going overdue) marks
+those orders' inbound reservations (``resource_kind``, reason, the date they
+were planned on) in the transaction that makes the change. Re-sourcing then
+runs per order, in its own transaction (:func:`resource_pending`; one failing
+order does not stop the rest), and deletes the mark with the reservation.
+So a change is never half applied: work cut short (a crash, a lost race, the
+store briefly away) stays marked and the next sweep finishes it.
 
 Receiving a RECEIVED receipt again with the same quantity is a no-op (a safe
 retry: no second ledger row, no events) that returns the receipt; with
@@ -30,8 +40,7 @@ store's clock, UTC) and that orders still wait for is overdue:
 :func:`resource_overdue_receipts` re-sources those orders (``receipt_late``
 events), exactly as when a receipt is moved later (the receipt itself stays
 OPEN and may still be received; its units then go to free stock). The same
-sweep finishes a receive whose re-sourcing was cut short (a RECEIVED receipt
-with orders still waiting). The server runs it every ``overdue_sweep_s``
+sweep runs every re-sourcing still marked. The server runs it every ``overdue_sweep_s``
 seconds (:class:`OverdueSweeper`); ``ResourceOverdueReceipts`` runs it on
 demand. Running it twice, or in two processes at once, re-sources each order
 once: an order that no longer waits for the receipt is left as it is.
@@ -43,6 +52,7 @@ import copy
 import dataclasses
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +63,11 @@ from oms.settings import Settings
 from oms.store import Availability, ReceiptRow, Store
 
 log = logging.getLogger("oms.receiving")
+
+#: Event kinds of orders a receipt failed (the re-sourcing marks' ``resource_kind``).
+SHORT = "receipt_short"
+LATE = "receipt_late"
+CANCELLED = "receipt_cancelled"
 
 
 @dataclass(frozen=True)
@@ -149,17 +164,16 @@ def receive(store: Store, settings: Settings, receipt_id: str, qty: int, reason:
             )
             covered.append(order_id)
             left -= units
+        store.mark_for_resourcing(
+            conn,
+            receipt,
+            short,
+            SHORT,
+            f"arrived short: {qty} of {receipt.qty} unit(s), not enough for this order too",
+        )
         (receipt,) = store.receipts(conn, receipt_ids=[receipt_id], open_only=False)
         position = position_of(store, conn, node, sku)
-    resourced = _resource(
-        store,
-        settings,
-        receipt,
-        short,
-        "receipt_short",
-        f"arrived short: {qty} of {receipt.qty} unit(s), not enough for this order too",
-        exclude_node=False,
-    )
+    resourced = resource_pending(store, settings, [receipt_id])
     if resourced:
         with store.read() as conn:
             (receipt,) = store.receipts(conn, receipt_ids=[receipt_id], open_only=False)
@@ -167,73 +181,60 @@ def receive(store: Store, settings: Settings, receipt_id: str, qty: int, reason:
     return Received(receipt, position, covered, resourced)
 
 
-def _resource(
-    store: Store,
-    settings: Settings,
-    receipt: ReceiptRow,
-    order_ids: list[str],
-    kind: str,
-    why: str,
-    *,
-    exclude_node: bool,
+def resource_pending(
+    store: Store, settings: Settings, receipt_ids: Sequence[str] | None = None
 ) -> list[str]:
-    """Re-source each order's units on ``receipt``; one failing order does not stop the rest."""
+    """Re-source every order marked on ``receipt_ids`` (all receipts when None), oldest first.
+
+    Each order in its own transaction; one failing order does not stop the rest
+    (its mark stays, so the next sweep tries again). Returns the orders done,
+    each once.
+    """
+    with store.read() as conn:
+        pending = store.pending_resourcing(conn, receipt_ids)
     resourcer = Resourcer(store, settings)
-    done = []
-    for order_id in order_ids:
+    done: dict[str, None] = {}
+    for work in pending:
         try:
             resourcer.receipt_failed(
-                order_id,
-                receipt.receipt_id,
-                receipt.node_id,
-                receipt.sku,
-                receipt.expected_date,
-                kind,
-                why,
-                exclude_node=exclude_node,
+                work.order_id,
+                work.receipt_id,
+                work.node_id,
+                work.sku,
+                work.due,
+                work.kind,
+                work.reason,
+                # What did arrive of a short receipt may still serve the order.
+                exclude_node=work.kind != SHORT,
             )
-        except OmsError as exc:  # the next sweep tries again
+        except OmsError as exc:
             log.warning(
-                "re-sourcing order %s off receipt %s: %s", order_id, receipt.receipt_id, exc
+                "re-sourcing order %s off receipt %s: %s", work.order_id, work.receipt_id, exc
             )
             continue
-        done.append(order_id)
-    return done
+        done[work.order_id] = None
+    return list(done)
 
 
 def resource_overdue_receipts(store: Store, settings: Settings) -> Overdue:
-    """Re-source the orders waiting for overdue receipts (see the module docstring)."""
+    """Mark the orders waiting for overdue receipts, then run every marked re-sourcing.
+
+    The second step also finishes work an earlier change left (a receive,
+    cancel or upsert whose re-sourcing was cut short).
+    """
     day = today(store.clock())
-    with store.read() as conn:
-        stale = [
-            (r, [o for o, _ in store.receipt_orders(conn, r.receipt_id, oldest_first=True)])
-            for r in store.stale_receipts(conn, day)
-        ]
-    receipts: list[str] = []
-    resourced: list[str] = []
-    for receipt, order_ids in stale:
-        receipts.append(receipt.receipt_id)
-        if receipt.state == "RECEIVED":
-            resourced += _resource(
-                store,
-                settings,
+    with store.write() as conn:
+        overdue = store.overdue_receipts(conn, day)
+        for receipt in overdue:
+            store.mark_for_resourcing(
+                conn,
                 receipt,
-                order_ids,
-                "receipt_short",
-                f"arrived short: {receipt.received_qty} of {receipt.qty} unit(s)",
-                exclude_node=False,
-            )
-        else:
-            resourced += _resource(
-                store,
-                settings,
-                receipt,
-                order_ids,
-                "receipt_late",
+                [o for o, _ in store.receipt_orders(conn, receipt.receipt_id)],
+                LATE,
                 f"is overdue: expected {receipt.expected_date}, not received by {day}",
-                exclude_node=True,
             )
-    return Overdue(receipts, resourced)
+        pending = sorted({p.receipt_id for p in store.pending_resourcing(conn)})
+    return Overdue(pending, resource_pending(store, settings, pending))
 
 
 class OverdueSweeper:

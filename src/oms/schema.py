@@ -21,6 +21,8 @@ Money is integer cents, like the planner CSVs; times are UTC epoch seconds
   RECEIVED, with ``received_qty``: receiving puts those units on hand by a ledger row);
   ``inbound_reservations``: units of a receipt an order waits for (backorder).
   They never count against on hand: they are promises on stock still to come.
+  A row marked ``resource_kind`` is an order the receipt failed, still to be
+  re-sourced (the mark commits with the receipt's change; see :mod:`oms.receiving`).
 """
 
 from __future__ import annotations
@@ -214,6 +216,14 @@ inbound_reservations = Table(
     Column("receipt_id", String(64), ForeignKey("inbound_receipts.receipt_id"), nullable=False),
     Column("order_id", String(64), ForeignKey("orders.order_id"), nullable=False),
     Column("qty", BigInteger, nullable=False),
+    # Set (migration 0004) in the transaction that made the receipt fail this
+    # order (cut, moved later, overdue, cancelled, arrived short): the order's
+    # units must be re-sourced, with this event kind and reason, off the
+    # expected date the order was planned on. Re-sourcing deletes the row, so a
+    # marked row is work still to do, whichever process crashed.
+    Column("resource_kind", String(32), nullable=True),
+    Column("resource_reason", Text, nullable=True),
+    Column("resource_due", String(10), nullable=True),
     Index("ix_inbound_reservations_receipt", "receipt_id"),
     Index("ix_inbound_reservations_order", "order_id"),
 )

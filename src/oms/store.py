@@ -310,6 +310,20 @@ class ReceiptRow:
     received_qty: int | None = None
 
 
+@dataclass(frozen=True)
+class PendingResourcing:
+    """An order whose units waiting on a receipt are marked to be re-sourced."""
+
+    order_id: str
+    receipt_id: str
+    node_id: str
+    sku: str
+    #: The receipt's expected date the order was planned on (before any move).
+    due: str
+    kind: str
+    reason: str
+
+
 def units_of(allocation: Mapping[str, Any]) -> dict[Position, int]:
     """Units per (node, SKU) of an allocation document (``parcels[].lines[]``) taken from stock.
 
@@ -1572,25 +1586,21 @@ class Store:
             )
         )
 
-    def stale_receipts(self, conn: Connection, today: str) -> list[ReceiptRow]:
-        """Receipts orders still wait for that will not bring their units as promised.
-
-        Open receipts whose expected date is before ``today`` (late), and received
-        ones that still have waiting orders (a receive whose re-sourcing was cut short).
-        """
-        ir, r = t.inbound_reservations, t.inbound_receipts
+    def overdue_receipts(self, conn: Connection, today: str) -> list[ReceiptRow]:
+        """Open receipts expected before ``today`` with orders waiting that are not marked yet."""
+        ir, r = t.inbound_receipts, t.inbound_reservations
         ids = [
             row.receipt_id
             for row in conn.execute(
-                sa.select(r.c.receipt_id)
+                sa.select(ir.c.receipt_id)
                 .where(
-                    sa.or_(
-                        sa.and_(r.c.state == "OPEN", r.c.expected_date < today),
-                        r.c.state == "RECEIVED",
+                    ir.c.state == "OPEN",
+                    ir.c.expected_date < today,
+                    sa.exists().where(
+                        r.c.receipt_id == ir.c.receipt_id, r.c.resource_kind.is_(None)
                     ),
-                    sa.exists().where(ir.c.receipt_id == r.c.receipt_id),
                 )
-                .order_by(r.c.expected_date, r.c.receipt_id)
+                .order_by(ir.c.expected_date, ir.c.receipt_id)
             )
         ]
         if not ids:
@@ -1599,6 +1609,62 @@ class Store:
             row.receipt_id: row for row in self.receipts(conn, receipt_ids=ids, open_only=False)
         }
         return [rows[i] for i in ids if i in rows]
+
+    def mark_for_resourcing(
+        self,
+        conn: Connection,
+        receipt: ReceiptRow,
+        order_ids: Iterable[str],
+        kind: str,
+        reason: str,
+    ) -> None:
+        """Mark, in the caller's transaction, that ``receipt`` failed these waiting orders.
+
+        The mark is the durable record of work still to do (re-sourcing runs in
+        each order's own transaction afterwards, or in a later sweep if that was
+        cut short). An order already marked keeps its first mark: its plan still
+        has the date and reason of that one.
+        """
+        ids = sorted(set(order_ids))
+        if not ids:
+            return
+        r = t.inbound_reservations
+        conn.execute(
+            sa.update(r)
+            .where(
+                r.c.receipt_id == receipt.receipt_id,
+                r.c.order_id.in_(ids),
+                r.c.resource_kind.is_(None),
+            )
+            .values(resource_kind=kind, resource_reason=reason, resource_due=receipt.expected_date)
+        )
+
+    def pending_resourcing(
+        self, conn: Connection, receipt_ids: Sequence[str] | None = None
+    ) -> list[PendingResourcing]:
+        """Marked (order, receipt) pairs still waiting, oldest order first per receipt."""
+        r, ir, o = t.inbound_reservations, t.inbound_receipts, t.orders
+        query = (
+            sa.select(
+                r.c.order_id,
+                r.c.receipt_id,
+                ir.c.node_id,
+                ir.c.sku,
+                r.c.resource_due,
+                r.c.resource_kind,
+                r.c.resource_reason,
+            )
+            .join(ir, ir.c.receipt_id == r.c.receipt_id)
+            .join(o, o.c.order_id == r.c.order_id)
+            .where(r.c.resource_kind.is_not(None))
+            .distinct()
+            .order_by(ir.c.expected_date, r.c.receipt_id, o.c.created_at, r.c.order_id)
+        )
+        if receipt_ids is not None:
+            query = query.where(r.c.receipt_id.in_(list(receipt_ids)))
+        # DISTINCT with ORDER BY needs the ordering columns selected on PostgreSQL.
+        query = query.add_columns(ir.c.expected_date, o.c.created_at)
+        return [PendingResourcing(*row[:7]) for row in conn.execute(query)]
 
     # -- checks (tests, operators) -------------------------------------------------
 
