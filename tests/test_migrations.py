@@ -139,9 +139,15 @@ def test_comparison_notices_a_drifted_schema(tmp_path: Path) -> None:
     assert any(d[0] == "add_column" and d[2] == "quotes" for d in diff if isinstance(d, tuple))
 
 
-def test_upgrade_marks_orders_left_waiting_on_failed_receipts(store: Store) -> None:
+#: 2030-03-04T23:59:59.5Z: the last half second of its UTC day.
+LATE_IN_THE_DAY = 1_898_899_199.5
+
+
+def test_upgrade_marks_waiting_orders_and_dates_order_reservations(store: Store) -> None:
     """0004 marks the orders still waiting on RECEIVED or CANCELLED receipts (re-sourcing
-    cut short before the marks existed), so the sweep finishes them; OPEN ones stay."""
+    cut short before the marks existed), so the sweep finishes them; OPEN ones stay.
+    0005 dates each order reservation's capacity by its order's placement day (UTC);
+    quote holds use none."""
     store.migrate()
     store.load_network(hand_network(), reason="receipts")
     with store.engine.begin() as conn:
@@ -170,7 +176,7 @@ def test_upgrade_marks_orders_left_waiting_on_failed_receipts(store: Store) -> N
                     lines_json="[]",
                     allocation_json="{}",
                     promised_date="2030-01-05",
-                    created_at=0.0,
+                    created_at=LATE_IN_THE_DAY,
                     updated_at=0.0,
                     version=1,
                 )
@@ -180,6 +186,11 @@ def test_upgrade_marks_orders_left_waiting_on_failed_receipts(store: Store) -> N
                     receipt_id=receipt_id, order_id=order_id, qty=1
                 )
             )
+        reservation = {"node_id": "DC-NJ", "sku": "A", "qty": 1}
+        conn.execute(sa.insert(schema.reservations).values(order_id="o-PO-O", **reservation))
+        conn.execute(
+            sa.insert(schema.reservations).values(quote_id="q", expires_at=9e9, **reservation)
+        )
     config = alembic_config()
     with store.engine.begin() as conn:
         config.attributes["connection"] = conn
@@ -192,3 +203,7 @@ def test_upgrade_marks_orders_left_waiting_on_failed_receipts(store: Store) -> N
         ("PO-C", "o-PO-C", "receipt_cancelled", "2030-01-02"),
         ("PO-R", "o-PO-R", "receipt_short", "2030-01-02"),
     ]
+    r = schema.reservations
+    with store.read() as conn:
+        days = conn.execute(sa.select(r.c.order_id, r.c.quote_id, r.c.capacity_day)).all()
+    assert sorted(days, key=str) == [("o-PO-O", None, "2030-03-04"), (None, "q", None)]

@@ -944,3 +944,62 @@ def test_resourcing_cut_short_after_a_receipt_change_is_finished_by_the_sweep(
         )
         assert (list(again.overdue_receipt_ids), list(again.resourced_order_ids)) == ([], [])
         assert_stock_invariants(client, [order.order_id])
+
+
+def usage(client: Client) -> dict[tuple[str, str], int]:
+    """node_day_usage as (node, day) -> units, without the rows at zero."""
+    with client.store.read() as conn:
+        rows = conn.execute(sa.select(schema.node_day_usage)).all()
+    return {(r.node_id, r.day): int(r.units) for r in rows if r.units}
+
+
+def cancel(client: Client, order_id: str) -> None:
+    client.checkout.CancelOrder(checkout_pb2.CancelOrderRequest(order_id=order_id), timeout=10)
+
+
+def test_units_resourced_on_a_later_day_give_back_that_days_capacity(tmp_path: Path) -> None:
+    """Re-sourced units count on the day they were re-sourced; cancelling the order gives
+    each unit's capacity back to the day it used, not all of it to the placement day."""
+    network = hand_network({("DC-NJ", "A"): 1})
+    clock = Clock("2030-03-04")
+    with running_server(sqlite_url(tmp_path), network, clock=clock) as client:
+        quote = client.quote({"A": 2})
+        cheapest = next(o for o in quote.options if common_pb2.OPTION_LABEL_CHEAPEST in o.labels)
+        order = client.place(quote.quote_id, cheapest.option_id).order
+        assert usage(client) == {("ST-PHL", "2030-03-04"): 2}
+        # Another order the same day from Newark: its usage must survive the cancel below.
+        other = client.quote({"B": 1})
+        cheapest = next(o for o in other.options if common_pb2.OPTION_LABEL_CHEAPEST in o.labels)
+        assert [p.node_id for p in cheapest.parcels] == ["DC-NJ"]
+        client.place(other.quote_id, cheapest.option_id)
+        clock.advance(1)
+        reply = reject(client, order.order_id, "ST-PHL")
+        moved = {
+            p.node_id: sum(x.quantity for x in p.lines) for p in reply.order.allocation.parcels
+        }
+        assert "ST-PHL" not in moved and sum(moved.values()) == 2
+        expected = {("DC-NJ", "2030-03-04"): 1}
+        for node, qty in moved.items():
+            expected[(node, "2030-03-05")] = expected.get((node, "2030-03-05"), 0) + qty
+        assert usage(client) == expected  # Philadelphia's day-1 units given back
+        cancel(client, order.order_id)
+        assert usage(client) == {("DC-NJ", "2030-03-04"): 1}
+
+
+def test_units_from_a_receipt_use_no_capacity_and_give_none_back(tmp_path: Path) -> None:
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    clock = Clock("2030-03-04")
+    with running_server(sqlite_url(tmp_path), network, clock=clock) as client:
+        upsert_receipt(client, "PO-7", "DC-NJ", "B", 1, "2030-03-05")
+        waiting = backorder(client, {"B": 1})
+        assert usage(client) == {}  # waiting units use no capacity
+        quote = client.quote({"A": 1})
+        (nj,) = [o for o in quote.options if [p.node_id for p in o.parcels] == ["DC-NJ"]]
+        client.place(quote.quote_id, nj.option_id)
+        assert usage(client) == {("DC-NJ", "2030-03-04"): 1}
+        assert list(receive(client, "PO-7", 1).covered_order_ids) == [waiting.order_id]
+        with client.store.read() as conn:
+            assert client.store.order_reservations(conn, waiting.order_id) == {("DC-NJ", "B"): 1}
+        cancel(client, waiting.order_id)
+        # The other order's unit still counts on Newark's day.
+        assert usage(client) == {("DC-NJ", "2030-03-04"): 1}

@@ -77,6 +77,9 @@ class OpenOrder:
     promised_date: str
     #: Its stock reservations per (node, SKU), as the reservations table holds them.
     reserved: dict[Position, int]
+    #: Units of those per (node, day whose capacity they used): the placement day,
+    #: or a later day for units re-sourced then; units from receipts use none.
+    capacity_used: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def capacity_day(self) -> str:
@@ -145,14 +148,19 @@ def read_open_orders(conn: Connection) -> list[OpenOrder]:
     """Every PLACED order with its stock reservations (two queries, any size)."""
     o, r = t.orders, t.reservations
     reserved: dict[str, dict[Position, int]] = {}
+    capacity_used: dict[str, dict[tuple[str, str], int]] = {}
     query = (
-        sa.select(r.c.order_id, r.c.node_id, r.c.sku, sa.func.sum(r.c.qty))
+        sa.select(r.c.order_id, r.c.node_id, r.c.sku, r.c.capacity_day, sa.func.sum(r.c.qty))
         .join(o, o.c.order_id == r.c.order_id)
         .where(o.c.state == "PLACED")
-        .group_by(r.c.order_id, r.c.node_id, r.c.sku)
+        .group_by(r.c.order_id, r.c.node_id, r.c.sku, r.c.capacity_day)
     )
-    for order_id, node, sku, qty in conn.execute(query):
-        reserved.setdefault(order_id, {})[(node, sku)] = int(qty)
+    for order_id, node, sku, day, qty in conn.execute(query):
+        units = reserved.setdefault(order_id, {})
+        units[(node, sku)] = units.get((node, sku), 0) + int(qty)
+        if day is not None:
+            used = capacity_used.setdefault(order_id, {})
+            used[(node, day)] = used.get((node, day), 0) + int(qty)
     rows = conn.execute(
         sa.select(
             o.c.order_id,
@@ -177,6 +185,7 @@ def read_open_orders(conn: Connection) -> list[OpenOrder]:
             allocation=json.loads(row.allocation_json),
             promised_date=row.promised_date,
             reserved=reserved.get(row.order_id, {}),
+            capacity_used=capacity_used.get(row.order_id, {}),
         )
         for row in rows
     ]
@@ -263,13 +272,13 @@ def _snapshot(store: Store, now: float) -> _Snapshot:
             limit if limit >= UNLIMITED_CAPACITY else limit - usage.get((node, d), 0)
             for node, limit in zip(network.node_ids, limits.tolist(), strict=True)
         ]
-    for o, b in chosen:
+    for o, _ in chosen:
         for (node, sku), qty in o.reserved.items():
             reserved[network.node_index[node], network.sku_index[sku]] -= qty
-        for node, qty in units_by_node(o.reserved).items():
+        for (node, used_day), qty in o.capacity_used.items():
             n = network.node_index[node]
-            if capacity[b.capacity_bucket, n] < UNLIMITED_CAPACITY:
-                capacity[b.capacity_bucket, n] += qty
+            if used_day in bucket and capacity[bucket[used_day], n] < UNLIMITED_CAPACITY:
+                capacity[bucket[used_day], n] += qty
     if not chosen:
         return _Snapshot(None, {}, tuple(excluded), len(orders))
     # The evaluator checks each parcel against the nominal limit; the shared
@@ -348,7 +357,7 @@ def _apply(
     ).rowcount
     if not updated:
         return False
-    r, u = t.reservations, t.node_day_usage
+    r = t.reservations
     conn.execute(sa.delete(r).where(r.c.order_id == order.order_id, r.c.quote_id.is_(None)))
     conn.execute(
         sa.insert(r),
@@ -360,24 +369,29 @@ def _apply(
                 "quote_id": None,
                 "order_id": order.order_id,
                 "expires_at": None,
+                "capacity_day": order.capacity_day,
             }
             for (node, sku), qty in sorted(new_units.items())
         ],
     )
-    old, new = units_by_node(order.reserved), units_by_node(new_units)
-    for node in sorted(set(old) | set(new)):
-        delta = new.get(node, 0) - old.get(node, 0)
-        if delta == 0:
-            continue
-        changed = conn.execute(
-            sa.update(u)
-            .where(u.c.node_id == node, u.c.day == order.capacity_day)
-            .values(units=u.c.units + delta)
-        ).rowcount
-        if not changed and delta > 0:
-            conn.execute(sa.insert(u).values(node_id=node, day=order.capacity_day, units=delta))
+    delta = _capacity_delta(order, new_units)
+    store.use_capacity(
+        conn, {node: qty for (node, _), qty in delta.items() if qty > 0}, order.capacity_day
+    )
+    store.give_back_capacity(conn, {key: -qty for key, qty in delta.items() if qty < 0})
     store.add_event(conn, order.order_id, EVENT, detail)
     return True
+
+
+def _capacity_delta(
+    order: OpenOrder, new_units: Mapping[Position, int]
+) -> dict[tuple[str, str], int]:
+    """Change of usage per (node, day) when ``order``'s units become ``new_units``: the new
+    ones are booked on its placement day, the old ones leave the day each used."""
+    delta = {(node, order.capacity_day): qty for node, qty in units_by_node(new_units).items()}
+    for key, qty in order.capacity_used.items():
+        delta[key] = delta.get(key, 0) - qty
+    return delta
 
 
 @dataclass(frozen=True)
@@ -403,12 +417,8 @@ def _fits(
             delta[key] = delta.get(key, 0) + qty
         for key, qty in change.order.reserved.items():
             delta[key] = delta.get(key, 0) - qty
-        for node, qty in units_by_node(change.units).items():
-            day_key = (node, change.order.capacity_day)
+        for day_key, qty in _capacity_delta(change.order, change.units).items():
             day_delta[day_key] = day_delta.get(day_key, 0) + qty
-        for node, qty in units_by_node(change.order.reserved).items():
-            day_key = (node, change.order.capacity_day)
-            day_delta[day_key] = day_delta.get(day_key, 0) - qty
     if any(qty > 0 and qty > free.get(key, 0) for key, qty in delta.items()):
         return False
     return all(

@@ -14,7 +14,8 @@ Money is integer cents, like the planner CSVs; times are UTC epoch seconds
   (``quote_id`` set, ``expires_at`` set: ignored once expired) or reserved by
   an order (``order_id`` set, no expiry) until it ships or is cancelled.
 * ``node_day_usage``: units orders promised out of a node on a UTC day,
-  checked against its daily capacity (quote holds do not count).
+  checked against its daily capacity (quote holds do not count); each order
+  reservation names the day it counts on (``capacity_day``).
 * ``quotes``: the options a quote offered (JSON) and the order that used it.
 * ``orders``, ``order_events``, ``order_returns``: order state and history.
 * ``inbound_receipts``: units a node expects on a date (OPEN, CANCELLED or
@@ -123,6 +124,11 @@ reservations = Table(
     Column("quote_id", String(64), nullable=True),
     Column("order_id", String(64), nullable=True),
     Column("expires_at", Float, nullable=True),
+    # The UTC day whose node capacity (node_day_usage) these order units used
+    # (migration 0005): the day they were promised out of the node, at placement
+    # or at re-sourcing. NULL for quote holds and for units that came from a
+    # receipt, which use none. Releasing units gives back that day's capacity.
+    Column("capacity_day", String(10), nullable=True),
     Index("ix_reservations_position", "sku", "node_id"),
     Index("ix_reservations_quote", "quote_id"),
     Index("ix_reservations_order", "order_id"),

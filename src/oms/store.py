@@ -12,7 +12,9 @@ re-reads on hand and the live reservations and only then inserts. Releasing
 stock never needs the lock. A lost race surfaces as :class:`~oms.errors.Aborted`.
 
 Daily capacity: ``node_day_usage`` counts the units orders promised out of
-each node per UTC day; quote holds do not consume it.
+each node per UTC day; quote holds do not consume it. Each order reservation
+names the day it counts on (``capacity_day``: placement, or a later
+re-sourcing), and releasing it gives back that day's units.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ def _insert(table: str, columns: Sequence[str]) -> Statement:
 
 
 _INSERT_RESERVATIONS = _insert(
-    "reservations", ("node_id", "sku", "qty", "quote_id", "order_id", "expires_at")
+    "reservations",
+    ("node_id", "sku", "qty", "quote_id", "order_id", "expires_at", "capacity_day"),
 )
 _INSERT_QUOTE = _insert("quotes", _QUOTE_COLUMNS)
 _INSERT_ORDER = _insert("orders", _ORDER_COLUMNS)
@@ -1007,7 +1010,8 @@ class Store:
             if used.get(node, 0) + by_node[node] > limit
         ]
 
-    def _use_capacity(self, conn: Connection, by_node: Mapping[str, int], day: str) -> None:
+    def use_capacity(self, conn: Connection, by_node: Mapping[str, int], day: str) -> None:
+        """Add units promised out of each node to ``day``'s usage."""
         for node, qty in sorted(by_node.items()):
             if not execute(conn, _ADD_USAGE, node_id=node, day=day, qty=qty):
                 execute(conn, _INSERT_USAGE, node_id=node, day=day, units=qty)
@@ -1058,6 +1062,7 @@ class Store:
                                 "quote_id": quote_id,
                                 "order_id": None,
                                 "expires_at": now + ttl_s,
+                                "capacity_day": None,
                             }
                             for (node, sku), qty in sorted(held.items())
                         ],
@@ -1156,6 +1161,7 @@ class Store:
         except IntegrityError as exc:
             raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
         units = units_of(allocation)
+        day = utc_day(now)
         if units:  # empty when every unit waits for inbound receipts
             execute_many(
                 conn,
@@ -1168,11 +1174,12 @@ class Store:
                         "quote_id": None,
                         "order_id": order_id,
                         "expires_at": None,
+                        "capacity_day": day,
                     }
                     for (node, sku), qty in sorted(units.items())
                 ],
             )
-        self._use_capacity(conn, units_by_node(units), utc_day(now))
+        self.use_capacity(conn, units_by_node(units), day)
         for kind, detail in events:
             self.add_event(conn, order_id, kind, detail)
 
@@ -1222,22 +1229,33 @@ class Store:
             raise Aborted(f"order {order.order_id!r} changed concurrently")
 
     def release_reservations(self, conn: Connection, order: OrderRow) -> dict[Position, int]:
-        """Drop an order's reservations (cancel) and give back today's capacity."""
-        units = self.order_reservations(conn, order.order_id)
-        conn.execute(sa.delete(t.reservations).where(t.reservations.c.order_id == order.order_id))
+        """Drop an order's reservations (cancel) and give back the capacity they used."""
+        r = t.reservations
+        units: dict[Position, int] = {}
+        used: dict[tuple[str, str], int] = {}
+        for node, sku, day, qty in conn.execute(
+            sa.select(r.c.node_id, r.c.sku, r.c.capacity_day, func.sum(r.c.qty))
+            .where(r.c.order_id == order.order_id)
+            .group_by(r.c.node_id, r.c.sku, r.c.capacity_day)
+        ):
+            units[(node, sku)] = units.get((node, sku), 0) + int(qty)
+            if day is not None:
+                used[(node, day)] = used.get((node, day), 0) + int(qty)
+        conn.execute(sa.delete(r).where(r.c.order_id == order.order_id))
         self.release_inbound(conn, order.order_id)
-        day = utc_day(order.created_at)
-        for node, qty in units_by_node(units).items():
-            conn.execute(
-                sa.update(t.node_day_usage)
-                .where(t.node_day_usage.c.node_id == node, t.node_day_usage.c.day == day)
-                .values(
-                    units=sa.func.max(t.node_day_usage.c.units - qty, 0)
-                    if self.is_sqlite
-                    else sa.func.greatest(t.node_day_usage.c.units - qty, 0)
-                )
-            )
+        self.give_back_capacity(conn, used)
         return units
+
+    def give_back_capacity(self, conn: Connection, used: Mapping[tuple[str, str], int]) -> None:
+        """Take units released by orders off each (node, day)'s usage (never below 0)."""
+        u = t.node_day_usage
+        greatest = sa.func.max if self.is_sqlite else sa.func.greatest  # SQLite: scalar max
+        for (node, day), qty in sorted(used.items()):
+            conn.execute(
+                sa.update(u)
+                .where(u.c.node_id == node, u.c.day == day)
+                .values(units=greatest(u.c.units - qty, 0))
+            )
 
     def consume_reservations(self, conn: Connection, order: OrderRow) -> dict[Position, int]:
         """Shipment: on hand decremented (ledger rows) and the reservations consumed."""
@@ -1473,31 +1491,28 @@ class Store:
     def release_order_units(
         self, conn: Connection, order: OrderRow, units: Mapping[Position, int]
     ) -> None:
-        """Give back part of an order's stock reservations (and that capacity of its day)."""
+        """Give back part of an order's stock reservations (newest first), and the
+        capacity of the day each cut reservation used."""
         r = t.reservations
+        used: dict[tuple[str, str], int] = {}
         for (node, sku), qty in sorted(units.items()):
             rows = conn.execute(
-                sa.select(r.c.reservation_id, r.c.qty)
+                sa.select(r.c.reservation_id, r.c.qty, r.c.capacity_day)
                 .where(r.c.order_id == order.order_id, r.c.node_id == node, r.c.sku == sku)
                 .order_by(r.c.reservation_id.desc())
             ).all()
-            _cut_reservations(conn, rows, qty)
-        day = utc_day(order.created_at)
-        for node, qty in units_by_node(units).items():
-            conn.execute(
-                sa.update(t.node_day_usage)
-                .where(t.node_day_usage.c.node_id == node, t.node_day_usage.c.day == day)
-                .values(
-                    units=sa.func.max(t.node_day_usage.c.units - qty, 0)
-                    if self.is_sqlite
-                    else sa.func.greatest(t.node_day_usage.c.units - qty, 0)
-                )
-            )
+            for row, cut in _cut_reservations(conn, rows, qty):
+                if row.capacity_day is not None:
+                    key = (node, row.capacity_day)
+                    used[key] = used.get(key, 0) + cut
+        self.give_back_capacity(conn, used)
 
     def reserve_order_units(
         self, conn: Connection, order_id: str, units: Mapping[Position, int]
     ) -> None:
-        """Reserve more stock for a placed order; the caller checked :meth:`shortages`."""
+        """Reserve more stock for a placed order, on today's capacity; the caller
+        checked :meth:`shortages`."""
+        day = utc_day(self.clock())
         rows = [
             {
                 "node_id": node,
@@ -1506,13 +1521,14 @@ class Store:
                 "quote_id": None,
                 "order_id": order_id,
                 "expires_at": None,
+                "capacity_day": day,
             }
             for (node, sku), qty in sorted(units.items())
             if qty > 0
         ]
         if rows:
             conn.execute(sa.insert(t.reservations), rows)
-            self._use_capacity(conn, units_by_node(units), utc_day(self.clock()))
+            self.use_capacity(conn, units_by_node(units), day)
 
     def update_allocation(
         self, conn: Connection, order: OrderRow, allocation: dict[str, Any]
@@ -1583,6 +1599,7 @@ class Store:
                 quote_id=None,
                 order_id=order_id,
                 expires_at=None,
+                capacity_day=None,
             )
         )
 
@@ -1690,12 +1707,14 @@ class Store:
             return bad
 
 
-def _cut_reservations(conn: Connection, rows: Iterable[Any], units: int) -> None:
-    """Take ``units`` off reservation ``rows`` (reservation_id, qty) in the given order.
+def _cut_reservations(conn: Connection, rows: Iterable[Any], units: int) -> list[tuple[Any, int]]:
+    """Take ``units`` off reservation ``rows`` (reservation_id, qty, ...) in the given order.
 
     A row cut to nothing is deleted; the last one touched may keep a remainder.
+    Returns each row touched with the units cut off it.
     """
     r = t.reservations
+    touched: list[tuple[Any, int]] = []
     for row in rows:
         if units <= 0:
             break
@@ -1708,7 +1727,9 @@ def _cut_reservations(conn: Connection, rows: Iterable[Any], units: int) -> None
                 .where(r.c.reservation_id == row.reservation_id)
                 .values(qty=r.c.qty - cut)
             )
+        touched.append((row, cut))
         units -= cut
+    return touched
 
 
 def _node_row(network: Network, n: int) -> dict[str, Any]:
