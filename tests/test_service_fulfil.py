@@ -1003,3 +1003,45 @@ def test_units_from_a_receipt_use_no_capacity_and_give_none_back(tmp_path: Path)
         cancel(client, waiting.order_id)
         # The other order's unit still counts on Newark's day.
         assert usage(client) == {("DC-NJ", "2030-03-04"): 1}
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_a_backorder_whose_receipt_moved_is_resourced_at_place_order(
+    tmp_path: Path, replacement: bool
+) -> None:
+    """The chosen option waits for PO-1 (due 03-06); before PlaceOrder PO-1 moves to 03-09.
+    With PO-2 due at Chicago on 03-05 the order is re-sourced onto it within the promise
+    (Chicago: 0 handling days + 3 ground days = 03-08); without it, FAILED_PRECONDITION
+    names the receipt units that are gone."""
+    network = hand_network({("DC-NJ", "B"): 0, ("DC-CHI", "B"): 0})
+    clock = Clock("2030-03-04")
+    with running_server(sqlite_url(tmp_path), network, clock=clock) as client:
+        upsert_receipt(client, "PO-1", "DC-NJ", "B", 1, "2030-03-06")
+        reply = client.quote({"A": 1, "B": 1}, allow_backorder=True)
+        (option,) = reply.options
+        # A from Newark now; B waits for PO-1 at Newark (day 2), then 1 + 1 days: day 4.
+        assert [w.inbound_date for w in option.waiting] == ["2030-03-06"]
+        assert option.delivery_days == 4
+        if replacement:
+            upsert_receipt(client, "PO-2", "DC-CHI", "B", 1, "2030-03-05")
+        upsert_receipt(client, "PO-1", "DC-NJ", "B", 1, "2030-03-09")
+        if not replacement:
+            err = failing(client.place, reply.quote_id, option.option_id)
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert violations(err) == ["RECEIPT:DC-NJ/B@2030-03-06"]
+            with client.store.read() as conn:
+                assert conn.execute(sa.select(schema.orders)).all() == []
+            return
+        placed = client.place(reply.quote_id, option.option_id)
+        assert placed.resourced
+        order = placed.order
+        assert order.promised_date == "2030-03-08"
+        assert order.allocation.delivery_date <= order.promised_date
+        assert [(w.sku, w.node_id, w.inbound_date) for w in order.allocation.waiting] == [
+            ("B", "DC-CHI", "2030-03-05")
+        ]
+        assert [e.type for e in order.events] == ["placed", "resourced"]
+        assert "wait for receipt(s) PO-2" in order.events[0].detail
+        with client.store.read() as conn:
+            assert client.store.order_inbound(conn, order.order_id) == {"PO-2": 1}
+        assert_stock_invariants(client, [order.order_id])

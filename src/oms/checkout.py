@@ -255,19 +255,15 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 [Precondition("QUOTE", quote_row.quote_id, "expired")],
             )
         promised_date = day_after(quote_row.quote_date, option["delivery_days"])
-        if any(p.get("inbound_day") is not None for p in option["parcels"]):
-            return self._place_waiting(quote_row, option, request, promised_date)
         placed = self._try_place(quote_row, option, request, promised_date, resourced=None)
-        if placed is not None:
+        if not isinstance(placed, list):
             return placed
-        # The quoted stock is gone: re-source within the promise.
-        with self.store.read() as conn:
-            changed = self.store.shortages(conn, units_of(option), exclude_quote=quote_row.quote_id)
-        replacement = self._resource(quote_row, option, promised_date, changed, context)
-        placed = self._try_place(quote_row, replacement, request, promised_date, resourced=changed)
-        if placed is None:
+        # The quoted stock (or inbound receipt) is gone: re-source within the promise.
+        replacement = self._resource(quote_row, option, promised_date, placed, context)
+        again = self._try_place(quote_row, replacement, request, promised_date, resourced=placed)
+        if isinstance(again, list):
             raise Aborted("the stock changed again while the order was re-sourced; retry")
-        return placed
+        return again
 
     def _replay(
         self, existing: OrderRow, request: checkout_pb2.PlaceOrderRequest
@@ -295,8 +291,12 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         request: checkout_pb2.PlaceOrderRequest,
         promised_date: str,
         resourced: list[Precondition] | None,
-    ) -> checkout_pb2.PlaceOrderResponse | None:
-        """Reserve ``option``'s units and write the order, or None if they are not all free."""
+    ) -> checkout_pb2.PlaceOrderResponse | list[Precondition]:
+        """Reserve ``option``'s units (stock, and units on inbound receipts for parcels
+        that wait) and write the order; or what is no longer there, writing nothing.
+
+        Stock and receipts are both checked under lock in this one transaction.
+        """
         order_id = "o_" + uuid.uuid4().hex
         allocation = dict(option, start_date=quote_row.quote_date)
         with self.store.write() as conn:
@@ -304,14 +304,26 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             existing = self.store.find_order_by_key(conn, request.idempotency_key)
             if existing is not None:
                 return self._replay(existing, request)
-            if self.store.shortages(conn, units_of(option), exclude_quote=quote_row.quote_id):
-                return None
+            problems = self.store.shortages(
+                conn, units_of(option), exclude_quote=quote_row.quote_id
+            )
+            on_receipts, receipt_problems = receipts_for(
+                self.store, conn, option, quote_row.quote_date
+            )
+            if problems or receipt_problems:
+                return problems + receipt_problems
             labels = "/".join(option["labels"]) or "option"
+            waits = (
+                f"; {sum(on_receipts.values())} unit(s) wait for receipt(s) "
+                f"{', '.join(sorted(on_receipts))}"
+                if on_receipts
+                else ""
+            )
             events = [
                 (
                     "placed",
                     f"{request.option_id} ({labels}): {len(option['parcels'])} parcel(s), "
-                    f"promised {promised_date}",
+                    f"promised {promised_date}{waits}",
                 )
             ]
             if resourced is not None:
@@ -334,6 +346,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 promised_date=promised_date,
                 events=events,
             )
+            self.store.reserve_inbound(conn, order_id, on_receipts)
             row = self.store.get_order(conn, order_id)
         return checkout_pb2.PlaceOrderResponse(
             order=self._order_response(row), resourced=resourced is not None
@@ -347,7 +360,12 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         changed: list[Precondition],
         context: grpc.ServicerContext,
     ) -> dict[str, Any]:
-        """The cheapest allocation of the option's units that still arrives by the promise."""
+        """The cheapest allocation of the option's units that still arrives by the promise.
+
+        An option that waited for inbound receipts may be replaced by one that
+        waits for receipts too (the shopper accepted a backorder); others only
+        from stock.
+        """
         what = "; ".join(f"{p.subject}: {p.description}" for p in changed)
         failure = FailedPrecondition(
             f"the quoted stock changed ({what}) and no other allocation arrives by {promised_date}",
@@ -368,11 +386,14 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         offset = days_between(quote_row.quote_date, today(self.store.clock()))
         if latest - offset < 0:
             raise failure
+        backorder = any(p.get("inbound_day") is not None for p in option["parcels"])
         catalog = self.store.catalog()
         with self.store.read() as conn:
             network = self.store.network_for(
                 conn, catalog, [line.sku for line in order.lines], exclude_quote=quote_row.quote_id
             )
+            if backorder:
+                network = self.store.with_receipts(conn, network, today(self.store.clock()))
         try:
             result = quote(
                 network,
@@ -385,6 +406,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                     should_stop=lambda: not context.is_active(),
                     # A COLLECT option stays a collect at the same store.
                     pickup_stores=(option["pickup"],) if option.get("pickup") else (),
+                    allow_backorder=backorder,
                 ),
             )
         except ShortageError:
@@ -403,6 +425,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         document["delivery_days"] += offset
         for parcel in document["parcels"]:
             parcel["arrival_days"] += offset
+            if parcel["inbound_day"] is not None:
+                parcel["inbound_day"] += offset
         # Map the sub-order's lines back to the cart's line indices.
         line_of = sorted(covered)
         for parcel in document["parcels"]:
@@ -467,59 +491,6 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         return checkout_pb2.CancelOrderResponse(order=self._order_response(row))
 
     # -- backorder (units that wait for inbound receipts) ------------------------
-
-    def _place_waiting(
-        self,
-        quote_row: QuoteRow,
-        option: dict[str, Any],
-        request: checkout_pb2.PlaceOrderRequest,
-        promised_date: str,
-    ) -> checkout_pb2.PlaceOrderResponse:
-        """Place an option with waiting units: stock reserved as usual, the rest on receipts.
-
-        Both are checked under lock in one transaction; if either is gone the
-        call fails with FAILED_PRECONDITION (a backorder is not re-sourced here).
-        """
-        order_id = "o_" + uuid.uuid4().hex
-        allocation = dict(option, start_date=quote_row.quote_date)
-        with self.store.write() as conn:
-            existing = self.store.find_order_by_key(conn, request.idempotency_key)
-            if existing is not None:
-                return self._replay(existing, request)
-            problems = self.store.shortages(
-                conn, units_of(option), exclude_quote=quote_row.quote_id
-            )
-            on_receipts, receipt_problems = receipts_for(
-                self.store, conn, option, quote_row.quote_date
-            )
-            problems.extend(receipt_problems)
-            if problems:
-                raise FailedPrecondition(
-                    "the stock or inbound receipts this option needs are gone; ask for a new quote",
-                    problems,
-                )
-            labels = "/".join(option["labels"]) or "option"
-            self.store.insert_order(
-                conn,
-                order_id=order_id,
-                quote=quote_row,
-                option_id=request.option_id,
-                idempotency_key=request.idempotency_key,
-                lines=quote_row.request["lines"],
-                allocation=allocation,
-                promised_date=promised_date,
-                events=[
-                    (
-                        "placed",
-                        f"{request.option_id} ({labels}): {len(option['parcels'])} parcel(s), "
-                        f"promised {promised_date}; {sum(on_receipts.values())} unit(s) wait "
-                        f"for receipt(s) {', '.join(sorted(on_receipts))}",
-                    )
-                ],
-            )
-            self.store.reserve_inbound(conn, order_id, on_receipts)
-            row = self.store.get_order(conn, order_id)
-        return checkout_pb2.PlaceOrderResponse(order=self._order_response(row), resourced=False)
 
 
 MAX_PICKUP_STORES = 10
