@@ -15,8 +15,10 @@ from sourcing.demo import (
     demo_network,
     demo_order,
 )
-from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
+from sourcing.evaluate import evaluate
+from sourcing.model import UNLIMITED_CAPACITY, Location, Network, NodeKind, Order, OrderLine
 from sourcing.orders import validate_order
+from sourcing.solver import QuoteSettings, quote
 
 from support import network_differences
 
@@ -59,7 +61,7 @@ def test_sizes_and_ids(net: Network) -> None:
     assert net.node_ids[10:13] == ("ST-0001", "ST-0002", "ST-0003")
     assert net.node_ids[-1] == "ST-0300"
     assert net.sku_ids[0] == "SKU-0001" and net.sku_ids[-1] == "SKU-0300"
-    assert net.service_ids == ("ground", "express")
+    assert net.service_ids == ("ground", "express", "transfer")
     assert net.zone_ids == tuple("12345678")
 
 
@@ -108,6 +110,41 @@ def test_rate_card(net: Network) -> None:
     assert np.all(net.transit_days[express] <= net.transit_days[ground])
     assert net.transit_days[ground].tolist() == [1, 1, 2, 3, 4, 5, 5, 5]
     assert net.transit_days[express].tolist() == [1, 1, 1, 2, 2, 2, 2, 2]
+    # The transfer lane (stock to a pickup store): cheaper than ground, never to customers.
+    transfer = net.transfer_service
+    assert transfer is not None and net.service_ids[transfer] == "transfer"
+    assert np.all(np.diff(net.base_price[transfer]) > 0)
+    assert np.all(net.base_price[transfer] < net.base_price[ground])
+    assert np.all(net.per_kg[transfer] < net.per_kg[ground])
+    assert net.customer_services.tolist() == [True, True, False]
+
+
+def test_collect_at_a_store_brings_missing_units_by_the_transfer_lane(net: Network) -> None:
+    """A store without the SKU still offers click & collect: other nodes send the units by
+    the transfer lane, priced as the evaluator prices it; home delivery never uses it."""
+    store = net.node_index["ST-0001"]
+    sku = next(
+        k
+        for k in range(len(net.sku_ids))
+        if net.available[store, k] == 0 and net.available[:10, k].max() >= 2
+    )
+    lat, lon = float(net.lat[store]), float(net.lon[store])
+    order = Order(Location(lat, lon), (OrderLine(net.sku_ids[sku], 2),))
+    collect = quote(net, order, QuoteSettings(pickup_stores=("ST-0001",), num_workers=1))
+    options = [o for o in collect.options if o.pickup == "ST-0001"]
+    assert options
+    for option in options:
+        assert {p.service for p in option.evaluation.parcels} == {"transfer"}
+        # Sent from other nodes that hold the SKU (a DC or another store).
+        assert all(
+            p.node_id != "ST-0001" and net.available[net.node_index[p.node_id], sku] > 0
+            for p in option.evaluation.parcels
+        )
+        again = evaluate(net, order, option.allocation)
+        assert again.is_feasible and again.pickup == "ST-0001"
+        assert again.cost == option.cost
+    delivery = quote(net, order, QuoteSettings(num_workers=1))
+    assert all(p.service != "transfer" for o in delivery.frontier for p in o.evaluation.parcels)
 
 
 def test_skus(net: Network) -> None:

@@ -27,7 +27,10 @@ carrier's tariff or any retailer's inventory:
 * **Zones**: US-style distance bands 50, 150, 300, 600, 1000, 1400 and 1800
   miles (converted to km), then zone 8 beyond (max_km 20,000).
 * **Rates** (cents): ``ground`` base 750..1300 and 40..120 per kg, 1-5 days
-  in transit; ``express`` base 1800..4000 and 150..350 per kg, 1-2 days.
+  in transit; ``express`` base 1800..4000 and 150..350 per kg, 1-2 days;
+  the ``transfer`` lane between nodes (click & collect: units sent to the
+  pickup store; it never ships to customers) base 250..600 and 10..28 per kg,
+  1-4 days, the consolidated runs a retailer's own trucks make.
 
 :func:`demo_network` is cached: the network is immutable, so one seed builds
 it once per process. :func:`demo_order` draws random carts for it.
@@ -43,6 +46,7 @@ import numpy as np
 import zipcodes
 
 from sourcing.model import (
+    TRANSFER_SERVICE,
     BoolArray,
     FloatArray,
     IntArray,
@@ -89,19 +93,22 @@ ZONE_IDS = ("1", "2", "3", "4", "5", "6", "7", "8")
 ZONE_MAX_MILES = (50, 150, 300, 600, 1000, 1400, 1800)
 LAST_ZONE_MAX_KM = 20_000.0
 
-SERVICE_IDS = ("ground", "express")
+SERVICE_IDS = ("ground", "express", TRANSFER_SERVICE)
 #: Per service, per zone 1..8, in cents (per kg for PER_KG) and days.
 BASE_PRICE = (
     (750, 820, 880, 950, 1030, 1120, 1210, 1300),
     (1800, 2100, 2400, 2700, 3000, 3400, 3700, 4000),
+    (250, 300, 350, 400, 450, 500, 550, 600),
 )
 PER_KG = (
     (40, 50, 60, 70, 80, 95, 110, 120),
     (150, 180, 210, 240, 270, 300, 330, 350),
+    (10, 12, 15, 18, 20, 22, 25, 28),
 )
 TRANSIT_DAYS = (
     (1, 1, 2, 3, 4, 5, 5, 5),
     (1, 1, 1, 2, 2, 2, 2, 2),
+    (1, 1, 2, 2, 3, 3, 4, 4),
 )
 
 
