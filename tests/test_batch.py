@@ -98,6 +98,29 @@ def test_two_orders_swap_sources_and_save_a_parcel(backend: str) -> None:
     assert result.check(instance) == []
 
 
+@pytest.mark.parametrize("backend", ["scip", "cp-sat"])
+def test_a_transfer_lane_changes_no_delivery(backend: str) -> None:
+    """The swap again on a rate card whose first service is the transfer lane (cheaper
+    than ground, so using it would pay): deliveries never use it, and services are
+    named by the network's index, not the cost arrays' column."""
+    instance = swap_instance()
+    net = instance.network
+    lane = net.replace(
+        service_ids=("transfer", *net.service_ids),
+        base_price=np.vstack([[[100, 100, 100]], net.base_price]),
+        per_kg=np.vstack([[[10, 10, 10]], net.per_kg]),
+        transit_days=np.vstack([[[1, 1, 1]], net.transit_days]),
+        offered=np.ones((2, 3), dtype=np.bool_),
+    )
+    plain = reoptimise(instance, replace(EXACT, backend=backend))
+    with_lane = BatchInstance(lane, instance.orders)
+    result = reoptimise(with_lane, replace(EXACT, backend=backend))
+    assert [o.allocation for o in result.outcomes] == [o.allocation for o in plain.outcomes]
+    assert (result.cost_before, result.cost_after) == (2_800_000, 2_100_000)
+    assert all(p.service == "ground" for o in result.outcomes for p in o.allocation.parcels)
+    assert result.check(with_lane) == []
+
+
 def test_a_promise_that_forbids_the_swap_keeps_the_allocation() -> None:
     instance = swap_instance()
     # o1 promised by day 2: only NJ (day 2) can serve it; nothing may change.

@@ -171,3 +171,27 @@ def test_bad_order_names_every_bad_field() -> None:
     assert "NOPE" in fields["lines[1].sku"]
     with pytest.raises(InvalidOrderError, match="lines: the cart is empty"):
         quote(net, Order(DEST, ()))
+
+
+def test_a_transfer_lane_first_on_the_rate_card_changes_no_option() -> None:
+    """A transfer lane cheaper and faster than both services, listed first: deliveries never
+    use it, and every option names its service by the network's index, so the menu is
+    the one without the lane."""
+    plain = network([[2, 0], [0, 2]])
+    lane = plain.replace(
+        service_ids=("transfer", *plain.service_ids),
+        base_price=np.vstack([[[100]], plain.base_price]),
+        per_kg=np.vstack([[[10]], plain.per_kg]),
+        transit_days=np.vstack([[[0]], plain.transit_days]),
+        offered=np.ones((3, 1), dtype=bool),
+    )
+    cart = order(("P", 1), ("Q", 1))
+    settings = QuoteSettings(value_of_day=200 * 1000, num_workers=1)
+    expected = quote(plain, cart, settings)
+    got = quote(lane, cart, settings)
+    assert [(o.labels, o.cost, o.delivery_days, parcels(o)) for o in got.options] == [
+        (o.labels, o.cost, o.delivery_days, parcels(o)) for o in expected.options
+    ]
+    assert {p.service for o in got.frontier for p in o.evaluation.parcels} <= {"ground", "express"}
+    for option in got.options:
+        assert evaluate(lane, cart, option.allocation).is_feasible

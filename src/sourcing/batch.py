@@ -766,8 +766,9 @@ def _order_rows(
             keep[:, b] &= ~(no_dearer & (strictly | (a < b)))
     # The current parcels stay candidates whatever the pruning says.
     position = {int(n): c for c, n in enumerate(costs.nodes.tolist())}
+    column = {int(v): j for j, v in enumerate(costs.services.tolist())}
     for n, v, _ in current:
-        keep[position[n], v] = True
+        keep[position[n], column[v]] = True
     avail = costs.available  # C x K, clipped to the demand
     has_slot = keep.any(axis=1)
     big = np.iinfo(np.int64).max // 4
@@ -806,14 +807,14 @@ def _order_rows(
     nodes = costs.nodes[rows_c]
     current_units = np.array(
         [
-            current.get((int(costs.nodes[c]), int(v), int(skus[k])), 0)
+            current.get((int(costs.nodes[c]), int(costs.services[v]), int(skus[k])), 0)
             for c, v, k in zip(cell_c.tolist(), cell_v.tolist(), cell_k.tolist(), strict=True)
         ],
         dtype=np.int64,
     )
     rows = {
         "slot_node": nodes.astype(np.int64),
-        "slot_service": rows_v.astype(np.int64),
+        "slot_service": costs.services[rows_v].astype(np.int64),
         "slot_fixed": costs.fixed[rows_c, rows_v].astype(np.int64),
         "cell_slot": cell_slot.astype(np.int64),
         "cell_sku": skus[cell_k],

@@ -107,6 +107,10 @@ class OrderCosts:
     """Everything the solver needs about one order, as arrays.
 
     Shapes: K distinct SKUs of the order, C candidate nodes, V services.
+    ``services`` (V) names each service column: its network service index for
+    :func:`order_costs` (customer services only, see
+    :attr:`~sourcing.model.Network.delivery_rates`), its index in
+    :attr:`LegCosts.service_ids` for a leg.
 
     * ``skus`` (K, network SKU index), ``demand`` (K, units wanted);
     * ``nodes`` (C, network node index), ``available`` (C x K, clipped to the
@@ -131,6 +135,7 @@ class OrderCosts:
     arrival: IntArray
     credit: IntArray
     per_unit_shipping: IntArray
+    services: IntArray
 
     @property
     def total_units(self) -> int:
@@ -156,16 +161,18 @@ def order_costs(
     avail = avail[nodes]
     distance = haversine_km(network.lat[nodes], network.lon[nodes], lat, lon)
     zone = zone_of(network, distance)
-    # Rate-card rows per candidate (``table.T[zone]``: C x V, contiguous).
-    usable = network.offered.T[zone] & network.customer_services  # C x V
-    base = network.base_price.T[zone]  # C x V, cents
-    per_kg = network.per_kg.T[zone]  # C x V, cents per kg
+    # Rate-card rows per candidate (zone-major tables, so ``[zone]`` is C x V, contiguous),
+    # of the services that ship to customers only.
+    rates = network.delivery_rates
+    usable = rates.offered[zone]  # C x V
+    base = rates.base_price[zone]  # C x V, cents
+    per_kg = rates.per_kg[zone]  # C x V, cents per kg
     fixed = (base + network.handling_cost[nodes, None]) * MILLICENTS_PER_CENT
     # cents/kg * g = millicents: the per-kg term is exact at gram resolution.
     shipping = per_kg[:, :, None] * network.weight_g[skus][None, None, :]
     credit = storage_credit(network, nodes, skus)
     unit = shipping - credit[:, None, :]
-    arrival = network.handling_days[nodes, None] + network.transit_days.T[zone]
+    arrival = network.handling_days[nodes, None] + rates.transit_days[zone]
     capacity = np.minimum(network.capacity[nodes], int(demand.sum()))
     # asarray, not astype: the arrays are fresh, and mostly int64 already (no copy needed).
     return OrderCosts(
@@ -182,6 +189,7 @@ def order_costs(
         arrival=np.asarray(arrival, dtype=np.int64),
         credit=credit,
         per_unit_shipping=np.asarray(shipping, dtype=np.int64),
+        services=rates.services,
     )
 
 
@@ -267,6 +275,7 @@ def _leg(
         arrival=arrival.astype(np.int64),
         credit=credit.astype(np.int64),
         per_unit_shipping=shipping.astype(np.int64),
+        services=np.arange(len(service_ids), dtype=np.int64),
     )
     return LegCosts(costs, service_ids, days, pickup)
 

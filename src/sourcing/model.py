@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -210,6 +211,22 @@ class Network:
             mask[self.transfer_service] = False
         return mask
 
+    @cached_property
+    def delivery_rates(self) -> DeliveryRates:
+        """The rate card of :attr:`customer_services` only, zone-major (built once)."""
+        services = np.flatnonzero(self.customer_services).astype(np.int64)
+
+        def zone_major(table: npt.NDArray[Any]) -> npt.NDArray[Any]:
+            return _frozen(np.ascontiguousarray(table[services].T))
+
+        return DeliveryRates(
+            services=_frozen(services),
+            offered=zone_major(self.offered),
+            base_price=zone_major(self.base_price),
+            per_kg=zone_major(self.per_kg),
+            transit_days=zone_major(self.transit_days),
+        )
+
     @property
     def available(self) -> IntArray:
         """Units a node can promise: on hand - safety stock - reserved, never below 0."""
@@ -231,6 +248,22 @@ class Network:
         }
         values.update(changes)
         return Network(**values)
+
+
+@dataclass(frozen=True, eq=False)
+class DeliveryRates:
+    """The rate card of the services that ship to customers, zone-major (Z x V').
+
+    What deliveries are priced with: a service that never ships to a customer
+    (the transfer lane) is not a column, so per-order arrays do not carry it.
+    ``services`` (V') is each column's network service index.
+    """
+
+    services: IntArray
+    offered: BoolArray
+    base_price: IntArray
+    per_kg: IntArray
+    transit_days: IntArray
 
 
 @dataclass(frozen=True)

@@ -1140,7 +1140,9 @@ def _lines_of(order: Order, costs: OrderCosts, plan: _Plan, network: Network) ->
         contents.sort(key=lambda pl: pl.line)
         parcels.append(
             ParcelPlan(
-                network.node_ids[int(costs.nodes[c])], network.service_ids[v], tuple(contents)
+                network.node_ids[int(costs.nodes[c])],
+                network.service_ids[int(costs.services[v])],
+                tuple(contents),
             )
         )
     return Allocation(tuple(parcels))
