@@ -902,8 +902,9 @@ class ResourceOverdueReceiptsResponse(_message.Message):
     RESOURCED_ORDER_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def overdue_receipt_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Receipts orders were waiting for: open ones past their expected date, and received
-        ones that arrived short whose re-sourcing had not finished.
+        """Receipts whose waiting orders the sweep re-sourced (or tried to): open ones past their
+        expected date, and any whose earlier change (arrived short, cancelled, cut, moved
+        later) left re-sourcing unfinished.
         """
 
     @_builtins.property
