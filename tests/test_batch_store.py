@@ -243,3 +243,50 @@ def test_cli_dry_run_reports_and_writes_nothing_then_a_run_writes(
         assert [p.node_id for p in get(client, o1.order_id).allocation.parcels] == ["DC-CHI"]
         assert [p.node_id for p in get(client, o2.order_id).allocation.parcels] == ["ST-PHL"]
         assert client.store.ledger_mismatches() == []
+
+
+def test_a_move_books_the_placement_day_and_frees_the_day_each_unit_used() -> None:
+    """Usage moves per (node, day): new units count on the order's placement day, old ones
+    leave the day each used. An order placed on 03-04 with 1 unit at DC-NJ had its other
+    unit re-sourced to DC-NJ on 03-05; its new plan keeps both at DC-NJ, which puts the
+    second on 03-04 too. With another order's unit also on DC-NJ's 03-04 (limit 2) that
+    does not fit; counting the old units on the placement day (as before) let it through."""
+    from datetime import UTC, datetime
+
+    from oms.reoptimise import OpenOrder, _capacity_delta, _Change, _fits
+    from sourcing.model import Location, OrderLine
+
+    placed = datetime(2030, 3, 4, 12, tzinfo=UTC).timestamp()
+    order = OpenOrder(
+        order_id="o1",
+        version=1,
+        created_at=placed,
+        destination=Location(40.7, -74.0),
+        lines=(OrderLine("A", 2),),
+        allocation={},
+        promised_date="2030-03-07",
+        reserved={("DC-NJ", "A"): 1, ("DC-CHI", "A"): 1},
+        capacity_used={("DC-NJ", "2030-03-04"): 1, ("DC-CHI", "2030-03-05"): 1},
+    )
+    new_units = {("DC-NJ", "A"): 2}
+    assert _capacity_delta(order, new_units) == {
+        ("DC-NJ", "2030-03-04"): 1,
+        ("DC-CHI", "2030-03-05"): -1,
+    }
+    resourced = OpenOrder(
+        **{
+            **order.__dict__,
+            "reserved": {("DC-NJ", "A"): 2},
+            "capacity_used": {("DC-NJ", "2030-03-04"): 1, ("DC-NJ", "2030-03-05"): 1},
+        }
+    )
+    # The unit of 03-05 leaves 03-05; both now count on 03-04.
+    assert _capacity_delta(resourced, new_units) == {
+        ("DC-NJ", "2030-03-04"): 1,
+        ("DC-NJ", "2030-03-05"): -1,
+    }
+    change = _Change(resourced, new_units, {}, 0, "")
+    free = {("DC-NJ", "A"): 0}
+    limits = {"DC-NJ": 2}
+    assert _fits([change], free, limits, {("DC-NJ", "2030-03-04"): 1})
+    assert not _fits([change], free, limits, {("DC-NJ", "2030-03-04"): 2})
