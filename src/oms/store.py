@@ -1605,19 +1605,19 @@ class Store:
 
     def overdue_receipts(self, conn: Connection, today: str) -> list[ReceiptRow]:
         """Open receipts expected before ``today`` with orders waiting that are not marked yet."""
-        ir, r = t.inbound_receipts, t.inbound_reservations
+        r, ir = t.inbound_receipts, t.inbound_reservations
         ids = [
             row.receipt_id
             for row in conn.execute(
-                sa.select(ir.c.receipt_id)
+                sa.select(r.c.receipt_id)
                 .where(
-                    ir.c.state == "OPEN",
-                    ir.c.expected_date < today,
+                    r.c.state == "OPEN",
+                    r.c.expected_date < today,
                     sa.exists().where(
-                        r.c.receipt_id == ir.c.receipt_id, r.c.resource_kind.is_(None)
+                        ir.c.receipt_id == r.c.receipt_id, ir.c.resource_kind.is_(None)
                     ),
                 )
-                .order_by(ir.c.expected_date, ir.c.receipt_id)
+                .order_by(r.c.expected_date, r.c.receipt_id)
             )
         ]
         if not ids:
@@ -1670,17 +1670,18 @@ class Store:
                 r.c.resource_due,
                 r.c.resource_kind,
                 r.c.resource_reason,
+                # Selected for ORDER BY, which PostgreSQL requires with DISTINCT.
+                ir.c.expected_date,
+                o.c.created_at,
             )
             .join(ir, ir.c.receipt_id == r.c.receipt_id)
             .join(o, o.c.order_id == r.c.order_id)
             .where(r.c.resource_kind.is_not(None))
-            .distinct()
+            .distinct()  # one per (order, receipt), however many rows they share
             .order_by(ir.c.expected_date, r.c.receipt_id, o.c.created_at, r.c.order_id)
         )
         if receipt_ids is not None:
             query = query.where(r.c.receipt_id.in_(list(receipt_ids)))
-        # DISTINCT with ORDER BY needs the ordering columns selected on PostgreSQL.
-        query = query.add_columns(ir.c.expected_date, o.c.created_at)
         return [PendingResourcing(*row[:7]) for row in conn.execute(query)]
 
     # -- checks (tests, operators) -------------------------------------------------
