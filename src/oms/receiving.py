@@ -223,16 +223,19 @@ def resource_overdue_receipts(store: Store, settings: Settings) -> Overdue:
     cancel or upsert whose re-sourcing was cut short).
     """
     day = today(store.clock())
-    with store.write() as conn:
-        overdue = store.overdue_receipts(conn, day)
-        for receipt in overdue:
-            store.mark_for_resourcing(
-                conn,
-                receipt,
-                [o for o, _ in store.receipt_orders(conn, receipt.receipt_id)],
-                LATE,
-                f"is overdue: expected {receipt.expected_date}, not received by {day}",
-            )
+    with store.read() as conn:
+        any_overdue = bool(store.overdue_receipts(conn, day))
+    if any_overdue:  # the write lock only when there is something to mark
+        with store.write() as conn:
+            for receipt in store.overdue_receipts(conn, day):
+                store.mark_for_resourcing(
+                    conn,
+                    receipt,
+                    [o for o, _ in store.receipt_orders(conn, receipt.receipt_id)],
+                    LATE,
+                    f"is overdue: expected {receipt.expected_date}, not received by {day}",
+                )
+    with store.read() as conn:
         pending = sorted({p.receipt_id for p in store.pending_resourcing(conn)})
     return Overdue(pending, resource_pending(store, settings, pending))
 
