@@ -490,8 +490,6 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             row = self.store.get_order(conn, request.order_id)
         return checkout_pb2.CancelOrderResponse(order=self._order_response(row))
 
-    # -- backorder (units that wait for inbound receipts) ------------------------
-
 
 MAX_PICKUP_STORES = 10
 
