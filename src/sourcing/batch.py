@@ -103,6 +103,7 @@ from sourcing.model import (
     ParcelLine,
     ParcelPlan,
 )
+from sourcing.orders import lines_by_sku, spread_over_lines
 
 __all__ = [
     "BatchInstance",
@@ -1411,29 +1412,22 @@ def _allocation(instance: BatchInstance, cat: _Catalogue, o: int, units: IntArra
     for parcel in batch_order.current.parcels:
         for line in parcel.lines:
             remaining[line.line] = remaining.get(line.line, 0) + line.qty
-    lines_of_sku: dict[int, list[int]] = {}
-    for i, order_line in enumerate(batch_order.order.lines):
-        lines_of_sku.setdefault(network.sku_index[order_line.sku], []).append(i)
+    lines_of_sku = lines_by_sku(network, batch_order.order)
     parcels: list[ParcelPlan] = []
     used = cells[units[cells] > 0]
     for slot in np.unique(cat.cell_slot[used]).tolist():
-        contents: list[ParcelLine] = []
-        for c in used[cat.cell_slot[used] == slot].tolist():
-            qty, sku = int(units[c]), int(cat.cell_sku[c])
-            for i in lines_of_sku[sku]:
-                take = min(qty, remaining.get(i, 0))
-                if take:
-                    contents.append(ParcelLine(i, network.sku_ids[sku], take))
-                    remaining[i] -= take
-                    qty -= take
-                if qty == 0:
-                    break
-        contents.sort(key=lambda pl: pl.line)
+        cells_of_slot = used[cat.cell_slot[used] == slot].tolist()
+        contents = spread_over_lines(
+            batch_order.order,
+            lines_of_sku,
+            remaining,
+            ((int(cat.cell_sku[c]), int(units[c])) for c in cells_of_slot),
+        )
         parcels.append(
             ParcelPlan(
                 network.node_ids[int(cat.slot_node[slot])],
                 network.service_ids[int(cat.slot_service[slot])],
-                tuple(contents),
+                contents,
             )
         )
     return Allocation(tuple(parcels))

@@ -7,13 +7,13 @@ recognises (``lines[1].qty``), all at once rather than first-error-only.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
 
 from sourcing.errors import FieldViolation, InvalidOrderError
-from sourcing.model import IntArray, Location, Network, Order, OrderLine
+from sourcing.model import IntArray, Location, Network, Order, OrderLine, ParcelLine
 
 #: Carts larger than this are refused: the checkout path must stay fast.
 MAX_ORDER_LINES = 200
@@ -30,6 +30,40 @@ def demand_by_sku(network: Network, order: Order) -> tuple[IntArray, IntArray]:
         wanted[sku] = wanted.get(sku, 0) + line.qty
     skus = sorted(wanted)
     return np.array(skus, dtype=np.int64), np.array([wanted[k] for k in skus], dtype=np.int64)
+
+
+def lines_by_sku(network: Network, order: Order) -> dict[int, list[int]]:
+    """The order's line indices per network SKU index, in line order."""
+    lines: dict[int, list[int]] = {}
+    for i, line in enumerate(order.lines):
+        lines.setdefault(network.sku_index[line.sku], []).append(i)
+    return lines
+
+
+def spread_over_lines(
+    order: Order,
+    lines_of_sku: Mapping[int, list[int]],
+    remaining: MutableMapping[int, int],
+    units: Iterable[tuple[int, int]],
+) -> tuple[ParcelLine, ...]:
+    """One parcel's ``units`` ((network SKU index, qty) pairs) as lines of ``order``.
+
+    Each SKU's units go to that SKU's lines in line order, each line taking up
+    to what it still needs (``remaining`` per line index, updated in place).
+    Returns the parcel's lines sorted by line index.
+    """
+    contents: list[ParcelLine] = []
+    for sku, qty in units:
+        for i in lines_of_sku[sku]:
+            if qty <= 0:
+                break
+            take = min(qty, remaining.get(i, 0))
+            if take:
+                contents.append(ParcelLine(i, order.lines[i].sku, take))
+                remaining[i] -= take
+                qty -= take
+    contents.sort(key=lambda pl: pl.line)
+    return tuple(contents)
 
 
 def validate_order(network: Network, order: Order) -> None:

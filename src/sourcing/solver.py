@@ -70,12 +70,11 @@ from sourcing.model import (
     Network,
     Option,
     Order,
-    ParcelLine,
     ParcelPlan,
     Proof,
     Shortfall,
 )
-from sourcing.orders import demand_by_sku, validate_order
+from sourcing.orders import demand_by_sku, lines_by_sku, spread_over_lines, validate_order
 
 OPTIMAL: Final = "OPTIMAL"
 FEASIBLE: Final = "FEASIBLE"
@@ -1114,10 +1113,8 @@ def _bound_and_solve(ctx: _Context, deadline: _Deadline, max_parcels: int) -> _P
 
 def _lines_of(order: Order, costs: OrderCosts, plan: _Plan, network: Network) -> Allocation:
     """Spread each node's units of a SKU over the order lines of that SKU, in line order."""
-    remaining = [line.qty for line in order.lines]
-    lines_of_sku: dict[int, list[int]] = {}
-    for i, line in enumerate(order.lines):
-        lines_of_sku.setdefault(network.sku_index[line.sku], []).append(i)
+    remaining = {i: line.qty for i, line in enumerate(order.lines)}
+    lines_of_sku = lines_by_sku(network, order)
     skus = costs.skus.tolist()
     nodes, services = plan.slots
     parcels: list[ParcelPlan] = []
@@ -1125,24 +1122,12 @@ def _lines_of(order: Order, costs: OrderCosts, plan: _Plan, network: Network) ->
     for c, v, units in zip(
         nodes.tolist(), services.tolist(), plan.units[nodes].tolist(), strict=True
     ):
-        contents: list[ParcelLine] = []
-        for k, qty in enumerate(units):
-            if qty <= 0:
-                continue
-            for i in lines_of_sku[skus[k]]:
-                take = min(qty, remaining[i])
-                if take:
-                    contents.append(ParcelLine(i, order.lines[i].sku, take))
-                    remaining[i] -= take
-                    qty -= take
-                if qty == 0:
-                    break
-        contents.sort(key=lambda pl: pl.line)
+        contents = spread_over_lines(order, lines_of_sku, remaining, zip(skus, units, strict=True))
         parcels.append(
             ParcelPlan(
                 network.node_ids[int(costs.nodes[c])],
                 network.service_ids[int(costs.services[v])],
-                tuple(contents),
+                contents,
             )
         )
     return Allocation(tuple(parcels))
