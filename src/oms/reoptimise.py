@@ -41,7 +41,14 @@ from sqlalchemy.engine import Connection
 
 from oms import schema as t
 from oms.convert import day_after, days_between, option_document, today
-from oms.store import Position, Store, units_by_node, units_of, utc_day
+from oms.store import (
+    Position,
+    Store,
+    order_reservation_rows,
+    units_by_node,
+    units_of,
+    utc_day,
+)
 from sourcing.batch import BatchInstance, BatchOrder, BatchResult, BatchSettings, Runner, reoptimise
 from sourcing.evaluate import evaluate
 from sourcing.model import (
@@ -360,19 +367,7 @@ def _apply(
     r = t.reservations
     conn.execute(sa.delete(r).where(r.c.order_id == order.order_id, r.c.quote_id.is_(None)))
     conn.execute(
-        sa.insert(r),
-        [
-            {
-                "node_id": node,
-                "sku": sku,
-                "qty": qty,
-                "quote_id": None,
-                "order_id": order.order_id,
-                "expires_at": None,
-                "capacity_day": order.capacity_day,
-            }
-            for (node, sku), qty in sorted(new_units.items())
-        ],
+        sa.insert(r), order_reservation_rows(order.order_id, new_units, order.capacity_day)
     )
     delta = _capacity_delta(order, new_units)
     store.use_capacity(

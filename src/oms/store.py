@@ -346,6 +346,25 @@ def units_of(allocation: Mapping[str, Any]) -> dict[Position, int]:
     return units
 
 
+def order_reservation_rows(
+    order_id: str, units: Mapping[Position, int], capacity_day: str | None
+) -> list[dict[str, Any]]:
+    """``reservations`` rows of an order's units (no expiry), in position order."""
+    return [
+        {
+            "node_id": node,
+            "sku": sku,
+            "qty": qty,
+            "quote_id": None,
+            "order_id": order_id,
+            "expires_at": None,
+            "capacity_day": capacity_day,
+        }
+        for (node, sku), qty in sorted(units.items())
+        if qty > 0
+    ]
+
+
 def units_by_node(units: Mapping[Position, int]) -> dict[str, int]:
     by_node: dict[str, int] = {}
     for (node, _), qty in units.items():
@@ -1163,22 +1182,7 @@ class Store:
         units = units_of(allocation)
         day = utc_day(now)
         if units:  # empty when every unit waits for inbound receipts
-            execute_many(
-                conn,
-                _INSERT_RESERVATIONS,
-                [
-                    {
-                        "node_id": node,
-                        "sku": sku,
-                        "qty": qty,
-                        "quote_id": None,
-                        "order_id": order_id,
-                        "expires_at": None,
-                        "capacity_day": day,
-                    }
-                    for (node, sku), qty in sorted(units.items())
-                ],
-            )
+            execute_many(conn, _INSERT_RESERVATIONS, order_reservation_rows(order_id, units, day))
         self.use_capacity(conn, units_by_node(units), day)
         for kind, detail in events:
             self.add_event(conn, order_id, kind, detail)
@@ -1513,19 +1517,7 @@ class Store:
         """Reserve more stock for a placed order, on today's capacity; the caller
         checked :meth:`shortages`."""
         day = utc_day(self.clock())
-        rows = [
-            {
-                "node_id": node,
-                "sku": sku,
-                "qty": qty,
-                "quote_id": None,
-                "order_id": order_id,
-                "expires_at": None,
-                "capacity_day": day,
-            }
-            for (node, sku), qty in sorted(units.items())
-            if qty > 0
-        ]
+        rows = order_reservation_rows(order_id, units, day)
         if rows:
             conn.execute(sa.insert(t.reservations), rows)
             self.use_capacity(conn, units_by_node(units), day)
