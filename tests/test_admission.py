@@ -144,3 +144,51 @@ def test_the_server_says_why_it_refused(tmp_path: Path) -> None:
 def test_slots_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         Admission(0)
+
+
+def test_callers_without_a_deadline_queue_instead_of_failing(tmp_path: Path) -> None:
+    """No deadline: grpc reports ~9.2e18 s remaining, too long for a lock timeout.
+
+    Four callers with no deadline overlap on one slot; every call must queue and
+    succeed (it used to raise OverflowError inside acquire: INTERNAL for 70 of 100).
+    """
+    with running_server(sqlite_url(tmp_path), cpu_slots=1) as client:
+        with parked_quotes(client) as (release, entered):
+            futures = [client.checkout.QuoteDeliveryOptions.future(_request()) for _ in range(4)]
+            _wait_for(lambda: entered[0] == 1)
+            release.set()
+            codes = []
+            for future in futures:
+                try:
+                    codes.append(grpc.StatusCode.OK if future.result().options else None)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+        assert codes == [grpc.StatusCode.OK] * 4
+        assert entered[0] == 4
+
+
+def test_an_unbounded_deadline_does_not_overflow_the_wait() -> None:
+    class Context:
+        def time_remaining(self) -> float:
+            return 9.2e18
+
+        def abort(self, code: grpc.StatusCode, details: str) -> None:
+            raise AssertionError(f"aborted: {code} {details}")
+
+    admission = Admission(1)
+    held = threading.Event()
+    done = threading.Event()
+
+    def holder() -> None:
+        with admission.slot(Context()):  # type: ignore[arg-type]
+            held.set()
+            done.wait(5)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    threading.Timer(0.2, done.set).start()
+    with admission.slot(Context()):  # type: ignore[arg-type]
+        pass
+    thread.join(5)
+    assert not thread.is_alive()

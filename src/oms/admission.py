@@ -42,7 +42,12 @@ class Admission:
     def slot(self, context: grpc.ServicerContext) -> Iterator[None]:
         """Hold a slot for the block; abort DEADLINE_EXCEEDED if the deadline comes first."""
         remaining = context.time_remaining()
-        timeout = None if remaining is None else max(0.0, remaining - MIN_WORK_S)
+        # A caller without a deadline reports ~9.2e18 s left, which no lock timeout
+        # accepts (OverflowError): such a caller simply waits its turn.
+        if remaining is None or remaining >= threading.TIMEOUT_MAX:
+            timeout = None
+        else:
+            timeout = max(0.0, remaining - MIN_WORK_S)
         started = time.monotonic()
         admitted = self._semaphore.acquire(timeout=timeout)
         waited = time.monotonic() - started
