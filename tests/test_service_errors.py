@@ -719,11 +719,19 @@ CASES = [
     ),
     pytest.param(
         Case(
-            list_orders(page_token=token(b"[" * 5000)),
+            list_orders(page_token=token(b"[" * 300)),
             INVALID_ARGUMENT,
             fields=(("page_token", "not a token"),),
         ),
         id="list-page-token-deeply-nested-json",
+    ),
+    pytest.param(
+        Case(
+            list_orders(page_token=token(b"[" * 5000)),
+            INVALID_ARGUMENT,
+            fields=(("page_token", "512 characters"),),
+        ),
+        id="list-page-token-longer-than-512",
     ),
     pytest.param(
         Case(list_orders(page_size=501), INVALID_ARGUMENT, fields=(("page_size", "500"),)),

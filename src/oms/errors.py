@@ -10,24 +10,57 @@ from dataclasses import dataclass
 
 from sourcing.errors import FieldViolation
 
+#: Characters of a caller's value repeated in an error message.
+ECHO_CHARS = 64
+
+
+def echo(value: str) -> str:
+    """``value`` quoted for an error message: at most :data:`ECHO_CHARS` characters of it.
+
+    A longer value shows its start and its length, ``'abc…'…(1048576 chars)``; the
+    quoting escapes control characters, so what a caller sent cannot break a log
+    line or a terminal. Every caller-supplied string in an error goes through here.
+    """
+    if len(value) <= ECHO_CHARS:
+        return repr(value)
+    return f"{value[:ECHO_CHARS]!r}…({len(value)} chars)"
+
 
 class OmsError(Exception):
     """Base of every error the service reports to its caller."""
 
 
 class InvalidArgument(OmsError):
-    """The request is malformed; each violation names the field and the reason."""
+    """The request is malformed; each violation names the field and the reason.
 
-    def __init__(self, violations: list[FieldViolation]):
+    ``truncated``: validation stopped after these violations (there are more).
+    ``reason``: the ErrorInfo reason (``MALFORMED_REQUEST`` for bytes that are not
+    the method's message, whose ``message`` then says so without violations).
+    """
+
+    def __init__(
+        self,
+        violations: list[FieldViolation],
+        *,
+        truncated: bool = False,
+        message: str | None = None,
+        reason: str = "INVALID_REQUEST",
+    ):
         self.violations = tuple(violations)
-        super().__init__("; ".join(f"{v.field}: {v.reason}" for v in violations))
+        self.truncated = truncated
+        self.reason = reason
+        if message is None:
+            message = "; ".join(f"{v.field}: {v.reason}" for v in violations)
+            if truncated:
+                message += f"; and more (validation stopped after {len(violations)} problems)"
+        super().__init__(message)
 
 
 class NotFound(OmsError):
     def __init__(self, kind: str, key: str):
         self.kind = kind
         self.key = key
-        super().__init__(f"{kind} {key!r} not found")
+        super().__init__(f"{kind} {echo(key)} not found")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from oms.v1 import common_pb2, fulfilment_pb2, fulfilment_pb2_grpc
 from oms.validation import Violations
 from sourcing.costs import haversine_km, zone_of
 from sourcing.model import MILLICENTS_PER_CENT, PICKUP_SERVICE, TRANSFER_SERVICE
+from sourcing.orders import MAX_ORDER_LINES
 
 #: Services that never carry a parcel from a customer: the node-to-node transfer lane
 #: and the in-store pickup pseudo-service.
@@ -128,6 +129,9 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
         v.require_id("order_id", request.order_id)
         if len(request.lines) == 0:
             v.add("lines", "name at least one SKU and quantity to return")
+        if len(request.lines) > MAX_ORDER_LINES:
+            v.add("lines", f"{len(request.lines)} lines exceed the limit of {MAX_ORDER_LINES}")
+            v.raise_if_any()
         wanted: dict[str, int] = {}
         for i, line in enumerate(request.lines):
             if not line.sku:
@@ -135,8 +139,6 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
             if line.quantity <= 0:
                 v.add(f"lines[{i}].quantity", f"must be positive, got {line.quantity}")
             wanted[line.sku] = wanted.get(line.sku, 0) + max(int(line.quantity), 0)
-        if len(request.idempotency_key) > 128:
-            v.add("idempotency_key", "is longer than 128 characters")
         v.raise_if_any()
         catalog = self.store.catalog()
         with self.store.write() as conn:
@@ -192,8 +194,6 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
         v.require_id("node_id", node_id)
         if not reason.strip():
             v.add("reason", "is required: a customer-service agent reads it in the order's events")
-        elif len(reason) > 1000:
-            v.add("reason", "is longer than 1000 characters")
 
     @rpc
     def RejectOrder(
@@ -217,6 +217,9 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
         self._node_checks(v, request.order_id, request.node_id, request.reason)
         if len(request.lines) == 0:
             v.add("lines", "name at least one SKU and the quantity missing")
+        if len(request.lines) > MAX_ORDER_LINES:
+            v.add("lines", f"{len(request.lines)} lines exceed the limit of {MAX_ORDER_LINES}")
+            v.raise_if_any()
         missing: dict[str, int] = {}
         for i, line in enumerate(request.lines):
             v.require_id(f"lines[{i}].sku", line.sku)

@@ -17,7 +17,7 @@ import grpc
 
 from oms import receiving
 from oms.convert import availability_proto, days_between
-from oms.errors import FailedPrecondition, Precondition
+from oms.errors import FailedPrecondition, Precondition, echo
 from oms.settings import Settings
 from oms.status import rpc, rpc_stream
 from oms.store import Availability, ReceiptRow, Store
@@ -42,6 +42,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         v = Violations()
         if not 0 < len(request.nodes) <= MAX_BATCH:
             v.add("nodes", f"send between 1 and {MAX_BATCH} nodes")
+            v.raise_if_any()
         rows: list[dict[str, Any]] = []
         for i, node in enumerate(request.nodes):
             f = f"nodes[{i}]"
@@ -83,6 +84,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         v = Violations()
         if not 0 < len(request.skus) <= MAX_BATCH:
             v.add("skus", f"send between 1 and {MAX_BATCH} SKUs")
+            v.raise_if_any()
         rows: list[dict[str, Any]] = []
         for i, sku in enumerate(request.skus):
             f = f"skus[{i}]"
@@ -114,7 +116,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         for i, zone in enumerate(request.zones):
             v.require_id(f"zones[{i}].zone", zone.zone)
             if zone.zone in names:
-                v.add(f"zones[{i}].zone", f"duplicate zone {zone.zone!r}")
+                v.add(f"zones[{i}].zone", f"duplicate zone {echo(zone.zone)}")
             names.add(zone.zone)
             if not (math.isfinite(zone.max_km) and zone.max_km > previous and zone.max_km > 0):
                 v.add(f"zones[{i}].max_km", "must be positive and strictly ascending")
@@ -126,7 +128,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             v.require_id(f"{f}.service", rate.service)
             v.require_id(f"{f}.zone", rate.zone)
             if request.zones and rate.zone not in names:
-                v.add(f"{f}.zone", f"unknown zone {rate.zone!r}")
+                v.add(f"{f}.zone", f"unknown zone {echo(rate.zone)}")
             if (rate.service, rate.zone) in seen:
                 v.add(f"{f}.zone", f"duplicate rate for {rate.service}/{rate.zone}")
             seen.add((rate.service, rate.zone))
@@ -265,12 +267,13 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         v = Violations()
         if not 0 < len(request.receipts) <= MAX_BATCH:
             v.add("receipts", f"send between 1 and {MAX_BATCH} receipts")
+            v.raise_if_any()
         seen: set[str] = set()
         for i, receipt in enumerate(request.receipts):
             f = f"receipts[{i}]"
             v.require_id(f"{f}.receipt_id", receipt.receipt_id)
             if receipt.receipt_id in seen:
-                v.add(f"{f}.receipt_id", f"duplicate receipt {receipt.receipt_id!r}")
+                v.add(f"{f}.receipt_id", f"duplicate receipt {echo(receipt.receipt_id)}")
             seen.add(receipt.receipt_id)
             v.require_id(f"{f}.node_id", receipt.node_id)
             v.require_id(f"{f}.sku", receipt.sku)
@@ -280,7 +283,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             try:
                 days_between("2000-01-01", receipt.expected_date)
             except ValueError:
-                v.add(f"{f}.expected_date", f"must be an ISO date, got {receipt.expected_date!r}")
+                v.add(
+                    f"{f}.expected_date", f"must be an ISO date, got {echo(receipt.expected_date)}"
+                )
         v.raise_if_any()
         with self.store.write() as conn:
             for receipt in request.receipts:
@@ -378,8 +383,6 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         v.units("received_quantity", request.received_quantity)
         if not request.reason.strip():
             v.add("reason", "is required: the stock ledger row records it")
-        elif len(request.reason) > 1000:
-            v.add("reason", "is longer than 1000 characters")
         v.raise_if_any()
         done = receiving.receive(
             self.store,

@@ -35,7 +35,7 @@ from grpc_reflection.v1alpha import reflection
 from oms import metrics
 from oms.checkout import CheckoutServicer
 from oms.fulfilment import FulfilmentServicer
-from oms.interceptors import AuthInterceptor, ObservabilityInterceptor
+from oms.interceptors import AuthInterceptor, InputInterceptor, ObservabilityInterceptor
 from oms.inventory import InventoryServicer
 from oms.logging import configure_logging
 from oms.receiving import start_sweeper
@@ -49,6 +49,7 @@ from oms.v1 import (
     inventory_pb2,
     inventory_pb2_grpc,
 )
+from oms.validation import MAX_REQUEST_BYTES
 
 log = logging.getLogger("oms.server")
 
@@ -98,8 +99,13 @@ def build_server(settings: Settings, store: Store) -> tuple[grpc.Server, int]:
         interceptors=[
             ObservabilityInterceptor(),
             AuthInterceptor(settings.admin_token, settings.checkout_token),
+            InputInterceptor(),
         ],
-        options=[("grpc.so_reuseport", 1 if settings.workers > 1 else 0)],
+        options=[
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+            # A deliberate bound, not grpc's default of the day (oms.validation).
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        ],
         maximum_concurrent_rpcs=settings.threads * 8,
     )
     checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(
