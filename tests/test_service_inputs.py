@@ -708,6 +708,32 @@ def test_malformed_bytes_without_a_token_are_unauthenticated(client: Client) -> 
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+# -------------------------------------------- item 12: numbers, page sizes, tokens
+
+
+@pytest.mark.parametrize(
+    "fields, field, word",
+    [
+        ({"max_parcels": 2**31 - 1}, "max_parcels", "at most 100"),
+        ({"max_parcels": 101}, "max_parcels", "at most 100"),
+        ({"latest_delivery_days": 2**31 - 1}, "latest_delivery_days", "at most 365"),
+        ({"latest_delivery_days": 366}, "latest_delivery_days", "at most 365"),
+    ],
+)
+def test_quote_caps_are_bounded(
+    client: Client, fields: dict[str, int], field: str, word: str
+) -> None:
+    err = failure(
+        lambda: client.checkout.QuoteDeliveryOptions(quote_request(**fields), timeout=TIMEOUT)
+    )
+    invalid(err, field, word=word)
+
+
+def test_quote_caps_at_their_bounds_are_served(client: Client) -> None:
+    response = client.quote({"A": 1}, max_parcels=100, latest_delivery_days=365)
+    assert response.options
+
+
 def test_ids_in_errors_keep_the_error_small_even_when_the_store_is_asked(
     client: Client,
 ) -> None:

@@ -56,6 +56,11 @@ log = logging.getLogger("oms.checkout")
 STORE_RESERVE_S = 0.010
 MAX_PAGE_SIZE = 500
 MAX_LINE_QUANTITY = 1_000_000
+#: Caps a caller may put on every option. No real cart ships in more than 100 parcels
+#: (the solver never uses more than one per node), and a promise more than a year
+#: out is not a delivery date; anything larger is a mistake, not a wish.
+MAX_PARCELS = 100
+MAX_DELIVERY_DAYS = 365
 DEFAULT_PAGE_SIZE = 50
 
 
@@ -158,13 +163,15 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 "the network is empty: load one with 'oms load' or the InventoryService",
                 [Precondition("NETWORK", "nodes", "no nodes, zones or rates loaded")],
             )
-        if request.max_parcels < 0:
-            v.add("max_parcels", f"must not be negative, got {request.max_parcels}")
-        if request.latest_delivery_days < 0:
-            v.add(
-                "latest_delivery_days",
-                f"must not be negative, got {request.latest_delivery_days}",
-            )
+        for field, cap in (
+            ("max_parcels", MAX_PARCELS),
+            ("latest_delivery_days", MAX_DELIVERY_DAYS),
+        ):
+            value = getattr(request, field)
+            if value < 0:
+                v.add(field, f"must not be negative, got {value}")
+            elif value > cap:
+                v.add(field, f"must be at most {cap} (0 means no cap), got {value}")
         if request.HasField("value_of_day"):
             v.money("value_of_day", request.value_of_day, self.settings.currency)
         check_pickup_stores(v, catalog, request)
