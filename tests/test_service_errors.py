@@ -734,11 +734,12 @@ CASES = [
         id="list-page-token-longer-than-512",
     ),
     pytest.param(
-        Case(list_orders(page_size=501), INVALID_ARGUMENT, fields=(("page_size", "500"),)),
-        id="list-page-size-501",
+        # AIP-158: a page size above the maximum is served at the maximum.
+        Case(list_orders(page_size=501), OK),  # test_service_inputs checks the coercion
+        id="list-page-size-501-is-coerced",
     ),
     pytest.param(
-        Case(list_orders(page_size=-1), INVALID_ARGUMENT, fields=(("page_size", "500"),)),
+        Case(list_orders(page_size=-1), INVALID_ARGUMENT, fields=(("page_size", "negative"),)),
         id="list-page-size-negative",
     ),
     pytest.param(

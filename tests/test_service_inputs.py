@@ -19,6 +19,8 @@ what the service says back is bounded too:
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -732,6 +734,140 @@ def test_quote_caps_are_bounded(
 def test_quote_caps_at_their_bounds_are_served(client: Client) -> None:
     response = client.quote({"A": 1}, max_parcels=100, latest_delivery_days=365)
     assert response.options
+
+
+def tokens_of(client: Client, **fields: Any) -> tuple[list[str], list[str]]:
+    """Every order id listed page by page (and the tokens seen)."""
+    ids: list[str] = []
+    seen: list[str] = []
+    token = ""
+    for _ in range(1000):
+        page = client.checkout.ListOrders(
+            checkout_pb2.ListOrdersRequest(page_token=token, **fields), timeout=TIMEOUT
+        )
+        ids += [o.order_id for o in page.orders]
+        token = page.next_page_token
+        if not token:
+            return ids, seen
+        seen.append(token)
+    raise AssertionError("ListOrders never ended")
+
+
+@pytest.fixture(scope="module")
+def listed(client: Client) -> list[str]:
+    """At least five orders exist; the ids ListOrders shows in one page."""
+    for _ in range(5):
+        order(client)
+    return [
+        o.order_id
+        for o in client.checkout.ListOrders(
+            checkout_pb2.ListOrdersRequest(page_size=500), timeout=TIMEOUT
+        ).orders
+    ]
+
+
+def test_pages_list_every_order_once(client: Client, listed: list[str]) -> None:
+    ids, tokens = tokens_of(client, page_size=2)
+    assert ids[: len(listed)] == listed
+    assert len(set(ids)) == len(ids)
+    assert tokens and all(len(t) <= 512 for t in tokens)
+
+
+def forged(raw: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode()
+
+
+def tampered(client: Client) -> str:
+    token = client.checkout.ListOrders(
+        checkout_pb2.ListOrdersRequest(page_size=1), timeout=TIMEOUT
+    ).next_page_token
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[len(raw) // 2] ^= 0x01
+    return base64.urlsafe_b64encode(bytes(raw)).decode()
+
+
+BAD_TOKENS: dict[str, Callable[[Client], str]] = {
+    "nan": lambda c: base64.urlsafe_b64encode(b'[NaN, "o_x"]').decode(),
+    "1e400": lambda c: base64.urlsafe_b64encode(b'[1e400, "o_x"]').decode(),
+    "object": lambda c: forged({"created_at": 1.0, "order_id": "o_x"}),
+    "plain-json-list": lambda c: forged([1.0, "o_x"]),
+    "not-base64": lambda c: "!!!",
+    "tampered": tampered,
+    "too-long": lambda c: "A" * 513,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TOKENS))
+def test_page_tokens_are_checked_strictly(client: Client, listed: list[str], case: str) -> None:
+    token = BAD_TOKENS[case](client)
+    err = failure(
+        lambda: client.checkout.ListOrders(
+            checkout_pb2.ListOrdersRequest(page_token=token), timeout=TIMEOUT
+        )
+    )
+    assert err.code() == INVALID_ARGUMENT, f"{err.code().name}: {err.details()}"
+    assert [f for f, _ in violations(err)] == ["page_token"]
+
+
+def test_a_page_token_works_only_with_the_filter_it_was_issued_for(
+    client: Client, listed: list[str]
+) -> None:
+    token = client.checkout.ListOrders(
+        checkout_pb2.ListOrdersRequest(page_size=1), timeout=TIMEOUT
+    ).next_page_token
+    err = failure(
+        lambda: client.checkout.ListOrders(
+            checkout_pb2.ListOrdersRequest(
+                page_token=token, state=common_pb2.ORDER_STATE_CANCELLED
+            ),
+            timeout=TIMEOUT,
+        )
+    )
+    ((_, description),) = invalid(err, "page_token")
+    assert "filter" in description
+
+
+@pytest.mark.parametrize("size", [501, 2**31 - 1])
+def test_page_size_over_the_maximum_is_coerced(
+    client: Client, listed: list[str], monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """AIP-158: a page_size above the maximum is served at the maximum."""
+    monkeypatch.setattr("oms.paging.MAX_PAGE_SIZE", 2)
+    page = client.checkout.ListOrders(
+        checkout_pb2.ListOrdersRequest(page_size=size), timeout=TIMEOUT
+    )
+    assert [o.order_id for o in page.orders] == listed[:2]
+    assert page.next_page_token
+
+
+def test_page_size_501_is_served(client: Client, listed: list[str]) -> None:
+    page = client.checkout.ListOrders(
+        checkout_pb2.ListOrdersRequest(page_size=501), timeout=TIMEOUT
+    )
+    assert [o.order_id for o in page.orders] == listed
+
+
+def test_negative_page_size_stays_invalid(client: Client) -> None:
+    err = failure(
+        lambda: client.checkout.ListOrders(
+            checkout_pb2.ListOrdersRequest(page_size=-1), timeout=TIMEOUT
+        )
+    )
+    invalid(err, "page_size", word="negative")
+
+
+def test_a_page_stops_before_it_outgrows_a_default_client(
+    client: Client, listed: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fewer orders than page_size when they would not fit the byte budget (AIP-158 allows it)."""
+    first = client.checkout.GetOrder(
+        checkout_pb2.GetOrderRequest(order_id=listed[0]), timeout=TIMEOUT
+    ).order
+    monkeypatch.setattr("oms.paging.MAX_PAGE_BYTES", int(first.ByteSize() * 2.5))
+    page = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest(page_size=50), timeout=TIMEOUT)
+    assert 1 <= len(page.orders) <= 3 and page.next_page_token
+    ids, _ = tokens_of(client, page_size=50)
+    assert ids[: len(listed)] == listed and len(set(ids)) == len(ids)
 
 
 def test_ids_in_errors_keep_the_error_small_even_when_the_store_is_asked(

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.rpc import error_details_pb2
 
-from oms import schema
+from oms import paging, schema
 from oms.errors import (
     Aborted,
     FailedPrecondition,
@@ -227,3 +227,52 @@ def test_a_small_status_is_left_whole() -> None:
         ("lines[0].sku", "unknown SKU 'X'")
     ]
     assert dict(info.metadata) == {}
+
+
+# ---------------------------------------------------------------------- page tokens
+
+
+def test_page_token_round_trip() -> None:
+    token = paging.encode_token((1733430000.123456, "o_abc"), "state=PLACED")
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert paging.decode_token(token, "state=PLACED") == (1733430000.123456, "o_abc")
+
+
+def test_every_single_bit_flip_of_a_token_is_refused() -> None:
+    token = paging.encode_token((1733430000.5, "o_" + "f" * 32), "state=")
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for i in range(len(raw)):
+        for bit in range(8):
+            edited = bytearray(raw)
+            edited[i] ^= 1 << bit
+            forged = base64.urlsafe_b64encode(bytes(edited)).decode()
+            with pytest.raises(InvalidArgument):
+                paging.decode_token(forged, "state=")
+
+
+def test_a_token_for_another_filter_is_refused() -> None:
+    token = paging.encode_token((1.0, "o_a"), "state=PLACED")
+    with pytest.raises(InvalidArgument, match="another filter"):
+        paging.decode_token(token, "state=")
+
+
+@pytest.mark.parametrize(
+    "requested, served", [(0, 50), (1, 1), (500, 500), (501, 500), (2**31 - 1, 500)]
+)
+def test_page_size_is_coerced(requested: int, served: int) -> None:
+    v = Violations()
+    assert paging.page_size(requested, v) == served
+    assert v.items == []
+
+
+def test_fill_stops_before_the_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [common_pb2.OrderEvent(type="x", detail="d" * 100) for _ in range(10)]
+    size = rows[0].ByteSize() + 8
+    monkeypatch.setattr(paging, "MAX_PAGE_BYTES", size * 3)
+    items, more = paging.fill(rows, 5, lambda row: row)
+    assert (len(items), more) == (3, True)
+    items, more = paging.fill(rows[:2], 5, lambda row: row)
+    assert (len(items), more) == (2, False)
+    monkeypatch.setattr(paging, "MAX_PAGE_BYTES", 1)
+    items, more = paging.fill(rows, 5, lambda row: row)
+    assert (len(items), more) == (1, True)  # never an empty page while items remain

@@ -10,16 +10,13 @@ FAILED_PRECONDITION naming each position that changed.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 import uuid
 from typing import Any
 
 import grpc
 
-from oms import lifecycle
+from oms import lifecycle, paging
 from oms.admission import Admission, admitted
 from oms.convert import (
     PROTO_TO_STATE,
@@ -31,21 +28,14 @@ from oms.convert import (
     timestamp,
     today,
 )
-from oms.errors import (
-    Aborted,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    Precondition,
-    echo,
-)
+from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition, echo
 from oms.metrics import observe_solver
 from oms.settings import Settings
 from oms.status import rpc
 from oms.store import Catalog, OrderRow, QuoteRow, Store, units_of
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
 from oms.validation import Violations
-from sourcing.errors import FieldViolation, ShortageError
+from sourcing.errors import ShortageError
 from sourcing.model import MILLICENTS_PER_CENT, Location, NodeKind, Order, OrderLine
 from sourcing.orders import MAX_ORDER_LINES
 from sourcing.solver import QuoteSettings, quote
@@ -54,14 +44,12 @@ log = logging.getLogger("oms.checkout")
 
 #: Time kept back from the caller's deadline for reading stock and writing the quote.
 STORE_RESERVE_S = 0.010
-MAX_PAGE_SIZE = 500
 MAX_LINE_QUANTITY = 1_000_000
 #: Caps a caller may put on every option. No real cart ships in more than 100 parcels
 #: (the solver never uses more than one per node), and a promise more than a year
 #: out is not a delivery date; anything larger is a mistake, not a wish.
 MAX_PARCELS = 100
 MAX_DELIVERY_DAYS = 365
-DEFAULT_PAGE_SIZE = 50
 
 
 def order_from_lines(
@@ -94,21 +82,6 @@ def order_from_lines(
         destination=Location(destination.latitude, destination.longitude),
         lines=tuple(OrderLine(line.sku, int(line.quantity)) for line in lines),
     )
-
-
-def _page_token(row: OrderRow) -> str:
-    raw = json.dumps([row.created_at, row.order_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _parse_page_token(token: str) -> tuple[float, str]:
-    try:
-        created_at, order_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return float(created_at), str(order_id)
-    except (ValueError, TypeError, RecursionError, binascii.Error):
-        raise InvalidArgument(
-            [FieldViolation("page_token", "is not a token this service issued")]
-        ) from None
 
 
 def _refuse_if_expired(context: grpc.ServicerContext) -> None:
@@ -464,23 +437,25 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         self, request: checkout_pb2.ListOrdersRequest, context: grpc.ServicerContext
     ) -> checkout_pb2.ListOrdersResponse:
         v = Violations()
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            v.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}, got {request.page_size}")
+        size = paging.page_size(request.page_size, v)
         if (
             request.state != common_pb2.ORDER_STATE_UNSPECIFIED
             and request.state not in PROTO_TO_STATE
         ):
             v.add("state", f"unknown order state {request.state}")
         v.raise_if_any()
-        after = _parse_page_token(request.page_token) if request.page_token else None
-        size = request.page_size or DEFAULT_PAGE_SIZE
         state = PROTO_TO_STATE.get(request.state)
+        filter_ = f"state={state or ''}"
+        after = paging.decode_token(request.page_token, filter_) if request.page_token else None
         with self.store.read() as conn:
             rows = self.store.list_orders(conn, state=state, after=after, limit=size + 1)
-        page, more = rows[:size], len(rows) > size
+        orders, more = paging.fill(rows, size, self._order_response)
+        last = rows[len(orders) - 1] if more else None
         return checkout_pb2.ListOrdersResponse(
-            orders=[self._order_response(r) for r in page],
-            next_page_token=_page_token(page[-1]) if more else "",
+            orders=orders,
+            next_page_token=""
+            if last is None
+            else paging.encode_token((last.created_at, last.order_id), filter_),
         )
 
     @rpc
