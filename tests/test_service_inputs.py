@@ -24,6 +24,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -868,6 +869,61 @@ def test_a_page_stops_before_it_outgrows_a_default_client(
     assert 1 <= len(page.orders) <= 3 and page.next_page_token
     ids, _ = tokens_of(client, page_size=50)
     assert ids[: len(listed)] == listed and len(set(ids)) == len(ids)
+
+
+# ------------------------------------------------ item 13: a ReturnItems retry
+
+
+def expensive_newark(client: Client) -> None:
+    """Make Newark the dearest node to send a return to, so the next return goes elsewhere."""
+    client.inventory.UpsertNodes(
+        inventory_pb2.UpsertNodesRequest(
+            nodes=[
+                inventory_pb2.Node(
+                    node_id="DC-NJ",
+                    kind=inventory_pb2.NODE_KIND_DC,
+                    location=common_pb2.Location(latitude=40.7357, longitude=-74.1724),
+                    handling_days=1,
+                    handling_cost=common_pb2.Money(minor_units=100_000, currency_code="USD"),
+                )
+            ]
+        ),
+        metadata=ADMIN,
+        timeout=TIMEOUT,
+    )
+
+
+def test_a_return_retry_answers_exactly_what_the_first_call_did(
+    tmp_path: Path, database_url: str
+) -> None:
+    with running_server(database_url, hand_network(STOCK)) as c:
+        order_id = order(c, "SHIPPED", {"A": 2})
+
+        def give_back(key: str, sku: str = "A") -> fulfilment_pb2.ReturnItemsResponse:
+            return c.fulfilment.ReturnItems(
+                fulfilment_pb2.ReturnItemsRequest(
+                    order_id=order_id, lines=[line(sku)], idempotency_key=key
+                ),
+                metadata=ADMIN,
+                timeout=TIMEOUT,
+            )
+
+        first = give_back("return-1")
+        assert first.return_node_id == "DC-NJ" and first.HasField("return_cost")
+        expensive_newark(c)
+        second = give_back("return-2")
+        assert second.return_node_id != "DC-NJ"
+        retry = give_back("return-1")
+        assert (retry.return_node_id, retry.return_cost) == (
+            first.return_node_id,
+            first.return_cost,
+        )
+        assert retry.HasField("return_cost")
+        assert len(retry.order.returns) == 2  # nothing returned twice
+        # The same key for other units is a different request, not a retry.
+        err = failure(lambda: give_back("return-1", "B"))
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err.details()
+        assert "return-1" in (err.details() or "")
 
 
 def test_ids_in_errors_keep_the_error_small_even_when_the_store_is_asked(

@@ -18,11 +18,11 @@ import numpy as np
 
 from oms import lifecycle
 from oms.convert import money, order_proto
-from oms.errors import FailedPrecondition, Precondition
+from oms.errors import FailedPrecondition, Precondition, echo
 from oms.resourcing import Resourcer
 from oms.settings import Settings
 from oms.status import rpc
-from oms.store import Catalog, OrderRow, Store, units_of
+from oms.store import Catalog, OrderRow, RecordedReturn, Store, units_of
 from oms.v1 import common_pb2, fulfilment_pb2, fulfilment_pb2_grpc
 from oms.validation import Violations
 from sourcing.costs import haversine_km, zone_of
@@ -143,13 +143,10 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
         catalog = self.store.catalog()
         with self.store.write() as conn:
             row = self.store.get_order(conn, request.order_id, for_update=True)
-            if request.idempotency_key and self.store.return_key_used(
-                conn, row.order_id, request.idempotency_key
-            ):
-                node = next(n for sku, _, n, _ in reversed(row.returns))
-                return fulfilment_pb2.ReturnItemsResponse(
-                    order=self._proto(row), return_node_id=node
-                )
+            if request.idempotency_key:
+                done = self.store.return_by_key(conn, row.order_id, request.idempotency_key)
+                if done is not None:
+                    return self._replay_return(row, done, wanted, request.idempotency_key)
             lifecycle.plan("return", row.order_id, row.state)
             shipped: dict[str, int] = {}
             for (_, sku), qty in units_of(row.allocation).items():
@@ -176,7 +173,7 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
             )
             node, cost = cheapest_return_node(catalog, row.dest_lat, row.dest_lon, weight)
             self.store.record_return(
-                conn, row.order_id, wanted, node, request.idempotency_key or None
+                conn, row.order_id, wanted, node, request.idempotency_key or None, cost
             )
             units = ", ".join(f"{qty} x {sku}" for sku, qty in sorted(wanted.items()))
             self.store.add_event(conn, row.order_id, "returned", f"{units} restocked at {node}")
@@ -186,6 +183,27 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
             return_node_id=node,
             return_cost=money(cost, self.settings.currency),
         )
+
+    def _replay_return(
+        self, row: OrderRow, done: RecordedReturn, wanted: dict[str, int], key: str
+    ) -> fulfilment_pb2.ReturnItemsResponse:
+        """A retry answers what the first call did: its node and its cost (and the order now).
+
+        The same key for other units is another request, not a retry.
+        """
+        if done.units != wanted:
+            sent = ", ".join(f"{qty} x {sku}" for sku, qty in sorted(done.units.items()))
+            raise FailedPrecondition(
+                f"idempotency key {echo(key)} was used for another return of order "
+                f"{row.order_id!r} ({sent})",
+                [Precondition("IDEMPOTENCY_KEY", key, "used for another return")],
+            )
+        response = fulfilment_pb2.ReturnItemsResponse(
+            order=self._proto(row), return_node_id=done.node_id
+        )
+        if done.cost is not None:
+            response.return_cost.CopyFrom(money(done.cost, self.settings.currency))
+        return response
 
     # -- a node hands units back: re-sourcing ------------------------------------
 

@@ -196,6 +196,9 @@ order_returns = Table(
     Column("node_id", String(128), nullable=False),
     Column("at", Float, nullable=False),
     Column("idempotency_key", String(128), nullable=True),
+    # What the call's return cost (millicents), repeated on each SKU row of the call:
+    # a retry with the same key answers it again (migration 0006; older rows: NULL).
+    Column("return_cost", BigInteger, nullable=True),
     Index("ix_order_returns_order", "order_id"),
 )
 

@@ -288,6 +288,16 @@ class OrderRow:
 
 
 @dataclass(frozen=True)
+class RecordedReturn:
+    """One ReturnItems call as stored: units per SKU, the node, and its cost (millicents;
+    None for returns recorded before migration 0006)."""
+
+    units: dict[str, int]
+    node_id: str
+    cost: int | None
+
+
+@dataclass(frozen=True)
 class QuoteRow:
     quote_id: str
     created_at: float
@@ -1291,14 +1301,21 @@ class Store:
             )
         }
 
-    def return_key_used(self, conn: Connection, order_id: str, key: str) -> bool:
+    def return_by_key(self, conn: Connection, order_id: str, key: str) -> RecordedReturn | None:
+        """What the return of ``order_id`` made with idempotency ``key`` restocked, if any."""
         r = t.order_returns
-        return (
-            conn.execute(
-                sa.select(r.c.return_id).where(r.c.order_id == order_id, r.c.idempotency_key == key)
-            ).first()
-            is not None
-        )
+        rows = conn.execute(
+            sa.select(r.c.sku, r.c.qty, r.c.node_id, r.c.return_cost)
+            .where(r.c.order_id == order_id, r.c.idempotency_key == key)
+            .order_by(r.c.return_id)
+        ).all()
+        if not rows:
+            return None
+        units: dict[str, int] = {}
+        for sku, qty, _, _ in rows:
+            units[sku] = units.get(sku, 0) + int(qty)
+        cost = rows[0].return_cost
+        return RecordedReturn(units, rows[0].node_id, None if cost is None else int(cost))
 
     def record_return(
         self,
@@ -1307,8 +1324,10 @@ class Store:
         units: Mapping[str, int],
         node_id: str,
         idempotency_key: str | None,
+        return_cost: int,
     ) -> None:
-        """Returned units restored at ``node_id`` (ledger rows; positions created if new)."""
+        """Returned units restored at ``node_id`` (ledger rows; positions created if new),
+        recorded with what the return cost (millicents) for a retry to answer again."""
         now = self.clock()
         for sku, qty in sorted(units.items()):
             exists = conn.execute(
@@ -1329,6 +1348,7 @@ class Store:
                     node_id=node_id,
                     at=now,
                     idempotency_key=idempotency_key,
+                    return_cost=return_cost,
                 )
             )
 
