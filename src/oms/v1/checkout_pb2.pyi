@@ -36,7 +36,9 @@ class QuoteDeliveryOptionsRequest(_message.Message):
     allow_partial: _builtins.bool
     """Offer options that leave part of the cart unfilled (reported as shortfall)."""
     max_parcels: _builtins.int
-    """Caps every option; 0 means no cap."""
+    """Caps every option; 0 means no cap. At most 100 parcels and 365 days: larger
+    values are INVALID_ARGUMENT.
+    """
     latest_delivery_days: _builtins.int
     nearest_pickup_stores: _builtins.int
     """Also offer click & collect at this many stores nearest the destination (0 to 10)."""
@@ -211,8 +213,12 @@ class ListOrdersRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """At most 500; 0 means 50."""
+    """0 means 50; above 500 is served as 500 (AIP-158); negative is INVALID_ARGUMENT.
+    A page may hold fewer orders (it stays under 2 MiB); only an empty
+    next_page_token ends the list.
+    """
     page_token: _builtins.str
+    """Opaque; valid only with the same state filter as the call that returned it."""
     state: _common_pb2.OrderState.ValueType
     """Only orders in this state; unspecified lists all."""
     def __init__(
@@ -261,6 +267,9 @@ class CancelOrderRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     reason: _builtins.str
+    """Optional free text, at most 1000 characters (line breaks allowed, other
+    control characters not), recorded in the order's events.
+    """
     def __init__(
         self,
         *,
