@@ -18,6 +18,11 @@ Money is integer cents, like the planner CSVs; times are UTC epoch seconds
   reservation names the day it counts on (``capacity_day``).
 * ``quotes``: the options a quote offered (JSON) and the order that used it.
 * ``orders``, ``order_events``, ``order_returns``: order state and history.
+  The order's plan facts the dashboard aggregates (labels, parcel count,
+  shipping, handling, storage credit, cost) are generated columns read from
+  ``allocation_json`` by the database itself (migration 0006), so every writer
+  of an allocation keeps them true without knowing they exist; inserts name
+  only the other columns (:data:`WRITABLE`).
 * ``inbound_receipts``: units a node expects on a date (OPEN, CANCELLED or
   RECEIVED, with ``received_qty``: receiving puts those units on hand by a ledger row);
   ``inbound_reservations``: units of a receipt an order waits for (backorder).
@@ -28,9 +33,12 @@ Money is integer cents, like the planner CSVs; times are UTC epoch seconds
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
+    Computed,
     Float,
     ForeignKey,
     Index,
@@ -40,9 +48,51 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnElement
 
 metadata = MetaData()
+
+
+class AllocationField(ColumnElement[Any]):
+    """A field of ``orders.allocation_json`` as the database reads it (a generated column).
+
+    ``kind``: ``number`` (an integer field), ``length`` (the length of an array
+    field) or ``json`` (the field as JSON text, e.g. ``["CHEAPEST","BALANCED"]``).
+    """
+
+    inherit_cache = True
+
+    def __init__(self, key: str, kind: str) -> None:
+        self.key = key
+        self.kind = kind
+
+
+@compiles(AllocationField, "postgresql")
+def _allocation_field_postgresql(element: AllocationField, compiler: SQLCompiler, **kw: Any) -> str:
+    doc = "(allocation_json::jsonb)"
+    if element.kind == "length":
+        return f"jsonb_array_length({doc} -> '{element.key}')"
+    if element.kind == "json":
+        return f"(({doc} -> '{element.key}')::text)"
+    return f"(({doc} ->> '{element.key}')::bigint)"
+
+
+@compiles(AllocationField, "sqlite")
+def _allocation_field_sqlite(element: AllocationField, compiler: SQLCompiler, **kw: Any) -> str:
+    if element.kind == "length":
+        return f"json_array_length(allocation_json, '$.{element.key}')"
+    return f"json_extract(allocation_json, '$.{element.key}')"
+
+
+def _generated(name: str, type_: Any, key: str, kind: str = "number") -> Column[Any]:
+    # persisted=None: each dialect's default (PostgreSQL: STORED; SQLite: VIRTUAL);
+    # migration 0006 says which explicitly.
+    return Column(name, type_, Computed(AllocationField(key, kind)), nullable=True)
+
 
 network_meta = Table(
     "network_meta",
@@ -112,6 +162,16 @@ stock_ledger = Table(
     Column("order_id", String(64), nullable=True),
     Column("at", Float, nullable=False),
     Index("ix_stock_ledger_position", "node_id", "sku"),
+    # Units that left a node for an order (shipments), by time: the dashboard's
+    # volume shipped per node, read from this index alone.
+    Index(
+        "ix_stock_ledger_shipped",
+        "at",
+        "node_id",
+        "delta",
+        sqlite_where=text("order_id IS NOT NULL AND delta < 0"),
+        postgresql_where=text("order_id IS NOT NULL AND delta < 0"),
+    ),
 )
 
 reservations = Table(
@@ -152,6 +212,8 @@ quotes = Table(
     Column("request_json", Text, nullable=False),
     Column("options_json", Text, nullable=False),
     Column("order_id", String(64), nullable=True),
+    # Quotes per period (the dashboard's quote-to-order conversion).
+    Index("ix_quotes_created", "created_at"),
 )
 
 orders = Table(
@@ -171,9 +233,20 @@ orders = Table(
     Column("updated_at", Float, nullable=False),
     # Bumped by every change: the batch job writes only orders still at the version it read.
     Column("version", Integer, nullable=False),
+    # Generated from allocation_json (migration 0006), for the dashboard's aggregates.
+    _generated("option_labels", Text, "labels", "json"),
+    _generated("parcel_count", Integer, "parcels", "length"),
+    _generated("shipping_cost", BigInteger, "shipping"),
+    _generated("handling_cost", BigInteger, "handling"),
+    _generated("storage_credit", BigInteger, "storage_credit"),
+    _generated("total_cost", BigInteger, "cost"),
     UniqueConstraint("idempotency_key", name="uq_orders_idempotency_key"),
     Index("ix_orders_state_created", "state", "created_at"),
+    Index("ix_orders_created", "created_at"),
 )
+
+#: The columns of each table a writer names (generated columns are the database's).
+WRITABLE: dict[str, tuple[str, ...]] = {}
 
 order_events = Table(
     "order_events",
@@ -184,6 +257,8 @@ order_events = Table(
     Column("type", String(32), nullable=False),
     Column("detail", Text, nullable=False),
     Index("ix_order_events_order", "order_id"),
+    # The dashboard counts events of a kind over a period (deliveries, flags).
+    Index("ix_order_events_type_at", "type", "at"),
 )
 
 order_returns = Table(
@@ -235,4 +310,11 @@ inbound_reservations = Table(
     Column("resource_due", String(10), nullable=True),
     Index("ix_inbound_reservations_receipt", "receipt_id"),
     Index("ix_inbound_reservations_order", "order_id"),
+)
+
+WRITABLE.update(
+    {
+        table.name: tuple(c.name for c in table.columns if c.computed is None)
+        for table in metadata.sorted_tables
+    }
 )

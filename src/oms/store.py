@@ -115,7 +115,7 @@ _TAKE_QUOTE = Statement.portable(
 )
 _DROP_QUOTE_HOLDS = Statement.portable("DELETE FROM reservations WHERE quote_id = :quote_id")
 _QUOTE_COLUMNS = tuple(c.name for c in t.quotes.columns)
-_ORDER_COLUMNS = tuple(c.name for c in t.orders.columns)
+_ORDER_COLUMNS = t.WRITABLE["orders"]  # not the generated columns (the database writes them)
 _QUOTE_BY_ID = Statement.portable(
     f"SELECT {', '.join(_QUOTE_COLUMNS)} FROM quotes WHERE quote_id = :quote_id"
 )
