@@ -34,6 +34,38 @@ def _store_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _dashboard_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        help="the web dashboard's port (default 8080, $OMS_HTTP_PORT; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--viewer-token-file",
+        help="file holding the dashboard's viewer token ($OMS_VIEWER_TOKEN_FILE, or "
+        "$OMS_VIEWER_TOKEN); with no token at all one is made and printed in a login link",
+    )
+    parser.add_argument(
+        "--no-demo-orders",
+        action="store_true",
+        help="on a fresh store with the demo network, do not place demo orders",
+    )
+
+
+def _dashboard_config(args: argparse.Namespace, settings: Any) -> Any:
+    from oms.dashboard.config import resolve
+
+    return resolve(
+        settings.database_url,
+        admin_token=settings.admin_token,
+        viewer_token_file=args.viewer_token_file,
+        host=settings.host,
+        port=args.http_port,
+        demo_orders=0 if args.no_demo_orders else None,
+        currency=settings.currency,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="oms", description="Order management service around the sourcing engine."
@@ -70,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="quotes do not hold stock (it is reserved only at PlaceOrder)",
     )
     serve.add_argument("--no-demo", action="store_true", help="do not load the demo network")
+    _dashboard_args(serve)
+
+    dashboard = sub.add_parser("dashboard", help="serve only the operators' web dashboard")
+    _store_args(dashboard)
+    dashboard.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    _dashboard_args(dashboard)
 
     load = sub.add_parser("load", help="load a planner CSV network folder into the store")
     _store_args(load)
@@ -192,13 +230,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = _settings(args)
+        dashboard = (
+            _dashboard_config(args, settings) if args.command in ("serve", "dashboard") else None
+        )
     except ValueError as exc:
         print(f"oms {args.command}: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
         from oms.server import serve
 
-        return serve(settings, load_demo=not args.no_demo)
+        return serve(settings, load_demo=not args.no_demo, dashboard=dashboard)
+    if args.command == "dashboard":
+        from oms.dashboard.process import serve_alone
+
+        return serve_alone(dashboard, settings.log_level)
     if args.command == "reoptimise":
         from oms.reoptimise import command
 

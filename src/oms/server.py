@@ -34,6 +34,8 @@ from grpc_reflection.v1alpha import reflection
 
 from oms import metrics
 from oms.checkout import CheckoutServicer
+from oms.dashboard.config import DashboardConfig
+from oms.dashboard.process import start_beside_service as start_dashboard
 from oms.fulfilment import FulfilmentServicer
 from oms.interceptors import AuthInterceptor, InputInterceptor, ObservabilityInterceptor
 from oms.inventory import InventoryServicer
@@ -176,10 +178,13 @@ def _reserve_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-def serve(settings: Settings, *, load_demo: bool = True) -> int:
+def serve(
+    settings: Settings, *, load_demo: bool = True, dashboard: DashboardConfig | None = None
+) -> int:
     """Run the service until SIGINT/SIGTERM; returns the exit status."""
     configure_logging(settings.log_level)
     prepare_store(settings, load_demo=load_demo)
+    start_dashboard(dashboard, settings.log_level)  # its own process (oms.dashboard.process)
     if settings.workers <= 1:
         store = Store(settings.database_url, pool_size=settings.threads)
         if settings.metrics_port:
