@@ -202,6 +202,8 @@ def server_processes(url: str, workers: int, *extra: str) -> Iterator[str]:
         "--admin-token",
         ADMIN_TOKEN,
         "--no-demo",
+        "--http-port",  # no dashboard beside these servers (tests/test_dashboard_*.py test it)
+        "0",
         *extra,
     ]
     # Logs go to a file: a pipe nobody reads fills up and blocks the workers' logging.

@@ -240,11 +240,12 @@ def overview(conn: Connection, period: Period, now: float) -> Overview:
     ]
 
     q = t.quotes
+    quote_bucket = _bucket(conn, q.c.created_at, period)  # one object: one set of binds
     quote_series = _series(
         conn.execute(
-            sa.select(_bucket(conn, q.c.created_at, period), func.count())
+            sa.select(quote_bucket, func.count())
             .where(q.c.created_at >= period.start)
-            .group_by(_bucket(conn, q.c.created_at, period))
+            .group_by(quote_bucket)
         ).all(),
         n,
     )

@@ -1,0 +1,203 @@
+"""The dashboard over HTTP (Starlette's test client, a real store): who may see what,
+the headers every response carries, escaping, bad query parameters, and its settings.
+
+The browser tests (``test_dashboard_browser.py``) check what a person sees.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from dashboard_support import ADMIN_DASH, VIEWER, config
+from oms.dashboard.app import create_app
+from oms.dashboard.auth import CONTENT_SECURITY_POLICY
+from oms.dashboard.config import ConfigError, resolve
+from oms.store import Store
+
+from service_support import hand_network, prepared_store
+
+#: Every page, fragment and data endpoint (a made-up order id where one is needed).
+GUARDED = (
+    "/",
+    "/?period=30d",
+    "/stock",
+    "/stock?q=DC&low=1",
+    "/orders",
+    "/orders?sku=A",
+    "/orders/o_missing",
+    "/fragments/overview?period=today",
+    "/fragments/stock-table",
+    "/fragments/alerts",
+    "/fragments/receipts",
+    "/fragments/nodes",
+    "/fragments/orders",
+    "/fragments/order/o_missing",
+    "/api/overview",
+    "/api/changes",
+    "/no/such/page",
+)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    store = prepared_store(database_url, hand_network())
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+@pytest.fixture
+def client(store: Store) -> Iterator[TestClient]:
+    with TestClient(create_app(config(store.url), store), follow_redirects=False) as c:
+        yield c
+
+
+def sign_in(client: TestClient, token: str = VIEWER) -> None:
+    reply = client.get("/login", params={"token": token})
+    assert reply.status_code == 303, reply.text
+
+
+@pytest.mark.parametrize("path", GUARDED)
+def test_nothing_is_visible_without_a_session(client: TestClient, path: str) -> None:
+    reply = client.get(path)
+    if path.startswith(("/api/", "/fragments/")):
+        assert reply.status_code == 401
+    else:
+        assert reply.status_code == 303
+        assert reply.headers["location"].startswith("/login?next=")
+    assert "DC-NJ" not in reply.text
+    # htmx asks for fragments of pages too: it gets 401, never a login page to swap in.
+    assert client.get(path, headers={"HX-Request": "true"}).status_code == 401
+
+
+def test_a_wrong_token_is_refused_and_sets_no_session(client: TestClient) -> None:
+    for token in ("wrong", VIEWER + "x", VIEWER[:-1], "x" * 10_000):
+        reply = client.post("/login", data={"token": token, "next": "/"})
+        assert reply.status_code == 401
+        assert "That token is not valid." in reply.text
+        assert "set-cookie" not in reply.headers
+    assert client.get("/api/changes").status_code == 401
+    assert client.get("/login", params={"token": "nope"}).status_code == 401
+
+
+@pytest.mark.parametrize("token,role", [(VIEWER, "viewer"), (ADMIN_DASH, "admin")])
+def test_viewer_and_admin_tokens_open_a_signed_httponly_session(
+    client: TestClient, token: str, role: str
+) -> None:
+    reply = client.post("/login", data={"token": token, "next": "/stock?q=A"})
+    assert reply.status_code == 303
+    assert reply.headers["location"] == "/stock?q=A"
+    cookie = reply.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    page = client.get("/stock?q=A")
+    assert page.status_code == 200 and "DC-NJ" in page.text and f">{role}<" in page.text
+    # The cookie is signed: a tampered one is no session.
+    value = client.cookies.get("oms_dashboard")
+    assert value
+    client.cookies.set("oms_dashboard", value[:-2] + ("AA" if value[-2:] != "AA" else "BB"))
+    assert client.get("/api/changes").status_code == 401
+
+
+def test_login_only_returns_to_this_site(client: TestClient) -> None:
+    for target in ("https://evil.example/", "//evil.example/x", "/\\evil", "javascript:x"):
+        reply = client.post("/login", data={"token": VIEWER, "next": target})
+        assert reply.headers["location"] == "/"
+
+
+def test_sign_out_ends_the_session(client: TestClient) -> None:
+    sign_in(client)
+    assert client.get("/api/changes").status_code == 200
+    assert client.post("/logout").status_code == 303
+    assert client.get("/api/changes").status_code == 401
+
+
+def test_every_response_carries_the_security_headers(client: TestClient) -> None:
+    replies = [client.get("/login"), client.get("/api/changes"), client.get("/static/dashboard.js")]
+    sign_in(client)
+    replies += [client.get(p) for p in ("/", "/stock", "/orders", "/api/overview")]
+    for reply in replies:
+        assert reply.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert reply.headers["x-content-type-options"] == "nosniff"
+        assert reply.headers["x-frame-options"] == "DENY"
+        assert reply.headers["referrer-policy"] == "no-referrer"
+    csp = CONTENT_SECURITY_POLICY
+    assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert "script-src 'self'" in csp and "unsafe-eval" not in csp
+    for page in replies[3:6]:
+        assert page.headers["cache-control"] == "no-store"
+        # No inline script that runs, no inline style: only data blocks and files from /static.
+        for tag in re.findall(r"<script[^>]*>", page.text):
+            assert 'src="/static/' in tag or 'type="application/json"' in tag, tag
+        assert "<style" not in page.text and " style=" not in page.text
+        assert "http://" not in page.text.replace("http://127.0.0.1", "")  # nothing off-site
+
+
+def test_html_in_a_sku_or_a_reason_is_shown_as_text(store: Store, client: TestClient) -> None:
+    evil = '<script>alert("sku")</script>'
+    store.upsert_skus([{"sku": evil, "weight_g": 100, "daily_demand": 1.0}])
+    store.set_stock("DC-NJ", evil, 3, 0, 5, reason="<img src=x onerror=alert(1)>")
+    sign_in(client)
+    for path in ("/stock", "/stock?low=1", "/fragments/alerts", "/orders?sku=" + evil):
+        page = client.get(path, params=None)
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text
+        if path != "/orders?sku=" + evil:
+            assert "&lt;script&gt;alert(&#34;sku&#34;)&lt;/script&gt;" in page.text
+
+
+@pytest.mark.parametrize(
+    "path,field",
+    [
+        ("/?period=1y", "period"),
+        ("/fragments/stock-table?offset=-1", "offset"),
+        ("/fragments/stock-table?offset=ten", "offset"),
+        ("/orders?state=LOST", "state"),
+        ("/orders?sku=" + "x" * 200, "sku"),
+        ("/orders?after=garbage", "after"),
+        ("/orders/" + "o" * 300, "order id"),
+    ],
+)
+def test_a_bad_query_is_a_400_naming_the_field(client: TestClient, path: str, field: str) -> None:
+    sign_in(client)
+    reply = client.get(path)
+    assert reply.status_code == 400
+    assert reply.text.startswith(f"bad request: {field}")
+    assert len(reply.text) < 200  # never echoes the caller's long value
+
+
+def test_an_unknown_order_is_a_404_page(client: TestClient) -> None:
+    sign_in(client)
+    assert client.get("/orders/o_missing").status_code == 404
+    assert client.get("/fragments/order/o_missing").status_code == 404
+
+
+def test_tokens_come_from_a_file_or_the_environment_or_are_made(tmp_path: Path) -> None:
+    url = "sqlite:///x.db"
+    made = resolve(url, admin_token=None, environ={})
+    assert made.generated_token and made.viewer_token and len(made.viewer_token) >= 40
+    assert made.login_url(with_token=True).endswith(f"/login?token={made.viewer_token}")
+    # With any token configured, none is made, and the printed link carries none.
+    admin_only = resolve(url, admin_token="adm", environ={})
+    assert not admin_only.generated_token and admin_only.viewer_token is None
+    assert "token=" not in admin_only.login_url(with_token=True)
+    token_file = tmp_path / "viewer"
+    token_file.write_text("from-file\n")
+    from_file = resolve(url, admin_token=None, environ={"OMS_VIEWER_TOKEN_FILE": str(token_file)})
+    assert from_file.viewer_token == "from-file"
+    assert resolve(url, admin_token=None, environ={"OMS_VIEWER_TOKEN": "env"}).viewer_token == "env"
+    assert resolve(url, admin_token=None, environ={"OMS_HTTP_PORT": "0"}).port == 0
+    with pytest.raises(ConfigError, match="viewer token file: cannot read"):
+        resolve(url, admin_token=None, viewer_token_file=str(tmp_path / "missing"))
+    token_file.write_text("  \n")
+    with pytest.raises(ConfigError, match="viewer token file: the token is empty"):
+        resolve(url, admin_token=None, viewer_token_file=str(token_file))
+    with pytest.raises(ConfigError, match="OMS_HTTP_PORT"):
+        resolve(url, admin_token=None, environ={"OMS_HTTP_PORT": "eighty"})
+    # Sessions are signed with a key the tokens make: another token, another key.
+    assert made.session_secret != from_file.session_secret
