@@ -75,9 +75,9 @@ class _Step:
 
 
 def should_seed(store: Store) -> bool:
-    """A store with the demo network's nodes and no quote yet."""
+    """A store with the demo network's nodes and no order yet."""
     with store.read() as conn:
-        if conn.execute(sa.select(sa.func.count()).select_from(t.quotes)).scalar_one():
+        if conn.execute(sa.select(sa.func.count()).select_from(t.orders)).scalar_one():
             return False
         nodes = {row[0] for row in conn.execute(sa.select(t.nodes.c.node_id))}
     return bool(nodes) and nodes == set(demo_network().node_ids)
