@@ -444,26 +444,47 @@ def _like(term: str) -> str:
     return f"%{escaped}%"
 
 
-def _position_columns(now: float) -> list[Any]:
-    """Per stock row: reserved, held, inbound and inbound reserved, as correlated sums
-    (each served by an index on its table's position)."""
+def _position_figures(now: float) -> tuple[Any, list[Any]]:
+    """``stock`` joined with its reserved, held, inbound and inbound-reserved units.
+
+    Each side is aggregated once per (node, SKU) and hash-joined: one pass over
+    the live reservations and the open receipts, whatever the number of positions
+    (correlated sums per position cost 0.7 s at the demo network's size).
+    """
     s, r, ir, rr = t.stock, t.reservations, t.inbound_receipts, t.inbound_reservations
-    live = sa.or_(r.c.expires_at.is_(None), r.c.expires_at > now)
-    at = sa.and_(r.c.node_id == s.c.node_id, r.c.sku == s.c.sku, live)
+    held = sa.case((r.c.order_id.is_(None), r.c.qty), else_=0)
+    reserved = sa.case((r.c.order_id.is_not(None), r.c.qty), else_=0)
+    res = (
+        sa.select(
+            r.c.node_id, r.c.sku, func.sum(reserved).label("qty"), func.sum(held).label("held")
+        )
+        .where(sa.or_(r.c.expires_at.is_(None), r.c.expires_at > now))
+        .group_by(r.c.node_id, r.c.sku)
+        .subquery("res")
+    )
+    inbound = (
+        sa.select(ir.c.node_id, ir.c.sku, func.sum(ir.c.qty).label("qty"))
+        .where(ir.c.state == "OPEN")
+        .group_by(ir.c.node_id, ir.c.sku)
+        .subquery("inb")
+    )
+    waited = (
+        sa.select(ir.c.node_id, ir.c.sku, func.sum(rr.c.qty).label("qty"))
+        .join(ir, ir.c.receipt_id == rr.c.receipt_id)
+        .where(ir.c.state == "OPEN")
+        .group_by(ir.c.node_id, ir.c.sku)
+        .subquery("waited")
+    )
 
-    def total(select: Any) -> Any:
-        return func.coalesce(select.scalar_subquery(), 0)
+    def at(sub: Any) -> Any:
+        return sa.and_(sub.c.node_id == s.c.node_id, sub.c.sku == s.c.sku)
 
-    open_receipts = sa.and_(ir.c.node_id == s.c.node_id, ir.c.sku == s.c.sku, ir.c.state == "OPEN")
-    return [
-        total(sa.select(func.sum(r.c.qty)).where(at, r.c.order_id.is_not(None))).label("reserved"),
-        total(sa.select(func.sum(r.c.qty)).where(at, r.c.order_id.is_(None))).label("held"),
-        total(sa.select(func.sum(ir.c.qty)).where(open_receipts)).label("inbound"),
-        total(
-            sa.select(func.sum(rr.c.qty))
-            .join(ir, ir.c.receipt_id == rr.c.receipt_id)
-            .where(open_receipts)
-        ).label("inbound_reserved"),
+    joined = s.outerjoin(res, at(res)).outerjoin(inbound, at(inbound)).outerjoin(waited, at(waited))
+    return joined, [
+        func.coalesce(res.c.qty, 0).label("reserved"),
+        func.coalesce(res.c.held, 0).label("held"),
+        func.coalesce(inbound.c.qty, 0).label("inbound"),
+        func.coalesce(waited.c.qty, 0).label("inbound_reserved"),
     ]
 
 
@@ -486,9 +507,10 @@ def positions(
     and only the low ones; with the figures ``GetAvailability`` reports."""
     s = t.stock
     limit = max(1, min(limit, MAX_PAGE))
+    joined, figures = _position_figures(now)
     inner = sa.select(
-        s.c.node_id, s.c.sku, s.c.on_hand, s.c.safety_stock, s.c.low_stock_threshold
-    ).add_columns(*_position_columns(now))
+        s.c.node_id, s.c.sku, s.c.on_hand, s.c.safety_stock, s.c.low_stock_threshold, *figures
+    ).select_from(joined)
     if search:
         pattern = _like(search)
         inner = inner.where(

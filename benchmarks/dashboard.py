@@ -1,0 +1,438 @@
+"""The dashboard's server time per page on a large PostgreSQL store, and a poller for measuring
+what an open dashboard costs checkout.
+
+Run from the project root (commands, not tests)::
+
+    .venv/bin/python benchmarks/dashboard.py pages [--orders 100000] [--ledger 1000000]
+        [--repeat 30] [--keep] [--json PATH]
+    .venv/bin/python benchmarks/dashboard.py poll --base http://127.0.0.1:8080 --token T
+        [--tabs 3] [--every 1.0] [--duration 60]
+
+``pages`` creates a PostgreSQL database (``oms_dash_bench``, dropped first and at
+the end unless ``--keep``), migrates it, loads the demo network, and bulk-loads
+(COPY) ``--orders`` orders over the last 90 days with their quotes (1.5 per
+order), events (placed, released, shipped, delivered, cancelled, flagged),
+reservations for the open ones, and ``--ledger`` stock-ledger rows (a shipment
+row per shipped parcel line, the rest counts and receipts), then VACUUM
+ANALYZE. It serves the dashboard (``oms dashboard``, its own process, as in
+production) and requests every page, fragment and data endpoint ``--repeat``
+times, in rotation, reading the server's own time from the ``Server-Timing``
+header; it prints p50/p95/max per endpoint and the target (p95 <= 300 ms).
+
+``poll`` signs in and keeps ``--tabs`` pages open the way a browser does: each
+asks ``/api/changes`` every ``--every`` seconds and, when the mark moved,
+fetches the page's fragments again. Run it beside ``benchmarks/load.py``'s
+quote cell (the server there starts the dashboard when ``OMS_HTTP_PORT`` is
+set) and compare quotes/s with and without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+DEFAULT_JSON = Path(__file__).parent / "results" / "dashboard.json"
+PG = os.environ.get("OMS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+TOKEN = "bench-viewer-token"
+DAY = 86_400.0
+ORDER_COLUMNS = [
+    "order_id",
+    "quote_id",
+    "option_id",
+    "idempotency_key",
+    "state",
+    "dest_lat",
+    "dest_lon",
+    "lines_json",
+    "allocation_json",
+    "promised_date",
+    "created_at",
+    "updated_at",
+    "version",
+]
+QUOTE_COLUMNS = [
+    "quote_id",
+    "created_at",
+    "expires_at",
+    "quote_date",
+    "request_json",
+    "options_json",
+    "order_id",
+]
+LABEL_SETS = (
+    ["CHEAPEST", "BALANCED"],
+    ["CHEAPEST", "SINGLE_PARCEL", "BALANCED"],
+    ["FASTEST"],
+    ["SINGLE_PARCEL"],
+    ["COLLECT"],
+)
+
+
+def _copy(
+    conn: psycopg.Connection[Any], table: str, columns: list[str], rows: list[tuple[Any, ...]]
+) -> None:
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def build(url: str, orders: int, ledger: int, seed: int = 1) -> dict[str, Any]:
+    """Migrate, load the demo network, and bulk-load the orders, quotes, events and ledger."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "src"))
+    from oms.store import Store
+    from sourcing.demo import demo_network
+
+    network = demo_network()
+    store = Store("postgresql+psycopg://" + url.split("://", 1)[1], pool_size=2)
+    store.migrate()
+    store.load_network(network, reason="bench")
+    store.dispose()
+    rng = random.Random(seed)
+    now = time.time()
+    nodes = list(network.node_ids)
+    dcs = [n for n in nodes if n.startswith("DC")]
+    skus = list(network.sku_ids)
+    started = time.perf_counter()
+    order_rows, quote_rows, event_rows, ledger_rows, reservation_rows = [], [], [], [], []
+    for i in range(orders):
+        created = now - (1 - rng.random() ** 1.3) * 90 * DAY
+        age_days = (now - created) / DAY
+        day = datetime.fromtimestamp(created, UTC).date()
+        order_id = f"o_{i:08d}"
+        quote_id = f"q_{i:08d}"
+        n_lines = rng.choice((1, 1, 2, 3))
+        lines = [{"sku": rng.choice(skus), "qty": rng.randint(1, 3)} for _ in range(n_lines)]
+        n_parcels = 1 if rng.random() < 0.85 else min(n_lines + 1, 3)
+        parcels = []
+        for p in range(n_parcels):
+            node = rng.choice(dcs) if rng.random() < 0.6 else rng.choice(nodes)
+            parcel_lines = [
+                {"line": j, "sku": line["sku"], "qty": line["qty"]}
+                for j, line in enumerate(lines)
+                if j % n_parcels == p
+            ] or [{"line": 0, "sku": lines[0]["sku"], "qty": 1}]
+            shipping, handling, credit = (
+                rng.randint(600_000, 2_000_000),
+                200_000,
+                rng.randint(0, 90_000),
+            )
+            parcels.append(
+                {
+                    "node_id": node,
+                    "service": "ground",
+                    "zone": str(rng.randint(2, 8)),
+                    "distance_km": 500.0,
+                    "weight_g": 1200,
+                    "shipping": shipping,
+                    "handling": handling,
+                    "storage_credit": credit,
+                    "cost": shipping + handling - credit,
+                    "arrival_days": rng.randint(2, 6),
+                    "inbound_day": None,
+                    "lines": parcel_lines,
+                }
+            )
+        doc = {
+            "option_id": "opt-1",
+            "labels": rng.choice(LABEL_SETS),
+            "cost": sum(p["cost"] for p in parcels),
+            "shipping": sum(p["shipping"] for p in parcels),
+            "handling": sum(p["handling"] for p in parcels),
+            "storage_credit": sum(p["storage_credit"] for p in parcels),
+            "delivery_days": max(p["arrival_days"] for p in parcels),
+            "status": "OPTIMAL",
+            "gap": None,
+            "method": "enumeration",
+            "stock_held": True,
+            "pickup": None,
+            "parcels": parcels,
+            "start_date": day.isoformat(),
+        }
+        promised = (day + timedelta(days=doc["delivery_days"])).isoformat()
+        if rng.random() < 0.04:
+            state = "CANCELLED"
+        elif age_days > 6:
+            state = "DELIVERED"
+        elif age_days > 3:
+            state = "SHIPPED"
+        elif age_days > 1:
+            state = "RELEASED"
+        else:
+            state = "PLACED"
+        order_rows.append(
+            (
+                order_id, quote_id, "opt-1", uuid.uuid4().hex, state, 40.0, -90.0,
+                json.dumps(lines, separators=(",", ":")),
+                json.dumps(doc, separators=(",", ":")),
+                promised, created, created, 1,
+            )
+        )  # fmt: skip
+        options = json.dumps([doc, dict(doc, option_id="opt-2", labels=["FASTEST"])])
+        quote_rows.append(
+            (quote_id, created - 30, created + 870, day.isoformat(), "{}", options, order_id)
+        )
+        event_rows.append((order_id, created, "placed", "opt-1: placed"))
+        steps = {"CANCELLED": ("cancelled",), "PLACED": (), "RELEASED": ("released",)}
+        steps |= {
+            "SHIPPED": ("released", "shipped"),
+            "DELIVERED": ("released", "shipped", "delivered"),
+        }
+        for k, kind in enumerate(steps[state]):
+            at = created + (0.3 + k * (doc["delivery_days"] / 2.5)) * DAY
+            event_rows.append((order_id, min(at, now), kind, kind))
+            if kind == "shipped":
+                for p in parcels:
+                    for line in p["lines"]:
+                        ledger_rows.append(
+                            (
+                                p["node_id"],
+                                line["sku"],
+                                -line["qty"],
+                                "shipment",
+                                order_id,
+                                min(at, now),
+                            )
+                        )
+        if rng.random() < 0.01:
+            event_rows.append((order_id, created + 3600, "flagged", "promise at risk"))
+        if state in ("PLACED", "RELEASED"):
+            for p in parcels:
+                for line in p["lines"]:
+                    reservation_rows.append(
+                        (
+                            p["node_id"],
+                            line["sku"],
+                            line["qty"],
+                            None,
+                            order_id,
+                            None,
+                            day.isoformat(),
+                        )
+                    )
+        if rng.random() < 0.5:  # a browsed quote nobody ordered
+            quote_rows.append(
+                (f"qb_{i:08d}", created - 60, created + 840, day.isoformat(), "{}", options, None)
+            )
+    while len(ledger_rows) < ledger:
+        at = now - rng.random() * 90 * DAY
+        ledger_rows.append(
+            (rng.choice(nodes), rng.choice(skus), rng.randint(-5, 20), "count", None, at)
+        )
+    with psycopg.connect(url, autocommit=True) as conn:
+        _copy(
+            conn,
+            "orders",
+            ORDER_COLUMNS,
+            order_rows,
+        )
+        _copy(
+            conn,
+            "quotes",
+            QUOTE_COLUMNS,
+            quote_rows,
+        )
+        _copy(conn, "order_events", ["order_id", "at", "type", "detail"], event_rows)
+        _copy(
+            conn,
+            "stock_ledger",
+            ["node_id", "sku", "delta", "reason", "order_id", "at"],
+            ledger_rows,
+        )
+        _copy(
+            conn,
+            "reservations",
+            ["node_id", "sku", "qty", "quote_id", "order_id", "expires_at", "capacity_day"],
+            reservation_rows,
+        )
+        conn.execute("VACUUM ANALYZE")
+    return {
+        "orders": len(order_rows),
+        "quotes": len(quote_rows),
+        "events": len(event_rows),
+        "ledger_rows": len(ledger_rows),
+        "reservations": len(reservation_rows),
+        "build_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def endpoints(order_id: str, sku: str, node: str) -> list[tuple[str, str]]:
+    return [
+        ("overview today", "/?period=today"),
+        ("overview 7d", "/?period=7d"),
+        ("overview 30d", "/?period=30d"),
+        ("overview fragment 30d", "/fragments/overview?period=30d"),
+        ("stock", "/stock"),
+        ("stock search", "/stock?q=SKU-001"),
+        ("stock low only", "/stock?low=1"),
+        ("stock table page 20", "/fragments/stock-table?offset=1000"),
+        ("alerts fragment", "/fragments/alerts"),
+        ("receipts fragment", "/fragments/receipts"),
+        ("nodes fragment 30d", "/fragments/nodes?period=30d"),
+        ("orders", "/orders"),
+        ("orders by id", f"/orders?order_id={order_id}"),
+        ("orders by sku", f"/orders?sku={sku}"),
+        ("orders by node", f"/orders?node={node}"),
+        ("orders by state", "/orders?state=SHIPPED"),
+        ("orders attention", "/orders?attention=1"),
+        ("order page", f"/orders/{order_id}"),
+        ("changes", "/api/changes"),
+    ]
+
+
+def measure(base: str, repeat: int, order_id: str) -> list[dict[str, Any]]:
+    client = httpx.Client(base_url=base, timeout=60, follow_redirects=False)
+    assert client.get("/login", params={"token": TOKEN}).status_code == 303
+    targets = endpoints(order_id, "SKU-0003", "DC-01")
+    server: dict[str, list[float]] = {name: [] for name, _ in targets}
+    wall: dict[str, list[float]] = {name: [] for name, _ in targets}
+    for name, path in targets:  # warm-up (connection pool, plan cache)
+        assert client.get(path).status_code == 200, (name, path)
+    for _ in range(repeat):
+        for name, path in targets:
+            t0 = time.perf_counter()
+            reply = client.get(path)
+            wall[name].append((time.perf_counter() - t0) * 1000)
+            assert reply.status_code == 200, (name, reply.status_code)
+            server[name].append(float(reply.headers["server-timing"].split("dur=")[1]))
+    rows = []
+    for name, path in targets:
+        s = sorted(server[name])
+        rows.append(
+            {
+                "endpoint": name,
+                "path": path,
+                "p50_ms": round(statistics.median(s), 1),
+                "p95_ms": round(s[min(len(s) - 1, int(0.95 * len(s)))], 1),
+                "max_ms": round(s[-1], 1),
+                "client_p50_ms": round(statistics.median(wall[name]), 1),
+            }
+        )
+    return rows
+
+
+def pages(args: argparse.Namespace) -> int:
+    name = "oms_dash_bench"
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG}/{name}"
+    try:
+        sizes = build(url, args.orders, args.ledger)
+        print(f"built: {sizes}", flush=True)
+        port = args.port
+        env = dict(os.environ, OMS_VIEWER_TOKEN=TOKEN, OMS_DEMO_ORDERS="0")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "oms.cli", "dashboard", "--database-url", url,
+             "--http-port", str(port)],
+            env=env, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(200):
+                try:
+                    httpx.get(base + "/healthz", timeout=1)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            rows = measure(base, args.repeat, f"o_{args.orders // 2:08d}")
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=20)
+    finally:
+        if not args.keep:
+            with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    load = os.getloadavg()
+    print(f"\n{'endpoint':26} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'client p50':>10}")
+    for r in rows:
+        print(
+            f"{r['endpoint']:26} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['max_ms']:8.1f} "
+            f"{r['client_p50_ms']:10.1f}"
+        )
+    worst = max(r["p95_ms"] for r in rows)
+    print(f"\nworst p95 {worst:.1f} ms (target 300 ms): {'met' if worst <= 300 else 'MISSED'}")
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps({"sizes": sizes, "rows": rows, "worst_p95_ms": worst, "loadavg": load}, indent=2)
+    )
+    return 0 if worst <= 300 else 1
+
+
+TABS = {
+    "overview": ["/fragments/overview?period=7d"],
+    "stock": [
+        "/fragments/alerts",
+        "/fragments/receipts",
+        "/fragments/stock-table",
+        "/fragments/nodes",
+    ],
+    "orders": ["/fragments/orders"],
+}
+
+
+def poll(args: argparse.Namespace) -> int:
+    client = httpx.Client(base_url=args.base, timeout=30)
+    for _ in range(300):
+        try:
+            if client.get("/login", params={"token": args.token}).status_code in (200, 303):
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    assert client.get("/api/changes").status_code == 200, "could not sign in"
+    tabs = list(TABS.values()) * ((args.tabs + len(TABS) - 1) // len(TABS))
+    tabs = tabs[: args.tabs]
+    marks: list[str | None] = [None] * len(tabs)
+    end = time.monotonic() + args.duration
+    requests = 0
+    while time.monotonic() < end:
+        tick = time.monotonic()
+        for i, paths in enumerate(tabs):
+            mark = client.get("/api/changes").json()["mark"]
+            requests += 1
+            if mark != marks[i]:
+                for path in paths:
+                    client.get(path)
+                    requests += 1
+                marks[i] = mark
+        time.sleep(max(0.0, args.every - (time.monotonic() - tick)))
+    print(json.dumps({"requests": requests, "per_s": round(requests / args.duration, 1)}))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pages")
+    p.add_argument("--orders", type=int, default=100_000)
+    p.add_argument("--ledger", type=int, default=1_000_000)
+    p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--port", type=int, default=18181)
+    p.add_argument("--keep", action="store_true")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    q = sub.add_parser("poll")
+    q.add_argument("--base", required=True)
+    q.add_argument("--token", default=os.environ.get("OMS_VIEWER_TOKEN", ""))
+    q.add_argument("--tabs", type=int, default=3)
+    q.add_argument("--every", type=float, default=1.0)
+    q.add_argument("--duration", type=float, default=60.0)
+    args = parser.parse_args()
+    return pages(args) if args.command == "pages" else poll(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
