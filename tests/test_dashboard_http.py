@@ -102,8 +102,12 @@ def test_viewer_and_admin_tokens_open_a_signed_httponly_session(
     assert value
     # (Changed in the signed payload: the signature's last base64 digit carries spare bits.)
     tampered = ("B" if value[0] != "B" else "C") + value[1:]
+    client.cookies.clear()
     client.cookies.set("oms_dashboard", tampered)
     assert client.get("/api/changes").status_code == 401
+    client.cookies.clear()
+    client.cookies.set("oms_dashboard", value)
+    assert client.get("/api/changes").status_code == 200
 
 
 def test_login_only_returns_to_this_site(client: TestClient) -> None:
