@@ -296,7 +296,7 @@ def endpoints(order_id: str, sku: str, node: str) -> list[tuple[str, str]]:
 def measure(base: str, repeat: int, order_id: str) -> list[dict[str, Any]]:
     client = httpx.Client(base_url=base, timeout=60, follow_redirects=False)
     assert client.get("/login", params={"token": TOKEN}).status_code == 303
-    targets = endpoints(order_id, "SKU-0003", "DC-01")
+    targets = endpoints(order_id, "SKU-0003", "DC-MEM")
     server: dict[str, list[float]] = {name: [] for name, _ in targets}
     wall: dict[str, list[float]] = {name: [] for name, _ in targets}
     for name, path in targets:  # warm-up (connection pool, plan cache)

@@ -162,6 +162,13 @@ stock_ledger = Table(
     Column("order_id", String(64), nullable=True),
     Column("at", Float, nullable=False),
     Index("ix_stock_ledger_position", "node_id", "sku"),
+    # An order's stock movements (the dashboard's order page).
+    Index(
+        "ix_stock_ledger_order",
+        "order_id",
+        sqlite_where=text("order_id IS NOT NULL"),
+        postgresql_where=text("order_id IS NOT NULL"),
+    ),
     # Units that left a node for an order (shipments), by time: the dashboard's
     # volume shipped per node, read from this index alone.
     Index(
@@ -242,7 +249,8 @@ orders = Table(
     _generated("total_cost", BigInteger, "cost"),
     UniqueConstraint("idempotency_key", name="uq_orders_idempotency_key"),
     Index("ix_orders_state_created", "state", "created_at"),
-    Index("ix_orders_created", "created_at"),
+    # Newest first with the id as tiebreak (the orders search's keyset), and periods.
+    Index("ix_orders_created", "created_at", "order_id"),
 )
 
 #: The columns of each table a writer names (generated columns are the database's).

@@ -12,9 +12,10 @@ sums them with plain SQL instead of parsing each order's JSON. PostgreSQL
 stores them (computed at write, a few microseconds per order write); SQLite
 adds them VIRTUAL (computed when read; ``ALTER TABLE`` cannot add stored ones).
 
-Indexes for the dashboard's period queries: orders and quotes by creation
-time, order events by kind and time, and shipped units by time (a partial
-index over the ledger rows that took units out for an order).
+Indexes for the dashboard's period queries: orders (newest first, id as
+tiebreak) and quotes by creation time, order events by kind and time,
+shipped units by time (a partial index over the ledger rows that took units
+out for an order), and an order's ledger rows.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def upgrade() -> None:
                 nullable=True,
             ),
         )
-    op.create_index("ix_orders_created", "orders", ["created_at"])
+    op.create_index("ix_orders_created", "orders", ["created_at", "order_id"])
     op.create_index("ix_quotes_created", "quotes", ["created_at"])
     op.create_index("ix_order_events_type_at", "order_events", ["type", "at"])
     op.create_index(
@@ -63,9 +64,17 @@ def upgrade() -> None:
         sqlite_where=sa.text(SHIPPED),
         postgresql_where=sa.text(SHIPPED),
     )
+    op.create_index(
+        "ix_stock_ledger_order",
+        "stock_ledger",
+        ["order_id"],
+        sqlite_where=sa.text("order_id IS NOT NULL"),
+        postgresql_where=sa.text("order_id IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_stock_ledger_order", "stock_ledger")
     op.drop_index("ix_stock_ledger_shipped", "stock_ledger")
     op.drop_index("ix_order_events_type_at", "order_events")
     op.drop_index("ix_quotes_created", "quotes")
