@@ -387,11 +387,15 @@ TABS = {
 
 def poll(args: argparse.Namespace) -> int:
     client = httpx.Client(base_url=args.base, timeout=30)
-    for _ in range(300):
+    # load.py prepares its store before the server (and so the dashboard) starts: wait.
+    deadline = time.monotonic() + args.wait
+    while True:
         try:
             if client.get("/login", params={"token": args.token}).status_code in (200, 303):
                 break
         except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
             time.sleep(0.2)
     assert client.get("/api/changes").status_code == 200, "could not sign in"
     tabs = list(TABS.values()) * ((args.tabs + len(TABS) - 1) // len(TABS))
@@ -430,6 +434,7 @@ def main() -> int:
     q.add_argument("--tabs", type=int, default=3)
     q.add_argument("--every", type=float, default=1.0)
     q.add_argument("--duration", type=float, default=60.0)
+    q.add_argument("--wait", type=float, default=300.0, help="for the dashboard to come up, s")
     args = parser.parse_args()
     return pages(args) if args.command == "pages" else poll(args)
 
