@@ -20,7 +20,7 @@ Money is integer cents, like the planner CSVs; times are UTC epoch seconds
 * ``orders``, ``order_events``, ``order_returns``: order state and history.
   The order's plan facts the dashboard aggregates (labels, parcel count,
   shipping, handling, storage credit, cost) are generated columns read from
-  ``allocation_json`` by the database itself (migration 0006), so every writer
+  ``allocation_json`` by the database itself (migration 0007), so every writer
   of an allocation keeps them true without knowing they exist; inserts name
   only the other columns (:data:`WRITABLE`).
 * ``inbound_receipts``: units a node expects on a date (OPEN, CANCELLED or
@@ -90,7 +90,7 @@ def _allocation_field_sqlite(element: AllocationField, compiler: SQLCompiler, **
 
 def _generated(name: str, type_: Any, key: str, kind: str = "number") -> Column[Any]:
     # persisted=None: each dialect's default (PostgreSQL: STORED; SQLite: VIRTUAL);
-    # migration 0006 says which explicitly.
+    # migration 0007 says which explicitly.
     return Column(name, type_, Computed(AllocationField(key, kind)), nullable=True)
 
 
@@ -240,7 +240,7 @@ orders = Table(
     Column("updated_at", Float, nullable=False),
     # Bumped by every change: the batch job writes only orders still at the version it read.
     Column("version", Integer, nullable=False),
-    # Generated from allocation_json (migration 0006), for the dashboard's aggregates.
+    # Generated from allocation_json (migration 0007), for the dashboard's aggregates.
     _generated("option_labels", Text, "labels", "json"),
     _generated("parcel_count", Integer, "parcels", "length"),
     _generated("shipping_cost", BigInteger, "shipping"),

@@ -5,7 +5,7 @@ Python", chapter 12): plain SQLAlchemy Core over :mod:`oms.schema`, the same
 on SQLite and PostgreSQL, each function one or a few indexed queries whose
 result is bounded (aggregates, a page, a top-N), never every order loaded
 into Python. The order's plan facts (labels, parcels, cost parts) are
-generated columns of ``orders`` (migration 0006).
+generated columns of ``orders`` (migration 0007).
 
 Definitions (the tests recompute each independently from the store):
 

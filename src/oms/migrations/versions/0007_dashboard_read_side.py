@@ -1,7 +1,7 @@
 """The dashboard's read side: an order's plan facts as generated columns, and indexes.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01
 
 ``orders`` gains columns the database computes from ``allocation_json``
@@ -25,8 +25,8 @@ from alembic import op
 
 from oms.schema import AllocationField
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
