@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from sourcing import QuoteSettings, quote
 from sourcing.batch import (
     BatchInstance,
     BatchOrder,
@@ -73,7 +74,6 @@ from sourcing.model import (
     Order,
 )
 from sourcing.scenario import GeneratedOrders, generate_orders
-from sourcing.solver import QuoteSettings, quote
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "batch.json"
 QUOTE_SETTINGS = QuoteSettings(num_workers=1, time_limit_s=1.0)

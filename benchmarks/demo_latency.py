@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from sourcing import QuoteSettings, quote
 from sourcing.baselines import greedy_nearest
 from sourcing.demo import demo_network, demo_order
 from sourcing.model import Label
-from sourcing.solver import QuoteSettings, quote
 
 
 def main(argv: list[str] | None = None) -> int:

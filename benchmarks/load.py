@@ -134,14 +134,14 @@ def cart_pool(size: int, seed: int) -> list[bytes]:
 
 
 def machine_speed(carts: int = 200, seed: int = 0, repeats: int = 3) -> float:
-    """Thread CPU ms per ``sourcing.solver.quote`` of ``carts`` pool-like demo carts, in-process.
+    """Thread CPU ms per ``sourcing.quote`` of ``carts`` pool-like demo carts, in-process.
 
     A yardstick printed with every run: this machine's speed has varied about 3x
     between days (the same code served 198 and 601 quotes/s), so tables of
     different runs compare only alongside it. Best of ``repeats`` passes.
     """
+    from sourcing import QuoteSettings, quote
     from sourcing.demo import demo_network, demo_order
-    from sourcing.solver import QuoteSettings, quote
 
     network = demo_network()
     network = network.replace(on_hand=network.on_hand * 200)

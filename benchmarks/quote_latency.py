@@ -10,7 +10,7 @@ them candidates; V=2 services) it draws seeded random carts on
 ``generated_network(N, max(100, 3 * L), seed)`` (carts the optimiser rejects
 with ShortageError are skipped and counted) and measures:
 
-1. the optimiser, ``sourcing.solver.quote`` with ``num_workers=1``: wall time
+1. the optimiser, ``sourcing.quote`` with ``num_workers=1``: wall time
    per quote (p50/p99/max), the share of returned options proven OPTIMAL, the
    largest gap, CP-SAT calls per quote;
 2. a *plain model*: an independent, naive CP-SAT formulation (below) built
@@ -59,12 +59,12 @@ import ortools
 import pandas as pd
 from ortools.sat.python import cp_model
 
+from sourcing import QuoteSettings, quote
 from sourcing.baselines import greedy_nearest
 from sourcing.costs import OrderCosts, order_costs
 from sourcing.errors import ShortageError
 from sourcing.model import MILLICENTS_PER_UNIT, Label, Option, Order
 from sourcing.orders import demand_by_sku
-from sourcing.solver import QuoteSettings, quote
 
 from networks import generated_network, random_cart
 

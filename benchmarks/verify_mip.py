@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from sourcing import QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.model import Label
-from sourcing.solver import QuoteSettings, quote
 
 from mip_oracle import mip_optimum
 from networks import generated_network, random_cart

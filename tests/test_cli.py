@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sourcing import evaluate, quote
+from sourcing import QuoteSettings, evaluate, quote
 from sourcing.cli import main
 from sourcing.demo import demo_network
 from sourcing.loader import read_network, write_network
@@ -29,7 +29,6 @@ from sourcing.model import (
     to_currency,
 )
 from sourcing.orders import order_from_dict
-from sourcing.solver import QuoteSettings
 
 EXAMPLE_CART = Path(__file__).resolve().parents[1] / "examples" / "demo_cart.json"
 CHICAGO = {"lat": 41.88, "lon": -87.63}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sourcing import QuoteSettings, quote
 from sourcing.costs import haversine_km
 from sourcing.demo import (
     CONTIGUOUS_BBOX,
@@ -18,7 +19,6 @@ from sourcing.demo import (
 from sourcing.evaluate import evaluate
 from sourcing.model import UNLIMITED_CAPACITY, Location, Network, NodeKind, Order, OrderLine
 from sourcing.orders import validate_order
-from sourcing.solver import QuoteSettings, quote
 
 from support import network_differences
 

@@ -26,6 +26,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from sourcing import Quote, QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.evaluate import evaluate
 from sourcing.model import (
@@ -39,7 +40,6 @@ from sourcing.model import (
     ParcelPlan,
     Receipt,
 )
-from sourcing.solver import Quote, QuoteSettings, quote
 
 from support import random_order, tiny_network
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sourcing import QuoteSettings, quote
 from sourcing.errors import InvalidOrderError, NetworkDataError, ShortageError
 from sourcing.evaluate import evaluate
 from sourcing.fulfil import nearest_stores
@@ -33,7 +34,6 @@ from sourcing.model import (
     ParcelPlan,
     Receipt,
 )
-from sourcing.solver import QuoteSettings, quote
 
 from support import network_differences
 

@@ -13,10 +13,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from sourcing import Quote, QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.evaluate import evaluate
 from sourcing.model import Evaluation, Label, Network, Order
-from sourcing.solver import Quote, QuoteSettings, quote
 
 from support import all_allocations, random_order, tiny_network
 

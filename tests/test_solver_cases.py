@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sourcing import QuoteSettings, quote
 from sourcing.errors import InvalidOrderError
 from sourcing.evaluate import evaluate
 from sourcing.model import (
@@ -23,7 +24,6 @@ from sourcing.model import (
     Order,
     OrderLine,
 )
-from sourcing.solver import QuoteSettings, quote
 
 DEST = Location(40.0, -90.0)
 DOLLAR = 100_000  # millicents

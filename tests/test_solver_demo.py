@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sourcing import QuoteSettings, quote
 from sourcing.baselines import greedy_nearest, priority_list, ship_complete_first
 from sourcing.demo import demo_network, demo_order
 from sourcing.evaluate import evaluate
 from sourcing.model import Label
-from sourcing.solver import QuoteSettings, quote
 
 from networks import generated_network, random_cart
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sourcing import QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.model import Label
-from sourcing.solver import QuoteSettings, quote
 
 from mip_oracle import mip_optimum
 from networks import generated_network, random_cart

@@ -35,10 +35,10 @@ from oms.status import rpc
 from oms.store import Catalog, OrderRow, QuoteRow, Store, units_of
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
 from oms.validation import Violations
+from sourcing import QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.model import MILLICENTS_PER_CENT, Location, NodeKind, Order, OrderLine
 from sourcing.orders import MAX_ORDER_LINES
-from sourcing.solver import QuoteSettings, quote
 
 log = logging.getLogger("oms.checkout")
 

@@ -37,6 +37,7 @@ from oms.errors import Aborted, FailedPrecondition, Precondition
 from oms.metrics import observe_solver
 from oms.settings import Settings
 from oms.store import OrderRow, Position, Store, units_of
+from sourcing import QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.evaluate import evaluate
 from sourcing.model import (
@@ -49,7 +50,6 @@ from sourcing.model import (
     ParcelLine,
     ParcelPlan,
 )
-from sourcing.solver import QuoteSettings, quote
 
 #: Re-solves after a lost race before giving up with ABORTED.
 ATTEMPTS = 4

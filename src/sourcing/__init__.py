@@ -8,6 +8,7 @@ engine ``simulate`` itself does no I/O). See DESIGN sections 3 and 7.
 
 from sourcing.errors import InvalidOrderError, NetworkDataError, ShortageError, SourcingError
 from sourcing.evaluate import evaluate
+from sourcing.menu import quote
 from sourcing.model import (
     Allocation,
     Evaluation,
@@ -19,8 +20,9 @@ from sourcing.model import (
     OrderLine,
     ParcelLine,
     ParcelPlan,
+    Quote,
+    QuoteSettings,
 )
-from sourcing.solver import Quote, QuoteSettings, quote
 
 __all__ = [
     "Allocation",

@@ -35,10 +35,10 @@ from typing import Any, NoReturn
 
 from sourcing.errors import InvalidOrderError, NetworkDataError, SourcingError
 from sourcing.loader import read_network, write_network
-from sourcing.model import MILLICENTS_PER_UNIT, Network, Order
+from sourcing.menu import quote
+from sourcing.model import MILLICENTS_PER_UNIT, Network, Order, QuoteSettings
 from sourcing.orders import order_from_dict
 from sourcing.report import quote_to_json
-from sourcing.solver import QuoteSettings, quote
 
 PROG = "sourcing"
 EXIT_OK = 0

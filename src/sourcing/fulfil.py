@@ -1,6 +1,8 @@
 """More ways to fulfil a cart: click & collect, and shipping later from inbound receipts.
 
-:func:`~sourcing.solver.quote` hands over to :func:`quote_more_ways` when its
+The legs of these options, each solved by the delivery solver
+(:func:`sourcing.solver.solve_costs`) on its own cost arrays;
+:func:`sourcing.menu.quote` composes them with the delivery menu when its
 settings ask for pickup stores or allow backorder. Every option is priced by
 the reference rules of :mod:`sourcing.costs` and re-checked by the
 independent :func:`~sourcing.evaluate.evaluate`.
@@ -58,12 +60,24 @@ from sourcing.model import (
     ParcelLine,
     ParcelPlan,
     Proof,
+    Quote,
+    QuoteSettings,
+    QuoteStats,
     Shortfall,
 )
-from sourcing.orders import demand_by_sku, validate_order
-from sourcing.solver import OPTIMAL, Plan, Quote, QuoteSettings, QuoteStats, quote, solve_costs
+from sourcing.orders import demand_by_sku
+from sourcing.solver import OPTIMAL, Plan, quote_delivery, solve_costs
 
-__all__ = ["nearest_stores", "pickup_stores", "quote_more_ways"]
+__all__ = [
+    "Demand",
+    "LegBudget",
+    "backorder_menu",
+    "collect_options",
+    "collect_pick",
+    "nearest_stores",
+    "pickup_stores",
+    "split_demand",
+]
 
 
 def nearest_stores(network: Network, lat: float, lon: float, count: int) -> tuple[str, ...]:
@@ -267,7 +281,8 @@ def _delivery_labels(options: list[Option], value_of_day: int) -> list[tuple[Lab
     return labels
 
 
-def _collect_pick(options: list[Option], value_of_day: int) -> int | None:
+def collect_pick(options: list[Option], value_of_day: int) -> int | None:
+    """The COLLECT option among one store's plans: least ``cost + value_of_day * ready day``."""
     if not options:
         return None
     return min(
@@ -292,7 +307,9 @@ def _shortfall(order: Order, covered: dict[str, int]) -> tuple[Shortfall, ...]:
 
 
 @dataclass
-class _Budget:
+class LegBudget:
+    """One quote's solver time and counters, shared by the delivery quotes and the legs."""
+
     started: float
     settings: QuoteSettings
     stats: dict[str, int]
@@ -300,6 +317,10 @@ class _Budget:
     @property
     def deadline(self) -> float:
         return self.started + self.settings.time_limit_s
+
+    def left(self) -> float:
+        """Seconds of the quote's budget left (at least a millisecond)."""
+        return max(0.001, self.deadline - time.perf_counter())
 
     def solve(self, leg: LegCosts, demand: IntArray, *, full: bool) -> list[Plan]:
         settings = replace(self.settings, full_frontier=full or self.settings.full_frontier)
@@ -313,26 +334,53 @@ class _Budget:
         self.stats["bound"] = self.stats.get("bound", 0) + q.stats.closed_by_bound
         self.stats["cpsat"] = self.stats.get("cpsat", 0) + q.stats.cpsat_calls
 
+    def quote_stats(self) -> QuoteStats:
+        """The counters so far, and the seconds since the quote started."""
+        return QuoteStats(
+            subproblems=self.stats.get("sub", 0),
+            closed_by_bound=self.stats.get("bound", 0),
+            cpsat_calls=self.stats.get("cpsat", 0),
+            seconds=time.perf_counter() - self.started,
+        )
 
-def quote_more_ways(network: Network, order: Order, settings: QuoteSettings) -> Quote:
-    """The delivery menu plus COLLECT options and backorder, as the module docstring says.
 
-    Raises :class:`InvalidOrderError` for a bad order or pickup store, and
-    :class:`ShortageError` when stock (and receipts, with backorder) cannot
-    cover the cart and ``allow_partial`` is off.
+@dataclass(frozen=True)
+class Demand:
+    """What a cart's options must cover, per distinct SKU: units from stock now, units that wait.
+
+    ``delivery`` is the plain delivery quote (None when stock is short and
+    backorder is allowed); ``stock_quote``, with backorder and units short,
+    every Pareto plan of what ships from stock now.
     """
-    started = time.perf_counter()
-    validate_order(network, order)
-    stores = pickup_stores(network, order, settings)
-    budget = _Budget(started, settings, {})
+
+    skus: IntArray
+    names: tuple[str, ...]
+    wanted: IntArray
+    stock: IntArray
+    inbound: IntArray
+    delivery: Quote | None
+    stock_quote: Quote | None
+
+    @property
+    def waits(self) -> bool:
+        """Whether some units wait for inbound receipts."""
+        return self.stock_quote is not None and bool(self.inbound.any())
+
+
+def split_demand(network: Network, order: Order, budget: LegBudget) -> Demand:
+    """The plain delivery menu first; with backorder, what it leaves short waits for receipts.
+
+    Raises :class:`ShortageError` when stock (and receipts, with backorder)
+    cannot cover the cart and ``allow_partial`` is off.
+    """
+    settings = budget.settings
     plain = replace(settings, pickup_stores=(), nearest_stores=0, allow_backorder=False)
     skus, wanted = demand_by_sku(network, order)
     sku_names = [network.sku_ids[int(s)] for s in skus]
 
-    # The plain delivery menu first; backorder only if it leaves units short.
     delivery: Quote | None = None
     try:
-        delivery = quote(network, order, plain)
+        delivery = quote_delivery(network, order, plain)
         budget.add(delivery)
         short = bool(delivery.shortfall)
     except ShortageError:
@@ -346,10 +394,10 @@ def quote_more_ways(network: Network, order: Order, settings: QuoteSettings) -> 
     inbound_demand = np.zeros_like(wanted)
     if short and settings.allow_backorder:
         # What can ship from stock now, and every Pareto plan of it.
-        stock_quote = quote(
+        stock_quote = quote_delivery(
             network,
             order,
-            replace(plain, allow_partial=True, full_frontier=True, time_limit_s=_left(budget)),
+            replace(plain, allow_partial=True, full_frontier=True, time_limit_s=budget.left()),
         )
         budget.add(stock_quote)
         missing = dict.fromkeys(sku_names, 0)
@@ -370,96 +418,70 @@ def quote_more_ways(network: Network, order: Order, settings: QuoteSettings) -> 
                 ],
                 reason="not enough available stock, even waiting for inbound receipts",
             )
-
-    remaining = [line.qty for line in order.lines]
-    frontier: list[Option] = []
-    options: list[Option] = []
-    if stock_quote is None or not inbound_demand.any():
-        # Nothing waits: the delivery menu is exactly the plain quote's.
-        assert delivery is not None  # without backorder a shortage raised above
-        options.extend(delivery.options)
-        frontier.extend(delivery.frontier)
-        shortfall = delivery.shortfall
-    else:
-        covered = stock_demand + inbound_demand
-        shortfall = _shortfall(order, dict(zip(sku_names, covered.tolist(), strict=True)))
-        stock_parts = [
-            _Part(o.allocation.parcels, o.cost, o.delivery_days, o.proof)
-            for o in stock_quote.frontier
-        ] or ([_EMPTY] if not stock_demand.any() else [])
-        after_stock = list(remaining)
-        for k, name in enumerate(sku_names):
-            _fill(order, name, int(stock_demand[k]), after_stock)
-        leg = inbound_costs(
-            network, order.destination.lat, order.destination.lon, skus, inbound_demand
-        )
-        inbound_parts = _parts(
-            network, order, leg, budget.solve(leg, inbound_demand, full=True), after_stock
-        )
-        combined = [
-            _option(network, order, pair, (), settings, None)
-            for pair in _combine(stock_parts, inbound_parts, settings)
-        ]
-        labels = _delivery_labels(combined, settings.value_of_day)
-        combined = [replace(o, labels=lab) for o, lab in zip(combined, labels, strict=True)]
-        frontier.extend(combined)
-        order_of = {label: i for i, label in enumerate(Label)}
-        options.extend(
-            sorted((o for o in combined if o.labels), key=lambda o: order_of[o.labels[0]])
-        )
-
-    if stock_demand.sum() + inbound_demand.sum() > 0:
-        for store in stores:
-            at_store = _collect(
-                network, order, store, skus, stock_demand, inbound_demand, budget, remaining
-            )
-            pick = _collect_pick(at_store, settings.value_of_day)
-            if pick is None:
-                continue
-            at_store[pick] = replace(at_store[pick], labels=(Label.COLLECT,))
-            frontier.extend(at_store)
-            options.append(at_store[pick])
-
-    stats = QuoteStats(
-        subproblems=budget.stats.get("sub", 0),
-        closed_by_bound=budget.stats.get("bound", 0),
-        cpsat_calls=budget.stats.get("cpsat", 0),
-        seconds=time.perf_counter() - started,
+    return Demand(
+        skus, tuple(sku_names), wanted, stock_demand, inbound_demand, delivery, stock_quote
     )
-    return Quote(tuple(options), tuple(frontier), shortfall, stats)
 
 
-def _left(budget: _Budget) -> float:
-    return max(0.001, budget.deadline - time.perf_counter())
+def backorder_menu(
+    network: Network, order: Order, demand: Demand, budget: LegBudget
+) -> tuple[list[Option], list[Option], tuple[Shortfall, ...]]:
+    """The delivery menu, frontier and shortfall when some units wait (``demand.waits``).
+
+    Every Pareto plan from stock now combined with every Pareto plan of the
+    receipts leg (the module docstring's exactness argument), labelled as the
+    plain delivery menu is.
+    """
+    assert demand.stock_quote is not None
+    settings = budget.settings
+    remaining = [line.qty for line in order.lines]
+    covered = demand.stock + demand.inbound
+    shortfall = _shortfall(order, dict(zip(demand.names, covered.tolist(), strict=True)))
+    stock_parts = [
+        _Part(o.allocation.parcels, o.cost, o.delivery_days, o.proof)
+        for o in demand.stock_quote.frontier
+    ] or ([_EMPTY] if not demand.stock.any() else [])
+    after_stock = list(remaining)
+    for k, name in enumerate(demand.names):
+        _fill(order, name, int(demand.stock[k]), after_stock)
+    leg = inbound_costs(
+        network, order.destination.lat, order.destination.lon, demand.skus, demand.inbound
+    )
+    inbound_parts = _parts(
+        network, order, leg, budget.solve(leg, demand.inbound, full=True), after_stock
+    )
+    combined = [
+        _option(network, order, pair, (), settings, None)
+        for pair in _combine(stock_parts, inbound_parts, settings)
+    ]
+    labels = _delivery_labels(combined, settings.value_of_day)
+    combined = [replace(o, labels=lab) for o, lab in zip(combined, labels, strict=True)]
+    order_of = {label: i for i, label in enumerate(Label)}
+    options = sorted((o for o in combined if o.labels), key=lambda o: order_of[o.labels[0]])
+    return options, combined, shortfall
 
 
-def _collect(
-    network: Network,
-    order: Order,
-    store: str,
-    skus: IntArray,
-    stock_demand: IntArray,
-    inbound_demand: IntArray,
-    budget: _Budget,
-    remaining: list[int],
+def collect_options(
+    network: Network, order: Order, store: str, demand: Demand, budget: LegBudget
 ) -> list[Option]:
     """The Pareto-optimal COLLECT plans at ``store`` (empty if it cannot gather the units)."""
     settings = budget.settings
+    skus = demand.skus
     n = network.node_index[store]
     legs: list[list[_Part]] = []
-    left = list(remaining)
-    for demand, inbound in ((stock_demand, False), (inbound_demand, True)):
-        if not demand.any():
+    left = [line.qty for line in order.lines]
+    for units, inbound in ((demand.stock, False), (demand.inbound, True)):
+        if not units.any():
             legs.append([_EMPTY])
             continue
-        leg = collect_costs(network, n, skus, demand, inbound=inbound)
-        if not _covers(leg, demand):
+        leg = collect_costs(network, n, skus, units, inbound=inbound)
+        if not _covers(leg, units):
             return []
-        plans = budget.solve(leg, demand, full=bool(inbound_demand.any()))
+        plans = budget.solve(leg, units, full=bool(demand.inbound.any()))
         if not plans:
             return []
         legs.append(_parts(network, order, leg, plans, left))
         for k in range(skus.size):
-            _fill(order, network.sku_ids[int(skus[k])], int(demand[k]), left)
+            _fill(order, network.sku_ids[int(skus[k])], int(units[k]), left)
     pairs = _combine(legs[0], legs[1], settings)
     return [_option(network, order, pair, (), settings, store) for pair in pairs]

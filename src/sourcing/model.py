@@ -1,4 +1,4 @@
-"""Domain types of the sourcing engine.
+"""Domain types of the sourcing engine, and the request and answer of one quote.
 
 A :class:`Network` is the immutable, numpy-backed picture of nodes, SKUs,
 stock, carrier zones and rate cards (DESIGN section 7). It is built once (by
@@ -23,10 +23,15 @@ more pieces of network data:
   never ships to a customer. A network without it has no transfer lane;
 * **inbound receipts** (:class:`Receipt`): units a node expects on a day
   (days after the order date). ``qty`` is what is still free to promise.
+
+A quote (:func:`sourcing.menu.quote`) takes :class:`QuoteSettings` and answers
+a :class:`Quote`: the labelled :class:`Option` menu and the frontier it was
+chosen from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
@@ -461,3 +466,68 @@ class Option:
             ),
             self.evaluation.pickup,
         )
+
+
+@dataclass(frozen=True)
+class QuoteSettings:
+    """Knobs of one quote.
+
+    ``value_of_day`` (millicents per day of delivery) prices time for
+    BALANCED; ``max_parcels`` and ``latest_day`` cap every option;
+    ``time_limit_s`` is the whole quote's solver budget (a timed-out
+    sub-problem returns its best plan with the gap); ``num_workers`` is
+    CP-SAT's thread count, set explicitly (DESIGN section 8).
+    ``full_frontier`` asks for every Pareto point over (cost, day, parcels)
+    (planners); by default only the sub-problems the four labels need are
+    solved (checkout), and ``Quote.frontier`` holds the non-dominated plans
+    among those.
+
+    More ways to fulfil (:mod:`sourcing.fulfil`, composed by
+    :mod:`sourcing.menu`): ``pickup_stores`` (store node ids) and
+    ``nearest_stores`` (that many stores nearest the destination) add a
+    COLLECT option per store; ``allow_backorder`` lets the units short now
+    wait for inbound receipts. All off by default: the quote is then exactly
+    the plain delivery menu.
+    """
+
+    value_of_day: int = 100_000
+    allow_partial: bool = False
+    max_parcels: int | None = None
+    latest_day: int | None = None
+    time_limit_s: float = 2.0
+    num_workers: int = 1
+    full_frontier: bool = False
+    #: Polled between solver stages; returning True ends the quote early, as
+    #: if its time were up (the service sets it when the caller goes away).
+    should_stop: Callable[[], bool] | None = field(default=None, compare=False)
+    pickup_stores: tuple[str, ...] = ()
+    nearest_stores: int = 0
+    allow_backorder: bool = False
+
+
+@dataclass(frozen=True)
+class QuoteStats:
+    """What a quote cost the solver: sub-problems solved, closed by a bound, CP-SAT calls, time."""
+
+    subproblems: int
+    closed_by_bound: int
+    cpsat_calls: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The menu (labelled options), the frontier they were chosen from, and any shortfall.
+
+    ``frontier`` holds every non-dominated plan the quote solved, labelled or
+    not (all of them with ``QuoteSettings.full_frontier``); ``options`` is its
+    labelled part.
+    """
+
+    options: tuple[Option, ...]
+    frontier: tuple[Option, ...]
+    shortfall: tuple[Shortfall, ...]
+    stats: QuoteStats
+
+    def option(self, label: Label) -> Option | None:
+        return next((o for o in self.options if label in o.labels), None)

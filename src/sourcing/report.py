@@ -1,4 +1,4 @@
-"""A :class:`~sourcing.solver.Quote` as the JSON of ``sourcing quote`` (DESIGN section 7).
+"""A :class:`~sourcing.model.Quote` as the JSON of ``sourcing quote`` (DESIGN section 7).
 
 Shape::
 
@@ -42,8 +42,7 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from sourcing.model import Option, ParcelCost, Shortfall, to_currency
-from sourcing.solver import Quote
+from sourcing.model import Option, ParcelCost, Quote, Shortfall, to_currency
 
 __all__ = [
     "frontier_to_json",

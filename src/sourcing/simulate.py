@@ -40,7 +40,7 @@ orders and ``unit_fill_rate`` the share of units shipped
 Policies (:data:`POLICY_FACTORIES`, built by :func:`make_policy`):
 ``greedy_nearest``, ``priority_list``, ``ship_complete_first`` (the rules of
 :mod:`sourcing.baselines`) and ``optimiser_cheapest``, ``optimiser_fastest``,
-``optimiser_balanced`` (:func:`sourcing.solver.quote`, taking the option with
+``optimiser_balanced`` (:func:`sourcing.menu.quote`, taking the option with
 that label) and ``optimiser_batch`` (:class:`BatchPolicy`: the optimiser's
 CHEAPEST on arrival, promised and held, then the day's orders re-assigned
 jointly by :func:`sourcing.batch.reoptimise` within their promises and
@@ -65,6 +65,7 @@ from sourcing.baselines import greedy_nearest, priority_list, ship_complete_firs
 from sourcing.batch import BatchInstance, BatchOrder, BatchSettings, reoptimise
 from sourcing.errors import ShortageError, SourcingError
 from sourcing.evaluate import evaluate
+from sourcing.menu import quote
 from sourcing.model import (
     MILLICENTS_PER_UNIT,
     UNLIMITED_CAPACITY,
@@ -75,9 +76,9 @@ from sourcing.model import (
     Network,
     Option,
     Order,
+    QuoteSettings,
 )
 from sourcing.orders import validate_order
-from sourcing.solver import QuoteSettings, quote
 
 __all__ = [
     "KPI_COLUMNS",
@@ -245,7 +246,7 @@ class RulePolicy(BasePolicy):
 
 
 class OptimiserPolicy(BasePolicy):
-    """The optimiser (:func:`~sourcing.solver.quote`), taking the option with ``label``.
+    """The optimiser (:func:`~sourcing.menu.quote`), taking the option with ``label``.
 
     If the stock cannot cover the order it quotes again with
     ``allow_partial`` (the options then cover as many units as possible).

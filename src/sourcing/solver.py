@@ -50,7 +50,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Final
@@ -72,6 +72,9 @@ from sourcing.model import (
     Order,
     ParcelPlan,
     Proof,
+    Quote,
+    QuoteSettings,
+    QuoteStats,
     Shortfall,
 )
 from sourcing.orders import demand_by_sku, lines_by_sku, spread_over_lines, validate_order
@@ -85,68 +88,6 @@ _CHUNK_CELLS: Final = 1_000_000
 # Below this many cells, enumerating beats computing a bound first.
 _CHEAP_CELLS: Final = 40_000
 _INF: Final = np.iinfo(np.int64).max // 4
-
-
-@dataclass(frozen=True)
-class QuoteSettings:
-    """Knobs of one quote.
-
-    ``value_of_day`` (millicents per day of delivery) prices time for
-    BALANCED; ``max_parcels`` and ``latest_day`` cap every option;
-    ``time_limit_s`` is the whole quote's solver budget (a timed-out
-    sub-problem returns its best plan with the gap); ``num_workers`` is
-    CP-SAT's thread count, set explicitly (DESIGN section 8).
-    ``full_frontier`` asks for every Pareto point over (cost, day, parcels)
-    (planners); by default only the sub-problems the four labels need are
-    solved (checkout), and ``Quote.frontier`` holds the non-dominated plans
-    among those.
-
-    More ways to fulfil (:mod:`sourcing.fulfil`): ``pickup_stores`` (store
-    node ids) and ``nearest_stores`` (that many stores nearest the
-    destination) add a COLLECT option per store; ``allow_backorder`` lets the
-    units short now wait for inbound receipts. All off by default: the quote
-    is then exactly the plain delivery menu.
-    """
-
-    value_of_day: int = 100_000
-    allow_partial: bool = False
-    max_parcels: int | None = None
-    latest_day: int | None = None
-    time_limit_s: float = 2.0
-    num_workers: int = 1
-    full_frontier: bool = False
-    #: Polled between solver stages; returning True ends the quote early, as
-    #: if its time were up (the service sets it when the caller goes away).
-    should_stop: Callable[[], bool] | None = field(default=None, compare=False)
-    pickup_stores: tuple[str, ...] = ()
-    nearest_stores: int = 0
-    allow_backorder: bool = False
-
-
-@dataclass(frozen=True)
-class QuoteStats:
-    subproblems: int
-    closed_by_bound: int
-    cpsat_calls: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Quote:
-    """The menu (labelled options), the frontier they were chosen from, and any shortfall.
-
-    ``frontier`` holds every non-dominated plan the quote solved, labelled or
-    not (all of them with ``QuoteSettings.full_frontier``); ``options`` is its
-    labelled part.
-    """
-
-    options: tuple[Option, ...]
-    frontier: tuple[Option, ...]
-    shortfall: tuple[Shortfall, ...]
-    stats: QuoteStats
-
-    def option(self, label: Label) -> Option | None:
-        return next((o for o in self.options if label in o.labels), None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -1189,18 +1130,17 @@ def _max_shippable(costs: OrderCosts, reachable: np.ndarray, demand: IntArray) -
     return np.array([sum(solver.value(x) for x in xs) for xs in by_sku], dtype=np.int64)
 
 
-def quote(network: Network, order: Order, settings: QuoteSettings | None = None) -> Quote:
-    """All delivery options for ``order``: the Pareto frontier and its labelled menu.
+def quote_delivery(network: Network, order: Order, settings: QuoteSettings) -> Quote:
+    """The delivery options for ``order``: the Pareto frontier and its labelled menu.
 
-    Raises :class:`~sourcing.errors.InvalidOrderError` for a malformed order
-    and :class:`~sourcing.errors.ShortageError` when stock (or capacity) is
-    short and ``settings.allow_partial`` is off.
+    Delivery only: click & collect and backorder are composed around this by
+    :func:`sourcing.menu.quote`, which callers use; settings asking for them
+    are a ValueError here. Raises :class:`~sourcing.errors.InvalidOrderError`
+    for a malformed order and :class:`~sourcing.errors.ShortageError` when
+    stock (or capacity) is short and ``settings.allow_partial`` is off.
     """
-    settings = settings or QuoteSettings()
     if settings.pickup_stores or settings.nearest_stores or settings.allow_backorder:
-        from sourcing.fulfil import quote_more_ways
-
-        return quote_more_ways(network, order, settings)
+        raise ValueError("collect and backorder are composed by sourcing.menu.quote")
     started = time.perf_counter()
     validate_order(network, order)
     skus, wanted = demand_by_sku(network, order)
@@ -1357,7 +1297,7 @@ def solve_costs(
 ) -> tuple[list[Plan], dict[str, int]]:
     """The Pareto plans of prebuilt cost arrays (a leg of :mod:`sourcing.fulfil`), and stats.
 
-    The same sub-problems and proofs as :func:`quote` (the menu's, or every
+    The same sub-problems and proofs as :func:`quote_delivery` (the menu's, or every
     one with ``settings.full_frontier``), on any candidates and service
     columns; ``demand`` must be coverable by the usable candidates.
     """
