@@ -1,0 +1,129 @@
+"""Stage 3's bound: the demand rows relaxed with prices (Lagrangian), tightened by the parcel count.
+
+Without parcel limits its best value is the LP bound of the strong
+formulation; per node it also bounds every plan opening that node
+(reduced-cost fixing), and per slot it gives terms to filter parcel sets
+before they are priced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sourcing.model import IntArray
+from sourcing.solver.context import INF, Context
+
+
+def _select(sorted_terms: np.ndarray, at_least: int, at_most: int) -> float:
+    """Least sum of between ``at_least`` and ``at_most`` of the (ascending) terms."""
+    if at_least > sorted_terms.size:
+        return np.inf
+    negatives = int(np.count_nonzero(sorted_terms < 0))
+    count = max(at_least, min(at_most, negatives))
+    return float(sorted_terms[:count].sum())
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A Lagrangian bound for plans with ``at_least``..``at_most`` parcels.
+
+    ``value`` bounds every such plan; ``with_node[n]`` bounds every such plan
+    that opens node n (reduced-cost fixing: a node whose bound exceeds the
+    best known cost cannot be in a better plan).
+    """
+
+    value: float
+    with_node: np.ndarray
+    #: The nodes the relaxation opens at its best prices, with their service:
+    #: a good start for a plan (see :func:`drop_heuristic`).
+    service: IntArray
+    #: At those prices, a plan opening exactly the parcels (n, v) in S costs
+    #: at least ``priced_demand + sum(slot_terms[S])``: a filter before pricing sets.
+    priced_demand: float = -np.inf
+    slot_terms: np.ndarray | None = None
+
+
+def lagrangian_bound(
+    ctx: Context,
+    elig: np.ndarray,
+    at_least: int,
+    at_most: int,
+    upper: int,
+    iterations: int = 40,
+) -> Bound:
+    """Lower bound by relaxing the demand rows with prices ``lam`` (subgradient ascent).
+
+    For any prices, a plan costs at least ``sum_k lam[k] Q[k] + sum over its open
+    nodes of t[n]``, where ``t[n] = min_v (F[n,v] + sum_k a[n,k] min(0, u[n,v,k] -
+    lam[k]))``. With between ``at_least`` and ``at_most`` open nodes, the least
+    such sum takes the ``at_least`` smallest terms plus further negative ones.
+    Without parcel limits its maximum over prices is the LP bound of the strong
+    formulation; the limits make it stronger.
+    """
+    costs, demand = ctx.costs, ctx.demand
+    n_all = elig.shape[0]
+    # Work on the nodes with an eligible parcel only; expand the answers at the end.
+    live = np.flatnonzero(elig.any(axis=1))
+    live_elig = elig[live]
+    avail = costs.available[live].astype(np.float64)
+    unit = np.where(live_elig[:, :, None], costs.unit[live], 0).astype(np.float64)
+    fixed = np.where(live_elig, costs.fixed[live], np.inf).astype(np.float64)
+    q = demand.astype(np.float64)
+    n_nodes = live.size
+    nothing = Bound(np.inf, np.full(n_all, np.inf), np.full(n_all, -1, dtype=np.int64))
+    if n_nodes == 0 or at_least > n_nodes:
+        return nothing  # too few nodes: no plan, every selection below would be infinite
+    if ctx.prices is not None:
+        lam = ctx.prices  # the last sub-problem's prices: usually close to this one's
+    else:
+        # Each SKU's cheapest unit cost, each parcel spread over what its node could carry.
+        amortised = unit + fixed[:, :, None] / np.maximum(avail.sum(axis=1), 1.0)[:, None, None]
+        lam = np.where(live_elig[:, :, None], amortised, np.inf).min(axis=(0, 1))
+        lam = np.where(np.isfinite(lam), lam, 0.0)
+    target = float(upper) if upper < INF else None
+    best_value = -np.inf
+    step_scale, stall = 1.0, 0
+    rows = np.arange(n_nodes)
+    for _ in range(iterations):
+        per_service = fixed + np.einsum("cvk,ck->cv", np.minimum(unit - lam, 0.0), avail)
+        choice = np.argmin(per_service, axis=1)
+        terms = per_service[rows, choice]
+        order = np.argsort(terms, kind="stable")
+        sorted_terms = terms[order]
+        # The selection of _select, inlined: its open nodes drive the gradient.
+        negatives = int(np.count_nonzero(sorted_terms < 0))
+        opened = order[: max(at_least, min(at_most, negatives))]
+        value = float(lam @ q) + float(sorted_terms[: opened.size].sum())
+        if not np.isfinite(value):
+            return nothing
+        if value > best_value + 1e-9:
+            best_value, best_terms, best_lam, stall = value, terms, lam, 0
+            best_service = np.full(n_nodes, -1, dtype=np.int64)
+            best_service[opened] = choice[opened]
+            best_slot_terms = per_service
+        else:
+            stall += 1
+            if stall >= 5:
+                step_scale, stall = step_scale / 2, 0
+        if target is not None and np.ceil(best_value - 1e-6) >= target:
+            break
+        # Units the open nodes take at these prices (whole numbers: the sum is exact in any order).
+        taken = np.where(unit[opened, choice[opened]] < lam, avail[opened], 0.0).sum(axis=0)
+        gradient = q - taken
+        norm = float(gradient @ gradient)
+        if norm == 0 or step_scale < 1e-3 or ctx.out_of_time():
+            break  # converged, or out of time: the best prices so far give a valid bound
+        gap = (target - value) if target is not None else max(abs(value) * 0.05, 1000.0)
+        lam = lam + step_scale * max(gap, 1.0) / norm * gradient
+    ctx.prices = best_lam
+    # Opening n on top of the best selection for one parcel fewer bounds every plan using n.
+    without_one = float(best_lam @ q) + _select(np.sort(best_terms), at_least - 1, at_most - 1)
+    with_node = np.full(n_all, np.inf)
+    with_node[live] = np.maximum(best_value, without_one + best_terms)
+    service = np.full(n_all, -1, dtype=np.int64)
+    service[live] = best_service
+    slot_terms = np.full(elig.shape, np.inf)
+    slot_terms[live] = best_slot_terms
+    return Bound(best_value, with_node, service, float(best_lam @ q), slot_terms)

@@ -1,0 +1,174 @@
+"""One sub-problem ``P(D, p)``: the least (cost, parcels) plan by day D in at most p parcels.
+
+:func:`min_cost` closes it by the cheapest means that proves it, in the
+order of the package docstring: enumerate small plans
+(:mod:`~sourcing.solver.enumeration`), bound the rest
+(:mod:`~sourcing.solver.lagrangian`; warm starts from
+:mod:`~sourcing.solver.heuristics`), and hand what is still open to CP-SAT
+(:mod:`~sourcing.solver.cpsat`). Each plan it returns names the step that
+proved it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from sourcing.solver.context import (
+    CHEAP_CELLS,
+    FEASIBLE,
+    INF,
+    OPTIMAL,
+    Context,
+    Deadline,
+    Plan,
+    deadline_for,
+)
+from sourcing.solver.cpsat import solve_cpsat
+from sourcing.solver.enumeration import best_subset, subset_cells
+from sourcing.solver.heuristics import drop_heuristic, greedy_plan, local_search
+from sourcing.solver.lagrangian import Bound, lagrangian_bound
+
+
+def min_cost(ctx: Context, day: int, max_parcels: int) -> Plan | None:
+    """The least (cost, parcels) plan delivering by ``day`` in at most ``max_parcels`` parcels."""
+    key = (day, max_parcels)
+    if key in ctx.cache:
+        return ctx.cache[key]
+    ctx.stats["sub"] += 1
+    deadline = deadline_for(ctx, day)
+    plan = _bound_and_solve(ctx, deadline, max_parcels) if deadline is not None else None
+    ctx.cache[key] = plan
+    if plan is not None:
+        ctx.known.append(plan)
+    return plan
+
+
+def _ceil(value: float) -> int:
+    """Round a float bound up to whole millicents (infinite: no plan)."""
+    return int(np.ceil(value - 1e-6)) if np.isfinite(value) else INF
+
+
+def _lexmin(*plans: Plan | None) -> Plan | None:
+    found = [p for p in plans if p is not None]
+    return min(found, key=lambda p: (p.cost, p.parcels, p.day)) if found else None
+
+
+def _proven(plan: Plan, method: str) -> Plan:
+    # Built directly: dataclasses.replace costs more than the rest of a small sub-problem.
+    return Plan(plan.service, plan.units, plan.cost, plan.day, plan.parcels, OPTIMAL, 0.0, method)
+
+
+def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan | None:
+    """Solve one ``P(D, p)``: enumerate small plans, bound the rest, call CP-SAT if still open."""
+    demand = ctx.demand
+    elig, fixed, transport_lb = deadline.elig, deadline.fixed, deadline.transport_lb
+    sorted_fixed, fixed_prefix = deadline.sorted_fixed, deadline.fixed_prefix
+    max_parcels = min(max_parcels, sorted_fixed.size)
+
+    def simple_bound(parcels: int) -> int:
+        """Plans with >= ``parcels`` parcels: that many cheapest fixed costs + cheapest units."""
+        return int(fixed_prefix[min(parcels, sorted_fixed.size)]) + transport_lb
+
+    # Plans found for other deadlines or caps that fit here are upper bounds.
+    best = deadline.single
+    for known in ctx.known:
+        # A plan arriving after the deadline uses a slot it excludes: skip the array test.
+        fits = known.parcels <= max_parcels and known.day <= deadline.day
+        if fits and bool(elig[known.slots].all()):
+            best = _lexmin(best, known)
+    if best is None:
+        best = greedy_plan(ctx, elig, deadline.unit_min, max_parcels)
+
+    # Enumerate plans by parcel count while the sets to try stay few: every
+    # plan with up to ``enumerated`` parcels is then known exactly. Between
+    # rounds a bound on plans with more parcels may settle the question (cost
+    # ties go to fewer parcels, so a bound equal to the best cost settles it
+    # when the best plan is an enumerated one), and prunes the nodes that
+    # cannot be in a better plan.
+    enumerated = 1
+    bound: Bound | None = None
+    lower = 0
+    while True:
+        upper = best.cost if best is not None else INF
+        searched = enumerated + 1
+        if searched > max_parcels:
+            if best is not None:
+                ctx.stats["bound"] += 1
+            return _proven(best, "enumeration") if best is not None else None
+        settles = best is not None and best.parcels <= enumerated
+        if settles and simple_bound(searched) >= upper:
+            ctx.stats["bound"] += 1
+            return _proven(best, "bound+enumeration")  # type: ignore[arg-type]
+        # A slot is worth trying only if its parcel, the cheapest others and
+        # the cheapest units do not already cost more than the best plan.
+        others = int(fixed_prefix[min(searched - 1, sorted_fixed.size)])
+        slots_ok = (fixed + others + transport_lb <= upper) | (upper == INF)
+        if (
+            subset_cells(int(np.count_nonzero(elig & slots_ok)), searched, demand.size)
+            <= CHEAP_CELLS
+        ):
+            bound = None  # enumerating is cheaper than bounding
+        else:
+            bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
+            lower = max(simple_bound(searched), _ceil(bound.value))
+            if settles and lower >= upper:
+                ctx.stats["bound"] += 1
+                return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
+            # Not settled: a plan built from the relaxation's open nodes may lower the best cost.
+            start = bound.service.copy()
+            if best is not None:
+                start[best.service >= 0] = best.service[best.service >= 0]
+            opened = np.flatnonzero(start >= 0)
+            best = _lexmin(best, drop_heuristic(ctx, opened, start[opened]))
+            upper = best.cost if best is not None else INF
+            settles = best is not None and best.parcels <= enumerated
+            if settles and lower >= upper:
+                ctx.stats["bound"] += 1
+                return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
+            slots_ok = np.broadcast_to((bound.with_node <= upper + 1e-6)[:, None], elig.shape)
+        found, exact = best_subset(ctx, elig, slots_ok, searched, bound, upper)
+        best = _lexmin(best, found)
+        if not exact:
+            break
+        enumerated = searched
+
+    if bound is None:
+        bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
+        lower = max(simple_bound(searched), _ceil(bound.value))
+    upper = best.cost if best is not None else INF
+
+    if best is not None:
+        best = local_search(ctx, elig, best, max_parcels)
+        upper = best.cost
+
+    # Fewer parcels make a much easier model: raise the parcel count until the
+    # bound on plans with that many or more exceeds the best known plan.
+    most = max_parcels
+    if best is not None:
+        for parcels in range(searched + 1, min(max_parcels, searched + 4) + 1):
+            beyond = max(
+                simple_bound(parcels),
+                _ceil(lagrangian_bound(ctx, elig, parcels, max_parcels, upper).value),
+            )
+            if beyond > upper or (beyond == upper and best.parcels < parcels):
+                most = parcels - 1
+                break
+
+    # CP-SAT searches the plans with more parcels, on the nodes the bound leaves possible.
+    node_keep = bound.with_node <= upper + 1e-6
+    if best is not None:
+        node_keep |= best.service >= 0
+    found, proven_lower, complete = solve_cpsat(
+        ctx, elig & node_keep[:, None], searched, most, lower, upper, best
+    )
+    result = _lexmin(best, found)
+    if result is None:
+        return None
+    if complete:
+        return _proven(result, "cp-sat")
+    # Out of time: the best plan stands, with the gap to what is proven about the rest.
+    # Enumerated plans are known exactly, so only the searched ones can lie below.
+    gap = max(result.cost - proven_lower, 0) / max(abs(result.cost), 1)
+    return replace(result, status=FEASIBLE, gap=gap, method="cp-sat")
