@@ -1,4 +1,4 @@
-"""The what-if policy ``optimiser_batch`` (sourcing.simulate.BatchPolicy) and the replay's
+"""The what-if policy ``optimiser_batch`` (sourcing.whatif.simulate.BatchPolicy) and the replay's
 handling of revised allocations."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sourcing.model import (
     ParcelLine,
     ParcelPlan,
 )
-from sourcing.simulate import (
+from sourcing.whatif.simulate import (
     DEFAULT_SIM_SETTINGS,
     BatchPolicy,
     PolicyError,

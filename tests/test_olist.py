@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sourcing.olist import HistoricalPolicy, OlistData, load_olist
-from sourcing.scenario import PoolStock, load_scenario, prepare_scenario
-from sourcing.simulate import make_policy, simulate
+from sourcing.whatif.olist import HistoricalPolicy, OlistData, load_olist
+from sourcing.whatif.scenario import PoolStock, load_scenario, prepare_scenario
+from sourcing.whatif.simulate import make_policy, simulate
 
 OLIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "olist"
 SCENARIO = Path(__file__).resolve().parents[1] / "benchmarks" / "scenarios" / "olist.toml"

@@ -13,7 +13,7 @@ import pytest
 from sourcing.cli import main
 from sourcing.loader import read_network
 from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
-from sourcing.scenario import (
+from sourcing.whatif.scenario import (
     AddNode,
     CloseNode,
     CsvOrders,

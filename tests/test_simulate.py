@@ -22,14 +22,14 @@ from sourcing.model import (
     ParcelLine,
     ParcelPlan,
 )
-from sourcing.scenario import (
+from sourcing.whatif.scenario import (
     CloseNode,
     GeneratedOrders,
     ScaleRates,
     generate_orders,
     read_orders,
 )
-from sourcing.simulate import (
+from sourcing.whatif.simulate import (
     KPI_COLUMNS,
     POLICY_FACTORIES,
     BasePolicy,

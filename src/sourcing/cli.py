@@ -10,10 +10,10 @@ Commands::
 ``ORDER.json`` may be ``-`` to read the order from standard input. The quote
 is printed on standard output (JSON, indent 2; see :mod:`sourcing.report`).
 
-``whatif`` runs a scenario file (:mod:`sourcing.scenario`) through every
+``whatif`` runs a scenario file (:mod:`sourcing.whatif.scenario`) through every
 variant and policy with a progress bar on standard error, prints the KPI
 table on standard output and writes CSV, JSON, PNG and HTML outputs
-(:mod:`sourcing.whatif_report`) into ``--out`` (default
+(:mod:`sourcing.whatif.report`) into ``--out`` (default
 ``whatif-results/<scenario name>``).
 
 Any bad input (a missing or malformed network folder, an unreadable or
@@ -247,8 +247,8 @@ def _names(text: str | None, option: str) -> list[str] | None:
 def _whatif(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sourcing.scenario import load_scenario, prepare_scenario
-    from sourcing.whatif_report import format_kpis, kpi_table, savings_table, write_report
+    from sourcing.whatif.report import format_kpis, kpi_table, savings_table, write_report
+    from sourcing.whatif.scenario import load_scenario, prepare_scenario
 
     scenario = load_scenario(args.scenario)
     prepared = prepare_scenario(

@@ -22,7 +22,7 @@ Format (every key optional unless marked; unknown keys are an error)::
     line_weights = [55, 25, 10, 6, 4]   # relative frequency of 1, 2, 3... lines
     qty_weights = [80, 15, 5]           # relative frequency of qty 1, 2, 3...
 
-    [olist]                          # instead of [network] and [orders]: sourcing.olist
+    [olist]                          # instead of [network] and [orders]: sourcing.whatif.olist
     data_dir = "../../../shared/data/olist"   # required
     year = 2017
     holdout_from = 2017-10-01        # the rate card is fitted on orders before this date
@@ -81,7 +81,7 @@ from sourcing.model import (
     Order,
     OrderLine,
 )
-from sourcing.simulate import (
+from sourcing.whatif.simulate import (
     DEFAULT_SIM_SETTINGS,
     POLICY_FACTORIES,
     Policy,
@@ -461,7 +461,7 @@ class GeneratedOrders:
 
 @dataclass(frozen=True)
 class OlistSource:
-    """The Olist real-data network and orders (:mod:`sourcing.olist`)."""
+    """The Olist real-data network and orders (:mod:`sourcing.whatif.olist`)."""
 
     data_dir: Path
     year: int = 2017
@@ -1097,7 +1097,7 @@ def prepare_scenario(
     extras: dict[str, Any] = {}
     history: Mapping[str, tuple[str, ...]] = {}
     if scenario.olist is not None:
-        from sourcing.olist import load_olist
+        from sourcing.whatif.olist import load_olist
 
         src = scenario.olist
         folder = data_dir if data_dir is not None else src.data_dir
@@ -1182,7 +1182,7 @@ def prepare_scenario(
         if name == "historical":
             if scenario.olist is None:
                 raise ScenarioError(file, "policy 'historical' needs an [olist] scenario")
-            from sourcing.olist import HistoricalPolicy
+            from sourcing.whatif.olist import HistoricalPolicy
 
             chosen.append((name, lambda: HistoricalPolicy(history)))
         elif name in POLICY_FACTORIES:

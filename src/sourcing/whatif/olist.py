@@ -64,7 +64,7 @@ from sourcing.model import (
     ParcelLine,
     ParcelPlan,
 )
-from sourcing.simulate import BasePolicy, SimOrder
+from sourcing.whatif.simulate import BasePolicy, SimOrder
 
 __all__ = ["BANDS_KM", "SERVICE", "HistoricalPolicy", "OlistData", "RateFit", "load_olist"]
 

@@ -3,8 +3,8 @@
 Files written by :func:`write_report` into the output folder:
 
 * ``kpis.csv`` / ``kpis.json``: one row per (variant, policy) with
-  :data:`~sourcing.simulate.KPI_COLUMNS` (definitions in
-  :meth:`~sourcing.simulate.SimulationResult.kpis`; money in currency units).
+  :data:`~sourcing.whatif.simulate.KPI_COLUMNS` (definitions in
+  :meth:`~sourcing.whatif.simulate.SimulationResult.kpis`; money in currency units).
   The JSON also holds the scenario, its variants and edits, the savings
   table and any extra section (the Olist rate-card fit);
 * ``savings.csv``: per variant, every optimiser policy against every other
@@ -34,8 +34,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from sourcing.model import MILLICENTS_PER_UNIT
-from sourcing.scenario import WhatIf
-from sourcing.simulate import KPI_COLUMNS
+from sourcing.whatif.scenario import WhatIf
+from sourcing.whatif.simulate import KPI_COLUMNS
 
 __all__ = [
     "KPI_DEFINITIONS",
