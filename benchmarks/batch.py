@@ -10,7 +10,7 @@ with on-hand stock and daily node capacity scaled by ``N / 10,000`` (rounded;
 a position or node that had any keeps at least one unit), so that every size
 draws on its network about as hard as 10,000 orders draw on the unscaled one
 (about 14% of its units), and N orders from the what-if generator
-(``sourcing.whatif.scenario.generate_orders``, seed ``--seed``: population-like
+(``sourcing.whatif.inputs.generate_orders``, seed ``--seed``: population-like
 destinations, SKUs by demand, 1-5 lines). They are allocated **one at a
 time**, in arrival order, each by the optimiser (``quote``, one CP-SAT
 worker) on the stock and capacity the earlier orders left, taking its
@@ -73,7 +73,7 @@ from sourcing.model import (
     Network,
     Order,
 )
-from sourcing.whatif.scenario import GeneratedOrders, generate_orders
+from sourcing.whatif.inputs import GeneratedOrders, generate_orders
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "batch.json"
 QUOTE_SETTINGS = QuoteSettings(num_workers=1, time_limit_s=1.0)

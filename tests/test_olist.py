@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sourcing.whatif.edits import PoolStock
 from sourcing.whatif.olist import HistoricalPolicy, OlistData, load_olist
-from sourcing.whatif.scenario import PoolStock, load_scenario, prepare_scenario
+from sourcing.whatif.scenario import load_scenario, prepare_scenario
 from sourcing.whatif.simulate import make_policy, simulate
 
 OLIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "olist"

@@ -13,22 +13,23 @@ import pytest
 from sourcing.cli import main
 from sourcing.loader import read_network
 from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
-from sourcing.whatif.scenario import (
+from sourcing.whatif.edits import (
     AddNode,
     CloseNode,
-    CsvOrders,
-    GeneratedOrders,
     NodeSelector,
     PoolStock,
     ScaleRates,
-    ScenarioError,
     SetCapacity,
     SetStorageCost,
+)
+from sourcing.whatif.inputs import (
+    CsvOrders,
+    GeneratedOrders,
+    ScenarioError,
     generate_orders,
-    load_scenario,
-    prepare_scenario,
     read_orders,
 )
+from sourcing.whatif.scenario import load_scenario, prepare_scenario
 
 TINY = Path(__file__).parent / "scenarios" / "tiny"
 

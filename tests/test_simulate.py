@@ -22,13 +22,8 @@ from sourcing.model import (
     ParcelLine,
     ParcelPlan,
 )
-from sourcing.whatif.scenario import (
-    CloseNode,
-    GeneratedOrders,
-    ScaleRates,
-    generate_orders,
-    read_orders,
-)
+from sourcing.whatif.edits import CloseNode, ScaleRates
+from sourcing.whatif.inputs import GeneratedOrders, generate_orders, read_orders
 from sourcing.whatif.simulate import (
     KPI_COLUMNS,
     POLICY_FACTORIES,

@@ -45,7 +45,10 @@ Format (every key optional unless marked; unknown keys are an error)::
 Relative paths are resolved against the scenario file's folder. Edits
 (``type`` = ``add_node``, ``close_node``, ``scale_rates``,
 ``set_storage_cost``, ``set_capacity``, ``pool_stock``) are the frozen
-dataclasses below; money in the file is in currency units with at most two
+dataclasses of :mod:`sourcing.whatif.edits`; orders and receipts are read by
+:mod:`sourcing.whatif.inputs`. This module holds the scenario itself: the
+file's sections as dataclasses, the TOML reader, and preparing and running
+its variants x policies. Money in the file is in currency units with at most two
 decimals. Every error names the file, the key (``variants[1].edits[0].node``)
 or CSV row and column, and the reason (:class:`ScenarioError`).
 
@@ -59,27 +62,35 @@ import functools
 import math
 import os
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-import numpy as np
-
-from sourcing.errors import NetworkDataError, SourcingError
-from sourcing.loader import csv_records, read_network
-from sourcing.model import (
-    MILLICENTS_PER_CENT,
-    UNLIMITED_CAPACITY,
-    BoolArray,
-    IntArray,
-    Location,
-    Network,
-    NodeKind,
-    Order,
-    OrderLine,
+from sourcing.errors import NetworkDataError
+from sourcing.loader import read_network
+from sourcing.model import MILLICENTS_PER_CENT, Network, NodeKind
+from sourcing.whatif.edits import (
+    AddNode,
+    CloseNode,
+    Edit,
+    EditError,
+    NodeSelector,
+    PoolStock,
+    ScaleRates,
+    SetCapacity,
+    SetStorageCost,
+)
+from sourcing.whatif.inputs import (
+    CsvOrders,
+    GeneratedOrders,
+    ScenarioError,
+    generate_orders,
+    naive_utc,
+    read_orders,
+    read_receipts,
 )
 from sourcing.whatif.simulate import (
     DEFAULT_SIM_SETTINGS,
@@ -95,303 +106,16 @@ from sourcing.whatif.simulate import (
 )
 
 __all__ = [
-    "AddNode",
-    "CloseNode",
-    "CsvOrders",
-    "Edit",
-    "EditError",
-    "GeneratedOrders",
-    "NodeSelector",
+    "NetworkSource",
     "OlistSource",
-    "PoolStock",
     "PreparedScenario",
     "Run",
-    "ScaleRates",
     "Scenario",
-    "ScenarioError",
-    "SetCapacity",
-    "SetStorageCost",
     "Variant",
     "WhatIf",
-    "generate_orders",
     "load_scenario",
     "prepare_scenario",
-    "read_orders",
-    "read_receipts",
 ]
-
-
-class ScenarioError(SourcingError):
-    """A scenario file (or a file it names) is missing, malformed or holds a bad value."""
-
-    def __init__(
-        self,
-        file: str,
-        reason: str,
-        *,
-        key: str | None = None,
-        row: int | None = None,
-        column: str | None = None,
-    ) -> None:
-        self.file, self.key, self.row, self.column, self.reason = file, key, row, column, reason
-        where = file
-        if row is not None:
-            where += f", row {row}"
-        if column is not None:
-            where += f", column {column!r}"
-        if key is not None:
-            where += f": {key}"
-        super().__init__(f"{where}: {reason}")
-
-
-class EditError(ValueError):
-    """An edit does not fit the network it is applied to (unknown node, ...)."""
-
-
-# --------------------------------------------------------------------------- edits
-
-
-@dataclass(frozen=True)
-class NodeSelector:
-    """Which nodes an edit touches: one node by id, every node of a kind, or (neither) all."""
-
-    node: str | None = None
-    kind: NodeKind | None = None
-
-    def mask(self, network: Network) -> BoolArray:
-        if self.node is not None:
-            if self.node not in network.node_index:
-                raise EditError(f"unknown node {self.node!r}")
-            mask = np.zeros(len(network.node_ids), dtype=np.bool_)
-            mask[network.node_index[self.node]] = True
-            return mask
-        if self.kind is not None:
-            return np.array([k == self.kind for k in network.node_kinds], dtype=np.bool_)
-        return np.ones(len(network.node_ids), dtype=np.bool_)
-
-    def describe(self) -> str:
-        if self.node is not None:
-            return self.node
-        if self.kind is not None:
-            return f"every {self.kind.value}"
-        return "every node"
-
-
-class Edit(Protocol):
-    """A change to a network: ``apply`` returns the edited copy."""
-
-    def apply(self, network: Network) -> Network: ...
-
-    def describe(self) -> str: ...
-
-
-def _money_text(cents: int) -> str:
-    return f"{Decimal(cents).scaleb(-2):.2f}"
-
-
-@dataclass(frozen=True)
-class AddNode:
-    """Open a node. Money in cents; ``capacity`` None means unlimited.
-
-    Stock: ``stock_share`` of ``stock_from``'s on hand (rounded down per
-    SKU), moved from it if ``move_stock`` else copied (extra inventory);
-    no stock when ``stock_from`` is None. No safety stock at the new node.
-    """
-
-    node_id: str
-    kind: NodeKind
-    lat: float
-    lon: float
-    handling_days: int = 1
-    handling_cost: int = 0
-    storage_cost: int = 0
-    capacity: int | None = None
-    stock_from: str | None = None
-    stock_share: float = 1.0
-    move_stock: bool = False
-
-    def apply(self, network: Network) -> Network:
-        if self.node_id in network.node_index:
-            raise EditError(f"node {self.node_id!r} already exists")
-        if not (-90 <= self.lat <= 90 and -180 <= self.lon <= 180):
-            raise EditError(f"coordinates out of range: {self.lat}, {self.lon}")
-        if not 0 <= self.stock_share <= 1:
-            raise EditError(f"stock_share must be within [0, 1], got {self.stock_share}")
-        on_hand = network.on_hand.copy()
-        new_stock = np.zeros(len(network.sku_ids), dtype=np.int64)
-        if self.stock_from is not None:
-            if self.stock_from not in network.node_index:
-                raise EditError(f"unknown node {self.stock_from!r} in stock_from")
-            source = network.node_index[self.stock_from]
-            new_stock = np.floor(on_hand[source] * self.stock_share).astype(np.int64)
-            if self.move_stock:
-                on_hand[source] -= new_stock
-        zeros = np.zeros((1, len(network.sku_ids)), dtype=np.int64)
-        return network.replace(
-            node_ids=(*network.node_ids, self.node_id),
-            node_kinds=(*network.node_kinds, self.kind),
-            lat=np.append(network.lat, self.lat),
-            lon=np.append(network.lon, self.lon),
-            handling_days=np.append(network.handling_days, self.handling_days),
-            handling_cost=np.append(network.handling_cost, self.handling_cost),
-            storage_cost=np.append(network.storage_cost, self.storage_cost),
-            capacity=np.append(
-                network.capacity, UNLIMITED_CAPACITY if self.capacity is None else self.capacity
-            ),
-            on_hand=np.vstack([on_hand, new_stock[None, :]]),
-            safety_stock=np.vstack([network.safety_stock, zeros]),
-            reserved=np.vstack([network.reserved, zeros]),
-        )
-
-    def describe(self) -> str:
-        text = (
-            f"open {self.kind.value} {self.node_id} at ({self.lat:.4f}, {self.lon:.4f}), "
-            f"handling {self.handling_days} d / {_money_text(self.handling_cost)} per parcel, "
-            f"storage {_money_text(self.storage_cost)} per unit-day, capacity "
-            f"{'unlimited' if self.capacity is None else self.capacity}"
-        )
-        if self.stock_from is not None:
-            verb = "moved" if self.move_stock else "copied"
-            text += f"; {self.stock_share:.0%} of {self.stock_from}'s stock {verb}"
-        return text
-
-
-@dataclass(frozen=True)
-class CloseNode:
-    """Close a node: no stock and no capacity; its on hand moves to ``transfer_to`` if given."""
-
-    node_id: str
-    transfer_to: str | None = None
-
-    def apply(self, network: Network) -> Network:
-        if self.node_id not in network.node_index:
-            raise EditError(f"unknown node {self.node_id!r}")
-        n = network.node_index[self.node_id]
-        on_hand, safety, capacity = (
-            network.on_hand.copy(),
-            network.safety_stock.copy(),
-            network.capacity.copy(),
-        )
-        if self.transfer_to is not None:
-            if self.transfer_to not in network.node_index:
-                raise EditError(f"unknown node {self.transfer_to!r} in transfer_to")
-            if self.transfer_to == self.node_id:
-                raise EditError("transfer_to names the node being closed")
-            on_hand[network.node_index[self.transfer_to]] += on_hand[n]
-        on_hand[n] = 0
-        safety[n] = 0
-        capacity[n] = 0
-        return network.replace(on_hand=on_hand, safety_stock=safety, capacity=capacity)
-
-    def describe(self) -> str:
-        moved = f", stock moved to {self.transfer_to}" if self.transfer_to else ", stock dropped"
-        return f"close {self.node_id}{moved}"
-
-
-@dataclass(frozen=True)
-class ScaleRates:
-    """Multiply base price and per-kg price by ``factor`` (rounded to whole cents).
-
-    ``service`` / ``zone`` restrict it to one service or zone (default: all).
-    """
-
-    factor: float
-    service: str | None = None
-    zone: str | None = None
-
-    def apply(self, network: Network) -> Network:
-        if not (math.isfinite(self.factor) and self.factor >= 0):
-            raise EditError(f"factor must be a number >= 0, got {self.factor}")
-        rows = np.ones(len(network.service_ids), dtype=np.bool_)
-        cols = np.ones(len(network.zone_ids), dtype=np.bool_)
-        if self.service is not None:
-            if self.service not in network.service_index:
-                raise EditError(f"unknown service {self.service!r}")
-            rows[:] = False
-            rows[network.service_index[self.service]] = True
-        if self.zone is not None:
-            if self.zone not in network.zone_ids:
-                raise EditError(f"unknown zone {self.zone!r}")
-            cols[:] = False
-            cols[network.zone_ids.index(self.zone)] = True
-        cells = rows[:, None] & cols[None, :]
-
-        def scaled(prices: IntArray) -> IntArray:
-            return np.where(cells, np.rint(prices * self.factor), prices).astype(np.int64)
-
-        return network.replace(base_price=scaled(network.base_price), per_kg=scaled(network.per_kg))
-
-    def describe(self) -> str:
-        scope = f"service {self.service}" if self.service else "every service"
-        if self.zone:
-            scope += f", zone {self.zone}"
-        return f"rates x{self.factor:g} ({scope})"
-
-
-@dataclass(frozen=True)
-class SetStorageCost:
-    """Set (``cents`` per unit-day) or scale (``factor``) the storage cost of the selected nodes."""
-
-    nodes: NodeSelector = field(default_factory=NodeSelector)
-    cents: int | None = None
-    factor: float | None = None
-
-    def apply(self, network: Network) -> Network:
-        if (self.cents is None) == (self.factor is None):
-            raise EditError("give exactly one of cost and factor")
-        mask = self.nodes.mask(network)
-        if self.cents is not None:
-            new = np.where(mask, self.cents, network.storage_cost)
-        else:
-            factor = float(self.factor or 0.0)
-            if not (math.isfinite(factor) and factor >= 0):
-                raise EditError(f"factor must be a number >= 0, got {self.factor}")
-            new = np.where(mask, np.rint(network.storage_cost * factor), network.storage_cost)
-        return network.replace(storage_cost=new.astype(np.int64))
-
-    def describe(self) -> str:
-        what = (
-            f"= {_money_text(self.cents)} per unit-day"
-            if self.cents is not None
-            else f"x{self.factor:g}"
-        )
-        return f"storage cost {what} at {self.nodes.describe()}"
-
-
-@dataclass(frozen=True)
-class SetCapacity:
-    """Set the daily capacity (units) of the selected nodes; ``units`` None = unlimited."""
-
-    nodes: NodeSelector = field(default_factory=NodeSelector)
-    units: int | None = None
-
-    def apply(self, network: Network) -> Network:
-        if self.units is not None and self.units < 0:
-            raise EditError(f"units must be >= 0, got {self.units}")
-        value = UNLIMITED_CAPACITY if self.units is None else self.units
-        return network.replace(capacity=np.where(self.nodes.mask(network), value, network.capacity))
-
-    def describe(self) -> str:
-        units = "unlimited" if self.units is None else f"{self.units} units/day"
-        return f"capacity {units} at {self.nodes.describe()}"
-
-
-@dataclass(frozen=True)
-class PoolStock:
-    """Every node that holds a SKU (on hand > 0) gets the SKU's network-wide on hand.
-
-    "Any node that carries a product could serve all of its demand": a
-    what-if on where stock sits, not on how much there is per node.
-    """
-
-    def apply(self, network: Network) -> Network:
-        total = network.on_hand.sum(axis=0)
-        return network.replace(
-            on_hand=np.where(network.on_hand > 0, total[None, :], 0).astype(np.int64)
-        )
-
-    def describe(self) -> str:
-        return "every node holding a SKU holds its network-wide total"
 
 
 # --------------------------------------------------------------------- sources
@@ -427,36 +151,6 @@ class NetworkSource:
         if self.path is None:
             return f"demo network (seed {7 if self.demo_seed is None else self.demo_seed})"
         return f"planner CSV folder {self.path}"
-
-
-@dataclass(frozen=True)
-class CsvOrders:
-    """Orders from DESIGN's ``orders.csv``."""
-
-    path: Path
-
-
-@dataclass(frozen=True)
-class GeneratedOrders:
-    """Synthetic orders with population-like demand (contiguous-US destinations).
-
-    Order ``i`` is placed at ``start`` + the sum of ``i + 1`` exponential
-    gaps of mean ``1 / per_day`` days (a Poisson stream). Its number of lines
-    is drawn with ``line_weights`` (index 0: one line), each line's qty with
-    ``qty_weights``; its SKUs are distinct, drawn with probability
-    proportional to ``daily_demand`` among SKUs with available stock at the
-    start; its destination is a STANDARD ZIP drawn with the demo's density
-    proxy (:func:`sourcing.demo.population_points`). ``per_day`` None means
-    the network's demand rate: ``sum(daily_demand)`` / expected units per order.
-    Deterministic for a seed.
-    """
-
-    count: int
-    seed: int = 1
-    start: datetime = datetime(2024, 1, 1)
-    per_day: float | None = None
-    line_weights: tuple[float, ...] = (55.0, 25.0, 10.0, 6.0, 4.0)
-    qty_weights: tuple[float, ...] = (80.0, 15.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -633,12 +327,12 @@ class _Section:
     def moment(self, name: str, default: Any = _MISSING) -> Any:
         value = self._get(name, default)
         if value is default or isinstance(value, datetime):
-            return _naive(value) if isinstance(value, datetime) else value
+            return naive_utc(value) if isinstance(value, datetime) else value
         if isinstance(value, date):
             return datetime.combine(value, time())
         if isinstance(value, str):
             try:
-                return _naive(datetime.fromisoformat(value.strip()))
+                return naive_utc(datetime.fromisoformat(value.strip()))
             except ValueError:
                 pass
         raise self.error(name, f"must be a date or date-time (ISO 8601), got {value!r}")
@@ -662,13 +356,6 @@ class _Section:
         return [
             _Section(self.file, self.base, f"{self.key(name)}[{i}]", v) for i, v in enumerate(value)
         ]
-
-
-def _naive(moment: datetime) -> datetime:
-    """Aware times become naive UTC; naive ones are kept as they are."""
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _selector(section: _Section) -> NodeSelector:
@@ -865,166 +552,6 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         policies=policies,
         options=options,
     )
-
-
-# ------------------------------------------------------------------ CSV sources
-
-_ORDER_COLUMNS: Final = ("order_id", "created_at", "dest_lat", "dest_lon", "sku", "qty")
-_RECEIPT_COLUMNS: Final = ("at", "node_id", "sku", "qty")
-
-
-def _csv_rows(path: Path, columns: Sequence[str]) -> Iterable[tuple[int, dict[str, str]]]:
-    return csv_records(path, str(path), columns, ScenarioError)
-
-
-def _parse_field(
-    name: str, row: int, column: str, text: str, parse: Callable[[str], Any], what: str
-) -> Any:
-    if not text:
-        raise ScenarioError(name, "empty value", row=row, column=column)
-    try:
-        return parse(text)
-    except (ValueError, OverflowError):
-        raise ScenarioError(name, f"not {what}: {text!r}", row=row, column=column) from None
-
-
-def _moment_of(text: str) -> datetime:
-    return _naive(datetime.fromisoformat(text))
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(text)
-    return value
-
-
-def _lat(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and -90 <= value <= 90):
-        raise ValueError(text)
-    return value
-
-
-def _lon(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and -180 <= value <= 180):
-        raise ValueError(text)
-    return value
-
-
-def read_orders(
-    path: str | os.PathLike[str], sku_ids: Iterable[str] | None = None
-) -> list[SimOrder]:
-    """Read DESIGN's ``orders.csv`` (one row per line, rows of an order grouped by ``order_id``).
-
-    Rows of one order must agree on ``created_at`` and the destination. With
-    ``sku_ids``, an unknown SKU is an error naming its row. Times are ISO
-    8601; aware ones are converted to naive UTC.
-    """
-    file = Path(path)
-    name = str(file)
-    known = set(sku_ids) if sku_ids is not None else None
-    heads: dict[str, tuple[int, datetime, float, float]] = {}
-    lines: dict[str, list[OrderLine]] = {}
-    for row, values in _csv_rows(file, _ORDER_COLUMNS):
-        order_id = values["order_id"]
-        if not order_id:
-            raise ScenarioError(name, "empty value", row=row, column="order_id")
-        at = _parse_field(
-            name, row, "created_at", values["created_at"], _moment_of, "an ISO date-time"
-        )
-        lat = _parse_field(
-            name, row, "dest_lat", values["dest_lat"], _lat, "a latitude in [-90, 90]"
-        )
-        lon = _parse_field(
-            name, row, "dest_lon", values["dest_lon"], _lon, "a longitude in [-180, 180]"
-        )
-        sku = values["sku"]
-        if not sku:
-            raise ScenarioError(name, "empty value", row=row, column="sku")
-        if known is not None and sku not in known:
-            raise ScenarioError(
-                name, f"unknown SKU {sku!r} (not in the network)", row=row, column="sku"
-            )
-        qty = _parse_field(
-            name, row, "qty", values["qty"], _positive_int, "a positive whole number"
-        )
-        head = heads.setdefault(order_id, (row, at, lat, lon))
-        if head[1:] != (at, lat, lon):
-            column = "created_at" if head[1] != at else "dest_lat" if head[2] != lat else "dest_lon"
-            raise ScenarioError(
-                name,
-                f"order {order_id!r} has a different {column} than at row {head[0]}",
-                row=row,
-                column=column,
-            )
-        lines.setdefault(order_id, []).append(OrderLine(sku, qty))
-    return [
-        SimOrder(order_id, at, Order(Location(lat, lon), tuple(lines[order_id])))
-        for order_id, (_, at, lat, lon) in heads.items()
-    ]
-
-
-def read_receipts(path: str | os.PathLike[str], network: Network) -> tuple[Receipt, ...]:
-    """Read a receipts CSV (``at,node_id,sku,qty``) against ``network``."""
-    file = Path(path)
-    name = str(file)
-    result = []
-    for row, values in _csv_rows(file, _RECEIPT_COLUMNS):
-        at = _parse_field(name, row, "at", values["at"], _moment_of, "an ISO date-time")
-        node, sku = values["node_id"], values["sku"]
-        if node not in network.node_index:
-            raise ScenarioError(name, f"unknown node {node!r}", row=row, column="node_id")
-        if sku not in network.sku_index:
-            raise ScenarioError(name, f"unknown SKU {sku!r}", row=row, column="sku")
-        qty = _parse_field(
-            name, row, "qty", values["qty"], _positive_int, "a positive whole number"
-        )
-        result.append(Receipt(at, node, sku, qty))
-    return tuple(result)
-
-
-def generate_orders(network: Network, spec: GeneratedOrders) -> list[SimOrder]:
-    """The synthetic stream of ``spec`` for ``network`` (see :class:`GeneratedOrders`)."""
-    from sourcing.demo import population_points
-
-    rng = np.random.default_rng(spec.seed)
-    popularity = np.where(network.available.sum(axis=0) > 0, network.daily_demand, 0.0)
-    stocked = int(np.count_nonzero(popularity))
-    if stocked == 0:
-        raise ValueError("no SKU has both stock and demand: nothing to order")
-    line_p = np.asarray(spec.line_weights) / sum(spec.line_weights)
-    qty_p = np.asarray(spec.qty_weights) / sum(spec.qty_weights)
-    per_day = spec.per_day
-    if per_day is None:
-        units = float(line_p @ np.arange(1, line_p.size + 1)) * float(
-            qty_p @ np.arange(1, qty_p.size + 1)
-        )
-        per_day = max(float(popularity.sum()) / units, 1e-9)
-    lat, lon, weight = population_points()
-    n_lines = np.minimum(rng.choice(line_p.size, size=spec.count, p=line_p) + 1, stocked)
-    dest = rng.choice(weight.size, size=spec.count, p=weight)
-    when = np.cumsum(rng.exponential(1.0 / per_day, size=spec.count))
-    sku_p = popularity / popularity.sum()
-    result = []
-    for i in range(spec.count):
-        skus = rng.choice(sku_p.size, size=int(n_lines[i]), replace=False, p=sku_p)
-        qty = rng.choice(qty_p.size, size=skus.size, p=qty_p) + 1
-        result.append(
-            SimOrder(
-                order_id=f"G{i + 1:06d}",
-                created_at=spec.start + timedelta(days=float(when[i])),
-                order=Order(
-                    Location(float(lat[dest[i]]), float(lon[dest[i]])),
-                    tuple(
-                        OrderLine(network.sku_ids[int(k)], int(q))
-                        for k, q in zip(skus, qty, strict=True)
-                    ),
-                ),
-            )
-        )
-    return result
 
 
 # ---------------------------------------------------------------------- running
