@@ -55,7 +55,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final, Protocol
 
 import numpy as np
@@ -76,6 +76,7 @@ from sourcing.model import (
     Network,
     Option,
     Order,
+    ParcelCost,
     QuoteSettings,
 )
 from sourcing.orders import validate_order
@@ -511,8 +512,56 @@ class SimulationResult:
 
 @dataclass
 class _Records:
+    """The replay's order and parcel rows, column by column."""
+
     orders: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _ORDER_COLUMNS})
     parcels: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _PARCEL_COLUMNS})
+
+    def add_parcel(self, index: int, parcel: ParcelCost, units: int) -> None:
+        p = self.parcels
+        p["order"].append(index)
+        p["node_id"].append(parcel.node_id)
+        p["service"].append(parcel.service)
+        p["zone"].append(parcel.zone)
+        p["distance_km"].append(parcel.distance_km)
+        p["units"].append(units)
+        p["weight_g"].append(parcel.weight_g)
+        p["shipping"].append(parcel.shipping)
+        p["handling"].append(parcel.handling)
+        p["storage_credit"].append(parcel.storage_credit)
+        p["arrival_days"].append(parcel.arrival_days)
+
+    def add_order(
+        self,
+        item: SimOrder,
+        units_shipped: int,
+        evaluation: Evaluation,
+        status: str,
+        seconds: float,
+    ) -> None:
+        r = self.orders
+        r["order_id"].append(item.order_id)
+        r["created_at"].append(item.created_at)
+        r["units_ordered"].append(sum(line.qty for line in item.order.lines))
+        r["units_shipped"].append(units_shipped)
+        r["parcels"].append(evaluation.num_parcels)
+        r["shipping"].append(evaluation.shipping)
+        r["handling"].append(evaluation.handling)
+        r["storage_credit"].append(evaluation.storage_credit)
+        r["cost"].append(evaluation.cost)
+        r["delivery_days"].append(evaluation.delivery_days)
+        r["status"].append(status)
+        r["decide_seconds"].append(seconds)
+
+    def marks(self) -> tuple[int, int]:
+        """How many order and parcel rows there are (a period's start)."""
+        return len(self.orders["order_id"]), len(self.parcels["order"])
+
+    def truncate(self, marks: tuple[int, int]) -> None:
+        """Drop the rows recorded since ``marks``."""
+        for columns, mark in zip((self.orders, self.parcels), marks, strict=True):
+            for values in columns.values():
+                del values[mark:]
 
 
 @dataclass(frozen=True)
@@ -630,27 +679,110 @@ def simulate(
     if period is not None and not (math.isfinite(period) and period > 0):
         raise ValueError(f"policy {policy.name}: period_days must be positive, got {period}")
 
-    view = _View(network)
-    start_on_hand = network.on_hand
-    on_hand: IntArray = network.on_hand.copy()
-    used: IntArray = np.zeros(len(network.node_ids), dtype=np.int64)
-    records = _Records()
-    policy.begin(network, stream)
-
     t0 = _midnight(stream[0].created_at) if stream else datetime.min
-    next_receipt = 0
-    next_top_up = t0 + timedelta(days=top_up) if top_up is not None else None
-    next_period = t0 + timedelta(days=period) if period is not None else None
-    day = t0.date()
-    decided = 0
+    replay = _Replay(network, policy, _Clock(receipts, top_up, period, t0))
+    policy.begin(network, stream)
+    for index, item in enumerate(stream):
+        replay.advance(item.created_at)
+        replay.decide(index, item)
+        if progress is not None:
+            progress(1)
+    if period is not None and stream:
+        replay.close_period(stream[-1].created_at)
+    return SimulationResult(
+        policy=policy.name,
+        node_ids=network.node_ids,
+        orders=_frame(replay.records.orders, _ORDER_COLUMNS),
+        parcels=_frame(replay.records.parcels, _PARCEL_COLUMNS),
+        on_hand_end=replay.on_hand,
+    )
 
-    def snapshot(at: datetime) -> Snapshot:
-        frozen_on_hand, frozen_used = on_hand.copy(), used.copy()
+
+@dataclass
+class _Clock:
+    """What comes due as the replay's time passes: receipts, stock top-ups, period ends, days."""
+
+    receipts: list[tuple[datetime, int, int, int]]
+    top_up: float | None
+    period: float | None
+    t0: datetime
+    next_receipt: int = 0
+    next_top_up: datetime | None = field(init=False)
+    next_period: datetime | None = field(init=False)
+    day: date = field(init=False)
+
+    def __post_init__(self) -> None:
+        t0 = self.t0
+        self.next_top_up = t0 + timedelta(days=self.top_up) if self.top_up is not None else None
+        self.next_period = t0 + timedelta(days=self.period) if self.period is not None else None
+        self.day = t0.date()
+
+
+class _Replay:
+    """One replay's running state: stock, the day's capacity used, the records, the open period.
+
+    :meth:`decide` asks the policy about one order on its view and ships the
+    decision (:meth:`ship`); :meth:`advance` brings receipts, top-ups, period
+    ends and the day's capacity reset up to an order's time; a period's end
+    (:meth:`close_period`) may revise the period's orders, replayed in order.
+    """
+
+    def __init__(self, network: Network, policy: Policy, clock: _Clock) -> None:
+        self.network = network
+        self.policy = policy
+        self.clock = clock
+        self.view = _View(network)
+        self.start_on_hand = network.on_hand
+        self.on_hand: IntArray = network.on_hand.copy()
+        self.used: IntArray = np.zeros(len(network.node_ids), dtype=np.int64)
+        self.records = _Records()
+        self.decided = 0
+        self.period_orders: list[_Shipped] = []  # decided since the last boundary, in order
+        self.period_marks = (0, 0)  # rows of records.orders and records.parcels when it began
+        self.topped_up_in_period = False
+
+    def snapshot(self, at: datetime) -> Snapshot:
+        frozen_on_hand, frozen_used = self.on_hand.copy(), self.used.copy()
         frozen_on_hand.setflags(write=False)
         frozen_used.setflags(write=False)
-        return Snapshot(at, frozen_on_hand, frozen_used, decided)
+        return Snapshot(at, frozen_on_hand, frozen_used, self.decided)
+
+    def advance(self, now: datetime) -> None:
+        """Everything due by ``now``, in this order: period ends, receipts, top-ups, a new day."""
+        on_hand, clock = self.on_hand, self.clock
+        while clock.next_period is not None and clock.next_period <= now:
+            self.close_period(clock.next_period)
+            clock.next_period += timedelta(days=clock.period or 0)
+        receipts = clock.receipts
+        while clock.next_receipt < len(receipts) and receipts[clock.next_receipt][0] <= now:
+            _, n, k, qty = receipts[clock.next_receipt]
+            on_hand[n, k] += qty
+            clock.next_receipt += 1
+        while clock.next_top_up is not None and clock.next_top_up <= now:
+            np.maximum(on_hand, self.start_on_hand, out=on_hand)
+            clock.next_top_up += timedelta(days=clock.top_up or 0)
+            self.topped_up_in_period = self.topped_up_in_period or bool(self.period_orders)
+        if now.date() != clock.day:
+            clock.day = now.date()
+            self.used[:] = 0
+
+    def decide(self, index: int, item: SimOrder) -> None:
+        """Ask the policy about ``item`` on its view of the running state, and ship it."""
+        network, order = self.network, item.order
+        skus = np.unique([network.sku_index[line.sku] for line in order.lines])
+        local = self.view.build(self.on_hand, self.used, skus)
+        started = time.perf_counter()
+        decision = self.policy.decide(local, item)
+        seconds = time.perf_counter() - started
+        if isinstance(decision, Option):
+            allocation, status = decision.allocation, decision.proof.status
+        else:
+            allocation, status = decision, ""
+        self.period_orders.append(self.ship(index, item, allocation, status, seconds))
+        self.decided += 1
 
     def ship(
+        self,
         index: int,
         item: SimOrder,
         allocation: Allocation,
@@ -663,9 +795,10 @@ def simulate(
         ``promised``: the order's first decision, when this one revises it (it
         must ship the same units per line, arriving no later).
         """
+        network, policy, on_hand, floor = self.network, self.policy, self.on_hand, self.view.floor
         order = item.order
         skus = np.unique([network.sku_index[line.sku] for line in order.lines])
-        local = view.build(on_hand, used, skus)
+        local = self.view.build(on_hand, self.used, skus)
         evaluation = evaluate(local, order, allocation, allow_partial=True)
         if not evaluation.is_feasible:
             raise PolicyError(
@@ -692,53 +825,26 @@ def simulate(
                 on_hand[node, k] -= pl.qty
                 taken.append((node, k, pl.qty))
                 units += pl.qty
-                if on_hand[node, k] < view.floor[node, k] or on_hand[node, k] < 0:
+                if on_hand[node, k] < floor[node, k] or on_hand[node, k] < 0:
                     raise AssertionError(
                         f"stock of {pl.sku} at {parcel.node_id} fell to {on_hand[node, k]} "
-                        f"(floor {view.floor[node, k]}) after order {item.order_id}"
+                        f"(floor {floor[node, k]}) after order {item.order_id}"
                     )
-            used[node] += units
+            self.used[node] += units
             units_shipped += units
-            p = records.parcels
-            p["order"].append(index)
-            p["node_id"].append(parcel.node_id)
-            p["service"].append(parcel.service)
-            p["zone"].append(parcel.zone)
-            p["distance_km"].append(parcel.distance_km)
-            p["units"].append(units)
-            p["weight_g"].append(parcel.weight_g)
-            p["shipping"].append(parcel.shipping)
-            p["handling"].append(parcel.handling)
-            p["storage_credit"].append(parcel.storage_credit)
-            p["arrival_days"].append(parcel.arrival_days)
-
-        r = records.orders
-        r["order_id"].append(item.order_id)
-        r["created_at"].append(item.created_at)
-        r["units_ordered"].append(sum(line.qty for line in order.lines))
-        r["units_shipped"].append(units_shipped)
-        r["parcels"].append(evaluation.num_parcels)
-        r["shipping"].append(evaluation.shipping)
-        r["handling"].append(evaluation.handling)
-        r["storage_credit"].append(evaluation.storage_credit)
-        r["cost"].append(evaluation.cost)
-        r["delivery_days"].append(evaluation.delivery_days)
-        r["status"].append(status)
-        r["decide_seconds"].append(seconds)
+            self.records.add_parcel(index, parcel, units)
+        self.records.add_order(item, units_shipped, evaluation, status, seconds)
         return _Shipped(
             index, item, allocation, status, seconds, evaluation.delivery_days, covered, taken
         )
 
-    period_orders: list[_Shipped] = []  # decided since the last boundary, in replay order
-    period_marks = (0, 0)  # rows of records.orders and records.parcels when it began
-    topped_up_in_period = False
-
-    def close_period(at: datetime) -> None:
+    def close_period(self, at: datetime) -> None:
         """Call ``end_period``; apply its revisions by replaying the period with them."""
-        nonlocal period_orders, period_marks, topped_up_in_period
+        policy = self.policy
         started = time.perf_counter()
-        revisions = policy.end_period(snapshot(at))
+        revisions = policy.end_period(self.snapshot(at))
         spent = time.perf_counter() - started
+        period_orders = self.period_orders
         if revisions:
             held = {s.item.order_id: s for s in period_orders}
             outside = sorted(set(revisions) - set(held))
@@ -747,7 +853,9 @@ def simulate(
                     f"policy {policy.name} revised order(s) {', '.join(outside[:5])} "
                     "outside the period just ended"
                 )
-            if topped_up_in_period or any(s.item.created_at.date() != day for s in held.values()):
+            if self.topped_up_in_period or any(
+                s.item.created_at.date() != self.clock.day for s in held.values()
+            ):
                 raise ValueError(
                     f"policy {policy.name} revises a period that spans a stock top-up or a "
                     "change of day: use a period that divides a day and top-ups on its boundaries"
@@ -755,17 +863,15 @@ def simulate(
             # Rewind: every unit the period's orders took goes back, and their records.
             for shipped in period_orders:
                 for node, k, qty in shipped.taken:
-                    on_hand[node, k] += qty
-                    used[node] -= qty
-            for columns, mark in zip((records.orders, records.parcels), period_marks, strict=True):
-                for values in columns.values():
-                    del values[mark:]
+                    self.on_hand[node, k] += qty
+                    self.used[node] -= qty
+            self.records.truncate(self.period_marks)
             # Replay in order, each with its final allocation; the batch's time is
             # shared out over the orders it re-decided.
             share = spent / len(period_orders)
             for shipped in period_orders:
                 revised = revisions.get(shipped.item.order_id)
-                ship(
+                self.ship(
                     shipped.index,
                     shipped.item,
                     shipped.allocation if revised is None else revised,
@@ -773,51 +879,9 @@ def simulate(
                     shipped.seconds + share,
                     None if revised is None else shipped,
                 )
-        period_orders = []
-        period_marks = (len(records.orders["order_id"]), len(records.parcels["order"]))
-        topped_up_in_period = False
-
-    for index, item in enumerate(stream):
-        now = item.created_at
-        while next_period is not None and next_period <= now:
-            close_period(next_period)
-            next_period += timedelta(days=period or 0)
-        while next_receipt < len(receipts) and receipts[next_receipt][0] <= now:
-            _, n, k, qty = receipts[next_receipt]
-            on_hand[n, k] += qty
-            next_receipt += 1
-        while next_top_up is not None and next_top_up <= now:
-            np.maximum(on_hand, start_on_hand, out=on_hand)
-            next_top_up += timedelta(days=top_up or 0)
-            topped_up_in_period = topped_up_in_period or bool(period_orders)
-        if now.date() != day:
-            day = now.date()
-            used[:] = 0
-
-        order = item.order
-        skus = np.unique([network.sku_index[line.sku] for line in order.lines])
-        local = view.build(on_hand, used, skus)
-        started = time.perf_counter()
-        decision = policy.decide(local, item)
-        seconds = time.perf_counter() - started
-        if isinstance(decision, Option):
-            allocation, status = decision.allocation, decision.proof.status
-        else:
-            allocation, status = decision, ""
-        period_orders.append(ship(index, item, allocation, status, seconds))
-        decided += 1
-        if progress is not None:
-            progress(1)
-
-    if period is not None and stream:
-        close_period(stream[-1].created_at)
-    return SimulationResult(
-        policy=policy.name,
-        node_ids=network.node_ids,
-        orders=_frame(records.orders, _ORDER_COLUMNS),
-        parcels=_frame(records.parcels, _PARCEL_COLUMNS),
-        on_hand_end=on_hand,
-    )
+        self.period_orders = []
+        self.period_marks = self.records.marks()
+        self.topped_up_in_period = False
 
 
 _INT_COLUMNS: Final = frozenset(
