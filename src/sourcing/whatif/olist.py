@@ -206,7 +206,43 @@ def load_olist(
     follow the kept stream; the rate card is fitted on the whole year).
     Raises ``FileNotFoundError`` / ``ValueError`` for missing files or columns.
     """
-    folder = Path(data_dir)
+    joined = _join(Path(data_dir), year)
+    fit, seller_handling = _fit_rates(joined.lines, holdout_from)
+    kept = _keep(joined.lines, max_orders)
+    network, node_of, sku_of = _network(kept, fit, seller_handling, year)
+    stream: list[SimOrder] = []
+    history: dict[str, tuple[str, ...]] = {}
+    by_order = {oid: g for oid, g in kept.grouped.groupby("order_id", sort=False)}
+    for oid, purchase, lat, lon in kept.heads[["order_id", "purchase", "lat", "lon"]].itertuples(
+        index=False
+    ):
+        g = by_order[oid]
+        order_lines = tuple(
+            OrderLine(sku_of[p], int(q)) for p, q in zip(g["product_id"], g["qty"], strict=True)
+        )
+        history[oid] = tuple(node_of[s] for s in g["seller_id"])
+        stream.append(
+            SimOrder(
+                oid, purchase.to_pydatetime(), Order(Location(float(lat), float(lon)), order_lines)
+            )
+        )
+    summary = _summary(joined, kept, network, len(stream))
+    return OlistData(network, tuple(stream), history, fit, summary)
+
+
+@dataclass(frozen=True, eq=False)
+class _Joined:
+    """The year's order lines (one row per unit) joined with their order, customer, seller,
+    product weight and coordinates; orders without coordinates dropped."""
+
+    lines: pd.DataFrame
+    orders: pd.DataFrame
+    orders_with_items: int
+    dropped: int
+    weights_imputed: int
+
+
+def _join(folder: Path, year: int) -> _Joined:
     orders = _read(
         folder,
         "orders.csv",
@@ -275,8 +311,12 @@ def load_olist(
     orders_with_items = lines["order_id"].nunique()
     lines = lines[~lines["order_id"].isin(bad_orders)].copy()
     lines["km"] = _distance(lines)
+    return _Joined(lines, orders, int(orders_with_items), len(bad_orders), imputed)
 
-    # ------------------------------------------------------------------ the fit
+
+def _fit_rates(lines: pd.DataFrame, holdout_from: date) -> tuple[RateFit, pd.Series]:
+    """The rate card fitted on parcels before ``holdout_from``, checked on the rest; and each
+    seller's median handling days (see the module doc)."""
     bands = np.array(BANDS_KM)
     parcels = (
         lines.groupby(["order_id", "seller_id"], sort=False)
@@ -353,8 +393,20 @@ def load_olist(
         days_train=FitQuality.of(train["total"].to_numpy(dtype=float), train_days),
         days_holdout=FitQuality.of(test["total"].to_numpy(dtype=float), test_days),
     )
+    return fit, seller_handling
 
-    # ---------------------------------------------------------------- the stream
+
+@dataclass(frozen=True, eq=False)
+class _Kept:
+    """The orders kept for the stream: their heads (time, destination) in time order, their
+    unit rows, and their lines grouped per (order, product, seller) with qty."""
+
+    heads: pd.DataFrame
+    lines: pd.DataFrame
+    grouped: pd.DataFrame
+
+
+def _keep(lines: pd.DataFrame, max_orders: int | None) -> _Kept:
     heads = (
         lines.groupby("order_id", sort=False)
         .agg(purchase=("purchase", "first"), lat=("c_lat", "first"), lon=("c_lon", "first"))
@@ -370,6 +422,15 @@ def load_olist(
         .reset_index()
         .sort_values(["order_id", "first"], kind="stable")
     )
+    return _Kept(heads, kept, grouped)
+
+
+def _network(
+    kept: _Kept, fit: RateFit, seller_handling: pd.Series, year: int
+) -> tuple[Network, dict[str, str], dict[str, str]]:
+    """The sellers as nodes holding what they shipped, the products as SKUs, the fitted card;
+    and the node and SKU id of each seller and product."""
+    grouped = kept.grouped
     seller_ids = sorted(set(grouped["seller_id"]))
     product_ids = sorted(set(grouped["product_id"]))
     node_of = _short_ids(seller_ids, "S-")
@@ -389,12 +450,14 @@ def load_olist(
     days_in_year = (date(year + 1, 1, 1) - date(year, 1, 1)).days
     daily_demand = on_hand.sum(axis=0) / days_in_year
 
-    seller_geo = kept.groupby("seller_id")[["s_lat", "s_lon"]].first()
-    product_weight = kept.groupby("product_id")["weight_g"].first()
+    seller_geo = kept.lines.groupby("seller_id")[["s_lat", "s_lon"]].first()
+    product_weight = kept.lines.groupby("product_id")["weight_g"].first()
+    median_handling = fit.median_handling_days
     handling_days = np.array(
         [int(seller_handling.get(s, median_handling)) for s in seller_ids], dtype=np.int64
     )
-    n_nodes, n_skus = on_hand.shape
+    bands = np.array(BANDS_KM)
+    n_nodes = on_hand.shape[0]
     network = Network(
         node_ids=tuple(node_of[s] for s in seller_ids),
         node_kinds=(NodeKind.STORE,) * n_nodes,
@@ -413,55 +476,42 @@ def load_olist(
         zone_ids=tuple(str(z + 1) for z in range(bands.size)),
         zone_max_km=bands,
         service_ids=(SERVICE,),
-        base_price=base_cents[None, :],
-        per_kg=per_kg_cents[None, :],
-        transit_days=transit_days[None, :],
+        base_price=np.array(fit.base_cents, dtype=np.int64)[None, :],
+        per_kg=np.array(fit.per_kg_cents, dtype=np.int64)[None, :],
+        transit_days=np.array(fit.transit_days, dtype=np.int64)[None, :],
         offered=np.ones((1, bands.size), dtype=np.bool_),
     )
+    return network, node_of, sku_of
 
-    stream: list[SimOrder] = []
-    history: dict[str, tuple[str, ...]] = {}
-    by_order = {oid: g for oid, g in grouped.groupby("order_id", sort=False)}
-    for oid, purchase, lat, lon in heads[["order_id", "purchase", "lat", "lon"]].itertuples(
-        index=False
-    ):
-        g = by_order[oid]
-        order_lines = tuple(
-            OrderLine(sku_of[p], int(q)) for p, q in zip(g["product_id"], g["qty"], strict=True)
-        )
-        history[oid] = tuple(node_of[s] for s in g["seller_id"])
-        stream.append(
-            SimOrder(
-                oid, purchase.to_pydatetime(), Order(Location(float(lat), float(lon)), order_lines)
-            )
-        )
 
+def _summary(joined: _Joined, kept: _Kept, network: Network, orders: int) -> dict[str, Any]:
+    """What the data held and what was kept, and the historical KPIs to compare with."""
+    grouped, heads = kept.grouped, kept.heads
     sellers_per_product = grouped.groupby("product_id")["seller_id"].nunique()
-    sellers_per_order = kept.groupby("order_id")["seller_id"].nunique()
+    sellers_per_order = kept.lines.groupby("order_id")["seller_id"].nunique()
     kept_delivered = heads.merge(
-        orders[["order_id", "delivered", "order_status"]], on="order_id", how="left"
+        joined.orders[["order_id", "delivered", "order_status"]], on="order_id", how="left"
     )
     delivered_days = (
         (kept_delivered["delivered"] - kept_delivered["purchase"]).dt.total_seconds() / _DAY
     ).dropna()
-    summary = {
-        "orders_with_items": int(orders_with_items),
-        "orders_dropped_no_coordinates": len(bad_orders),
-        "orders": len(stream),
+    return {
+        "orders_with_items": joined.orders_with_items,
+        "orders_dropped_no_coordinates": joined.dropped,
+        "orders": orders,
         "order_lines": len(grouped),
-        "units": int(on_hand.sum()),
-        "sellers": n_nodes,
-        "products": n_skus,
+        "units": int(network.on_hand.sum()),
+        "sellers": len(network.node_ids),
+        "products": len(network.sku_ids),
         "products_with_several_sellers": int((sellers_per_product > 1).sum()),
-        "products_weight_imputed": imputed,
+        "products_weight_imputed": joined.weights_imputed,
         "historical_split_rate": round(float((sellers_per_order > 1).mean()), 4),
         "actual_freight_per_order_brl": round(
-            float(kept["freight"].sum()) / max(len(stream), 1), 2
+            float(kept.lines["freight"].sum()) / max(orders, 1), 2
         ),
         "actual_mean_delivery_days": round(float(delivered_days.mean()), 2),
         "actual_delivered_orders": len(delivered_days),
     }
-    return OlistData(network, tuple(stream), history, fit, summary)
 
 
 def _distance(lines: pd.DataFrame) -> FloatArray:
