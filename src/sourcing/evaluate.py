@@ -23,6 +23,7 @@ from sourcing.model import (
     NodeKind,
     Order,
     ParcelCost,
+    ParcelPlan,
     Shortfall,
 )
 
@@ -74,12 +75,8 @@ def evaluate(
     Units from receipts earn no storage credit and leave ``inbound_day`` days
     later; they use no daily capacity today.
     """
-    violations: list[str] = []
-    parcels: list[ParcelCost] = []
-    covered = [0] * len(order.lines)
-    taken: dict[tuple[int, int], int] = defaultdict(int)
-    inbound_taken: dict[tuple[int, int, int], int] = defaultdict(int)
-    seen_nodes: set[tuple[str, int | None]] = set()
+    tally = _Tally(len(order.lines))
+    violations = tally.violations
     dest_lat, dest_lon = order.destination.lat, order.destination.lon
     pickup: int | None = None
     if allocation.pickup is not None:
@@ -91,119 +88,168 @@ def evaluate(
             violations.append(f"pickup node {allocation.pickup!r} is not a store")
         dest_lat, dest_lon = float(network.lat[pickup]), float(network.lon[pickup])
 
+    parcels: list[ParcelCost] = []
     for p_idx, parcel in enumerate(allocation.parcels):
-        where = f"parcel {p_idx} ({parcel.node_id})"
-        node = network.node_index.get(parcel.node_id)
-        if node is None:
-            violations.append(f"{where}: unknown node")
-            continue
-        picked_here = pickup is not None and node == pickup
-        service: int | None = None
-        if picked_here:
-            if parcel.service != PICKUP_SERVICE:
-                violations.append(
-                    f"{where}: units at the pickup store are picked there "
-                    f"(service {PICKUP_SERVICE!r}), not {parcel.service!r}"
-                )
-        else:
-            service = network.service_index.get(parcel.service)
-            if service is None:
-                violations.append(f"{where}: unknown service {parcel.service!r}")
-                continue
-            if pickup is not None and parcel.service != TRANSFER_SERVICE:
-                violations.append(
-                    f"{where}: must travel to the pickup store by {TRANSFER_SERVICE!r}"
-                )
-            if pickup is None and parcel.service == TRANSFER_SERVICE:
-                violations.append(f"{where}: the transfer lane does not ship to customers")
-        wait = parcel.inbound_day
-        if wait is not None and wait < 0:
-            violations.append(f"{where}: inbound day {wait} is negative")
-        if (parcel.node_id, wait) in seen_nodes:
-            violations.append(f"{where}: a second parcel from the same node")
-        seen_nodes.add((parcel.node_id, wait))
-        if not parcel.lines:
-            violations.append(f"{where}: empty parcel")
+        priced = _parcel(network, order, parcel, p_idx, pickup, dest_lat, dest_lon, tally)
+        if priced is not None:
+            parcels.append(priced)
+    _check_receipts(network, tally)
+    _check_stock(network, tally)
+    shortfall = _check_coverage(order, tally, allow_partial)
+    return Evaluation(tuple(parcels), tuple(violations), tuple(shortfall), allocation.pickup)
 
-        if picked_here:
-            km, zone_name = 0.0, ""
-            zone = 0
-        else:
-            km = _great_circle_km(
-                float(network.lat[node]), float(network.lon[node]), dest_lat, dest_lon
-            )
-            zone = _zone_index(network, km)
-            zone_name = network.zone_ids[zone]
-        if service is not None and not network.offered[service, zone]:
+
+class _Tally:
+    """What the parcels of one allocation add up to, and the rules they break so far."""
+
+    __slots__ = ("covered", "inbound_taken", "seen_nodes", "taken", "violations")
+
+    def __init__(self, lines: int) -> None:
+        self.covered = [0] * lines  # units per order line
+        self.violations: list[str] = []
+        self.taken: defaultdict[tuple[int, int], int] = defaultdict(int)
+        self.inbound_taken: defaultdict[tuple[int, int, int], int] = defaultdict(int)
+        self.seen_nodes: set[tuple[str, int | None]] = set()
+
+
+def _parcel(
+    network: Network,
+    order: Order,
+    parcel: ParcelPlan,
+    p_idx: int,
+    pickup: int | None,
+    dest_lat: float,
+    dest_lon: float,
+    tally: _Tally,
+) -> ParcelCost | None:
+    """One parcel priced, its units added to ``tally``; None if its node or service is unknown."""
+    violations = tally.violations
+    where = f"parcel {p_idx} ({parcel.node_id})"
+    node = network.node_index.get(parcel.node_id)
+    if node is None:
+        violations.append(f"{where}: unknown node")
+        return None
+    picked_here = pickup is not None and node == pickup
+    # Units at the pickup store are picked there; every other parcel of a collect
+    # travels by the transfer lane; a delivery never does.
+    service: int | None = None
+    if picked_here:
+        if parcel.service != PICKUP_SERVICE:
             violations.append(
-                f"{where}: service {parcel.service} not offered in zone {network.zone_ids[zone]}"
+                f"{where}: units at the pickup store are picked there "
+                f"(service {PICKUP_SERVICE!r}), not {parcel.service!r}"
             )
-
-        weight_g = 0
-        credit = 0
-        units = 0
-        for pl in parcel.lines:
-            if not 0 <= pl.line < len(order.lines):
-                violations.append(f"{where}: no order line {pl.line}")
-                continue
-            if order.lines[pl.line].sku != pl.sku:
-                violations.append(
-                    f"{where}: line {pl.line} is {order.lines[pl.line].sku}, not {pl.sku}"
-                )
-                continue
-            if pl.qty <= 0:
-                violations.append(f"{where}: line {pl.line} has qty {pl.qty}")
-                continue
-            sku = network.sku_index[pl.sku]
-            covered[pl.line] += pl.qty
-            weight_g += pl.qty * int(network.weight_g[sku])
-            units += pl.qty
-            if wait is None:
-                taken[(node, sku)] += pl.qty
-                credit += pl.qty * _unit_credit(network, node, sku)
-            else:
-                inbound_taken[(node, sku, wait)] += pl.qty
-
-        capacity = int(network.capacity[node])
-        if wait is None and capacity < UNLIMITED_CAPACITY and units > capacity:
-            violations.append(f"{where}: {units} units exceed daily capacity {capacity}")
-
+    else:
+        service = network.service_index.get(parcel.service)
         if service is None:
-            shipping, transit = 0, 0
-        else:
-            base = int(network.base_price[service, zone])
-            per_kg = int(network.per_kg[service, zone])
-            # cents * 1000 = millicents; cents/kg * g = millicents.
-            shipping = base * MILLICENTS_PER_CENT + per_kg * weight_g
-            transit = int(network.transit_days[service, zone])
-        parcels.append(
-            ParcelCost(
-                node_id=parcel.node_id,
-                service=parcel.service,
-                lines=parcel.lines,
-                zone=zone_name,
-                distance_km=km,
-                weight_g=weight_g,
-                shipping=shipping,
-                handling=int(network.handling_cost[node]) * MILLICENTS_PER_CENT,
-                storage_credit=credit,
-                arrival_days=(wait or 0) + int(network.handling_days[node]) + transit,
-                inbound_day=wait,
-            )
+            violations.append(f"{where}: unknown service {parcel.service!r}")
+            return None
+        if pickup is not None and parcel.service != TRANSFER_SERVICE:
+            violations.append(f"{where}: must travel to the pickup store by {TRANSFER_SERVICE!r}")
+        if pickup is None and parcel.service == TRANSFER_SERVICE:
+            violations.append(f"{where}: the transfer lane does not ship to customers")
+    wait = parcel.inbound_day
+    if wait is not None and wait < 0:
+        violations.append(f"{where}: inbound day {wait} is negative")
+    if (parcel.node_id, wait) in tally.seen_nodes:
+        violations.append(f"{where}: a second parcel from the same node")
+    tally.seen_nodes.add((parcel.node_id, wait))
+    if not parcel.lines:
+        violations.append(f"{where}: empty parcel")
+
+    if picked_here:
+        km, zone_name = 0.0, ""
+        zone = 0
+    else:
+        km = _great_circle_km(
+            float(network.lat[node]), float(network.lon[node]), dest_lat, dest_lon
+        )
+        zone = _zone_index(network, km)
+        zone_name = network.zone_ids[zone]
+    if service is not None and not network.offered[service, zone]:
+        violations.append(
+            f"{where}: service {parcel.service} not offered in zone {network.zone_ids[zone]}"
         )
 
+    weight_g, credit, units = _take_lines(network, order, parcel, where, node, tally)
+    capacity = int(network.capacity[node])
+    if wait is None and capacity < UNLIMITED_CAPACITY and units > capacity:
+        violations.append(f"{where}: {units} units exceed daily capacity {capacity}")
+
+    if service is None:
+        shipping, transit = 0, 0
+    else:
+        base = int(network.base_price[service, zone])
+        per_kg = int(network.per_kg[service, zone])
+        # cents * 1000 = millicents; cents/kg * g = millicents.
+        shipping = base * MILLICENTS_PER_CENT + per_kg * weight_g
+        transit = int(network.transit_days[service, zone])
+    return ParcelCost(
+        node_id=parcel.node_id,
+        service=parcel.service,
+        lines=parcel.lines,
+        zone=zone_name,
+        distance_km=km,
+        weight_g=weight_g,
+        shipping=shipping,
+        handling=int(network.handling_cost[node]) * MILLICENTS_PER_CENT,
+        storage_credit=credit,
+        arrival_days=(wait or 0) + int(network.handling_days[node]) + transit,
+        inbound_day=wait,
+    )
+
+
+def _take_lines(
+    network: Network, order: Order, parcel: ParcelPlan, where: str, node: int, tally: _Tally
+) -> tuple[int, int, int]:
+    """The parcel's weight (g), storage credit and units; its lines' units added to ``tally``."""
+    violations, covered = tally.violations, tally.covered
+    taken, inbound_taken = tally.taken, tally.inbound_taken
+    wait = parcel.inbound_day
+    weight_g = 0
+    credit = 0
+    units = 0
+    for pl in parcel.lines:
+        if not 0 <= pl.line < len(order.lines):
+            violations.append(f"{where}: no order line {pl.line}")
+            continue
+        if order.lines[pl.line].sku != pl.sku:
+            violations.append(
+                f"{where}: line {pl.line} is {order.lines[pl.line].sku}, not {pl.sku}"
+            )
+            continue
+        if pl.qty <= 0:
+            violations.append(f"{where}: line {pl.line} has qty {pl.qty}")
+            continue
+        sku = network.sku_index[pl.sku]
+        covered[pl.line] += pl.qty
+        weight_g += pl.qty * int(network.weight_g[sku])
+        units += pl.qty
+        if wait is None:
+            taken[(node, sku)] += pl.qty
+            credit += pl.qty * _unit_credit(network, node, sku)
+        else:
+            inbound_taken[(node, sku, wait)] += pl.qty
+    return weight_g, credit, units
+
+
+def _check_receipts(network: Network, tally: _Tally) -> None:
+    """Units waiting for receipts within the free units due that day at that node."""
     expected: dict[tuple[int, int, int], int] = defaultdict(int)
     for r in network.receipts:
         expected[(network.node_index[r.node_id], network.sku_index[r.sku], r.expected_day)] += r.qty
-    for (node, sku, day), qty in inbound_taken.items():
+    for (node, sku, day), qty in tally.inbound_taken.items():
         due = expected.get((node, sku, day), 0)
         if qty > due:
-            violations.append(
+            tally.violations.append(
                 f"node {network.node_ids[node]}: {qty} units of {network.sku_ids[sku]} "
                 f"wait for day {day}, {due} free in its receipts due then"
             )
 
-    for (node, sku), qty in taken.items():
+
+def _check_stock(network: Network, tally: _Tally) -> None:
+    """Units per (node, SKU) within on hand - safety stock - reserved."""
+    for (node, sku), qty in tally.taken.items():
         available = max(
             0,
             int(network.on_hand[node, sku])
@@ -211,22 +257,25 @@ def evaluate(
             - int(network.reserved[node, sku]),
         )
         if qty > available:
-            violations.append(
+            tally.violations.append(
                 f"node {network.node_ids[node]}: {qty} units of {network.sku_ids[sku]} "
                 f"taken, {available} available"
             )
 
+
+def _check_coverage(order: Order, tally: _Tally, allow_partial: bool) -> list[Shortfall]:
+    """No line over-covered; what a line misses is shortfall (a violation unless partial)."""
     shortfall: list[Shortfall] = []
+    covered = tally.covered
     for i, line in enumerate(order.lines):
         if covered[i] > line.qty:
-            violations.append(
+            tally.violations.append(
                 f"line {i} ({line.sku}): {covered[i]} units shipped, {line.qty} ordered"
             )
         elif covered[i] < line.qty:
             shortfall.append(Shortfall(i, line.sku, line.qty, covered[i]))
             if not allow_partial:
-                violations.append(
+                tally.violations.append(
                     f"line {i} ({line.sku}): {covered[i]} of {line.qty} units covered"
                 )
-
-    return Evaluation(tuple(parcels), tuple(violations), tuple(shortfall), allocation.pickup)
+    return shortfall
