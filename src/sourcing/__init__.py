@@ -20,7 +20,8 @@ Three products live here, each importing only what is below it:
   reports (imports the engine and batch).
 
 :mod:`sourcing.cli` is the ``sourcing`` command: an entry point over all
-three.
+three. ``scripts/check_layout.py`` checks these rules (the import-linter
+contracts in ``pyproject.toml``) and the size limits.
 """
 
 from sourcing.errors import InvalidOrderError, NetworkDataError, ShortageError, SourcingError
