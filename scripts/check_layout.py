@@ -34,6 +34,9 @@ MAX_FUNCTION_LINES = 150
 #: Files exempt from the size limits, with the reason (and the work that removes it).
 EXEMPT = {
     SOURCES / "oms" / "store.py": "one Store class of every aggregate; issue 14's store half",
+    # Landed beside this check the same day; split with the dashboard's shipments pass (issue 17).
+    SOURCES / "oms" / "dashboard" / "app.py": "create_app's routes in one closure; issue 17 follow-up",
+    SOURCES / "oms" / "dashboard" / "views.py": "every read-side query in one module; issue 17 follow-up",
 }
 
 
