@@ -199,8 +199,6 @@ def server_processes(url: str, workers: int, *extra: str) -> Iterator[str]:
         str(port),
         "--workers",
         str(workers),
-        "--admin-token",
-        ADMIN_TOKEN,
         "--no-demo",
         "--http-port",  # no dashboard beside these servers (tests/test_dashboard_*.py test it)
         "0",
@@ -208,7 +206,9 @@ def server_processes(url: str, workers: int, *extra: str) -> Iterator[str]:
     ]
     # Logs go to a file: a pipe nobody reads fills up and blocks the workers' logging.
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - outlives this block's scope
-    process = subprocess.Popen(command, stderr=log, text=True)
+    # The token from the environment: on the command line every local user could read it.
+    env = {**os.environ, "OMS_ADMIN_TOKEN": ADMIN_TOKEN}
+    process = subprocess.Popen(command, stderr=log, text=True, env=env)
     target = f"127.0.0.1:{port}"
     try:
         wait_until_serving(target, timeout_s=90.0)

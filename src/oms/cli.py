@@ -88,8 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="quotes/orders solved at once per process; the rest queue within their deadline",
     )
     serve.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0: off)")
-    serve.add_argument("--admin-token", help="bearer token for admin calls ($OMS_ADMIN_TOKEN)")
-    serve.add_argument("--checkout-token", help="bearer token for checkout calls, if any")
+    serve.add_argument(
+        "--admin-token-file",
+        help="file holding the bearer token for admin calls ($OMS_ADMIN_TOKEN_FILE, "
+        "or the token itself in $OMS_ADMIN_TOKEN)",
+    )
+    serve.add_argument(
+        "--checkout-token-file",
+        help="file holding the bearer token for checkout calls, if any "
+        "($OMS_CHECKOUT_TOKEN_FILE or $OMS_CHECKOUT_TOKEN)",
+    )
+    # Deprecated: every local user can read a process's arguments in /proc/PID/cmdline.
+    serve.add_argument("--admin-token", help=argparse.SUPPRESS)
+    serve.add_argument("--checkout-token", help=argparse.SUPPRESS)
     serve.add_argument("--quote-ttl", type=float, dest="quote_ttl_s", help="quote lifetime, s")
     serve.add_argument(
         "--solver-time-limit", type=float, dest="solver_time_limit_s", help="per quote, s"
@@ -146,6 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tokens(args: argparse.Namespace) -> dict[str, str | None]:
+    """The secrets given on the command line: from the files named, or (deprecated, with a
+    warning) the tokens themselves. Raises ValueError for an unreadable or empty file."""
+    from oms.credentials import read_token_file
+
+    tokens: dict[str, str | None] = {}
+    for name in ("admin_token", "checkout_token"):
+        flag = "--" + name.replace("_", "-")
+        path, value = getattr(args, f"{name}_file", None), getattr(args, name, None)
+        if path is not None and value is not None:
+            raise ValueError(f"give {flag} or {flag}-file, not both")
+        if path is not None:
+            tokens[name] = read_token_file(path, f"{flag}-file")
+        elif value is not None:
+            print(
+                f"warning: {flag} is deprecated: every local user can read it in "
+                f"/proc/PID/cmdline; use {flag}-file or $OMS_{name.upper()}",
+                file=sys.stderr,
+            )
+            tokens[name] = value
+    return tokens
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from oms.settings import Settings
 
@@ -157,13 +191,13 @@ def _settings(args: argparse.Namespace) -> Any:
         "threads",
         "cpu_slots",
         "metrics_port",
-        "admin_token",
-        "checkout_token",
         "quote_ttl_s",
         "solver_time_limit_s",
         "hold_stock",
     )
-    return Settings.from_env(**{n: getattr(args, n, None) for n in names})
+    overrides: dict[str, Any] = {n: getattr(args, n, None) for n in names}
+    overrides.update(_tokens(args))
+    return Settings.from_env(None, **overrides)
 
 
 def _print_message(message: Any) -> None:
@@ -249,13 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return command(args, settings.database_url)
 
+    from oms.credentials import redact_url
     from oms.store import Store
 
+    shown_url = redact_url(settings.database_url)
     store = Store(settings.database_url, pool_size=2)
     try:
         store.migrate()
         if args.command == "migrate":
-            print(f"schema up to date in {settings.database_url}")
+            print(f"schema up to date in {shown_url}")
             return 0
         # load
         if args.demo == bool(args.network_dir):
@@ -278,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.load_network(network, reason=f"oms load {args.network_dir or 'demo'}")
         print(
             f"loaded {len(network.node_ids)} nodes, {len(network.sku_ids)} SKUs, "
-            f"{int((network.on_hand > 0).sum())} stock positions into {settings.database_url}"
+            f"{int((network.on_hand > 0).sum())} stock positions into {shown_url}"
         )
         return 0
     finally:

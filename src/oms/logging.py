@@ -3,7 +3,8 @@
 Every line carries ``ts``, ``level``, ``logger`` and ``message``; ``request_id``
 when the line is written while serving a call (see :data:`REQUEST_ID`); and any
 ``extra=`` fields the caller passed, so ``log.info("placed", extra={"order_id": i})``
-becomes a queryable field rather than text inside the message.
+becomes a queryable field rather than text inside the message. The password of
+any URL in a line is masked (:func:`oms.credentials.redact_text`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from oms.credentials import redact_text
 
 __all__ = ["REQUEST_ID", "JsonFormatter", "configure_logging"]
 
@@ -62,7 +65,8 @@ class JsonFormatter(logging.Formatter):
             payload["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             payload["stack_info"] = self.formatStack(record.stack_info)
-        return _ENCODE(payload)
+        # A URL's password may hide in any message or traceback (a driver's error text).
+        return redact_text(_ENCODE(payload))
 
 
 class _JsonStreamHandler(logging.StreamHandler[TextIO]):

@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from oms import metrics
 from oms.checkout import CheckoutServicer
+from oms.credentials import redact_url
 from oms.dashboard.config import DashboardConfig
 from oms.dashboard.process import start_beside_service as start_dashboard
 from oms.fulfilment import FulfilmentServicer
@@ -268,7 +269,7 @@ def wait_until_serving(target: str, timeout_s: float = 60.0) -> None:
 
 
 def _announce(settings: Settings, port: int) -> None:
-    where = settings.database_url
+    where = redact_url(settings.database_url)
     print(
         f"oms serving on {settings.host}:{port} ({max(settings.workers, 1)} worker(s), "
         f"store {where})",

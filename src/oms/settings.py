@@ -6,17 +6,26 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from oms.credentials import MASK, read_token_file, redact_url
+
 DEFAULT_DATABASE_URL = "sqlite:///oms.db"
 
 
-@dataclass(frozen=True)
+#: Settings that are secrets: also read from ``OMS_<NAME>_FILE``, and masked in ``repr``.
+SECRET_FIELDS = ("admin_token", "checkout_token")
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Everything the server reads at start-up.
 
     * ``database_url``: SQLAlchemy URL; ``sqlite:///FILE`` (embedded default) or
       ``postgresql+psycopg://user@host:port/db``.
     * ``admin_token``: bearer token the InventoryService and FulfilmentService
-      calls must carry; ``None`` refuses them all (UNAUTHENTICATED).
+      calls must carry; ``None`` refuses them all (UNAUTHENTICATED). Secrets
+      (this and ``checkout_token``) come from ``OMS_ADMIN_TOKEN`` or a file
+      named by ``OMS_ADMIN_TOKEN_FILE`` (``--admin-token-file``), never
+      necessarily from the command line; ``repr`` masks them and the URL's password.
     * ``checkout_token``: bearer token for CheckoutService; ``None`` leaves
       checkout open (it is usually behind the shop's own gateway).
     * ``threads``: RPC threads per process (streams and queued calls hold one each).
@@ -65,6 +74,17 @@ class Settings:
         if not self.overdue_sweep_s >= 0:
             raise ValueError(f"overdue_sweep_s must not be negative, got {self.overdue_sweep_s}")
 
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value is not None:
+                value = MASK
+            elif f.name == "database_url":
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     @property
     def solver_slots(self) -> int:
         """``cpu_slots``, or by store when unset: 1 on SQLite, 2 on PostgreSQL.
@@ -81,12 +101,22 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, then ``OMS_<FIELD>`` variables, then ``overrides`` that are not None."""
+        """Defaults, then ``OMS_<FIELD>`` variables, then ``overrides`` that are not None.
+
+        A secret may instead come from the file ``OMS_<FIELD>_FILE`` names (not both).
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        for name in SECRET_FIELDS:
+            variable = f"OMS_{name.upper()}"
+            path = env.get(f"{variable}_FILE")
+            if path:
+                if env.get(variable):
+                    raise ValueError(f"set {variable} or {variable}_FILE, not both")
+                values[name] = read_token_file(path, f"{variable}_FILE")
         for f in fields(cls):
             raw = env.get(f"OMS_{f.name.upper()}")
-            if raw is None or raw == "":
+            if raw is None or raw == "" or f.name in values:
                 continue
             default = getattr(cls(), f.name)
             if default is None:  # optional: its annotation ("int | None", ...) says which
