@@ -198,7 +198,7 @@ def test_admin_call_without_token_is_unauthenticated(serve: ServeFn) -> None:
     stubs = serve()
     err = error_of(lambda: stubs.inventory.GetAvailability(inventory_pb2.GetAvailabilityRequest()))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert err.details() == "missing bearer token"
+    assert err.details() == "missing bearer token for oms.v1.InventoryService"
     assert stubs.servicer.seen_request_ids == []
 
 
@@ -267,13 +267,19 @@ def test_admin_calls_refused_when_no_admin_token_is_set(
             )
         )
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED
-    # Checkout stays open: its token is not set either.
-    assert stubs.checkout.ListOrders(checkout_pb2.ListOrdersRequest()) is not None
+    # Checkout stays open: its token is not set either (GetOrder's own NOT_FOUND shows it),
+    # except ListOrders, an admin call.
+    err = error_of(lambda: stubs.checkout.GetOrder(checkout_pb2.GetOrderRequest()))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    err = error_of(lambda: stubs.checkout.ListOrders(checkout_pb2.ListOrdersRequest()))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.details() == (
+        "oms.v1.CheckoutService/ListOrders (an admin call) is disabled: no admin token set"
+    )
 
 
 def test_checkout_is_open_without_a_checkout_token(serve: ServeFn) -> None:
     stubs = serve(checkout_token=None)
-    assert stubs.checkout.ListOrders(checkout_pb2.ListOrdersRequest()) is not None
     # Even a wrong token is ignored; GetOrder's own NOT_FOUND shows the call got through.
     err = error_of(
         lambda: stubs.checkout.GetOrder(checkout_pb2.GetOrderRequest(), metadata=bearer("junk"))
@@ -282,16 +288,37 @@ def test_checkout_is_open_without_a_checkout_token(serve: ServeFn) -> None:
     assert err.details() == "order not found"
 
 
-def test_checkout_is_closed_with_a_checkout_token(serve: ServeFn) -> None:
-    stubs = serve(checkout_token=CHECKOUT)
+def test_list_orders_needs_the_admin_token_while_checkout_is_open(serve: ServeFn) -> None:
+    """It lists every customer's orders and addresses (issue 13 item 14)."""
+    stubs = serve(checkout_token=None)
     list_orders = stubs.checkout.ListOrders
     request = checkout_pb2.ListOrdersRequest()
-    assert error_of(lambda: list_orders(request)).code() == grpc.StatusCode.UNAUTHENTICATED
+    err = error_of(lambda: list_orders(request))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert err.details() == (
+        "missing bearer token for oms.v1.CheckoutService/ListOrders (an admin call)"
+    )
     err = error_of(lambda: list_orders(request, metadata=bearer("junk")))
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert err.details() == "token not valid for oms.v1.CheckoutService"
-    assert list_orders(request, metadata=bearer(CHECKOUT)) is not None
     assert list_orders(request, metadata=bearer(ADMIN)) is not None
+
+
+def test_checkout_is_closed_with_a_checkout_token(serve: ServeFn) -> None:
+    stubs = serve(checkout_token=CHECKOUT)
+    get_order = stubs.checkout.GetOrder
+    request = checkout_pb2.GetOrderRequest()
+    assert error_of(lambda: get_order(request)).code() == grpc.StatusCode.UNAUTHENTICATED
+    err = error_of(lambda: get_order(request, metadata=bearer("junk")))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.details() == "token not valid for oms.v1.CheckoutService"
+    for token in (CHECKOUT, ADMIN):  # NOT_FOUND: the call got through to the servicer
+        err = error_of(lambda t=token: get_order(request, metadata=bearer(t)))
+        assert err.code() == grpc.StatusCode.NOT_FOUND
+    # ListOrders is an admin call: the checkout token does not open it.
+    listing = checkout_pb2.ListOrdersRequest()
+    err = error_of(lambda: stubs.checkout.ListOrders(listing, metadata=bearer(CHECKOUT)))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert stubs.checkout.ListOrders(listing, metadata=bearer(ADMIN)) is not None
     # The checkout token does not open admin calls.
     err = error_of(
         lambda: stubs.inventory.GetAvailability(

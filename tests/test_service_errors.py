@@ -272,7 +272,7 @@ def place_raw(quote_id: str, option_id: str, key: str) -> Callable[[Env], Any]:
 
 def list_orders(**fields: Any) -> Callable[[Env], Any]:
     request = checkout_pb2.ListOrdersRequest(**fields)
-    return lambda env: env.client.checkout.ListOrders(request, timeout=TIMEOUT)
+    return lambda env: env.client.checkout.ListOrders(request, timeout=TIMEOUT, metadata=ADMIN)
 
 
 def token(raw: bytes) -> str:

@@ -537,7 +537,7 @@ CONTROL_CHARACTERS: dict[str, tuple[Callable[[Client], Callable[[], Any]], tuple
     "list-page-token": (
         lambda c: (
             lambda: c.checkout.ListOrders(
-                checkout_pb2.ListOrdersRequest(page_token="\0"), timeout=TIMEOUT
+                checkout_pb2.ListOrdersRequest(page_token="\0"), timeout=TIMEOUT, metadata=ADMIN
             )
         ),
         ("page_token",),
@@ -744,7 +744,9 @@ def tokens_of(client: Client, **fields: Any) -> tuple[list[str], list[str]]:
     token = ""
     for _ in range(1000):
         page = client.checkout.ListOrders(
-            checkout_pb2.ListOrdersRequest(page_token=token, **fields), timeout=TIMEOUT
+            checkout_pb2.ListOrdersRequest(page_token=token, **fields),
+            timeout=TIMEOUT,
+            metadata=ADMIN,
         )
         ids += [o.order_id for o in page.orders]
         token = page.next_page_token
@@ -762,7 +764,7 @@ def listed(client: Client) -> list[str]:
     return [
         o.order_id
         for o in client.checkout.ListOrders(
-            checkout_pb2.ListOrdersRequest(page_size=500), timeout=TIMEOUT
+            checkout_pb2.ListOrdersRequest(page_size=500), timeout=TIMEOUT, metadata=ADMIN
         ).orders
     ]
 
@@ -780,7 +782,7 @@ def forged(raw: Any) -> str:
 
 def tampered(client: Client) -> str:
     token = client.checkout.ListOrders(
-        checkout_pb2.ListOrdersRequest(page_size=1), timeout=TIMEOUT
+        checkout_pb2.ListOrdersRequest(page_size=1), timeout=TIMEOUT, metadata=ADMIN
     ).next_page_token
     raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     raw[len(raw) // 2] ^= 0x01
@@ -803,7 +805,7 @@ def test_page_tokens_are_checked_strictly(client: Client, listed: list[str], cas
     token = BAD_TOKENS[case](client)
     err = failure(
         lambda: client.checkout.ListOrders(
-            checkout_pb2.ListOrdersRequest(page_token=token), timeout=TIMEOUT
+            checkout_pb2.ListOrdersRequest(page_token=token), timeout=TIMEOUT, metadata=ADMIN
         )
     )
     assert err.code() == INVALID_ARGUMENT, f"{err.code().name}: {err.details()}"
@@ -814,7 +816,7 @@ def test_a_page_token_works_only_with_the_filter_it_was_issued_for(
     client: Client, listed: list[str]
 ) -> None:
     token = client.checkout.ListOrders(
-        checkout_pb2.ListOrdersRequest(page_size=1), timeout=TIMEOUT
+        checkout_pb2.ListOrdersRequest(page_size=1), timeout=TIMEOUT, metadata=ADMIN
     ).next_page_token
     err = failure(
         lambda: client.checkout.ListOrders(
@@ -822,6 +824,7 @@ def test_a_page_token_works_only_with_the_filter_it_was_issued_for(
                 page_token=token, state=common_pb2.ORDER_STATE_CANCELLED
             ),
             timeout=TIMEOUT,
+            metadata=ADMIN,
         )
     )
     ((_, description),) = invalid(err, "page_token")
@@ -835,7 +838,7 @@ def test_page_size_over_the_maximum_is_coerced(
     """AIP-158: a page_size above the maximum is served at the maximum."""
     monkeypatch.setattr("oms.paging.MAX_PAGE_SIZE", 2)
     page = client.checkout.ListOrders(
-        checkout_pb2.ListOrdersRequest(page_size=size), timeout=TIMEOUT
+        checkout_pb2.ListOrdersRequest(page_size=size), timeout=TIMEOUT, metadata=ADMIN
     )
     assert [o.order_id for o in page.orders] == listed[:2]
     assert page.next_page_token
@@ -843,7 +846,7 @@ def test_page_size_over_the_maximum_is_coerced(
 
 def test_page_size_501_is_served(client: Client, listed: list[str]) -> None:
     page = client.checkout.ListOrders(
-        checkout_pb2.ListOrdersRequest(page_size=501), timeout=TIMEOUT
+        checkout_pb2.ListOrdersRequest(page_size=501), timeout=TIMEOUT, metadata=ADMIN
     )
     assert [o.order_id for o in page.orders] == listed
 
@@ -851,7 +854,7 @@ def test_page_size_501_is_served(client: Client, listed: list[str]) -> None:
 def test_negative_page_size_stays_invalid(client: Client) -> None:
     err = failure(
         lambda: client.checkout.ListOrders(
-            checkout_pb2.ListOrdersRequest(page_size=-1), timeout=TIMEOUT
+            checkout_pb2.ListOrdersRequest(page_size=-1), timeout=TIMEOUT, metadata=ADMIN
         )
     )
     invalid(err, "page_size", word="negative")
@@ -865,7 +868,9 @@ def test_a_page_stops_before_it_outgrows_a_default_client(
         checkout_pb2.GetOrderRequest(order_id=listed[0]), timeout=TIMEOUT
     ).order
     monkeypatch.setattr("oms.paging.MAX_PAGE_BYTES", int(first.ByteSize() * 2.5))
-    page = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest(page_size=50), timeout=TIMEOUT)
+    page = client.checkout.ListOrders(
+        checkout_pb2.ListOrdersRequest(page_size=50), timeout=TIMEOUT, metadata=ADMIN
+    )
     assert 1 <= len(page.orders) <= 3 and page.next_page_token
     ids, _ = tokens_of(client, page_size=50)
     assert ids[: len(listed)] == listed and len(set(ids)) == len(ids)

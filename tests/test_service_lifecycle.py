@@ -183,7 +183,7 @@ def test_place_order_retry_is_idempotent(tmp_path: Path) -> None:
             thread.join()
         assert set(results) == {first.order.order_id}
         assert availability(client, "A", "DC-NJ").reserved == 1
-        orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest()).orders
+        orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest(), metadata=ADMIN).orders
         assert [o.order_id for o in orders] == [first.order.order_id]
 
 
@@ -243,7 +243,7 @@ def test_list_orders_pages_through_every_order_once(tmp_path: Path) -> None:
         pages = 0
         while True:
             page = client.checkout.ListOrders(
-                checkout_pb2.ListOrdersRequest(page_size=2, page_token=token)
+                checkout_pb2.ListOrdersRequest(page_size=2, page_token=token), metadata=ADMIN
             )
             seen.extend(o.order_id for o in page.orders)
             pages += 1
@@ -253,7 +253,7 @@ def test_list_orders_pages_through_every_order_once(tmp_path: Path) -> None:
         assert pages == 3
         assert seen == placed
         cancelled = client.checkout.ListOrders(
-            checkout_pb2.ListOrdersRequest(state=common_pb2.ORDER_STATE_CANCELLED)
+            checkout_pb2.ListOrdersRequest(state=common_pb2.ORDER_STATE_CANCELLED), metadata=ADMIN
         )
         assert list(cancelled.orders) == []
 

@@ -255,11 +255,16 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def _replay(
         self, existing: OrderRow, request: checkout_pb2.PlaceOrderRequest
     ) -> checkout_pb2.PlaceOrderResponse:
-        """A retry of a PlaceOrder that already succeeded returns the same order."""
+        """A retry of a PlaceOrder that already succeeded returns the same order.
+
+        Only to the caller that placed it: the same quote (a capability only that
+        caller was given) and option. Anyone else learns nothing of that order, not
+        even its quote, since the quote id would be enough to replay it.
+        """
         if existing.quote_id != request.quote_id or existing.option_id != request.option_id:
             raise FailedPrecondition(
-                f"idempotency key {echo(request.idempotency_key)} was used for "
-                f"{existing.quote_id}/{existing.option_id}",
+                f"idempotency key {echo(request.idempotency_key)} was used for another order; "
+                "use a new key for each order",
                 [
                     Precondition(
                         "IDEMPOTENCY_KEY", request.idempotency_key, "used for another order"

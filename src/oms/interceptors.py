@@ -57,6 +57,8 @@ if TYPE_CHECKING:  # grpc's classes are not subscriptable at run time
     _Continuation: TypeAlias = Callable[[grpc.HandlerCallDetails], _Handler | None]
 
 _CHECKOUT_SERVICE = "oms.v1.CheckoutService"
+#: Checkout methods that read every customer's data: admin (or dashboard) calls.
+_ADMIN_ONLY_METHODS = frozenset({"/oms.v1.CheckoutService/ListOrders"})
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
@@ -120,7 +122,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
       below (fail closed): the admin token; with no admin token configured they
       are all refused.
     * CheckoutService: open when no checkout token is configured; otherwise the
-      checkout token or the admin token.
+      checkout token or the admin token. Except ``ListOrders``, which lists every
+      customer's orders and addresses: the admin token only, even while checkout is
+      open. A checkout caller reads an order by its id, a capability only the caller
+      that placed it was given (``CheckoutService.GetOrder`` in the contract).
     * Health and reflection: always open (load balancers and grpcurl carry no token).
 
     No ``authorization: Bearer`` entry gives UNAUTHENTICATED, a token that does
@@ -154,21 +159,23 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return None
         service = _service(method)
         accepted: tuple[bytes | None, ...]
-        if service == _CHECKOUT_SERVICE:
+        if service == _CHECKOUT_SERVICE and method not in _ADMIN_ONLY_METHODS:
             if self._checkout is None:
                 return None
             accepted = (self._checkout, self._admin)
+            what = service
         else:
+            what = service if service != _CHECKOUT_SERVICE else f"{method[1:]} (an admin call)"
             if self._admin is None:
-                return grpc.StatusCode.UNAUTHENTICATED, f"{service} is disabled: no admin token set"
+                return grpc.StatusCode.UNAUTHENTICATED, f"{what} is disabled: no admin token set"
             accepted = (self._admin,)
         token = _bearer(metadata)
         if token is None:
-            return grpc.StatusCode.UNAUTHENTICATED, "missing bearer token"
+            return grpc.StatusCode.UNAUTHENTICATED, f"missing bearer token for {what}"
         # Compare against every accepted token so timing does not tell which one matched.
         matches = [hmac.compare_digest(token, good) for good in accepted if good is not None]
         if not any(matches):
-            return grpc.StatusCode.PERMISSION_DENIED, f"token not valid for {service}"
+            return grpc.StatusCode.PERMISSION_DENIED, f"token not valid for {what}"
         return None
 
 

@@ -78,26 +78,34 @@ class CheckoutServiceServicer:
         """Place an order on a quoted option; reserves exactly its stock. If that stock
         is gone, re-sources within the promised delivery date, or fails with
         FAILED_PRECONDITION naming what changed. Retries with the same
-        idempotency_key return the same order.
+        idempotency_key, quote_id and option_id return the same order; the key with
+        another quote or option is FAILED_PRECONDITION, naming nothing of that order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetOrder(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One order by its id. Order ids are capabilities, like a private link: 128 random
+        bits, given only to the caller that placed the order (and to admin calls), so
+        whoever holds one may read and cancel that order, as a checkout acting for its
+        shopper does. There is no shopper identity in this service to scope by.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListOrders(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every customer's orders and addresses: an admin (or dashboard) call, needing the
+        admin token even while the rest of checkout is open.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancel a PLACED or RELEASED order and release its stock.
+        """Cancel a PLACED or RELEASED order and release its stock (the order id is the
+        capability, as for GetOrder).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,12 +41,23 @@ class CheckoutServiceStub:
     """Place an order on a quoted option; reserves exactly its stock. If that stock
     is gone, re-sources within the promised delivery date, or fails with
     FAILED_PRECONDITION naming what changed. Retries with the same
-    idempotency_key return the same order.
+    idempotency_key, quote_id and option_id return the same order; the key with
+    another quote or option is FAILED_PRECONDITION, naming nothing of that order.
     """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.GetOrderRequest, _checkout_pb2.GetOrderResponse]
+    """One order by its id. Order ids are capabilities, like a private link: 128 random
+    bits, given only to the caller that placed the order (and to admin calls), so
+    whoever holds one may read and cancel that order, as a checkout acting for its
+    shopper does. There is no shopper identity in this service to scope by.
+    """
     ListOrders: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.ListOrdersRequest, _checkout_pb2.ListOrdersResponse]
+    """Every customer's orders and addresses: an admin (or dashboard) call, needing the
+    admin token even while the rest of checkout is open.
+    """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.CancelOrderRequest, _checkout_pb2.CancelOrderResponse]
-    """Cancel a PLACED or RELEASED order and release its stock."""
+    """Cancel a PLACED or RELEASED order and release its stock (the order id is the
+    capability, as for GetOrder).
+    """
 
 @_typing.type_check_only
 class CheckoutServiceAsyncStub(CheckoutServiceStub):
@@ -61,12 +72,23 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     """Place an order on a quoted option; reserves exactly its stock. If that stock
     is gone, re-sources within the promised delivery date, or fails with
     FAILED_PRECONDITION naming what changed. Retries with the same
-    idempotency_key return the same order.
+    idempotency_key, quote_id and option_id return the same order; the key with
+    another quote or option is FAILED_PRECONDITION, naming nothing of that order.
     """
     GetOrder: _aio.UnaryUnaryMultiCallable[_checkout_pb2.GetOrderRequest, _checkout_pb2.GetOrderResponse]  # type: ignore[assignment]
+    """One order by its id. Order ids are capabilities, like a private link: 128 random
+    bits, given only to the caller that placed the order (and to admin calls), so
+    whoever holds one may read and cancel that order, as a checkout acting for its
+    shopper does. There is no shopper identity in this service to scope by.
+    """
     ListOrders: _aio.UnaryUnaryMultiCallable[_checkout_pb2.ListOrdersRequest, _checkout_pb2.ListOrdersResponse]  # type: ignore[assignment]
+    """Every customer's orders and addresses: an admin (or dashboard) call, needing the
+    admin token even while the rest of checkout is open.
+    """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_checkout_pb2.CancelOrderRequest, _checkout_pb2.CancelOrderResponse]  # type: ignore[assignment]
-    """Cancel a PLACED or RELEASED order and release its stock."""
+    """Cancel a PLACED or RELEASED order and release its stock (the order id is the
+    capability, as for GetOrder).
+    """
 
 class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
     """What checkout pages call: quote delivery options, place and manage orders."""
@@ -90,7 +112,8 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         """Place an order on a quoted option; reserves exactly its stock. If that stock
         is gone, re-sources within the promised delivery date, or fails with
         FAILED_PRECONDITION naming what changed. Retries with the same
-        idempotency_key return the same order.
+        idempotency_key, quote_id and option_id return the same order; the key with
+        another quote or option is FAILED_PRECONDITION, naming nothing of that order.
         """
 
     @_abc_1.abstractmethod
@@ -98,14 +121,22 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _checkout_pb2.GetOrderRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_checkout_pb2.GetOrderResponse, _abc.Awaitable[_checkout_pb2.GetOrderResponse]]: ...
+    ) -> _typing.Union[_checkout_pb2.GetOrderResponse, _abc.Awaitable[_checkout_pb2.GetOrderResponse]]:
+        """One order by its id. Order ids are capabilities, like a private link: 128 random
+        bits, given only to the caller that placed the order (and to admin calls), so
+        whoever holds one may read and cancel that order, as a checkout acting for its
+        shopper does. There is no shopper identity in this service to scope by.
+        """
 
     @_abc_1.abstractmethod
     def ListOrders(
         self,
         request: _checkout_pb2.ListOrdersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_checkout_pb2.ListOrdersResponse, _abc.Awaitable[_checkout_pb2.ListOrdersResponse]]: ...
+    ) -> _typing.Union[_checkout_pb2.ListOrdersResponse, _abc.Awaitable[_checkout_pb2.ListOrdersResponse]]:
+        """Every customer's orders and addresses: an admin (or dashboard) call, needing the
+        admin token even while the rest of checkout is open.
+        """
 
     @_abc_1.abstractmethod
     def CancelOrder(
@@ -113,6 +144,8 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _checkout_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_pb2.CancelOrderResponse, _abc.Awaitable[_checkout_pb2.CancelOrderResponse]]:
-        """Cancel a PLACED or RELEASED order and release its stock."""
+        """Cancel a PLACED or RELEASED order and release its stock (the order id is the
+        capability, as for GetOrder).
+        """
 
 def add_CheckoutServiceServicer_to_server(servicer: CheckoutServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
