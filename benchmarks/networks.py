@@ -37,10 +37,13 @@ def generated_network(n_nodes: int, n_skus: int, seed: int = 0, dc_share: float 
         lat=rng.uniform(26, 48, n_nodes),
         lon=rng.uniform(-123, -71, n_nodes),
         handling_days=np.where(is_dc, rng.integers(0, 2, n_nodes), 1),
+        # Money in millicents (the draws are cents).
         handling_cost=np.where(
             is_dc, rng.integers(150, 250, n_nodes), rng.integers(300, 400, n_nodes)
-        ),
-        storage_cost=np.where(is_dc, rng.integers(2, 5, n_nodes), rng.integers(5, 9, n_nodes)),
+        )
+        * 1000,
+        storage_cost=np.where(is_dc, rng.integers(2, 5, n_nodes), rng.integers(5, 9, n_nodes))
+        * 1000,
         capacity=np.where(is_dc, UNLIMITED_CAPACITY, rng.integers(150, 400, n_nodes)),
         sku_ids=tuple(f"SKU-{k:05d}" for k in range(n_skus)),
         weight_g=np.clip(rng.lognormal(np.log(900), 1.0, n_skus), 100, 25_000).astype(np.int64),
@@ -53,8 +56,8 @@ def generated_network(n_nodes: int, n_skus: int, seed: int = 0, dc_share: float 
         zone_ids=tuple(str(z) for z in range(1, 9)),
         zone_max_km=ZONE_MAX_KM,
         service_ids=("ground", "express"),
-        base_price=np.stack([GROUND_BASE, EXPRESS_BASE]),
-        per_kg=np.stack([GROUND_PER_KG, EXPRESS_PER_KG]),
+        base_price=np.stack([GROUND_BASE, EXPRESS_BASE]) * 1000,
+        per_kg=np.stack([GROUND_PER_KG, EXPRESS_PER_KG]) * 1000,
         transit_days=np.stack([GROUND_DAYS, EXPRESS_DAYS]),
         offered=np.ones((2, 8), dtype=bool),
     )

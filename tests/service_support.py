@@ -70,7 +70,7 @@ def hand_network(on_hand: dict[tuple[str, str], int] | None = None) -> Network:
         lat=np.array([40.7357, 39.9526, 41.8781]),
         lon=np.array([-74.1724, -75.1652, -87.6298]),
         handling_days=np.array([1, 1, 0]),
-        handling_cost=np.array([200, 300, 150]),
+        handling_cost=np.array([200_000, 300_000, 150_000]),  # millicents: $2.00, $3.00, $1.50
         storage_cost=np.zeros(3, dtype=np.int64),
         capacity=np.full(3, UNLIMITED_CAPACITY, dtype=np.int64),
         sku_ids=skus,
@@ -82,8 +82,8 @@ def hand_network(on_hand: dict[tuple[str, str], int] | None = None) -> Network:
         zone_ids=("1", "2", "3"),
         zone_max_km=np.array([100.0, 1000.0, 20000.0]),
         service_ids=("ground",),
-        base_price=np.array([[500, 700, 900]]),
-        per_kg=np.array([[100, 100, 100]]),
+        base_price=np.array([[500_000, 700_000, 900_000]]),
+        per_kg=np.array([[100_000, 100_000, 100_000]]),
         transit_days=np.array([[1, 2, 3]]),
         offered=np.ones((1, 3), dtype=np.bool_),
     )

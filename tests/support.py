@@ -10,6 +10,7 @@ import numpy as np
 
 from sourcing.evaluate import evaluate
 from sourcing.model import (
+    MILLICENTS_PER_CENT,
     UNLIMITED_CAPACITY,
     Allocation,
     Evaluation,
@@ -40,7 +41,7 @@ def tiny_network(
     capacity = np.where(
         rng.random(n_nodes) < capacity_prob, rng.integers(1, 4, n_nodes), UNLIMITED_CAPACITY
     )
-    base = rng.integers(300, 1500, (n_services, n_zones))
+    base = rng.integers(300, 1500, (n_services, n_zones)) * MILLICENTS_PER_CENT
     transit = rng.integers(1, 5, (n_services, n_zones))
     offered = rng.random((n_services, n_zones)) < 0.9
     offered[0] = True  # every zone reachable by at least one service
@@ -50,8 +51,8 @@ def tiny_network(
         lat=lat,
         lon=lon,
         handling_days=rng.integers(0, 3, n_nodes),
-        handling_cost=rng.integers(0, 400, n_nodes),
-        storage_cost=rng.integers(0, 6, n_nodes),
+        handling_cost=rng.integers(0, 400, n_nodes) * MILLICENTS_PER_CENT,
+        storage_cost=rng.integers(0, 6, n_nodes) * MILLICENTS_PER_CENT,
         capacity=capacity,
         sku_ids=tuple(f"S{k}" for k in range(n_skus)),
         weight_g=rng.integers(50, 8000, n_skus),
@@ -63,10 +64,17 @@ def tiny_network(
         zone_max_km=np.array([800.0, 2000.0, 20000.0]),
         service_ids=tuple(["ground", "express", "freight"][:n_services]),
         base_price=base,
-        per_kg=rng.integers(0, 300, (n_services, n_zones)),
+        per_kg=_sub_cent(rng.integers(0, 300, (n_services, n_zones))),
         transit_days=transit,
         offered=offered,
     )
+
+
+def _sub_cent(cents: np.ndarray) -> np.ndarray:
+    """Whole cents -> millicents with a sub-cent part (5-decimal prices such as 0.4636 per kg),
+    so the per-kg charge's per-unit rounding is exercised; derived from the cents, so the
+    random stream (and every instance drawn after) is the one whole-cent prices had."""
+    return cents * MILLICENTS_PER_CENT + (cents * 379) % MILLICENTS_PER_CENT
 
 
 def random_order(

@@ -62,8 +62,8 @@ def line_network(
         lat=np.full(4, 40.0),
         lon=np.array([-100.0, -99.0, -98.0, -97.0]),
         handling_days=np.array([1, 1, 0, 0]),
-        handling_cost=np.array([300, 300, 200, 200]),
-        storage_cost=np.array([5, 5, 2, 2]),
+        handling_cost=np.array([300, 300, 200, 200]) * 1000,  # millicents
+        storage_cost=np.array([5, 5, 2, 2]) * 1000,
         capacity=cap,
         sku_ids=SKUS,
         weight_g=np.array([1000, 2000, 30000]),
@@ -74,8 +74,8 @@ def line_network(
         zone_ids=("1", "2"),
         zone_max_km=np.array([50.0, 20000.0]),
         service_ids=("ground", "express"),
-        base_price=np.array([[500, 900], [1500, 2500]]),
-        per_kg=np.array([[100, 200], [50, 100]]),
+        base_price=np.array([[500, 900], [1500, 2500]]) * 1000,
+        per_kg=np.array([[100, 200], [50, 100]]) * 1000,
         transit_days=np.array([[3, 4], [1, 2]]),
         offered=np.ones((2, 2), dtype=np.bool_),
     )
@@ -177,7 +177,9 @@ def test_heavy_parcel_takes_the_cheaper_express() -> None:
 
 def test_service_price_tie_goes_to_the_faster_one() -> None:
     net = line_network({"A": {"S1": 1}})
-    net = net.replace(base_price=np.array([[500, 900], [500, 900]]), per_kg=np.full((2, 2), 100))
+    net = net.replace(
+        base_price=np.array([[500, 900], [500, 900]]) * 1000, per_kg=np.full((2, 2), 100_000)
+    )
     option = greedy_nearest(net, order(("S1", 1)))
     assert parcels(option) == [("A", "express", [(0, "S1", 1)])]
 
@@ -383,8 +385,8 @@ def test_a_transfer_lane_never_ships_to_a_customer(policy: str) -> None:
     net = line_network({"A": {"S1": 2}, "C": {"S2": 1}})
     net = net.replace(
         service_ids=("ground", "express", "transfer"),
-        base_price=np.array([[500, 900], [1500, 2500], [1, 1]]),
-        per_kg=np.array([[100, 200], [50, 100], [0, 0]]),
+        base_price=np.array([[500, 900], [1500, 2500], [1, 1]]) * 1000,
+        per_kg=np.array([[100, 200], [50, 100], [0, 0]]) * 1000,
         transit_days=np.array([[3, 4], [1, 2], [1, 1]]),
         offered=np.ones((3, 2), dtype=np.bool_),
     )

@@ -107,8 +107,8 @@ def test_a_transfer_lane_changes_no_delivery(backend: str) -> None:
     net = instance.network
     lane = net.replace(
         service_ids=("transfer", *net.service_ids),
-        base_price=np.vstack([[[100, 100, 100]], net.base_price]),
-        per_kg=np.vstack([[[10, 10, 10]], net.per_kg]),
+        base_price=np.vstack([[[100_000, 100_000, 100_000]], net.base_price]),
+        per_kg=np.vstack([[[10_000, 10_000, 10_000]], net.per_kg]),
         transit_days=np.vstack([[[1, 1, 1]], net.transit_days]),
         offered=np.ones((2, 3), dtype=np.bool_),
     )

@@ -46,8 +46,8 @@ def small_network() -> Network:
         lat=np.array([41.0, 34.0]),
         lon=np.array([-87.0, -118.0]),
         handling_days=np.array([1, 0]),
-        handling_cost=np.array([150, 100]),  # cents per parcel
-        storage_cost=np.array([2, 5]),  # cents per unit-day
+        handling_cost=np.array([150_000, 100_000]),  # millicents per parcel
+        storage_cost=np.array([2_000, 5_000]),  # millicents per unit-day
         capacity=np.array([UNLIMITED_CAPACITY, 10]),
         sku_ids=("MUG", "LAMP"),
         weight_g=np.array([500, 2250]),
@@ -58,8 +58,8 @@ def small_network() -> Network:
         zone_ids=("near", "far"),
         zone_max_km=np.array([500.0, 20000.0]),
         service_ids=("ground", "express"),
-        base_price=np.array([[500, 900], [1200, 2000]]),
-        per_kg=np.array([[100, 200], [300, 400]]),
+        base_price=np.array([[500, 900], [1200, 2000]]) * 1000,
+        per_kg=np.array([[100, 200], [300, 400]]) * 1000,
         transit_days=np.array([[2, 5], [1, 2]]),
         offered=np.ones((2, 2), dtype=np.bool_),
     )
@@ -358,7 +358,7 @@ def test_bad_input_is_one_line_and_exit_2(
         (["quote", "{net}", "{tmp}/absent.json"], ["absent.json", "not found"]),
         (["quote", "{net}", "{tmp}"], ["is a directory"]),
         (["quote", "{net}", "{order}", "--value-of-day", "-1"], ["--value-of-day", ">= 0"]),
-        (["quote", "{net}", "{order}", "--value-of-day", "1.234"], ["at most 2 decimals"]),
+        (["quote", "{net}", "{order}", "--value-of-day", "1.234567"], ["at most 5 decimals"]),
         (["quote", "{net}", "{order}", "--value-of-day", "abc"], ["not an amount"]),
         (["quote", "{net}", "{order}", "--max-parcels", "0"], ["--max-parcels"]),
         (["quote", "{net}", "{order}", "--time-limit", "0"], ["--time-limit"]),

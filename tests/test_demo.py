@@ -104,7 +104,7 @@ def test_rate_card(net: Network) -> None:
         assert np.all(np.diff(net.base_price[v]) > 0)
         assert np.all(np.diff(net.per_kg[v]) >= 0)
         assert np.all(np.diff(net.transit_days[v]) >= 0)
-    assert net.base_price[ground, 0] == 750 and net.base_price[ground, -1] == 1300
+    assert net.base_price[ground, 0] == 750_000 and net.base_price[ground, -1] == 1_300_000
     assert np.all(net.base_price[express] > net.base_price[ground])
     assert np.all(net.per_kg[express] > net.per_kg[ground])
     assert np.all(net.transit_days[express] <= net.transit_days[ground])
@@ -157,10 +157,11 @@ def test_skus(net: Network) -> None:
 def test_node_parameters(net: Network) -> None:
     dc = np.array([k is NodeKind.DC for k in net.node_kinds])
     st = ~dc
-    assert set(net.storage_cost[dc].tolist()) <= {2, 3, 4}
-    assert set(net.storage_cost[st].tolist()) <= {5, 6, 7, 8}
-    assert np.all((net.handling_cost[dc] >= 150) & (net.handling_cost[dc] <= 250))
-    assert np.all((net.handling_cost[st] >= 300) & (net.handling_cost[st] <= 400))
+    # Money in millicents: storage 2-4 and 5-8 cents, handling $1.50-2.50 and $3-4.
+    assert set(net.storage_cost[dc].tolist()) <= {2_000, 3_000, 4_000}
+    assert set(net.storage_cost[st].tolist()) <= {5_000, 6_000, 7_000, 8_000}
+    assert np.all((net.handling_cost[dc] >= 150_000) & (net.handling_cost[dc] <= 250_000))
+    assert np.all((net.handling_cost[st] >= 300_000) & (net.handling_cost[st] <= 400_000))
     assert set(net.handling_days[dc].tolist()) <= {0, 1}
     assert set(net.handling_days[st].tolist()) == {1}
     assert np.all(net.capacity[dc] >= 50_000)

@@ -70,8 +70,8 @@ def _network(rng: np.random.Generator) -> Network:
     )
     return base.replace(
         service_ids=(*base.service_ids, "transfer"),
-        base_price=np.vstack([base.base_price, rng.integers(100, 600, (1, z))]),
-        per_kg=np.vstack([base.per_kg, rng.integers(0, 150, (1, z))]),
+        base_price=np.vstack([base.base_price, rng.integers(100, 600, (1, z)) * 1000]),
+        per_kg=np.vstack([base.per_kg, rng.integers(0, 150, (1, z)) * 1000]),
         transit_days=np.vstack([base.transit_days, rng.integers(0, 3, (1, z))]),
         offered=np.vstack([base.offered, rng.random((1, z)) < 0.7]),
         receipts=receipts,

@@ -47,8 +47,8 @@ def test_reads_every_field(tmp_path: Path) -> None:
     assert net.lat.tolist() == [40.5, 34.0]
     assert net.lon.tolist() == [-74.25, -118.0]
     assert net.handling_days.tolist() == [1, 0]
-    assert net.handling_cost.tolist() == [1234, 300]
-    assert net.storage_cost.tolist() == [5, 50]
+    assert net.handling_cost.tolist() == [1_234_000, 300_000]  # millicents
+    assert net.storage_cost.tolist() == [5_000, 50_000]
     assert net.capacity.tolist() == [UNLIMITED_CAPACITY, 25]
 
     assert net.sku_ids == ("A", "B")
@@ -63,8 +63,8 @@ def test_reads_every_field(tmp_path: Path) -> None:
     assert net.zone_max_km.tolist() == [100.0, 500.5, 20000.0]
     assert net.service_ids == ("ground", "express")
     assert net.offered.tolist() == [[True, False, True], [True, False, False]]
-    assert net.base_price.tolist() == [[500, 0, 710], [999, 0, 0]]
-    assert net.per_kg.tolist() == [[125, 0, 0], [200, 0, 0]]
+    assert net.base_price.tolist() == [[500_000, 0, 710_000], [999_000, 0, 0]]
+    assert net.per_kg.tolist() == [[125_000, 0, 0], [200_000, 0, 0]]
     assert net.transit_days.tolist() == [[3, 0, 5], [1, 0, 0]]
     assert net.horizon_days == 14
 
@@ -163,9 +163,9 @@ BAD_INPUTS = [
         id="on-hand-negative",
     ),
     pytest.param(
-        replace_line("rates.csv", 2, "express,Z1,9.999,2,1"),
-        ("rates.csv", 3, "base_price", "at most 2 decimals"),
-        id="money-3-decimals",
+        replace_line("rates.csv", 2, "express,Z1,9.999991,2,1"),
+        ("rates.csv", 3, "base_price", "at most 5 decimals"),
+        id="money-6-decimals",
     ),
     pytest.param(
         replace_line("nodes.csv", 2, "ST1,store,34,-118,0,-3,0.5,25"),
@@ -250,10 +250,21 @@ def test_missing_folder_reports_the_first_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "cents"),
-    [("12.34", 1234), ("3", 300), ("0.5", 50), ("0", 0), ("1.230", 123), (" 7.1 ", 710)],
+    ("text", "millicents"),
+    [
+        ("12.34", 1_234_000),
+        ("3", 300_000),
+        ("0.5", 50_000),
+        ("0", 0),
+        ("1.230", 123_000),
+        (" 7.1 ", 710_000),
+        ("0.004", 400),
+        ("0.4636", 46_360),
+        ("2.12345", 212_345),
+        ("1.2345600", 123_456),
+    ],
 )
-def test_money_to_cents(tmp_path: Path, text: str, cents: int) -> None:
+def test_money_to_millicents(tmp_path: Path, text: str, millicents: int) -> None:
     files = replace_line("nodes.csv", 1, f"DC1,dc,40.5,-74.25,1,{text!r},0.05,".replace("'", '"'))
     net = read_network(write_folder(tmp_path, files))
-    assert int(net.handling_cost[0]) == cents
+    assert int(net.handling_cost[0]) == millicents

@@ -207,3 +207,50 @@ def test_upgrade_marks_waiting_orders_and_dates_order_reservations(store: Store)
     with store.read() as conn:
         days = conn.execute(sa.select(r.c.order_id, r.c.quote_id, r.c.capacity_day)).all()
     assert sorted(days, key=str) == [("o-PO-O", None, "2030-03-04"), (None, "q", None)]
+
+
+def test_upgrade_turns_network_money_from_cents_into_millicents(store: Store) -> None:
+    """0008: node and rate money was whole cents; it becomes millicents, exactly, and a
+    downgrade gives back the cents (rounding half up what a cent cannot hold)."""
+    config = alembic_config()
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.insert(schema.nodes).values(
+                node_id="N",
+                kind="dc",
+                lat=40.0,
+                lon=-74.0,
+                handling_days=1,
+                handling_cost=212,  # $2.12 in cents, as 0007 stored it
+                storage_cost=3,
+                daily_capacity_units=None,
+            )
+        )
+        conn.execute(sa.insert(schema.zones).values(zone="1", max_km=20_000.0))
+        conn.execute(
+            sa.insert(schema.rates).values(
+                service="ground", zone="1", base_price=500, per_kg=46, transit_days=2
+            )
+        )
+    store.migrate()
+    assert schema_diff(store) == []
+
+    def money() -> tuple[Any, ...]:
+        with store.engine.connect() as conn:
+            node = conn.execute(
+                sa.select(schema.nodes.c.handling_cost, schema.nodes.c.storage_cost)
+            )
+            rate = conn.execute(sa.select(schema.rates.c.base_price, schema.rates.c.per_kg))
+            return (*node.one(), *rate.one())
+
+    assert money() == (212_000, 3_000, 500_000, 46_000)
+    catalog = store.catalog()
+    assert int(catalog.handling_cost[0]) == 212_000 and int(catalog.per_kg[0, 0]) == 46_000
+    with store.engine.begin() as conn:  # a 5-decimal price, then back to cents
+        conn.execute(sa.update(schema.rates).values(per_kg=46_360))
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0007")
+    assert money() == (212, 3, 500, 46)

@@ -53,11 +53,14 @@ def test_close_node_empties_it_and_can_move_its_stock() -> None:
 
 def test_add_node_copies_or_moves_a_share_of_stock() -> None:
     net = tiny_network()
-    edit = AddNode("C", NodeKind.DC, 41.0, -95.0, 2, 150, 3, 40, stock_from="B", stock_share=0.5)
+    edit = AddNode(
+        "C", NodeKind.DC, 41.0, -95.0, 2, 150_000, 400, 40, stock_from="B", stock_share=0.5
+    )
     added = edit.apply(net)
     assert added.node_ids == ("A", "B", "C")
     assert added.on_hand.tolist() == [[2], [5], [2]]  # floor(5 x 0.5), copied
-    assert added.handling_cost[2] == 150 and added.storage_cost[2] == 3
+    assert added.handling_cost[2] == 150_000 and added.storage_cost[2] == 400
+    assert "1.50 per parcel, storage 0.004 per unit-day" in edit.describe()
     assert added.capacity[2] == 40 and added.node_kinds[2] == NodeKind.DC
     moved = AddNode("C", NodeKind.DC, 41.0, -95.0, stock_from="B", move_stock=True).apply(net)
     assert moved.on_hand.tolist() == [[2], [0], [5]]
@@ -67,13 +70,15 @@ def test_add_node_copies_or_moves_a_share_of_stock() -> None:
 def test_scale_rates_set_storage_cost_and_capacity() -> None:
     net = tiny_network()
     scaled = ScaleRates(1.5, zone="2").apply(net)
-    assert scaled.base_price.tolist() == [[500, 1350]]
-    assert scaled.per_kg.tolist() == [[100, 300]]
-    assert ScaleRates(2.0).apply(net).base_price.tolist() == [[1000, 1800]]
-    assert SetStorageCost(NodeSelector(kind=NodeKind.STORE), cents=7).apply(
+    # Money in millicents: $5.00 and $9.00 base, $1.00 and $2.00 per kg, storage $0.10.
+    assert scaled.base_price.tolist() == [[500_000, 1_350_000]]
+    assert scaled.per_kg.tolist() == [[100_000, 300_000]]
+    assert ScaleRates(2.0).apply(net).base_price.tolist() == [[1_000_000, 1_800_000]]
+    assert ScaleRates(1.000013).apply(net).base_price.tolist() == [[500_006, 900_012]]
+    assert SetStorageCost(NodeSelector(kind=NodeKind.STORE), millicents=400).apply(
         net
-    ).storage_cost.tolist() == [7, 10]
-    assert SetStorageCost(factor=3.0).apply(net).storage_cost.tolist() == [0, 30]
+    ).storage_cost.tolist() == [400, 10_000]
+    assert SetStorageCost(factor=3.0).apply(net).storage_cost.tolist() == [0, 30_000]
     capped = SetCapacity(NodeSelector(node="B"), 4).apply(net)
     assert capped.capacity.tolist() == [UNLIMITED_CAPACITY, 4]
     assert SetCapacity(units=None).apply(capped).capacity.tolist() == [UNLIMITED_CAPACITY] * 2
@@ -174,7 +179,7 @@ def test_load_the_tiny_scenario() -> None:
         ("[network\n", "s.toml: invalid TOML"),
         (NETWORK + "[policies]\nrun = ['nope']\n", "policies.run: unknown policy 'nope'"),
         (NETWORK + "[policies]\ntime_limit = 1\n", "policies.time_limit: unknown key"),
-        (NETWORK + "[policies]\nvalue_of_day = 1.005\n", "value_of_day: at most 2 decimals"),
+        (NETWORK + "[policies]\nvalue_of_day = 1.000005\n", "value_of_day: at most 5 decimals"),
         (NETWORK + "[policies]\nrun = ['historical']\n", "'historical' needs an \\[olist\\]"),
         ("[orders]\ncsv = 'o.csv'\n", "network: required table is missing"),
         (

@@ -43,8 +43,8 @@ from service_support import (
 def with_lane(network: Network) -> Network:
     return network.replace(
         service_ids=("ground", "transfer"),
-        base_price=np.vstack([network.base_price, [[200, 300, 400]]]),
-        per_kg=np.vstack([network.per_kg, [[50, 50, 50]]]),
+        base_price=np.vstack([network.base_price, [[200_000, 300_000, 400_000]]]),
+        per_kg=np.vstack([network.per_kg, [[50_000, 50_000, 50_000]]]),
         transit_days=np.vstack([network.transit_days, [[1, 1, 2]]]),
         offered=np.ones((2, 3), dtype=np.bool_),
     )
@@ -745,8 +745,8 @@ def test_returns_never_go_by_the_transfer_lane(tmp_path: Path) -> None:
     # ($0 + $1.50 handling); customers cannot use it: Newark by ground, $5 + $1 + $2.00.
     network = with_lane(hand_network())
     network = network.replace(
-        base_price=np.array([[500, 700, 900], [9_999, 9_999, 0]]),
-        per_kg=np.array([[100, 100, 100], [0, 0, 0]]),
+        base_price=np.array([[500, 700, 900], [9_999, 9_999, 0]]) * 1000,
+        per_kg=np.array([[100, 100, 100], [0, 0, 0]]) * 1000,
     )
     store = prepared_store(sqlite_url(tmp_path), network)
     try:

@@ -40,8 +40,8 @@ def network(
         lat=np.array([41.0, 39.0]),
         lon=np.array([-88.0, -92.0]),
         handling_days=np.array([0, 0]),
-        handling_cost=np.array([100, 100]),
-        storage_cost=np.array(storage_cost_cents),
+        handling_cost=np.array([100_000, 100_000]),  # millicents
+        storage_cost=np.array(storage_cost_cents) * 1000,
         capacity=np.array(capacity),
         sku_ids=("P", "Q"),
         weight_g=np.array([1000, 1000]),
@@ -52,8 +52,8 @@ def network(
         zone_ids=("1",),
         zone_max_km=np.array([20_000.0]),
         service_ids=("ground", "express"),
-        base_price=np.array([[500], [1500]]),
-        per_kg=np.array([[100], [200]]),
+        base_price=np.array([[500_000], [1_500_000]]),
+        per_kg=np.array([[100_000], [200_000]]),
         transit_days=np.array([[3], [1]]),
         offered=np.ones((2, 1), dtype=bool),
     )
@@ -180,8 +180,8 @@ def test_a_transfer_lane_first_on_the_rate_card_changes_no_option() -> None:
     plain = network([[2, 0], [0, 2]])
     lane = plain.replace(
         service_ids=("transfer", *plain.service_ids),
-        base_price=np.vstack([[[100]], plain.base_price]),
-        per_kg=np.vstack([[[10]], plain.per_kg]),
+        base_price=np.vstack([[[100_000]], plain.base_price]),
+        per_kg=np.vstack([[[10_000]], plain.per_kg]),
         transit_days=np.vstack([[[0]], plain.transit_days]),
         offered=np.ones((3, 1), dtype=bool),
     )

@@ -26,7 +26,7 @@ from oms.store import Catalog, OrderRow, RecordedReturn, Store, units_of
 from oms.v1 import common_pb2, fulfilment_pb2, fulfilment_pb2_grpc
 from oms.validation import Violations
 from sourcing.costs import haversine_km, zone_of
-from sourcing.model import MILLICENTS_PER_CENT, PICKUP_SERVICE, TRANSFER_SERVICE
+from sourcing.model import PICKUP_SERVICE, TRANSFER_SERVICE, per_kg_charge
 from sourcing.orders import MAX_ORDER_LINES
 
 #: Services that never carry a parcel from a customer: the node-to-node transfer lane
@@ -44,14 +44,14 @@ def cheapest_return_node(
     """
     distance = haversine_km(catalog.lat, catalog.lon, lat, lon)
     zone = zone_of(catalog, distance)
-    # services x nodes: base + per_kg * kg, in millicents (cents/kg * g = millicents).
-    price = catalog.base_price[:, zone] * MILLICENTS_PER_CENT + catalog.per_kg[:, zone] * weight_g
+    # services x nodes: base + per_kg * kg, in millicents (the per-kg charge rounded once).
+    price = catalog.base_price[:, zone] + per_kg_charge(catalog.per_kg[:, zone], weight_g)
     customer = np.array([s not in NOT_FOR_CUSTOMERS for s in catalog.service_ids], dtype=np.bool_)
     price = np.where(
         catalog.offered[:, zone] & customer[:, None], price, np.iinfo(np.int64).max // 4
     )
     cheapest = price.min(axis=0)
-    total = cheapest + catalog.handling_cost * MILLICENTS_PER_CENT
+    total = cheapest + catalog.handling_cost
     best = int(np.argmin(total))
     if cheapest[best] >= np.iinfo(np.int64).max // 4:
         raise FailedPrecondition(

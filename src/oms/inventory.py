@@ -23,6 +23,7 @@ from oms.status import rpc, rpc_stream
 from oms.store import Availability, ReceiptRow, Store
 from oms.v1 import inventory_pb2, inventory_pb2_grpc
 from oms.validation import MAX_UNITS, Violations
+from sourcing.model import MILLICENTS_PER_CENT
 
 MAX_BATCH = 10_000
 #: A unit heavier than 10 t is a data error, not freight this service prices.
@@ -69,8 +70,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
                     "lat": node.location.latitude,
                     "lon": node.location.longitude,
                     "handling_days": node.handling_days,
-                    "handling_cost": node.handling_cost.minor_units,
-                    "storage_cost": node.storage_cost_per_unit_day.minor_units,
+                    "handling_cost": node.handling_cost.minor_units * MILLICENTS_PER_CENT,
+                    "storage_cost": node.storage_cost_per_unit_day.minor_units
+                    * MILLICENTS_PER_CENT,
                     "daily_capacity_units": node.daily_capacity_units or None,
                 }
             )
@@ -140,8 +142,8 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
                 (
                     rate.service,
                     rate.zone,
-                    rate.base_price.minor_units,
-                    rate.per_kg.minor_units,
+                    rate.base_price.minor_units * MILLICENTS_PER_CENT,
+                    rate.per_kg.minor_units * MILLICENTS_PER_CENT,
                     rate.transit_days,
                 )
             )

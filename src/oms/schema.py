@@ -1,7 +1,8 @@
 """The store's tables (SQLAlchemy Core), shared by the store and its migrations' check.
 
-Money is integer cents, like the planner CSVs; times are UTC epoch seconds
-(float) so SQLite and PostgreSQL compare them the same way.
+Money is integer millicents (1e-5 currency units, the engine's unit: planner
+money has up to five decimals; cents before migration 0008); times are UTC
+epoch seconds (float) so SQLite and PostgreSQL compare them the same way.
 
 * ``network_meta``: one row per key; ``network_version`` is bumped by every
   change to nodes, SKUs, zones or rates, so servers know when to reload them.

@@ -41,7 +41,6 @@ from sourcing.costs import haversine_km, zone_of
 from sourcing.errors import Shortage, ShortageError
 from sourcing.evaluate import evaluate
 from sourcing.model import (
-    MILLICENTS_PER_CENT,
     Allocation,
     BoolArray,
     IntArray,
@@ -52,6 +51,7 @@ from sourcing.model import (
     ParcelLine,
     ParcelPlan,
     Proof,
+    per_kg_charge,
 )
 from sourcing.orders import validate_order
 
@@ -118,9 +118,7 @@ class _Context:
         best: tuple[int, int, int] | None = None
         # The transfer lane moves stock between nodes; it never ships to a customer.
         for v in np.flatnonzero(net.offered[:, z] & net.customer_services).tolist():
-            price = (
-                int(net.base_price[v, z]) * MILLICENTS_PER_CENT + int(net.per_kg[v, z]) * weight_g
-            )
+            price = int(net.base_price[v, z]) + int(per_kg_charge(net.per_kg[v, z], weight_g))
             key = (price, int(net.transit_days[v, z]), v)
             if best is None or key < best:
                 best = key

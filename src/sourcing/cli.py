@@ -29,14 +29,14 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
 
 from sourcing.errors import InvalidOrderError, NetworkDataError, SourcingError
 from sourcing.loader import read_network, write_network
 from sourcing.menu import quote
-from sourcing.model import MILLICENTS_PER_UNIT, Network, Order, QuoteSettings
+from sourcing.model import MILLICENTS_PER_UNIT, Network, Order, QuoteSettings, parse_money
 from sourcing.orders import order_from_dict
 from sourcing.report import quote_to_json
 
@@ -44,7 +44,7 @@ PROG = "sourcing"
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 #: Upper bound of --value-of-day (currency units per day): keeps value x days far from overflow.
-MAX_VALUE_OF_DAY = Decimal(1_000_000)
+MAX_VALUE_OF_DAY = 1_000_000
 
 
 class CliError(Exception):
@@ -59,21 +59,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _value_of_day(text: str) -> int:
-    """Currency units per day with at most 2 decimals -> millicents per day, exactly."""
+    """Currency units per day with at most 5 decimals -> millicents per day, exactly."""
     try:
-        amount = Decimal(text.strip())
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount of money: {text!r}") from None
-    if not amount.is_finite():
-        raise argparse.ArgumentTypeError(f"not an amount of money: {text!r}")
-    if amount < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    if amount > MAX_VALUE_OF_DAY:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_VALUE_OF_DAY}, got {text}")
-    _, digits, exponent = amount.as_tuple()
-    if isinstance(exponent, int) and exponent < -2 and any(digits[exponent + 2 :]):
-        raise argparse.ArgumentTypeError(f"at most 2 decimals allowed, got {text}")
-    return int(amount * MILLICENTS_PER_UNIT)
+        return parse_money(text, limit=MAX_VALUE_OF_DAY)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:

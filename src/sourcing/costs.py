@@ -13,7 +13,9 @@ Rules (money in millicents, see :mod:`sourcing.model`):
   everything farther);
 * parcel cost = ``base_price + per_kg * weight`` of its (service, zone) plus
   the node's ``handling_cost``. Linear in the units it holds, so it splits
-  into a fixed part (base + handling) and ``per_kg * weight_g`` per unit;
+  into a fixed part (base + handling) and a per-kg charge per unit
+  (:func:`~sourcing.model.per_kg_charge`: rounded half-to-even to the
+  millicent, exact when the per-kg price is whole cents);
 * storage credit per unit of SKU s shipped from node n =
   ``storage_cost(n) * min(on_hand(n, s) / daily_demand(s), horizon_days)``
   (daily_demand 0 means the full horizon), rounded half-to-even to the
@@ -47,13 +49,13 @@ from typing import Protocol
 import numpy as np
 
 from sourcing.model import (
-    MILLICENTS_PER_CENT,
     PICKUP_SERVICE,
     TRANSFER_SERVICE,
     BoolArray,
     FloatArray,
     IntArray,
     Network,
+    per_kg_charge,
 )
 
 EARTH_RADIUS_KM = 6371.0
@@ -98,7 +100,7 @@ def storage_credit(network: Network, nodes: IntArray, skus: IntArray) -> IntArra
     has_demand = demand > 0
     cover = np.where(has_demand, on_hand / np.where(has_demand, demand, 1.0), horizon)
     days = np.minimum(cover, horizon)
-    credit = network.storage_cost[nodes, None].astype(np.float64) * MILLICENTS_PER_CENT * days
+    credit = network.storage_cost[nodes, None].astype(np.float64) * days
     return np.rint(credit).astype(np.int64)
 
 
@@ -165,11 +167,10 @@ def order_costs(
     # of the services that ship to customers only.
     rates = network.delivery_rates
     usable = rates.offered[zone]  # C x V
-    base = rates.base_price[zone]  # C x V, cents
-    per_kg = rates.per_kg[zone]  # C x V, cents per kg
-    fixed = (base + network.handling_cost[nodes, None]) * MILLICENTS_PER_CENT
-    # cents/kg * g = millicents: the per-kg term is exact at gram resolution.
-    shipping = per_kg[:, :, None] * network.weight_g[skus][None, None, :]
+    base = rates.base_price[zone]  # C x V, millicents
+    per_kg = rates.per_kg[zone]  # C x V, millicents per kg
+    fixed = base + network.handling_cost[nodes, None]
+    shipping = per_kg_charge(per_kg[:, :, None], network.weight_g[skus][None, None, :])
     credit = storage_credit(network, nodes, skus)
     unit = shipping - credit[:, None, :]
     arrival = network.handling_days[nodes, None] + rates.transit_days[zone]
@@ -288,10 +289,10 @@ def inbound_costs(
     distance = haversine_km(network.lat[nodes], network.lon[nodes], lat, lon)
     zone = zone_of(network, distance)
     usable = network.offered[:, zone].T & network.customer_services[None, :]
-    fixed = (network.base_price[:, zone].T + network.handling_cost[nodes, None]) * (
-        MILLICENTS_PER_CENT
+    fixed = network.base_price[:, zone].T + network.handling_cost[nodes, None]
+    shipping = per_kg_charge(
+        network.per_kg[:, zone].T[:, :, None], network.weight_g[skus][None, None, :]
     )
-    shipping = network.per_kg[:, zone].T[:, :, None] * network.weight_g[skus][None, None, :]
     arrival = days[:, None] + network.handling_days[nodes, None] + network.transit_days[:, zone].T
     return _leg(
         nodes,
@@ -349,14 +350,14 @@ def collect_costs(
     shipping = np.zeros((c, 2, skus.size), dtype=np.int64)
     arrival = np.zeros((c, 2), dtype=np.int64)
     usable[:, 0] = at_store
-    fixed[:, 0] = network.handling_cost[store] * MILLICENTS_PER_CENT
+    fixed[:, 0] = network.handling_cost[store]
     arrival[:, 0] = wait + network.handling_days[store]
     if lane is not None:
         usable[:, 1] = ~at_store & network.offered[lane, zone]
-        fixed[:, 1] = (network.base_price[lane, zone] + network.handling_cost[nodes]) * (
-            MILLICENTS_PER_CENT
+        fixed[:, 1] = network.base_price[lane, zone] + network.handling_cost[nodes]
+        shipping[:, 1, :] = per_kg_charge(
+            network.per_kg[lane, zone][:, None], network.weight_g[skus][None, :]
         )
-        shipping[:, 1, :] = network.per_kg[lane, zone][:, None] * network.weight_g[skus][None, :]
         arrival[:, 1] = wait + network.handling_days[nodes] + network.transit_days[lane, zone]
     return _leg(
         nodes,

@@ -46,6 +46,7 @@ import numpy as np
 import zipcodes
 
 from sourcing.model import (
+    MILLICENTS_PER_CENT,
     TRANSFER_SERVICE,
     BoolArray,
     FloatArray,
@@ -238,8 +239,9 @@ def build_demo_network(seed: int) -> Network:
         lat=lat,
         lon=lon,
         handling_days=handling_days,
-        handling_cost=handling_cost,
-        storage_cost=storage_cost,
+        # The figures above are whole cents; the network holds millicents.
+        handling_cost=handling_cost * MILLICENTS_PER_CENT,
+        storage_cost=storage_cost * MILLICENTS_PER_CENT,
         capacity=capacity,
         sku_ids=sku_ids,
         weight_g=weight_g.astype(np.int64),
@@ -250,8 +252,8 @@ def build_demo_network(seed: int) -> Network:
         zone_ids=ZONE_IDS,
         zone_max_km=zone_max_km,
         service_ids=SERVICE_IDS,
-        base_price=np.array(BASE_PRICE, dtype=np.int64),
-        per_kg=np.array(PER_KG, dtype=np.int64),
+        base_price=np.array(BASE_PRICE, dtype=np.int64) * MILLICENTS_PER_CENT,
+        per_kg=np.array(PER_KG, dtype=np.int64) * MILLICENTS_PER_CENT,
         transit_days=np.array(TRANSIT_DAYS, dtype=np.int64),
         offered=offered,
     )

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from fractions import Fraction
 
 from sourcing.model import (
-    MILLICENTS_PER_CENT,
     PICKUP_SERVICE,
     TRANSFER_SERVICE,
     UNLIMITED_CAPACITY,
@@ -48,7 +48,12 @@ def _unit_credit(network: Network, node: int, sku: int) -> int:
     horizon = network.horizon_days
     on_hand = int(network.on_hand[node, sku])
     cover = on_hand / demand if demand > 0 else horizon
-    return round(int(network.storage_cost[node]) * MILLICENTS_PER_CENT * min(cover, horizon))
+    return round(int(network.storage_cost[node]) * min(cover, horizon))
+
+
+def _unit_per_kg_charge(per_kg: int, weight_g: int) -> int:
+    """per_kg (millicents per kg) x weight_g / 1000, rounded half-to-even to the millicent."""
+    return round(Fraction(per_kg * weight_g, 1000))
 
 
 def evaluate(
@@ -171,7 +176,7 @@ def _parcel(
             f"{where}: service {parcel.service} not offered in zone {network.zone_ids[zone]}"
         )
 
-    weight_g, credit, units = _take_lines(network, order, parcel, where, node, tally)
+    weight_g, credit, units, unit_weights = _take_lines(network, order, parcel, where, node, tally)
     capacity = int(network.capacity[node])
     if wait is None and capacity < UNLIMITED_CAPACITY and units > capacity:
         violations.append(f"{where}: {units} units exceed daily capacity {capacity}")
@@ -181,8 +186,8 @@ def _parcel(
     else:
         base = int(network.base_price[service, zone])
         per_kg = int(network.per_kg[service, zone])
-        # cents * 1000 = millicents; cents/kg * g = millicents.
-        shipping = base * MILLICENTS_PER_CENT + per_kg * weight_g
+        # The per-kg charge is rounded per unit (it keeps costs linear in the units).
+        shipping = base + sum(q * _unit_per_kg_charge(per_kg, g) for q, g in unit_weights)
         transit = int(network.transit_days[service, zone])
     return ParcelCost(
         node_id=parcel.node_id,
@@ -192,7 +197,7 @@ def _parcel(
         distance_km=km,
         weight_g=weight_g,
         shipping=shipping,
-        handling=int(network.handling_cost[node]) * MILLICENTS_PER_CENT,
+        handling=int(network.handling_cost[node]),
         storage_credit=credit,
         arrival_days=(wait or 0) + int(network.handling_days[node]) + transit,
         inbound_day=wait,
@@ -201,14 +206,16 @@ def _parcel(
 
 def _take_lines(
     network: Network, order: Order, parcel: ParcelPlan, where: str, node: int, tally: _Tally
-) -> tuple[int, int, int]:
-    """The parcel's weight (g), storage credit and units; its lines' units added to ``tally``."""
+) -> tuple[int, int, int, list[tuple[int, int]]]:
+    """The parcel's weight (g), storage credit, units and (units, grams per unit) per line;
+    its lines' units added to ``tally``."""
     violations, covered = tally.violations, tally.covered
     taken, inbound_taken = tally.taken, tally.inbound_taken
     wait = parcel.inbound_day
     weight_g = 0
     credit = 0
     units = 0
+    unit_weights: list[tuple[int, int]] = []
     for pl in parcel.lines:
         if not 0 <= pl.line < len(order.lines):
             violations.append(f"{where}: no order line {pl.line}")
@@ -224,13 +231,14 @@ def _take_lines(
         sku = network.sku_index[pl.sku]
         covered[pl.line] += pl.qty
         weight_g += pl.qty * int(network.weight_g[sku])
+        unit_weights.append((pl.qty, int(network.weight_g[sku])))
         units += pl.qty
         if wait is None:
             taken[(node, sku)] += pl.qty
             credit += pl.qty * _unit_credit(network, node, sku)
         else:
             inbound_taken[(node, sku, wait)] += pl.qty
-    return weight_g, credit, units
+    return weight_g, credit, units, unit_weights
 
 
 def _check_receipts(network: Network, tally: _Tally) -> None:

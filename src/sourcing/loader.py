@@ -10,7 +10,8 @@ without ``inbound.csv`` has no receipts. The transfer lane between nodes
 ``rates.csv``: no extra file. Extra columns are
 ignored; every missing column or bad value raises :class:`NetworkDataError`
 naming the file, row and column. Money in the files is in currency units with
-at most two decimals and becomes integer cents in the :class:`Network`.
+at most five decimals (a storage cost of 0.004 per unit-day, a per-kg rate of
+0.4636) and becomes exact integer millicents in the :class:`Network`.
 
 Row numbers count the header as row 1, so the first data row is row 2; for a
 file without quoted line breaks this is the line number an editor shows.
@@ -24,14 +25,22 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from sourcing.errors import NetworkDataError
-from sourcing.model import DEFAULT_HORIZON_DAYS, UNLIMITED_CAPACITY, Network, NodeKind, Receipt
+from sourcing.model import (
+    DEFAULT_HORIZON_DAYS,
+    UNLIMITED_CAPACITY,
+    Network,
+    NodeKind,
+    Receipt,
+    money_text,
+    parse_money,
+)
 
 __all__ = ["read_network", "write_network"]
 
@@ -60,7 +69,6 @@ _INBOUND_COLUMNS = ("node_id", "sku", "qty", "expected_day")
 
 # Bounds keep every later int64 sum and millicent product far from overflow.
 _MAX_INT = UNLIMITED_CAPACITY
-_MAX_CENTS = 10**12
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 
 
@@ -119,24 +127,12 @@ class _Row:
             raise self.error(column, f"must be within [-{limit:g}, {limit:g}], got {value}")
         return number
 
-    def cents(self, column: str) -> int:
-        """Money in currency units with at most 2 decimals, as integer cents."""
-        value = self.text(column)
+    def money(self, column: str) -> int:
+        """Money in currency units with at most 5 decimals, as exact integer millicents."""
         try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise self.error(column, f"not an amount of money: {value!r}") from None
-        if not amount.is_finite():
-            raise self.error(column, f"not an amount of money: {value!r}")
-        if amount < 0:
-            raise self.error(column, f"must be >= 0, got {value}")
-        if amount > _MAX_CENTS // 100:
-            raise self.error(column, f"too large: {value}")
-        # Inspect the exact digits: arithmetic would round to the context precision.
-        _, digits, exponent = amount.as_tuple()
-        if isinstance(exponent, int) and exponent < -2 and any(digits[exponent + 2 :]):
-            raise self.error(column, f"at most 2 decimals allowed, got {value}")
-        return int(amount * 100)
+            return parse_money(self.text(column))
+        except ValueError as exc:
+            raise self.error(column, str(exc)) from None
 
 
 class CsvError(Protocol):
@@ -252,8 +248,8 @@ def read_network(
         lat.append(row.degrees("lat", 90.0))
         lon.append(row.degrees("lon", 180.0))
         handling_days.append(row.integer("handling_days"))
-        handling_cost.append(row.cents("handling_cost"))
-        storage_cost.append(row.cents("storage_cost_per_unit_day"))
+        handling_cost.append(row.money("handling_cost"))
+        storage_cost.append(row.money("storage_cost_per_unit_day"))
         capacity.append(
             UNLIMITED_CAPACITY
             if row.is_empty("daily_capacity_units")
@@ -320,8 +316,8 @@ def read_network(
             )
         seen_rate[v, z] = row.number
         rates[v, z] = (
-            row.cents("base_price"),
-            row.cents("per_kg"),
+            row.money("base_price"),
+            row.money("per_kg"),
             row.integer("transit_days"),
         )
     if not service_index:
@@ -409,10 +405,6 @@ def _has_column(path: Path, column: str) -> bool:
     return column in [name.strip() for name in header]
 
 
-def _money(cents: int) -> str:
-    return f"{Decimal(int(cents)).scaleb(-2):.2f}"
-
-
 def _real(value: float) -> str:
     # repr is the shortest text that parses back to the same float.
     return repr(float(value))
@@ -458,8 +450,8 @@ def write_network(network: Network, directory: str | os.PathLike[str]) -> None:
                 _real(network.lat[n]),
                 _real(network.lon[n]),
                 int(network.handling_days[n]),
-                _money(network.handling_cost[n]),
-                _money(network.storage_cost[n]),
+                money_text(network.handling_cost[n]),
+                money_text(network.storage_cost[n]),
                 "" if network.capacity[n] == UNLIMITED_CAPACITY else int(network.capacity[n]),
             )
             for n in range(n_nodes)
@@ -501,8 +493,8 @@ def write_network(network: Network, directory: str | os.PathLike[str]) -> None:
             (
                 service,
                 zone,
-                _money(network.base_price[v, z]),
-                _money(network.per_kg[v, z]),
+                money_text(network.base_price[v, z]),
+                money_text(network.per_kg[v, z]),
                 int(network.transit_days[v, z]),
             )
             for v, service in enumerate(network.service_ids)

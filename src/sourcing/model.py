@@ -6,12 +6,16 @@ the CSV loader, the demo builder or the service's store) and then only read:
 every per-order computation slices its arrays.
 
 Money is held in integer **millicents** (1/1000 of a cent, 1e-5 currency
-units) inside the engine. CSV money has at most two decimals, so base prices,
-handling costs and storage costs are whole cents; a per-kg price times a
-weight resolved to the gram is a whole number of millicents, so the whole
-parcel cost is exact. Only the storage credit needs rounding (it multiplies by
-a days-of-cover ratio): it is rounded half-to-even to the millicent, once, per
-unit. Output converts to currency units at the edge (:func:`to_currency`).
+units) inside the engine, network data included: planner money has at most
+five decimals (:func:`parse_money`), so base prices, per-kg prices, handling
+and storage costs are whole millicents, exactly as entered (a storage cost of
+0.004 per unit-day, a per-kg price of 0.4636). Two products need rounding, each
+half-to-even to the millicent, once, per unit, so every cost stays linear in
+the units and every total is an exact sum of its parts: the per-kg charge of
+a unit (:func:`per_kg_charge`: per-kg price x the unit's weight in grams /
+1000, exact whenever the per-kg price is whole cents) and its storage credit
+(a days-of-cover ratio). Output converts to currency units at the edge
+(:func:`to_currency`).
 
 Two more ways to fulfil (click & collect, waiting for inbound stock) need two
 more pieces of network data:
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -66,6 +70,61 @@ def to_currency(millicents: int) -> Decimal:
 
 def cents_to_millicents(cents: int) -> int:
     return int(cents) * MILLICENTS_PER_CENT
+
+
+#: Decimals planner money may have: millicents are 1e-5 currency units.
+MONEY_DECIMALS = 5
+GRAMS_PER_KG = 1000
+#: Largest planner amount, in currency units: a price per kg times any weight up to
+#: 10 t stays far inside int64 millicents.
+MAX_MONEY_UNITS = 10**6
+
+
+def parse_money(text: str, *, limit: int = MAX_MONEY_UNITS) -> int:
+    """Currency units as text (``"12.34"``, ``"0.004"``) -> exact integer millicents.
+
+    Raises ValueError with the reason (not a number, negative, above ``limit``
+    currency units, more than :data:`MONEY_DECIMALS` decimals) for the caller to
+    wrap with the file, row and column or field.
+    """
+    try:
+        amount = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"not an amount of money: {text!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"not an amount of money: {text!r}")
+    if amount < 0:
+        raise ValueError(f"must be >= 0, got {text.strip()}")
+    if amount > limit:
+        raise ValueError(f"too large: {text.strip()} (at most {limit})")
+    # Inspect the exact digits: arithmetic would round to the context precision.
+    _, digits, exponent = amount.as_tuple()
+    if (
+        isinstance(exponent, int)
+        and exponent < -MONEY_DECIMALS
+        and any(digits[exponent + MONEY_DECIMALS :])
+    ):
+        raise ValueError(f"at most {MONEY_DECIMALS} decimals allowed, got {text.strip()}")
+    return int(amount * MILLICENTS_PER_UNIT)
+
+
+def money_text(millicents: int) -> str:
+    """Millicents as currency units with 2 to 5 decimals, exactly: ``"12.50"``, ``"0.004"``."""
+    text = f"{Decimal(int(millicents)).scaleb(-MONEY_DECIMALS):.{MONEY_DECIMALS}f}"
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def per_kg_charge(per_kg: Any, weight_g: Any) -> IntArray:
+    """Millicents one unit of ``weight_g`` grams costs at ``per_kg`` millicents per kg.
+
+    ``per_kg * weight_g / 1000`` rounded half-to-even to the millicent (exact
+    when the per-kg price is whole cents). Integer arithmetic, element-wise.
+    """
+    product = np.asarray(per_kg, dtype=np.int64) * np.asarray(weight_g, dtype=np.int64)
+    whole, rest = np.divmod(product, GRAMS_PER_KG)
+    up = (2 * rest > GRAMS_PER_KG) | ((2 * rest == GRAMS_PER_KG) & (whole % 2 == 1))
+    return np.asarray(whole + up, dtype=np.int64)
 
 
 class NodeKind(StrEnum):
@@ -101,15 +160,16 @@ class Network:
     Shapes: N nodes, S SKUs, Z zones, V services.
 
     * ``node_ids`` (N), ``node_kinds`` (N), ``lat``/``lon`` (N, degrees),
-      ``handling_days`` (N), ``handling_cost`` (N, cents per parcel),
-      ``storage_cost`` (N, cents per unit per day),
+      ``handling_days`` (N), ``handling_cost`` (N, millicents per parcel),
+      ``storage_cost`` (N, millicents per unit per day),
       ``capacity`` (N, units per day; :data:`UNLIMITED_CAPACITY` if none);
     * ``sku_ids`` (S), ``weight_g`` (S, grams per unit), ``daily_demand``
       (S, units per day across the network);
     * ``on_hand``, ``safety_stock``, ``reserved`` (N x S units);
     * ``zone_ids`` (Z), ``zone_max_km`` (Z, ascending; the last band covers
       every farther distance);
-    * ``service_ids`` (V), ``base_price`` and ``per_kg`` (V x Z, cents),
+    * ``service_ids`` (V), ``base_price`` (V x Z, millicents per parcel) and
+      ``per_kg`` (V x Z, millicents per kg),
       ``transit_days`` (V x Z), ``offered`` (V x Z: the rate card has a row).
     """
 

@@ -3,7 +3,7 @@ storage cost or capacity, pool stock.
 
 Each edit is a frozen dataclass whose ``apply`` returns the edited copy of a
 :class:`~sourcing.model.Network` (the :class:`Edit` protocol) and whose
-``describe`` says what it did, for the report. Money is in cents. An edit that
+``describe`` says what it did, for the report. Money is in millicents. An edit that
 does not fit its network raises :class:`EditError`; the scenario reader turns
 that into a :class:`~sourcing.whatif.inputs.ScenarioError` naming the key.
 """
@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Protocol
 
 import numpy as np
 
-from sourcing.model import UNLIMITED_CAPACITY, BoolArray, IntArray, Network, NodeKind
+from sourcing.model import (
+    UNLIMITED_CAPACITY,
+    BoolArray,
+    IntArray,
+    Network,
+    NodeKind,
+    money_text,
+)
 
 __all__ = [
     "AddNode",
@@ -70,13 +76,9 @@ class Edit(Protocol):
     def describe(self) -> str: ...
 
 
-def _money_text(cents: int) -> str:
-    return f"{Decimal(cents).scaleb(-2):.2f}"
-
-
 @dataclass(frozen=True)
 class AddNode:
-    """Open a node. Money in cents; ``capacity`` None means unlimited.
+    """Open a node. Money in millicents; ``capacity`` None means unlimited.
 
     Stock: ``stock_share`` of ``stock_from``'s on hand (rounded down per
     SKU), moved from it if ``move_stock`` else copied (extra inventory);
@@ -131,8 +133,8 @@ class AddNode:
     def describe(self) -> str:
         text = (
             f"open {self.kind.value} {self.node_id} at ({self.lat:.4f}, {self.lon:.4f}), "
-            f"handling {self.handling_days} d / {_money_text(self.handling_cost)} per parcel, "
-            f"storage {_money_text(self.storage_cost)} per unit-day, capacity "
+            f"handling {self.handling_days} d / {money_text(self.handling_cost)} per parcel, "
+            f"storage {money_text(self.storage_cost)} per unit-day, capacity "
             f"{'unlimited' if self.capacity is None else self.capacity}"
         )
         if self.stock_from is not None:
@@ -175,7 +177,7 @@ class CloseNode:
 
 @dataclass(frozen=True)
 class ScaleRates:
-    """Multiply base price and per-kg price by ``factor`` (rounded to whole cents).
+    """Multiply base price and per-kg price by ``factor`` (rounded to whole millicents).
 
     ``service`` / ``zone`` restrict it to one service or zone (default: all).
     """
@@ -215,18 +217,18 @@ class ScaleRates:
 
 @dataclass(frozen=True)
 class SetStorageCost:
-    """Set (``cents`` per unit-day) or scale (``factor``) the storage cost of the selected nodes."""
+    """Set (``millicents`` per unit-day) or scale (``factor``) the selected nodes' storage cost."""
 
     nodes: NodeSelector = field(default_factory=NodeSelector)
-    cents: int | None = None
+    millicents: int | None = None
     factor: float | None = None
 
     def apply(self, network: Network) -> Network:
-        if (self.cents is None) == (self.factor is None):
+        if (self.millicents is None) == (self.factor is None):
             raise EditError("give exactly one of cost and factor")
         mask = self.nodes.mask(network)
-        if self.cents is not None:
-            new = np.where(mask, self.cents, network.storage_cost)
+        if self.millicents is not None:
+            new = np.where(mask, self.millicents, network.storage_cost)
         else:
             factor = float(self.factor or 0.0)
             if not (math.isfinite(factor) and factor >= 0):
@@ -236,8 +238,8 @@ class SetStorageCost:
 
     def describe(self) -> str:
         what = (
-            f"= {_money_text(self.cents)} per unit-day"
-            if self.cents is not None
+            f"= {money_text(self.millicents)} per unit-day"
+            if self.millicents is not None
             else f"x{self.factor:g}"
         )
         return f"storage cost {what} at {self.nodes.describe()}"

@@ -63,6 +63,7 @@ from sourcing.model import (
     OrderLine,
     ParcelLine,
     ParcelPlan,
+    per_kg_charge,
 )
 from sourcing.whatif.simulate import BasePolicy, SimOrder
 
@@ -476,8 +477,9 @@ def _network(
         zone_ids=tuple(str(z + 1) for z in range(bands.size)),
         zone_max_km=bands,
         service_ids=(SERVICE,),
-        base_price=np.array(fit.base_cents, dtype=np.int64)[None, :],
-        per_kg=np.array(fit.per_kg_cents, dtype=np.int64)[None, :],
+        # The fit is to the cent; the network holds millicents.
+        base_price=np.array(fit.base_cents, dtype=np.int64)[None, :] * MILLICENTS_PER_CENT,
+        per_kg=np.array(fit.per_kg_cents, dtype=np.int64)[None, :] * MILLICENTS_PER_CENT,
         transit_days=np.array(fit.transit_days, dtype=np.int64)[None, :],
         offered=np.ones((1, bands.size), dtype=np.bool_),
     )
@@ -562,9 +564,8 @@ class HistoricalPolicy(BasePolicy):
                 pl.qty * int(network.weight_g[network.sku_index[pl.sku]]) for pl in contents
             )
             offered = np.flatnonzero(network.offered[:, z] & network.customer_services)
-            price = (
-                network.base_price[offered, z] * MILLICENTS_PER_CENT
-                + network.per_kg[offered, z] * grams
+            price = network.base_price[offered, z] + per_kg_charge(
+                network.per_kg[offered, z], grams
             )
             service = network.service_ids[int(offered[int(np.argmin(price))])]
             parcels.append(ParcelPlan(node, service, tuple(contents)))

@@ -48,7 +48,7 @@ Relative paths are resolved against the scenario file's folder. Edits
 dataclasses of :mod:`sourcing.whatif.edits`; orders and receipts are read by
 :mod:`sourcing.whatif.inputs`. This module holds the scenario itself: the
 file's sections as dataclasses, the TOML reader, and preparing and running
-its variants x policies. Money in the file is in currency units with at most two
+its variants x policies. Money in the file is in currency units with at most five
 decimals. Every error names the file, the key (``variants[1].edits[0].node``)
 or CSV row and column, and the reason (:class:`ScenarioError`).
 
@@ -65,13 +65,12 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
 from sourcing.errors import NetworkDataError
 from sourcing.loader import read_network
-from sourcing.model import MILLICENTS_PER_CENT, Network, NodeKind
+from sourcing.model import Network, NodeKind, parse_money
 from sourcing.whatif.edits import (
     AddNode,
     CloseNode,
@@ -269,22 +268,17 @@ class _Section:
             raise self.error(name, f"must be within [-{limit:g}, {limit:g}], got {value}")
         return float(value)
 
-    def cents(self, name: str, default: Any = _MISSING) -> Any:
-        """Currency units (at most 2 decimals) as integer cents."""
+    def money(self, name: str, default: Any = _MISSING) -> Any:
+        """Currency units (at most 5 decimals) as exact integer millicents."""
         value = self._get(name, default)
         if value is default:
             return value
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise self.error(name, f"must be an amount of money, got {value!r}")
         try:
-            amount = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise self.error(name, f"not an amount of money: {value!r}") from None
-        if not amount.is_finite() or amount < 0:
-            raise self.error(name, f"must be an amount >= 0, got {value!r}")
-        if amount != amount.quantize(Decimal("0.01")):
-            raise self.error(name, f"at most 2 decimals allowed, got {value!r}")
-        return int(amount * 100)
+            return parse_money(str(value))
+        except ValueError as exc:
+            raise self.error(name, str(exc)) from None
 
     def strings(self, name: str, default: Any = _MISSING) -> Any:
         value = self._get(name, default)
@@ -390,8 +384,8 @@ def _edit(section: _Section) -> Edit:
             lat=section.degrees("lat", 90.0),
             lon=section.degrees("lon", 180.0),
             handling_days=section.integer("handling_days", 1),
-            handling_cost=section.cents("handling_cost", 0),
-            storage_cost=section.cents("storage_cost", 0),
+            handling_cost=section.money("handling_cost", 0),
+            storage_cost=section.money("storage_cost", 0),
             capacity=section.integer("capacity", None),
             stock_from=section.text("stock_from", None),
             stock_share=share,
@@ -410,7 +404,7 @@ def _edit(section: _Section) -> Edit:
         if section.has("cost") == section.has("factor"):
             raise section.error(None, "give exactly one of cost and factor")
         return SetStorageCost(
-            _selector(section), section.cents("cost", None), section.number("factor", None)
+            _selector(section), section.money("cost", None), section.number("factor", None)
         )
     if kind == "set_capacity":
         section.allow("type", "node", "kind", "units", "unlimited")
@@ -513,14 +507,12 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         if p == "historical" and olist is None:
             raise pol.error("run", "policy 'historical' needs an [olist] scenario")
     settings = DEFAULT_SIM_SETTINGS
-    value_of_day = pol.cents("value_of_day", None)
+    value_of_day = pol.money("value_of_day", None)
     settings = replace(
         settings,
         time_limit_s=pol.number("time_limit_s", settings.time_limit_s, positive=True),
         max_parcels=pol.integer("max_parcels", None, minimum=1),
-        value_of_day=settings.value_of_day
-        if value_of_day is None
-        else value_of_day * MILLICENTS_PER_CENT,
+        value_of_day=settings.value_of_day if value_of_day is None else value_of_day,
     )
     options = PolicyOptions(settings=settings, priority=pol.strings("priority", None))
 
