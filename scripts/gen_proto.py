@@ -20,7 +20,11 @@ PROTO_DIR = ROOT / "proto"
 
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc with the Python, gRPC and mypy plugins; return the files written."""
-    protos = sorted(p.relative_to(PROTO_DIR).as_posix() for p in PROTO_DIR.rglob("*.proto"))
+    # Only our own package: proto/google/type holds copies of googleapis' files for buf
+    # to resolve imports offline; their Python code comes from googleapis-common-protos.
+    protos = sorted(
+        p.relative_to(PROTO_DIR).as_posix() for p in (PROTO_DIR / "oms").rglob("*.proto")
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     well_known = Path(protoc.__file__).parent / "_proto"
     bin_dir = Path(sys.executable).parent

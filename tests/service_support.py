@@ -20,7 +20,9 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from google.type import date_pb2, money_pb2
 
+from oms.convert import iso_of, millicents_of
 from oms.server import build_server, wait_until_serving
 from oms.settings import Settings
 from oms.store import Store
@@ -39,6 +41,18 @@ PG_SERVER_URL = os.environ.get("OMS_TEST_PG", "postgresql+psycopg://postgres@127
 
 #: The customer in the hand-checked cases: Manhattan.
 NYC = common_pb2.Location(latitude=40.7128, longitude=-74.0060)
+
+
+def cents(value: money_pb2.Money) -> int:
+    """A google.type.Money the hand computations expect in whole cents, as cents."""
+    amount = millicents_of(value)
+    assert amount % 1000 == 0, f"{amount} millicents is not a whole number of cents"
+    return amount // 1000
+
+
+def iso(value: date_pb2.Date) -> str:
+    """A google.type.Date as ISO text (``2030-03-08``), for comparing with hand dates."""
+    return iso_of(value)
 
 
 def hand_network(on_hand: dict[tuple[str, str], int] | None = None) -> Network:

@@ -23,7 +23,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from service_support import Client, hand_network, running_server, sqlite_url
+from service_support import ADMIN_TOKEN, Client, hand_network, running_server, sqlite_url
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "src" / "oms" / "v1"
@@ -116,6 +116,19 @@ def test_staleness_check_catches_each_kind_of_drift(fresh: dict[str, bytes]) -> 
         "stale: common_pb2.py",
     ]
     assert differences(dict(fresh), fresh) == []
+
+
+def test_vendored_google_types_are_googleapis_own() -> None:
+    """proto/google/type holds copies for buf to resolve offline; they must be, byte for
+    byte, the files googleapis-common-protos installs (whose Python code the service runs)."""
+    import google.type.money_pb2
+
+    installed = Path(google.type.money_pb2.__file__).parent
+    vendored = ROOT / "proto" / "google" / "type"
+    names = sorted(p.name for p in vendored.glob("*.proto"))
+    assert names == ["date.proto", "money.proto"]
+    for name in names:
+        assert (vendored / name).read_bytes() == (installed / name).read_bytes(), name
 
 
 def buf_env(tmp_path: Path) -> dict[str, str]:
@@ -219,6 +232,38 @@ def test_buf_curl_quotes_delivery_options(buf: Path, server: Client, tmp_path: P
             assert parcel["nodeId"] in nodes
             assert parcel["lines"] == [{"sku": "A", "quantity": 1}]
     assert any(p["nodeId"] == "DC-NJ" for o in reply["options"] for p in o["parcels"])
+
+
+def test_buf_curl_speaks_money_and_dates(buf: Path, server: Client, tmp_path: Path) -> None:
+    """The README's admin example: google.type.Money and google.type.Date in the JSON form."""
+    url = f"http://{server.target}/oms.v1.InventoryService/UpsertRateCard"
+    rate = {
+        "service": "ground",
+        "zone": "1",
+        "basePrice": {"currencyCode": "USD", "units": "5"},
+        "perKg": {"currencyCode": "USD", "nanos": 463600000},
+        "transitDays": 1,
+    }
+    done = buf_curl(
+        buf,
+        tmp_path,
+        "-H",
+        f"authorization: Bearer {ADMIN_TOKEN}",
+        "-d",
+        json.dumps({"rates": [rate]}),
+        url,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"rates": 1}
+    url = f"http://{server.target}/oms.v1.CheckoutService/QuoteDeliveryOptions"
+    done = buf_curl(buf, tmp_path, "-d", json.dumps(CART), url)
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    year, month, day = (reply["quoteDate"][k] for k in ("year", "month", "day"))
+    assert year > 2000 and 1 <= month <= 12 and 1 <= day <= 31
+    # 1 x A (1 kg) from Newark: $5 + 0.4636 + $2.00 handling = $7.4636, exactly.
+    cost = reply["options"][0]["cost"]
+    assert cost == {"currencyCode": "USD", "units": "7", "nanos": 463600000}
 
 
 def test_buf_curl_sees_rich_errors(buf: Path, server: Client, tmp_path: Path) -> None:

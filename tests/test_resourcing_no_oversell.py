@@ -31,6 +31,7 @@ from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2, fulfilment_pb2, 
 from service_support import (
     ADMIN,
     hand_network,
+    iso,
     oversell_violations,
     prepared_store,
     server_processes,
@@ -180,7 +181,7 @@ def test_rejections_resource_without_overselling(database_url: str) -> None:
             kinds = [kind for _, kind, _ in order.events]
             assert "rejected" in kinds
             if reply.promise_kept:
-                assert reply.order.allocation.delivery_date <= order.promised_date
+                assert iso(reply.order.allocation.delivery_date) <= order.promised_date
                 assert not reply.order.needs_attention
             else:
                 assert reply.order.needs_attention and "flagged" in kinds

@@ -28,9 +28,11 @@ import pytest
 import sqlalchemy as sa
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
+from google.type import date_pb2, money_pb2
 from grpc_status import rpc_status
 
 from oms import schema
+from oms.convert import date_proto
 from oms.v1 import checkout_pb2, common_pb2, fulfilment_pb2, inventory_pb2
 from sourcing.model import Network
 
@@ -365,7 +367,7 @@ def node(**fields: Any) -> inventory_pb2.Node:
 
 
 #: A date every receipt of the table is expected on: well in the future.
-DUE = (date.today() + timedelta(days=30)).isoformat()
+DUE = date_proto((date.today() + timedelta(days=30)).isoformat())
 
 
 def receipt(receipt_id: str, **fields: Any) -> inventory_pb2.InboundReceipt:
@@ -526,9 +528,7 @@ CASES = [
     ),
     pytest.param(
         Case(
-            quote(
-                quote_request(value_of_day=common_pb2.Money(minor_units=100, currency_code="EUR"))
-            ),
+            quote(quote_request(value_of_day=money_pb2.Money(units=1, currency_code="EUR"))),
             INVALID_ARGUMENT,
             fields=(("value_of_day.currency_code", "USD"),),
         ),
@@ -536,9 +536,9 @@ CASES = [
     ),
     pytest.param(
         Case(
-            quote(quote_request(value_of_day=common_pb2.Money(minor_units=-1))),
+            quote(quote_request(value_of_day=money_pb2.Money(nanos=-10_000))),
             INVALID_ARGUMENT,
-            fields=(("value_of_day.minor_units", "negative"),),
+            fields=(("value_of_day", "negative"),),
         ),
         id="quote-value-of-day-negative",
     ),
@@ -549,7 +549,7 @@ CASES = [
                     [line("NOPE", 0), line("", -1), line("B", 2)],
                     destination=at(91.0, 200.0),
                     max_parcels=-1,
-                    value_of_day=common_pb2.Money(minor_units=5, currency_code="GBP"),
+                    value_of_day=money_pb2.Money(nanos=50_000_000, currency_code="GBP"),
                 )
             ),
             INVALID_ARGUMENT,
@@ -954,7 +954,7 @@ CASES = [
                             node_id="",
                             location=None,
                             handling_days=-1,
-                            handling_cost=common_pb2.Money(minor_units=1, currency_code="EUR"),
+                            handling_cost=money_pb2.Money(nanos=10_000, currency_code="EUR"),
                         ),
                     ]
                 ),
@@ -1196,14 +1196,16 @@ CASES = [
     pytest.param(
         Case(
             upsert_receipts(
-                receipt("R-1", quantity=-1, expected_date="2030-02-30"),
+                receipt(
+                    "R-1", quantity=-1, expected_date=date_pb2.Date(year=2030, month=2, day=30)
+                ),
                 receipt("R-1", node_id="", sku=""),
             ),
             INVALID_ARGUMENT,
             fields=(
                 ("receipts[0].quantity", "positive"),
                 ("receipts[0].quantity", "negative"),
-                ("receipts[0].expected_date", "ISO date"),
+                ("receipts[0].expected_date", "full calendar date"),
                 ("receipts[1].receipt_id", "duplicate"),
                 ("receipts[1].node_id", "required"),
                 ("receipts[1].sku", "required"),

@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from google.rpc import error_details_pb2
+from google.type import date_pb2
 from grpc_status import rpc_status
 
 from oms import schema
+from oms.convert import date_proto
 from oms.errors import FailedPrecondition, Unavailable
 from oms.fulfilment import cheapest_return_node
 from oms.receiving import start_sweeper
@@ -33,7 +35,9 @@ from sourcing.model import Network
 from service_support import (
     ADMIN,
     Client,
+    cents,
     hand_network,
+    iso,
     prepared_store,
     running_server,
     sqlite_url,
@@ -90,7 +94,7 @@ def test_collect_at_philadelphia_with_a_transfer_from_newark(tmp_path: Path) -> 
         # $3.00 + 3 kg x $0.50 + $2.00 = $6.50, ready 1 + 1 = day 2; Chicago both $7.00.
         (parcel,) = collect.parcels
         assert (parcel.node_id, parcel.service, parcel.zone) == ("DC-NJ", "transfer", "2")
-        assert (collect.cost.minor_units, collect.delivery_days) == (650, 2)
+        assert (cents(collect.cost), collect.delivery_days) == (650, 2)
         delivery = [o for o in reply.options if o.method == common_pb2.FULFILMENT_METHOD_DELIVERY]
         assert delivery and all(not o.pickup_store_id for o in delivery)
         placed = client.place(reply.quote_id, collect.option_id).order
@@ -103,7 +107,7 @@ def test_collect_at_philadelphia_with_a_transfer_from_newark(tmp_path: Path) -> 
         reply = client.quote({"A": 2}, pickup_store_ids=["ST-PHL"])
         (collect,) = [o for o in reply.options if o.pickup_store_id]
         (parcel,) = collect.parcels
-        assert (parcel.node_id, parcel.service, parcel.cost.minor_units) == (
+        assert (parcel.node_id, parcel.service, cents(parcel.cost)) == (
             "ST-PHL",
             "pickup",
             300,
@@ -135,10 +139,14 @@ def test_bad_pickup_and_backorder_requests_name_their_fields(tmp_path: Path) -> 
             inventory_pb2.UpsertInboundReceiptsRequest(
                 receipts=[
                     inventory_pb2.InboundReceipt(
-                        receipt_id="R", node_id="DC-NJ", sku="A", quantity=0, expected_date="x"
+                        receipt_id="R",
+                        node_id="DC-NJ",
+                        sku="A",
+                        quantity=0,
+                        expected_date=date_pb2.Date(year=2030, month=2, day=30),
                     ),
                     inventory_pb2.InboundReceipt(
-                        receipt_id="R", sku="A", quantity=1, expected_date="2030-01-01"
+                        receipt_id="R", sku="A", quantity=1, expected_date=date_proto("2030-01-01")
                     ),
                 ]
             ),
@@ -160,7 +168,7 @@ def test_bad_pickup_and_backorder_requests_name_their_fields(tmp_path: Path) -> 
                         node_id="NOPE",
                         sku="A",
                         quantity=1,
-                        expected_date="2030-01-01",
+                        expected_date=date_proto("2030-01-01"),
                     )
                 ]
             ),
@@ -217,7 +225,7 @@ def test_rejection_keeps_the_promise_when_another_node_can(tmp_path: Path) -> No
         assert reply.promise_kept
         after = reply.order
         assert [p.node_id for p in after.allocation.parcels] == ["DC-CHI"]
-        assert after.allocation.cost.minor_units == 1250
+        assert cents(after.allocation.cost) == 1250
         assert after.allocation.delivery_date == after.promised_date
         assert not after.needs_attention
         assert [e.type for e in after.events] == [
@@ -252,7 +260,7 @@ def test_shortage_resources_only_the_missing_units(tmp_path: Path) -> None:
     with running_server(sqlite_url(tmp_path)) as client:
         quote = client.quote({"A": 2, "B": 1})
         order = client.place(quote.quote_id, quote.options[0].option_id).order
-        assert order.allocation.cost.minor_units == 1100  # NJ: $5 + 4 kg x $1 + $2.00
+        assert cents(order.allocation.cost) == 1100  # NJ: $5 + 4 kg x $1 + $2.00
         reply = client.fulfilment.ReportShortage(
             fulfilment_pb2.ReportShortageRequest(
                 order_id=order.order_id,
@@ -265,9 +273,9 @@ def test_shortage_resources_only_the_missing_units(tmp_path: Path) -> None:
         parcels = {p.node_id: p for p in reply.order.allocation.parcels}
         # NJ keeps the two A (2 kg: $5 + $2 + $2.00 = $9.00); B comes from Chicago,
         # $9 + $2 + $1.50 = $12.50, day 3 > promised day 2: flagged.
-        assert parcels["DC-NJ"].cost.minor_units == 900
+        assert cents(parcels["DC-NJ"].cost) == 900
         assert [(pl.sku, pl.quantity) for pl in parcels["DC-NJ"].lines] == [("A", 2)]
-        assert parcels["DC-CHI"].cost.minor_units == 1250
+        assert cents(parcels["DC-CHI"].cost) == 1250
         assert not reply.promise_kept and reply.order.needs_attention
         with client.store.read() as conn:
             assert client.store.order_reservations(conn, order.order_id) == {
@@ -284,7 +292,11 @@ def test_backorder_reserves_the_receipt_and_cancelling_it_resources(tmp_path: Pa
             inventory_pb2.UpsertInboundReceiptsRequest(
                 receipts=[
                     inventory_pb2.InboundReceipt(
-                        receipt_id="PO-1", node_id="DC-NJ", sku="B", quantity=3, expected_date=due
+                        receipt_id="PO-1",
+                        node_id="DC-NJ",
+                        sku="B",
+                        quantity=3,
+                        expected_date=date_proto(due),
                     )
                 ]
             ),
@@ -296,10 +308,10 @@ def test_backorder_reserves_the_receipt_and_cancelling_it_resources(tmp_path: Pa
         (option,) = reply.options
         # A from NJ now: $5 + 1 kg + $2.00 = $8.00, day 2. B waits for PO-1 (day 2) at NJ,
         # then ships: $5 + 2 kg + $2.00 = $9.00, arriving 2 + 1 + 1 = day 4.
-        assert (option.cost.minor_units, option.delivery_days) == (1700, 4)
+        assert (cents(option.cost), option.delivery_days) == (1700, 4)
         (waiting,) = option.waiting
         assert (waiting.sku, waiting.quantity, waiting.node_id) == ("B", 1, "DC-NJ")
-        assert waiting.inbound_date == due
+        assert iso(waiting.inbound_date) == due
         order = client.place(reply.quote_id, option.option_id).order
         (receipt,) = client.inventory.ListInboundReceipts(
             inventory_pb2.ListInboundReceiptsRequest(), metadata=ADMIN
@@ -375,7 +387,11 @@ def test_low_stock_alerts_count_reservations_and_inbound(tmp_path: Path) -> None
             inventory_pb2.UpsertInboundReceiptsRequest(
                 receipts=[
                     inventory_pb2.InboundReceipt(
-                        receipt_id="PO-9", node_id="DC-NJ", sku="A", quantity=4, expected_date=due
+                        receipt_id="PO-9",
+                        node_id="DC-NJ",
+                        sku="A",
+                        quantity=4,
+                        expected_date=date_proto(due),
                     )
                 ]
             ),
@@ -400,7 +416,7 @@ def test_a_late_receipt_releases_its_orders_and_flags_what_cannot_be_resourced(
                             node_id="DC-NJ",
                             sku="B",
                             quantity=qty,
-                            expected_date=due,
+                            expected_date=date_proto(due),
                         )
                     ]
                 ),
@@ -441,7 +457,7 @@ def test_a_collect_order_resourced_at_place_stays_a_collect(tmp_path: Path) -> N
         allocation = placed.order.allocation
         assert allocation.pickup_store_id == "ST-PHL"
         assert [(p.node_id, p.service) for p in allocation.parcels] == [("DC-CHI", "transfer")]
-        assert allocation.cost.minor_units == 700
+        assert cents(allocation.cost) == 700
 
 
 # -- receiving receipts, overdue receipts, returns, alerts ----------------------------
@@ -454,7 +470,11 @@ def upsert_receipt(
         inventory_pb2.UpsertInboundReceiptsRequest(
             receipts=[
                 inventory_pb2.InboundReceipt(
-                    receipt_id=receipt_id, node_id=node, sku=sku, quantity=qty, expected_date=due
+                    receipt_id=receipt_id,
+                    node_id=node,
+                    sku=sku,
+                    quantity=qty,
+                    expected_date=date_proto(due),
                 )
             ]
         ),
@@ -579,7 +599,7 @@ def test_a_received_receipt_lets_its_backorder_ship_and_be_returned(tmp_path: Pa
             metadata=ADMIN,
             timeout=10,
         )
-        assert (returned.return_node_id, returned.return_cost.minor_units) == ("DC-NJ", 900)
+        assert (returned.return_node_id, cents(returned.return_cost)) == ("DC-NJ", 900)
         with client.store.read() as conn:
             (position,) = client.store.positions(conn, ["B"], ["DC-NJ"])
         assert (position.on_hand, position.reserved) == (3, 0)  # 3 in, 1 out, 1 back
@@ -675,7 +695,7 @@ def test_an_overdue_receipt_resources_its_orders_once(tmp_path: Path) -> None:
         upsert_receipt(client, "PO-3", "DC-NJ", "B", 2, "2030-03-05")
         # To Philadelphia: waits at Newark for day 1, then zone 2 ground: 1 + 1 + 2 = day 4.
         order = backorder(client, {"B": 1}, destination=PHL)
-        assert order.promised_date == "2030-03-08"
+        assert iso(order.promised_date) == "2030-03-08"
         assert list(sweep().overdue_receipt_ids) == []
         clock.advance(1)  # due today: not late yet
         assert list(sweep().overdue_receipt_ids) == []
@@ -691,8 +711,8 @@ def test_an_overdue_receipt_resources_its_orders_once(tmp_path: Path) -> None:
         # From the Philadelphia store itself (zone 1): $5 + 2 kg x $1 + $3.00 = $10.00,
         # 1 + 1 = 2 days from 03-06: 2030-03-08, the promised day.
         (parcel,) = got.order.allocation.parcels
-        assert (parcel.node_id, parcel.cost.minor_units) == ("ST-PHL", 1000)
-        assert got.order.allocation.delivery_date == "2030-03-08"
+        assert (parcel.node_id, cents(parcel.cost)) == ("ST-PHL", 1000)
+        assert iso(got.order.allocation.delivery_date) == "2030-03-08"
         assert not got.order.needs_attention
         assert [e.type for e in got.order.events][-2:] == ["receipt_late", "resourced"]
         assert "overdue" in got.order.events[-2].detail
@@ -718,7 +738,7 @@ def test_the_sweeper_flags_a_late_receipts_order_it_cannot_save(tmp_path: Path) 
     with running_server(url, network, clock=clock) as client:
         upsert_receipt(client, "PO-4", "DC-NJ", "B", 2, "2030-03-05")
         order = backorder(client, {"B": 1})  # to NYC: 1 + 1 + 1 = day 3, 2030-03-07
-        assert order.promised_date == "2030-03-07"
+        assert iso(order.promised_date) == "2030-03-07"
         clock.advance(2)
         client.inventory.SetStock(
             inventory_pb2.SetStockRequest(node_id="DC-CHI", sku="B", on_hand=4, reason="found"),
@@ -835,7 +855,7 @@ def test_a_shortage_of_received_units_resources_them(tmp_path: Path) -> None:
         parcels = {p.node_id: p for p in reply.order.allocation.parcels}
         assert len(reply.order.allocation.parcels) == 2 and sorted(parcels) == ["DC-CHI", "DC-NJ"]
         assert [(pl.sku, pl.quantity) for pl in parcels["DC-NJ"].lines] == [("A", 1)]
-        assert parcels["DC-CHI"].cost.minor_units == 1250
+        assert cents(parcels["DC-CHI"].cost) == 1250
         assert reply.promise_kept and not reply.order.needs_attention
         with client.store.read() as conn:
             assert client.store.order_reservations(conn, order.order_id) == {
@@ -867,9 +887,9 @@ def test_oms_quote_asks_for_collect_from_the_command_line(
     menu = json.loads(capsys.readouterr().out)
     collect = [o for o in menu["options"] if o.get("pickup_store_id")]
     # The same hand-priced option as above: both units from Newark by the lane, $6.50, day 2.
-    assert [
-        (o["pickup_store_id"], o["cost"]["minor_units"], o["delivery_days"]) for o in collect
-    ] == [("ST-PHL", "650", 2)]
+    assert [(o["pickup_store_id"], o["cost"], o["delivery_days"]) for o in collect] == [
+        ("ST-PHL", {"currency_code": "USD", "units": "6", "nanos": 500_000_000}, 2)
+    ]
     assert main(["quote", str(cart), "--target", "127.0.0.1:1", "--timeout", "0.2"]) == 1
 
 
@@ -1020,7 +1040,7 @@ def test_a_backorder_whose_receipt_moved_is_resourced_at_place_order(
         reply = client.quote({"A": 1, "B": 1}, allow_backorder=True)
         (option,) = reply.options
         # A from Newark now; B waits for PO-1 at Newark (day 2), then 1 + 1 days: day 4.
-        assert [w.inbound_date for w in option.waiting] == ["2030-03-06"]
+        assert [iso(w.inbound_date) for w in option.waiting] == ["2030-03-06"]
         assert option.delivery_days == 4
         if replacement:
             upsert_receipt(client, "PO-2", "DC-CHI", "B", 1, "2030-03-05")
@@ -1035,9 +1055,9 @@ def test_a_backorder_whose_receipt_moved_is_resourced_at_place_order(
         placed = client.place(reply.quote_id, option.option_id)
         assert placed.resourced
         order = placed.order
-        assert order.promised_date == "2030-03-08"
-        assert order.allocation.delivery_date <= order.promised_date
-        assert [(w.sku, w.node_id, w.inbound_date) for w in order.allocation.waiting] == [
+        assert iso(order.promised_date) == "2030-03-08"
+        assert iso(order.allocation.delivery_date) <= iso(order.promised_date)
+        assert [(w.sku, w.node_id, iso(w.inbound_date)) for w in order.allocation.waiting] == [
             ("B", "DC-CHI", "2030-03-05")
         ]
         assert [e.type for e in order.events] == ["placed", "resourced"]

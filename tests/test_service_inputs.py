@@ -33,6 +33,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
+from google.type import date_pb2, money_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
@@ -177,7 +178,7 @@ def receipt(receipt_id: str, **fields: Any) -> inventory_pb2.InboundReceipt:
         "node_id": "DC-NJ",
         "sku": "A",
         "quantity": 5,
-        "expected_date": "2099-01-01",
+        "expected_date": date_pb2.Date(year=2099, month=1, day=1),
     }
     values.update(fields)
     return inventory_pb2.InboundReceipt(**values)
@@ -225,18 +226,24 @@ HUGE_STRINGS: dict[str, tuple[Callable[[Client], Callable[[], Any]], str, str]] 
         "pickup_store_ids[0]",
         "128 characters",
     ),
-    "expected-date": (
+    "currency-code": (
         lambda c: (
-            lambda: c.inventory.UpsertInboundReceipts(
-                inventory_pb2.UpsertInboundReceiptsRequest(
-                    receipts=[receipt("R-huge", expected_date="D" * MB)]
+            lambda: c.inventory.UpsertRateCard(
+                inventory_pb2.UpsertRateCardRequest(
+                    rates=[
+                        inventory_pb2.Rate(
+                            service="ground",
+                            zone="1",
+                            base_price=money_pb2.Money(currency_code="C" * MB, units=5),
+                        )
+                    ]
                 ),
                 metadata=ADMIN,
                 timeout=TIMEOUT,
             )
         ),
-        "receipts[0].expected_date",
-        "10 characters",
+        "rates[0].base_price.currency_code",
+        "3 characters",
     ),
     "idempotency-key": (
         lambda c: (
@@ -889,7 +896,7 @@ def expensive_newark(client: Client) -> None:
                     kind=inventory_pb2.NODE_KIND_DC,
                     location=common_pb2.Location(latitude=40.7357, longitude=-74.1724),
                     handling_days=1,
-                    handling_cost=common_pb2.Money(minor_units=100_000, currency_code="USD"),
+                    handling_cost=money_pb2.Money(units=1_000, currency_code="USD"),
                 )
             ]
         ),

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.type import money_pb2
 
+from oms.convert import day_after
 from oms.v1 import checkout_pb2, common_pb2, fulfilment_pb2, inventory_pb2
 
-from service_support import ADMIN, NYC, hand_network, running_server, sqlite_url
+from service_support import ADMIN, NYC, cents, hand_network, iso, running_server, sqlite_url
 
 
 def availability(client, sku: str, node: str) -> inventory_pb2.Availability:  # type: ignore[no-untyped-def]
@@ -32,7 +34,7 @@ def test_quote_matches_the_hand_computed_menu(tmp_path: Path) -> None:
         reply = client.quote({"A": 2, "B": 1})
         # 4 kg from DC-NJ, zone 1: $5.00 + 4 x $1.00 + $2.00 handling = $11.00, day 1 + 1.
         (option,) = reply.options
-        assert option.cost == common_pb2.Money(minor_units=1100, currency_code="USD")
+        assert option.cost == money_pb2.Money(currency_code="USD", units=11)
         assert option.delivery_days == 2
         assert [(p.node_id, p.zone, p.service) for p in option.parcels] == [
             ("DC-NJ", "1", "ground")
@@ -45,7 +47,7 @@ def test_quote_matches_the_hand_computed_menu(tmp_path: Path) -> None:
         }
         assert option.status == common_pb2.PROOF_STATUS_OPTIMAL
         assert option.stock_held
-        assert option.delivery_date == reply.quote_date[:8] + option.delivery_date[8:]
+        assert iso(option.delivery_date) == day_after(iso(reply.quote_date), option.delivery_days)
         # The hold counts against availability until the quote is used or expires.
         assert availability(client, "A", "DC-NJ").held == 2
         assert availability(client, "A", "DC-NJ").available == 3
@@ -59,7 +61,7 @@ def test_split_when_the_near_node_is_short(tmp_path: Path) -> None:
         # Cheapest: both units from Philadelphia, $7.00 + 2 x $1.00 + $3.00 = $12.00, day 3;
         # Chicago x 2 costs $12.50; NJ (1 unit, $8.00) + Philadelphia (1 unit, $11.00) $19.00.
         cheapest = by_label[common_pb2.OPTION_LABEL_CHEAPEST]
-        assert cheapest.cost.minor_units == 1200
+        assert cents(cheapest.cost) == 1200
         assert [p.node_id for p in cheapest.parcels] == ["ST-PHL"]
         assert cheapest.delivery_days == 3
         # Fastest: day 2 needs NJ, which has one unit: no single plan arrives by day 2
@@ -103,7 +105,7 @@ def test_full_lifecycle_moves_stock_through_the_ledger(tmp_path: Path) -> None:
             metadata=ADMIN,
         )
         assert returned.return_node_id == "DC-NJ"
-        assert returned.return_cost.minor_units == 800
+        assert cents(returned.return_cost) == 800
         assert availability(client, "A", "DC-NJ").on_hand == 4
         # A retried return does not restock twice.
         again = f.ReturnItems(
@@ -195,7 +197,7 @@ def test_place_fails_naming_the_position_when_nothing_else_keeps_the_promise(
         # 1 x B to Manhattan: DC-NJ $5 + $2 + $2 = $9.00 on day 2; Chicago $12.50 on day 3.
         quote = client.quote({"B": 1})
         (option,) = quote.options
-        assert (option.parcels[0].node_id, option.cost.minor_units) == ("DC-NJ", 900)
+        assert (option.parcels[0].node_id, cents(option.cost)) == ("DC-NJ", 900)
         client.inventory.SetStock(
             inventory_pb2.SetStockRequest(node_id="DC-NJ", sku="B", on_hand=0, reason="count"),
             metadata=ADMIN,
@@ -225,7 +227,7 @@ def test_place_resources_within_the_promise(tmp_path: Path) -> None:
         assert placed.resourced
         allocation = placed.order.allocation
         assert [p.node_id for p in allocation.parcels] == ["DC-CHI"]
-        assert allocation.cost.minor_units == 1250
+        assert cents(allocation.cost) == 1250
         assert allocation.delivery_date == placed.order.promised_date == chosen.delivery_date
         assert [e.type for e in placed.order.events] == ["placed", "resourced"]
         assert "ST-PHL/A" in placed.order.events[1].detail

@@ -129,7 +129,7 @@ def test_check_request_walks_nested_and_repeated_fields() -> None:
     request = inventory_pb2.UpsertInboundReceiptsRequest(
         receipts=[
             inventory_pb2.InboundReceipt(receipt_id="R-1", sku="A"),
-            inventory_pb2.InboundReceipt(receipt_id="R\0", sku="B", expected_date="2030-01-011"),
+            inventory_pb2.InboundReceipt(receipt_id="R\0", node_id="N" * 129, sku="B"),
         ],
         reason="ok\n",
     )
@@ -137,7 +137,7 @@ def test_check_request_walks_nested_and_repeated_fields() -> None:
         check_request(request)
     assert [v.field for v in caught.value.violations] == [
         "receipts[1].receipt_id",
-        "receipts[1].expected_date",
+        "receipts[1].node_id",
     ]
 
 

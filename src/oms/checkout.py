@@ -20,8 +20,10 @@ from oms import lifecycle, paging
 from oms.admission import Admission, admitted
 from oms.convert import (
     PROTO_TO_STATE,
+    date_proto,
     day_after,
     days_between,
+    millicents_of,
     option_document,
     option_proto,
     order_proto,
@@ -109,12 +111,12 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             # best feasible options, marked with their gap.
             budget = max(0.001, min(budget, remaining - STORE_RESERVE_S))
         value_of_day = (
-            request.value_of_day.minor_units
+            millicents_of(request.value_of_day)  # checked by _valid_quote_request
             if request.HasField("value_of_day")
-            else self.settings.value_of_day_cents
+            else self.settings.value_of_day_cents * MILLICENTS_PER_CENT
         )
         return QuoteSettings(
-            value_of_day=int(value_of_day) * MILLICENTS_PER_CENT,
+            value_of_day=value_of_day,
             allow_partial=request.allow_partial,
             max_parcels=request.max_parcels or None,
             latest_day=request.latest_delivery_days or None,
@@ -195,7 +197,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         return checkout_pb2.QuoteDeliveryOptionsResponse(
             quote_id=saved.quote_id,
             expire_time=timestamp(saved.expires_at),
-            quote_date=saved.quote_date,
+            quote_date=date_proto(saved.quote_date),
             options=[option_proto(d, saved.quote_date, self.settings.currency) for d in documents],
             shortfall=[
                 common_pb2.Shortfall(

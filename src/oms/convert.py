@@ -1,8 +1,9 @@
 """Translation between protobuf messages, stored documents and ``sourcing`` types.
 
 The service stores each quoted option as a JSON document (money in exact
-millicents, as the engine computes it) and converts to protobuf (integer
-cents, rounded half-to-even, with the currency code) only at the edge.
+millicents, as the engine computes it; days as ISO dates) and converts to
+protobuf only at the edge: ``google.type.Money`` carries millicents exactly
+(units + nanos, a millicent being 10,000 nanos), ``google.type.Date`` the days.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from google.type import date_pb2, money_pb2
 
 from oms.store import Availability, OrderRow
 from oms.v1 import common_pb2, inventory_pb2
-from sourcing.model import MILLICENTS_PER_CENT, Label, Option
+from sourcing.model import MILLICENTS_PER_UNIT, Label, Option
+
+#: google.type.Money's nanos (1e-9 units) per millicent (1e-5 units).
+NANOS_PER_MILLICENT = 10_000
 
 LABEL_TO_PROTO = {
     Label.FASTEST: common_pb2.OPTION_LABEL_FASTEST,
@@ -34,21 +39,28 @@ STATE_TO_PROTO = {
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
 
 
-def cents(millicents: int) -> int:
-    """Millicents to whole cents, half-to-even (as the JSON report rounds).
-
-    Integer arithmetic: a quote converts dozens of amounts, and Decimal cost
-    more than the rest of building the reply.
-    """
-    whole, rest = divmod(int(millicents), MILLICENTS_PER_CENT)  # rest >= 0, also below zero
-    twice = 2 * rest
-    if twice > MILLICENTS_PER_CENT or (twice == MILLICENTS_PER_CENT and whole % 2):
-        whole += 1
-    return whole
+def money(millicents: int, currency: str) -> money_pb2.Money:
+    """Exact millicents as google.type.Money (nanos carry the sign of units, as it requires)."""
+    units, rest = divmod(abs(int(millicents)), MILLICENTS_PER_UNIT)
+    sign = -1 if millicents < 0 else 1
+    return money_pb2.Money(
+        currency_code=currency, units=sign * units, nanos=sign * rest * NANOS_PER_MILLICENT
+    )
 
 
-def money(millicents: int, currency: str) -> common_pb2.Money:
-    return common_pb2.Money(minor_units=cents(millicents), currency_code=currency)
+def millicents_of(value: money_pb2.Money) -> int:
+    """google.type.Money as millicents; the caller has checked it (``Violations.money``)."""
+    return int(value.units) * MILLICENTS_PER_UNIT + int(value.nanos) // NANOS_PER_MILLICENT
+
+
+def date_proto(iso: str) -> date_pb2.Date:
+    day = date.fromisoformat(iso)
+    return date_pb2.Date(year=day.year, month=day.month, day=day.day)
+
+
+def iso_of(value: date_pb2.Date) -> str:
+    """A full google.type.Date as an ISO date; ValueError for a partial or impossible one."""
+    return date(value.year, value.month, value.day).isoformat()
 
 
 def timestamp(epoch_s: float) -> Timestamp:
@@ -125,7 +137,7 @@ def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.D
             total=money(doc["cost"], currency),
         ),
         delivery_days=doc["delivery_days"],
-        delivery_date=day_after(start, doc["delivery_days"]),
+        delivery_date=date_proto(day_after(start, doc["delivery_days"])),
         parcels=[
             common_pb2.Parcel(
                 node_id=p["node_id"],
@@ -140,7 +152,7 @@ def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.D
                 handling=money(p["handling"], currency),
                 storage_credit=money(p["storage_credit"], currency),
                 arrival_days=p["arrival_days"],
-                arrival_date=day_after(start, p["arrival_days"]),
+                arrival_date=date_proto(day_after(start, p["arrival_days"])),
                 weight_kg=p["weight_g"] / 1000.0,
                 distance_km=p["distance_km"],
                 **_inbound_fields(p, start),
@@ -161,8 +173,8 @@ def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.D
                 sku=pl["sku"],
                 quantity=pl["qty"] - pl.get("received", 0),
                 node_id=p["node_id"],
-                inbound_date=day_after(start, p["inbound_day"]),
-                arrival_date=day_after(start, p["arrival_days"]),
+                inbound_date=date_proto(day_after(start, p["inbound_day"])),
+                arrival_date=date_proto(day_after(start, p["arrival_days"])),
             )
             for p in doc["parcels"]
             if p.get("inbound_day") is not None
@@ -177,7 +189,7 @@ def _inbound_fields(parcel: dict[str, Any], start: str) -> dict[str, Any]:
     day = parcel.get("inbound_day")
     if day is None:
         return {}
-    return {"inbound_days": day, "inbound_date": day_after(start, day)}
+    return {"inbound_days": day, "inbound_date": date_proto(day_after(start, day))}
 
 
 #: The order event that marks a promise re-sourcing could not keep.
@@ -193,7 +205,7 @@ def order_proto(row: OrderRow, quote_date: str, currency: str) -> common_pb2.Ord
         destination=common_pb2.Location(latitude=row.dest_lat, longitude=row.dest_lon),
         lines=[common_pb2.CartLine(sku=x["sku"], quantity=x["qty"]) for x in row.lines],
         allocation=option_proto(row.allocation, quote_date, currency),
-        promised_date=row.promised_date,
+        promised_date=date_proto(row.promised_date),
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
         events=[

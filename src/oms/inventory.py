@@ -16,14 +16,13 @@ from typing import Any
 import grpc
 
 from oms import receiving
-from oms.convert import availability_proto, days_between
+from oms.convert import availability_proto, date_proto
 from oms.errors import FailedPrecondition, Precondition, echo
 from oms.settings import Settings
 from oms.status import rpc, rpc_stream
 from oms.store import Availability, ReceiptRow, Store
 from oms.v1 import inventory_pb2, inventory_pb2_grpc
 from oms.validation import MAX_UNITS, Violations
-from sourcing.model import MILLICENTS_PER_CENT
 
 MAX_BATCH = 10_000
 #: A unit heavier than 10 t is a data error, not freight this service prices.
@@ -55,11 +54,10 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
                 v.add(f"{f}.daily_capacity_units", f"must be at most {MAX_UNITS}")
             if node.handling_days < 0:
                 v.add(f"{f}.handling_days", f"must not be negative, got {node.handling_days}")
-            v.money(f"{f}.handling_cost", node.handling_cost, self.settings.currency)
-            v.money(
-                f"{f}.storage_cost_per_unit_day",
-                node.storage_cost_per_unit_day,
-                self.settings.currency,
+            currency = self.settings.currency
+            handling_cost = v.money(f"{f}.handling_cost", node.handling_cost, currency)
+            storage_cost = v.money(
+                f"{f}.storage_cost_per_unit_day", node.storage_cost_per_unit_day, currency
             )
             if node.daily_capacity_units < 0:
                 v.add(f"{f}.daily_capacity_units", "must not be negative (0 means unlimited)")
@@ -70,9 +68,8 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
                     "lat": node.location.latitude,
                     "lon": node.location.longitude,
                     "handling_days": node.handling_days,
-                    "handling_cost": node.handling_cost.minor_units * MILLICENTS_PER_CENT,
-                    "storage_cost": node.storage_cost_per_unit_day.minor_units
-                    * MILLICENTS_PER_CENT,
+                    "handling_cost": handling_cost,
+                    "storage_cost": storage_cost,
                     "daily_capacity_units": node.daily_capacity_units or None,
                 }
             )
@@ -134,16 +131,16 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             if (rate.service, rate.zone) in seen:
                 v.add(f"{f}.zone", f"duplicate rate for {rate.service}/{rate.zone}")
             seen.add((rate.service, rate.zone))
-            v.money(f"{f}.base_price", rate.base_price, self.settings.currency)
-            v.money(f"{f}.per_kg", rate.per_kg, self.settings.currency)
+            base_price = v.money(f"{f}.base_price", rate.base_price, self.settings.currency)
+            per_kg = v.money(f"{f}.per_kg", rate.per_kg, self.settings.currency)
             if rate.transit_days < 0:
                 v.add(f"{f}.transit_days", f"must not be negative, got {rate.transit_days}")
             rates.append(
                 (
                     rate.service,
                     rate.zone,
-                    rate.base_price.minor_units * MILLICENTS_PER_CENT,
-                    rate.per_kg.minor_units * MILLICENTS_PER_CENT,
+                    base_price,
+                    per_kg,
                     rate.transit_days,
                 )
             )
@@ -271,6 +268,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             v.add("receipts", f"send between 1 and {MAX_BATCH} receipts")
             v.raise_if_any()
         seen: set[str] = set()
+        expected: list[str] = []  # ISO dates, as the store keeps them
         for i, receipt in enumerate(request.receipts):
             f = f"receipts[{i}]"
             v.require_id(f"{f}.receipt_id", receipt.receipt_id)
@@ -282,28 +280,24 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             if receipt.quantity <= 0:
                 v.add(f"{f}.quantity", f"must be positive, got {receipt.quantity}")
             v.units(f"{f}.quantity", receipt.quantity)
-            try:
-                days_between("2000-01-01", receipt.expected_date)
-            except ValueError:
-                v.add(
-                    f"{f}.expected_date", f"must be an ISO date, got {echo(receipt.expected_date)}"
-                )
+            present = receipt.HasField("expected_date")
+            expected.append(v.date(f"{f}.expected_date", present, receipt.expected_date))
         v.raise_if_any()
         with self.store.write() as conn:
-            for receipt in request.receipts:
+            for receipt, due in zip(request.receipts, expected, strict=True):
                 old = self.store.upsert_receipt(
                     conn,
                     receipt.receipt_id,
                     receipt.node_id,
                     receipt.sku,
                     receipt.quantity,
-                    receipt.expected_date,
+                    due,
                 )
                 if old is None or old.reserved == 0:
                     continue
                 waiting = self.store.receipt_orders(conn, old.receipt_id)  # newest first
-                if receipt.expected_date > old.expected_date:
-                    why = f"moved from {old.expected_date} to {receipt.expected_date}"
+                if due > old.expected_date:
+                    why = f"moved from {old.expected_date} to {due}"
                     failed = [order_id for order_id, _ in waiting]
                 elif receipt.quantity < old.reserved:
                     # Newest orders first, until what is left fits the new quantity.
@@ -423,7 +417,7 @@ def receipt_proto(row: ReceiptRow) -> inventory_pb2.InboundReceipt:
         node_id=row.node_id,
         sku=row.sku,
         quantity=row.qty,
-        expected_date=row.expected_date,
+        expected_date=date_proto(row.expected_date),
         reserved=row.reserved,
         state=RECEIPT_STATES.get(row.state, inventory_pb2.INBOUND_RECEIPT_STATE_UNSPECIFIED),
         received_quantity=row.received_qty or 0,

@@ -28,14 +28,17 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from google.type import date_pb2, money_pb2
 
 from oms.errors import InvalidArgument, echo
 from oms.v1 import common_pb2
 from sourcing.errors import FieldViolation
+from sourcing.model import MAX_MONEY_UNITS, MILLICENTS_PER_UNIT, MONEY_DECIMALS
 
 #: The longest request the server reads (``grpc.max_receive_message_length``). The
 #: largest legitimate requests are admin batches of MAX_REPEATED items: 10,000
@@ -48,7 +51,9 @@ MAX_REPEATED = 10_000
 MAX_VIOLATIONS = 20
 #: Bounds that keep every stored number far inside int64 / float ranges.
 MAX_UNITS = 10**12
-MAX_MINOR_UNITS = 10**10
+#: google.type.Money's nanos per millicent: money takes at most five decimals.
+NANOS_PER_MILLICENT = 10_000
+MAX_NANOS = 999_999_999
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,6 @@ STRING_RULES: dict[str, StringRule] = {
     "idempotency_key": ID,
     "reason": FREE_TEXT,
     "page_token": StringRule(512),
-    "expected_date": StringRule(10, hint="an ISO date is YYYY-MM-DD"),
     "currency_code": StringRule(3, hint="an ISO 4217 code"),
 }
 
@@ -148,17 +152,58 @@ class Violations:
             self.add(f"{field}.longitude", f"must be in [-180, 180], got {loc.longitude!r}")
 
     def money(
-        self, field: str, value: common_pb2.Money, currency: str, *, negative_ok: bool = False
-    ) -> None:
+        self, field: str, value: money_pb2.Money, currency: str, *, negative_ok: bool = False
+    ) -> int:
+        """The amount in millicents (0 when it is refused, with the reasons recorded).
+
+        google.type.Money's own rules (nanos within +-999,999,999, of the sign of
+        units), at most five decimals (the engine's millicents), the network's
+        currency (an empty code means it), not negative, at most a million units.
+        """
+        ok = True
         if value.currency_code and value.currency_code != currency:
             self.add(
                 f"{field}.currency_code",
                 f"must be {currency} (the network's currency), got {echo(value.currency_code)}",
             )
-        if value.minor_units < 0 and not negative_ok:
-            self.add(f"{field}.minor_units", f"must not be negative, got {value.minor_units}")
-        if abs(value.minor_units) > MAX_MINOR_UNITS:
-            self.add(f"{field}.minor_units", f"must be at most {MAX_MINOR_UNITS} in magnitude")
+        if not -MAX_NANOS <= value.nanos <= MAX_NANOS:
+            self.add(f"{field}.nanos", f"must be within +-999,999,999, got {value.nanos}")
+            ok = False
+        elif (value.units > 0 and value.nanos < 0) or (value.units < 0 and value.nanos > 0):
+            self.add(f"{field}.nanos", "must have the sign of units (google.type.Money)")
+            ok = False
+        elif value.nanos % NANOS_PER_MILLICENT:
+            self.add(
+                f"{field}.nanos",
+                f"at most {MONEY_DECIMALS} decimals: a multiple of {NANOS_PER_MILLICENT} "
+                f"nanos, got {value.nanos}",
+            )
+            ok = False
+        if abs(value.units) >= MAX_MONEY_UNITS:
+            self.add(field, f"must be below {MAX_MONEY_UNITS} in magnitude, got {value.units}")
+            ok = False
+        if not ok:
+            return 0
+        amount = value.units * MILLICENTS_PER_UNIT + value.nanos // NANOS_PER_MILLICENT
+        if amount < 0 and not negative_ok:
+            self.add(field, "must not be negative")
+            return 0
+        return int(amount)
+
+    def date(self, field: str, present: bool, value: date_pb2.Date) -> str:
+        """A full, valid calendar date as ISO text ("" when refused, with the reason)."""
+        if not present:
+            self.add(field, "is required")
+            return ""
+        try:
+            return date(value.year, value.month, value.day).isoformat()
+        except ValueError:
+            self.add(
+                field,
+                f"must be a full calendar date, got year {value.year}, month {value.month}, "
+                f"day {value.day}",
+            )
+            return ""
 
     def units(self, field: str, value: int, *, allow_negative: bool = False) -> None:
         if value < 0 and not allow_negative:

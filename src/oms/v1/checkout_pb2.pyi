@@ -8,6 +8,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.type import date_pb2 as _date_pb2
+from google.type import money_pb2 as _money_pb2
 from oms.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -49,7 +51,7 @@ class QuoteDeliveryOptionsRequest(_message.Message):
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.CartLine]: ...
     @_builtins.property
-    def value_of_day(self) -> _common_pb2.Money:
+    def value_of_day(self) -> _money_pb2.Money:
         """Price of one day of delivery time for BALANCED; unset uses the server's setting."""
 
     @_builtins.property
@@ -64,7 +66,7 @@ class QuoteDeliveryOptionsRequest(_message.Message):
         allow_partial: _builtins.bool = ...,
         max_parcels: _builtins.int = ...,
         latest_delivery_days: _builtins.int = ...,
-        value_of_day: _common_pb2.Money | None = ...,
+        value_of_day: _money_pb2.Money | None = ...,
         pickup_store_ids: _abc.Iterable[_builtins.str] | None = ...,
         nearest_pickup_stores: _builtins.int = ...,
         allow_backorder: _builtins.bool = ...,
@@ -88,12 +90,14 @@ class QuoteDeliveryOptionsResponse(_message.Message):
     SHORTFALL_FIELD_NUMBER: _builtins.int
     SOLVER_MS_FIELD_NUMBER: _builtins.int
     quote_id: _builtins.str
-    quote_date: _builtins.str
-    """The order date the options' days count from (ISO date)."""
     solver_ms: _builtins.float
     """Time the optimiser spent, in milliseconds."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def quote_date(self) -> _date_pb2.Date:
+        """The order date the options' days count from (UTC)."""
+
     @_builtins.property
     def options(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DeliveryOption]: ...
     @_builtins.property
@@ -103,12 +107,12 @@ class QuoteDeliveryOptionsResponse(_message.Message):
         *,
         quote_id: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
-        quote_date: _builtins.str = ...,
+        quote_date: _date_pb2.Date | None = ...,
         options: _abc.Iterable[_common_pb2.DeliveryOption] | None = ...,
         shortfall: _abc.Iterable[_common_pb2.Shortfall] | None = ...,
         solver_ms: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "quote_date", b"quote_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "options", b"options", "quote_date", b"quote_date", "quote_id", b"quote_id", "shortfall", b"shortfall", "solver_ms", b"solver_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...

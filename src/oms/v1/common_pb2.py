@@ -23,45 +23,45 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.type import date_pb2 as google_dot_type_dot_date__pb2
+from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13oms/v1/common.proto\x12\x06oms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"3\n\x05Money\x12\x13\n\x0bminor_units\x18\x01 \x01(\x03\x12\x15\n\rcurrency_code\x18\x02 \x01(\t\"/\n\x08Location\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\")\n\x08\x43\x61rtLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"?\n\nParcelLine\x12\x12\n\nline_index\x18\x01 \x01(\x05\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\"\xe1\x02\n\x06Parcel\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12!\n\x05lines\x18\x04 \x03(\x0b\x32\x12.oms.v1.ParcelLine\x12\x1b\n\x04\x63ost\x18\x05 \x01(\x0b\x32\r.oms.v1.Money\x12\x1f\n\x08shipping\x18\x06 \x01(\x0b\x32\r.oms.v1.Money\x12\x1f\n\x08handling\x18\x07 \x01(\x0b\x32\r.oms.v1.Money\x12%\n\x0estorage_credit\x18\x08 \x01(\x0b\x32\r.oms.v1.Money\x12\x14\n\x0c\x61rrival_days\x18\t \x01(\x05\x12\x14\n\x0c\x61rrival_date\x18\n \x01(\t\x12\x11\n\tweight_kg\x18\x0b \x01(\x01\x12\x13\n\x0b\x64istance_km\x18\x0c \x01(\x01\x12\x14\n\x0cinbound_days\x18\r \x01(\x05\x12\x14\n\x0cinbound_date\x18\x0e \x01(\t\"~\n\x0cWaitingUnits\x12\x12\n\nline_index\x18\x01 \x01(\x05\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x14\n\x0cinbound_date\x18\x05 \x01(\t\x12\x14\n\x0c\x61rrival_date\x18\x06 \x01(\t\"\x96\x01\n\rCostBreakdown\x12\x1f\n\x08shipping\x18\x01 \x01(\x0b\x32\r.oms.v1.Money\x12\x1f\n\x08handling\x18\x02 \x01(\x0b\x32\r.oms.v1.Money\x12%\n\x0estorage_credit\x18\x03 \x01(\x0b\x32\r.oms.v1.Money\x12\x1c\n\x05total\x18\x04 \x01(\x0b\x32\r.oms.v1.Money\"\xa4\x03\n\x0e\x44\x65liveryOption\x12\x11\n\toption_id\x18\x01 \x01(\t\x12#\n\x06labels\x18\x02 \x03(\x0e\x32\x13.oms.v1.OptionLabel\x12\x1b\n\x04\x63ost\x18\x03 \x01(\x0b\x32\r.oms.v1.Money\x12(\n\tbreakdown\x18\x04 \x01(\x0b\x32\x15.oms.v1.CostBreakdown\x12\x15\n\rdelivery_days\x18\x05 \x01(\x05\x12\x15\n\rdelivery_date\x18\x06 \x01(\t\x12\x1f\n\x07parcels\x18\x07 \x03(\x0b\x32\x0e.oms.v1.Parcel\x12#\n\x06status\x18\x08 \x01(\x0e\x32\x13.oms.v1.ProofStatus\x12\x0b\n\x03gap\x18\t \x01(\x01\x12\x14\n\x0cproof_method\x18\n \x01(\t\x12\x12\n\nstock_held\x18\x0b \x01(\x08\x12(\n\x06method\x18\x0c \x01(\x0e\x32\x18.oms.v1.FulfilmentMethod\x12\x17\n\x0fpickup_store_id\x18\r \x01(\t\x12%\n\x07waiting\x18\x0e \x03(\x0b\x32\x14.oms.v1.WaitingUnits\"P\n\tShortfall\x12\x12\n\nline_index\x18\x01 \x01(\x05\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x11\n\trequested\x18\x03 \x01(\x05\x12\x0f\n\x07\x63overed\x18\x04 \x01(\x05\"T\n\nOrderEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"h\n\x0cReturnedLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08quote_id\x18\x02 \x01(\t\x12\x11\n\toption_id\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.oms.v1.OrderState\x12%\n\x0b\x64\x65stination\x18\x05 \x01(\x0b\x32\x10.oms.v1.Location\x12\x1f\n\x05lines\x18\x06 \x03(\x0b\x32\x10.oms.v1.CartLine\x12*\n\nallocation\x18\x07 \x01(\x0b\x32\x16.oms.v1.DeliveryOption\x12\x15\n\rpromised_date\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x12.oms.v1.OrderEvent\x12%\n\x07returns\x18\x0c \x03(\x0b\x32\x14.oms.v1.ReturnedLine\x12\x17\n\x0fneeds_attention\x18\r \x01(\x08*\xb5\x01\n\x0bOptionLabel\x12\x1c\n\x18OPTION_LABEL_UNSPECIFIED\x10\x00\x12\x18\n\x14OPTION_LABEL_FASTEST\x10\x01\x12\x1e\n\x1aOPTION_LABEL_SINGLE_PARCEL\x10\x02\x12\x19\n\x15OPTION_LABEL_CHEAPEST\x10\x03\x12\x19\n\x15OPTION_LABEL_BALANCED\x10\x04\x12\x18\n\x14OPTION_LABEL_COLLECT\x10\x05*t\n\x10\x46ulfilmentMethod\x12!\n\x1d\x46ULFILMENT_METHOD_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46ULFILMENT_METHOD_DELIVERY\x10\x01\x12\x1d\n\x19\x46ULFILMENT_METHOD_COLLECT\x10\x02*`\n\x0bProofStatus\x12\x1c\n\x18PROOF_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PROOF_STATUS_OPTIMAL\x10\x01\x12\x19\n\x15PROOF_STATUS_FEASIBLE\x10\x02*\xaa\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_STATE_PLACED\x10\x01\x12\x18\n\x14ORDER_STATE_RELEASED\x10\x02\x12\x17\n\x13ORDER_STATE_SHIPPED\x10\x03\x12\x19\n\x15ORDER_STATE_DELIVERED\x10\x04\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13oms/v1/common.proto\x12\x06oms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\"/\n\x08Location\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\")\n\x08\x43\x61rtLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"?\n\nParcelLine\x12\x12\n\nline_index\x18\x01 \x01(\x05\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\"\x9b\x03\n\x06Parcel\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12!\n\x05lines\x18\x04 \x03(\x0b\x32\x12.oms.v1.ParcelLine\x12 \n\x04\x63ost\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12$\n\x08shipping\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12$\n\x08handling\x18\x07 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x0estorage_credit\x18\x08 \x01(\x0b\x32\x12.google.type.Money\x12\x14\n\x0c\x61rrival_days\x18\t \x01(\x05\x12\'\n\x0c\x61rrival_date\x18\n \x01(\x0b\x32\x11.google.type.Date\x12\x11\n\tweight_kg\x18\x0b \x01(\x01\x12\x13\n\x0b\x64istance_km\x18\x0c \x01(\x01\x12\x14\n\x0cinbound_days\x18\r \x01(\x05\x12\'\n\x0cinbound_date\x18\x0e \x01(\x0b\x32\x11.google.type.Date\"\xa4\x01\n\x0cWaitingUnits\x12\x12\n\nline_index\x18\x01 \x01(\x05\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\'\n\x0cinbound_date\x18\x05 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\x0c\x61rrival_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\"\xaa\x01\n\rCostBreakdown\x12$\n\x08shipping\x18\x01 \x01(\x0b\x32\x12.google.type.Money\x12$\n\x08handling\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x0estorage_credit\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12!\n\x05total\x18\x04 \x01(\x0b\x32\x12.google.type.Money\"\xbc\x03\n\x0e\x44\x65liveryOption\x12\x11\n\toption_id\x18\x01 \x01(\t\x12#\n\x06labels\x18\x02 \x03(\x0e\x32\x13.oms.v1.OptionLabel\x12 \n\x04\x63ost\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12(\n\tbreakdown\x18\x04 \x01(\x0b\x32\x15.oms.v1.CostBreakdown\x12\x15\n\rdelivery_days\x18\x05 \x01(\x05\x12(\n\rdelivery_date\x18\x06 \x01(\x0b\x32\x11.google.type.Date\x12\x1f\n\x07parcels\x18\x07 \x03(\x0b\x32\x0e.oms.v1.Parcel\x12#\n\x06status\x18\x08 \x01(\x0e\x32\x13.oms.v1.ProofStatus\x12\x0b\n\x03gap\x18\t \x01(\x01\x12\x14\n\x0cproof_method\x18\n \x01(\t\x12\x12\n\nstock_held\x18\x0b \x01(\x08\x12(\n\x06method\x18\x0c \x01(\x0e\x32\x18.oms.v1.FulfilmentMethod\x12\x17\n\x0fpickup_store_id\x18\r \x01(\t\x12%\n\x07waiting\x18\x0e \x03(\x0b\x32\x14.oms.v1.WaitingUnits\"P\n\tShortfall\x12\x12\n\nline_index\x18\x01 \x01(\x05\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x11\n\trequested\x18\x03 \x01(\x05\x12\x0f\n\x07\x63overed\x18\x04 \x01(\x05\"T\n\nOrderEvent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"h\n\x0cReturnedLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc5\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x10\n\x08quote_id\x18\x02 \x01(\t\x12\x11\n\toption_id\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.oms.v1.OrderState\x12%\n\x0b\x64\x65stination\x18\x05 \x01(\x0b\x32\x10.oms.v1.Location\x12\x1f\n\x05lines\x18\x06 \x03(\x0b\x32\x10.oms.v1.CartLine\x12*\n\nallocation\x18\x07 \x01(\x0b\x32\x16.oms.v1.DeliveryOption\x12(\n\rpromised_date\x18\x08 \x01(\x0b\x32\x11.google.type.Date\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x12.oms.v1.OrderEvent\x12%\n\x07returns\x18\x0c \x03(\x0b\x32\x14.oms.v1.ReturnedLine\x12\x17\n\x0fneeds_attention\x18\r \x01(\x08*\xb5\x01\n\x0bOptionLabel\x12\x1c\n\x18OPTION_LABEL_UNSPECIFIED\x10\x00\x12\x18\n\x14OPTION_LABEL_FASTEST\x10\x01\x12\x1e\n\x1aOPTION_LABEL_SINGLE_PARCEL\x10\x02\x12\x19\n\x15OPTION_LABEL_CHEAPEST\x10\x03\x12\x19\n\x15OPTION_LABEL_BALANCED\x10\x04\x12\x18\n\x14OPTION_LABEL_COLLECT\x10\x05*t\n\x10\x46ulfilmentMethod\x12!\n\x1d\x46ULFILMENT_METHOD_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x46ULFILMENT_METHOD_DELIVERY\x10\x01\x12\x1d\n\x19\x46ULFILMENT_METHOD_COLLECT\x10\x02*`\n\x0bProofStatus\x12\x1c\n\x18PROOF_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PROOF_STATUS_OPTIMAL\x10\x01\x12\x19\n\x15PROOF_STATUS_FEASIBLE\x10\x02*\xaa\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12ORDER_STATE_PLACED\x10\x01\x12\x18\n\x14ORDER_STATE_RELEASED\x10\x02\x12\x17\n\x13ORDER_STATE_SHIPPED\x10\x03\x12\x19\n\x15ORDER_STATE_DELIVERED\x10\x04\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'oms.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPTIONLABEL']._serialized_start=2046
-  _globals['_OPTIONLABEL']._serialized_end=2227
-  _globals['_FULFILMENTMETHOD']._serialized_start=2229
-  _globals['_FULFILMENTMETHOD']._serialized_end=2345
-  _globals['_PROOFSTATUS']._serialized_start=2347
-  _globals['_PROOFSTATUS']._serialized_end=2443
-  _globals['_ORDERSTATE']._serialized_start=2446
-  _globals['_ORDERSTATE']._serialized_end=2616
-  _globals['_MONEY']._serialized_start=64
-  _globals['_MONEY']._serialized_end=115
-  _globals['_LOCATION']._serialized_start=117
-  _globals['_LOCATION']._serialized_end=164
-  _globals['_CARTLINE']._serialized_start=166
-  _globals['_CARTLINE']._serialized_end=207
-  _globals['_PARCELLINE']._serialized_start=209
-  _globals['_PARCELLINE']._serialized_end=272
-  _globals['_PARCEL']._serialized_start=275
-  _globals['_PARCEL']._serialized_end=628
-  _globals['_WAITINGUNITS']._serialized_start=630
-  _globals['_WAITINGUNITS']._serialized_end=756
-  _globals['_COSTBREAKDOWN']._serialized_start=759
-  _globals['_COSTBREAKDOWN']._serialized_end=909
-  _globals['_DELIVERYOPTION']._serialized_start=912
-  _globals['_DELIVERYOPTION']._serialized_end=1332
-  _globals['_SHORTFALL']._serialized_start=1334
-  _globals['_SHORTFALL']._serialized_end=1414
-  _globals['_ORDEREVENT']._serialized_start=1416
-  _globals['_ORDEREVENT']._serialized_end=1500
-  _globals['_RETURNEDLINE']._serialized_start=1502
-  _globals['_RETURNEDLINE']._serialized_end=1606
-  _globals['_ORDER']._serialized_start=1609
-  _globals['_ORDER']._serialized_end=2043
+  _globals['_OPTIONLABEL']._serialized_start=2202
+  _globals['_OPTIONLABEL']._serialized_end=2383
+  _globals['_FULFILMENTMETHOD']._serialized_start=2385
+  _globals['_FULFILMENTMETHOD']._serialized_end=2501
+  _globals['_PROOFSTATUS']._serialized_start=2503
+  _globals['_PROOFSTATUS']._serialized_end=2599
+  _globals['_ORDERSTATE']._serialized_start=2602
+  _globals['_ORDERSTATE']._serialized_end=2772
+  _globals['_LOCATION']._serialized_start=113
+  _globals['_LOCATION']._serialized_end=160
+  _globals['_CARTLINE']._serialized_start=162
+  _globals['_CARTLINE']._serialized_end=203
+  _globals['_PARCELLINE']._serialized_start=205
+  _globals['_PARCELLINE']._serialized_end=268
+  _globals['_PARCEL']._serialized_start=271
+  _globals['_PARCEL']._serialized_end=682
+  _globals['_WAITINGUNITS']._serialized_start=685
+  _globals['_WAITINGUNITS']._serialized_end=849
+  _globals['_COSTBREAKDOWN']._serialized_start=852
+  _globals['_COSTBREAKDOWN']._serialized_end=1022
+  _globals['_DELIVERYOPTION']._serialized_start=1025
+  _globals['_DELIVERYOPTION']._serialized_end=1469
+  _globals['_SHORTFALL']._serialized_start=1471
+  _globals['_SHORTFALL']._serialized_end=1551
+  _globals['_ORDEREVENT']._serialized_start=1553
+  _globals['_ORDEREVENT']._serialized_end=1637
+  _globals['_RETURNEDLINE']._serialized_start=1639
+  _globals['_RETURNEDLINE']._serialized_end=1743
+  _globals['_ORDER']._serialized_start=1746
+  _globals['_ORDER']._serialized_end=2199
 # @@protoc_insertion_point(module_scope)

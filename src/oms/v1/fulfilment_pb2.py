@@ -22,40 +22,41 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.type import money_pb2 as google_dot_type_dot_money__pb2
 from oms.v1 import common_pb2 as oms_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17oms/v1/fulfilment.proto\x12\x06oms.v1\x1a\x13oms/v1/common.proto\"\'\n\x13ReleaseOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x14ReleaseOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmShipmentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmShipmentResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmDeliveryResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"`\n\x12ReturnItemsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1f\n\x05lines\x18\x02 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"o\n\x13ReturnItemsResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x16\n\x0ereturn_node_id\x18\x02 \x01(\t\x12\"\n\x0breturn_cost\x18\x03 \x01(\x0b\x32\r.oms.v1.Money\"G\n\x12RejectOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"I\n\x13RejectOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\"k\n\x15ReportShortageRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x1f\n\x05lines\x18\x03 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x0e\n\x06reason\x18\x04 \x01(\t\"L\n\x16ReportShortageResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\x32\xe7\x03\n\x11\x46ulfilmentService\x12I\n\x0cReleaseOrder\x12\x1b.oms.v1.ReleaseOrderRequest\x1a\x1c.oms.v1.ReleaseOrderResponse\x12R\n\x0f\x43onfirmShipment\x12\x1e.oms.v1.ConfirmShipmentRequest\x1a\x1f.oms.v1.ConfirmShipmentResponse\x12R\n\x0f\x43onfirmDelivery\x12\x1e.oms.v1.ConfirmDeliveryRequest\x1a\x1f.oms.v1.ConfirmDeliveryResponse\x12\x46\n\x0bReturnItems\x12\x1a.oms.v1.ReturnItemsRequest\x1a\x1b.oms.v1.ReturnItemsResponse\x12\x46\n\x0bRejectOrder\x12\x1a.oms.v1.RejectOrderRequest\x1a\x1b.oms.v1.RejectOrderResponse\x12O\n\x0eReportShortage\x12\x1d.oms.v1.ReportShortageRequest\x1a\x1e.oms.v1.ReportShortageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17oms/v1/fulfilment.proto\x12\x06oms.v1\x1a\x17google/type/money.proto\x1a\x13oms/v1/common.proto\"\'\n\x13ReleaseOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x14ReleaseOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmShipmentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmShipmentResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmDeliveryResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"`\n\x12ReturnItemsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1f\n\x05lines\x18\x02 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"t\n\x13ReturnItemsResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x16\n\x0ereturn_node_id\x18\x02 \x01(\t\x12\'\n\x0breturn_cost\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"G\n\x12RejectOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"I\n\x13RejectOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\"k\n\x15ReportShortageRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x1f\n\x05lines\x18\x03 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x0e\n\x06reason\x18\x04 \x01(\t\"L\n\x16ReportShortageResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\x32\xe7\x03\n\x11\x46ulfilmentService\x12I\n\x0cReleaseOrder\x12\x1b.oms.v1.ReleaseOrderRequest\x1a\x1c.oms.v1.ReleaseOrderResponse\x12R\n\x0f\x43onfirmShipment\x12\x1e.oms.v1.ConfirmShipmentRequest\x1a\x1f.oms.v1.ConfirmShipmentResponse\x12R\n\x0f\x43onfirmDelivery\x12\x1e.oms.v1.ConfirmDeliveryRequest\x1a\x1f.oms.v1.ConfirmDeliveryResponse\x12\x46\n\x0bReturnItems\x12\x1a.oms.v1.ReturnItemsRequest\x1a\x1b.oms.v1.ReturnItemsResponse\x12\x46\n\x0bRejectOrder\x12\x1a.oms.v1.RejectOrderRequest\x1a\x1b.oms.v1.RejectOrderResponse\x12O\n\x0eReportShortage\x12\x1d.oms.v1.ReportShortageRequest\x1a\x1e.oms.v1.ReportShortageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'oms.v1.fulfilment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RELEASEORDERREQUEST']._serialized_start=56
-  _globals['_RELEASEORDERREQUEST']._serialized_end=95
-  _globals['_RELEASEORDERRESPONSE']._serialized_start=97
-  _globals['_RELEASEORDERRESPONSE']._serialized_end=149
-  _globals['_CONFIRMSHIPMENTREQUEST']._serialized_start=151
-  _globals['_CONFIRMSHIPMENTREQUEST']._serialized_end=193
-  _globals['_CONFIRMSHIPMENTRESPONSE']._serialized_start=195
-  _globals['_CONFIRMSHIPMENTRESPONSE']._serialized_end=250
-  _globals['_CONFIRMDELIVERYREQUEST']._serialized_start=252
-  _globals['_CONFIRMDELIVERYREQUEST']._serialized_end=294
-  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_start=296
-  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_end=351
-  _globals['_RETURNITEMSREQUEST']._serialized_start=353
-  _globals['_RETURNITEMSREQUEST']._serialized_end=449
-  _globals['_RETURNITEMSRESPONSE']._serialized_start=451
-  _globals['_RETURNITEMSRESPONSE']._serialized_end=562
-  _globals['_REJECTORDERREQUEST']._serialized_start=564
-  _globals['_REJECTORDERREQUEST']._serialized_end=635
-  _globals['_REJECTORDERRESPONSE']._serialized_start=637
-  _globals['_REJECTORDERRESPONSE']._serialized_end=710
-  _globals['_REPORTSHORTAGEREQUEST']._serialized_start=712
-  _globals['_REPORTSHORTAGEREQUEST']._serialized_end=819
-  _globals['_REPORTSHORTAGERESPONSE']._serialized_start=821
-  _globals['_REPORTSHORTAGERESPONSE']._serialized_end=897
-  _globals['_FULFILMENTSERVICE']._serialized_start=900
-  _globals['_FULFILMENTSERVICE']._serialized_end=1387
+  _globals['_RELEASEORDERREQUEST']._serialized_start=81
+  _globals['_RELEASEORDERREQUEST']._serialized_end=120
+  _globals['_RELEASEORDERRESPONSE']._serialized_start=122
+  _globals['_RELEASEORDERRESPONSE']._serialized_end=174
+  _globals['_CONFIRMSHIPMENTREQUEST']._serialized_start=176
+  _globals['_CONFIRMSHIPMENTREQUEST']._serialized_end=218
+  _globals['_CONFIRMSHIPMENTRESPONSE']._serialized_start=220
+  _globals['_CONFIRMSHIPMENTRESPONSE']._serialized_end=275
+  _globals['_CONFIRMDELIVERYREQUEST']._serialized_start=277
+  _globals['_CONFIRMDELIVERYREQUEST']._serialized_end=319
+  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_start=321
+  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_end=376
+  _globals['_RETURNITEMSREQUEST']._serialized_start=378
+  _globals['_RETURNITEMSREQUEST']._serialized_end=474
+  _globals['_RETURNITEMSRESPONSE']._serialized_start=476
+  _globals['_RETURNITEMSRESPONSE']._serialized_end=592
+  _globals['_REJECTORDERREQUEST']._serialized_start=594
+  _globals['_REJECTORDERREQUEST']._serialized_end=665
+  _globals['_REJECTORDERRESPONSE']._serialized_start=667
+  _globals['_REJECTORDERRESPONSE']._serialized_end=740
+  _globals['_REPORTSHORTAGEREQUEST']._serialized_start=742
+  _globals['_REPORTSHORTAGEREQUEST']._serialized_end=849
+  _globals['_REPORTSHORTAGERESPONSE']._serialized_start=851
+  _globals['_REPORTSHORTAGERESPONSE']._serialized_end=927
+  _globals['_FULFILMENTSERVICE']._serialized_start=930
+  _globals['_FULFILMENTSERVICE']._serialized_end=1417
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.type import money_pb2 as _money_pb2
 from oms.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -174,7 +175,7 @@ class ReturnItemsResponse(_message.Message):
     @_builtins.property
     def order(self) -> _common_pb2.Order: ...
     @_builtins.property
-    def return_cost(self) -> _common_pb2.Money:
+    def return_cost(self) -> _money_pb2.Money:
         """What sending the units to return_node_id costs (cheapest service + handling)."""
 
     def __init__(
@@ -182,7 +183,7 @@ class ReturnItemsResponse(_message.Message):
         *,
         order: _common_pb2.Order | None = ...,
         return_node_id: _builtins.str = ...,
-        return_cost: _common_pb2.Money | None = ...,
+        return_cost: _money_pb2.Money | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "return_cost", b"return_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

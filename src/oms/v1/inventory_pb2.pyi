@@ -8,6 +8,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.type import date_pb2 as _date_pb2
+from google.type import money_pb2 as _money_pb2
 from oms.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -76,9 +78,11 @@ class Node(_message.Message):
     @_builtins.property
     def location(self) -> _common_pb2.Location: ...
     @_builtins.property
-    def handling_cost(self) -> _common_pb2.Money: ...
+    def handling_cost(self) -> _money_pb2.Money:
+        """Up to five decimals, e.g. a storage cost of 0.004 per unit-day."""
+
     @_builtins.property
-    def storage_cost_per_unit_day(self) -> _common_pb2.Money: ...
+    def storage_cost_per_unit_day(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
@@ -86,8 +90,8 @@ class Node(_message.Message):
         kind: Global___NodeKind.ValueType = ...,
         location: _common_pb2.Location | None = ...,
         handling_days: _builtins.int = ...,
-        handling_cost: _common_pb2.Money | None = ...,
-        storage_cost_per_unit_day: _common_pb2.Money | None = ...,
+        handling_cost: _money_pb2.Money | None = ...,
+        storage_cost_per_unit_day: _money_pb2.Money | None = ...,
         daily_capacity_units: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["handling_cost", b"handling_cost", "location", b"location", "storage_cost_per_unit_day", b"storage_cost_per_unit_day"]  # noqa: Y015
@@ -160,16 +164,18 @@ class Rate(_message.Message):
     zone: _builtins.str
     transit_days: _builtins.int
     @_builtins.property
-    def base_price(self) -> _common_pb2.Money: ...
+    def base_price(self) -> _money_pb2.Money:
+        """Up to five decimals, e.g. 0.4636 per kg."""
+
     @_builtins.property
-    def per_kg(self) -> _common_pb2.Money: ...
+    def per_kg(self) -> _money_pb2.Money: ...
     def __init__(
         self,
         *,
         service: _builtins.str = ...,
         zone: _builtins.str = ...,
-        base_price: _common_pb2.Money | None = ...,
-        per_kg: _common_pb2.Money | None = ...,
+        base_price: _money_pb2.Money | None = ...,
+        per_kg: _money_pb2.Money | None = ...,
         transit_days: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["base_price", b"base_price", "per_kg", b"per_kg"]  # noqa: Y015
@@ -645,14 +651,16 @@ class InboundReceipt(_message.Message):
     node_id: _builtins.str
     sku: _builtins.str
     quantity: _builtins.int
-    expected_date: _builtins.str
-    """ISO date the units are expected at node_id."""
     reserved: _builtins.int
     """Output only: units orders wait for."""
     state: Global___InboundReceiptState.ValueType
     """Output only."""
     received_quantity: _builtins.int
     """Output only: units that arrived (set once the receipt is RECEIVED)."""
+    @_builtins.property
+    def expected_date(self) -> _date_pb2.Date:
+        """The day the units are expected at node_id (a full date)."""
+
     def __init__(
         self,
         *,
@@ -660,12 +668,12 @@ class InboundReceipt(_message.Message):
         node_id: _builtins.str = ...,
         sku: _builtins.str = ...,
         quantity: _builtins.int = ...,
-        expected_date: _builtins.str = ...,
+        expected_date: _date_pb2.Date | None = ...,
         reserved: _builtins.int = ...,
         state: Global___InboundReceiptState.ValueType = ...,
         received_quantity: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expected_date", b"expected_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_date", b"expected_date", "node_id", b"node_id", "quantity", b"quantity", "receipt_id", b"receipt_id", "received_quantity", b"received_quantity", "reserved", b"reserved", "sku", b"sku", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
