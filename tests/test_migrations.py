@@ -206,7 +206,8 @@ def test_upgrade_marks_waiting_orders_and_dates_order_reservations(store: Store)
     r = schema.reservations
     with store.read() as conn:
         days = conn.execute(sa.select(r.c.order_id, r.c.quote_id, r.c.capacity_day)).all()
-    assert sorted(days, key=str) == [("o-PO-O", None, "2030-03-04"), (None, "q", None)]
+    # 0009 then drops the quote hold: quotes hold no stock any more.
+    assert sorted(days, key=str) == [("o-PO-O", None, "2030-03-04")]
 
 
 def test_upgrade_turns_network_money_from_cents_into_millicents(store: Store) -> None:
@@ -254,3 +255,38 @@ def test_upgrade_turns_network_money_from_cents_into_millicents(store: Store) ->
         config.attributes["connection"] = conn
         command.downgrade(config, "0007")
     assert money() == (212, 3, 500, 46)
+
+
+def test_upgrade_drops_quote_time_holds_and_keeps_order_reservations(store: Store) -> None:
+    """0009: quotes no longer hold stock; the holds they took before are released at once,
+    while order reservations stay; checkout holds then name their holder."""
+    store.migrate()
+    store.load_network(hand_network(), reason="holds")
+    config = alembic_config()
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0008")
+    with store.engine.begin() as conn:
+        r = sa.table(
+            "reservations",
+            *(
+                sa.column(c)
+                for c in ("node_id", "sku", "qty", "quote_id", "order_id", "expires_at")
+            ),
+        )
+        conn.execute(
+            sa.insert(r).values(node_id="DC-NJ", sku="A"),
+            [
+                {"qty": 3, "quote_id": "q-old", "order_id": None, "expires_at": 9e9},
+                {"qty": 1, "quote_id": None, "order_id": "o-1", "expires_at": None},
+            ],
+        )
+    store.migrate()
+    assert schema_diff(store) == []
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(schema.reservations.c.order_id, schema.reservations.c.qty)
+        ).all()
+        (position,) = store.positions(conn, ["A"], ["DC-NJ"])
+    assert [tuple(row) for row in rows] == [("o-1", 1)]
+    assert (position.reserved, position.held) == (1, 0)

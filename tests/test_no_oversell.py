@@ -1,15 +1,17 @@
 """No oversell under concurrent load: two server processes, 60 clients, scarce stock.
 
 For each store (SQLite file; the real PostgreSQL, skipped if unreachable)
-and each holding policy (quotes hold stock, or only PlaceOrder reserves),
-60 client threads quote and place carts that together want about three
-times the stock, while an admin thread takes units away and some clients
-cancel. A monitor samples the store throughout. Afterwards:
+and each holding policy (checkouts hold the chosen option's stock with
+StartCheckout, capped per caller, some abandoning it; or only PlaceOrder
+reserves), 60 client threads quote and place carts that together want about
+three times the stock, while an admin thread takes units away and some
+clients cancel. A monitor samples the store throughout. Afterwards:
 
 * every successful PlaceOrder left an order whose reservations equal its allocation;
 * at no sample and not at the end did orders' reservations exceed on hand, or
-  live quote holds exceed what is left after safety stock and reservations;
-* every failure is FAILED_PRECONDITION or ABORTED (never UNKNOWN/INTERNAL);
+  live checkout holds exceed what is left after safety stock and reservations;
+* every failure is FAILED_PRECONDITION or ABORTED (never UNKNOWN/INTERNAL), and a
+  StartCheckout beyond the caller's hold cap RESOURCE_EXHAUSTED (the shopper goes on);
 * the ledger sums to on hand at every position.
 """
 
@@ -45,7 +47,7 @@ SCARCE = {
 RACE_OK = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED}
 
 
-@pytest.mark.parametrize("hold", [True, False], ids=["quotes-hold", "no-holds"])
+@pytest.mark.parametrize("hold", [True, False], ids=["checkout-holds", "no-holds"])
 def test_concurrent_checkouts_never_oversell(database_url: str, hold: bool) -> None:
     network = hand_network(SCARCE)
     store = prepared_store(database_url, network)
@@ -84,6 +86,25 @@ def test_concurrent_checkouts_never_oversell(database_url: str, hold: bool) -> N
                             bad.append(f"quote: {err.code().name} {err.details()}")
                     return
                 option = rng.choice(list(quote.options))
+                if hold:
+                    checkout_started = checkout_pb2.StartCheckoutRequest(
+                        quote_id=quote.quote_id, option_id=option.option_id
+                    )
+                    try:
+                        checkout.StartCheckout(checkout_started, timeout=30)
+                    except grpc.RpcError as err:
+                        with lock:
+                            outcomes[f"hold {err.code().name}"] += 1
+                            if err.code() not in RACE_OK | {grpc.StatusCode.RESOURCE_EXHAUSTED}:
+                                bad.append(f"hold: {err.code().name} {err.details()}")
+                    if rng.random() < 0.15:  # the shopper leaves
+                        checkout.AbandonCheckout(
+                            checkout_pb2.AbandonCheckoutRequest(quote_id=quote.quote_id),
+                            timeout=30,
+                        )
+                        with lock:
+                            outcomes["abandoned"] += 1
+                        return
                 try:
                     reply = checkout.PlaceOrder(
                         checkout_pb2.PlaceOrderRequest(

@@ -185,6 +185,8 @@ def test_reflection_describes_the_contract(server: Client) -> None:
     (service,) = checkout.service
     assert [m.name for m in service.method] == [
         "QuoteDeliveryOptions",
+        "StartCheckout",
+        "AbandonCheckout",
         "PlaceOrder",
         "GetOrder",
         "ListOrders",

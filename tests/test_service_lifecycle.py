@@ -46,11 +46,10 @@ def test_quote_matches_the_hand_computed_menu(tmp_path: Path) -> None:
             common_pb2.OPTION_LABEL_BALANCED,
         }
         assert option.status == common_pb2.PROOF_STATUS_OPTIMAL
-        assert option.stock_held
         assert iso(option.delivery_date) == day_after(iso(reply.quote_date), option.delivery_days)
-        # The hold counts against availability until the quote is used or expires.
-        assert availability(client, "A", "DC-NJ").held == 2
-        assert availability(client, "A", "DC-NJ").available == 3
+        # A quote holds no stock (StartCheckout does, briefly: tests/test_checkout_holds.py).
+        assert availability(client, "A", "DC-NJ").held == 0
+        assert availability(client, "A", "DC-NJ").available == 5
 
 
 def test_split_when_the_near_node_is_short(tmp_path: Path) -> None:
@@ -157,6 +156,12 @@ def test_cancel_releases_the_reservation(tmp_path: Path) -> None:
 def test_quote_expiry_frees_the_hold_and_refuses_the_order(tmp_path: Path) -> None:
     with running_server(sqlite_url(tmp_path), quote_ttl_s=0.4) as client:
         quote = client.quote({"A": 4})
+        client.checkout.StartCheckout(
+            checkout_pb2.StartCheckoutRequest(
+                quote_id=quote.quote_id, option_id=quote.options[0].option_id
+            )
+        )
+        # The checkout hold ends with its quote, though hold_ttl_s (180 s) is longer.
         assert availability(client, "A", "DC-NJ").held == 4
         time.sleep(0.6)
         assert availability(client, "A", "DC-NJ").held == 0

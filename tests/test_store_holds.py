@@ -1,4 +1,4 @@
-"""Quote holds in the store: expired ones stop counting at once and are deleted later."""
+"""Checkout holds in the store: expired ones stop counting at once and are deleted later."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from service_support import hand_network, sqlite_url
 
 
 def _option(qty: int) -> dict[str, object]:
-    return {"parcels": [{"node_id": "DC-NJ", "lines": [{"line": 0, "sku": "A", "qty": qty}]}]}
+    return {
+        "option_id": "opt-1",
+        "parcels": [{"node_id": "DC-NJ", "lines": [{"line": 0, "sku": "A", "qty": qty}]}],
+    }
 
 
 def test_expired_holds_stop_counting_then_are_purged(tmp_path: Path) -> None:
@@ -21,7 +24,13 @@ def test_expired_holds_stop_counting_then_are_purged(tmp_path: Path) -> None:
     store = Store(sqlite_url(tmp_path), clock=lambda: now[0])
     store.migrate()
     store.load_network(hand_network())
-    store.save_quote("q1", {}, [_option(3)], ttl_s=5.0)
+
+    def hold(quote_id: str, qty: int) -> None:
+        quote = store.save_quote(quote_id, {}, [_option(qty)], ttl_s=900.0)
+        kept = store.hold_option(
+            quote, _option(qty), holder="anon:test", holder_name="test", cap=10, ttl_s=5.0
+        )
+        assert kept.units == {("DC-NJ", "A"): qty} and kept.expires_at == now[0] + 5.0
 
     def holds() -> list[tuple[str, int]]:
         with store.read() as conn:
@@ -32,10 +41,11 @@ def test_expired_holds_stop_counting_then_are_purged(tmp_path: Path) -> None:
         with store.read() as conn:
             return store.positions(conn, ["A"], ["DC-NJ"])[0].held
 
+    hold("q1", 3)
     assert holds() == [("q1", 3)] and held() == 3
     now[0] += 6.0  # expired: ignored by availability, still stored
     assert held() == 0 and holds() == [("q1", 3)]
     now[0] += 2 * PURGE_EVERY_S  # the next quote's transaction deletes it
-    store.save_quote("q2", {}, [_option(1)], ttl_s=5.0)
+    hold("q2", 1)
     assert holds() == [("q2", 1)]
     store.dispose()

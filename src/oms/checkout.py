@@ -1,9 +1,11 @@
-"""CheckoutService: quote delivery options, place orders on them, read and cancel orders.
+"""CheckoutService: quote delivery options, hold a checkout's stock briefly, place orders
+on them, read and cancel orders.
 
-A quote is solved on a snapshot of live stock (reservations and other
-quotes' holds subtracted), then stored with its options and, in the same
-transaction, a hold on each option's units until it expires. PlaceOrder
-re-checks the chosen option's units under lock; if they are gone it
+A quote is solved on a snapshot of live stock (reservations and checkout
+holds subtracted) and stored with its options; it holds no stock, so browsing
+never makes stock unpromisable (DESIGN section 4). StartCheckout holds the
+chosen option's units for a few minutes, capped per caller (:mod:`oms.holds`).
+PlaceOrder re-checks the chosen option's units under lock; if they are gone it
 re-sources within the promised delivery date, else fails with
 FAILED_PRECONDITION naming each position that changed.
 """
@@ -31,10 +33,11 @@ from oms.convert import (
     today,
 )
 from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition, echo
+from oms.holds import caller_of
 from oms.metrics import observe_solver
 from oms.settings import Settings
 from oms.status import rpc
-from oms.store import Catalog, OrderRow, QuoteRow, Store, units_of
+from oms.store import Catalog, OrderRow, QuoteRow, Store, check_placeable, units_of
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
 from oms.validation import Violations
 from sourcing import QuoteSettings, quote
@@ -192,7 +195,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             request_doc,
             documents,
             self.settings.quote_ttl_s,
-            hold=self.settings.hold_stock,
+            still_wanted=context.is_active,
         )
         return checkout_pb2.QuoteDeliveryOptionsResponse(
             quote_id=saved.quote_id,
@@ -207,6 +210,58 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             ],
             solver_ms=result.stats.seconds * 1000.0,
         )
+
+    # -- checkout holds ---------------------------------------------------------
+
+    @rpc
+    def StartCheckout(
+        self, request: checkout_pb2.StartCheckoutRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.StartCheckoutResponse:
+        v = Violations()
+        v.require_id("quote_id", request.quote_id)
+        v.require_id("option_id", request.option_id)
+        v.raise_if_any()
+        with self.store.read() as conn:
+            quote_row = self.store.get_quote(conn, request.quote_id)
+        option = placeable_option(quote_row, request.option_id, self.store.clock())
+        if not self.settings.hold_stock:
+            return checkout_pb2.StartCheckoutResponse(stock_held=False)
+        caller = caller_of(context, self.settings)
+        hold = self.store.hold_option(
+            quote_row,
+            option,
+            holder=caller.key,
+            holder_name=caller.name,
+            cap=caller.cap(self.settings),
+            ttl_s=self.settings.hold_ttl_s,
+            still_wanted=context.is_active,
+        )
+        reply = checkout_pb2.StartCheckoutResponse(
+            stock_held=bool(hold.units),
+            held=[
+                checkout_pb2.PositionUnits(node_id=node, sku=sku, quantity=qty)
+                for (node, sku), qty in hold.units.items()
+            ],
+            unavailable=[
+                checkout_pb2.UnavailableUnits(
+                    node_id=node, sku=sku, needed=needed, available=available
+                )
+                for (node, sku), (needed, available) in hold.unavailable.items()
+            ],
+        )
+        if hold.expires_at is not None:
+            reply.hold_expire_time.CopyFrom(timestamp(hold.expires_at))
+        return reply
+
+    @rpc
+    def AbandonCheckout(
+        self, request: checkout_pb2.AbandonCheckoutRequest, context: grpc.ServicerContext
+    ) -> checkout_pb2.AbandonCheckoutResponse:
+        v = Violations()
+        v.require_id("quote_id", request.quote_id)
+        v.raise_if_any()
+        released = self.store.release_holds(request.quote_id)
+        return checkout_pb2.AbandonCheckoutResponse(released_units=released)
 
     # -- orders -----------------------------------------------------------------
 
@@ -229,20 +284,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             if existing is not None:
                 return self._replay(existing, request)
             quote_row = self.store.get_quote(conn, request.quote_id)
-        option = next((o for o in quote_row.options if o["option_id"] == request.option_id), None)
-        if option is None:
-            raise NotFound("option", f"{request.quote_id}/{request.option_id}")
-        if quote_row.order_id is not None:
-            raise FailedPrecondition(
-                f"quote {quote_row.quote_id!r} was already used by order {quote_row.order_id!r}",
-                [Precondition("QUOTE", quote_row.quote_id, "already used")],
-            )
-        now = self.store.clock()
-        if now >= quote_row.expires_at:
-            raise FailedPrecondition(
-                f"quote {quote_row.quote_id!r} expired; ask for a new quote",
-                [Precondition("QUOTE", quote_row.quote_id, "expired")],
-            )
+        option = placeable_option(quote_row, request.option_id, self.store.clock())
         promised_date = day_after(quote_row.quote_date, option["delivery_days"])
         placed = self._try_place(quote_row, option, request, promised_date, resourced=None)
         if not isinstance(placed, list):
@@ -488,6 +530,15 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
 
 
 MAX_PICKUP_STORES = 10
+
+
+def placeable_option(quote: QuoteRow, option_id: str, now: float) -> dict[str, Any]:
+    """The quote's option ``option_id``, if the quote may still be ordered (or held) on."""
+    option = next((o for o in quote.options if o["option_id"] == option_id), None)
+    if option is None:
+        raise NotFound("option", f"{quote.quote_id}/{option_id}")
+    check_placeable(quote.quote_id, quote.order_id, quote.expires_at, now)
+    return option
 
 
 def check_pickup_stores(

@@ -110,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="hold_stock",
         action="store_const",
         const=False,
-        help="quotes do not hold stock (it is reserved only at PlaceOrder)",
+        help="StartCheckout holds no stock (it is reserved only at PlaceOrder)",
+    )
+    serve.add_argument(
+        "--hold-ttl", type=float, dest="hold_ttl_s", help="checkout hold lifetime, s (max 600)"
     )
     serve.add_argument("--no-demo", action="store_true", help="do not load the demo network")
     _dashboard_args(serve)
@@ -194,6 +197,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "quote_ttl_s",
         "solver_time_limit_s",
         "hold_stock",
+        "hold_ttl_s",
     )
     overrides: dict[str, Any] = {n: getattr(args, n, None) for n in names}
     overrides.update(_tokens(args))

@@ -96,7 +96,6 @@ def option_document(option: Option, option_id: str) -> dict[str, Any]:
         "status": option.proof.status,
         "gap": gap if math.isfinite(gap) else None,
         "method": option.proof.method,
-        "stock_held": False,
         "pickup": option.pickup,
         "parcels": [
             {
@@ -162,7 +161,6 @@ def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.D
         status=status,
         gap=0.0 if status == common_pb2.PROOF_STATUS_OPTIMAL or gap is None else float(gap),
         proof_method=doc["method"],
-        stock_held=bool(doc.get("stock_held", False)),
         method=common_pb2.FULFILMENT_METHOD_COLLECT
         if doc.get("pickup")
         else common_pb2.FULFILMENT_METHOD_DELIVERY,

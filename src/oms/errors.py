@@ -86,3 +86,17 @@ class Aborted(OmsError):
 
 class Unavailable(OmsError):
     """The store cannot be reached; retry later."""
+
+
+class QuotaExceeded(OmsError):
+    """The caller reached a per-caller limit (checkout holds); ``subject`` names the
+    caller and ``description`` the limit."""
+
+    def __init__(self, message: str, *, subject: str, description: str):
+        self.subject = subject
+        self.description = description
+        super().__init__(message)
+
+
+class Cancelled(OmsError):
+    """The caller went away before the work was written: nothing was."""

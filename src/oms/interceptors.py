@@ -47,6 +47,7 @@ __all__ = [
     "AuthInterceptor",
     "InputInterceptor",
     "ObservabilityInterceptor",
+    "bearer_token",
 ]
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -103,7 +104,7 @@ def _as_token(value: str | None) -> bytes | None:
     return value.encode() if value else None
 
 
-def _bearer(metadata: Any) -> bytes | None:
+def bearer_token(metadata: Any) -> bytes | None:
     """The token of the first ``authorization: Bearer <token>`` entry, if any."""
     for key, value in metadata or ():
         if key == "authorization":
@@ -169,7 +170,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
             if self._admin is None:
                 return grpc.StatusCode.UNAUTHENTICATED, f"{what} is disabled: no admin token set"
             accepted = (self._admin,)
-        token = _bearer(metadata)
+        token = bearer_token(metadata)
         if token is None:
             return grpc.StatusCode.UNAUTHENTICATED, f"missing bearer token for {what}"
         # Compare against every accepted token so timing does not tell which one matched.

@@ -11,9 +11,11 @@ epoch seconds (float) so SQLite and PostgreSQL compare them the same way.
   of ``stock_ledger`` (kept in the same transaction as each ledger row),
   ``safety_stock`` and ``low_stock_threshold`` are settings. Availability is
   derived: on_hand - safety_stock - the live ``reservations``.
-* ``reservations``: units promised out of a position, either held by a quote
-  (``quote_id`` set, ``expires_at`` set: ignored once expired) or reserved by
-  an order (``order_id`` set, no expiry) until it ships or is cancelled.
+* ``reservations``: units promised out of a position, either held for a
+  checkout in progress (``quote_id`` set, ``expires_at`` set: ignored once
+  expired; ``holder`` the caller it counts against, migration 0009) or reserved
+  by an order (``order_id`` set, no expiry) until it ships or is cancelled.
+  Quotes themselves hold nothing.
 * ``node_day_usage``: units orders promised out of a node on a UTC day,
   checked against its daily capacity (quote holds do not count); each order
   reservation names the day it counts on (``capacity_day``).
@@ -197,9 +199,13 @@ reservations = Table(
     # or at re-sourcing. NULL for quote holds and for units that came from a
     # receipt, which use none. Releasing units gives back that day's capacity.
     Column("capacity_day", String(10), nullable=True),
+    # The caller a checkout hold counts against (migration 0009): "anon:<address>" or
+    # "token:<kind>/<x-client-id>", capped per caller. NULL for order reservations.
+    Column("holder", String(160), nullable=True),
     Index("ix_reservations_position", "sku", "node_id"),
     Index("ix_reservations_quote", "quote_id"),
     Index("ix_reservations_order", "order_id"),
+    Index("ix_reservations_holder", "holder"),
 )
 
 node_day_usage = Table(

@@ -9,6 +9,8 @@ from typing import Any
 from oms.credentials import MASK, read_token_file, redact_url
 
 DEFAULT_DATABASE_URL = "sqlite:///oms.db"
+#: A checkout hold keeps units from every other shopper: minutes, not a quarter hour.
+MAX_HOLD_TTL_S = 600.0
 
 
 #: Settings that are secrets: also read from ``OMS_<NAME>_FILE``, and masked in ``repr``.
@@ -33,9 +35,16 @@ class Settings:
       :mod:`oms.admission`); more only take turns at the GIL. ``None`` picks
       by store (:attr:`solver_slots`).
     * ``metrics_port``: Prometheus text endpoint on ``host:metrics_port``; 0 disables.
-    * ``quote_ttl_s``: how long a quote (and the stock it holds) stays valid.
-    * ``hold_stock``: whether a quote holds its options' stock until it expires
-      (off: stock is only reserved at PlaceOrder, which then re-sources or fails).
+    * ``quote_ttl_s``: how long a quote stays valid (placeable). Quotes hold no stock.
+    * ``hold_stock``: whether ``StartCheckout`` holds the chosen option's units
+      (off: it holds nothing and says so; stock is only reserved at PlaceOrder,
+      which re-checks it and re-sources within the promise, or fails).
+    * ``hold_ttl_s``: how long a checkout hold lasts (at most :data:`MAX_HOLD_TTL_S`;
+      never past its quote's expiry).
+    * ``hold_units_per_caller``: units one identified caller (a client of the
+      checkout or admin token, by its ``x-client-id``) may hold at once;
+      ``hold_units_anonymous``: the same for a caller without a token, keyed by
+      its address (small: anyone can call).
     * ``solver_time_limit_s``: the solver's budget per quote; a caller's
       shorter deadline lowers it further.
     * ``value_of_day_cents``: BALANCED's price of one day, unless the request sets one.
@@ -52,6 +61,9 @@ class Settings:
     metrics_port: int = 0
     quote_ttl_s: float = 900.0
     hold_stock: bool = True
+    hold_ttl_s: float = 180.0
+    hold_units_per_caller: int = 200
+    hold_units_anonymous: int = 20
     solver_time_limit_s: float = 0.5
     value_of_day_cents: int = 100
     currency: str = "USD"
@@ -71,6 +83,14 @@ class Settings:
         for name in ("quote_ttl_s", "solver_time_limit_s", "alert_poll_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.hold_ttl_s <= MAX_HOLD_TTL_S:
+            raise ValueError(
+                f"hold_ttl_s must be in (0, {MAX_HOLD_TTL_S:g}] (holds are short), "
+                f"got {self.hold_ttl_s}"
+            )
+        for name in ("hold_units_per_caller", "hold_units_anonymous"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if not self.overdue_sweep_s >= 0:
             raise ValueError(f"overdue_sweep_s must not be negative, got {self.overdue_sweep_s}")
 

@@ -29,7 +29,16 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from oms.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, OmsError, Unavailable
+from oms.errors import (
+    Aborted,
+    Cancelled,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OmsError,
+    QuotaExceeded,
+    Unavailable,
+)
 from sourcing.errors import InvalidOrderError, ShortageError
 
 log = logging.getLogger("oms.server")
@@ -116,6 +125,18 @@ def status_for(exc: Exception) -> tuple[int, str, list[Message]]:
     if isinstance(exc, Unavailable):
         retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1))
         return _with_cut(code_pb2.UNAVAILABLE, exc, [retry], False)
+    if isinstance(exc, QuotaExceeded):
+        quota = error_details_pb2.QuotaFailure(
+            violations=[
+                error_details_pb2.QuotaFailure.Violation(
+                    subject=exc.subject, description=exc.description
+                )
+            ]
+        )
+        info = error_details_pb2.ErrorInfo(reason="HOLD_QUOTA", domain=DOMAIN)
+        return _with_cut(code_pb2.RESOURCE_EXHAUSTED, exc, [quota, info], False)
+    if isinstance(exc, Cancelled):
+        return _with_cut(code_pb2.CANCELLED, exc, [], False)
     raise TypeError(f"no status for {type(exc).__name__}")
 
 

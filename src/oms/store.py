@@ -41,7 +41,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from oms import schema as t
 from oms.driver_sql import Statement, execute, execute_many, fetch
-from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition, Unavailable
+from oms.errors import (
+    Aborted,
+    Cancelled,
+    FailedPrecondition,
+    NotFound,
+    Precondition,
+    QuotaExceeded,
+    Unavailable,
+)
 from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind, Receipt
 
 Position = tuple[str, str]  # (node_id, sku)
@@ -142,6 +150,22 @@ def _insert(table: str, columns: Sequence[str]) -> Statement:
 _INSERT_RESERVATIONS = _insert(
     "reservations",
     ("node_id", "sku", "qty", "quote_id", "order_id", "expires_at", "capacity_day"),
+)
+_INSERT_HOLDS = _insert(
+    "reservations", ("node_id", "sku", "qty", "quote_id", "expires_at", "holder")
+)
+#: Live units a caller holds for checkouts other than ``quote_id`` (whose hold is replaced).
+_HELD_BY = Statement.portable(
+    "SELECT COALESCE(SUM(qty), 0) FROM reservations WHERE holder = :holder "
+    f"AND order_id IS NULL AND expires_at > :now AND {_NOT_QUOTE}"
+)
+#: One caller's holds are taken one at a time, so concurrent calls cannot pass its cap
+#: together (SQLite serialises every writer anyway).
+_LOCK_HOLDER = Statement(
+    sqlite="SELECT 1", postgresql="SELECT pg_advisory_xact_lock(hashtext(%(holder)s))"
+)
+_LOCK_QUOTE = Statement.portable(
+    "SELECT order_id, expires_at FROM quotes WHERE quote_id = :quote_id", for_update=True
 )
 _INSERT_QUOTE = _insert("quotes", _QUOTE_COLUMNS)
 _INSERT_ORDER = _insert("orders", _ORDER_COLUMNS)
@@ -306,6 +330,30 @@ class QuoteRow:
     request: dict[str, Any]
     options: list[dict[str, Any]]
     order_id: str | None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A checkout hold: units per position held until ``expires_at``; or, when some
+    were not free, nothing held and (needed, available) per short position."""
+
+    units: dict[Position, int]
+    expires_at: float | None
+    unavailable: dict[Position, tuple[int, int]]
+
+
+def check_placeable(quote_id: str, used_by: str | None, expires_at: float, now: float) -> None:
+    """FAILED_PRECONDITION for a quote already used by an order, or expired."""
+    if used_by is not None:
+        raise FailedPrecondition(
+            f"quote {quote_id!r} was already used by order {used_by!r}",
+            [Precondition("QUOTE", quote_id, "already used")],
+        )
+    if now >= expires_at:
+        raise FailedPrecondition(
+            f"quote {quote_id!r} expired; ask for a new quote",
+            [Precondition("QUOTE", quote_id, "expired")],
+        )
 
 
 @dataclass(frozen=True)
@@ -1054,48 +1102,18 @@ class Store:
         options: list[dict[str, Any]],
         ttl_s: float,
         *,
-        hold: bool = True,
+        still_wanted: Callable[[], bool] = lambda: True,
     ) -> QuoteRow:
-        """Store a quote; hold each option's stock until it expires (one transaction).
+        """Store a quote and its options, placeable until it expires. It holds no stock:
+        browsing must never make stock unpromisable (DESIGN section 4).
 
-        The hold per position is the largest any option needs, so whichever
-        option the shopper picks is covered. Options whose units are no longer
-        all free (a concurrent writer took them) are stored unheld
-        (``stock_held`` false) and re-checked at PlaceOrder.
+        ``still_wanted`` is asked once the write lock is held: a caller that has
+        gone meanwhile gets nothing written (:class:`Cancelled`).
         """
         now = self.clock()
         with self.write() as conn:
-            held: dict[Position, int] = {}
-            if hold and options:
-                # Lock every position any option draws on at once, in order, then
-                # read what is free there once.
-                positions = sorted({k for o in options for k in units_of(o)})
-                free = self.lock_free_units(conn, positions, now)
-                for option in options:
-                    units = units_of(option)
-                    trial = {k: max(v, held.get(k, 0)) for k, v in units.items()}
-                    trial.update({k: v for k, v in held.items() if k not in trial})
-                    fits = all(qty <= free.get(k, 0) for k, qty in trial.items())
-                    option["stock_held"] = fits
-                    if fits:
-                        held = trial
-                if held:
-                    execute_many(
-                        conn,
-                        _INSERT_RESERVATIONS,
-                        [
-                            {
-                                "node_id": node,
-                                "sku": sku,
-                                "qty": qty,
-                                "quote_id": quote_id,
-                                "order_id": None,
-                                "expires_at": now + ttl_s,
-                                "capacity_day": None,
-                            }
-                            for (node, sku), qty in sorted(held.items())
-                        ],
-                    )
+            if not still_wanted():
+                raise Cancelled("the caller went away before the quote was saved")
             row = {
                 "quote_id": quote_id,
                 "created_at": now,
@@ -1108,6 +1126,92 @@ class Store:
             execute(conn, _INSERT_QUOTE, **row)
             self._purge_expired_holds(conn, now)
         return QuoteRow(quote_id, now, now + ttl_s, utc_day(now), request, options, None)
+
+    # -- checkout holds -------------------------------------------------------------
+
+    def hold_option(
+        self,
+        quote: QuoteRow,
+        option: Mapping[str, Any],
+        *,
+        holder: str,
+        holder_name: str,
+        cap: int,
+        ttl_s: float,
+        still_wanted: Callable[[], bool] = lambda: True,
+    ) -> Hold:
+        """Hold ``option``'s stock units for a checkout of ``quote``, in one transaction.
+
+        One live hold per quote: the quote's previous hold is replaced. The hold
+        counts against ``holder``, which may hold at most ``cap`` units at once over
+        all its checkouts (:class:`QuotaExceeded`); concurrent calls of one holder
+        take turns. If some units are no longer free nothing is held (the returned
+        :class:`Hold` lists them). It lasts ``ttl_s``, never past the quote's expiry.
+        A used or expired quote is FAILED_PRECONDITION; a caller gone by the time
+        the locks are held gets nothing written (:class:`Cancelled`).
+        """
+        units = units_of(option)
+        wanted = sum(units.values())
+        if not units:  # every unit waits for inbound receipts: PlaceOrder reserves those
+            return Hold({}, None, {})
+        with self.write() as conn:
+            fetch(conn, _LOCK_HOLDER, holder=holder)
+            now = self.clock()
+            locked = fetch(conn, _LOCK_QUOTE, quote_id=quote.quote_id)
+            if not locked:
+                raise NotFound("quote", quote.quote_id)
+            used_by, expires_at = locked[0]
+            check_placeable(quote.quote_id, used_by, float(expires_at), now)
+            execute(conn, _DROP_QUOTE_HOLDS, quote_id=quote.quote_id)
+            holding = int(
+                fetch(conn, _HELD_BY, holder=holder, now=now, quote_id=quote.quote_id)[0][0]
+            )
+            if holding + wanted > cap:
+                raise QuotaExceeded(
+                    f"{holder_name} may hold {cap} unit(s) at once for checkouts: it holds "
+                    f"{holding} for others and this one needs {wanted}; go on without a hold, "
+                    "or release others with AbandonCheckout",
+                    subject=holder_name,
+                    description=f"holds {holding} of at most {cap} units; this checkout needs "
+                    f"{wanted}",
+                )
+            free = self.lock_free_units(conn, sorted(units), now, quote.quote_id)
+            short = {k: free.get(k, 0) for k, qty in units.items() if qty > free.get(k, 0)}
+            if short:
+                return Hold({}, None, {k: (units[k], max(v, 0)) for k, v in sorted(short.items())})
+            if not still_wanted():
+                raise Cancelled("the caller went away before the hold was taken")
+            until = min(now + ttl_s, float(expires_at))
+            execute_many(
+                conn,
+                _INSERT_HOLDS,
+                [
+                    {
+                        "node_id": node,
+                        "sku": sku,
+                        "qty": qty,
+                        "quote_id": quote.quote_id,
+                        "expires_at": until,
+                        "holder": holder,
+                    }
+                    for (node, sku), qty in sorted(units.items())
+                ],
+            )
+        return Hold(dict(sorted(units.items())), until, {})
+
+    def release_holds(self, quote_id: str) -> int:
+        """Drop a quote's checkout hold (the shopper left); the live units it released."""
+        with self.write() as conn:
+            if not fetch(conn, _LOCK_QUOTE, quote_id=quote_id):
+                raise NotFound("quote", quote_id)
+            r = t.reservations
+            live = conn.execute(
+                sa.select(func.coalesce(func.sum(r.c.qty), 0)).where(
+                    r.c.quote_id == quote_id, r.c.order_id.is_(None), r.c.expires_at > self.clock()
+                )
+            ).scalar_one()
+            execute(conn, _DROP_QUOTE_HOLDS, quote_id=quote_id)
+        return int(live)
 
     def get_quote(self, conn: Connection, quote_id: str) -> QuoteRow:
         found = fetch(conn, _QUOTE_BY_ID, quote_id=quote_id)

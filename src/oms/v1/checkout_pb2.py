@@ -28,7 +28,7 @@ from google.type import money_pb2 as google_dot_type_dot_money__pb2
 from oms.v1 import common_pb2 as oms_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15oms/v1/checkout.proto\x12\x06oms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\x1a\x13oms/v1/common.proto\"\xab\x02\n\x1bQuoteDeliveryOptionsRequest\x12%\n\x0b\x64\x65stination\x18\x01 \x01(\x0b\x32\x10.oms.v1.Location\x12\x1f\n\x05lines\x18\x02 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x15\n\rallow_partial\x18\x03 \x01(\x08\x12\x13\n\x0bmax_parcels\x18\x04 \x01(\x05\x12\x1c\n\x14latest_delivery_days\x18\x05 \x01(\x05\x12(\n\x0cvalue_of_day\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12\x18\n\x10pickup_store_ids\x18\x07 \x03(\t\x12\x1d\n\x15nearest_pickup_stores\x18\x08 \x01(\x05\x12\x17\n\x0f\x61llow_backorder\x18\t \x01(\x08\"\xea\x01\n\x1cQuoteDeliveryOptionsResponse\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\nquote_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\x07options\x18\x04 \x03(\x0b\x32\x16.oms.v1.DeliveryOption\x12$\n\tshortfall\x18\x05 \x03(\x0b\x32\x11.oms.v1.Shortfall\x12\x11\n\tsolver_ms\x18\x06 \x01(\x01\"Q\n\x11PlaceOrderRequest\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12\x11\n\toption_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"E\n\x12PlaceOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x11\n\tresourced\x18\x02 \x01(\x08\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"0\n\x10GetOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"]\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.oms.v1.OrderState\"L\n\x12ListOrdersResponse\x12\x1d\n\x06orders\x18\x01 \x03(\x0b\x32\r.oms.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x13\x43\x61ncelOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order2\x85\x03\n\x0f\x43heckoutService\x12\x61\n\x14QuoteDeliveryOptions\x12#.oms.v1.QuoteDeliveryOptionsRequest\x1a$.oms.v1.QuoteDeliveryOptionsResponse\x12\x43\n\nPlaceOrder\x12\x19.oms.v1.PlaceOrderRequest\x1a\x1a.oms.v1.PlaceOrderResponse\x12=\n\x08GetOrder\x12\x17.oms.v1.GetOrderRequest\x1a\x18.oms.v1.GetOrderResponse\x12\x43\n\nListOrders\x12\x19.oms.v1.ListOrdersRequest\x1a\x1a.oms.v1.ListOrdersResponse\x12\x46\n\x0b\x43\x61ncelOrder\x12\x1a.oms.v1.CancelOrderRequest\x1a\x1b.oms.v1.CancelOrderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15oms/v1/checkout.proto\x12\x06oms.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x17google/type/money.proto\x1a\x13oms/v1/common.proto\"\xab\x02\n\x1bQuoteDeliveryOptionsRequest\x12%\n\x0b\x64\x65stination\x18\x01 \x01(\x0b\x32\x10.oms.v1.Location\x12\x1f\n\x05lines\x18\x02 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x15\n\rallow_partial\x18\x03 \x01(\x08\x12\x13\n\x0bmax_parcels\x18\x04 \x01(\x05\x12\x1c\n\x14latest_delivery_days\x18\x05 \x01(\x05\x12(\n\x0cvalue_of_day\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12\x18\n\x10pickup_store_ids\x18\x07 \x03(\t\x12\x1d\n\x15nearest_pickup_stores\x18\x08 \x01(\x05\x12\x17\n\x0f\x61llow_backorder\x18\t \x01(\x08\"\xea\x01\n\x1cQuoteDeliveryOptionsResponse\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\nquote_date\x18\x03 \x01(\x0b\x32\x11.google.type.Date\x12\'\n\x07options\x18\x04 \x03(\x0b\x32\x16.oms.v1.DeliveryOption\x12$\n\tshortfall\x18\x05 \x03(\x0b\x32\x11.oms.v1.Shortfall\x12\x11\n\tsolver_ms\x18\x06 \x01(\x01\";\n\x14StartCheckoutRequest\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12\x11\n\toption_id\x18\x02 \x01(\t\"?\n\rPositionUnits\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x03\"S\n\x10UnavailableUnits\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0e\n\x06needed\x18\x03 \x01(\x03\x12\x11\n\tavailable\x18\x04 \x01(\x03\"\xb5\x01\n\x15StartCheckoutResponse\x12\x12\n\nstock_held\x18\x01 \x01(\x08\x12\x34\n\x10hold_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04held\x18\x03 \x03(\x0b\x32\x15.oms.v1.PositionUnits\x12-\n\x0bunavailable\x18\x04 \x03(\x0b\x32\x18.oms.v1.UnavailableUnits\"*\n\x16\x41\x62\x61ndonCheckoutRequest\x12\x10\n\x08quote_id\x18\x01 \x01(\t\"1\n\x17\x41\x62\x61ndonCheckoutResponse\x12\x16\n\x0ereleased_units\x18\x01 \x01(\x03\"Q\n\x11PlaceOrderRequest\x12\x10\n\x08quote_id\x18\x01 \x01(\t\x12\x11\n\toption_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"E\n\x12PlaceOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x11\n\tresourced\x18\x02 \x01(\x08\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"0\n\x10GetOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"]\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.oms.v1.OrderState\"L\n\x12ListOrdersResponse\x12\x1d\n\x06orders\x18\x01 \x03(\x0b\x32\r.oms.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x13\x43\x61ncelOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order2\xa7\x04\n\x0f\x43heckoutService\x12\x61\n\x14QuoteDeliveryOptions\x12#.oms.v1.QuoteDeliveryOptionsRequest\x1a$.oms.v1.QuoteDeliveryOptionsResponse\x12L\n\rStartCheckout\x12\x1c.oms.v1.StartCheckoutRequest\x1a\x1d.oms.v1.StartCheckoutResponse\x12R\n\x0f\x41\x62\x61ndonCheckout\x12\x1e.oms.v1.AbandonCheckoutRequest\x1a\x1f.oms.v1.AbandonCheckoutResponse\x12\x43\n\nPlaceOrder\x12\x19.oms.v1.PlaceOrderRequest\x1a\x1a.oms.v1.PlaceOrderResponse\x12=\n\x08GetOrder\x12\x17.oms.v1.GetOrderRequest\x1a\x18.oms.v1.GetOrderResponse\x12\x43\n\nListOrders\x12\x19.oms.v1.ListOrdersRequest\x1a\x1a.oms.v1.ListOrdersResponse\x12\x46\n\x0b\x43\x61ncelOrder\x12\x1a.oms.v1.CancelOrderRequest\x1a\x1b.oms.v1.CancelOrderResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,22 +39,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUOTEDELIVERYOPTIONSREQUEST']._serialized_end=436
   _globals['_QUOTEDELIVERYOPTIONSRESPONSE']._serialized_start=439
   _globals['_QUOTEDELIVERYOPTIONSRESPONSE']._serialized_end=673
-  _globals['_PLACEORDERREQUEST']._serialized_start=675
-  _globals['_PLACEORDERREQUEST']._serialized_end=756
-  _globals['_PLACEORDERRESPONSE']._serialized_start=758
-  _globals['_PLACEORDERRESPONSE']._serialized_end=827
-  _globals['_GETORDERREQUEST']._serialized_start=829
-  _globals['_GETORDERREQUEST']._serialized_end=864
-  _globals['_GETORDERRESPONSE']._serialized_start=866
-  _globals['_GETORDERRESPONSE']._serialized_end=914
-  _globals['_LISTORDERSREQUEST']._serialized_start=916
-  _globals['_LISTORDERSREQUEST']._serialized_end=1009
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1011
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1087
-  _globals['_CANCELORDERREQUEST']._serialized_start=1089
-  _globals['_CANCELORDERREQUEST']._serialized_end=1143
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1145
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1196
-  _globals['_CHECKOUTSERVICE']._serialized_start=1199
-  _globals['_CHECKOUTSERVICE']._serialized_end=1588
+  _globals['_STARTCHECKOUTREQUEST']._serialized_start=675
+  _globals['_STARTCHECKOUTREQUEST']._serialized_end=734
+  _globals['_POSITIONUNITS']._serialized_start=736
+  _globals['_POSITIONUNITS']._serialized_end=799
+  _globals['_UNAVAILABLEUNITS']._serialized_start=801
+  _globals['_UNAVAILABLEUNITS']._serialized_end=884
+  _globals['_STARTCHECKOUTRESPONSE']._serialized_start=887
+  _globals['_STARTCHECKOUTRESPONSE']._serialized_end=1068
+  _globals['_ABANDONCHECKOUTREQUEST']._serialized_start=1070
+  _globals['_ABANDONCHECKOUTREQUEST']._serialized_end=1112
+  _globals['_ABANDONCHECKOUTRESPONSE']._serialized_start=1114
+  _globals['_ABANDONCHECKOUTRESPONSE']._serialized_end=1163
+  _globals['_PLACEORDERREQUEST']._serialized_start=1165
+  _globals['_PLACEORDERREQUEST']._serialized_end=1246
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1248
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1317
+  _globals['_GETORDERREQUEST']._serialized_start=1319
+  _globals['_GETORDERREQUEST']._serialized_end=1354
+  _globals['_GETORDERRESPONSE']._serialized_start=1356
+  _globals['_GETORDERRESPONSE']._serialized_end=1404
+  _globals['_LISTORDERSREQUEST']._serialized_start=1406
+  _globals['_LISTORDERSREQUEST']._serialized_end=1499
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1501
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1577
+  _globals['_CANCELORDERREQUEST']._serialized_start=1579
+  _globals['_CANCELORDERREQUEST']._serialized_end=1633
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1635
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1686
+  _globals['_CHECKOUTSERVICE']._serialized_start=1689
+  _globals['_CHECKOUTSERVICE']._serialized_end=2240
 # @@protoc_insertion_point(module_scope)

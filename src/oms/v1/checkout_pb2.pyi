@@ -121,6 +121,160 @@ class QuoteDeliveryOptionsResponse(_message.Message):
 Global___QuoteDeliveryOptionsResponse: _TypeAlias = QuoteDeliveryOptionsResponse  # noqa: Y015
 
 @_typing.final
+class StartCheckoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUOTE_ID_FIELD_NUMBER: _builtins.int
+    OPTION_ID_FIELD_NUMBER: _builtins.int
+    quote_id: _builtins.str
+    option_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        quote_id: _builtins.str = ...,
+        option_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["option_id", b"option_id", "quote_id", b"quote_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartCheckoutRequest: _TypeAlias = StartCheckoutRequest  # noqa: Y015
+
+@_typing.final
+class PositionUnits(_message.Message):
+    """Units of one stock position (node, SKU)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    sku: _builtins.str
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "quantity", b"quantity", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PositionUnits: _TypeAlias = PositionUnits  # noqa: Y015
+
+@_typing.final
+class UnavailableUnits(_message.Message):
+    """A position that cannot give a hold all the units it needs now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    NEEDED_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    sku: _builtins.str
+    needed: _builtins.int
+    available: _builtins.int
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        sku: _builtins.str = ...,
+        needed: _builtins.int = ...,
+        available: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "needed", b"needed", "node_id", b"node_id", "sku", b"sku"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnavailableUnits: _TypeAlias = UnavailableUnits  # noqa: Y015
+
+@_typing.final
+class StartCheckoutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STOCK_HELD_FIELD_NUMBER: _builtins.int
+    HOLD_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_FIELD_NUMBER: _builtins.int
+    stock_held: _builtins.bool
+    """True when the option's units are held for this checkout until hold_expire_time.
+    False when some are no longer free (see unavailable) or the server takes no holds.
+    """
+    @_builtins.property
+    def hold_expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___PositionUnits]:
+        """What is held, per position."""
+
+    @_builtins.property
+    def unavailable(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnavailableUnits]: ...
+    def __init__(
+        self,
+        *,
+        stock_held: _builtins.bool = ...,
+        hold_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        held: _abc.Iterable[Global___PositionUnits] | None = ...,
+        unavailable: _abc.Iterable[Global___UnavailableUnits] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expire_time", b"hold_expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "hold_expire_time", b"hold_expire_time", "stock_held", b"stock_held", "unavailable", b"unavailable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartCheckoutResponse: _TypeAlias = StartCheckoutResponse  # noqa: Y015
+
+@_typing.final
+class AbandonCheckoutRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUOTE_ID_FIELD_NUMBER: _builtins.int
+    quote_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        quote_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quote_id", b"quote_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonCheckoutRequest: _TypeAlias = AbandonCheckoutRequest  # noqa: Y015
+
+@_typing.final
+class AbandonCheckoutResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_UNITS_FIELD_NUMBER: _builtins.int
+    released_units: _builtins.int
+    """Units the quote's hold released (0 when it had none left)."""
+    def __init__(
+        self,
+        *,
+        released_units: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released_units", b"released_units"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbandonCheckoutResponse: _TypeAlias = AbandonCheckoutResponse  # noqa: Y015
+
+@_typing.final
 class PlaceOrderRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -27,6 +27,12 @@ if _version_not_supported:
 
 class CheckoutServiceStub:
     """What checkout pages call: quote delivery options, place and manage orders.
+
+    Browsing never makes stock unpromisable (DESIGN section 4): a quote holds no
+    stock. PlaceOrder re-checks the chosen option's units under lock and re-sources
+    within the promised date if they are gone. A checkout that wants the units kept
+    while the shopper pays calls StartCheckout: a short hold of that one option,
+    capped per caller, released by PlaceOrder, AbandonCheckout or its expiry.
     """
 
     def __init__(self, channel):
@@ -39,6 +45,16 @@ class CheckoutServiceStub:
                 '/oms.v1.CheckoutService/QuoteDeliveryOptions',
                 request_serializer=oms_dot_v1_dot_checkout__pb2.QuoteDeliveryOptionsRequest.SerializeToString,
                 response_deserializer=oms_dot_v1_dot_checkout__pb2.QuoteDeliveryOptionsResponse.FromString,
+                _registered_method=True)
+        self.StartCheckout = channel.unary_unary(
+                '/oms.v1.CheckoutService/StartCheckout',
+                request_serializer=oms_dot_v1_dot_checkout__pb2.StartCheckoutRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_checkout__pb2.StartCheckoutResponse.FromString,
+                _registered_method=True)
+        self.AbandonCheckout = channel.unary_unary(
+                '/oms.v1.CheckoutService/AbandonCheckout',
+                request_serializer=oms_dot_v1_dot_checkout__pb2.AbandonCheckoutRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_checkout__pb2.AbandonCheckoutResponse.FromString,
                 _registered_method=True)
         self.PlaceOrder = channel.unary_unary(
                 '/oms.v1.CheckoutService/PlaceOrder',
@@ -64,11 +80,38 @@ class CheckoutServiceStub:
 
 class CheckoutServiceServicer:
     """What checkout pages call: quote delivery options, place and manage orders.
+
+    Browsing never makes stock unpromisable (DESIGN section 4): a quote holds no
+    stock. PlaceOrder re-checks the chosen option's units under lock and re-sources
+    within the promised date if they are gone. A checkout that wants the units kept
+    while the shopper pays calls StartCheckout: a short hold of that one option,
+    capped per caller, released by PlaceOrder, AbandonCheckout or its expiry.
     """
 
     def QuoteDeliveryOptions(self, request, context):
-        """The delivery menu for a cart and an address. The quote holds each option's
-        stock until expire_time, so the option the shopper picks can be honoured.
+        """The delivery menu for a cart and an address, valid (placeable) until
+        expire_time. It holds no stock.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartCheckout(self, request, context):
+        """The shopper chose an option and started to check out: hold that option's units
+        (only those) until hold_expire_time, a few minutes, never past the quote's
+        expiry. One live hold per quote: a second call moves or renews it. Units no
+        longer all free are not held (stock_held false, unavailable says which; PlaceOrder
+        may still re-source within the promise). Holds are capped per caller: anonymous
+        callers (no token: keyed by address) get a small cap, each client of the checkout
+        token (x-client-id metadata) a larger one; beyond it RESOURCE_EXHAUSTED with a
+        QuotaFailure, and the checkout can go on without a hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbandonCheckout(self, request, context):
+        """The shopper left: release the quote's hold now rather than at its expiry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -119,6 +162,16 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
                     request_deserializer=oms_dot_v1_dot_checkout__pb2.QuoteDeliveryOptionsRequest.FromString,
                     response_serializer=oms_dot_v1_dot_checkout__pb2.QuoteDeliveryOptionsResponse.SerializeToString,
             ),
+            'StartCheckout': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartCheckout,
+                    request_deserializer=oms_dot_v1_dot_checkout__pb2.StartCheckoutRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_checkout__pb2.StartCheckoutResponse.SerializeToString,
+            ),
+            'AbandonCheckout': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbandonCheckout,
+                    request_deserializer=oms_dot_v1_dot_checkout__pb2.AbandonCheckoutRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_checkout__pb2.AbandonCheckoutResponse.SerializeToString,
+            ),
             'PlaceOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.PlaceOrder,
                     request_deserializer=oms_dot_v1_dot_checkout__pb2.PlaceOrderRequest.FromString,
@@ -149,6 +202,12 @@ def add_CheckoutServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CheckoutService:
     """What checkout pages call: quote delivery options, place and manage orders.
+
+    Browsing never makes stock unpromisable (DESIGN section 4): a quote holds no
+    stock. PlaceOrder re-checks the chosen option's units under lock and re-sources
+    within the promised date if they are gone. A checkout that wants the units kept
+    while the shopper pays calls StartCheckout: a short hold of that one option,
+    capped per caller, released by PlaceOrder, AbandonCheckout or its expiry.
     """
 
     @staticmethod
@@ -168,6 +227,60 @@ class CheckoutService:
             '/oms.v1.CheckoutService/QuoteDeliveryOptions',
             oms_dot_v1_dot_checkout__pb2.QuoteDeliveryOptionsRequest.SerializeToString,
             oms_dot_v1_dot_checkout__pb2.QuoteDeliveryOptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartCheckout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.CheckoutService/StartCheckout',
+            oms_dot_v1_dot_checkout__pb2.StartCheckoutRequest.SerializeToString,
+            oms_dot_v1_dot_checkout__pb2.StartCheckoutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbandonCheckout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.CheckoutService/AbandonCheckout',
+            oms_dot_v1_dot_checkout__pb2.AbandonCheckoutRequest.SerializeToString,
+            oms_dot_v1_dot_checkout__pb2.AbandonCheckoutResponse.FromString,
             options,
             channel_credentials,
             insecure,

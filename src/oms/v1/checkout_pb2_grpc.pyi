@@ -27,16 +27,35 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class CheckoutServiceStub:
-    """What checkout pages call: quote delivery options, place and manage orders."""
+    """What checkout pages call: quote delivery options, place and manage orders.
+
+    Browsing never makes stock unpromisable (DESIGN section 4): a quote holds no
+    stock. PlaceOrder re-checks the chosen option's units under lock and re-sources
+    within the promised date if they are gone. A checkout that wants the units kept
+    while the shopper pays calls StartCheckout: a short hold of that one option,
+    capped per caller, released by PlaceOrder, AbandonCheckout or its expiry.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CheckoutServiceAsyncStub: ...
     QuoteDeliveryOptions: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.QuoteDeliveryOptionsRequest, _checkout_pb2.QuoteDeliveryOptionsResponse]
-    """The delivery menu for a cart and an address. The quote holds each option's
-    stock until expire_time, so the option the shopper picks can be honoured.
+    """The delivery menu for a cart and an address, valid (placeable) until
+    expire_time. It holds no stock.
     """
+    StartCheckout: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.StartCheckoutRequest, _checkout_pb2.StartCheckoutResponse]
+    """The shopper chose an option and started to check out: hold that option's units
+    (only those) until hold_expire_time, a few minutes, never past the quote's
+    expiry. One live hold per quote: a second call moves or renews it. Units no
+    longer all free are not held (stock_held false, unavailable says which; PlaceOrder
+    may still re-source within the promise). Holds are capped per caller: anonymous
+    callers (no token: keyed by address) get a small cap, each client of the checkout
+    token (x-client-id metadata) a larger one; beyond it RESOURCE_EXHAUSTED with a
+    QuotaFailure, and the checkout can go on without a hold.
+    """
+    AbandonCheckout: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.AbandonCheckoutRequest, _checkout_pb2.AbandonCheckoutResponse]
+    """The shopper left: release the quote's hold now rather than at its expiry."""
     PlaceOrder: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.PlaceOrderRequest, _checkout_pb2.PlaceOrderResponse]
     """Place an order on a quoted option; reserves exactly its stock. If that stock
     is gone, re-sources within the promised delivery date, or fails with
@@ -61,13 +80,32 @@ class CheckoutServiceStub:
 
 @_typing.type_check_only
 class CheckoutServiceAsyncStub(CheckoutServiceStub):
-    """What checkout pages call: quote delivery options, place and manage orders."""
+    """What checkout pages call: quote delivery options, place and manage orders.
+
+    Browsing never makes stock unpromisable (DESIGN section 4): a quote holds no
+    stock. PlaceOrder re-checks the chosen option's units under lock and re-sources
+    within the promised date if they are gone. A checkout that wants the units kept
+    while the shopper pays calls StartCheckout: a short hold of that one option,
+    capped per caller, released by PlaceOrder, AbandonCheckout or its expiry.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     QuoteDeliveryOptions: _aio.UnaryUnaryMultiCallable[_checkout_pb2.QuoteDeliveryOptionsRequest, _checkout_pb2.QuoteDeliveryOptionsResponse]  # type: ignore[assignment]
-    """The delivery menu for a cart and an address. The quote holds each option's
-    stock until expire_time, so the option the shopper picks can be honoured.
+    """The delivery menu for a cart and an address, valid (placeable) until
+    expire_time. It holds no stock.
     """
+    StartCheckout: _aio.UnaryUnaryMultiCallable[_checkout_pb2.StartCheckoutRequest, _checkout_pb2.StartCheckoutResponse]  # type: ignore[assignment]
+    """The shopper chose an option and started to check out: hold that option's units
+    (only those) until hold_expire_time, a few minutes, never past the quote's
+    expiry. One live hold per quote: a second call moves or renews it. Units no
+    longer all free are not held (stock_held false, unavailable says which; PlaceOrder
+    may still re-source within the promise). Holds are capped per caller: anonymous
+    callers (no token: keyed by address) get a small cap, each client of the checkout
+    token (x-client-id metadata) a larger one; beyond it RESOURCE_EXHAUSTED with a
+    QuotaFailure, and the checkout can go on without a hold.
+    """
+    AbandonCheckout: _aio.UnaryUnaryMultiCallable[_checkout_pb2.AbandonCheckoutRequest, _checkout_pb2.AbandonCheckoutResponse]  # type: ignore[assignment]
+    """The shopper left: release the quote's hold now rather than at its expiry."""
     PlaceOrder: _aio.UnaryUnaryMultiCallable[_checkout_pb2.PlaceOrderRequest, _checkout_pb2.PlaceOrderResponse]  # type: ignore[assignment]
     """Place an order on a quoted option; reserves exactly its stock. If that stock
     is gone, re-sources within the promised delivery date, or fails with
@@ -91,7 +129,14 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     """
 
 class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
-    """What checkout pages call: quote delivery options, place and manage orders."""
+    """What checkout pages call: quote delivery options, place and manage orders.
+
+    Browsing never makes stock unpromisable (DESIGN section 4): a quote holds no
+    stock. PlaceOrder re-checks the chosen option's units under lock and re-sources
+    within the promised date if they are gone. A checkout that wants the units kept
+    while the shopper pays calls StartCheckout: a short hold of that one option,
+    capped per caller, released by PlaceOrder, AbandonCheckout or its expiry.
+    """
 
     @_abc_1.abstractmethod
     def QuoteDeliveryOptions(
@@ -99,9 +144,33 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _checkout_pb2.QuoteDeliveryOptionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_pb2.QuoteDeliveryOptionsResponse, _abc.Awaitable[_checkout_pb2.QuoteDeliveryOptionsResponse]]:
-        """The delivery menu for a cart and an address. The quote holds each option's
-        stock until expire_time, so the option the shopper picks can be honoured.
+        """The delivery menu for a cart and an address, valid (placeable) until
+        expire_time. It holds no stock.
         """
+
+    @_abc_1.abstractmethod
+    def StartCheckout(
+        self,
+        request: _checkout_pb2.StartCheckoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_checkout_pb2.StartCheckoutResponse, _abc.Awaitable[_checkout_pb2.StartCheckoutResponse]]:
+        """The shopper chose an option and started to check out: hold that option's units
+        (only those) until hold_expire_time, a few minutes, never past the quote's
+        expiry. One live hold per quote: a second call moves or renews it. Units no
+        longer all free are not held (stock_held false, unavailable says which; PlaceOrder
+        may still re-source within the promise). Holds are capped per caller: anonymous
+        callers (no token: keyed by address) get a small cap, each client of the checkout
+        token (x-client-id metadata) a larger one; beyond it RESOURCE_EXHAUSTED with a
+        QuotaFailure, and the checkout can go on without a hold.
+        """
+
+    @_abc_1.abstractmethod
+    def AbandonCheckout(
+        self,
+        request: _checkout_pb2.AbandonCheckoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_checkout_pb2.AbandonCheckoutResponse, _abc.Awaitable[_checkout_pb2.AbandonCheckoutResponse]]:
+        """The shopper left: release the quote's hold now rather than at its expiry."""
 
     @_abc_1.abstractmethod
     def PlaceOrder(

@@ -380,7 +380,6 @@ class DeliveryOption(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     GAP_FIELD_NUMBER: _builtins.int
     PROOF_METHOD_FIELD_NUMBER: _builtins.int
-    STOCK_HELD_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     PICKUP_STORE_ID_FIELD_NUMBER: _builtins.int
     WAITING_FIELD_NUMBER: _builtins.int
@@ -391,8 +390,6 @@ class DeliveryOption(_message.Message):
     """Relative optimality gap; 0 when OPTIMAL."""
     proof_method: _builtins.str
     """Which step proved (or found) it, e.g. "enumeration" or "cp-sat"."""
-    stock_held: _builtins.bool
-    """True when the quote holds this option's stock until the quote expires."""
     method: Global___FulfilmentMethod.ValueType
     pickup_store_id: _builtins.str
     """COLLECT: the store to collect at; delivery_days and delivery_date are then the day
@@ -425,14 +422,13 @@ class DeliveryOption(_message.Message):
         status: Global___ProofStatus.ValueType = ...,
         gap: _builtins.float = ...,
         proof_method: _builtins.str = ...,
-        stock_held: _builtins.bool = ...,
         method: Global___FulfilmentMethod.ValueType = ...,
         pickup_store_id: _builtins.str = ...,
         waiting: _abc.Iterable[Global___WaitingUnits] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "cost", b"cost", "delivery_date", b"delivery_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "cost", b"cost", "delivery_date", b"delivery_date", "delivery_days", b"delivery_days", "gap", b"gap", "labels", b"labels", "method", b"method", "option_id", b"option_id", "parcels", b"parcels", "pickup_store_id", b"pickup_store_id", "proof_method", b"proof_method", "status", b"status", "stock_held", b"stock_held", "waiting", b"waiting"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdown", b"breakdown", "cost", b"cost", "delivery_date", b"delivery_date", "delivery_days", b"delivery_days", "gap", b"gap", "labels", b"labels", "method", b"method", "option_id", b"option_id", "parcels", b"parcels", "pickup_store_id", b"pickup_store_id", "proof_method", b"proof_method", "status", b"status", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

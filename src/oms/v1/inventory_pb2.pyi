@@ -336,7 +336,7 @@ class Availability(_message.Message):
     reserved: _builtins.int
     """Reserved by placed and released orders."""
     held: _builtins.int
-    """Held by open quotes until they expire."""
+    """Held by checkouts in progress (CheckoutService.StartCheckout) until they expire."""
     available: _builtins.int
     """on_hand - safety_stock - reserved - held, never below zero."""
     low_stock_threshold: _builtins.int
