@@ -1,6 +1,6 @@
 """The checkout hot path's statements, run on the database driver's cursor directly.
 
-Every quote reads the stock of its SKUs and writes holds, and every order
+Every quote reads the stock of its SKUs, a checkout writes its hold, and every order
 locks and re-reads what it draws on. Through SQLAlchemy Core each of these
 statements cost more CPU in SQLAlchemy (execution context, parameter
 processing, a Python call per result row, events) than the database took to

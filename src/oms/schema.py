@@ -17,7 +17,7 @@ epoch seconds (float) so SQLite and PostgreSQL compare them the same way.
   by an order (``order_id`` set, no expiry) until it ships or is cancelled.
   Quotes themselves hold nothing.
 * ``node_day_usage``: units orders promised out of a node on a UTC day,
-  checked against its daily capacity (quote holds do not count); each order
+  checked against its daily capacity (checkout holds do not count); each order
   reservation names the day it counts on (``capacity_day``).
 * ``quotes``: the options a quote offered (JSON) and the order that used it.
 * ``orders``, ``order_events``, ``order_returns``: order state and history.
@@ -196,7 +196,7 @@ reservations = Table(
     Column("expires_at", Float, nullable=True),
     # The UTC day whose node capacity (node_day_usage) these order units used
     # (migration 0005): the day they were promised out of the node, at placement
-    # or at re-sourcing. NULL for quote holds and for units that came from a
+    # or at re-sourcing. NULL for checkout holds and for units that came from a
     # receipt, which use none. Releasing units gives back that day's capacity.
     Column("capacity_day", String(10), nullable=True),
     # The caller a checkout hold counts against (migration 0009): "anon:<address>" or

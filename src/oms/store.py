@@ -12,7 +12,7 @@ re-reads on hand and the live reservations and only then inserts. Releasing
 stock never needs the lock. A lost race surfaces as :class:`~oms.errors.Aborted`.
 
 Daily capacity: ``node_day_usage`` counts the units orders promised out of
-each node per UTC day; quote holds do not consume it. Each order reservation
+each node per UTC day; checkout holds do not consume it. Each order reservation
 names the day it counts on (``capacity_day``: placement, or a later
 re-sourcing), and releasing it gives back that day's units.
 """
@@ -54,7 +54,7 @@ from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind, Receipt
 
 Position = tuple[str, str]  # (node_id, sku)
 
-#: How often expired quote holds are deleted (they stop counting at expiry; deleting
+#: How often expired checkout holds are deleted (they stop counting at expiry; deleting
 #: them keeps the per-position sums of live reservations short).
 PURGE_EVERY_S = 5.0
 #: Largest unit count a position may hold: far below int64 in every SQL backend.
@@ -94,7 +94,7 @@ _NETWORK_VERSION = Statement.portable(
     "SELECT value FROM network_meta WHERE \"key\" = 'network_version'"
 )
 _STOCK_OF_SKUS = Statement.portable(f"{_STOCK} WHERE sku IN ({{skus}})")
-#: Indexed by "leaves out one quote's holds".
+#: Indexed by "leaves out one quote's checkout hold".
 _RESERVED_OF_SKUS = {
     False: Statement.portable(f"{_RESERVED} WHERE sku IN ({{skus}}) AND {_LIVE} {_BY_POSITION}"),
     True: Statement.portable(
@@ -727,7 +727,7 @@ class Store:
     ) -> Network:
         """A :class:`Network` of every node and just ``skus``, with live stock and capacity.
 
-        ``reserved`` counts order reservations and unexpired quote holds
+        ``reserved`` counts order reservations and unexpired checkout holds
         (except ``exclude_quote``'s own); capacity is what is left of today's.
         """
         now = self.clock()
@@ -942,7 +942,7 @@ class Store:
             return self._trim_holds(conn, node_id, sku)
 
     def _trim_holds(self, conn: Connection, node_id: str, sku: str) -> Availability:
-        """After stock fell, shrink quote holds (newest first) to what is left to promise.
+        """After stock fell, shrink checkout holds (newest first) to what is left to promise.
 
         A count that finds fewer units is a fact, not a request: it is never
         refused for the sake of a hold. The quotes whose holds shrink are
