@@ -90,6 +90,19 @@ def test_settings_repr_shows_no_secret() -> None:
     assert "checkout_token=None" in repr(Settings())
 
 
+def test_dashboard_config_repr_shows_no_secret() -> None:
+    from oms.dashboard.config import DashboardConfig
+
+    config = DashboardConfig(
+        database_url=f"postgresql+psycopg://oms:{PASSWORD}@db/oms",
+        viewer_token="viewer-secret",
+        admin_token=TOKEN,
+    )
+    shown = repr(config)
+    assert TOKEN not in shown and "viewer-secret" not in shown and PASSWORD not in shown
+    assert "viewer_token='***'" in shown and "oms:***@db" in shown
+
+
 def test_json_log_lines_redact_url_passwords() -> None:
     stream = io.StringIO()
     configure_logging("INFO", stream)

@@ -14,8 +14,10 @@ import hashlib
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+from oms.credentials import MASK, redact_url
 
 DEFAULT_HTTP_PORT = 8080
 #: Demo orders placed on a fresh store that has the demo network (0: none).
@@ -28,9 +30,10 @@ class ConfigError(ValueError):
     """A setting the dashboard cannot start with (names the setting)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DashboardConfig:
-    """Everything the dashboard process needs; picklable (it crosses a spawn)."""
+    """Everything the dashboard process needs; picklable (it crosses a spawn). ``repr``
+    masks the tokens and the URL's password (:mod:`oms.credentials`)."""
 
     database_url: str
     host: str = "127.0.0.1"
@@ -45,6 +48,17 @@ class DashboardConfig:
     currency: str = "USD"
     #: Signed session cookies expire after this many seconds.
     session_s: int = 12 * 3600
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("viewer_token", "admin_token") and value is not None:
+                value = MASK
+            elif f.name == "database_url":
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @property
     def tokens(self) -> dict[str, str]:
