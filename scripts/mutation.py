@@ -1,0 +1,271 @@
+"""Mutation testing of the code whose bugs no test may miss (issue 19). Slow: not in CI.
+
+For each target below, mutmut (``pip install -e '.[dev,mutation]'``) changes the
+target's functions one small edit at a time (``<`` to ``<=``, ``+`` to ``-``, a
+constant, a dropped argument...) and runs the target's own test files against
+each mutant. A mutant the tests still pass on is a *survivor*: a bug they would
+not catch. This prints every survivor with its diff, then a table per target
+(and writes it as JSON).
+
+Each target runs in its own scratch copy of the repository under
+``.mutation/<target>/`` (git-ignored; mutmut keeps its results there, so a
+second run resumes; ``--fresh`` starts over). Only in-process tests are listed:
+a test that starts ``oms serve`` as a subprocess runs the unmutated package
+and would prove nothing. mutmut does not mutate decorated functions, so
+``CheckoutService.PlaceOrder`` itself (``@rpc @admitted``) is out of reach;
+the work it delegates (``_try_place``, ``_replay``, ``_resource``) is in.
+
+Usage (nice: the machine's two cores are shared)::
+
+    nice -n 10 .venv/bin/python scripts/mutation.py                  # every target
+    nice -n 10 .venv/bin/python scripts/mutation.py costs batch      # some
+    .venv/bin/python scripts/mutation.py --list                      # what each covers
+    .venv/bin/python scripts/mutation.py --source /tmp/main-tree     # another tree (before/after)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to mutate (a source file, and mutmut name globs of its functions) and what tests it."""
+
+    file: str
+    functions: tuple[str, ...]
+    tests: tuple[str, ...]
+    #: pytest ``-k`` expression to leave out slow tests that add nothing here.
+    deselect: str = ""
+
+
+_SOLVER_TESTS = (
+    "tests/test_reference_cost.py",
+    "tests/test_costs_property.py",
+    "tests/test_solver_cases.py",
+    "tests/test_solver_bruteforce.py",
+    "tests/test_fulfil_cases.py",
+    "tests/test_fulfil_bruteforce.py",
+)
+_SERVICE_TESTS = (
+    "tests/test_store_holds.py",
+    "tests/test_service_lifecycle.py",
+    "tests/test_service_errors.py",
+    "tests/test_service_fulfil.py",
+    "tests/test_place_order_races.py",
+)
+
+TARGETS: dict[str, Target] = {
+    "costs": Target("src/sourcing/costs.py", ("sourcing.costs.*",), _SOLVER_TESTS),
+    "evaluate": Target("src/sourcing/evaluate.py", ("sourcing.evaluate.*",), _SOLVER_TESTS),
+    "orders": Target(
+        "src/sourcing/orders.py",
+        ("sourcing.orders.*",),
+        (*_SOLVER_TESTS, "tests/test_batch.py", "tests/test_cli.py"),
+        deselect="not dask",
+    ),
+    "availability": Target(
+        "src/sourcing/model.py",
+        ("sourcing.model.xǁNetworkǁavailable_of*",),
+        (*_SOLVER_TESTS, "tests/test_batch.py"),
+        deselect="not dask",
+    ),
+    "store": Target(
+        "src/oms/store.py",
+        tuple(
+            f"oms.store.xǁStoreǁ{name}__mutmut_*"
+            for name in (
+                "lock_free_units",
+                "lock_positions",
+                "shortages",
+                "_capacity_problems",
+                "_reserved_rows",
+                "positions",
+                "network_for",
+                "insert_order",
+                "find_order_by_key",
+            )
+        ),
+        _SERVICE_TESTS,
+    ),
+    "checkout": Target(
+        "src/oms/checkout.py",
+        tuple(
+            f"oms.checkout.xǁCheckoutServiceǁ{name}__mutmut_*"
+            for name in ("_try_place", "_replay", "_resource")
+        ),
+        _SERVICE_TESTS,
+    ),
+    "batch": Target(
+        "src/sourcing/batch.py",
+        tuple(
+            f"sourcing.batch.{name}__mutmut_*"
+            for name in (
+                "x_solve_problem",
+                "x__satisfies",
+                "x__cost",
+                "x__same_node_groups",
+                "x_joint_violations",
+                "xǁBatchResultǁcheck",
+            )
+        ),
+        ("tests/test_batch.py", "tests/test_batch_guards.py"),
+        deselect="not dask",
+    ),
+}
+
+#: What a scratch copy needs: the package, the tests and the benchmark helpers they import.
+_COPY = ("src", "tests", "benchmarks", "pyproject.toml")
+_RESULT = re.compile(r"^\s+(\S+__mutmut_\d+): (.+)$")
+
+
+def _config(target: Target, tests: list[str]) -> str:
+    selection = [*tests, "-p", "no:cacheprovider"]
+    if target.deselect:
+        selection += ["-k", target.deselect]
+    lines = [
+        "[tool.mutmut]",
+        'source_paths = ["src"]',
+        f"only_mutate = [{json.dumps(target.file)}]",
+        f"pytest_add_cli_args_test_selection = {json.dumps(selection)}",
+        'pytest_add_cli_args = ["-q", "-x"]',
+        # grpc in the test process is not fork-safe: fork each mutant from a clean server.
+        'process_isolation = "forkserver"',
+        "use_git_change_detection = false",
+        "timeout_multiplier = 5.0",
+        "timeout_constant = 20.0",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _prepare(
+    name: str, target: Target, source: Path, workdir: Path, fresh: bool
+) -> tuple[Path, list[str]]:
+    work = workdir / name
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    for entry in _COPY:
+        src, dst = source / entry, work / entry
+        if dst.is_dir():
+            shutil.rmtree(dst)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dst)
+    tests = [t for t in target.tests if (work / t).exists()]
+    missing = sorted(set(target.tests) - set(tests))
+    if missing:
+        print(f"[{name}] not in this tree, left out: {', '.join(missing)}")
+    pyproject = work / "pyproject.toml"
+    text = pyproject.read_text(encoding="utf-8")
+    text = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", text)
+    pyproject.write_text(text + "\n" + _config(target, tests), encoding="utf-8")
+    return work, tests
+
+
+def _mutmut(work: Path, *args: str, log: Path | None = None) -> str:
+    command = [str(Path(sys.executable).parent / "mutmut"), *args]
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    if log is None:
+        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
+        return done.stdout
+    with log.open("w") as out:
+        subprocess.run(command, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return log.read_text(errors="replace")
+
+
+def run_target(
+    name: str, target: Target, source: Path, workdir: Path, fresh: bool, max_children: int
+) -> dict[str, object]:
+    work, tests = _prepare(name, target, source, workdir, fresh)
+    started = time.perf_counter()
+    log = work / "run.log"
+    print(f"[{name}] mutating {target.file} ({', '.join(target.functions)}); {len(tests)} test files")
+    _mutmut(work, "run", "--max-children", str(max_children), *target.functions, log=log)
+    seconds = time.perf_counter() - started
+    statuses: dict[str, str] = {}
+    for line in _mutmut(work, "results", "--all", "true").splitlines():
+        found = _RESULT.match(line)
+        if found and _selected(found.group(1), target.functions):
+            statuses[found.group(1)] = found.group(2).strip()
+    survivors = sorted(k for k, v in statuses.items() if v in ("survived", "no tests"))
+    if not statuses:
+        print(f"[{name}] mutmut produced no results; its log: {log}")
+        print(log.read_text(errors="replace")[-3000:])
+    for mutant in survivors:
+        print(_mutmut(work, "show", mutant).rstrip())
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    return {
+        "target": name,
+        "file": target.file,
+        "mutants": len(statuses),
+        "counts": counts,
+        "survivors": survivors,
+        "seconds": round(seconds, 1),
+    }
+
+
+def _selected(mutant: str, globs: tuple[str, ...]) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatch(mutant, g) for g in globs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", help=f"some of: {', '.join(TARGETS)}")
+    parser.add_argument("--source", type=Path, default=ROOT, help="the tree to mutate and test")
+    parser.add_argument("--fresh", action="store_true", help="forget earlier results")
+    parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
+    parser.add_argument(
+        "--workdir", type=Path, default=ROOT / ".mutation", help="where the scratch copies go"
+    )
+    parser.add_argument("--list", action="store_true", help="print the targets and exit")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.targets) - set(TARGETS))
+    if unknown:
+        parser.error(f"unknown target(s) {unknown}; choose from {list(TARGETS)}")
+    names = args.targets or list(TARGETS)
+    if args.list:
+        for name in names:
+            t = TARGETS[name]
+            print(f"{name}: {t.file} {list(t.functions)}\n    tests: {list(t.tests)}")
+        return 0
+    rows = [
+        run_target(
+            n, TARGETS[n], args.source.resolve(), args.workdir, args.fresh, args.max_children
+        )
+        for n in names
+    ]
+    print(f"\n{'target':<13}{'mutants':>8}{'killed':>8}{'survived':>9}{'other':>7}{'s':>8}")
+    for row in rows:
+        counts: dict[str, int] = row["counts"]  # type: ignore[assignment]
+        killed = counts.get("killed", 0)
+        survived = len(row["survivors"])  # type: ignore[arg-type]
+        other = int(row["mutants"]) - killed - survived  # type: ignore[call-overload]
+        print(
+            f"{row['target']:<13}{row['mutants']:>8}{killed:>8}{survived:>9}{other:>7}"
+            f"{row['seconds']:>8}"
+        )
+    summary = args.workdir / "summary.json"
+    summary.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    print(f"JSON: {summary}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
