@@ -1,4 +1,9 @@
-"""Test support: tiny random networks and a brute-force oracle built on `evaluate`."""
+"""Test support: tiny random networks and a brute-force oracle built on `evaluate`.
+
+The oracle bounds its enumeration with its own reading of DESIGN section 7's
+availability rule (:func:`free_units`), not with ``Network.available``, the
+rule the solver uses.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +50,7 @@ def tiny_network(
     transit = rng.integers(1, 5, (n_services, n_zones))
     offered = rng.random((n_services, n_zones)) < 0.9
     offered[0] = True  # every zone reachable by at least one service
-    return Network(
+    network = Network(
         node_ids=tuple(f"N{i}" for i in range(n_nodes)),
         node_kinds=tuple(NodeKind.DC if i % 2 else NodeKind.STORE for i in range(n_nodes)),
         lat=lat,
@@ -68,6 +73,34 @@ def tiny_network(
         transit_days=transit,
         offered=offered,
     )
+    # Units reserved by earlier orders: on hand holds them too, so what is free to
+    # promise keeps the spread drawn above, and a rule that forgot them would promise
+    # units that are not there. Drawn last, so every draw above stays as it was.
+    reserved = np.where(
+        rng.random((n_nodes, n_skus)) < 0.3, rng.integers(1, 3, (n_nodes, n_skus)), 0
+    )
+    return network.replace(on_hand=network.on_hand + reserved, reserved=reserved)
+
+
+def free_units(network: Network) -> np.ndarray:
+    """Units each node may promise of each SKU (N x S), read straight off the raw fields.
+
+    DESIGN section 7: ``on_hand - safety_stock - reserved``, never below zero. Scalar,
+    and written here, so that the brute force does not take the solver's own rule
+    (``Network.available``) on trust.
+    """
+    rows = []
+    for n in range(len(network.node_ids)):
+        row = []
+        for k in range(len(network.sku_ids)):
+            free = (
+                int(network.on_hand[n, k])
+                - int(network.safety_stock[n, k])
+                - int(network.reserved[n, k])
+            )
+            row.append(free if free > 0 else 0)
+        rows.append(row)
+    return np.array(rows, dtype=np.int64).reshape(len(network.node_ids), len(network.sku_ids))
 
 
 def _sub_cent(cents: np.ndarray) -> np.ndarray:
@@ -114,7 +147,7 @@ def all_allocations(
     if demand is not None:
         wanted = demand
     skus = sorted(wanted)
-    avail = network.available
+    avail = free_units(network)
     n_nodes = len(network.node_ids)
     per_sku = [
         list(

@@ -15,7 +15,7 @@ from sourcing.costs import order_costs
 from sourcing.evaluate import evaluate
 from sourcing.model import Allocation, Location, Order, OrderLine, ParcelLine, ParcelPlan
 
-from support import tiny_network
+from support import free_units, tiny_network
 
 
 @settings(max_examples=300, deadline=None)
@@ -31,7 +31,7 @@ def test_cost_arrays_agree_with_the_evaluator(
     rng = np.random.default_rng(seed)
     network = tiny_network(rng, n_nodes=4, n_skus=3, max_stock=6, capacity_prob=0.0)
     network = network.replace(horizon_days=horizon)
-    avail = network.available
+    avail = free_units(network)
     # One line per SKU that some node holds; each line split over the nodes holding it.
     held = [k for k in range(len(network.sku_ids)) if avail[:, k].sum() > 0]
     if not held:

@@ -1,0 +1,392 @@
+"""The tests' own reference cost (``reference.py``) against hand-worked prices, then
+``sourcing.evaluate`` and ``sourcing.costs`` against it on random allocations.
+
+The solver tests compare every option with the reference; this file is what
+makes the reference itself trustworthy (hand-worked figures), and what catches
+a change in the evaluator's or the cost arrays' rules directly, parcel by
+parcel, including the allocations they must refuse.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sourcing.costs import collect_costs, inbound_costs, order_costs
+from sourcing.evaluate import evaluate
+from sourcing.model import (
+    UNLIMITED_CAPACITY,
+    Allocation,
+    Location,
+    Network,
+    NodeKind,
+    Order,
+    OrderLine,
+    ParcelLine,
+    ParcelPlan,
+    Receipt,
+)
+
+from reference import great_circle_km, reference_price, unit_credit
+from service_support import hand_network
+from support import free_units, tiny_network
+
+NYC = Location(40.7128, -74.0060)
+
+
+def _parcel(node: str, service: str, *lines: tuple[int, str, int], wait: int | None = None):  # type: ignore[no-untyped-def]
+    return ParcelPlan(node, service, tuple(ParcelLine(*line) for line in lines), wait)
+
+
+def _with_lane(network: Network) -> Network:
+    """``network`` plus a transfer lane: zone 1 $1.00 + $0.50/kg, 1 day; zone 2 $2.00 +
+    $0.50/kg, 2 days; none in zone 3."""
+    return network.replace(
+        service_ids=(*network.service_ids, "transfer"),
+        base_price=np.vstack([network.base_price, [[100, 200, 300]]]),
+        per_kg=np.vstack([network.per_kg, [[50, 50, 50]]]),
+        transit_days=np.vstack([network.transit_days, [[1, 2, 3]]]),
+        offered=np.vstack([network.offered, [[True, True, False]]]),
+    )
+
+
+# ---------------------------------------------------------------- hand-worked prices
+
+
+def test_the_reference_prices_the_hand_network_as_worked_out() -> None:
+    # service_support.hand_network's docstring: ground zone 1 $5.00 + $1.00/kg, 1 day; zone 2
+    # $7.00 + $1.00/kg, 2 days; zone 3 $9.00 + $1.00/kg, 3 days. A 1 kg, B 2 kg.
+    net = hand_network()
+    order = Order(NYC, (OrderLine("A", 2), OrderLine("B", 1)))
+    one = Allocation((_parcel("DC-NJ", "ground", (0, "A", 2), (1, "B", 1)),))
+    # NJ (14 km, zone 1): $5.00 + 4 kg x $1.00 + $2.00 handling = $11.00; 1 + 1 days.
+    price = reference_price(net, order, one)
+    assert (price.cost, price.delivery_days, price.problems) == (1_100_000, 2, ())
+    split = Allocation(
+        (
+            _parcel("ST-PHL", "ground", (0, "A", 2)),
+            _parcel("DC-CHI", "ground", (1, "B", 1)),
+        )
+    )
+    # PHL (130 km, zone 2): $7.00 + $2.00 + $3.00 = $12.00, day 1 + 2 = 3;
+    # CHI (1,145 km, zone 3): $9.00 + $2.00 + $1.50 = $12.50, day 0 + 3 = 3.
+    price = reference_price(net, order, split)
+    assert [(p.zone, p.cost, p.arrival_days) for p in price.parcels] == [
+        ("2", 1_200_000, 3),
+        ("3", 1_250_000, 3),
+    ]
+    assert (price.cost, price.delivery_days, price.problems) == (2_450_000, 3, ())
+    assert 13 < great_circle_km(40.7357, -74.1724, NYC.lat, NYC.lon) < 15
+    assert 1140 < great_circle_km(41.8781, -87.6298, NYC.lat, NYC.lon) < 1150
+
+
+def test_the_storage_credit_is_cover_capped_by_the_horizon_and_rounded_half_to_even() -> None:
+    net = hand_network({("DC-NJ", "A"): 12, ("DC-NJ", "B"): 1}).replace(
+        storage_cost=np.array([3, 0, 0]), daily_demand=np.array([0.64, 0.0])
+    )
+    # A: 12 / 0.64 = 18.75 days of cover: 3 cents x 18.75 = 56.25 cents = 56,250 millicents.
+    assert unit_credit(net, "DC-NJ", "A") == 56_250
+    # B sells nothing: the whole 30-day horizon, 3 x 30 = 90 cents.
+    assert unit_credit(net, "DC-NJ", "B") == 90_000
+    # A horizon of 7 days caps A's cover too: 21 cents.
+    assert unit_credit(net.replace(horizon_days=7.0), "DC-NJ", "A") == 21_000
+    # One unit on hand: 1 / 0.64 = 1.5625 days, 3 x 1.5625 = 4.6875 cents = 4,687.5
+    # millicents, a tie: half to even, 4,688.
+    assert unit_credit(net.replace(on_hand=np.array([[1, 1], [5, 0], [50, 50]])), "DC-NJ", "A") == (
+        4_688
+    )
+    order = Order(NYC, (OrderLine("A", 2),))
+    price = reference_price(net, order, Allocation((_parcel("DC-NJ", "ground", (0, "A", 2)),)))
+    # $5.00 + 2 kg x $1.00 + $2.00 - 2 x 56.25 cents = $7.875 = 787,500 millicents.
+    assert (price.cost, price.problems) == (787_500, ())
+
+
+def test_the_reference_prices_collect_and_waiting_units_as_worked_out() -> None:
+    net = _with_lane(hand_network()).replace(
+        receipts=(Receipt("R1", "DC-CHI", "B", 2, 4), Receipt("R2", "DC-CHI", "B", 1, 4))
+    )
+    order = Order(NYC, (OrderLine("A", 1), OrderLine("B", 3)))
+    collect = Allocation(
+        (
+            _parcel("ST-PHL", "pickup", (0, "A", 1)),
+            _parcel("DC-NJ", "transfer", (1, "B", 2)),
+            _parcel("DC-CHI", "transfer", (1, "B", 1), wait=4),
+        ),
+        pickup="ST-PHL",
+    )
+    price = reference_price(net, order, collect)
+    # PHL picks its own A: $3.00 handling, ready after 1 day. NJ -> PHL (about 130 km, zone 2)
+    # by the lane: $2.00 + 4 kg x $0.50 + $2.00 = $6.00, 1 + 2 = day 3. CHI -> PHL (about
+    # 1,050 km, zone 3): no lane row there, so the allocation breaks a rule; priced anyway:
+    # $3.00 + 2 kg x $0.50 + $1.50, ready 4 + 0 + 3 = day 7 (waiting units: no credit).
+    assert [(p.zone, p.cost, p.arrival_days) for p in price.parcels] == [
+        ("", 300_000, 1),
+        ("2", 600_000, 3),
+        ("3", 550_000, 7),
+    ]
+    assert price.problems == ("DC-CHI: no transfer rate row in zone 3",)
+    delivered = Allocation(
+        (
+            _parcel("DC-NJ", "ground", (0, "A", 1), (1, "B", 2)),
+            _parcel("DC-CHI", "ground", (1, "B", 1), wait=4),
+        )
+    )
+    price = reference_price(net, order, delivered)
+    # NJ: $5.00 + 5 kg + $2.00 = $12.00, day 2; CHI waits for day 4: $9.00 + 2 kg + $1.50
+    # = $12.50, day 4 + 0 + 3 = 7.
+    assert (price.cost, price.delivery_days, price.problems) == (2_450_000, 7, ())
+    too_many = Allocation((_parcel("DC-CHI", "ground", (0, "B", 4), wait=4),))
+    assert reference_price(net, Order(NYC, (OrderLine("B", 4),)), too_many).problems == (
+        "DC-CHI/B: 4 units wait for day 4, 3 due",
+    )
+
+
+def test_the_reference_refuses_what_may_not_be_promised() -> None:
+    net = hand_network({("DC-NJ", "A"): 5}).replace(
+        safety_stock=np.array([[2, 0], [0, 0], [0, 0]]),
+        reserved=np.array([[1, 0], [0, 0], [0, 0]]),
+        capacity=np.array([UNLIMITED_CAPACITY, 1, UNLIMITED_CAPACITY]),
+    )
+    order = Order(NYC, (OrderLine("A", 3),))
+    # 5 on hand - 2 safety - 1 reserved = 2 free at NJ; PHL ships at most 1 unit a day.
+    assert reference_price(
+        net, order, Allocation((_parcel("DC-NJ", "ground", (0, "A", 3)),))
+    ).problems == ("DC-NJ/A: 3 units, more than it may promise",)
+    assert reference_price(
+        net, order, Allocation((_parcel("ST-PHL", "ground", (0, "A", 3)),))
+    ).problems == ("ST-PHL: 3 units, over its daily capacity 1",)
+    assert reference_price(
+        net, order, Allocation((_parcel("DC-NJ", "ground", (0, "A", 2)),))
+    ).problems == ("line 0: 2 of 3 units",)
+    assert (
+        reference_price(
+            net,
+            order,
+            Allocation((_parcel("DC-NJ", "ground", (0, "A", 2)),)),
+            allow_partial=True,
+        ).problems
+        == ()
+    )
+    assert reference_price(
+        net,
+        order,
+        Allocation(
+            (_parcel("DC-NJ", "ground", (0, "A", 2)), _parcel("DC-NJ", "ground", (0, "A", 1)))
+        ),
+    ).problems == (
+        "two parcels from DC-NJ (inbound day None)",
+        "DC-NJ/A: 3 units, more than it may promise",
+    )
+
+
+# ---------------------------------------------------------- the engine against it
+
+
+def _random_network(rng: np.random.Generator) -> Network:
+    base = tiny_network(
+        rng,
+        n_nodes=int(rng.integers(2, 5)),
+        n_skus=int(rng.integers(1, 4)),
+        n_services=int(rng.integers(1, 4)),
+        max_stock=4,
+        capacity_prob=0.4,
+    )
+    z = len(base.zone_ids)
+    receipts = tuple(
+        Receipt(
+            f"R{i}",
+            base.node_ids[int(rng.integers(len(base.node_ids)))],
+            base.sku_ids[int(rng.integers(len(base.sku_ids)))],
+            int(rng.integers(1, 4)),
+            int(rng.integers(0, 4)),
+        )
+        for i in range(int(rng.integers(0, 4)))
+    )
+    return base.replace(
+        service_ids=(*base.service_ids, "transfer"),
+        base_price=np.vstack([base.base_price, rng.integers(100, 600, (1, z))]),
+        per_kg=np.vstack([base.per_kg, rng.integers(0, 150, (1, z))]),
+        transit_days=np.vstack([base.transit_days, rng.integers(0, 3, (1, z))]),
+        offered=np.vstack([base.offered, rng.random((1, z)) < 0.7]),
+        receipts=receipts,
+        horizon_days=float(rng.choice([7.0, 30.0, 90.0])),
+        safety_stock=base.safety_stock + (rng.random(base.safety_stock.shape) < 0.2),
+    )
+
+
+def _random_allocation(
+    rng: np.random.Generator, network: Network, order: Order
+) -> tuple[Allocation, bool]:
+    """A well-formed allocation (known names, matching SKUs, positive quantities) and whether
+    it is partial. Mostly drawn from what is free (stock first, then receipts), so it is often
+    feasible; sometimes drawn at random, breaking any rule: stock, capacity, receipts,
+    coverage, services, one parcel per source."""
+    stores = [n for n, k in zip(network.node_ids, network.node_kinds, strict=True) if k == "store"]
+    pickup = None
+    if rng.random() < 0.35:
+        pickup = network.node_ids[int(rng.integers(len(network.node_ids)))]
+        if stores and rng.random() < 0.85:
+            pickup = stores[int(rng.integers(len(stores)))]
+    customer = [s for s in network.service_ids if s != "transfer"]
+    contents: dict[tuple[str, int | None], list[ParcelLine]] = {}
+    partial = False
+    if rng.random() < 0.7:
+        free = {
+            (node, sku): int(free_units(network)[n, k])
+            for n, node in enumerate(network.node_ids)
+            for k, sku in enumerate(network.sku_ids)
+        }
+        due: dict[tuple[str, str, int], int] = {}
+        for r in network.receipts:
+            due[(r.node_id, r.sku, r.expected_day)] = (
+                due.get((r.node_id, r.sku, r.expected_day), 0) + r.qty
+            )
+        for i, line in enumerate(order.lines):
+            left = line.qty
+            for n in rng.permutation(len(network.node_ids)).tolist():
+                node = network.node_ids[n]
+                take = min(left, free[(node, line.sku)])
+                if take:
+                    contents.setdefault((node, None), []).append(ParcelLine(i, line.sku, take))
+                    free[(node, line.sku)] -= take
+                    left -= take
+            for (node, sku, day), qty in sorted(due.items()):
+                take = min(left, qty) if sku == line.sku else 0
+                if take:
+                    contents.setdefault((node, day), []).append(ParcelLine(i, line.sku, take))
+                    due[(node, sku, day)] -= take
+                    left -= take
+            partial = partial or left > 0
+    else:
+        for node in network.node_ids:
+            for wait in (None, int(rng.integers(0, 4))):
+                if rng.random() > (0.6 if wait is None else 0.25):
+                    continue
+                picks = rng.permutation(len(order.lines))[: int(rng.integers(1, 3))].tolist()
+                contents[(node, wait)] = [
+                    ParcelLine(i, order.lines[i].sku, int(rng.integers(1, 4))) for i in picks
+                ]
+        partial = bool(rng.random() < 0.3)
+    parcels = []
+    for (node, wait), lines in contents.items():
+        if pickup is not None and node == pickup:
+            service = "pickup"
+        elif pickup is not None:
+            service = "transfer" if rng.random() < 0.95 else customer[0]
+        else:
+            service = customer[int(rng.integers(len(customer)))]
+            if rng.random() < 0.03:
+                service = "transfer"
+        parcels.append(ParcelPlan(node, service, tuple(sorted(lines, key=lambda x: x.line)), wait))
+    if parcels and rng.random() < 0.03:
+        parcels.append(parcels[0])  # two parcels from one source
+    return Allocation(tuple(parcels), pickup), partial
+
+
+@pytest.mark.parametrize("block", range(4))
+def test_the_evaluator_agrees_with_the_reference_parcel_by_parcel(block: int) -> None:
+    feasible = infeasible = collect = waiting = credited = 0
+    for seed in range(block * 250, (block + 1) * 250):
+        rng = np.random.default_rng(70_000 + seed)
+        network = _random_network(rng)
+        order = Order(
+            Location(float(rng.uniform(28, 47)), float(rng.uniform(-122, -72))),
+            tuple(
+                OrderLine(network.sku_ids[int(rng.integers(len(network.sku_ids)))], int(q))
+                for q in rng.integers(1, 5, int(rng.integers(1, 4)))
+            ),
+        )
+        allocation, partial = _random_allocation(rng, network, order)
+        if not allocation.parcels:
+            continue
+        got = evaluate(network, order, allocation, allow_partial=partial)
+        want = reference_price(network, order, allocation, allow_partial=partial)
+        assert [(p.node_id, p.zone, p.cost, p.arrival_days) for p in got.parcels] == [
+            (p.node_id, p.zone, p.cost, p.arrival_days) for p in want.parcels
+        ], seed
+        assert (got.cost, got.delivery_days) == (want.cost, want.delivery_days), seed
+        assert got.is_feasible == (want.problems == ()), (seed, got.violations, want.problems)
+        feasible += got.is_feasible
+        infeasible += not got.is_feasible
+        collect += allocation.pickup is not None
+        waiting += any(p.inbound_day is not None for p in allocation.parcels)
+        credited += got.storage_credit > 0
+    # Both verdicts, every way to fulfil and the credit must keep coming up.
+    assert min(feasible, infeasible, collect, waiting, credited) >= 50, (
+        feasible,
+        infeasible,
+        collect,
+        waiting,
+        credited,
+    )
+
+
+@pytest.mark.parametrize("block", range(3))
+def test_the_cost_arrays_agree_with_the_reference(block: int) -> None:
+    """Every candidate's fixed, per-unit and arrival figures of ``order_costs`` (delivery),
+    ``collect_costs`` (pickup + lane) and ``inbound_costs`` (receipts), as one-parcel prices."""
+    compared = 0
+    for seed in range(block * 100, (block + 1) * 100):
+        rng = np.random.default_rng(90_000 + seed)
+        network = _random_network(rng)
+        k = len(network.sku_ids)
+        skus = np.arange(k, dtype=np.int64)
+        demand = rng.integers(1, 6, k).astype(np.int64)
+        lat, lon = float(rng.uniform(28, 47)), float(rng.uniform(-122, -72))
+        order = Order(
+            Location(lat, lon),
+            tuple(OrderLine(s, int(q)) for s, q in zip(network.sku_ids, demand, strict=True)),
+        )
+        free = free_units(network)
+        stores = [i for i, kind in enumerate(network.node_kinds) if kind is NodeKind.STORE]
+        legs: list[tuple[object, str | None, list[str], list[int | None]]] = []
+        costs = order_costs(network, lat, lon, skus, demand)
+        legs.append(
+            (
+                costs,
+                None,
+                [network.service_ids[v] for v in costs.services],
+                [None] * costs.nodes.size,
+            )
+        )
+        # Candidates are the nodes with something free to promise, each clipped to the demand.
+        assert costs.nodes.tolist() == [
+            n for n in range(len(network.node_ids)) if free[n].sum() > 0
+        ]
+        assert costs.available.tolist() == np.minimum(free[costs.nodes], demand).tolist()
+        inbound = inbound_costs(network, lat, lon, skus, demand)
+        legs.append((inbound.costs, None, list(inbound.service_ids), inbound.inbound_day.tolist()))
+        if stores:
+            store = stores[int(rng.integers(len(stores)))]
+            for waits in (False, True):
+                leg = collect_costs(network, store, skus, demand, inbound=waits)
+                legs.append(
+                    (
+                        leg.costs,
+                        network.node_ids[store],
+                        list(leg.service_ids),
+                        leg.inbound_day.tolist(),
+                    )
+                )
+        for arrays, pickup, service_names, days in legs:
+            for c, n in enumerate(arrays.nodes.tolist()):  # type: ignore[attr-defined]
+                wait = None if days[c] is None or days[c] < 0 else int(days[c])
+                units = arrays.available[c]  # type: ignore[attr-defined]
+                lines = tuple(
+                    ParcelLine(i, network.sku_ids[i], int(units[i]))
+                    for i in range(k)
+                    if units[i] > 0
+                )
+                for v, name in enumerate(service_names):
+                    if not arrays.usable[c, v]:  # type: ignore[attr-defined]
+                        continue
+                    parcel = ParcelPlan(network.node_ids[n], name, lines, wait)
+                    price = reference_price(
+                        network, order, Allocation((parcel,), pickup), allow_partial=True
+                    )
+                    fixed = int(arrays.fixed[c, v])  # type: ignore[attr-defined]
+                    unit = arrays.unit[c, v]  # type: ignore[attr-defined]
+                    assert fixed + int(unit @ units) == price.cost, (seed, n, name, wait)
+                    assert int(arrays.arrival[c, v]) == price.delivery_days, (seed, n, name)  # type: ignore[attr-defined]
+                    compared += 1
+    assert compared >= 300, compared
