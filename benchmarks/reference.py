@@ -1,4 +1,5 @@
-"""The reference cost of DESIGN section 7, re-implemented for the tests from the raw network.
+"""The reference cost of DESIGN section 7, re-implemented from the raw network for the
+tests and the MIP oracle (``mip_oracle.py``).
 
 ``sourcing.evaluate`` is the engine's own "independent" evaluator, and
 ``quote()`` hands back its verdict as ``Option.cost``: comparing an option with
