@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,7 +67,9 @@ def test_greedy_on_the_tiny_stream_matches_the_hand_computation() -> None:
     # A parcel from A: 5.00 + 1.00/kg x 2 kg + 0.50 handling = 7.50, arrives day 1 + 1 = 2.
     # From B (zone 2): 9.00 + 2.00/kg x weight + 1.00, day 0 + 3 = 3, credit per unit
     # 0.10 x min(on hand at B / 1 per day, 30).
+    started = time.perf_counter()
     result = simulate(tiny(), tiny_orders(), make_policy("greedy_nearest"))
+    wall_s = time.perf_counter() - started
     o = result.orders
     assert o["order_id"].tolist() == ["o1", "o2", "o3", "o4", "o5"]
     assert o["units_ordered"].tolist() == [1, 2, 1, 5, 1]
@@ -92,7 +95,11 @@ def test_greedy_on_the_tiny_stream_matches_the_hand_computation() -> None:
     assert k["split_rate"] == pytest.approx(1 / 4)
     assert k["mean_delivery_days"] == pytest.approx(11 / 4)
     assert k["p95_delivery_days"] == 3
-    assert k["solver_ms_per_order"] > 0
+    # The mean decision time per order, in ms: every decision took some time, all of
+    # them together no more than the whole replay.
+    decided = o["decide_seconds"].to_numpy()
+    assert np.all(decided > 0) and decided.sum() <= wall_s
+    assert k["solver_ms_per_order"] == pytest.approx(decided.sum() / 5 * 1000)
     assert list(k) == list(KPI_COLUMNS)
 
     volume = result.node_volume()

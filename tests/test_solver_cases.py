@@ -109,27 +109,24 @@ def test_one_parcel_wins_without_the_credit() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value_of_day", "service", "cost"),
+    ("value_of_day", "service", "cost", "day"),
     [
-        # ground 8 + 3 v vs express 20 + 1 v: express wins BALANCED once v > $6/day.
-        (1 * DOLLAR, "ground", 8 * DOLLAR),
-        (6 * DOLLAR, "ground", 8 * DOLLAR),  # 26 vs 26: the tie goes to the earlier day...
-        (7 * DOLLAR, "express", 20 * DOLLAR),
+        # ground $8 on day 3 vs express $20 on day 1: 8 + 3v against 20 + 1v.
+        (1 * DOLLAR, "ground", 8 * DOLLAR, 3),  # ground 11 < express 21
+        # 26 vs 26: the tie goes to the earlier day, express's day 1.
+        (6 * DOLLAR, "express", 20 * DOLLAR, 1),
+        (7 * DOLLAR, "express", 20 * DOLLAR, 1),  # ground 29 > express 27
     ],
 )
 def test_balanced_trades_express_for_ground_by_value_of_day(
-    value_of_day: int, service: str, cost: int
+    value_of_day: int, service: str, cost: int, day: int
 ) -> None:
     net = network([[5, 5], [0, 0]])
     q = quote(net, order(("P", 1), ("Q", 1)), QuoteSettings(value_of_day=value_of_day))
     balanced = q.option(Label.BALANCED)
     assert balanced is not None
-    if value_of_day == 6 * DOLLAR:
-        # ...which is express's day 1: equal value, earlier delivery.
-        assert (balanced.cost, balanced.delivery_days) == (20 * DOLLAR, 1)
-    else:
-        assert {p.service for p in balanced.evaluation.parcels} == {service}
-        assert balanced.cost == cost
+    assert {p.service for p in balanced.evaluation.parcels} == {service}
+    assert (balanced.cost, balanced.delivery_days) == (cost, day)
 
 
 def test_lines_of_one_sku_share_stock_and_split_across_nodes() -> None:
