@@ -337,6 +337,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         allocation = dict(option, start_date=quote_row.quote_date)
         with self.store.write() as conn:
             # A concurrent retry with the same key may have won while we waited for the lock.
+            self.store.lock_idempotency_key(conn, request.idempotency_key)
             existing = self.store.find_order_by_key(conn, request.idempotency_key)
             if existing is not None:
                 return self._replay(existing, request)

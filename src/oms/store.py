@@ -1250,6 +1250,20 @@ class Store:
         found = fetch(conn, _ORDER_ID_BY_KEY, idempotency_key=idempotency_key)
         return self.get_order(conn, found[0][0]) if found else None
 
+    def lock_idempotency_key(self, conn: Connection, idempotency_key: str) -> None:
+        """Hold off other writers with this key until this transaction ends.
+
+        Then a look for an order with the key sees the one a concurrent first
+        attempt just wrote, instead of racing it to the insert (and losing with
+        ABORTED). PostgreSQL: an advisory lock on the key's hash (a collision only
+        makes two keys wait for each other); SQLite: writers are serialised already.
+        """
+        if not self.is_sqlite:
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": idempotency_key},
+            )
+
     def insert_order(
         self,
         conn: Connection,

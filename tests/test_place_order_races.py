@@ -1,0 +1,107 @@
+"""PlaceOrder's guards under lock, in process over a real loopback channel, on both stores.
+
+* Safety stock: the units PlaceOrder re-reads under lock are on hand - safety
+  stock - reservations - other quotes' holds. A stock count after the quote
+  leaves the quoted node short of that; the order must not take the kept-back
+  units (it re-sources within the promise or fails naming the position).
+* Idempotency: two *first* attempts with one key, both inside PlaceOrder at
+  once (each parked right after its first look for the key, until the other
+  has looked too), make one order, and both callers get it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import grpc
+import pytest
+
+from oms.store import OrderRow
+from oms.v1 import checkout_pb2, inventory_pb2
+
+from service_support import ADMIN, Client, hand_network, running_server
+
+
+def _position(client: Client, node: str, sku: str) -> inventory_pb2.Availability:
+    reply = client.inventory.GetAvailability(
+        inventory_pb2.GetAvailabilityRequest(skus=[sku], node_ids=[node]), metadata=ADMIN
+    )
+    (position,) = reply.positions
+    return position
+
+
+@pytest.mark.parametrize("hold", [True, False], ids=["quotes-hold", "no-holds"])
+def test_place_order_leaves_safety_stock_alone(database_url: str, hold: bool) -> None:
+    # Newark holds 5 A and keeps 2 back: 3 to promise.
+    network = hand_network({("DC-NJ", "A"): 5}, {("DC-NJ", "A"): 2})
+    with running_server(database_url, network, hold_stock=hold) as client:
+        quote = client.quote({"A": 3})
+        # 3 x A to Manhattan: only Newark arrives on day 2 ($5.00 + 3 kg + $2.00 = $10.00);
+        # Philadelphia and Chicago take until day 3.
+        (option,) = quote.options
+        assert [p.node_id for p in option.parcels] == ["DC-NJ"]
+        assert (option.cost.minor_units, option.delivery_days) == (1000, 2)
+        assert _position(client, "DC-NJ", "A").available == (0 if hold else 3)
+        # A count finds one unit fewer: 4 on hand, 2 kept back, so only 2 may be promised.
+        client.inventory.AdjustStock(
+            inventory_pb2.AdjustStockRequest(node_id="DC-NJ", sku="A", delta=-1, reason="count"),
+            metadata=ADMIN,
+        )
+        with pytest.raises(grpc.RpcError) as err:
+            client.place(quote.quote_id, option.option_id)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "DC-NJ/A" in err.value.details()
+        assert "2 available now" in err.value.details()
+        position = _position(client, "DC-NJ", "A")
+        assert (position.on_hand, position.safety_stock, position.reserved) == (4, 2, 0)
+
+
+def test_two_first_attempts_with_one_key_make_one_order(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two slots, so that both calls are inside PlaceOrder at once on either store.
+    with running_server(database_url, cpu_slots=2, threads=8) as client:
+        quote = client.quote({"A": 1})
+        option = quote.options[0].option_id
+        store = client.store
+        look_up = store.find_order_by_key
+        both_looked = threading.Barrier(2, timeout=20)
+        lock = threading.Lock()
+        looks: list[int] = []
+
+        def parked(conn: Any, key: str) -> OrderRow | None:
+            found = look_up(conn, key)
+            with lock:
+                looks.append(len(looks))
+                first_two = len(looks) <= 2
+            if first_two:
+                # Each call's first look (before any write) waits for the other's.
+                both_looked.wait()
+            return found
+
+        monkeypatch.setattr(store, "find_order_by_key", parked)
+        replies: list[str] = []
+        errors: list[str] = []
+
+        def attempt() -> None:
+            try:
+                reply = client.place(quote.quote_id, option, key="checkout-7")
+                with lock:
+                    replies.append(reply.order.order_id)
+            except grpc.RpcError as exc:
+                with lock:
+                    errors.append(f"{exc.code().name}: {exc.details()}")
+
+        calls = [threading.Thread(target=attempt) for _ in range(2)]
+        for call in calls:
+            call.start()
+        for call in calls:
+            call.join(timeout=60)
+        assert not [c for c in calls if c.is_alive()]
+        assert not both_looked.broken, "the two attempts were never inside PlaceOrder together"
+        assert errors == []
+        assert len(replies) == 2 and len(set(replies)) == 1, replies
+        orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest()).orders
+        assert [o.order_id for o in orders] == replies[:1]
+        assert _position(client, "DC-NJ", "A").reserved == 1
