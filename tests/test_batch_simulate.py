@@ -4,6 +4,7 @@ handling of revised allocations."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -22,6 +23,7 @@ from sourcing.whatif.simulate import (
     DEFAULT_SIM_SETTINGS,
     BatchPolicy,
     PolicyError,
+    PolicyOptions,
     SimOrder,
     Snapshot,
     make_policy,
@@ -92,8 +94,11 @@ def test_a_single_day_never_costs_more_than_one_at_a_time() -> None:
             SimOrder(f"o{i}", T0 + timedelta(minutes=20 * i), random_order(rng, network))
             for i in range(8)
         ]
-        greedy = simulate(network, stream, make_policy("optimiser_cheapest"))
-        batch = simulate(network, stream, make_policy("optimiser_batch"))
+        # Both runs must make the same one-at-a-time decisions: time to prove every quote
+        # optimal even on a loaded machine (the 1 s default can cut a proof short).
+        proven = PolicyOptions(settings=replace(DEFAULT_SIM_SETTINGS, time_limit_s=30.0))
+        greedy = simulate(network, stream, make_policy("optimiser_cheapest", proven))
+        batch = simulate(network, stream, make_policy("optimiser_batch", proven))
         assert batch.orders["cost"].sum() <= greedy.orders["cost"].sum(), seed
         # Same units, each order no later than its promise (the one-at-a-time day).
         assert batch.orders["units_shipped"].tolist() == greedy.orders["units_shipped"].tolist()

@@ -61,7 +61,7 @@ def test_load_puts_the_network_into_the_store(
         assert catalog.zone_ids == network.zone_ids
         assert catalog.service_ids == network.service_ids
         expected = {
-            (node, sku): (int(network.on_hand[n, s]), 0)
+            (node, sku): (int(network.on_hand[n, s]), int(network.safety_stock[n, s]))
             for n, node in enumerate(network.node_ids)
             for s, sku in enumerate(network.sku_ids)
             if network.on_hand[n, s] > 0
