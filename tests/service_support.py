@@ -35,6 +35,8 @@ from oms.v1 import (
 )
 from sourcing.model import UNLIMITED_CAPACITY, Network, NodeKind
 
+from support import REQUIRE_PG, unavailable
+
 ADMIN_TOKEN = "test-admin-token"
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 PG_SERVER_URL = os.environ.get("OMS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -252,15 +254,15 @@ def server_processes(url: str, workers: int, *extra: str) -> Iterator[str]:
 
 
 def postgres_database() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL, dropped afterwards; skips if none is reachable."""
+    """A fresh database on the local PostgreSQL, dropped afterwards; skips if none is
+    reachable (fails instead where ``OMS_REQUIRE_PG`` is set, as in CI)."""
     import psycopg
-    import pytest
 
     base = PG_SERVER_URL.replace("postgresql+psycopg://", "postgresql://")
     try:
         admin = psycopg.connect(base, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL reachable at {base}: {exc}".splitlines()[0])
+        unavailable(f"no PostgreSQL reachable at {base}: {exc}".splitlines()[0], REQUIRE_PG)
     name = f"oms_test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')

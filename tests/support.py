@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Iterator
+from typing import NoReturn
 
 import numpy as np
+import pytest
 
 from sourcing.evaluate import evaluate
 from sourcing.model import (
@@ -27,6 +30,19 @@ from sourcing.model import (
     ParcelLine,
     ParcelPlan,
 )
+
+#: Set (by .ci/run) to make the PostgreSQL tests fail, not skip, where none answers.
+REQUIRE_PG = "OMS_REQUIRE_PG"
+#: Set (by .ci/run) to make the real-data tests fail, not skip, where ../shared/data is absent.
+REQUIRE_REAL_DATA = "OMS_REQUIRE_REAL_DATA"
+
+
+def unavailable(reason: str, required_by: str) -> NoReturn:
+    """A real component a test needs is missing: skip it, saying why, or fail it where the
+    environment variable ``required_by`` is set (CI must not pass without it)."""
+    if os.environ.get(required_by, "") not in ("", "0"):
+        pytest.fail(f"{reason} (and {required_by} is set: this run must have it)", pytrace=False)
+    pytest.skip(reason)
 
 
 def tiny_network(

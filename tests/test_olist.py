@@ -1,8 +1,8 @@
 """The Olist loader and rate-card fit: a hand-made folder, then the real data when present.
 
 The real data lives in ../shared/data/olist beside the repository and is read
-in place; those tests skip where it is absent. The hand-made folder is
-written into ``tmp_path`` by the test itself.
+in place; those tests skip where it is absent (and fail where OMS_REQUIRE_REAL_DATA
+is set, as in CI). The hand-made folder is written into ``tmp_path`` by the test itself.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from sourcing.whatif.edits import PoolStock
 from sourcing.whatif.olist import HistoricalPolicy, OlistData, load_olist
 from sourcing.whatif.scenario import load_scenario, prepare_scenario
 from sourcing.whatif.simulate import make_policy, simulate
+
+from support import REQUIRE_REAL_DATA, unavailable
 
 OLIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "olist"
 SCENARIO = Path(__file__).resolve().parents[1] / "benchmarks" / "scenarios" / "olist.toml"
@@ -104,14 +106,23 @@ def test_missing_files_and_columns_are_reported(folder: Path) -> None:
 
 # ------------------------------------------------------------------- real data
 
-needs_data = pytest.mark.skipif(
-    not OLIST.is_dir(), reason=f"Olist data not found at {OLIST} (../shared/data is absent)"
-)
+
+@pytest.fixture(scope="module")
+def olist_dir() -> Path:
+    """The real data, read in place; skips where absent (fails where CI requires it)."""
+    if not OLIST.is_dir():
+        unavailable(
+            f"Olist data not found at {OLIST} (../shared/data is absent)", REQUIRE_REAL_DATA
+        )
+    return OLIST
+
+
+needs_data = pytest.mark.usefixtures("olist_dir")
 
 
 @pytest.fixture(scope="module")
-def real() -> OlistData:
-    return load_olist(OLIST)
+def real(olist_dir: Path) -> OlistData:
+    return load_olist(olist_dir)
 
 
 @needs_data

@@ -1,9 +1,10 @@
 """The demo network's distance bands against the official USPS 3-digit ZIP zone chart.
 
 The chart sample (2018) lives in ../shared/data/us; it is read in place and
-the test skips where it is absent. ZIP3 centroids come from the `zipcodes`
-package. DESIGN section 3 maps great-circle distance to zones by band; this
-checks that the bands the demo rate card uses reproduce real carrier zones.
+the test skips where it is absent (and fails where OMS_REQUIRE_REAL_DATA is set,
+as in CI). ZIP3 centroids come from the `zipcodes` package. DESIGN section 3
+maps great-circle distance to zones by band; this checks that the bands the
+demo rate card uses reproduce real carrier zones.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import zipcodes
 from sourcing.costs import zone_of
 from sourcing.demo import demo_network
 
+from support import REQUIRE_REAL_DATA, unavailable
+
 CHART = (
     Path(__file__).resolve().parents[2]
     / "shared"
@@ -28,7 +31,9 @@ CHART = (
 
 def test_demo_zone_bands_reproduce_usps_zones() -> None:
     if not CHART.exists():
-        pytest.skip(f"USPS zone chart not found at {CHART} (../shared/data is absent)")
+        unavailable(
+            f"USPS zone chart not found at {CHART} (../shared/data is absent)", REQUIRE_REAL_DATA
+        )
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
     chart = pd.read_parquet(CHART, columns=["origin_zip", "dest_zip", "zone"]).dropna()
