@@ -36,7 +36,7 @@ from sourcing.model import (
 )
 
 from service_support import hand_network
-from support import all_allocations, random_order, tiny_network
+from support import all_allocations, free_units, random_order, tiny_network
 
 NYC = Location(40.7128, -74.0060)
 #: The exact model: no candidate pruning, every order free to move, a tight gap.
@@ -154,7 +154,8 @@ def greedy_book(
     Returns the pool (the network as it was before any order: the orders'
     units released) and the orders, each promised its plan's day plus 0-2 days.
     """
-    available = network.available.copy()
+    free = free_units(network)
+    available = free.copy()
     capacity = network.capacity.copy()
     orders: list[BatchOrder] = []
     for i in range(n_orders * 4):
@@ -162,7 +163,7 @@ def greedy_book(
             break
         order = random_order(rng, network, max_lines=2, max_qty=2)
         view = network.replace(
-            reserved=network.reserved + (network.available - available), capacity=capacity.copy()
+            reserved=network.reserved + (free - available), capacity=capacity.copy()
         )
         plans = [e for e in all_allocations(view, order) if e.num_parcels <= 3]
         if not plans:
@@ -196,7 +197,7 @@ def joint_use(
 
 
 def fits(network: Network, taken: dict[tuple[str, str], int], shipped: dict[str, int]) -> bool:
-    available = network.available
+    available = free_units(network)
     for (node, sku), qty in taken.items():
         if qty > available[network.node_index[node], network.sku_index[sku]]:
             return False
