@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sourcing.costs import collect_costs, inbound_costs, order_costs
+from sourcing.costs import OrderCosts, collect_costs, inbound_costs, order_costs
 from sourcing.evaluate import evaluate
 from sourcing.model import (
     UNLIMITED_CAPACITY,
@@ -27,7 +27,7 @@ from sourcing.model import (
     Receipt,
 )
 
-from reference import great_circle_km, reference_price, unit_credit
+from reference import great_circle_km, reference_price, unit_credit, zone_name
 from service_support import hand_network
 from support import free_units, tiny_network
 
@@ -321,10 +321,90 @@ def test_the_evaluator_agrees_with_the_reference_parcel_by_parcel(block: int) ->
     )
 
 
+INT_FIELDS = (
+    "skus", "demand", "nodes", "available", "capacity", "zone", "fixed", "unit", "arrival",
+    "credit", "per_unit_shipping", "services",
+)  # fmt: skip
+
+
+def _check_arrays(
+    network: Network,
+    order: Order,
+    arrays: OrderCosts,
+    *,
+    to: tuple[float, float],
+    pickup: str | None,
+    service_names: list[str],
+    days: list[int | None],
+    units_at: dict[tuple[int, int | None], list[int]],
+) -> int:
+    """Every field of one leg's (or delivery's) cost arrays against the reference rules.
+
+    ``units_at[(node, inbound day)]``: what that source may give of each SKU, before the
+    clip to the demand. Returns how many (candidate, service) prices were compared.
+    """
+    # Integer money and units throughout (exact arithmetic, CP-SAT's integer coefficients).
+    for name in INT_FIELDS:
+        assert getattr(arrays, name).dtype == np.int64, name
+    assert arrays.usable.dtype == np.bool_ and arrays.distance_km.dtype == np.float64
+    k = len(network.sku_ids)
+    assert arrays.skus.tolist() == list(range(k))
+    wanted = [sum(line.qty for line in order.lines if line.sku == s) for s in network.sku_ids]
+    assert arrays.demand.tolist() == wanted
+    expected_sources = sorted(key for key, units in units_at.items() if any(units))
+    got_sources = sorted(
+        zip(arrays.nodes.tolist(), days, strict=True), key=lambda x: (x[0], x[1] or -1)
+    )
+    assert got_sources == sorted(expected_sources, key=lambda x: (x[0], x[1] or -1))
+    compared = 0
+    for c, n in enumerate(arrays.nodes.tolist()):
+        node = network.node_ids[n]
+        wait = days[c]
+        stock = wait is None
+        units = arrays.available[c]
+        assert units.tolist() == np.minimum(units_at[(n, wait)], wanted).tolist()
+        limit = int(network.capacity[n]) if stock else UNLIMITED_CAPACITY
+        assert int(arrays.capacity[c]) == min(limit, sum(wanted))
+        km = great_circle_km(float(network.lat[n]), float(network.lon[n]), *to)
+        assert abs(float(arrays.distance_km[c]) - km) < 1e-6
+        z = network.zone_ids.index(zone_name(network, km))
+        assert int(arrays.zone[c]) == z
+        credits = [unit_credit(network, node, s) if stock else 0 for s in network.sku_ids]
+        assert arrays.credit[c].tolist() == credits
+        lines = tuple(
+            ParcelLine(i, network.sku_ids[i], int(units[i])) for i in range(k) if units[i] > 0
+        )
+        for v, name in enumerate(service_names):
+            at_store = pickup is not None and node == pickup
+            if name == "pickup":
+                usable, per_kg = at_store, 0
+            else:
+                row = network.service_ids.index(name)
+                lane_ok = (name == "transfer") == (pickup is not None)
+                usable = bool(network.offered[row, z]) and lane_ok and not at_store
+                per_kg = int(network.per_kg[row, z])
+            assert bool(arrays.usable[c, v]) == usable, (node, name)
+            if not usable:
+                continue
+            weights = [per_kg * int(g) for g in network.weight_g]
+            assert arrays.per_unit_shipping[c, v].tolist() == weights, (node, name)
+            parcel = ParcelPlan(node, name, lines, wait)
+            price = reference_price(
+                network, order, Allocation((parcel,), pickup), allow_partial=True
+            )
+            fixed = int(arrays.fixed[c, v])
+            assert fixed + int(arrays.unit[c, v] @ units) == price.cost, (node, name, wait)
+            assert int(arrays.arrival[c, v]) == price.delivery_days, (node, name, wait)
+            compared += 1
+    return compared
+
+
 @pytest.mark.parametrize("block", range(3))
 def test_the_cost_arrays_agree_with_the_reference(block: int) -> None:
-    """Every candidate's fixed, per-unit and arrival figures of ``order_costs`` (delivery),
-    ``collect_costs`` (pickup + lane) and ``inbound_costs`` (receipts), as one-parcel prices."""
+    """Every field of ``order_costs`` (delivery), ``inbound_costs`` (receipts) and
+    ``collect_costs`` (pickup + lane, from stock or receipts), against the reference: the
+    candidates and their units, distance, zone, credit, usable services, per-unit shipping,
+    and each candidate's fixed + per-unit cost and arrival as a one-parcel price."""
     compared = 0
     for seed in range(block * 100, (block + 1) * 100):
         rng = np.random.default_rng(90_000 + seed)
@@ -338,55 +418,58 @@ def test_the_cost_arrays_agree_with_the_reference(block: int) -> None:
             tuple(OrderLine(s, int(q)) for s, q in zip(network.sku_ids, demand, strict=True)),
         )
         free = free_units(network)
-        stores = [i for i, kind in enumerate(network.node_kinds) if kind is NodeKind.STORE]
-        legs: list[tuple[object, str | None, list[str], list[int | None]]] = []
+        on_shelf = {(n, None): free[n].tolist() for n in range(len(network.node_ids))}
+        due: dict[tuple[int, int | None], list[int]] = {}
+        for r in network.receipts:
+            row = due.setdefault((network.node_ids.index(r.node_id), r.expected_day), [0] * k)
+            row[network.sku_ids.index(r.sku)] += r.qty
+        customer = [s for s in network.service_ids if s != "transfer"]
+
         costs = order_costs(network, lat, lon, skus, demand)
-        legs.append(
-            (
-                costs,
-                None,
-                [network.service_ids[v] for v in costs.services],
-                [None] * costs.nodes.size,
-            )
-        )
-        # Candidates are the nodes with something free to promise, each clipped to the demand.
-        assert costs.nodes.tolist() == [
-            n for n in range(len(network.node_ids)) if free[n].sum() > 0
-        ]
-        assert costs.available.tolist() == np.minimum(free[costs.nodes], demand).tolist()
+        assert [network.service_ids[v] for v in costs.services] == customer
+        compared += _check_arrays(
+            network, order, costs, to=(lat, lon), pickup=None, service_names=customer,
+            days=[None] * costs.nodes.size, units_at=on_shelf,
+        )  # fmt: skip
+        # A caller's own running stock (the simulator's, the batch job's) replaces the network's.
+        running = np.maximum(free - 1, 0)
+        mine = order_costs(network, lat, lon, skus, demand, available=running)
+        compared += _check_arrays(
+            network, order, mine, to=(lat, lon), pickup=None, service_names=customer,
+            days=[None] * mine.nodes.size,
+            units_at={(n, None): running[n].tolist() for n in range(len(network.node_ids))},
+        )  # fmt: skip
+
         inbound = inbound_costs(network, lat, lon, skus, demand)
-        legs.append((inbound.costs, None, list(inbound.service_ids), inbound.inbound_day.tolist()))
-        if stores:
-            store = stores[int(rng.integers(len(stores)))]
-            for waits in (False, True):
-                leg = collect_costs(network, store, skus, demand, inbound=waits)
-                legs.append(
-                    (
-                        leg.costs,
-                        network.node_ids[store],
-                        list(leg.service_ids),
-                        leg.inbound_day.tolist(),
-                    )
-                )
-        for arrays, pickup, service_names, days in legs:
-            for c, n in enumerate(arrays.nodes.tolist()):  # type: ignore[attr-defined]
-                wait = None if days[c] is None or days[c] < 0 else int(days[c])
-                units = arrays.available[c]  # type: ignore[attr-defined]
-                lines = tuple(
-                    ParcelLine(i, network.sku_ids[i], int(units[i]))
-                    for i in range(k)
-                    if units[i] > 0
-                )
-                for v, name in enumerate(service_names):
-                    if not arrays.usable[c, v]:  # type: ignore[attr-defined]
-                        continue
-                    parcel = ParcelPlan(network.node_ids[n], name, lines, wait)
-                    price = reference_price(
-                        network, order, Allocation((parcel,), pickup), allow_partial=True
-                    )
-                    fixed = int(arrays.fixed[c, v])  # type: ignore[attr-defined]
-                    unit = arrays.unit[c, v]  # type: ignore[attr-defined]
-                    assert fixed + int(unit @ units) == price.cost, (seed, n, name, wait)
-                    assert int(arrays.arrival[c, v]) == price.delivery_days, (seed, n, name)  # type: ignore[attr-defined]
-                    compared += 1
-    assert compared >= 300, compared
+        assert inbound.service_ids == network.service_ids and inbound.pickup is None
+        assert inbound.costs.services.tolist() == list(range(len(network.service_ids)))
+        compared += _check_arrays(
+            network, order, inbound.costs, to=(lat, lon), pickup=None,
+            service_names=list(network.service_ids), days=inbound.inbound_day.tolist(),
+            units_at=due,
+        )  # fmt: skip
+
+        stores = [i for i, kind in enumerate(network.node_kinds) if kind is NodeKind.STORE]
+        if not stores:
+            continue
+        store = stores[int(rng.integers(len(stores)))]
+        to = (float(network.lat[store]), float(network.lon[store]))
+        legs = [
+            (collect_costs(network, store, skus, demand), on_shelf),  # from stock, by default
+            (collect_costs(network, store, skus, demand, inbound=True), due),
+            (
+                collect_costs(network, store, skus, demand, available=running),
+                {(n, None): running[n].tolist() for n in range(len(network.node_ids))},
+            ),
+        ]
+        for leg, units_at in legs:
+            assert leg.service_ids == ("pickup", "transfer") and leg.pickup == store
+            assert leg.costs.services.tolist() == [0, 1]
+            days = [None if d == -1 else int(d) for d in leg.inbound_day.tolist()]
+            if units_at is not due:
+                assert leg.inbound_day.tolist() == [-1] * leg.costs.nodes.size
+            compared += _check_arrays(
+                network, order, leg.costs, to=to, pickup=network.node_ids[store],
+                service_names=list(leg.service_ids), days=days, units_at=units_at,
+            )  # fmt: skip
+    assert compared >= 1000, compared
