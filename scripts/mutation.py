@@ -48,8 +48,17 @@ class Target:
     tests: tuple[str, ...]
     #: pytest ``-k`` expression to leave out slow tests that add nothing here.
     deselect: str = ""
+    #: With ``--quick``: only these of ``tests`` (the direct, fast ones). Survivors then
+    #: are an upper bound: a mutant only a left-out test kills counts as surviving.
+    quick: tuple[str, ...] = ()
 
 
+_QUICK_SOLVER_TESTS = (
+    "tests/test_reference_cost.py",
+    "tests/test_costs_property.py",
+    "tests/test_solver_cases.py",
+    "tests/test_fulfil_cases.py",
+)
 _SOLVER_TESTS = (
     "tests/test_reference_cost.py",
     "tests/test_costs_property.py",
@@ -66,12 +75,20 @@ _SERVICE_TESTS = (
 )
 
 TARGETS: dict[str, Target] = {
-    "costs": Target("src/sourcing/costs.py", ("sourcing.costs.*",), _SOLVER_TESTS),
-    "evaluate": Target("src/sourcing/evaluate.py", ("sourcing.evaluate.*",), _SOLVER_TESTS),
+    "costs": Target(
+        "src/sourcing/costs.py", ("sourcing.costs.*",), _SOLVER_TESTS, quick=_QUICK_SOLVER_TESTS
+    ),
+    "evaluate": Target(
+        "src/sourcing/evaluate.py",
+        ("sourcing.evaluate.*",),
+        _SOLVER_TESTS,
+        quick=_QUICK_SOLVER_TESTS,
+    ),
     "orders": Target(
         "src/sourcing/orders.py",
         ("sourcing.orders.*",),
         (*_SOLVER_TESTS, "tests/test_cli.py"),
+        quick=(*_QUICK_SOLVER_TESTS, "tests/test_cli.py"),
     ),
     "availability": Target(
         "src/sourcing/model.py",
@@ -140,7 +157,7 @@ def _config(target: Target, tests: list[str]) -> str:
 
 
 def _prepare(
-    name: str, target: Target, source: Path, workdir: Path, fresh: bool
+    name: str, target: Target, source: Path, workdir: Path, fresh: bool, quick: bool
 ) -> tuple[Path, list[str]]:
     work = workdir / name
     if fresh and work.exists():
@@ -154,8 +171,9 @@ def _prepare(
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(src, dst)
-    tests = [t for t in target.tests if (work / t).exists()]
-    missing = sorted(set(target.tests) - set(tests))
+    wanted = target.quick if quick and target.quick else target.tests
+    tests = [t for t in wanted if (work / t).exists()]
+    missing = sorted(set(wanted) - set(tests))
     if missing:
         print(f"[{name}] not in this tree, left out: {', '.join(missing)}")
     pyproject = work / "pyproject.toml"
@@ -184,8 +202,9 @@ def run_target(
     fresh: bool,
     max_children: int,
     only: list[str],
+    quick: bool,
 ) -> dict[str, object]:
-    work, tests = _prepare(name, target, source, workdir, fresh)
+    work, tests = _prepare(name, target, source, workdir, fresh, quick)
     started = time.perf_counter()
     log = work / "run.log"
     what = ", ".join(target.functions)
@@ -241,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="a file of mutant names, one a line (an earlier run's survivors): test only those",
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="only each target's direct, fast test files"
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.targets) - set(TARGETS))
     if unknown:
@@ -250,11 +272,20 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             t = TARGETS[name]
             print(f"{name}: {t.file} {list(t.functions)}\n    tests: {list(t.tests)}")
+            if t.quick:
+                print(f"    --quick: {list(t.quick)}")
         return 0
     only = args.only.read_text().split() if args.only else []
     rows = [
         run_target(
-            n, TARGETS[n], args.source.resolve(), args.workdir, args.fresh, args.max_children, only
+            n,
+            TARGETS[n],
+            args.source.resolve(),
+            args.workdir,
+            args.fresh,
+            args.max_children,
+            only,
+            args.quick,
         )
         for n in names
     ]
