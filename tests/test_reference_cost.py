@@ -179,6 +179,41 @@ def test_the_reference_refuses_what_may_not_be_promised() -> None:
     )
 
 
+def test_a_distance_on_a_band_edge_is_in_that_band_and_past_the_last_in_the_last() -> None:
+    # DESIGN 7: the first zone whose max_km >= the distance; the last covers everything beyond.
+    from sourcing.costs import zone_of
+    from sourcing.evaluate import _zone_index
+
+    net = hand_network()  # bands: 100, 1000, 20000 km
+    distances = [0.0, 99.9, 100.0, 100.1, 1000.0, 19_999.0, 20_000.0, 20_015.1]
+    expected = [0, 0, 0, 1, 1, 2, 2, 2]
+    assert [network_zone for network_zone in zone_of(net, np.array(distances))] == expected
+    assert [_zone_index(net, km) for km in distances] == expected
+    assert [net.zone_ids.index(zone_name(net, km)) for km in distances] == expected
+
+
+def test_antipodes_are_half_the_circumference_apart() -> None:
+    # Rounding lifts the haversine's sine term to 1 + 2**-52 here; the clamp keeps asin defined.
+    from sourcing.costs import haversine_km
+    from sourcing.evaluate import _great_circle_km
+
+    half = np.pi * 6371.0
+    assert (
+        abs(float(haversine_km(np.array([-87.5]), np.array([0.0]), 87.5, 180.0)[0]) - half) < 1e-6
+    )
+    assert abs(_great_circle_km(-87.5, 0.0, 87.5, 180.0) - half) < 1e-6
+    assert abs(great_circle_km(-87.5, 0.0, 87.5, 180.0) - half) < 1e-6
+
+
+def test_the_evaluator_refuses_a_partial_allocation_unless_asked() -> None:
+    net = hand_network()
+    order = Order(NYC, (OrderLine("A", 2),))
+    one = Allocation((_parcel("DC-NJ", "ground", (0, "A", 1)),))
+    assert evaluate(net, order, one).violations == ("line 0 (A): 1 of 2 units covered",)
+    partial = evaluate(net, order, one, allow_partial=True)
+    assert partial.is_feasible and [(s.line, s.missing) for s in partial.shortfall] == [(0, 1)]
+
+
 # ---------------------------------------------------------- the engine against it
 
 
@@ -210,6 +245,12 @@ def _random_network(rng: np.random.Generator) -> Network:
         offered=np.vstack([base.offered, rng.random((1, z)) < 0.7]),
         receipts=receipts,
         horizon_days=float(rng.choice([7.0, 30.0, 90.0])),
+        # Sometimes bands that end before the farthest US distances: the last covers the rest.
+        zone_max_km=[
+            np.array([800.0, 2000.0, 20000.0]),
+            np.array([300.0, 1200.0, 2500.0]),
+            np.array([150.0, 600.0, 1000.0]),
+        ][int(rng.integers(3))],
         safety_stock=base.safety_stock + (rng.random(base.safety_stock.shape) < 0.2),
     )
 
