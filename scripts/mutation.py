@@ -12,7 +12,7 @@ Each target runs in its own scratch copy of the repository under
 second run resumes; ``--fresh`` starts over). Only in-process tests are listed:
 a test that starts ``oms serve`` as a subprocess runs the unmutated package
 and would prove nothing. mutmut does not mutate decorated functions, so
-``CheckoutService.PlaceOrder`` itself (``@rpc @admitted``) is out of reach;
+``CheckoutServicer.PlaceOrder`` itself (``@rpc @admitted``) is out of reach;
 the work it delegates (``_try_place``, ``_replay``, ``_resource``) is in.
 
 Usage (nice: the machine's two cores are shared)::
@@ -114,7 +114,7 @@ TARGETS: dict[str, Target] = {
     "checkout": Target(
         "src/oms/checkout.py",
         tuple(
-            f"oms.checkout.xǁCheckoutServiceǁ{name}__mutmut_*" for name in ("_try_place", "_replay")
+            f"oms.checkout.xǁCheckoutServicerǁ{name}__mutmut_*" for name in ("_try_place", "_replay")
         ),
         _SERVICE_TESTS,
     ),
