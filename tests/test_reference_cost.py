@@ -483,6 +483,7 @@ def test_the_cost_arrays_agree_with_the_reference(block: int) -> None:
 
         inbound = inbound_costs(network, lat, lon, skus, demand)
         assert inbound.service_ids == network.service_ids and inbound.pickup is None
+        assert inbound.inbound_day.dtype == np.int64
         assert inbound.costs.services.tolist() == list(range(len(network.service_ids)))
         compared += _check_arrays(
             network, order, inbound.costs, to=(lat, lon), pickup=None,
@@ -505,7 +506,7 @@ def test_the_cost_arrays_agree_with_the_reference(block: int) -> None:
         ]
         for leg, units_at in legs:
             assert leg.service_ids == ("pickup", "transfer") and leg.pickup == store
-            assert leg.costs.services.tolist() == [0, 1]
+            assert leg.costs.services.tolist() == [0, 1] and leg.inbound_day.dtype == np.int64
             days = [None if d == -1 else int(d) for d in leg.inbound_day.tolist()]
             if units_at is not due:
                 assert leg.inbound_day.tolist() == [-1] * leg.costs.nodes.size
