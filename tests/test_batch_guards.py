@@ -257,3 +257,43 @@ def test_check_reports_an_answer_that_breaks_the_rules() -> None:
     priced_wrong = replace(o1, before=o2.before)
     assert problems(priced_wrong, o2)[0] == "order o1: reported costs differ from the evaluator's"
     assert problems(o2, o1) == ["the outcomes do not list the instance's orders in order"]
+
+
+def test_an_empty_sub_problem_is_its_own_optimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No slot, no cell (nothing to move): no solver is asked, the answer is proven at once.
+    told = answering(monkeypatch, _ints(), FEASIBLE, 0.0)
+    empty = hand_problem(
+        orders=_ints(),
+        slot_order=_ints(),
+        slot_node=_ints(),
+        slot_fixed=_ints(),
+        cell_slot=_ints(),
+        cell_sku=_ints(),
+        cell_unit=_ints(),
+        cell_upper=_ints(),
+        demand_start=_ints(0),
+        demand_cell=_ints(),
+        demand_qty=_ints(),
+        current_units=_ints(),
+        current_open=np.array([], dtype=np.bool_),
+    )
+    solution = solve_problem(empty)
+    assert (solution.cost_before, solution.cost_after, solution.status) == (0, 0, OPTIMAL)
+    assert solution.bound == 0.0 and solution.units.tolist() == [] and told == []
+
+
+@pytest.mark.parametrize("backend", ["scip", "cp-sat"])
+def test_the_backend_chooses_the_solver(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    asked: list[str] = []
+
+    def stand_in(name: str) -> Any:
+        def solver(problem: Problem, before: int) -> tuple[np.ndarray | None, str, float]:
+            asked.append(name)
+            return None, FEASIBLE, float("-inf")
+
+        return solver
+
+    monkeypatch.setattr(batch, "_solve_scip", stand_in("scip"))
+    monkeypatch.setattr(batch, "_solve_cpsat", stand_in("cp-sat"))
+    solve_problem(hand_problem(backend=backend))
+    assert asked == [backend]
