@@ -46,6 +46,7 @@ NO_LIMIT = 2**40
 class ReferenceParcel:
     node_id: str
     zone: str
+    distance_km: float
     cost: int
     arrival_days: int
 
@@ -143,7 +144,7 @@ def reference_price(
         if allocation.pickup is not None and parcel.node_id == allocation.pickup:
             if parcel.service != "pickup":
                 problems.append(f"{parcel.node_id}: the pickup store's own units are picked there")
-            parcels.append(ReferenceParcel(parcel.node_id, "", handling - credit, ready))
+            parcels.append(ReferenceParcel(parcel.node_id, "", 0.0, handling - credit, ready))
             continue
         if (parcel.service == "transfer") != (allocation.pickup is not None):
             problems.append(f"{parcel.node_id}: service {parcel.service} for this way to fulfil")
@@ -154,7 +155,8 @@ def reference_price(
             problems.append(f"{parcel.node_id}: no {parcel.service} rate row in zone {zone}")
         shipping = int(network.base_price[v, z]) * 1000 + int(network.per_kg[v, z]) * grams
         arrival = ready + int(network.transit_days[v, z])
-        parcels.append(ReferenceParcel(parcel.node_id, zone, shipping + handling - credit, arrival))
+        cost = shipping + handling - credit
+        parcels.append(ReferenceParcel(parcel.node_id, zone, km, cost, arrival))
 
     for i, line in enumerate(order.lines):
         if shipped[i] > line.qty or (shipped[i] < line.qty and not allow_partial):

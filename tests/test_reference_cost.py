@@ -214,6 +214,149 @@ def test_the_evaluator_refuses_a_partial_allocation_unless_asked() -> None:
     assert partial.is_feasible and [(s.line, s.missing) for s in partial.shortfall] == [(0, 1)]
 
 
+def _case(*parcels: ParcelPlan, pickup: str | None = None) -> Allocation:
+    return Allocation(parcels, pickup)
+
+
+_A1 = (0, "A", 1)
+_BROKEN: list[tuple[str, tuple[tuple[str, int], ...], Allocation, tuple[str, ...]]] = [
+    (
+        "unknown pickup store",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "ground", _A1), pickup="NOPE"),
+        ("pickup store 'NOPE': unknown node",),
+    ),
+    (
+        "pickup at a DC",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "pickup", _A1), pickup="DC-NJ"),
+        ("pickup node 'DC-NJ' is not a store",),
+    ),
+    (
+        "unknown node",
+        (("A", 1),),
+        _case(_parcel("XX", "ground", _A1)),
+        ("parcel 0 (XX): unknown node",),
+    ),
+    (
+        "unknown service",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "air", _A1)),
+        ("parcel 0 (DC-NJ): unknown service 'air'",),
+    ),
+    (
+        "the pickup store's own units shipped",
+        (("A", 1),),
+        _case(_parcel("ST-PHL", "ground", _A1), pickup="ST-PHL"),
+        (
+            "parcel 0 (ST-PHL): units at the pickup store are picked there "
+            "(service 'pickup'), not 'ground'",
+        ),
+    ),
+    (
+        "a collect parcel by ground",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "ground", _A1), pickup="ST-PHL"),
+        ("parcel 0 (DC-NJ): must travel to the pickup store by 'transfer'",),
+    ),
+    (
+        "a delivery by the lane",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "transfer", _A1)),
+        ("parcel 0 (DC-NJ): the transfer lane does not ship to customers",),
+    ),
+    (
+        "a negative inbound day",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "ground", _A1, wait=-1)),
+        (
+            "parcel 0 (DC-NJ): inbound day -1 is negative",
+            "node DC-NJ: 1 units of A wait for day -1, 0 free in its receipts due then",
+        ),
+    ),
+    (
+        "two parcels from one node",
+        (("A", 2),),
+        _case(_parcel("DC-NJ", "ground", _A1), _parcel("DC-NJ", "ground", _A1)),
+        ("parcel 1 (DC-NJ): a second parcel from the same node",),
+    ),
+    (
+        "an empty parcel",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "ground")),
+        ("parcel 0 (DC-NJ): empty parcel",),
+    ),
+    (
+        "no lane in that zone",
+        (("A", 1),),
+        _case(_parcel("DC-CHI", "transfer", _A1), pickup="ST-PHL"),
+        ("parcel 0 (DC-CHI): service transfer not offered in zone 3",),
+    ),
+    (
+        "no such line",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "ground", (5, "A", 1))),
+        ("parcel 0 (DC-NJ): no order line 5",),
+    ),
+    (
+        "the line's SKU differs",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "ground", (0, "B", 1))),
+        ("parcel 0 (DC-NJ): line 0 is A, not B",),
+    ),
+    (
+        "no units",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "ground", (0, "A", 0))),
+        ("parcel 0 (DC-NJ): line 0 has qty 0",),
+    ),
+    (
+        "over the daily capacity",
+        (("A", 2),),
+        _case(_parcel("ST-PHL", "ground", (0, "A", 2))),
+        ("parcel 0 (ST-PHL): 2 units exceed daily capacity 1",),
+    ),
+    (
+        "more than the receipts bring",
+        (("B", 3),),
+        _case(_parcel("DC-CHI", "ground", (0, "B", 3), wait=4)),
+        ("node DC-CHI: 3 units of B wait for day 4, 2 free in its receipts due then",),
+    ),
+    (
+        "more than on hand",
+        (("A", 6),),
+        _case(_parcel("DC-NJ", "ground", (0, "A", 6))),
+        ("node DC-NJ: 6 units of A taken, 5 available",),
+    ),
+    (
+        "more than ordered",
+        (("A", 1),),
+        _case(_parcel("DC-NJ", "ground", (0, "A", 2))),
+        ("line 0 (A): 2 units shipped, 1 ordered",),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("lines", "allocation", "expected"), [c[1:] for c in _BROKEN], ids=[c[0] for c in _BROKEN]
+)
+def test_the_evaluator_names_each_rule_an_allocation_breaks(
+    lines: tuple[tuple[str, int], ...], allocation: Allocation, expected: tuple[str, ...]
+) -> None:
+    # The hand network with a lane (none in zone 3), 2 B due at Chicago on day 4, and
+    # Philadelphia shipping at most 1 unit a day.
+    net = _with_lane(hand_network()).replace(
+        receipts=(Receipt("R1", "DC-CHI", "B", 2, 4),),
+        capacity=np.array([UNLIMITED_CAPACITY, 1, UNLIMITED_CAPACITY]),
+    )
+    order = Order(NYC, tuple(OrderLine(sku, qty) for sku, qty in lines))
+    got = evaluate(net, order, allocation, allow_partial=True)
+    assert got.violations == expected
+    assert not got.is_feasible and got.pickup == allocation.pickup
+    if allocation.pickup == "NOPE":  # nothing can be priced without the store
+        assert (got.parcels, got.shortfall) == ((), ())
+
+
 # ---------------------------------------------------------- the engine against it
 
 
@@ -344,6 +487,9 @@ def test_the_evaluator_agrees_with_the_reference_parcel_by_parcel(block: int) ->
         want = reference_price(network, order, allocation, allow_partial=partial)
         assert [(p.node_id, p.zone, p.cost, p.arrival_days) for p in got.parcels] == [
             (p.node_id, p.zone, p.cost, p.arrival_days) for p in want.parcels
+        ], seed
+        assert [round(p.distance_km, 6) for p in got.parcels] == [
+            round(p.distance_km, 6) for p in want.parcels
         ], seed
         assert (got.cost, got.delivery_days) == (want.cost, want.delivery_days), seed
         assert got.is_feasible == (want.problems == ()), (seed, got.violations, want.problems)
