@@ -6,21 +6,25 @@
   units (it re-sources within the promise or fails naming the position).
 * Idempotency: two *first* attempts with one key, both inside PlaceOrder at
   once (each parked right after its first look for the key, until the other
-  has looked too), make one order, and both callers get it.
+  has looked too), make one order, and both callers get it; a key used for
+  another option is refused, naming the key and what it was used for.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from oms.store import OrderRow
 from oms.v1 import checkout_pb2, inventory_pb2
 
-from service_support import ADMIN, Client, hand_network, running_server
+from service_support import ADMIN, Client, hand_network, running_server, sqlite_url
 
 
 def _position(client: Client, node: str, sku: str) -> inventory_pb2.Availability:
@@ -105,3 +109,33 @@ def test_two_first_attempts_with_one_key_make_one_order(
         orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest()).orders
         assert [o.order_id for o in orders] == replies[:1]
         assert _position(client, "DC-NJ", "A").reserved == 1
+
+
+def test_a_key_used_for_another_option_is_refused_naming_it(tmp_path: Path) -> None:
+    with running_server(sqlite_url(tmp_path)) as client:
+        first = client.quote({"A": 1})
+        second = client.quote({"A": 1})
+        option = first.options[0].option_id
+        placed = client.place(first.quote_id, option, key="checkout-9")
+        # The same key again for the same option is a retry: the same order.
+        again = client.place(first.quote_id, option, key="checkout-9")
+        assert again.order.order_id == placed.order.order_id
+        # Another option of the same quote, or the same option id on another quote: refused.
+        for quote_id, option_id in ((first.quote_id, "opt-99"), (second.quote_id, option)):
+            with pytest.raises(grpc.RpcError) as err:
+                client.place(quote_id, option_id, key="checkout-9")
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert err.value.details() == (
+                f"idempotency key 'checkout-9' was used for {first.quote_id}/{option}"
+            )
+            status = rpc_status.from_call(err.value)
+            assert status is not None
+            failures = []
+            for detail in status.details:
+                if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+                    failure = error_details_pb2.PreconditionFailure()
+                    detail.Unpack(failure)
+                    failures.extend((v.type, v.subject, v.description) for v in failure.violations)
+            assert failures == [("IDEMPOTENCY_KEY", "checkout-9", "used for another order")]
+        orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest()).orders
+        assert [o.order_id for o in orders] == [placed.order.order_id]
