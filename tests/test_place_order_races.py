@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from oms.store import OrderRow
-from oms.v1 import checkout_pb2, inventory_pb2
+from oms.v1 import checkout_pb2, common_pb2, inventory_pb2
 
 from service_support import ADMIN, Client, hand_network, running_server, sqlite_url
 
@@ -117,6 +117,13 @@ def test_a_key_used_for_another_option_is_refused_naming_it(tmp_path: Path) -> N
         second = client.quote({"A": 1})
         option = first.options[0].option_id
         placed = client.place(first.quote_id, option, key="checkout-9")
+        labels = "/".join(common_pb2.OptionLabel.Name(x)[13:] for x in first.options[0].labels)
+        assert [(e.type, e.detail) for e in placed.order.events] == [
+            (
+                "placed",
+                f"{option} ({labels}): 1 parcel(s), promised {first.options[0].delivery_date}",
+            )
+        ]
         # The same key again for the same option is a retry: the same order.
         again = client.place(first.quote_id, option, key="checkout-9")
         assert again.order.order_id == placed.order.order_id
