@@ -234,14 +234,14 @@ _BROKEN: list[tuple[str, tuple[tuple[str, int], ...], Allocation, tuple[str, ...
     ),
     (
         "unknown node",
-        (("A", 1),),
-        _case(_parcel("XX", "ground", _A1)),
+        (("A", 2),),
+        _case(_parcel("XX", "ground", _A1), _parcel("DC-NJ", "ground", _A1)),
         ("parcel 0 (XX): unknown node",),
     ),
     (
         "unknown service",
-        (("A", 1),),
-        _case(_parcel("DC-NJ", "air", _A1)),
+        (("A", 2),),
+        _case(_parcel("DC-NJ", "air", _A1), _parcel("ST-PHL", "ground", _A1)),
         ("parcel 0 (DC-NJ): unknown service 'air'",),
     ),
     (
@@ -353,6 +353,14 @@ def test_the_evaluator_names_each_rule_an_allocation_breaks(
     got = evaluate(net, order, allocation, allow_partial=True)
     assert got.violations == expected
     assert not got.is_feasible and got.pickup == allocation.pickup
+    # Every parcel with a known node and service is priced, and only those.
+    known = [
+        p.node_id
+        for p in allocation.parcels
+        if p.node_id in net.node_ids and p.service in (*net.service_ids, "pickup")
+    ]
+    if allocation.pickup != "NOPE":
+        assert [p.node_id for p in got.parcels] == known
     if allocation.pickup == "NOPE":  # nothing can be priced without the store
         assert (got.parcels, got.shortfall) == ((), ())
 
