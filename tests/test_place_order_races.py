@@ -17,14 +17,29 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from oms.store import OrderRow
 from oms.v1 import checkout_pb2, common_pb2, inventory_pb2
+from sourcing.model import UNLIMITED_CAPACITY
 
 from service_support import ADMIN, Client, hand_network, running_server, sqlite_url
+
+
+def _preconditions(err: grpc.RpcError) -> list[tuple[str, str, str]]:
+    """The (type, subject, description) of every PreconditionFailure violation of ``err``."""
+    status = rpc_status.from_call(err)
+    assert status is not None
+    found = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            found.extend((v.type, v.subject, v.description) for v in failure.violations)
+    return found
 
 
 def _position(client: Client, node: str, sku: str) -> inventory_pb2.Availability:
@@ -55,8 +70,7 @@ def test_place_order_leaves_safety_stock_alone(database_url: str, hold: bool) ->
         with pytest.raises(grpc.RpcError) as err:
             client.place(quote.quote_id, option.option_id)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "DC-NJ/A" in err.value.details()
-        assert "2 available now" in err.value.details()
+        assert _preconditions(err.value) == [("STOCK", "DC-NJ/A", "needs 3 units, 2 available now")]
         position = _position(client, "DC-NJ", "A")
         assert (position.on_hand, position.safety_stock, position.reserved) == (4, 2, 0)
 
@@ -135,14 +149,55 @@ def test_a_key_used_for_another_option_is_refused_naming_it(tmp_path: Path) -> N
             assert err.value.details() == (
                 f"idempotency key 'checkout-9' was used for {first.quote_id}/{option}"
             )
-            status = rpc_status.from_call(err.value)
-            assert status is not None
-            failures = []
-            for detail in status.details:
-                if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
-                    failure = error_details_pb2.PreconditionFailure()
-                    detail.Unpack(failure)
-                    failures.extend((v.type, v.subject, v.description) for v in failure.violations)
-            assert failures == [("IDEMPOTENCY_KEY", "checkout-9", "used for another order")]
+            assert _preconditions(err.value) == [
+                ("IDEMPOTENCY_KEY", "checkout-9", "used for another order")
+            ]
         orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest()).orders
         assert [o.order_id for o in orders] == [placed.order.order_id]
+
+
+def test_place_order_counts_other_quotes_live_holds(tmp_path: Path) -> None:
+    with running_server(sqlite_url(tmp_path)) as client:
+        # Newark's 5 A: Y holds 2, then X holds the other 3 (both only arrive on day 2 there).
+        y = client.quote({"A": 2})
+        x = client.quote({"A": 3})
+        for quote in (x, y):
+            assert [p.node_id for p in quote.options[0].parcels] == ["DC-NJ"]
+        assert _position(client, "DC-NJ", "A").held == 5
+        # A count finds 4: the newest hold (X's) shrinks to what is left, 2.
+        client.inventory.AdjustStock(
+            inventory_pb2.AdjustStockRequest(node_id="DC-NJ", sku="A", delta=-1, reason="count"),
+            metadata=ADMIN,
+        )
+        # X needs 3 but, Y's live hold counted, only 2 are free: refused, naming the position.
+        with pytest.raises(grpc.RpcError) as err:
+            client.place(x.quote_id, x.options[0].option_id)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert _preconditions(err.value) == [("STOCK", "DC-NJ/A", "needs 3 units, 2 available now")]
+        # Y still gets its 2.
+        placed = client.place(y.quote_id, y.options[0].option_id)
+        assert [p.node_id for p in placed.order.allocation.parcels] == ["DC-NJ"]
+        assert _position(client, "DC-NJ", "A").reserved == 2
+
+
+def test_place_order_checks_the_node_s_capacity_left_today(tmp_path: Path) -> None:
+    # Newark ships at most 3 units a day; quotes do not hold capacity, orders use it.
+    network = hand_network().replace(capacity=np.array([3, UNLIMITED_CAPACITY, UNLIMITED_CAPACITY]))
+    with running_server(sqlite_url(tmp_path), network) as client:
+        first = client.quote({"A": 2})
+        second = client.quote({"A": 2})
+        for quote in (first, second):
+            assert [p.node_id for p in quote.options[0].parcels] == ["DC-NJ"]
+        client.place(first.quote_id, first.options[0].option_id)
+        # 2 of today's 3 are used: the second order's 2 units do not fit, and nothing else
+        # arrives by day 2.
+        with pytest.raises(grpc.RpcError) as err:
+            client.place(second.quote_id, second.options[0].option_id)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert _preconditions(err.value) == [
+            ("CAPACITY", "DC-NJ", "needs 2 units of today's capacity, 1 left")
+        ]
+        # One unit still fits today.
+        third = client.quote({"A": 1})
+        assert [p.node_id for p in third.options[0].parcels] == ["DC-NJ"]
+        client.place(third.quote_id, third.options[0].option_id)
