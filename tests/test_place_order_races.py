@@ -140,7 +140,7 @@ def test_a_key_used_for_another_option_is_refused_naming_it(tmp_path: Path) -> N
         ]
         # The same key again for the same option is a retry: the same order.
         again = client.place(first.quote_id, option, key="checkout-9")
-        assert again.order.order_id == placed.order.order_id
+        assert again.order.order_id == placed.order.order_id and not again.resourced
         # Another option of the same quote, or the same option id on another quote: refused.
         for quote_id, option_id in ((first.quote_id, "opt-99"), (second.quote_id, option)):
             with pytest.raises(grpc.RpcError) as err:
@@ -201,3 +201,25 @@ def test_place_order_checks_the_node_s_capacity_left_today(tmp_path: Path) -> No
         third = client.quote({"A": 1})
         assert [p.node_id for p in third.options[0].parcels] == ["DC-NJ"]
         client.place(third.quote_id, third.options[0].option_id)
+
+
+def test_a_retry_of_a_re_sourced_order_says_it_was_re_sourced(tmp_path: Path) -> None:
+    network = hand_network({("DC-NJ", "A"): 1})
+    with running_server(sqlite_url(tmp_path), network, hold_stock=False) as client:
+        # 2 x A: cheapest from Philadelphia, day 3; its stock is then counted away.
+        quote = client.quote({"A": 2})
+        chosen = next(o for o in quote.options if common_pb2.OPTION_LABEL_CHEAPEST in o.labels)
+        assert [p.node_id for p in chosen.parcels] == ["ST-PHL"]
+        client.inventory.SetStock(
+            inventory_pb2.SetStockRequest(node_id="ST-PHL", sku="A", on_hand=0, reason="count"),
+            metadata=ADMIN,
+        )
+        placed = client.place(quote.quote_id, chosen.option_id, key="k-1")
+        assert placed.resourced
+        assert [(e.type, e.detail) for e in placed.order.events][1] == (
+            "resourced",
+            "quoted stock changed (ST-PHL/A: needs 2 units, 0 available now); "
+            f"now 1 parcel(s) arriving {chosen.delivery_date}",
+        )
+        again = client.place(quote.quote_id, chosen.option_id, key="k-1")
+        assert again.resourced and again.order.order_id == placed.order.order_id
