@@ -292,23 +292,36 @@ _BROKEN: list[tuple[str, tuple[tuple[str, int], ...], Allocation, tuple[str, ...
         _case(_parcel("DC-CHI", "transfer", _A1), pickup="ST-PHL"),
         ("parcel 0 (DC-CHI): service transfer not offered in zone 3",),
     ),
+    # Each bad line is skipped, and the parcel's next line still counts.
     (
         "no such line",
-        (("A", 1),),
-        _case(_parcel("DC-NJ", "ground", (5, "A", 1))),
-        ("parcel 0 (DC-NJ): no order line 5",),
+        (("A", 1), ("B", 1)),
+        _case(_parcel("DC-NJ", "ground", (2, "A", 1), (0, "A", 1), (1, "B", 1))),
+        ("parcel 0 (DC-NJ): no order line 2",),
     ),
     (
         "the line's SKU differs",
-        (("A", 1),),
-        _case(_parcel("DC-NJ", "ground", (0, "B", 1))),
+        (("A", 1), ("B", 1)),
+        _case(_parcel("DC-NJ", "ground", (0, "B", 1), (0, "A", 1), (1, "B", 1))),
         ("parcel 0 (DC-NJ): line 0 is A, not B",),
     ),
     (
         "no units",
-        (("A", 1),),
-        _case(_parcel("DC-NJ", "ground", (0, "A", 0))),
+        (("A", 1), ("B", 1)),
+        _case(_parcel("DC-NJ", "ground", (0, "A", 0), (0, "A", 1), (1, "B", 1))),
         ("parcel 0 (DC-NJ): line 0 has qty 0",),
+    ),
+    (
+        "two lines of one SKU over the stock",
+        (("A", 3), ("A", 3)),
+        _case(_parcel("DC-NJ", "ground", (0, "A", 3), (1, "A", 3))),
+        ("node DC-NJ: 6 units of A taken, 5 available",),
+    ),
+    (
+        "two lines of one SKU over the receipts",
+        (("B", 1), ("B", 2)),
+        _case(_parcel("DC-CHI", "ground", (0, "B", 1), (1, "B", 2), wait=4)),
+        ("node DC-CHI: 3 units of B wait for day 4, 2 free in its receipts due then",),
     ),
     (
         "over the daily capacity",
@@ -361,6 +374,8 @@ def test_the_evaluator_names_each_rule_an_allocation_breaks(
     ]
     if allocation.pickup != "NOPE":
         assert [p.node_id for p in got.parcels] == known
+    if expected[0].startswith("parcel 0 (DC-NJ): ") and "line" in expected[0]:
+        assert got.shortfall == ()  # the good lines after the bad one were counted
     if allocation.pickup == "NOPE":  # nothing can be priced without the store
         assert (got.parcels, got.shortfall) == ((), ())
 
