@@ -211,7 +211,8 @@ def test_the_evaluator_refuses_a_partial_allocation_unless_asked() -> None:
     one = Allocation((_parcel("DC-NJ", "ground", (0, "A", 1)),))
     assert evaluate(net, order, one).violations == ("line 0 (A): 1 of 2 units covered",)
     partial = evaluate(net, order, one, allow_partial=True)
-    assert partial.is_feasible and [(s.line, s.missing) for s in partial.shortfall] == [(0, 1)]
+    assert partial.is_feasible
+    assert [(s.line, s.sku, s.requested, s.covered) for s in partial.shortfall] == [(0, "A", 2, 1)]
 
 
 def _case(*parcels: ParcelPlan, pickup: str | None = None) -> Allocation:
