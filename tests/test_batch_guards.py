@@ -108,6 +108,7 @@ def assert_current_plan_stands(problem: Problem, status: str, cost: int = 70) ->
     assert solution.opened.tolist() == problem.current_open.tolist()
     assert (solution.cost_before, solution.cost_after) == (cost, cost)
     assert solution.status == status
+    assert 0.0 <= solution.seconds < 60.0
 
 
 def test_the_hand_problem_is_as_worked_out() -> None:
@@ -191,6 +192,22 @@ def test_a_cheaper_valid_answer_is_taken(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (solution.cost_before, solution.cost_after, solution.status) == (85, 70, OPTIMAL)
     assert solution.units.tolist() == [2, 1, 0, 0, 0, 0]
     assert solution.opened.tolist() == [True, False, False]
+    assert solution.bound == 70.0 and 0.0 <= solution.seconds < 60.0
+    # From all at p1 (115) to p2's 2 k0 + p1's 1 k1 (85): p1 stays open with its one unit.
+    dearer = hand_problem(
+        current_units=_ints(0, 0, 2, 1, 0, 0), current_open=np.array([False, True, False])
+    )
+    answering(monkeypatch, _ints(0, 0, 0, 1, 2, 0), FEASIBLE, 80.0)
+    solution = solve_problem(dearer)
+    assert (solution.cost_before, solution.cost_after, solution.status) == (115, 85, FEASIBLE)
+    assert solution.opened.tolist() == [False, True, True] and solution.bound == 80.0
+
+
+def test_an_equally_cheap_answer_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With k0 at 25 from p1, all from p1 costs 10 + 50 + 10 = 70 too: no order changes for it.
+    problem = hand_problem(cell_unit=_ints(5, 50, 25, 10, 30, 1))
+    answering(monkeypatch, _ints(0, 0, 2, 1, 0, 0), OPTIMAL, 70.0)
+    assert_current_plan_stands(problem, OPTIMAL)
 
 
 def test_the_job_never_applies_a_bad_answer_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
