@@ -19,7 +19,14 @@ from ortools.linear_solver import pywraplp
 
 from sourcing.model import Network, Order
 
-from reference import NO_LIMIT, free_to_promise, great_circle_km, unit_credit, zone_name
+from reference import (
+    NO_LIMIT,
+    free_to_promise,
+    great_circle_km,
+    unit_credit,
+    unit_shipping,
+    zone_name,
+)
 
 
 @dataclass(frozen=True)
@@ -59,15 +66,18 @@ def oracle_costs(network: Network, order: Order) -> OracleCosts:
         )
         z = network.zone_ids.index(zone_name(network, km))
         credit = [unit_credit(network, node, s) for s in skus]
-        handling = int(network.handling_cost[n]) * 1000
+        handling = int(network.handling_cost[n])
         costs.available.append(free)
         limit = int(network.capacity[n])
         costs.capacity.append(limit if limit < NO_LIMIT else sum(demand))
         costs.usable.append([bool(network.offered[v, z]) for v in services])
-        costs.fixed.append([int(network.base_price[v, z]) * 1000 + handling for v in services])
+        costs.fixed.append([int(network.base_price[v, z]) + handling for v in services])
         costs.unit.append(
             [
-                [int(network.per_kg[v, z]) * g - cr for g, cr in zip(grams, credit, strict=True)]
+                [
+                    unit_shipping(network.per_kg[v, z], g) - cr
+                    for g, cr in zip(grams, credit, strict=True)
+                ]
                 for v in services
             ]
         )

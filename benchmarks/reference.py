@@ -13,8 +13,9 @@ DESIGN section 7 (and README, for click & collect and inbound receipts) states i
   its ``atan2`` form);
 * zone: the first band whose ``max_km`` is at least the distance, else the last;
 * parcel cost = ``base_price + per_kg * weight`` of its (service, zone) rate row
-  + the node's ``handling_cost``: cents, cents per kg and grams, so exactly
-  millicents (cents x 1000, cents/kg x g);
+  + the node's ``handling_cost``; network money is millicents (five-decimal
+  planner money), and each unit's per-kg charge ``per_kg * grams / 1000`` is
+  rounded half-to-even to the millicent, once per unit (exact Fraction);
 * storage credit per unit shipped from stock =
   ``storage_cost(n) * min(on_hand(n, s) / daily_demand(s), horizon_days)``
   (demand 0: the horizon), in millicents, rounded half-to-even per unit; none
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from sourcing.model import Allocation, Network, Order
 
@@ -87,11 +89,16 @@ def zone_name(network: Network, km: float) -> str:
 def unit_credit(network: Network, node_id: str, sku: str) -> int:
     """Storage credit, in millicents, for one unit of ``sku`` shipped from ``node_id``'s shelf."""
     n, k = network.node_ids.index(node_id), network.sku_ids.index(sku)
-    cents_per_day = int(network.storage_cost[n])
+    per_day = int(network.storage_cost[n])  # millicents per unit per day
     demand = float(network.daily_demand[k])
     horizon = float(network.horizon_days)
     days = horizon if demand == 0 else min(int(network.on_hand[n, k]) / demand, horizon)
-    return round(cents_per_day * 1000 * days)
+    return round(per_day * days)
+
+
+def unit_shipping(per_kg: int, grams: int) -> int:
+    """One unit's per-kg charge: millicents per kg x grams / 1000, half-to-even."""
+    return round(Fraction(int(per_kg) * int(grams), 1000))
 
 
 def free_to_promise(network: Network, node_id: str, sku: str) -> int:
@@ -124,13 +131,13 @@ def reference_price(
         if (parcel.node_id, wait) in sources:
             problems.append(f"two parcels from {parcel.node_id} (inbound day {wait})")
         sources.add((parcel.node_id, wait))
-        grams = 0
+        per_sku: dict[str, int] = {}
         credit = 0
         for line in parcel.lines:
             if order.lines[line.line].sku != line.sku or line.qty <= 0:
                 problems.append(f"{parcel.node_id}: bad line {line}")
             shipped[line.line] += line.qty
-            grams += line.qty * int(network.weight_g[network.sku_ids.index(line.sku)])
+            per_sku[line.sku] = per_sku.get(line.sku, 0) + line.qty
             if wait is None:
                 credit += line.qty * unit_credit(network, parcel.node_id, line.sku)
                 key = (parcel.node_id, line.sku)
@@ -139,7 +146,7 @@ def reference_price(
             else:
                 day_key = (parcel.node_id, line.sku, wait)
                 waiting[day_key] = waiting.get(day_key, 0) + line.qty
-        handling = int(network.handling_cost[n]) * 1000
+        handling = int(network.handling_cost[n])
         ready = (wait or 0) + int(network.handling_days[n])
         if allocation.pickup is not None and parcel.node_id == allocation.pickup:
             if parcel.service != "pickup":
@@ -153,7 +160,10 @@ def reference_price(
         v, z = network.service_ids.index(parcel.service), network.zone_ids.index(zone)
         if not bool(network.offered[v, z]):
             problems.append(f"{parcel.node_id}: no {parcel.service} rate row in zone {zone}")
-        shipping = int(network.base_price[v, z]) * 1000 + int(network.per_kg[v, z]) * grams
+        shipping = int(network.base_price[v, z]) + sum(
+            qty * unit_shipping(network.per_kg[v, z], network.weight_g[network.sku_ids.index(s)])
+            for s, qty in per_sku.items()
+        )
         arrival = ready + int(network.transit_days[v, z])
         cost = shipping + handling - credit
         parcels.append(ReferenceParcel(parcel.node_id, zone, km, cost, arrival))

@@ -2,7 +2,7 @@
 
 Every sub-problem is hinted with the current plan, so a real solver always
 hands back something at least as good and valid: the guards in
-:func:`sourcing.batch.solve_problem` (take an answer only if it meets every
+:func:`sourcing.batch.problem.solve_problem` (take an answer only if it meets every
 row of the model and is strictly cheaper; otherwise keep the current plan)
 never see work. Here the solver is replaced by one that answers with a
 dearer plan, or with a cheaper plan that breaks one rule at a time.
@@ -29,16 +29,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-import sourcing.batch as batch
+import sourcing.batch.problem as batch
 from sourcing.batch import (
-    FEASIBLE,
-    OPTIMAL,
     BatchInstance,
     OrderOutcome,
     Problem,
     reoptimise,
     solve_problem,
 )
+from sourcing.batch.instance import FEASIBLE, OPTIMAL
 from sourcing.evaluate import evaluate
 from sourcing.model import Allocation, ParcelLine, ParcelPlan
 from test_batch import EXACT, swap_instance

@@ -7,7 +7,7 @@
 * Idempotency: two *first* attempts with one key, both inside PlaceOrder at
   once (each parked right after its first look for the key, until the other
   has looked too), make one order, and both callers get it; a key used for
-  another option is refused, naming the key and what it was used for.
+  another option is refused, naming the key.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from oms.store import OrderRow
 from oms.v1 import checkout_pb2, common_pb2, inventory_pb2
 from sourcing.model import UNLIMITED_CAPACITY
 
-from service_support import ADMIN, Client, hand_network, running_server, sqlite_url
+from service_support import ADMIN, Client, cents, hand_network, iso, running_server, sqlite_url
 
 
 def _preconditions(err: grpc.RpcError) -> list[tuple[str, str, str]]:
@@ -42,6 +42,12 @@ def _preconditions(err: grpc.RpcError) -> list[tuple[str, str, str]]:
     return found
 
 
+def _start_checkout(client: Client, quote_id: str, option_id: str) -> None:
+    client.checkout.StartCheckout(
+        checkout_pb2.StartCheckoutRequest(quote_id=quote_id, option_id=option_id), timeout=10
+    )
+
+
 def _position(client: Client, node: str, sku: str) -> inventory_pb2.Availability:
     reply = client.inventory.GetAvailability(
         inventory_pb2.GetAvailabilityRequest(skus=[sku], node_ids=[node]), metadata=ADMIN
@@ -50,17 +56,19 @@ def _position(client: Client, node: str, sku: str) -> inventory_pb2.Availability
     return position
 
 
-@pytest.mark.parametrize("hold", [True, False], ids=["quotes-hold", "no-holds"])
+@pytest.mark.parametrize("hold", [True, False], ids=["checkout-holds", "no-holds"])
 def test_place_order_leaves_safety_stock_alone(database_url: str, hold: bool) -> None:
     # Newark holds 5 A and keeps 2 back: 3 to promise.
     network = hand_network({("DC-NJ", "A"): 5}, {("DC-NJ", "A"): 2})
-    with running_server(database_url, network, hold_stock=hold) as client:
+    with running_server(database_url, network) as client:
         quote = client.quote({"A": 3})
         # 3 x A to Manhattan: only Newark arrives on day 2 ($5.00 + 3 kg + $2.00 = $10.00);
         # Philadelphia and Chicago take until day 3.
         (option,) = quote.options
         assert [p.node_id for p in option.parcels] == ["DC-NJ"]
-        assert (option.cost.minor_units, option.delivery_days) == (1000, 2)
+        assert (cents(option.cost), option.delivery_days) == (1000, 2)
+        if hold:  # the shopper went to the checkout page: the option's units are held
+            _start_checkout(client, quote.quote_id, option.option_id)
         assert _position(client, "DC-NJ", "A").available == (0 if hold else 3)
         # A count finds one unit fewer: 4 on hand, 2 kept back, so only 2 may be promised.
         client.inventory.AdjustStock(
@@ -120,7 +128,7 @@ def test_two_first_attempts_with_one_key_make_one_order(
         assert not both_looked.broken, "the two attempts were never inside PlaceOrder together"
         assert errors == []
         assert len(replies) == 2 and len(set(replies)) == 1, replies
-        orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest()).orders
+        orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest(), metadata=ADMIN).orders
         assert [o.order_id for o in orders] == replies[:1]
         assert _position(client, "DC-NJ", "A").reserved == 1
 
@@ -135,7 +143,7 @@ def test_a_key_used_for_another_option_is_refused_naming_it(tmp_path: Path) -> N
         assert [(e.type, e.detail) for e in placed.order.events] == [
             (
                 "placed",
-                f"{option} ({labels}): 1 parcel(s), promised {first.options[0].delivery_date}",
+                f"{option} ({labels}): 1 parcel(s), promised {iso(first.options[0].delivery_date)}",
             )
         ]
         # The same key again for the same option is a retry: the same order.
@@ -146,23 +154,27 @@ def test_a_key_used_for_another_option_is_refused_naming_it(tmp_path: Path) -> N
             with pytest.raises(grpc.RpcError) as err:
                 client.place(quote_id, option_id, key="checkout-9")
             assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            # It names the key, not the quote and option it placed (that would be enough to
+            # fetch someone else's order).
             assert err.value.details() == (
-                f"idempotency key 'checkout-9' was used for {first.quote_id}/{option}"
+                "idempotency key 'checkout-9' was used for another order; "
+                "use a new key for each order"
             )
             assert _preconditions(err.value) == [
                 ("IDEMPOTENCY_KEY", "checkout-9", "used for another order")
             ]
-        orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest()).orders
+        orders = client.checkout.ListOrders(checkout_pb2.ListOrdersRequest(), metadata=ADMIN).orders
         assert [o.order_id for o in orders] == [placed.order.order_id]
 
 
-def test_place_order_counts_other_quotes_live_holds(tmp_path: Path) -> None:
+def test_place_order_counts_other_checkouts_live_holds(tmp_path: Path) -> None:
     with running_server(sqlite_url(tmp_path)) as client:
         # Newark's 5 A: Y holds 2, then X holds the other 3 (both only arrive on day 2 there).
         y = client.quote({"A": 2})
         x = client.quote({"A": 3})
-        for quote in (x, y):
+        for quote in (y, x):
             assert [p.node_id for p in quote.options[0].parcels] == ["DC-NJ"]
+            _start_checkout(client, quote.quote_id, quote.options[0].option_id)
         assert _position(client, "DC-NJ", "A").held == 5
         # A count finds 4: the newest hold (X's) shrinks to what is left, 2.
         client.inventory.AdjustStock(
@@ -219,7 +231,7 @@ def test_a_retry_of_a_re_sourced_order_says_it_was_re_sourced(tmp_path: Path) ->
         assert [(e.type, e.detail) for e in placed.order.events][1] == (
             "resourced",
             "quoted stock changed (ST-PHL/A: needs 2 units, 0 available now); "
-            f"now 1 parcel(s) arriving {chosen.delivery_date}",
+            f"now 1 parcel(s) arriving {iso(chosen.delivery_date)}",
         )
         again = client.place(quote.quote_id, chosen.option_id, key="k-1")
         assert again.resourced and again.order.order_id == placed.order.order_id

@@ -27,7 +27,7 @@ from sourcing.model import (
     Receipt,
 )
 
-from reference import great_circle_km, reference_price, unit_credit, zone_name
+from reference import great_circle_km, reference_price, unit_credit, unit_shipping, zone_name
 from service_support import hand_network
 from support import free_units, tiny_network
 
@@ -43,8 +43,8 @@ def _with_lane(network: Network) -> Network:
     $0.50/kg, 2 days; none in zone 3."""
     return network.replace(
         service_ids=(*network.service_ids, "transfer"),
-        base_price=np.vstack([network.base_price, [[100, 200, 300]]]),
-        per_kg=np.vstack([network.per_kg, [[50, 50, 50]]]),
+        base_price=np.vstack([network.base_price, [[100_000, 200_000, 300_000]]]),
+        per_kg=np.vstack([network.per_kg, [[50_000, 50_000, 50_000]]]),
         transit_days=np.vstack([network.transit_days, [[1, 2, 3]]]),
         offered=np.vstack([network.offered, [[True, True, False]]]),
     )
@@ -82,7 +82,7 @@ def test_the_reference_prices_the_hand_network_as_worked_out() -> None:
 
 def test_the_storage_credit_is_cover_capped_by_the_horizon_and_rounded_half_to_even() -> None:
     net = hand_network({("DC-NJ", "A"): 12, ("DC-NJ", "B"): 1}).replace(
-        storage_cost=np.array([3, 0, 0]), daily_demand=np.array([0.64, 0.0])
+        storage_cost=np.array([3_000, 0, 0]), daily_demand=np.array([0.64, 0.0])
     )
     # A: 12 / 0.64 = 18.75 days of cover: 3 cents x 18.75 = 56.25 cents = 56,250 millicents.
     assert unit_credit(net, "DC-NJ", "A") == 56_250
@@ -406,8 +406,9 @@ def _random_network(rng: np.random.Generator) -> Network:
     )
     return base.replace(
         service_ids=(*base.service_ids, "transfer"),
-        base_price=np.vstack([base.base_price, rng.integers(100, 600, (1, z))]),
-        per_kg=np.vstack([base.per_kg, rng.integers(0, 150, (1, z))]),
+        base_price=np.vstack([base.base_price, rng.integers(100, 600, (1, z)) * 1000]),
+        # Sub-cent per-kg prices too: each unit's charge is rounded to the millicent.
+        per_kg=np.vstack([base.per_kg, rng.integers(0, 150_000, (1, z))]),
         transit_days=np.vstack([base.transit_days, rng.integers(0, 3, (1, z))]),
         offered=np.vstack([base.offered, rng.random((1, z)) < 0.7]),
         receipts=receipts,
@@ -597,7 +598,7 @@ def _check_arrays(
             assert bool(arrays.usable[c, v]) == usable, (node, name)
             if not usable:
                 continue
-            weights = [per_kg * int(g) for g in network.weight_g]
+            weights = [unit_shipping(per_kg, int(g)) for g in network.weight_g]
             assert arrays.per_unit_shipping[c, v].tolist() == weights, (node, name)
             parcel = ParcelPlan(node, name, lines, wait)
             price = reference_price(
