@@ -126,9 +126,9 @@ TARGETS: dict[str, Target] = {
         deselect=_SLOW_OR_TIMED,
     ),
     "batch": Target(
-        "src/sourcing/batch.py",
+        "src/sourcing/batch/problem.py",
         tuple(
-            f"sourcing.batch.{name}__mutmut_*"
+            f"sourcing.batch.problem.{name}__mutmut_*"
             for name in ("x_solve_problem", "x__satisfies", "x__cost", "x__same_node_groups")
         ),
         ("tests/test_batch.py", "tests/test_batch_guards.py"),
