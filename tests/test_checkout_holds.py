@@ -97,8 +97,10 @@ def test_browsing_never_makes_stock_unpromisable(tmp_path: Path) -> None:
         after = positions(client)
         assert all(p.held == 0 for p in after.values())
         assert {k: (p.on_hand, p.available) for k, p in after.items()} == before
-        # Every SKU is still promisable in full: all 60 A and all 55 B in one order each.
-        for sku, total in (("A", 60), ("B", 55)):
+        # Every SKU is still promisable in full, in one order each: all 58 A and all 53 B
+        # (60 and 55 on hand; Chicago keeps 2 of each back as safety stock).
+        for sku, total in (("A", 58), ("B", 53)):
+            assert total == sum(a for (_, s), (_, a) in before.items() if s == sku)
             reply = client.quote({sku: total})
             assert reply.options and not reply.shortfall
             option = reply.options[0]
