@@ -23,7 +23,11 @@ Rules (money in millicents, see :mod:`sourcing.model`):
   carries, including what is reserved;
 * arrival = ``handling_days(n) + transit_days(service, zone)``;
 * the transfer lane (the service named ``transfer``, see :mod:`sourcing.model`)
-  never ships to a customer.
+  never ships to a customer;
+* an opportunity cost per unit (:class:`~sourcing.model.OpportunityCosts`,
+  optional) is added to ``unit`` when a quote is priced with one: it is not a
+  reference cost, and ``OrderCosts.opportunity`` keeps it apart so that every
+  option can report its reference cost and its opportunity cost separately.
 
 The same rules price the other ways to fulfil (:class:`LegCosts`):
 
@@ -55,6 +59,7 @@ from sourcing.model import (
     FloatArray,
     IntArray,
     Network,
+    OpportunityCosts,
     per_kg_charge,
 )
 
@@ -138,6 +143,8 @@ class OrderCosts:
     credit: IntArray
     per_unit_shipping: IntArray
     services: IntArray
+    #: C x K, millicents per unit, already inside ``unit`` (None: not priced with any).
+    opportunity: IntArray | None = None
 
     @property
     def total_units(self) -> int:
@@ -151,11 +158,13 @@ def order_costs(
     skus: IntArray,
     demand: IntArray,
     available: IntArray | None = None,
+    opportunity: OpportunityCosts | None = None,
 ) -> OrderCosts:
     """Build the cost arrays of one order (``skus`` distinct network SKU indices).
 
     ``available`` (N x S) defaults to ``network.available``; the simulator and
-    the batch job pass their own running stock.
+    the batch job pass their own running stock. ``opportunity``: each unit's
+    opportunity cost is added to ``unit`` (and kept apart in ``opportunity``).
     """
     columns = network.available_of(skus) if available is None else available[:, skus]
     avail = np.minimum(columns, demand)
@@ -173,6 +182,10 @@ def order_costs(
     shipping = per_kg_charge(per_kg[:, :, None], network.weight_g[skus][None, None, :])
     credit = storage_credit(network, nodes, skus)
     unit = shipping - credit[:, None, :]
+    extra = None
+    if opportunity is not None:
+        extra = opportunity.columns(network, nodes, skus)
+        unit = unit + extra[:, None, :]
     arrival = network.handling_days[nodes, None] + rates.transit_days[zone]
     capacity = np.minimum(network.capacity[nodes], int(demand.sum()))
     # asarray, not astype: the arrays are fresh, and mostly int64 already (no copy needed).
@@ -191,6 +204,7 @@ def order_costs(
         credit=credit,
         per_unit_shipping=np.asarray(shipping, dtype=np.int64),
         services=rates.services,
+        opportunity=extra,
     )
 
 

@@ -331,6 +331,60 @@ class DeliveryRates:
     transit_days: IntArray
 
 
+@dataclass(frozen=True, eq=False)
+class OpportunityCosts:
+    """What a unit of stock at a node is worth to the orders expected before it is replenished.
+
+    ``values`` (len(node_ids) x len(sku_ids)): millicents per unit, added to
+    the unit's cost in the single-order model when a quote is priced with
+    them (:attr:`sourcing.solver.QuoteSettings.opportunity`); made by
+    :mod:`sourcing.forward.fluid`. Keyed by ids, so one set serves any
+    network that names the same nodes and SKUs (the replay's per-order
+    views, the service's catalog); unknown ids cost nothing.
+    """
+
+    node_ids: tuple[str, ...]
+    sku_ids: tuple[str, ...]
+    values: IntArray
+    node_index: dict[str, int] = field(init=False, repr=False)
+    sku_index: dict[str, int] = field(init=False, repr=False)
+    #: The last network's node ids and their rows here (-1: unknown): quotes on one
+    #: catalog reuse it instead of looking every node up again.
+    _rows_of: list[Any] = field(init=False, repr=False, compare=False)
+    _padded: IntArray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rows_of", [None, None])
+        values = np.asarray(self.values, dtype=np.int64)
+        if values.shape != (len(self.node_ids), len(self.sku_ids)):
+            raise ValueError(
+                f"OpportunityCosts.values has shape {values.shape}, "
+                f"expected {(len(self.node_ids), len(self.sku_ids))}"
+            )
+        if (values < 0).any():
+            raise ValueError("OpportunityCosts.values must be >= 0")
+        object.__setattr__(self, "values", _frozen(values))
+        # One zero row and column at the end: what an unknown id (index -1) reads.
+        object.__setattr__(self, "_padded", np.pad(values, ((0, 1), (0, 1))))
+        object.__setattr__(self, "node_index", {k: i for i, k in enumerate(self.node_ids)})
+        object.__setattr__(self, "sku_index", {k: i for i, k in enumerate(self.sku_ids)})
+
+    def columns(self, network: Network, nodes: IntArray, skus: IntArray) -> IntArray:
+        """Per unit, millicents, of ``network``'s ``nodes`` x ``skus`` (indices into it)."""
+        cached_ids, cached_rows = self._rows_of
+        if cached_ids is not network.node_ids:
+            cached_rows = np.array(
+                [self.node_index.get(n, -1) for n in network.node_ids], dtype=np.int64
+            )
+            self._rows_of[:] = [network.node_ids, cached_rows]
+        rows = cached_rows[nodes]
+        cols = np.array(
+            [self.sku_index.get(network.sku_ids[k], -1) for k in skus.tolist()], dtype=np.int64
+        )
+        out: IntArray = self._padded[rows[:, None], cols[None, :]]
+        return out
+
+
 @dataclass(frozen=True)
 class Location:
     lat: float
@@ -494,10 +548,18 @@ class Option:
     labels: tuple[Label, ...]
     evaluation: Evaluation
     proof: Proof
+    #: Millicents: the opportunity cost of the units it takes (0 unless the quote was priced
+    #: with :class:`OpportunityCosts`). Never part of :attr:`cost`, the reference cost.
+    opportunity: int = 0
 
     @property
     def cost(self) -> int:
         return self.evaluation.cost
+
+    @property
+    def priced_cost(self) -> int:
+        """What the menu was chosen by: the reference cost plus the opportunity cost."""
+        return self.evaluation.cost + self.opportunity
 
     @property
     def delivery_days(self) -> int:
@@ -563,6 +625,11 @@ class QuoteSettings:
     pickup_stores: tuple[str, ...] = ()
     nearest_stores: int = 0
     allow_backorder: bool = False
+    #: Forward-looking prices (:mod:`sourcing.forward`): each unit's opportunity cost is added
+    #: to its cost, so the menu is exact for the priced cost (``Option.priced_cost``); every
+    #: option still reports its reference cost, the opportunity cost as its own line. Applies
+    #: to delivery from stock; click & collect and backorder legs are priced without it.
+    opportunity: OpportunityCosts | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

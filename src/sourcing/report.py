@@ -11,6 +11,7 @@ Shape::
           "status": "OPTIMAL",              # or "FEASIBLE (gap 1.2%)", "HEURISTIC"
           "proof": "bound+enumeration",     # what proved it
           "breakdown": {"shipping": 11.0, "handling": 1.5, "storage_credit": 0.16},
+                                            # + "opportunity_cost" when priced with one
           "parcels": [
             {
               "node_id": "DC-ORD", "service": "ground", "zone": "2",
@@ -99,6 +100,8 @@ def option_to_json(option: Option) -> dict[str, Any]:
             "shipping": money(evaluation.shipping),
             "handling": money(evaluation.handling),
             "storage_credit": money(evaluation.storage_credit),
+            # Only when priced with opportunity costs: not part of "cost" (the reference cost).
+            **({"opportunity_cost": money(option.opportunity)} if option.opportunity else {}),
         },
         "parcels": [parcel_to_json(p) for p in evaluation.parcels],
         # Only for click & collect: the store, and delivery_days is the ready day there.

@@ -61,6 +61,6 @@ which build on it):
 """
 
 from sourcing.solver.context import FEASIBLE, OPTIMAL, Plan
-from sourcing.solver.frontier import quote_delivery, solve_costs
+from sourcing.solver.frontier import cheapest_plan, quote_delivery, solve_costs
 
-__all__ = ["FEASIBLE", "OPTIMAL", "Plan", "quote_delivery", "solve_costs"]
+__all__ = ["FEASIBLE", "OPTIMAL", "Plan", "cheapest_plan", "quote_delivery", "solve_costs"]

@@ -52,7 +52,14 @@ def quote_delivery(network: Network, order: Order, settings: QuoteSettings) -> Q
     started = time.perf_counter()
     validate_order(network, order)
     skus, wanted = demand_by_sku(network, order)
-    costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
+    costs = order_costs(
+        network,
+        order.destination.lat,
+        order.destination.lon,
+        skus,
+        wanted,
+        opportunity=settings.opportunity,
+    )
     demand = _covered_demand(network, costs, settings.allow_partial)
     ctx = Context(costs, demand, settings, started + settings.time_limit_s)
 
@@ -174,12 +181,16 @@ def _option(
 ) -> Option:
     allocation = _lines_of(order, costs, plan, network)
     evaluation = evaluate(network, order, allocation, allow_partial=settings.allow_partial)
-    if evaluation.cost != plan.cost or not evaluation.is_feasible:
+    opportunity = 0
+    if costs.opportunity is not None:
+        opportunity = int((costs.opportunity * plan.units).sum())
+    if evaluation.cost + opportunity != plan.cost or not evaluation.is_feasible:
         # The solver and the reference evaluator disagree: a bug, never a caller error.
         raise AssertionError(
-            f"solver plan cost {plan.cost} != evaluated {evaluation.cost}: {evaluation.violations}"
+            f"solver plan cost {plan.cost} != evaluated {evaluation.cost} + opportunity "
+            f"{opportunity}: {evaluation.violations}"
         )
-    return Option(labels, evaluation, Proof(plan.status, plan.gap, plan.method))
+    return Option(labels, evaluation, Proof(plan.status, plan.gap, plan.method), opportunity)
 
 
 def _shortfall(
@@ -286,3 +297,19 @@ def solve_costs(
     ctx = Context(costs, demand, settings, deadline)
     plans = _frontier(ctx) if demand.sum() > 0 else []
     return plans, ctx.stats
+
+
+def cheapest_plan(
+    costs: OrderCosts, demand: IntArray, settings: QuoteSettings, deadline: float
+) -> Plan | None:
+    """The least-cost plan of prebuilt cost arrays, alone (no other sub-problem), proven as
+    :func:`quote_delivery` proves CHEAPEST; None if no usable candidates cover ``demand``.
+
+    For callers that only need that one number per order, many times over (the
+    perfect-hindsight bound prices thousands of orders per round).
+    """
+    ctx = Context(costs, demand, settings, deadline)
+    days = sorted(set(costs.arrival[costs.usable].tolist()))
+    if not days or demand.sum() == 0:
+        return None
+    return min_cost(ctx, days[-1], settings.max_parcels or len(costs.nodes))
