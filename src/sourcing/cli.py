@@ -25,10 +25,12 @@ command-line argument) ends with exit status 2 and a single line
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NoReturn
@@ -221,6 +223,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="the Olist data folder (overrides the scenario's [olist] data_dir)",
     )
+    w.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        metavar="N",
+        help="run the replays as Dask tasks on a LocalCluster of N worker processes",
+    )
+    w.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the replays on an existing Dask cluster (its workers need this package)",
+    )
+    w.add_argument(
+        "--no-bound",
+        action="store_true",
+        help="skip the perfect-hindsight bound even if the scenario has a [bound] table",
+    )
     w.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -237,7 +255,13 @@ def _names(text: str | None, option: str) -> list[str] | None:
 def _whatif(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sourcing.whatif.report import format_kpis, kpi_table, savings_table, write_report
+    from sourcing.whatif.report import (
+        bound_table,
+        format_kpis,
+        kpi_table,
+        savings_table,
+        write_report,
+    )
     from sourcing.whatif.scenario import load_scenario, prepare_scenario
 
     scenario = load_scenario(args.scenario)
@@ -250,24 +274,42 @@ def _whatif(args: argparse.Namespace) -> int:
         time_limit_s=args.time_limit,
         data_dir=Path(args.data_dir) if args.data_dir is not None else None,
     )
+    if args.no_bound:
+        prepared = dataclasses.replace(
+            prepared, scenario=dataclasses.replace(prepared.scenario, bound=None)
+        )
     out = Path(args.out) if args.out is not None else Path("whatif-results") / scenario.name
     if out.exists() and not out.is_dir():
         raise CliError(f"output folder {str(out)!r} exists and is not a directory")
-    with tqdm(
-        total=prepared.decisions,
-        desc=scenario.name,
-        unit="order",
-        file=sys.stderr,
-        disable=args.no_progress,
-        mininterval=0.5,
-    ) as bar:
-        whatif = prepared.run(progress=bar.update)
+    with (
+        tqdm(
+            total=prepared.decisions,
+            desc=scenario.name,
+            unit="order",
+            file=sys.stderr,
+            disable=args.no_progress,
+            mininterval=0.5,
+        ) as bar,
+        tqdm(
+            total=prepared.bound_orders,
+            desc=f"{scenario.name} bound",
+            unit="order",
+            file=sys.stderr,
+            disable=args.no_progress or not prepared.bound_orders,
+            mininterval=0.5,
+        ) as bound_bar,
+        _dask_client(args.workers, args.scheduler) as client,
+    ):
+        whatif = prepared.run(progress=bar.update, client=client, bound_progress=bound_bar.update)
     try:
         written = write_report(whatif, out)
     except OSError as exc:
         raise CliError(f"cannot write to {str(out)!r}: {exc.strerror or exc}") from None
     kpis = kpi_table(whatif)
     sys.stdout.write(format_kpis(kpis) + "\n")
+    if whatif.bounds:
+        sys.stdout.write("\nperfect-hindsight bound per variant (currency units):\n")
+        sys.stdout.write(bound_table(whatif).round(4).to_string(index=False) + "\n")
     savings = savings_table(kpis)
     if not savings.empty:
         sys.stdout.write("\noptimiser savings per order (baseline - optimiser net cost):\n")
@@ -276,6 +318,30 @@ def _whatif(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     print(f"wrote {len(written)} files to {out}", file=sys.stderr)
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    """A Dask client for ``--workers N`` (a LocalCluster) or ``--scheduler``; else None."""
+    if scheduler is None and not workers:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    with contextlib.ExitStack() as stack:
+        if scheduler is not None:
+            client = stack.enter_context(Client(scheduler))  # type: ignore[no-untyped-call]
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            )
+            client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
+        yield client
 
 
 def _load_network(directory: str) -> Network:

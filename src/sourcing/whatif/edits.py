@@ -34,6 +34,7 @@ __all__ = [
     "PoolStock",
     "ScaleRates",
     "SetCapacity",
+    "SetCover",
     "SetStorageCost",
 ]
 
@@ -279,3 +280,43 @@ class PoolStock:
 
     def describe(self) -> str:
         return "every node holding a SKU holds its network-wide total"
+
+
+@dataclass(frozen=True)
+class SetCover:
+    """Scale each SKU's on-hand stock to cover ``days`` of its network-wide daily demand.
+
+    The selected nodes (``nodes``, default all) keep their shares of each SKU
+    (largest remainder rounding, so a SKU's total is ``round(days x
+    daily_demand)`` exactly, and small holdings may round to nothing); the
+    others are emptied; safety stock is clipped to what is left. A scarce
+    network from a plentiful one: where the stock sits matters again.
+    """
+
+    days: float
+    nodes: NodeSelector = field(default_factory=NodeSelector)
+
+    def apply(self, network: Network) -> Network:
+        if not (math.isfinite(self.days) and self.days >= 0):
+            raise EditError(f"days must be a number >= 0, got {self.days}")
+        keep = self.nodes.mask(network)
+        on_hand = np.where(keep[:, None], network.on_hand, 0).astype(np.float64)
+        total = on_hand.sum(axis=0)
+        want = np.rint(self.days * network.daily_demand)
+        share = np.where(total > 0, want / np.maximum(total, 1.0), 0.0)
+        exact = on_hand * share[None, :]
+        target = np.floor(exact)
+        short = np.where(total > 0, want - target.sum(axis=0), 0).astype(np.int64)
+        # Largest remainders first (ties: lower node index), per SKU.
+        rank = np.argsort(-(exact - target), axis=0, kind="stable")
+        place = np.empty_like(rank)
+        np.put_along_axis(place, rank, np.arange(rank.shape[0])[:, None], axis=0)
+        target += place < short[None, :]
+        stock = target.astype(np.int64)
+        return network.replace(on_hand=stock, safety_stock=np.minimum(network.safety_stock, stock))
+
+    def describe(self) -> str:
+        return (
+            f"each SKU's stock scaled to {self.days:g} days of its daily demand, "
+            f"held at {self.nodes.describe()}"
+        )

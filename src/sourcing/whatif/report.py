@@ -39,6 +39,7 @@ from sourcing.whatif.simulate import KPI_COLUMNS
 
 __all__ = [
     "KPI_DEFINITIONS",
+    "bound_table",
     "format_kpis",
     "kpi_table",
     "node_volume_table",
@@ -59,6 +60,14 @@ KPI_DEFINITIONS: Final = {
     "mean_delivery_days": "mean of the latest parcel's arrival day, shipped orders",
     "p95_delivery_days": "95th percentile (nearest rank) of the same",
     "solver_ms_per_order": "mean wall time of the policy's decision per order (ms)",
+    "bound_net_cost_per_order": (
+        "perfect-hindsight lower bound on the net cost per shipped order of any policy that "
+        "loses no more units than this one (with a [bound] table)"
+    ),
+    "gap_closed": (
+        "(optimiser_cheapest - this policy) / (optimiser_cheapest - its bound), net cost per "
+        "shipped order: the share of the myopic-to-bound gap this policy closes"
+    ),
 }
 
 _MONEY: Final = ("shipping", "handling", "storage_credit", "cost")
@@ -74,7 +83,11 @@ _DECIMALS: Final = {
     "mean_delivery_days": 2,
     "p95_delivery_days": 0,
     "solver_ms_per_order": 2,
+    "bound_net_cost_per_order": 2,
+    "gap_closed": 3,
 }
+#: The myopic policy the bound's gap is measured from.
+MYOPIC: Final = "optimiser_cheapest"
 
 
 def kpi_table(whatif: WhatIf) -> pd.DataFrame:
@@ -85,7 +98,46 @@ def kpi_table(whatif: WhatIf) -> pd.DataFrame:
     ]
     table = pd.DataFrame(rows, columns=["variant", "policy", *KPI_COLUMNS])
     table["orders"] = table["orders"].astype("int64")
+    if whatif.bounds:
+        bound_per_order = []
+        for run in whatif.runs:
+            o = run.result.orders
+            bound = whatif.bounds.get(run.variant)
+            shipped = int((o["units_shipped"] > 0).sum())
+            lost = int(o["units_ordered"].sum() - o["units_shipped"].sum())
+            value = math.nan
+            if bound is not None and shipped:
+                value = bound.cost_bound(lost) / MILLICENTS_PER_UNIT / shipped
+            bound_per_order.append(value)
+        table["bound_net_cost_per_order"] = bound_per_order
+        gap = []
+        for _, row in table.iterrows():
+            myopic = table[(table["variant"] == row["variant"]) & (table["policy"] == MYOPIC)]
+            if myopic.empty:
+                gap.append(math.nan)
+                continue
+            m = float(myopic["net_cost_per_order"].iloc[0])
+            lower = float(myopic["bound_net_cost_per_order"].iloc[0])
+            own = float(row["net_cost_per_order"])
+            gap.append((m - own) / (m - lower) if m - lower > 1e-12 else math.nan)
+        table["gap_closed"] = gap
     return table
+
+
+def bound_table(whatif: WhatIf) -> pd.DataFrame:
+    """Per variant with a bound: its numbers (currency units) and how it was found."""
+    rows = []
+    for variant, bound in whatif.bounds.items():
+        periods = bound.periods
+        rows.append(
+            {
+                "variant": variant,
+                **bound.summary(),
+                "statuses": ", ".join(sorted({p.status for p in periods})),
+                "columns": sum(p.columns for p in periods),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def savings_table(kpis: pd.DataFrame) -> pd.DataFrame:
@@ -172,6 +224,7 @@ def format_kpis(kpis: pd.DataFrame) -> str:
         "mean_delivery_days": "days",
         "p95_delivery_days": "p95_days",
         "solver_ms_per_order": "ms",
+        "bound_net_cost_per_order": "bound",
     }
     table = _rounded(kpis).rename(columns=short)
     return table.to_string(index=False, na_rep="-")
@@ -257,6 +310,53 @@ def _plot_cost_vs_days(kpis: pd.DataFrame, path: Path) -> None:
     axes.set_title("Cost vs delivery time per policy")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
+    figure.savefig(path)
+
+
+def _pareto_front(points: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """The (days, cost, value) points no other point beats on both days and cost, by days."""
+    front: list[tuple[float, float, float]] = []
+    for p in sorted(points):
+        if not front or p[1] < front[-1][1]:
+            front.append(p)
+    return front
+
+
+def _plot_pareto(kpis: pd.DataFrame, sweep: Mapping[str, Any], path: Path) -> None:
+    """One panel per policy: net cost vs mean days at each sweep value, the front joined."""
+    points: Mapping[str, Sequence[Any]] = sweep["points"]
+    rows = kpis[kpis["variant"].isin(list(points))]
+    policies = list(dict.fromkeys(rows["policy"]))
+    bases = list(dict.fromkeys(points[v][0] for v in rows["variant"]))
+    cols = min(3, max(len(policies), 1))
+    n_rows = math.ceil(max(len(policies), 1) / cols)
+    figure = _figure(4.2 * cols, 3.4 * n_rows)
+    for i, policy in enumerate(policies):
+        axes = figure.add_subplot(n_rows, cols, i + 1)
+        for j, base in enumerate(bases):
+            mine = rows[
+                (rows["policy"] == policy)
+                & rows["variant"].map(lambda v, b=base: points[v][0] == b)
+            ]
+            pts = [
+                (float(r["mean_delivery_days"]), float(r["net_cost_per_order"]), points[v][1])
+                for v, (_, r) in zip(mine["variant"], mine.iterrows(), strict=True)
+            ]
+            colour = f"C{j % 10}"
+            axes.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, s=25, label=base)
+            front = _pareto_front(pts)
+            axes.plot([p[0] for p in front], [p[1] for p in front], color=colour, lw=1)
+            for d, c, value in pts:
+                axes.annotate(
+                    f"{value:g}", (d, c), fontsize=6, xytext=(3, 2), textcoords="offset points"
+                )
+        axes.set_title(policy, fontsize=9)
+        axes.set_xlabel("mean delivery days", fontsize=8)
+        axes.set_ylabel("net cost / order", fontsize=8)
+        axes.grid(alpha=0.3)
+        if len(bases) > 1:
+            axes.legend(fontsize=6)
+    figure.suptitle(f"Cost vs days as {sweep['parameter']} varies (labels: its value)")
     figure.savefig(path)
 
 
@@ -388,6 +488,19 @@ def _html(
             "baseline mean delivery days.</p>"
         )
         parts.append(_html_table(savings, _SAVINGS_DECIMALS))
+    if whatif.bounds:
+        parts.append("<h2>Perfect-hindsight bound</h2>")
+        parts.append(
+            "<p class='muted'>The least cost any policy could reach knowing every order in "
+            "advance, with the same stock, top-ups and daily capacity (column generation with "
+            "a Lagrangian lower bound, <code>sourcing.forward.hindsight</code>). "
+            "<code>lower_bound_penalised</code> bounds cost + penalty x lost units; a policy's "
+            "<code>bound_net_cost_per_order</code> is that bound less the penalty of the units "
+            "it lost, per shipped order. <code>plan_cost</code>: a clairvoyant plan found from "
+            "the bound's columns and replayed by the evaluator; <code>gap</code> = (plan - "
+            "bound) / plan, the bound's own gap.</p>"
+        )
+        parts.append(_html_table(bound_table(whatif), {"gap": 5, "seconds": 1}))
     parts.append("<h2>Plots</h2>")
     parts.extend(_image(path, alt) for path, alt in plots)
     fit = whatif.extras.get("rate_fit")
@@ -448,6 +561,7 @@ def write_report(whatif: WhatIf, out_dir: Path) -> list[Path]:
         "definitions": KPI_DEFINITIONS,
         "kpis": _records(kpis),
         "savings": _records(savings),
+        "bounds": _records(bound_table(whatif)) if whatif.bounds else [],
         **{str(k): v for k, v in whatif.extras.items()},
     }
     target("kpis.json").write_text(
@@ -462,6 +576,10 @@ def write_report(whatif: WhatIf, out_dir: Path) -> list[Path]:
     _plot_cost_vs_days(kpis, plots[0][0])
     _plot_split_rate(kpis, plots[1][0])
     _plot_node_volume(volume, plots[2][0])
+    sweep = whatif.extras.get("sweep")
+    if sweep:
+        plots.append((target("pareto.png"), "cost vs days per policy over the sweep"))
+        _plot_pareto(kpis, sweep, plots[-1][0])
 
     busiest = (
         volume.assign(total=volume.groupby("node_id")["units"].transform("sum"))

@@ -38,13 +38,35 @@ Format (every key optional unless marked; unknown keys are an error)::
     max_parcels = 3
     priority = ["DC-MEM", "DC-ATL"]  # for priority_list
 
+    [forward]                        # optimiser_forward's prices (sourcing.forward)
+    dual_weight = 1.0                # share of each dual value charged
+    samples = 3                      # Poisson demand samples whose duals are averaged
+    reprice_every_orders = 250       # re-solve the fluid LP this often ...
+    reprice_every_hours = 6          # ... or after this much order time
+    horizon_days = 7                 # without top-ups: how far ahead to price
+    min_history_orders = 50
+    regions = 40
+    arcs_per_region = 12
+    ration_at = 0.98
+
+    [bound]                          # the perfect-hindsight bound per variant
+    enabled = true
+    max_rounds = 40
+    tolerance = 0.0002
+    time_limit_s = 1800              # per period
+    mip_time_limit_s = 60            # the clairvoyant plan (0: none)
+
+    [sweep]                          # every variant once per value (a Pareto plot)
+    parameter = "value_of_day"       # or "dual_weight", "storage_cost_factor"
+    values = [0.5, 1.0, 2.0, 4.0]
+
     [[variants]]                     # default: one variant "base" without edits
     name = "close-chicago"
     edits = [{ type = "close_node", node = "DC-ORD", transfer_to = "DC-IND" }]
 
 Relative paths are resolved against the scenario file's folder. Edits
 (``type`` = ``add_node``, ``close_node``, ``scale_rates``,
-``set_storage_cost``, ``set_capacity``, ``pool_stock``) are the frozen
+``set_storage_cost``, ``set_capacity``, ``pool_stock``, ``set_cover``) are the frozen
 dataclasses of :mod:`sourcing.whatif.edits`; orders and receipts are read by
 :mod:`sourcing.whatif.inputs`. This module holds the scenario itself: the
 file's sections as dataclasses, the TOML reader, and preparing and running
@@ -69,6 +91,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from sourcing.errors import NetworkDataError
+from sourcing.forward.fluid import FluidSettings
+from sourcing.forward.hindsight import HindsightBound, HindsightSettings, hindsight_bound
+from sourcing.forward.pricer import ForwardSettings
 from sourcing.loader import read_network
 from sourcing.model import Network, NodeKind, parse_money
 from sourcing.whatif.edits import (
@@ -80,6 +105,7 @@ from sourcing.whatif.edits import (
     PoolStock,
     ScaleRates,
     SetCapacity,
+    SetCover,
     SetStorageCost,
 )
 from sourcing.whatif.inputs import (
@@ -101,7 +127,6 @@ from sourcing.whatif.simulate import (
     SimOrder,
     SimulationResult,
     make_policy,
-    simulate,
 )
 
 __all__ = [
@@ -110,6 +135,7 @@ __all__ = [
     "PreparedScenario",
     "Run",
     "Scenario",
+    "Sweep",
     "Variant",
     "WhatIf",
     "load_scenario",
@@ -187,6 +213,30 @@ class Scenario:
     variants: tuple[Variant, ...]
     policies: tuple[str, ...]
     options: PolicyOptions
+    #: The perfect-hindsight bound per variant ([bound]); None: not computed.
+    bound: HindsightSettings | None = None
+    sweep: Sweep | None = None
+
+
+#: What a [sweep] may vary: a policy setting or a network edit, per point.
+SWEEP_PARAMETERS: Final = ("value_of_day", "dual_weight", "storage_cost_factor")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Every variant replayed once per value of ``parameter`` (a cost-versus-days curve).
+
+    ``value_of_day`` (currency units per day: BALANCED's price of time),
+    ``dual_weight`` (the share of the fluid LP's duals optimiser_forward
+    charges) or ``storage_cost_factor`` (every node's storage cost scaled).
+    Each point is a variant named ``"<variant> <parameter>=<value>"``.
+    """
+
+    parameter: str
+    values: tuple[float, ...]
+
+    def label(self, variant: str, value: float) -> str:
+        return f"{variant} {self.parameter}={value:g}"
 
 
 # ----------------------------------------------------------------- TOML reading
@@ -415,10 +465,13 @@ def _edit(section: _Section) -> Edit:
     if kind == "pool_stock":
         section.allow("type")
         return PoolStock()
+    if kind == "set_cover":
+        section.allow("type", "days", "node", "kind")
+        return SetCover(section.number("days"), _selector(section))
     raise section.error(
         "type",
         f"unknown edit {kind!r} (expected add_node, close_node, scale_rates, "
-        "set_storage_cost, set_capacity or pool_stock)",
+        "set_storage_cost, set_capacity, pool_stock or set_cover)",
     )
 
 
@@ -439,7 +492,18 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(name, f"invalid TOML: {exc}") from None
     root = _Section(name, file.resolve().parent, "", data)
-    root.allow("scenario", "network", "orders", "olist", "replenishment", "policies", "variants")
+    root.allow(
+        "scenario",
+        "network",
+        "orders",
+        "olist",
+        "replenishment",
+        "policies",
+        "variants",
+        "forward",
+        "bound",
+        "sweep",
+    )
 
     head = root.table("scenario") or _Section(name, root.base, "scenario", {})
     head.allow("name", "description")
@@ -514,7 +578,9 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         max_parcels=pol.integer("max_parcels", None, minimum=1),
         value_of_day=settings.value_of_day if value_of_day is None else value_of_day,
     )
-    options = PolicyOptions(settings=settings, priority=pol.strings("priority", None))
+    options = PolicyOptions(
+        settings=settings, priority=pol.strings("priority", None), forward=_forward(root)
+    )
 
     variants: list[Variant] = []
     for section in root.tables("variants"):
@@ -543,7 +609,75 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         variants=tuple(variants) or (Variant("base"),),
         policies=policies,
         options=options,
+        bound=_bound(root),
+        sweep=_sweep(root),
     )
+
+
+def _forward(root: _Section) -> ForwardSettings:
+    """The [forward] table: optimiser_forward's prices."""
+    fwd = root.table("forward") or _Section(root.file, root.base, "forward", {})
+    fwd.allow(
+        "dual_weight", "reprice_every_orders", "reprice_every_hours", "horizon_days",
+        "min_history_orders", "regions", "arcs_per_region", "ration_at", "samples",
+    )  # fmt: skip
+    defaults, fluid = ForwardSettings(), FluidSettings()
+    return ForwardSettings(
+        dual_weight=fwd.number("dual_weight", defaults.dual_weight),
+        reprice_every_orders=fwd.integer("reprice_every_orders", defaults.reprice_every_orders, 1),
+        reprice_every_hours=fwd.number(
+            "reprice_every_hours", defaults.reprice_every_hours, positive=True
+        ),
+        horizon_days=fwd.number("horizon_days", defaults.horizon_days, positive=True),
+        min_history_orders=fwd.integer("min_history_orders", defaults.min_history_orders),
+        fluid=replace(
+            fluid,
+            regions=fwd.integer("regions", fluid.regions, 1),
+            arcs_per_region=fwd.integer("arcs_per_region", fluid.arcs_per_region, 1),
+            ration_at=fwd.number("ration_at", fluid.ration_at, positive=True),
+            samples=fwd.integer("samples", fluid.samples),
+        ),
+    )
+
+
+def _bound(root: _Section) -> HindsightSettings | None:
+    """The [bound] table: the perfect-hindsight bound per variant (None: no table)."""
+    bnd = root.table("bound")
+    if bnd is None:
+        return None
+    bnd.allow("enabled", "max_rounds", "tolerance", "time_limit_s", "mip_time_limit_s")
+    hs = HindsightSettings()
+    if not bnd.boolean("enabled", True):
+        return None
+    return HindsightSettings(
+        max_rounds=bnd.integer("max_rounds", hs.max_rounds, 1),
+        tolerance=bnd.number("tolerance", hs.tolerance),
+        time_limit_s=bnd.number("time_limit_s", hs.time_limit_s, positive=True),
+        mip_time_limit_s=bnd.number("mip_time_limit_s", hs.mip_time_limit_s),
+    )
+
+
+def _sweep(root: _Section) -> Sweep | None:
+    """The [sweep] table: one parameter over a list of values (None: no table)."""
+    swp = root.table("sweep")
+    if swp is None:
+        return None
+    swp.allow("parameter", "values")
+    parameter = swp.text("parameter")
+    if parameter not in SWEEP_PARAMETERS:
+        raise swp.error(
+            "parameter", f"must be one of {', '.join(SWEEP_PARAMETERS)}, got {parameter!r}"
+        )
+    values = swp.data.get("values")
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in values
+        )
+    ):
+        raise swp.error("values", "must be a non-empty list of numbers >= 0")
+    return Sweep(parameter, tuple(float(v) for v in values))
 
 
 # ---------------------------------------------------------------------- running
@@ -567,11 +701,18 @@ class WhatIf:
     network: str
     #: Extra sections for the report (e.g. ``rate_fit`` of the Olist scenario).
     extras: Mapping[str, Any] = field(default_factory=dict)
+    #: The perfect-hindsight bound per variant name (with a [bound] table).
+    bounds: Mapping[str, HindsightBound] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class PreparedScenario:
-    """A scenario with its networks and orders built: ready to :meth:`run`."""
+    """A scenario with its networks and orders built: ready to :meth:`run`.
+
+    ``variant_policies`` overrides ``policies`` for a variant (sweep points
+    of a policy setting); ``sweep_points`` maps each sweep variant to its
+    base variant and value.
+    """
 
     scenario: Scenario
     networks: tuple[tuple[Variant, Network], ...]
@@ -580,19 +721,76 @@ class PreparedScenario:
     replenishment: Replenishment | None
     network_text: str
     extras: Mapping[str, Any]
+    variant_policies: Mapping[str, tuple[tuple[str, Callable[[], Policy]], ...]] = field(
+        default_factory=dict
+    )
+    sweep_points: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+
+    def policies_of(self, variant: str) -> tuple[tuple[str, Callable[[], Policy]], ...]:
+        return self.variant_policies.get(variant, self.policies)
+
+    @property
+    def bound_orders(self) -> int:
+        """Orders the bound works through: one pass per distinct network (0: no bound)."""
+        if self.scenario.bound is None:
+            return 0
+        return len({id(n) for _, n in self.networks}) * len(self.orders)
 
     @property
     def decisions(self) -> int:
         """Orders to decide in all: variants x policies x orders (for a progress bar)."""
-        return len(self.networks) * len(self.policies) * len(self.orders)
+        runs = sum(len(self.policies_of(v.name)) for v, _ in self.networks)
+        return runs * len(self.orders)
 
-    def run(self, progress: Callable[[int], object] | None = None) -> WhatIf:
-        runs = []
-        for variant, network in self.networks:
-            for _, factory in self.policies:
-                result = simulate(network, self.orders, factory(), self.replenishment, progress)
-                runs.append(Run(variant.name, result))
-        return WhatIf(self.scenario, tuple(runs), len(self.orders), self.network_text, self.extras)
+    def run(
+        self,
+        progress: Callable[[int], object] | None = None,
+        client: Any | None = None,
+        bound_progress: Callable[[int], object] | None = None,
+    ) -> WhatIf:
+        """Every (variant, policy) replay, and the bounds the scenario asks for.
+
+        On ``client`` (Dask) the replays are tasks (:mod:`sourcing.whatif.sweep`: the
+        same tables as the serial run, in the same order) and so are the
+        bound's periods. The bound is computed once per network (sweep points
+        of a policy setting share their variant's).
+        """
+        from sourcing.batch import DaskRunner
+        from sourcing.whatif.sweep import ReplayTask, run_replays
+
+        pairs = [(v, n, name, f) for v, n in self.networks for name, f in self.policies_of(v.name)]
+        tasks = [
+            ReplayTask(i, (variant.name, name), network, factory, self.replenishment)
+            for i, (variant, network, name, factory) in enumerate(pairs)
+        ]
+        results = run_replays(tasks, self.orders, client, progress)
+        runs = tuple(Run(task.key[0], result) for task, result in zip(tasks, results, strict=True))
+        bounds: dict[str, HindsightBound] = {}
+        settings = self.scenario.bound
+        if settings is not None:
+            top_up = self.replenishment.top_up_every_days if self.replenishment else None
+            if self.replenishment is not None and self.replenishment.receipts:
+                raise ScenarioError(
+                    str(self.scenario.file),
+                    "the perfect-hindsight bound supports top-ups only, not receipts",
+                    key="bound",
+                )
+            by_network: dict[int, HindsightBound] = {}
+            runner = DaskRunner(client) if client is not None else None
+            for variant, network in self.networks:
+                if id(network) not in by_network:
+                    by_network[id(network)] = hindsight_bound(
+                        network, self.orders, top_up, settings, runner, bound_progress
+                    )
+                bounds[variant.name] = by_network[id(network)]
+        extras = dict(self.extras)
+        if self.sweep_points:
+            sweep = self.scenario.sweep
+            extras["sweep"] = {
+                "parameter": sweep.parameter if sweep else "",
+                "points": {k: list(v) for k, v in self.sweep_points.items()},
+            }
+        return WhatIf(self.scenario, runs, len(self.orders), self.network_text, extras, bounds)
 
 
 def prepare_scenario(
@@ -692,7 +890,7 @@ def prepare_scenario(
                 raise ScenarioError(file, str(exc), key=key or f"variant {variant.name}") from None
         networks.append((variant, network))
 
-    options = scenario.options
+    options = replace(scenario.options, top_up_every_days=scenario.top_up_every_days)
     if time_limit_s is not None:
         options = replace(options, settings=replace(options.settings, time_limit_s=time_limit_s))
     names = list(scenario.policies if policies is None else policies)
@@ -713,6 +911,35 @@ def prepare_scenario(
         unknown_nodes = [n for n in options.priority if n not in base.node_index]
         if unknown_nodes:
             raise ScenarioError(file, f"unknown node {unknown_nodes[0]!r}", key="policies.priority")
+    variant_policies: dict[str, tuple[tuple[str, Callable[[], Policy]], ...]] = {}
+    sweep_points: dict[str, tuple[str, float]] = {}
+    if scenario.sweep is not None:
+        sweep = scenario.sweep
+        expanded = []
+        for variant, network in networks:
+            for value in sweep.values:
+                name = sweep.label(variant.name, value)
+                point = replace(variant, name=name)
+                sweep_points[name] = (variant.name, value)
+                if sweep.parameter == "storage_cost_factor":
+                    expanded.append((point, SetStorageCost(factor=value).apply(network)))
+                    continue
+                expanded.append((point, network))
+                if sweep.parameter == "value_of_day":
+                    changed = replace(
+                        options,
+                        settings=replace(
+                            options.settings,
+                            value_of_day=round(value * 100) * MILLICENTS_PER_CENT,
+                        ),
+                    )
+                else:
+                    changed = replace(options, forward=replace(options.forward, dual_weight=value))
+                variant_policies[name] = tuple(
+                    (n, functools.partial(make_policy, n, changed) if n in POLICY_FACTORIES else f)
+                    for n, f in chosen
+                )
+        networks = expanded
     return PreparedScenario(
         scenario=scenario,
         networks=tuple(networks),
@@ -721,4 +948,6 @@ def prepare_scenario(
         replenishment=replenishment,
         network_text=network_text,
         extras=extras,
+        variant_policies=variant_policies,
+        sweep_points=sweep_points,
     )

@@ -65,6 +65,7 @@ from sourcing.baselines import greedy_nearest, priority_list, ship_complete_firs
 from sourcing.batch import BatchInstance, BatchOrder, BatchSettings, reoptimise
 from sourcing.errors import ShortageError, SourcingError
 from sourcing.evaluate import evaluate
+from sourcing.forward.pricer import ForwardSettings
 from sourcing.menu import quote
 from sourcing.model import (
     MILLICENTS_PER_UNIT,
@@ -344,13 +345,21 @@ class BatchPolicy(OptimiserPolicy):
 
 @dataclass(frozen=True)
 class PolicyOptions:
-    """Settings shared by the built-in policies of one what-if run."""
+    """Settings shared by the built-in policies of one what-if run.
+
+    ``top_up_every_days``: the replenishment schedule, which forward-looking
+    policies plan with (their horizon ends at the next top-up); ``forward``:
+    their prices' settings (:mod:`sourcing.whatif.forward`).
+    """
 
     settings: QuoteSettings = DEFAULT_SIM_SETTINGS
     priority: tuple[str, ...] | None = None
+    top_up_every_days: float | None = None
+    forward: ForwardSettings = field(default_factory=ForwardSettings)
 
 
-#: Built-in policies by name.
+#: Built-in policies by name (:mod:`sourcing.whatif.forward` adds ``optimiser_forward``
+#: and ``optimiser_forward_batch``).
 POLICY_FACTORIES: dict[str, Callable[[PolicyOptions], Policy]] = {
     "greedy_nearest": lambda o: RulePolicy("greedy_nearest"),
     "priority_list": lambda o: RulePolicy("priority_list", o.priority),

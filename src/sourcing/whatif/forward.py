@@ -1,0 +1,137 @@
+"""The what-if's forward-looking policies: ``optimiser_forward`` and ``optimiser_forward_batch``.
+
+The optimiser on forward-looking prices (:mod:`sourcing.forward`): each unit's
+cost gets its opportunity cost, the dual value of its (node, SKU) in the fluid
+LP of the demand expected until the next top-up, estimated from the orders
+seen so far. Importing this module adds both to
+:data:`sourcing.whatif.simulate.POLICY_FACTORIES` (the package imports it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from sourcing.batch import BatchOrder
+from sourcing.forward.pricer import ForwardPricer, ForwardSettings
+from sourcing.model import Allocation, Label, Network, Option, QuoteSettings
+from sourcing.whatif.simulate import (
+    POLICY_FACTORIES,
+    BatchPolicy,
+    OptimiserPolicy,
+    SimOrder,
+    Snapshot,
+)
+
+__all__ = ["ForwardBatchPolicy", "ForwardPolicy"]
+
+
+class ForwardPolicy(OptimiserPolicy):
+    """The optimiser on forward-looking prices (:mod:`sourcing.forward`): ``optimiser_forward``.
+
+    Each order is quoted with the opportunity cost of every unit added to its
+    cost (:class:`~sourcing.forward.pricer.ForwardPricer`: the fluid LP of the
+    demand expected until the next top-up, estimated from the orders seen so
+    far) and takes the option with ``label`` by that priced cost; the replay
+    prices what it ships at the reference cost as for every policy. The
+    pricer sees each order as it arrives (never the stream ahead), takes the
+    units each decision ships, tops up on ``top_up_every_days`` and is reset
+    to the replay's stock at the end of each day (``period_days``, no revisions).
+    """
+
+    period_days: float | None = 1.0
+
+    def __init__(
+        self,
+        name: str,
+        label: Label,
+        settings: QuoteSettings,
+        top_up_every_days: float | None = None,
+        forward: ForwardSettings | None = None,
+    ) -> None:
+        super().__init__(name, label, settings)
+        self._top_up = top_up_every_days
+        self._forward = forward or ForwardSettings()
+        self.pricer: ForwardPricer | None = None
+
+    def begin(self, network: Network, orders: Sequence[SimOrder]) -> None:
+        start = orders[0].created_at if orders else datetime.min
+        self.pricer = ForwardPricer(network, start, self._top_up, self._forward)
+
+    def decide(self, network: Network, order: SimOrder) -> Allocation | Option:
+        pricer = self.pricer
+        assert pricer is not None, "begin() first"
+        pricer.observe(order.created_at, order.order)
+        prices = pricer.current(order.created_at)
+        full, partial = self._full, self._partial
+        self._full = replace(full, opportunity=prices)
+        self._partial = replace(partial, opportunity=prices)
+        try:
+            decision = super().decide(network, order)
+        finally:
+            self._full, self._partial = full, partial
+        pricer.take(decision.allocation if isinstance(decision, Option) else decision)
+        return decision
+
+    def end_period(self, snapshot: Snapshot) -> Mapping[str, Allocation] | None:
+        if self.pricer is not None:
+            self.pricer.set_on_hand(snapshot.on_hand)
+        return None
+
+
+class ForwardBatchPolicy(BatchPolicy):
+    """``optimiser_forward_batch``: forward-looking prices on arrival, the daily batch after.
+
+    Each order is quoted as by :class:`ForwardPolicy` (its promise is the
+    priced choice's delivery day); at the end of each day the day's orders
+    are re-assigned jointly by the batch, at the reference cost, within their
+    promises (:class:`BatchPolicy`). The pricer follows the batch's changes.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        label: Label,
+        settings: QuoteSettings,
+        top_up_every_days: float | None = None,
+        forward: ForwardSettings | None = None,
+    ) -> None:
+        super().__init__(name, label, settings)
+        self._forward = ForwardPolicy(name, label, settings, top_up_every_days, forward)
+
+    def begin(self, network: Network, orders: Sequence[SimOrder]) -> None:
+        super().begin(network, orders)
+        self._forward.begin(network, orders)
+
+    def decide(self, network: Network, order: SimOrder) -> Allocation | Option:
+        decision = self._forward.decide(network, order)
+        if isinstance(decision, Option):
+            allocation, days = decision.allocation, decision.delivery_days
+        else:
+            allocation, days = decision, 0
+        self._held.append(BatchOrder(order.order_id, order.order, allocation, days))
+        return decision
+
+    def end_period(self, snapshot: Snapshot) -> Mapping[str, Allocation] | None:
+        held = {o.order_id: o.current for o in self._held}
+        revisions = super().end_period(snapshot)
+        pricer = self._forward.pricer
+        if pricer is not None:
+            pricer.set_on_hand(snapshot.on_hand)
+            for order_id, allocation in (revisions or {}).items():
+                pricer.take(held[order_id], sign=-1)
+                pricer.take(allocation)
+        return revisions
+
+
+POLICY_FACTORIES.update(
+    {
+        "optimiser_forward": lambda o: ForwardPolicy(
+            "optimiser_forward", Label.CHEAPEST, o.settings, o.top_up_every_days, o.forward
+        ),
+        "optimiser_forward_batch": lambda o: ForwardBatchPolicy(
+            "optimiser_forward_batch", Label.CHEAPEST, o.settings, o.top_up_every_days, o.forward
+        ),
+    }
+)

@@ -1,0 +1,101 @@
+"""optimiser_forward on the hand-made instance, and what it may know."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sourcing.forward.fluid import FluidSettings
+from sourcing.forward.hindsight import hindsight_bound
+from sourcing.forward.pricer import ForwardSettings
+from sourcing.whatif.edits import SetCover
+from sourcing.whatif.simulate import (
+    PolicyOptions,
+    SimOrder,
+    SimulationResult,
+    make_policy,
+    simulate,
+)
+
+from forward_support import R1, R2, Timed, two_node_network
+
+#: Reprice before every order; the SKU rate is the network's forecast (1.8 a day over a
+#: one-day horizon), the regions' shares are what history shows.
+FORWARD = ForwardSettings(
+    horizon_days=1.0,
+    min_history_orders=1,
+    reprice_every_orders=1,
+    fluid=FluidSettings(rate_memory_days=1e9),
+)
+
+
+def _stream() -> list[SimOrder]:
+    """Four orders of V (3 from R1, 1 from R2: where customers are), then W from R2, R1."""
+    timed = [
+        Timed("v1", 0.5, R1, sku="V"),
+        Timed("v2", 1.0, R1, sku="V"),
+        Timed("v3", 1.5, R1, sku="V"),
+        Timed("v4", 2.0, R2, sku="V"),
+        Timed("o1", 3.0, R2),
+        Timed("o2", 4.0, R1),
+    ]
+    return [SimOrder(t.order_id, t.created_at, t.order) for t in timed]
+
+
+def _w_orders(result: SimulationResult) -> tuple[list[str], int]:
+    """(node of each W order's parcel, their total cost in millicents)."""
+    o, p = result.orders, result.parcels
+    rows = [i for i, oid in enumerate(o["order_id"]) if oid in ("o1", "o2")]
+    nodes = [p[p["order"] == i]["node_id"].tolist() for i in rows]
+    return [n for ns in nodes for n in ns], int(o.loc[rows, "cost"].sum())
+
+
+def _run(policy: str, orders: list[SimOrder]) -> SimulationResult:
+    network = two_node_network(daily_demand=1.8)
+    return simulate(network, orders, make_policy(policy, PolicyOptions(forward=FORWARD)))
+
+
+def test_myopic_sends_the_first_order_to_the_node_the_second_needs_forward_does_not() -> None:
+    # Expected W demand: 1.8 x (3/4 in R1, 1/4 in R2) = 1.35 and 0.45. A's one unit is worth
+    # $10 more than B's (forward_support): the R2 order pays $8 at B rather than $5 + $10 at A.
+    myopic = _run("optimiser_cheapest", _stream())
+    forward = _run("optimiser_forward", _stream())
+    assert _w_orders(myopic) == (["A", "B"], 2_000_000)
+    assert _w_orders(forward) == (["B", "A"], 1_300_000)
+    # Same fill, and the bound (V orders: 4 x $5 from A) is met by forward exactly.
+    assert forward.orders["units_shipped"].sum() == myopic.orders["units_shipped"].sum() == 6
+    bound = hindsight_bound(two_node_network(daily_demand=1.8), _stream())
+    assert bound.cost_bound(0) == forward.orders["cost"].sum() == 1_300_000 + 4 * 500_000
+    assert myopic.orders["cost"].sum() > bound.cost_bound(0)
+
+
+def test_forward_decisions_never_depend_on_orders_still_to_come() -> None:
+    # A policy that peeked would decide o1 differently with o2 in the stream or without.
+    full = _run("optimiser_forward", _stream())
+    cut = _run("optimiser_forward", _stream()[:-1])
+    assert cut.parcels["node_id"].tolist() == full.parcels["node_id"].tolist()[:-1]
+
+
+def test_without_history_forward_is_the_myopic_optimiser() -> None:
+    stream = _stream()[4:]  # no V orders: nothing known about where customers are
+    options = PolicyOptions(forward=ForwardSettings(min_history_orders=50))
+    network = two_node_network(daily_demand=1.8)
+    forward = simulate(network, stream, make_policy("optimiser_forward", options))
+    myopic = simulate(network, stream, make_policy("optimiser_cheapest"))
+    assert forward.parcels["node_id"].tolist() == myopic.parcels["node_id"].tolist()
+
+
+def test_set_cover_scales_each_sku_to_days_of_demand_keeping_shares() -> None:
+    network = two_node_network(stock=(3, 1), daily_demand=1.8)
+    # W: 2 days x 1.8 = 3.6 -> 4 units, shared 3:1 -> 3 and 1; V has no demand -> 0.
+    covered = SetCover(2.0).apply(network)
+    assert covered.on_hand.tolist() == [[3, 0], [1, 0]]
+    # 1 day -> 2 units: exact shares 1.5 and 0.5; the larger remainder goes first (A).
+    assert SetCover(1.0).apply(network).on_hand[:, 0].tolist() == [2, 0]
+    assert (SetCover(1.0).apply(network).on_hand.sum(axis=0) == np.array([2, 0])).all()
+
+
+def test_forward_with_the_daily_batch_keeps_the_forward_choice_and_its_promises() -> None:
+    result = _run("optimiser_forward_batch", _stream())
+    assert _w_orders(result) == (["B", "A"], 1_300_000)
+    # The replay raises PolicyError if a revision broke a promise; none did.
+    assert result.orders["units_shipped"].sum() == 6
