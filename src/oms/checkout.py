@@ -35,6 +35,7 @@ from oms.convert import (
 from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition, echo
 from oms.holds import caller_of
 from oms.metrics import observe_solver
+from oms.reprice import LatestPrices
 from oms.settings import Settings
 from oms.status import rpc
 from oms.store import Catalog, OrderRow, QuoteRow, Store, check_placeable, units_of
@@ -101,6 +102,12 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         self.store = store
         self.settings = settings
         self.admission = Admission(settings.solver_slots)
+        # Forward-looking prices (oms reprice), when turned on: read from the latest run.
+        self.prices = (
+            LatestPrices(store, settings.forward_prices_refresh_s)
+            if settings.forward_prices
+            else None
+        )
 
     # -- quotes -----------------------------------------------------------------
 
@@ -129,6 +136,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             pickup_stores=tuple(request.pickup_store_ids),
             nearest_stores=request.nearest_pickup_stores,
             allow_backorder=request.allow_backorder,
+            opportunity=self.prices.current() if self.prices is not None else None,
         )
 
     def _valid_quote_request(

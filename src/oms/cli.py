@@ -4,7 +4,8 @@
 network is loaded when the store is empty); ``oms load DIR`` puts a planner
 CSV folder into a store; ``oms quote CART.json`` and ``oms place QUOTE OPTION``
 call a running server and print JSON; ``oms reoptimise`` re-assigns the open
-orders jointly (:mod:`oms.reoptimise`).
+orders jointly (:mod:`oms.reoptimise`); ``oms reprice`` computes the
+forward-looking prices quotes use with ``OMS_FORWARD_PRICES`` (:mod:`oms.reprice`).
 """
 
 from __future__ import annotations
@@ -157,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(
         sub.add_parser("reoptimise", help="re-assign open orders jointly (batch job, on Dask)")
     )
+    from oms import reprice
+
+    reprice.add_arguments(
+        sub.add_parser(
+            "reprice", help="compute forward-looking opportunity costs of stock (job, on Dask)"
+        )
+    )
     return parser
 
 
@@ -286,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from oms.reoptimise import command
 
         return command(args, settings.database_url)
+    if args.command == "reprice":
+        from oms.reprice import command as reprice_command
+
+        return reprice_command(args, settings.database_url)
 
     from oms.credentials import redact_url
     from oms.store import Store

@@ -92,6 +92,7 @@ def option_document(option: Option, option_id: str) -> dict[str, Any]:
         "shipping": ev.shipping,
         "handling": ev.handling,
         "storage_credit": ev.storage_credit,
+        "opportunity": option.opportunity,
         "delivery_days": ev.delivery_days,
         "status": option.proof.status,
         "gap": gap if math.isfinite(gap) else None,
@@ -134,6 +135,12 @@ def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.D
             handling=money(doc["handling"], currency),
             storage_credit=money(doc["storage_credit"], currency),
             total=money(doc["cost"], currency),
+            # Documents stored before forward prices existed have no "opportunity".
+            **(
+                {"opportunity_cost": money(doc["opportunity"], currency)}
+                if doc.get("opportunity")
+                else {}
+            ),
         ),
         delivery_days=doc["delivery_days"],
         delivery_date=date_proto(day_after(start, doc["delivery_days"])),

@@ -32,6 +32,8 @@ epoch seconds (float) so SQLite and PostgreSQL compare them the same way.
   They never count against on hand: they are promises on stock still to come.
   A row marked ``resource_kind`` is an order the receipt failed, still to be
   re-sourced (the mark commits with the receipt's change; see :mod:`oms.receiving`).
+* ``reprice_runs``, ``opportunity_costs``: the forward-looking prices ``oms
+  reprice`` writes (:mod:`oms.reprice`); quotes read the latest run.
 """
 
 from __future__ import annotations
@@ -325,6 +327,30 @@ inbound_reservations = Table(
     Column("resource_due", String(10), nullable=True),
     Index("ix_inbound_reservations_receipt", "receipt_id"),
     Index("ix_inbound_reservations_order", "order_id"),
+)
+
+#: ``oms reprice`` (migration 0008): each run of the forward-looking prices, and per
+#: (node, SKU) the opportunity cost of one unit in millicents (only positions priced
+#: above zero), which quotes add to a unit's cost when ``forward_prices`` is on.
+reprice_runs = Table(
+    "reprice_runs",
+    metadata,
+    Column("run_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("computed_at", Float, nullable=False),
+    Column("horizon_days", Float, nullable=False),
+    Column("orders_seen", Integer, nullable=False),
+    Column("expected_units", Float, nullable=False),
+    Column("positions", Integer, nullable=False),
+    Column("seconds", Float, nullable=False),
+)
+
+opportunity_costs = Table(
+    "opportunity_costs",
+    metadata,
+    Column("run_id", BigInteger, ForeignKey("reprice_runs.run_id"), primary_key=True),
+    Column("node_id", String(128), primary_key=True),
+    Column("sku", String(128), primary_key=True),
+    Column("millicents", BigInteger, nullable=False),
 )
 
 WRITABLE.update(

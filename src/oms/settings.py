@@ -73,6 +73,10 @@ class Settings:
     #: How often the server re-sources orders waiting for overdue inbound receipts
     #: (:mod:`oms.receiving`); 0 turns the sweep off.
     overdue_sweep_s: float = 300.0
+    #: Price quotes with the latest ``oms reprice`` run's opportunity costs (:mod:`oms.reprice`).
+    forward_prices: bool = False
+    #: How often a server checks for a newer reprice run.
+    forward_prices_refresh_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads", "cpu_slots"):

@@ -340,6 +340,7 @@ class CostBreakdown(_message.Message):
     HANDLING_FIELD_NUMBER: _builtins.int
     STORAGE_CREDIT_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    OPPORTUNITY_COST_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def shipping(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -348,6 +349,14 @@ class CostBreakdown(_message.Message):
     def storage_credit(self) -> _money_pb2.Money: ...
     @_builtins.property
     def total(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def opportunity_cost(self) -> _money_pb2.Money:
+        """Set only when the server prices quotes with forward-looking opportunity costs
+        (OMS_FORWARD_PRICES): what the units this option takes are worth to the orders expected
+        before they are replenished. The menu was chosen by total + opportunity_cost; it is not
+        part of total, the option's reference cost.
+        """
+
     def __init__(
         self,
         *,
@@ -355,10 +364,11 @@ class CostBreakdown(_message.Message):
         handling: _money_pb2.Money | None = ...,
         storage_credit: _money_pb2.Money | None = ...,
         total: _money_pb2.Money | None = ...,
+        opportunity_cost: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["handling", b"handling", "shipping", b"shipping", "storage_credit", b"storage_credit", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["handling", b"handling", "opportunity_cost", b"opportunity_cost", "shipping", b"shipping", "storage_credit", b"storage_credit", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["handling", b"handling", "shipping", b"shipping", "storage_credit", b"storage_credit", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handling", b"handling", "opportunity_cost", b"opportunity_cost", "shipping", b"shipping", "storage_credit", b"storage_credit", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
