@@ -911,35 +911,9 @@ def prepare_scenario(
         unknown_nodes = [n for n in options.priority if n not in base.node_index]
         if unknown_nodes:
             raise ScenarioError(file, f"unknown node {unknown_nodes[0]!r}", key="policies.priority")
-    variant_policies: dict[str, tuple[tuple[str, Callable[[], Policy]], ...]] = {}
-    sweep_points: dict[str, tuple[str, float]] = {}
-    if scenario.sweep is not None:
-        sweep = scenario.sweep
-        expanded = []
-        for variant, network in networks:
-            for value in sweep.values:
-                name = sweep.label(variant.name, value)
-                point = replace(variant, name=name)
-                sweep_points[name] = (variant.name, value)
-                if sweep.parameter == "storage_cost_factor":
-                    expanded.append((point, SetStorageCost(factor=value).apply(network)))
-                    continue
-                expanded.append((point, network))
-                if sweep.parameter == "value_of_day":
-                    changed = replace(
-                        options,
-                        settings=replace(
-                            options.settings,
-                            value_of_day=round(value * 100) * MILLICENTS_PER_CENT,
-                        ),
-                    )
-                else:
-                    changed = replace(options, forward=replace(options.forward, dual_weight=value))
-                variant_policies[name] = tuple(
-                    (n, functools.partial(make_policy, n, changed) if n in POLICY_FACTORIES else f)
-                    for n, f in chosen
-                )
-        networks = expanded
+    networks, variant_policies, sweep_points = _expand_sweep(
+        scenario.sweep, networks, options, chosen
+    )
     return PreparedScenario(
         scenario=scenario,
         networks=tuple(networks),
@@ -951,3 +925,44 @@ def prepare_scenario(
         variant_policies=variant_policies,
         sweep_points=sweep_points,
     )
+
+
+def _expand_sweep(
+    sweep: Sweep | None,
+    networks: list[tuple[Variant, Network]],
+    options: PolicyOptions,
+    chosen: list[tuple[str, Callable[[], Policy]]],
+) -> tuple[
+    list[tuple[Variant, Network]],
+    dict[str, tuple[tuple[str, Callable[[], Policy]], ...]],
+    dict[str, tuple[str, float]],
+]:
+    """One variant per (variant, sweep value): its network, its policies and its point."""
+    variant_policies: dict[str, tuple[tuple[str, Callable[[], Policy]], ...]] = {}
+    sweep_points: dict[str, tuple[str, float]] = {}
+    if sweep is None:
+        return networks, variant_policies, sweep_points
+    expanded = []
+    for variant, network in networks:
+        for value in sweep.values:
+            name = sweep.label(variant.name, value)
+            point = replace(variant, name=name)
+            sweep_points[name] = (variant.name, value)
+            if sweep.parameter == "storage_cost_factor":
+                expanded.append((point, SetStorageCost(factor=value).apply(network)))
+                continue
+            expanded.append((point, network))
+            if sweep.parameter == "value_of_day":
+                changed = replace(
+                    options,
+                    settings=replace(
+                        options.settings, value_of_day=round(value * 100) * MILLICENTS_PER_CENT
+                    ),
+                )
+            else:
+                changed = replace(options, forward=replace(options.forward, dual_weight=value))
+            variant_policies[name] = tuple(
+                (n, functools.partial(make_policy, n, changed) if n in POLICY_FACTORIES else f)
+                for n, f in chosen
+            )
+    return expanded, variant_policies, sweep_points
