@@ -81,14 +81,17 @@ from typing import Final, Protocol
 import numpy as np
 
 from sourcing.costs import OrderCosts, order_costs
+from sourcing.errors import ShortageError
 from sourcing.evaluate import evaluate
 from sourcing.forward.lp import OPTIMAL, SparseLp, csr, solve_lp, solve_mip
+from sourcing.menu import quote
 from sourcing.model import (
     MILLICENTS_PER_UNIT,
     UNLIMITED_CAPACITY,
     Allocation,
     FloatArray,
     IntArray,
+    Label,
     Network,
     Order,
     OrderLine,
@@ -812,7 +815,14 @@ def solve_period(problem: PeriodProblem) -> PeriodBound:
     if solution is not None and solution.status == OPTIMAL:
         lost = np.asarray(period.columns.lost, dtype=np.float64)
         lost_lp = float(lost @ solution.values[: lost.size])
-    plan, plan_cost, plan_lost = _clairvoyant(period, settings.mip_time_limit_s)
+    weights = None
+    if solution is not None and solution.status == OPTIMAL:
+        weights = np.concatenate([solution.values[: len(period.columns.order)], np.zeros(0)])[
+            : len(period.columns.order)
+        ]
+        if weights.size < len(period.columns.order):
+            weights = np.concatenate([weights, np.zeros(len(period.columns.order) - weights.size)])
+    plan, plan_cost, plan_lost = _clairvoyant(period, settings.mip_time_limit_s, weights)
     return PeriodBound(
         index=problem.index,
         orders=n_orders,
@@ -832,37 +842,73 @@ def solve_period(problem: PeriodProblem) -> PeriodBound:
 
 
 def _clairvoyant(
-    period: _Period, time_limit_s: float
+    period: _Period, time_limit_s: float, weights: FloatArray | None
 ) -> tuple[tuple[Allocation, ...] | None, int | None, int | None]:
-    """The master on the generated plans as a MIP (SCIP), replayed with the evaluator."""
+    """A real plan knowing the period's orders: the better of two, each replayed by the
+    evaluator on the running stock.
+
+    * the master on the generated plans as a MIP (SCIP, ``time_limit_s``);
+    * the LP's plans in time order: each order takes its heaviest plan in the
+      last master LP that still fits the running stock and capacity, or else
+      the cheapest plan of what is left (the optimiser, partial allowed).
+    """
     if time_limit_s <= 0:
         return None, None, None
+    by_order: dict[int, list[int]] = {}
+    if weights is not None:
+        ranked = np.argsort(-weights, kind="stable")
+        for j in ranked[weights[ranked] > 1e-6].tolist():
+            by_order.setdefault(period.columns.order[j], []).append(j)
+    plans = [_replay_plan(period, by_order)]
     lp, n_cols, _, _ = period.master()
     solution = solve_mip(lp, np.arange(n_cols, dtype=np.int64), time_limit_s)
-    if solution is None:
-        return None, None, None
-    values = solution[:n_cols]
-    chosen: dict[int, int] = {}
-    for j in np.flatnonzero(values > 0.5).tolist():
-        chosen.setdefault(period.columns.order[j], j)
+    if solution is not None:
+        chosen: dict[int, list[int]] = {}
+        for j in np.flatnonzero(solution[:n_cols] > 0.5).tolist():
+            chosen.setdefault(period.columns.order[j], [j])
+        plans.append(_replay_plan(period, chosen))
+    penalty = period.problem.penalty
+    return min(plans, key=lambda plan: plan[1] + penalty * plan[2])
+
+
+def _replay_plan(
+    period: _Period, choices: dict[int, list[int]]
+) -> tuple[tuple[Allocation, ...], int, int]:
+    """Replay each order's first fitting choice (else its cheapest plan on what is left)."""
     network = period.network
     on_hand = np.array(network.on_hand, dtype=np.int64)  # a writable copy
+    used: dict[tuple[int, int], int] = {}
+    limited = network.capacity < UNLIMITED_CAPACITY
     allocations: list[Allocation] = []
-    total = 0
-    lost = 0
+    total = lost = 0
     for o, order in enumerate(period.orders):
-        j = chosen[o]
         p = period.priced[o]
-        allocation = _allocation(
-            network, order, p, period.columns.service[j], period.columns.units[j]
-        )
-        evaluation = evaluate(
-            network.replace(on_hand=on_hand.copy()), order, allocation, allow_partial=True
-        )
-        if not evaluation.is_feasible:
-            raise AssertionError(f"clairvoyant plan infeasible: {evaluation.violations}")
+        left = np.array(network.capacity, dtype=np.int64)
+        for n in np.flatnonzero(limited).tolist():
+            left[n] = max(int(left[n]) - used.get((n, p.day), 0), 0)
+        view = network.replace(on_hand=on_hand.copy(), capacity=left)
+        evaluation = None
+        for j in choices.get(o, []):
+            allocation = _allocation(
+                network, order, p, period.columns.service[j], period.columns.units[j]
+            )
+            trial = evaluate(view, order, allocation, allow_partial=True)
+            if trial.is_feasible:
+                evaluation = trial
+                break
+        if evaluation is None:
+            try:
+                option = quote(view, order, QuoteSettings(allow_partial=True)).option(
+                    Label.CHEAPEST
+                )
+            except ShortageError:
+                option = None
+            allocation = option.allocation if option is not None else Allocation(())
+            evaluation = evaluate(view, order, allocation, allow_partial=True)
         for parcel in evaluation.parcels:
             n = network.node_index[parcel.node_id]
+            units = sum(line.qty for line in parcel.lines)
+            used[(n, p.day)] = used.get((n, p.day), 0) + units
             for line in parcel.lines:
                 on_hand[n, network.sku_index[line.sku]] -= line.qty
         total += evaluation.cost
