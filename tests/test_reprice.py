@@ -18,7 +18,7 @@ from oms import schema as t
 from oms.reprice import latest_prices, run_job
 from oms.v1 import common_pb2
 
-from service_support import Client, hand_network, running_server, sqlite_url
+from service_support import Client, cents, hand_network, running_server, sqlite_url
 
 NETWORK = hand_network({("DC-NJ", "A"): 3, ("ST-PHL", "A"): 0})
 #: A Philadelphia customer: DC-NJ is zone 2 ($7.00 + $1.00 + $2.00 = $10.00), DC-CHI zone 3.
@@ -48,7 +48,7 @@ def test_the_job_prices_the_last_unit_near_demand_and_quotes_use_it(tmp_path: Pa
         # No run yet: quotes are the plain menu.
         plain = _cheapest(client)
         assert [p.node_id for p in plain.parcels] == ["DC-NJ"]
-        assert plain.cost.minor_units == 1000
+        assert cents(plain.cost) == 1000
         report = run_job(client.store)
         assert report.run_id == 1 and report.orders_seen == 2
         with client.store.read() as conn:
@@ -64,13 +64,13 @@ def test_the_job_prices_the_last_unit_near_demand_and_quotes_use_it(tmp_path: Pa
         priced = client.quote({"A": 1}, destination=PHILADELPHIA)
         cheapest = next(o for o in priced.options if common_pb2.OPTION_LABEL_CHEAPEST in o.labels)
         assert [p.node_id for p in cheapest.parcels] == ["DC-CHI"]
-        assert cheapest.cost.minor_units == 1150
+        assert cents(cheapest.cost) == 1150
         assert not cheapest.breakdown.HasField("opportunity_cost")
         for option in priced.options:
             if [p.node_id for p in option.parcels] == ["DC-NJ"]:
-                assert option.cost.minor_units == 1000
-                assert option.breakdown.total.minor_units == 1000
-                assert option.breakdown.opportunity_cost.minor_units == 350
+                assert cents(option.cost) == 1000
+                assert cents(option.breakdown.total) == 1000
+                assert cents(option.breakdown.opportunity_cost) == 350
 
 
 def test_runs_are_kept_to_the_last_three_and_dask_gives_the_same_prices(tmp_path: Path) -> None:

@@ -329,7 +329,7 @@ inbound_reservations = Table(
     Index("ix_inbound_reservations_order", "order_id"),
 )
 
-#: ``oms reprice`` (migration 0008): each run of the forward-looking prices, and per
+#: ``oms reprice`` (migration 0010): each run of the forward-looking prices, and per
 #: (node, SKU) the opportunity cost of one unit in millicents (only positions priced
 #: above zero), which quotes add to a unit's cost when ``forward_prices`` is on.
 reprice_runs = Table(

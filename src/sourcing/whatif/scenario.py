@@ -95,7 +95,7 @@ from sourcing.forward.fluid import FluidSettings
 from sourcing.forward.hindsight import HindsightBound, HindsightSettings, hindsight_bound
 from sourcing.forward.pricer import ForwardSettings
 from sourcing.loader import read_network
-from sourcing.model import Network, NodeKind, parse_money
+from sourcing.model import MILLICENTS_PER_UNIT, Network, NodeKind, parse_money
 from sourcing.whatif.edits import (
     AddNode,
     CloseNode,
@@ -956,7 +956,7 @@ def _expand_sweep(
                 changed = replace(
                     options,
                     settings=replace(
-                        options.settings, value_of_day=round(value * 100) * MILLICENTS_PER_CENT
+                        options.settings, value_of_day=round(value * MILLICENTS_PER_UNIT)
                     ),
                 )
             else:
