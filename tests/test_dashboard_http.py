@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from dashboard_support import ADMIN_DASH, VIEWER, config
 from oms.dashboard.app import create_app
-from oms.dashboard.auth import CONTENT_SECURITY_POLICY
+from oms.dashboard.auth import CONTENT_SECURITY_POLICY, SESSION_COOKIE
 from oms.dashboard.config import ConfigError, resolve
 from oms.store import Store
 
@@ -207,3 +207,59 @@ def test_tokens_come_from_a_file_or_the_environment_or_are_made(tmp_path: Path) 
         resolve(url, admin_token=None, environ={"OMS_HTTP_PORT": "eighty"})
     # Sessions are signed with a key the tokens make: another token, another key.
     assert made.session_secret != from_file.session_secret
+
+
+def test_the_printed_login_link_answers_the_moment_it_is_printed(tmp_path: Path) -> None:
+    """`oms serve` prints the dashboard's login link; opening it at once must work.
+
+    The link used to be printed by the parent right after spawning the dashboard's process,
+    a second or more before that process listened: CI's smoke run opened it and was refused.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from service_support import free_port
+
+    http_port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+    command = [
+        sys.executable, "-m", "oms.cli", "serve", "--no-demo", "--no-demo-orders",
+        "--database-url", f"sqlite:///{tmp_path / 'oms.db'}",
+        "--port", str(free_port()), "--http-port", str(http_port),
+    ]  # fmt: skip
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stderr=log, env=env)
+    try:
+        link = None
+        deadline = time.monotonic() + 90
+        while link is None and time.monotonic() < deadline and process.poll() is None:
+            found = re.search(
+                rf"http://127\.0\.0\.1:{http_port}/login\?token=[\w-]+", log_path.read_text()
+            )
+            link = found.group(0) if found else None
+            time.sleep(0.01)
+        assert link is not None, log_path.read_text()[-2000:]
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args: object, **kwargs: object) -> None:
+                return None
+
+        try:  # no retry: the first request is the one a person makes
+            urllib.request.build_opener(NoRedirect()).open(link, timeout=10)
+            raise AssertionError("the login link should redirect into the dashboard")
+        except urllib.error.HTTPError as reply:
+            assert reply.code == 303
+            assert SESSION_COOKIE in (reply.headers.get("set-cookie") or "")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

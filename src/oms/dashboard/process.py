@@ -51,8 +51,7 @@ def start_beside_service(
     process = ctx.Process(
         target=run, args=(config, log_level, os.getpid()), name="oms-dashboard", daemon=True
     )
-    process.start()
-    announce(config)
+    process.start()  # the child prints the login link once it listens
     return process
 
 
@@ -91,6 +90,15 @@ def run(config: DashboardConfig, log_level: str = "INFO", parent: int | None = N
             server.should_exit = True
 
         threading.Thread(target=_orphan_watch, name="oms-orphan-watch", daemon=True).start()
+
+    def _announce_when_listening() -> None:
+        # A link printed before the socket is bound would be refused if opened at once.
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            announce(config)
+
+    threading.Thread(target=_announce_when_listening, name="oms-announce", daemon=True).start()
     try:
         server.run()
     finally:
@@ -118,6 +126,5 @@ def serve_alone(config: DashboardConfig | None, log_level: str = "INFO") -> int:
         store.migrate()
     finally:
         store.dispose()
-    announce(config)
     run(config, log_level)
     return 0
