@@ -101,18 +101,23 @@ TARGETS: dict[str, Target] = {
         deselect="not dask",
     ),
     "store": Target(
-        "src/oms/store.py",
+        "src/oms/store/stock.py",
         tuple(
-            f"oms.store.xǁStoreǁ{name}__mutmut_*"
-            for name in (
-                "lock_free_units",
-                "lock_positions",
-                "shortages",
-                "_capacity_problems",
-                "_reserved_rows",
-                "lock_idempotency_key",
-            )
+            f"oms.store.stock.xǁStockRepositoryǁ{name}__mutmut_*"
+            for name in ("lock_free_units", "lock_positions", "shortages", "reserved_rows")
         ),
+        _SERVICE_TESTS,
+        deselect=_SLOW_OR_TIMED,
+    ),
+    "capacity": Target(
+        "src/oms/store/capacity.py",
+        ("oms.store.capacity.xǁCapacityRepositoryǁproblems__mutmut_*",),
+        _SERVICE_TESTS,
+        deselect=_SLOW_OR_TIMED,
+    ),
+    "order-keys": Target(
+        "src/oms/store/orders.py",
+        ("oms.store.orders.xǁOrderRepositoryǁlock_idempotency_key__mutmut_*",),
         _SERVICE_TESTS,
         deselect=_SLOW_OR_TIMED,
     ),

@@ -20,13 +20,13 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-import oms.store
+import oms
 from oms import schema
 from oms.store import Store
 
 from service_support import hand_network, postgres_database
 
-MIGRATIONS = Path(oms.store.__file__).parent / "migrations"
+MIGRATIONS = Path(oms.__file__).parent / "migrations"
 
 
 def alembic_config() -> Config:

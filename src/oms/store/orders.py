@@ -1,0 +1,362 @@
+"""Orders: their rows, events and returns, and the stock reservations they hold.
+
+An order's reservations have no expiry; each names the day whose capacity it
+counts on. Writers compare the order's ``version`` (optimistic: a concurrent
+change is :class:`~oms.errors.Aborted`) and lock stock through
+:class:`~oms.store.stock.StockRepository` before they promise more units.
+
+May import :mod:`oms.store.database`, ``stock``, ``capacity``, ``inbound``,
+``records``, ``sql``, :mod:`oms.schema`, :mod:`oms.driver_sql`, :mod:`oms.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import func
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from oms import schema as t
+from oms.driver_sql import Statement, execute, execute_many, fetch
+from oms.errors import Aborted, NotFound
+from oms.store.capacity import CapacityRepository
+from oms.store.database import Database, utc_day
+from oms.store.inbound import InboundRepository
+from oms.store.records import (
+    OrderRow,
+    Position,
+    QuoteRow,
+    RecordedReturn,
+    order_reservation_rows,
+    units_by_node,
+    units_of,
+)
+from oms.store.sql import DROP_QUOTE_HOLDS, insert_statement
+from oms.store.stock import StockRepository, cut_reservations
+
+_TAKE_QUOTE = Statement.portable(
+    "UPDATE quotes SET order_id = :order_id WHERE quote_id = :quote_id AND order_id IS NULL"
+)
+_ORDER_COLUMNS = t.WRITABLE["orders"]  # not the generated columns (the database writes them)
+_ORDER_BY_ID = Statement.portable(
+    f"SELECT {', '.join(_ORDER_COLUMNS)} FROM orders WHERE order_id = :order_id"
+)
+_ORDER_BY_ID_FOR_UPDATE = Statement.portable(_ORDER_BY_ID.sqlite, for_update=True)
+_ORDER_ID_BY_KEY = Statement.portable(
+    "SELECT order_id FROM orders WHERE idempotency_key = :idempotency_key"
+)
+_EVENTS_OF_ORDER = Statement.portable(
+    "SELECT at, type, detail FROM order_events WHERE order_id = :order_id ORDER BY event_id"
+)
+_RETURNS_OF_ORDER = Statement.portable(
+    "SELECT sku, qty, node_id, at FROM order_returns WHERE order_id = :order_id ORDER BY return_id"
+)
+_INSERT_RESERVATIONS = insert_statement(
+    "reservations",
+    ("node_id", "sku", "qty", "quote_id", "order_id", "expires_at", "capacity_day"),
+)
+_INSERT_ORDER = insert_statement("orders", _ORDER_COLUMNS)
+_INSERT_EVENT = insert_statement("order_events", ("order_id", "at", "type", "detail"))
+
+
+class OrderRepository:
+    """Orders, their events and returns, and their stock reservations."""
+
+    def __init__(
+        self,
+        db: Database,
+        stock: StockRepository,
+        capacity: CapacityRepository,
+        inbound: InboundRepository,
+    ) -> None:
+        self.db = db
+        self.stock = stock
+        self.capacity = capacity
+        self.inbound = inbound
+
+    def find_by_key(self, conn: Connection, idempotency_key: str) -> OrderRow | None:
+        found = fetch(conn, _ORDER_ID_BY_KEY, idempotency_key=idempotency_key)
+        return self.get(conn, found[0][0]) if found else None
+
+    def lock_idempotency_key(self, conn: Connection, idempotency_key: str) -> None:
+        """Hold off other writers with this key until this transaction ends.
+
+        Then a look for an order with the key sees the one a concurrent first
+        attempt just wrote, instead of racing it to the insert (and losing with
+        ABORTED). PostgreSQL: an advisory lock on the key's hash (a collision only
+        makes two keys wait for each other); SQLite: writers are serialised already.
+        """
+        if not self.db.is_sqlite:
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": idempotency_key},
+            )
+
+    def insert(
+        self,
+        conn: Connection,
+        *,
+        order_id: str,
+        quote: QuoteRow,
+        option_id: str,
+        idempotency_key: str,
+        lines: list[dict[str, Any]],
+        allocation: dict[str, Any],
+        promised_date: str,
+        events: list[tuple[str, str]],
+    ) -> None:
+        """Write a placed order and its reservations, and mark the quote used.
+
+        The caller has already checked :meth:`shortages` in this transaction.
+        Raises :class:`Aborted` if another order took the quote meanwhile.
+        """
+        now = self.db.clock()
+        if not execute(conn, _TAKE_QUOTE, quote_id=quote.quote_id, order_id=order_id):
+            raise Aborted(f"quote {quote.quote_id!r} was used by a concurrent PlaceOrder")
+        execute(conn, DROP_QUOTE_HOLDS, quote_id=quote.quote_id)
+        request = quote.request
+        try:
+            execute(
+                conn,
+                _INSERT_ORDER,
+                order_id=order_id,
+                quote_id=quote.quote_id,
+                option_id=option_id,
+                idempotency_key=idempotency_key,
+                state="PLACED",
+                dest_lat=float(request["destination"]["lat"]),
+                dest_lon=float(request["destination"]["lon"]),
+                lines_json=json.dumps(lines, separators=(",", ":")),
+                allocation_json=json.dumps(allocation, separators=(",", ":")),
+                promised_date=promised_date,
+                created_at=now,
+                updated_at=now,
+                version=1,
+            )
+        except IntegrityError as exc:
+            raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
+        units = units_of(allocation)
+        day = utc_day(now)
+        if units:  # empty when every unit waits for inbound receipts
+            execute_many(conn, _INSERT_RESERVATIONS, order_reservation_rows(order_id, units, day))
+        self.capacity.use(conn, units_by_node(units), day)
+        for kind, detail in events:
+            self.add_event(conn, order_id, kind, detail)
+
+    def add_event(self, conn: Connection, order_id: str, kind: str, detail: str) -> None:
+        execute(
+            conn, _INSERT_EVENT, order_id=order_id, at=self.db.clock(), type=kind, detail=detail
+        )
+
+    def get(self, conn: Connection, order_id: str, *, for_update: bool = False) -> OrderRow:
+        found = fetch(
+            conn, _ORDER_BY_ID_FOR_UPDATE if for_update else _ORDER_BY_ID, order_id=order_id
+        )
+        if not found:
+            raise NotFound("order", order_id)
+        events = [
+            (at, kind, detail)
+            for at, kind, detail in fetch(conn, _EVENTS_OF_ORDER, order_id=order_id)
+        ]
+        returns = [
+            (sku, int(qty), node, at)
+            for sku, qty, node, at in fetch(conn, _RETURNS_OF_ORDER, order_id=order_id)
+        ]
+        return _order_row(dict(zip(_ORDER_COLUMNS, found[0], strict=True)), events, returns)
+
+    def page(
+        self, conn: Connection, *, state: str | None, after: tuple[float, str] | None, limit: int
+    ) -> list[OrderRow]:
+        """Orders by (created_at, order_id), starting after the ``after`` cursor."""
+        o = t.orders
+        query = sa.select(o.c.order_id).order_by(o.c.created_at, o.c.order_id).limit(limit)
+        if state is not None:
+            query = query.where(o.c.state == state)
+        if after is not None:
+            query = query.where(
+                sa.or_(
+                    o.c.created_at > after[0],
+                    sa.and_(o.c.created_at == after[0], o.c.order_id > after[1]),
+                )
+            )
+        return [self.get(conn, r.order_id) for r in conn.execute(query)]
+
+    def set_state(self, conn: Connection, order: OrderRow, state: str) -> None:
+        updated = conn.execute(
+            sa.update(t.orders)
+            .where(t.orders.c.order_id == order.order_id, t.orders.c.version == order.version)
+            .values(state=state, updated_at=self.db.clock(), version=order.version + 1)
+        ).rowcount
+        if not updated:
+            raise Aborted(f"order {order.order_id!r} changed concurrently")
+
+    def release_reservations(self, conn: Connection, order: OrderRow) -> dict[Position, int]:
+        """Drop an order's reservations (cancel) and give back the capacity they used."""
+        r = t.reservations
+        units: dict[Position, int] = {}
+        used: dict[tuple[str, str], int] = {}
+        for node, sku, day, qty in conn.execute(
+            sa.select(r.c.node_id, r.c.sku, r.c.capacity_day, func.sum(r.c.qty))
+            .where(r.c.order_id == order.order_id)
+            .group_by(r.c.node_id, r.c.sku, r.c.capacity_day)
+        ):
+            units[(node, sku)] = units.get((node, sku), 0) + int(qty)
+            if day is not None:
+                used[(node, day)] = used.get((node, day), 0) + int(qty)
+        conn.execute(sa.delete(r).where(r.c.order_id == order.order_id))
+        self.inbound.release(conn, order.order_id)
+        self.capacity.give_back(conn, used)
+        return units
+
+    def consume_reservations(self, conn: Connection, order: OrderRow) -> dict[Position, int]:
+        """Shipment: on hand decremented (ledger rows) and the reservations consumed."""
+        units = self.reservations(conn, order.order_id)
+        for (node, sku), qty in sorted(units.items()):
+            self.stock.ledger(conn, node, sku, -qty, "shipment", order.order_id)
+        conn.execute(sa.delete(t.reservations).where(t.reservations.c.order_id == order.order_id))
+        return units
+
+    def reservations(self, conn: Connection, order_id: str) -> dict[Position, int]:
+        r = t.reservations
+        return {
+            (a, b): int(c)
+            for a, b, c in conn.execute(
+                sa.select(r.c.node_id, r.c.sku, func.sum(r.c.qty))
+                .where(r.c.order_id == order_id)
+                .group_by(r.c.node_id, r.c.sku)
+            )
+        }
+
+    def returned_units(self, conn: Connection, order_id: str) -> dict[str, int]:
+        r = t.order_returns
+        return {
+            sku: int(qty)
+            for sku, qty in conn.execute(
+                sa.select(r.c.sku, func.sum(r.c.qty))
+                .where(r.c.order_id == order_id)
+                .group_by(r.c.sku)
+            )
+        }
+
+    def return_by_key(self, conn: Connection, order_id: str, key: str) -> RecordedReturn | None:
+        """What the return of ``order_id`` made with idempotency ``key`` restocked, if any."""
+        r = t.order_returns
+        rows = conn.execute(
+            sa.select(r.c.sku, r.c.qty, r.c.node_id, r.c.return_cost)
+            .where(r.c.order_id == order_id, r.c.idempotency_key == key)
+            .order_by(r.c.return_id)
+        ).all()
+        if not rows:
+            return None
+        units: dict[str, int] = {}
+        for sku, qty, _, _ in rows:
+            units[sku] = units.get(sku, 0) + int(qty)
+        cost = rows[0].return_cost
+        return RecordedReturn(units, rows[0].node_id, None if cost is None else int(cost))
+
+    def record_return(
+        self,
+        conn: Connection,
+        order_id: str,
+        units: Mapping[str, int],
+        node_id: str,
+        idempotency_key: str | None,
+        return_cost: int,
+    ) -> None:
+        """Returned units restored at ``node_id`` (ledger rows; positions created if new),
+        recorded with what the return cost (millicents) for a retry to answer again."""
+        now = self.db.clock()
+        for sku, qty in sorted(units.items()):
+            exists = conn.execute(
+                sa.select(t.stock.c.sku).where(t.stock.c.node_id == node_id, t.stock.c.sku == sku)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    sa.insert(t.stock).values(
+                        node_id=node_id, sku=sku, on_hand=0, safety_stock=0, low_stock_threshold=0
+                    )
+                )
+            self.stock.ledger(conn, node_id, sku, qty, "return", order_id)
+            conn.execute(
+                sa.insert(t.order_returns).values(
+                    order_id=order_id,
+                    sku=sku,
+                    qty=qty,
+                    node_id=node_id,
+                    at=now,
+                    idempotency_key=idempotency_key,
+                    return_cost=return_cost,
+                )
+            )
+
+    def release_units(
+        self, conn: Connection, order: OrderRow, units: Mapping[Position, int]
+    ) -> None:
+        """Give back part of an order's stock reservations (newest first), and the
+        capacity of the day each cut reservation used."""
+        r = t.reservations
+        used: dict[tuple[str, str], int] = {}
+        for (node, sku), qty in sorted(units.items()):
+            rows = conn.execute(
+                sa.select(r.c.reservation_id, r.c.qty, r.c.capacity_day)
+                .where(r.c.order_id == order.order_id, r.c.node_id == node, r.c.sku == sku)
+                .order_by(r.c.reservation_id.desc())
+            ).all()
+            for row, cut in cut_reservations(conn, rows, qty):
+                if row.capacity_day is not None:
+                    key = (node, row.capacity_day)
+                    used[key] = used.get(key, 0) + cut
+        self.capacity.give_back(conn, used)
+
+    def reserve_units(self, conn: Connection, order_id: str, units: Mapping[Position, int]) -> None:
+        """Reserve more stock for a placed order, on today's capacity; the caller
+        checked :meth:`shortages`."""
+        day = utc_day(self.db.clock())
+        rows = order_reservation_rows(order_id, units, day)
+        if rows:
+            conn.execute(sa.insert(t.reservations), rows)
+            self.capacity.use(conn, units_by_node(units), day)
+
+    def update_allocation(
+        self, conn: Connection, order: OrderRow, allocation: dict[str, Any]
+    ) -> None:
+        """Replace an order's allocation document; Aborted if the order changed meanwhile."""
+        updated = conn.execute(
+            sa.update(t.orders)
+            .where(t.orders.c.order_id == order.order_id, t.orders.c.version == order.version)
+            .values(
+                allocation_json=json.dumps(allocation, separators=(",", ":")),
+                updated_at=self.db.clock(),
+                version=order.version + 1,
+            )
+        ).rowcount
+        if not updated:
+            raise Aborted(f"order {order.order_id!r} changed concurrently")
+
+
+def _order_row(
+    row: Mapping[str, Any],
+    events: list[tuple[float, str, str]],
+    returns: list[tuple[str, int, str, float]],
+) -> OrderRow:
+    return OrderRow(
+        order_id=row["order_id"],
+        quote_id=row["quote_id"],
+        option_id=row["option_id"],
+        idempotency_key=row["idempotency_key"],
+        state=row["state"],
+        dest_lat=row["dest_lat"],
+        dest_lon=row["dest_lon"],
+        lines=json.loads(row["lines_json"]),
+        allocation=json.loads(row["allocation_json"]),
+        promised_date=row["promised_date"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=int(row["version"]),
+        events=events,
+        returns=returns,
+    )
