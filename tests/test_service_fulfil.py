@@ -356,7 +356,7 @@ def test_backorder_reserves_the_receipt_and_cancelling_it_resources(tmp_path: Pa
             "resourced",
             "released",
         ]
-        assert not any(p.get("inbound_day") is not None for p in after.allocation["parcels"])
+        assert not any(p.inbound_day is not None for p in after.allocation.parcels)
 
 
 def test_low_stock_alerts_count_reservations_and_inbound(tmp_path: Path) -> None:
@@ -654,8 +654,8 @@ def test_a_short_receipt_serves_orders_oldest_first_and_resources_the_rest(
         }
         assert [kind for _, kind, _ in moved.events][-2:] == ["receipt_short", "resourced"]
         assert "arrived short: 3 of 5" in moved.events[-2][2]
-        (parcel,) = moved.allocation["parcels"]
-        assert (parcel["node_id"], parcel["cost"]) == ("DC-CHI", 1_450_000)  # millicents
+        (parcel,) = moved.allocation.parcels
+        assert (parcel.node_id, parcel.cost) == ("DC-CHI", 1_450_000)  # millicents
         assert_stock_invariants(client, [first.order_id, second.order_id, third.order_id])
         for o in (first, second, third):
             move(client, o.order_id, "release")

@@ -7,16 +7,16 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from oms import schema
-from oms.store import PURGE_EVERY_S, Store
+from oms.store import PURGE_EVERY_S, CartLine, Plan, PlanLine, PlannedParcel, QuoteRequest, Store
 
 from service_support import hand_network, sqlite_url
 
 
-def _option(qty: int) -> dict[str, object]:
-    return {
-        "option_id": "opt-1",
-        "parcels": [{"node_id": "DC-NJ", "lines": [{"line": 0, "sku": "A", "qty": qty}]}],
-    }
+def _option(qty: int) -> Plan:
+    parcel = PlannedParcel(
+        "DC-NJ", "ground", "Z1", 0.0, 0, 0, 0, 0, 0, 1, None, (PlanLine(0, "A", qty),)
+    )
+    return Plan("opt-1", (), 0, 0, 0, 0, None, 1, "OPTIMAL", 0.0, "test", None, (parcel,))
 
 
 def test_expired_holds_stop_counting_then_are_purged(tmp_path: Path) -> None:
@@ -26,7 +26,8 @@ def test_expired_holds_stop_counting_then_are_purged(tmp_path: Path) -> None:
     store.load_network(hand_network())
 
     def hold(quote_id: str, qty: int) -> None:
-        quote = store.save_quote(quote_id, {}, [_option(qty)], ttl_s=900.0)
+        asked = QuoteRequest(0.0, 0.0, (CartLine("A", qty),))
+        quote = store.save_quote(quote_id, asked, [_option(qty)], ttl_s=900.0)
         kept = store.hold_option(
             quote, _option(qty), holder="anon:test", holder_name="test", cap=10, ttl_s=5.0
         )

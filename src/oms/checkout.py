@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -26,9 +27,9 @@ from oms.convert import (
     day_after,
     days_between,
     millicents_of,
-    option_document,
     option_proto,
     order_proto,
+    plan_of,
     timestamp,
     today,
 )
@@ -38,7 +39,17 @@ from oms.metrics import observe_solver
 from oms.reprice import LatestPrices
 from oms.settings import Settings
 from oms.status import rpc
-from oms.store import Catalog, OrderRow, QuoteRow, Store, check_placeable, units_of
+from oms.store import (
+    CartLine,
+    Catalog,
+    OrderRow,
+    Plan,
+    QuoteRequest,
+    QuoteRow,
+    Store,
+    check_placeable,
+    units_of,
+)
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
 from oms.validation import Violations
 from sourcing import QuoteSettings, quote
@@ -188,20 +199,21 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         observe_solver(result.stats.seconds)
         if not context.is_active():
             context.abort(grpc.StatusCode.CANCELLED, "the caller cancelled the quote")
-        documents = [option_document(o, f"opt-{i + 1}") for i, o in enumerate(result.options)]
-        request_doc = {
-            "destination": {"lat": order.destination.lat, "lon": order.destination.lon},
-            "lines": [{"sku": line.sku, "qty": line.qty} for line in order.lines],
-            "allow_partial": solver_settings.allow_partial,
-            "max_parcels": solver_settings.max_parcels,
-            "latest_day": solver_settings.latest_day,
-            "value_of_day": solver_settings.value_of_day,
-            "allow_backorder": solver_settings.allow_backorder,
-        }
+        plans = [plan_of(o, f"opt-{i + 1}") for i, o in enumerate(result.options)]
+        asked = QuoteRequest(
+            lat=order.destination.lat,
+            lon=order.destination.lon,
+            lines=tuple(CartLine(line.sku, line.qty) for line in order.lines),
+            allow_partial=solver_settings.allow_partial,
+            max_parcels=solver_settings.max_parcels,
+            latest_day=solver_settings.latest_day,
+            value_of_day=solver_settings.value_of_day,
+            allow_backorder=solver_settings.allow_backorder,
+        )
         saved = self.store.save_quote(
             "q_" + uuid.uuid4().hex,
-            request_doc,
-            documents,
+            asked,
+            plans,
             self.settings.quote_ttl_s,
             still_wanted=context.is_active,
         )
@@ -209,7 +221,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             quote_id=saved.quote_id,
             expire_time=timestamp(saved.expires_at),
             quote_date=date_proto(saved.quote_date),
-            options=[option_proto(d, saved.quote_date, self.settings.currency) for d in documents],
+            options=[option_proto(p, saved.quote_date, self.settings.currency) for p in plans],
             shortfall=[
                 common_pb2.Shortfall(
                     line_index=s.line, sku=s.sku, requested=s.requested, covered=s.covered
@@ -274,7 +286,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     # -- orders -----------------------------------------------------------------
 
     def _order_response(self, row: OrderRow) -> common_pb2.Order:
-        return order_proto(row, row.allocation["start_date"], self.settings.currency)
+        return order_proto(row, row.allocation.start, self.settings.currency)
 
     @rpc
     @admitted
@@ -293,7 +305,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 return self._replay(existing, request)
             quote_row = self.store.get_quote(conn, request.quote_id)
         option = placeable_option(quote_row, request.option_id, self.store.clock())
-        promised_date = day_after(quote_row.quote_date, option["delivery_days"])
+        promised_date = day_after(quote_row.quote_date, option.delivery_days)
         placed = self._try_place(quote_row, option, request, promised_date, resourced=None)
         if not isinstance(placed, list):
             return placed
@@ -331,7 +343,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def _try_place(
         self,
         quote_row: QuoteRow,
-        option: dict[str, Any],
+        option: Plan,
         request: checkout_pb2.PlaceOrderRequest,
         promised_date: str,
         resourced: list[Precondition] | None,
@@ -342,7 +354,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         Stock and receipts are both checked under lock in this one transaction.
         """
         order_id = "o_" + uuid.uuid4().hex
-        allocation = dict(option, start_date=quote_row.quote_date)
+        allocation = replace(option, start_date=quote_row.quote_date)
         with self.store.write() as conn:
             # A concurrent retry with the same key may have won while we waited for the lock.
             self.store.lock_idempotency_key(conn, request.idempotency_key)
@@ -357,7 +369,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             )
             if problems or receipt_problems:
                 return problems + receipt_problems
-            labels = "/".join(option["labels"]) or "option"
+            labels = "/".join(option.labels) or "option"
             waits = (
                 f"; {sum(on_receipts.values())} unit(s) wait for receipt(s) "
                 f"{', '.join(sorted(on_receipts))}"
@@ -367,7 +379,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             events = [
                 (
                     "placed",
-                    f"{request.option_id} ({labels}): {len(option['parcels'])} parcel(s), "
+                    f"{request.option_id} ({labels}): {len(option.parcels)} parcel(s), "
                     f"promised {promised_date}{waits}",
                 )
             ]
@@ -376,8 +388,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 events.append(
                     (
                         "resourced",
-                        f"quoted stock changed ({what}); now {len(option['parcels'])} parcel(s) "
-                        f"arriving {day_after(quote_row.quote_date, option['delivery_days'])}",
+                        f"quoted stock changed ({what}); now {len(option.parcels)} parcel(s) "
+                        f"arriving {day_after(quote_row.quote_date, option.delivery_days)}",
                     )
                 )
             self.store.insert_order(
@@ -386,7 +398,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 quote=quote_row,
                 option_id=request.option_id,
                 idempotency_key=request.idempotency_key,
-                lines=quote_row.request["lines"],
+                lines=quote_row.request.lines,
                 allocation=allocation,
                 promised_date=promised_date,
                 events=events,
@@ -400,11 +412,11 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def _resource(
         self,
         quote_row: QuoteRow,
-        option: dict[str, Any],
+        option: Plan,
         promised_date: str,
         changed: list[Precondition],
         context: grpc.ServicerContext,
-    ) -> dict[str, Any]:
+    ) -> Plan:
         """The cheapest allocation of the option's units that still arrives by the promise.
 
         An option that waited for inbound receipts may be replaced by one that
@@ -417,21 +429,19 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             changed,
         )
         covered: dict[int, int] = {}
-        for parcel in option["parcels"]:
-            for line in parcel["lines"]:
-                covered[line["line"]] = covered.get(line["line"], 0) + int(line["qty"])
-        lines = quote_row.request["lines"]
+        for parcel in option.parcels:
+            for line in parcel.lines:
+                covered[line.line] = covered.get(line.line, 0) + line.qty
+        asked = quote_row.request
         order = Order(
-            destination=Location(
-                quote_row.request["destination"]["lat"], quote_row.request["destination"]["lon"]
-            ),
-            lines=tuple(OrderLine(lines[i]["sku"], qty) for i, qty in sorted(covered.items())),
+            destination=Location(asked.lat, asked.lon),
+            lines=tuple(OrderLine(asked.lines[i].sku, qty) for i, qty in sorted(covered.items())),
         )
         latest = days_between(quote_row.quote_date, promised_date)
         offset = days_between(quote_row.quote_date, today(self.store.clock()))
         if latest - offset < 0:
             raise failure
-        backorder = any(p.get("inbound_day") is not None for p in option["parcels"])
+        backorder = option.waits
         catalog = self.store.catalog()
         with self.store.read() as conn:
             network = self.store.network_for(
@@ -444,13 +454,13 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 network,
                 order,
                 QuoteSettings(
-                    value_of_day=int(quote_row.request["value_of_day"]),
-                    max_parcels=quote_row.request["max_parcels"],
+                    value_of_day=int(asked.value_of_day or 0),
+                    max_parcels=asked.max_parcels,
                     latest_day=latest - offset,
                     time_limit_s=self.settings.solver_time_limit_s,
                     should_stop=lambda: not context.is_active(),
                     # A COLLECT option stays a collect at the same store.
-                    pickup_stores=(option["pickup"],) if option.get("pickup") else (),
+                    pickup_stores=(option.pickup,) if option.pickup else (),
                     allow_backorder=backorder,
                 ),
             )
@@ -460,24 +470,28 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         feasible = [
             o
             for o in result.frontier
-            if o.delivery_days + offset <= latest and o.pickup == option.get("pickup")
+            if o.delivery_days + offset <= latest and o.pickup == option.pickup
         ]
         if not feasible:
             raise failure
         best = min(feasible, key=lambda o: (o.cost, o.delivery_days, o.num_parcels))
-        document = option_document(best, f"{option['option_id']}-resourced")
-        # Days in the stored allocation count from the quote date, like the original's.
-        document["delivery_days"] += offset
-        for parcel in document["parcels"]:
-            parcel["arrival_days"] += offset
-            if parcel["inbound_day"] is not None:
-                parcel["inbound_day"] += offset
-        # Map the sub-order's lines back to the cart's line indices.
+        plan = plan_of(best, f"{option.option_id}-resourced")
+        # Days in the stored allocation count from the quote date, like the original's,
+        # and the sub-order's lines map back to the cart's line indices.
         line_of = sorted(covered)
-        for parcel in document["parcels"]:
-            for line in parcel["lines"]:
-                line["line"] = line_of[line["line"]]
-        return document
+        return replace(
+            plan,
+            delivery_days=plan.delivery_days + offset,
+            parcels=tuple(
+                replace(
+                    parcel,
+                    arrival_days=parcel.arrival_days + offset,
+                    inbound_day=None if parcel.inbound_day is None else parcel.inbound_day + offset,
+                    lines=tuple(replace(line, line=line_of[line.line]) for line in parcel.lines),
+                )
+                for parcel in plan.parcels
+            ),
+        )
 
     @rpc
     def GetOrder(
@@ -541,9 +555,9 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
 MAX_PICKUP_STORES = 10
 
 
-def placeable_option(quote: QuoteRow, option_id: str, now: float) -> dict[str, Any]:
+def placeable_option(quote: QuoteRow, option_id: str, now: float) -> Plan:
     """The quote's option ``option_id``, if the quote may still be ordered (or held) on."""
-    option = next((o for o in quote.options if o["option_id"] == option_id), None)
+    option = next((o for o in quote.options if o.option_id == option_id), None)
     if option is None:
         raise NotFound("option", f"{quote.quote_id}/{option_id}")
     check_placeable(quote.quote_id, quote.order_id, quote.expires_at, now)
@@ -574,7 +588,7 @@ def check_pickup_stores(
 
 
 def receipts_for(
-    store: Store, conn: Any, option: dict[str, Any], start: str
+    store: Store, conn: Any, option: Plan, start: str
 ) -> tuple[dict[str, int], list[Precondition]]:
     """Lock the receipts an option's waiting parcels draw on and spread the units over them.
 
@@ -583,13 +597,13 @@ def receipts_for(
     what is missing.
     """
     wanted: dict[tuple[str, str, str], int] = {}
-    for parcel in option["parcels"]:
-        if parcel.get("inbound_day") is None:
+    for parcel in option.parcels:
+        if parcel.inbound_day is None:
             continue
-        due = day_after(start, parcel["inbound_day"])
-        for line in parcel["lines"]:
-            key = (parcel["node_id"], line["sku"], due)
-            wanted[key] = wanted.get(key, 0) + int(line["qty"])
+        due = day_after(start, parcel.inbound_day)
+        for line in parcel.lines:
+            key = (parcel.node_id, line.sku, due)
+            wanted[key] = wanted.get(key, 0) + line.qty
     if not wanted:
         return {}, []
     rows = store.receipts(

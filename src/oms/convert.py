@@ -1,7 +1,7 @@
 """Translation between protobuf messages, stored documents and ``sourcing`` types.
 
-The service stores each quoted option as a JSON document (money in exact
-millicents, as the engine computes it; days as ISO dates) and converts to
+The service stores each quoted option as a :class:`~oms.store.Plan` (money in
+exact millicents, as the engine computes it; days counted from the quote date) and converts to
 protobuf only at the edge: ``google.type.Money`` carries millicents exactly
 (units + nanos, a millicent being 10,000 nanos), ``google.type.Date`` the days.
 """
@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2, money_pb2
 
-from oms.store import Availability, OrderRow
+from oms.store import Availability, OrderRow, Plan, PlanLine, PlannedParcel
 from oms.v1 import common_pb2, inventory_pb2
 from sourcing.model import MILLICENTS_PER_UNIT, Label, Option
 
@@ -81,117 +81,113 @@ def today(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).date().isoformat()
 
 
-def option_document(option: Option, option_id: str) -> dict[str, Any]:
-    """An option as the JSON document the store keeps (exact millicents)."""
+def plan_of(option: Option, option_id: str) -> Plan:
+    """An option as the record the store keeps (exact millicents)."""
     ev = option.evaluation
     gap = option.proof.gap
-    return {
-        "option_id": option_id,
-        "labels": [label.value for label in option.labels],
-        "cost": ev.cost,
-        "shipping": ev.shipping,
-        "handling": ev.handling,
-        "storage_credit": ev.storage_credit,
-        "opportunity": option.opportunity,
-        "delivery_days": ev.delivery_days,
-        "status": option.proof.status,
-        "gap": gap if math.isfinite(gap) else None,
-        "method": option.proof.method,
-        "pickup": option.pickup,
-        "parcels": [
-            {
-                "node_id": p.node_id,
-                "service": p.service,
-                "zone": p.zone,
-                "distance_km": round(p.distance_km, 3),
-                "weight_g": int(p.weight_g),
-                "shipping": p.shipping,
-                "handling": p.handling,
-                "storage_credit": p.storage_credit,
-                "cost": p.cost,
-                "arrival_days": p.arrival_days,
-                "inbound_day": p.inbound_day,
-                "lines": [{"line": pl.line, "sku": pl.sku, "qty": pl.qty} for pl in p.lines],
-            }
+    return Plan(
+        option_id=option_id,
+        labels=tuple(label.value for label in option.labels),
+        cost=ev.cost,
+        shipping=ev.shipping,
+        handling=ev.handling,
+        storage_credit=ev.storage_credit,
+        opportunity=option.opportunity,
+        delivery_days=ev.delivery_days,
+        status=option.proof.status,
+        gap=gap if math.isfinite(gap) else None,
+        method=option.proof.method,
+        pickup=option.pickup,
+        parcels=tuple(
+            PlannedParcel(
+                node_id=p.node_id,
+                service=p.service,
+                zone=p.zone,
+                distance_km=round(p.distance_km, 3),
+                weight_g=int(p.weight_g),
+                shipping=p.shipping,
+                handling=p.handling,
+                storage_credit=p.storage_credit,
+                cost=p.cost,
+                arrival_days=p.arrival_days,
+                inbound_day=p.inbound_day,
+                lines=tuple(PlanLine(pl.line, pl.sku, pl.qty) for pl in p.lines),
+            )
             for p in ev.parcels
-        ],
-    }
+        ),
+    )
 
 
-def option_proto(doc: dict[str, Any], start: str, currency: str) -> common_pb2.DeliveryOption:
-    """A stored option document as the protobuf the caller sees; days count from ``start``."""
+def option_proto(plan: Plan, start: str, currency: str) -> common_pb2.DeliveryOption:
+    """A stored option (or allocation) as the protobuf the caller sees; days from ``start``."""
     status = (
         common_pb2.PROOF_STATUS_OPTIMAL
-        if doc["status"] == "OPTIMAL"
+        if plan.status == "OPTIMAL"
         else common_pb2.PROOF_STATUS_FEASIBLE
     )
-    gap = doc["gap"]
+    gap = plan.gap
     return common_pb2.DeliveryOption(
-        option_id=doc["option_id"],
-        labels=[LABEL_TO_PROTO[Label(label)] for label in doc["labels"]],
-        cost=money(doc["cost"], currency),
+        option_id=plan.option_id,
+        labels=[LABEL_TO_PROTO[Label(label)] for label in plan.labels],
+        cost=money(plan.cost, currency),
         breakdown=common_pb2.CostBreakdown(
-            shipping=money(doc["shipping"], currency),
-            handling=money(doc["handling"], currency),
-            storage_credit=money(doc["storage_credit"], currency),
-            total=money(doc["cost"], currency),
-            # Documents stored before forward prices existed have no "opportunity".
-            **(
-                {"opportunity_cost": money(doc["opportunity"], currency)}
-                if doc.get("opportunity")
-                else {}
-            ),
+            shipping=money(plan.shipping, currency),
+            handling=money(plan.handling, currency),
+            storage_credit=money(plan.storage_credit, currency),
+            total=money(plan.cost, currency),
+            # Plans stored before forward prices existed have no opportunity cost.
+            **({"opportunity_cost": money(plan.opportunity, currency)} if plan.opportunity else {}),
         ),
-        delivery_days=doc["delivery_days"],
-        delivery_date=date_proto(day_after(start, doc["delivery_days"])),
+        delivery_days=plan.delivery_days,
+        delivery_date=date_proto(day_after(start, plan.delivery_days)),
         parcels=[
             common_pb2.Parcel(
-                node_id=p["node_id"],
-                service=p["service"],
-                zone=p["zone"],
+                node_id=p.node_id,
+                service=p.service,
+                zone=p.zone,
                 lines=[
-                    common_pb2.ParcelLine(line_index=pl["line"], sku=pl["sku"], quantity=pl["qty"])
-                    for pl in p["lines"]
+                    common_pb2.ParcelLine(line_index=pl.line, sku=pl.sku, quantity=pl.qty)
+                    for pl in p.lines
                 ],
-                cost=money(p["cost"], currency),
-                shipping=money(p["shipping"], currency),
-                handling=money(p["handling"], currency),
-                storage_credit=money(p["storage_credit"], currency),
-                arrival_days=p["arrival_days"],
-                arrival_date=date_proto(day_after(start, p["arrival_days"])),
-                weight_kg=p["weight_g"] / 1000.0,
-                distance_km=p["distance_km"],
+                cost=money(p.cost, currency),
+                shipping=money(p.shipping, currency),
+                handling=money(p.handling, currency),
+                storage_credit=money(p.storage_credit, currency),
+                arrival_days=p.arrival_days,
+                arrival_date=date_proto(day_after(start, p.arrival_days)),
+                weight_kg=p.weight_g / 1000.0,
+                distance_km=p.distance_km,
                 **_inbound_fields(p, start),
             )
-            for p in doc["parcels"]
+            for p in plan.parcels
         ],
         status=status,
         gap=0.0 if status == common_pb2.PROOF_STATUS_OPTIMAL or gap is None else float(gap),
-        proof_method=doc["method"],
+        proof_method=plan.method,
         method=common_pb2.FULFILMENT_METHOD_COLLECT
-        if doc.get("pickup")
+        if plan.pickup
         else common_pb2.FULFILMENT_METHOD_DELIVERY,
-        pickup_store_id=doc.get("pickup") or "",
+        pickup_store_id=plan.pickup or "",
         waiting=[
             common_pb2.WaitingUnits(
-                line_index=pl["line"],
-                sku=pl["sku"],
-                quantity=pl["qty"] - pl.get("received", 0),
-                node_id=p["node_id"],
-                inbound_date=date_proto(day_after(start, p["inbound_day"])),
-                arrival_date=date_proto(day_after(start, p["arrival_days"])),
+                line_index=pl.line,
+                sku=pl.sku,
+                quantity=pl.qty - pl.arrived,
+                node_id=p.node_id,
+                inbound_date=date_proto(day_after(start, p.inbound_day)),
+                arrival_date=date_proto(day_after(start, p.arrival_days)),
             )
-            for p in doc["parcels"]
-            if p.get("inbound_day") is not None
-            for pl in p["lines"]
+            for p in plan.parcels
+            if p.inbound_day is not None
+            for pl in p.lines
             # Units that arrived (ReceiveInboundReceipt) no longer wait.
-            if pl["qty"] > pl.get("received", 0)
+            if pl.qty > pl.arrived
         ],
     )
 
 
-def _inbound_fields(parcel: dict[str, Any], start: str) -> dict[str, Any]:
-    day = parcel.get("inbound_day")
+def _inbound_fields(parcel: PlannedParcel, start: str) -> dict[str, Any]:
+    day = parcel.inbound_day
     if day is None:
         return {}
     return {"inbound_days": day, "inbound_date": date_proto(day_after(start, day))}
@@ -208,7 +204,7 @@ def order_proto(row: OrderRow, quote_date: str, currency: str) -> common_pb2.Ord
         option_id=row.option_id,
         state=STATE_TO_PROTO[row.state],
         destination=common_pb2.Location(latitude=row.dest_lat, longitude=row.dest_lon),
-        lines=[common_pb2.CartLine(sku=x["sku"], quantity=x["qty"]) for x in row.lines],
+        lines=[common_pb2.CartLine(sku=x.sku, quantity=x.qty) for x in row.lines],
         allocation=option_proto(row.allocation, quote_date, currency),
         promised_date=date_proto(row.promised_date),
         create_time=timestamp(row.created_at),

@@ -67,7 +67,7 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
         self.settings = settings
 
     def _proto(self, row: OrderRow) -> common_pb2.Order:
-        return order_proto(row, row.allocation["start_date"], self.settings.currency)
+        return order_proto(row, row.allocation.start, self.settings.currency)
 
     def _move(self, order_id: str, action: str) -> common_pb2.Order:
         v = Violations()
@@ -93,7 +93,7 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
                         f"{sum(units.values())} unit(s) left {len({n for n, _ in units})} node(s)"
                     )
                 elif action == "release":
-                    nodes = sorted({p["node_id"] for p in row.allocation["parcels"]})
+                    nodes = sorted({p.node_id for p in row.allocation.parcels})
                     detail = f"sent to {', '.join(nodes)}"
                 elif action == "deliver":
                     detail = "delivered to the customer"

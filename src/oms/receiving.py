@@ -48,19 +48,18 @@ once: an order that no longer waits for the receipt is left as it is.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from oms.convert import days_between, today
 from oms.errors import FailedPrecondition, NotFound, OmsError, Precondition
 from oms.resourcing import Resourcer
 from oms.settings import Settings
-from oms.store import Availability, ReceiptRow, Store
+from oms.store import Availability, Plan, ReceiptRow, Store
 
 log = logging.getLogger("oms.receiving")
 
@@ -84,32 +83,31 @@ class Overdue:
     resourced: list[str]
 
 
-def mark_received(
-    allocation: dict[str, Any], receipt: ReceiptRow, qty: int
-) -> tuple[dict[str, Any], int]:
+def mark_received(allocation: Plan, receipt: ReceiptRow, qty: int) -> tuple[Plan, int]:
     """``allocation`` with ``qty`` waiting units of ``receipt`` marked ``received``.
 
     The units are looked for in the node's parcels waiting for the receipt's
     day first, then in its other waiting parcels (a receipt moved earlier
-    after the order was placed). Returns the new document and the units marked.
+    after the order was placed). Returns the new plan and the units marked.
     """
-    doc = copy.deepcopy(allocation)
-    due = days_between(doc["start_date"], receipt.expected_date)
+    due = days_between(allocation.start, receipt.expected_date)
+    parcels = list(allocation.parcels)
     left = qty
     for exact in (True, False):
-        for parcel in doc["parcels"]:
-            day = parcel.get("inbound_day")
-            if parcel["node_id"] != receipt.node_id or day is None or (day == due) != exact:
+        for i, parcel in enumerate(parcels):
+            day = parcel.inbound_day
+            if parcel.node_id != receipt.node_id or day is None or (day == due) != exact:
                 continue
-            for line in parcel["lines"]:
-                if line["sku"] != receipt.sku or left == 0:
+            lines = list(parcel.lines)
+            for j, line in enumerate(lines):
+                if line.sku != receipt.sku or left == 0:
                     continue
-                received = int(line.get("received", 0))
-                take = min(left, int(line["qty"]) - received)
+                take = min(left, line.qty - line.arrived)
                 if take > 0:
-                    line["received"] = received + take
+                    lines[j] = replace(line, received=line.arrived + take)
                     left -= take
-    return doc, qty - left
+            parcels[i] = replace(parcel, lines=tuple(lines))
+    return replace(allocation, parcels=tuple(parcels)), qty - left
 
 
 def position_of(store: Store, conn: Any, node_id: str, sku: str) -> Availability:

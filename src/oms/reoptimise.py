@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,8 +40,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from oms import schema as t
-from oms.convert import day_after, days_between, option_document, today
+from oms.convert import day_after, days_between, plan_of, today
 from oms.store import (
+    Plan,
     Position,
     Store,
     order_reservation_rows,
@@ -80,7 +81,7 @@ class OpenOrder:
     created_at: float
     destination: Location
     lines: tuple[OrderLine, ...]
-    allocation: dict[str, Any]
+    allocation: Plan
     promised_date: str
     #: Its stock reservations per (node, SKU), as the reservations table holds them.
     reserved: dict[Position, int]
@@ -189,7 +190,7 @@ def read_open_orders(conn: Connection) -> list[OpenOrder]:
             created_at=float(row.created_at),
             destination=Location(float(row.dest_lat), float(row.dest_lon)),
             lines=tuple(OrderLine(x["sku"], int(x["qty"])) for x in json.loads(row.lines_json)),
-            allocation=json.loads(row.allocation_json),
+            allocation=Plan.from_document(json.loads(row.allocation_json)),
             promised_date=row.promised_date,
             reserved=reserved.get(row.order_id, {}),
             capacity_used=capacity_used.get(row.order_id, {}),
@@ -198,18 +199,18 @@ def read_open_orders(conn: Connection) -> list[OpenOrder]:
     ]
 
 
-def _allocation(document: Mapping[str, Any]) -> Allocation:
+def _allocation(plan: Plan) -> Allocation:
     return Allocation(
         tuple(
             ParcelPlan(
-                p["node_id"],
-                p["service"],
-                tuple(ParcelLine(int(x["line"]), x["sku"], int(x["qty"])) for x in p["lines"]),
-                p.get("inbound_day"),
+                p.node_id,
+                p.service,
+                tuple(ParcelLine(x.line, x.sku, x.qty) for x in p.lines),
+                p.inbound_day,
             )
-            for p in document["parcels"]
+            for p in plan.parcels
         ),
-        document.get("pickup"),
+        plan.pickup,
     )
 
 
@@ -296,15 +297,15 @@ def _snapshot(store: Store, now: float) -> _Snapshot:
 
 
 def _exclusion(network: Network, order: OpenOrder, day: str) -> str | None:
-    document = order.allocation
-    if document.get("pickup") is not None:
+    plan = order.allocation
+    if plan.pickup is not None:
         return "click & collect: not re-optimised"
-    if any(p.get("inbound_day") is not None for p in document["parcels"]):
+    if plan.waits:
         return "waits for inbound stock (backorder): not re-optimised"
-    if units_of(document) != order.reserved:
+    if units_of(plan) != order.reserved:
         return "its reservations do not match its allocation"
     known = all(line.sku in network.sku_index for line in order.lines) and all(
-        p["node_id"] in network.node_index for p in document["parcels"]
+        p.node_id in network.node_index for p in plan.parcels
     )
     if not known:
         return "names a node or SKU the network no longer has"
@@ -314,19 +315,18 @@ def _exclusion(network: Network, order: OpenOrder, day: str) -> str | None:
 # -------------------------------------------------------------------------- write
 
 
-def _document(
-    before: Mapping[str, Any], option: Option, today_text: str, status: str
-) -> dict[str, Any]:
-    """The new allocation document: days still count from the order's quote date."""
-    document = option_document(option, before["option_id"])
-    document["labels"] = list(before.get("labels", []))
-    document["start_date"] = before["start_date"]
-    offset = days_between(before["start_date"], today_text)
-    document["delivery_days"] += offset
-    for parcel in document["parcels"]:
-        parcel["arrival_days"] += offset
-    document["status"] = status
-    return document
+def _document(before: Plan, option: Option, today_text: str, status: str) -> Plan:
+    """The new allocation: days still count from the order's quote date."""
+    plan = plan_of(option, before.option_id)
+    offset = days_between(before.start, today_text)
+    return replace(
+        plan,
+        labels=before.labels,
+        delivery_days=plan.delivery_days + offset,
+        status=status,
+        parcels=tuple(replace(p, arrival_days=p.arrival_days + offset) for p in plan.parcels),
+        start_date=before.start,
+    )
 
 
 def _lock_capacity(conn: Connection, store: Store, nodes: Iterable[str]) -> dict[str, int]:
@@ -348,7 +348,7 @@ def _apply(
     store: Store,
     order: OpenOrder,
     new_units: Mapping[Position, int],
-    document: dict[str, Any],
+    document: Plan,
     detail: str,
 ) -> bool:
     """Write one order's new plan; False if it changed since read (nothing written then)."""
@@ -357,7 +357,7 @@ def _apply(
         sa.update(o)
         .where(o.c.order_id == order.order_id, o.c.version == order.version, o.c.state == "PLACED")
         .values(
-            allocation_json=json.dumps(document, separators=(",", ":")),
+            allocation_json=json.dumps(document.document(), separators=(",", ":")),
             updated_at=store.clock(),
             version=order.version + 1,
         )
@@ -393,7 +393,7 @@ def _capacity_delta(
 class _Change:
     order: OpenOrder
     units: dict[Position, int]
-    document: dict[str, Any]
+    document: Plan
     saving: int
     detail: str
 

@@ -26,17 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 from sqlalchemy.engine import Connection
 
 from oms import lifecycle
-from oms.convert import FLAGGED, day_after, days_between, option_document, today
+from oms.convert import FLAGGED, day_after, days_between, plan_of, today
 from oms.errors import Aborted, FailedPrecondition, Precondition
 from oms.metrics import observe_solver
 from oms.settings import Settings
-from oms.store import OrderRow, Position, Store, units_of
+from oms.store import OrderRow, Plan, PlannedParcel, Position, Store, units_of
 from sourcing import QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.evaluate import evaluate
@@ -59,7 +58,7 @@ ATTEMPTS = 4
 class Removal:
     """What leaves an order's allocation, and why (the first event)."""
 
-    parcels: list[dict[str, Any]]  # the allocation's parcels that stay (some maybe trimmed)
+    parcels: list[PlannedParcel]  # the allocation's parcels that stay (some maybe trimmed)
     lines: dict[int, int]  # order line -> units to re-source
     stock: dict[Position, int]  # stock reservations to release
     receipts: list[str]  # inbound reservations of the order on these receipts to release
@@ -88,7 +87,7 @@ STOCK, WAITING, RECEIVED = "stock", "waiting", "received"
 
 
 def _trim(
-    parcels: list[dict[str, Any]],
+    parcels: list[PlannedParcel],
     node: str,
     sku: str,
     qty: int,
@@ -96,7 +95,7 @@ def _trim(
     inbound_day: int | None,
     lines: dict[int, int],
     part: str | None = None,
-) -> tuple[list[dict[str, Any]], list[int], int]:
+) -> tuple[list[PlannedParcel], list[int], int]:
     """Take ``qty`` units of ``sku`` off ``node``'s parcels (last lines first).
 
     ``part`` (default: STOCK when ``inbound_day`` is None, else WAITING) says
@@ -107,11 +106,11 @@ def _trim(
     ``lines``.
     """
     part = part or (STOCK if inbound_day is None else WAITING)
-    result: list[dict[str, Any]] = []
+    result: list[PlannedParcel] = []
     trimmed: list[int] = []
     left = qty
     for parcel in parcels:
-        day = parcel.get("inbound_day")
+        day = parcel.inbound_day
         if part == STOCK:
             fits = day is None
         elif part == WAITING:
@@ -119,33 +118,33 @@ def _trim(
         else:
             fits = day is not None
         if (
-            parcel["node_id"] != node
+            parcel.node_id != node
             or not fits
             or left == 0
-            or not any(pl["sku"] == sku for pl in parcel["lines"])
+            or not any(pl.sku == sku for pl in parcel.lines)
         ):
             result.append(parcel)
             continue
         new_lines = []
-        for pl in reversed(parcel["lines"]):
-            units, received = int(pl["qty"]), int(pl.get("received", 0))
+        for pl in reversed(parcel.lines):
+            units, received = pl.qty, pl.arrived
             room = {STOCK: units, WAITING: units - received, RECEIVED: received}[part]
-            take = min(left, room) if pl["sku"] == sku else 0
+            take = min(left, room) if pl.sku == sku else 0
             left -= take
             if take:
-                lines[pl["line"]] = lines.get(pl["line"], 0) + take
+                lines[pl.line] = lines.get(pl.line, 0) + take
             if units - take > 0:
-                line = dict(pl, qty=units - take)
+                line = replace(pl, qty=units - take)
                 if part == RECEIVED:
-                    line["received"] = received - take
+                    line = replace(line, received=received - take)
                 new_lines.append(line)
         if new_lines:
             trimmed.append(len(result))
-            result.append(dict(parcel, lines=list(reversed(new_lines))))
+            result.append(replace(parcel, lines=tuple(reversed(new_lines))))
     return result, trimmed, qty - left
 
 
-def _changed(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[int]:
+def _changed(before: list[PlannedParcel], after: list[PlannedParcel]) -> list[int]:
     """Indices of ``after``'s parcels that :func:`_trim` rewrote (new objects)."""
     kept = {id(p) for p in before}
     return [i for i, p in enumerate(after) if id(p) not in kept]
@@ -162,8 +161,8 @@ class Resourcer:
 
     def reject(self, order_id: str, node_id: str, reason: str) -> Outcome:
         def plan(conn: Connection, row: OrderRow) -> Removal:
-            parcels = row.allocation["parcels"]
-            gone = [p for p in parcels if p["node_id"] == node_id]
+            parcels = row.allocation.parcels
+            gone = [p for p in parcels if p.node_id == node_id]
             if not gone:
                 raise FailedPrecondition(
                     f"node {node_id!r} ships nothing of order {row.order_id!r}",
@@ -171,8 +170,8 @@ class Resourcer:
                 )
             lines: dict[int, int] = {}
             for p in gone:
-                for pl in p["lines"]:
-                    lines[pl["line"]] = lines.get(pl["line"], 0) + int(pl["qty"])
+                for pl in p.lines:
+                    lines[pl.line] = lines.get(pl.line, 0) + pl.qty
             waiting = sorted(self.store.order_inbound(conn, row.order_id))
             receipts = (
                 [
@@ -183,12 +182,12 @@ class Resourcer:
                 if waiting
                 else []
             )
-            skus = {pl["sku"] for p in gone for pl in p["lines"]}
+            skus = {pl.sku for p in gone for pl in p.lines}
             units = sum(lines.values())
             return Removal(
-                [p for p in parcels if p["node_id"] != node_id],
+                [p for p in parcels if p.node_id != node_id],
                 lines,
-                units_of({"parcels": gone}),
+                units_of(gone),
                 receipts,
                 {(node_id, sku) for sku in skus},
                 ("rejected", f"{node_id} will not ship: {reason}; {units} unit(s) to re-source"),
@@ -200,8 +199,8 @@ class Resourcer:
         self, order_id: str, node_id: str, missing: dict[str, int], reason: str
     ) -> Outcome:
         def plan(conn: Connection, row: OrderRow) -> Removal:
-            parcels = list(row.allocation["parcels"])
-            held = units_of({"parcels": [p for p in parcels if p["node_id"] == node_id]})
+            parcels = list(row.allocation.parcels)
+            held = units_of([p for p in parcels if p.node_id == node_id])
             problems = [
                 Precondition(
                     "SHORTAGE",
@@ -268,8 +267,8 @@ class Resourcer:
             if qty == 0:
                 raise _Unchanged
             lines: dict[int, int] = {}
-            day = days_between(row.allocation["start_date"], due)
-            before = list(row.allocation["parcels"])
+            day = days_between(row.allocation.start, due)
+            before = list(row.allocation.parcels)
             parcels, _, took = _trim(before, node_id, sku, qty, inbound_day=day, lines=lines)
             if took < qty:  # the receipt moved earlier after the order was placed
                 parcels, _, _ = _trim(
@@ -299,7 +298,7 @@ class Resourcer:
                 except _Unchanged:
                     return Outcome(row, True)
                 catalog = self.store.catalog(conn)
-                skus = sorted({line["sku"] for line in row.lines})
+                skus = sorted({line.sku for line in row.lines})
                 network = self.store.network_for(conn, catalog, skus)
             try:
                 return self._apply(row, removal, network)
@@ -308,29 +307,32 @@ class Resourcer:
         raise Aborted(f"order {order_id!r} kept changing while it was re-sourced; retry")
 
     def _apply(self, row: OrderRow, removal: Removal, network: Network) -> Outcome:
-        doc = row.allocation
-        start = doc["start_date"]
+        plan = row.allocation
+        start = plan.start
         now_day = today(self.store.clock())
         offset = days_between(start, now_day)
         latest = days_between(start, row.promised_date) - offset
-        pickup = doc.get("pickup")
+        pickup = plan.pickup
         missing = {i: q for i, q in sorted(removal.lines.items()) if q > 0}
         best, kept = self._choose(row, network, removal, missing, latest, pickup)
-        parcels = [dict(p) for p in removal.parcels]
+        parcels = list(removal.parcels)
         for i in removal.repriced:
             parcels[i] = _reprice(network, row, parcels[i], pickup)
         events = [removal.event]
         new_units: dict[Position, int] = {}
         if best is not None:
-            new = option_document(best, "resourced")["parcels"]
             line_of = list(missing)
-            for p in new:
-                p["arrival_days"] += offset
-                for pl in p["lines"]:
-                    pl["line"] = line_of[pl["line"]]
+            new = [
+                replace(
+                    p,
+                    arrival_days=p.arrival_days + offset,
+                    lines=tuple(replace(pl, line=line_of[pl.line]) for pl in p.lines),
+                )
+                for p in plan_of(best, "resourced").parcels
+            ]
             parcels.extend(new)
-            new_units = units_of({"parcels": new})
-            nodes = ", ".join(sorted({p["node_id"] for p in new}))
+            new_units = units_of(new)
+            nodes = ", ".join(sorted({p.node_id for p in new}))
             arrival = day_after(now_day, best.delivery_days)
             if kept:
                 events.append(
@@ -357,7 +359,7 @@ class Resourcer:
                     "allocated; needs attention",
                 )
             )
-        allocation = _totals(dict(doc, parcels=parcels))
+        allocation = _totals(replace(plan, parcels=tuple(parcels)))
         try:
             with self.store.write() as conn:
                 fresh = self.store.get_order(conn, row.order_id, for_update=True)
@@ -404,13 +406,17 @@ class Resourcer:
         network = network.replace(safety_stock=safety)
         order = Order(
             Location(row.dest_lat, row.dest_lon),
-            tuple(OrderLine(row.lines[i]["sku"], qty) for i, qty in missing.items()),
+            tuple(OrderLine(row.lines[i].sku, qty) for i, qty in missing.items()),
         )
         quote_row = None
         with self.store.read() as conn:
             quote_row = self.store.get_quote(conn, row.quote_id)
         settings = QuoteSettings(
-            value_of_day=int(quote_row.request.get("value_of_day", 100_000)),
+            value_of_day=int(
+                100_000
+                if quote_row.request.value_of_day is None
+                else quote_row.request.value_of_day
+            ),
             time_limit_s=self.settings.solver_time_limit_s,
             pickup_stores=(pickup,) if pickup else (),
         )
@@ -434,17 +440,17 @@ class Resourcer:
 
 
 def _reprice(
-    network: Network, row: OrderRow, parcel: dict[str, Any], pickup: str | None
-) -> dict[str, Any]:
+    network: Network, row: OrderRow, parcel: PlannedParcel, pickup: str | None
+) -> PlannedParcel:
     """A trimmed parcel priced again by the reference rules (its lines changed)."""
-    lines = tuple(ParcelLine(pl["line"], pl["sku"], int(pl["qty"])) for pl in parcel["lines"])
+    lines = tuple(ParcelLine(pl.line, pl.sku, pl.qty) for pl in parcel.lines)
     order = Order(
         Location(row.dest_lat, row.dest_lon),
-        tuple(OrderLine(line["sku"], int(line["qty"])) for line in row.lines),
+        tuple(OrderLine(line.sku, line.qty) for line in row.lines),
     )
-    plan = ParcelPlan(parcel["node_id"], parcel["service"], lines, parcel.get("inbound_day"))
+    plan = ParcelPlan(parcel.node_id, parcel.service, lines, parcel.inbound_day)
     (priced,) = evaluate(network, order, Allocation((plan,), pickup), allow_partial=True).parcels
-    return dict(
+    return replace(
         parcel,
         weight_g=int(priced.weight_g),
         shipping=priced.shipping,
@@ -454,15 +460,14 @@ def _reprice(
     )
 
 
-def _totals(doc: dict[str, Any]) -> dict[str, Any]:
-    parcels = doc["parcels"]
-    return dict(
-        doc,
-        cost=sum(p["cost"] for p in parcels),
-        shipping=sum(p["shipping"] for p in parcels),
-        handling=sum(p["handling"] for p in parcels),
-        storage_credit=sum(p["storage_credit"] for p in parcels),
-        delivery_days=int(np.max([p["arrival_days"] for p in parcels])) if parcels else 0,
+def _totals(plan: Plan) -> Plan:
+    parcels = plan.parcels
+    return replace(
+        plan,
+        cost=sum(p.cost for p in parcels),
+        shipping=sum(p.shipping for p in parcels),
+        handling=sum(p.handling for p in parcels),
+        storage_credit=sum(p.storage_credit for p in parcels),
+        delivery_days=int(np.max([p.arrival_days for p in parcels])) if parcels else 0,
         method="resourced",
-        labels=list(doc.get("labels", [])),
     )

@@ -191,7 +191,7 @@ class _Seeder:
         else:  # reject: the order's first node refuses it
             with self.store.read() as conn:
                 order = self.store.get_order(conn, order_id)
-            node = order.allocation["parcels"][0]["node_id"]
+            node = order.allocation.parcels[0].node_id
             call = self.fulfilment.RejectOrder
             request = fulfilment_pb2.RejectOrderRequest(
                 order_id=order_id, node_id=node, reason="picker found the bin empty"

@@ -10,7 +10,8 @@
   (orders, events, returns, their reservations), :mod:`~oms.store.inbound`
   (receipts and the orders waiting on them), :mod:`~oms.store.resourcing_marks`
   (orders a receipt failed): the repositories, each documenting its SQL and locks;
-* :mod:`~oms.store.records`: the frozen records handed to the service;
+* :mod:`~oms.store.records`, :mod:`~oms.store.plans`: the frozen records handed to
+  the service (a quote's request and options, an order's allocation: :class:`Plan`);
 * :mod:`~oms.store.facade`: :class:`Store`, the database and its repositories.
 
 The store may import :mod:`oms.schema`, :mod:`oms.driver_sql`, :mod:`oms.errors`
@@ -22,6 +23,7 @@ and the engine's :mod:`sourcing.model`; never the servicers or any other part of
 from oms.store.catalog import Catalog
 from oms.store.database import Database, make_engine, normalise_url, utc_day
 from oms.store.facade import Store
+from oms.store.plans import CartLine, Plan, PlanLine, PlannedParcel, QuoteRequest
 from oms.store.quotes import PURGE_EVERY_S
 from oms.store.records import (
     Availability,
@@ -43,12 +45,17 @@ __all__ = [
     "MAX_UNITS",
     "PURGE_EVERY_S",
     "Availability",
+    "CartLine",
     "Catalog",
     "Database",
     "Hold",
     "OrderRow",
     "PendingResourcing",
+    "Plan",
+    "PlanLine",
+    "PlannedParcel",
     "Position",
+    "QuoteRequest",
     "QuoteRow",
     "ReceiptRow",
     "RecordedReturn",

@@ -12,7 +12,7 @@ May import :mod:`oms.store.database`, ``stock``, ``capacity``, ``inbound``,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +26,7 @@ from oms.errors import Aborted, NotFound
 from oms.store.capacity import CapacityRepository
 from oms.store.database import Database, utc_day
 from oms.store.inbound import InboundRepository
+from oms.store.plans import CartLine, Plan
 from oms.store.records import (
     OrderRow,
     Position,
@@ -104,8 +105,8 @@ class OrderRepository:
         quote: QuoteRow,
         option_id: str,
         idempotency_key: str,
-        lines: list[dict[str, Any]],
-        allocation: dict[str, Any],
+        lines: Sequence[CartLine],
+        allocation: Plan,
         promised_date: str,
         events: list[tuple[str, str]],
     ) -> None:
@@ -128,10 +129,10 @@ class OrderRepository:
                 option_id=option_id,
                 idempotency_key=idempotency_key,
                 state="PLACED",
-                dest_lat=float(request["destination"]["lat"]),
-                dest_lon=float(request["destination"]["lon"]),
-                lines_json=json.dumps(lines, separators=(",", ":")),
-                allocation_json=json.dumps(allocation, separators=(",", ":")),
+                dest_lat=float(request.lat),
+                dest_lon=float(request.lon),
+                lines_json=json.dumps([x.document() for x in lines], separators=(",", ":")),
+                allocation_json=json.dumps(allocation.document(), separators=(",", ":")),
                 promised_date=promised_date,
                 created_at=now,
                 updated_at=now,
@@ -321,15 +322,13 @@ class OrderRepository:
             conn.execute(sa.insert(t.reservations), rows)
             self.capacity.use(conn, units_by_node(units), day)
 
-    def update_allocation(
-        self, conn: Connection, order: OrderRow, allocation: dict[str, Any]
-    ) -> None:
+    def update_allocation(self, conn: Connection, order: OrderRow, allocation: Plan) -> None:
         """Replace an order's allocation document; Aborted if the order changed meanwhile."""
         updated = conn.execute(
             sa.update(t.orders)
             .where(t.orders.c.order_id == order.order_id, t.orders.c.version == order.version)
             .values(
-                allocation_json=json.dumps(allocation, separators=(",", ":")),
+                allocation_json=json.dumps(allocation.document(), separators=(",", ":")),
                 updated_at=self.db.clock(),
                 version=order.version + 1,
             )
@@ -351,8 +350,8 @@ def _order_row(
         state=row["state"],
         dest_lat=row["dest_lat"],
         dest_lon=row["dest_lon"],
-        lines=json.loads(row["lines_json"]),
-        allocation=json.loads(row["allocation_json"]),
+        lines=tuple(CartLine.from_document(x) for x in json.loads(row["lines_json"])),
+        allocation=Plan.from_document(json.loads(row["allocation_json"])),
         promised_date=row["promised_date"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],

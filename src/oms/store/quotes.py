@@ -12,8 +12,7 @@ May import :mod:`oms.store.database`, ``stock``, ``records``, ``sql``,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import func
@@ -23,6 +22,7 @@ from oms import schema as t
 from oms.driver_sql import Statement, execute, execute_many, fetch
 from oms.errors import Cancelled, NotFound, QuotaExceeded
 from oms.store.database import Database, utc_day
+from oms.store.plans import Plan, QuoteRequest
 from oms.store.records import Hold, QuoteRow, check_placeable, units_of
 from oms.store.sql import DROP_QUOTE_HOLDS, NOT_QUOTE, insert_statement
 from oms.store.stock import StockRepository
@@ -65,8 +65,8 @@ class QuoteRepository:
     def save(
         self,
         quote_id: str,
-        request: dict[str, Any],
-        options: list[dict[str, Any]],
+        request: QuoteRequest,
+        options: Sequence[Plan],
         ttl_s: float,
         *,
         still_wanted: Callable[[], bool] = lambda: True,
@@ -86,20 +86,20 @@ class QuoteRepository:
                 "created_at": now,
                 "expires_at": now + ttl_s,
                 "quote_date": utc_day(now),
-                "request_json": json.dumps(request, separators=(",", ":")),
-                "options_json": json.dumps(options, separators=(",", ":")),
+                "request_json": json.dumps(request.document(), separators=(",", ":")),
+                "options_json": json.dumps([o.document() for o in options], separators=(",", ":")),
                 "order_id": None,
             }
             execute(conn, _INSERT_QUOTE, **row)
             self.purge_expired_holds(conn, now)
-        return QuoteRow(quote_id, now, now + ttl_s, utc_day(now), request, options, None)
+        return QuoteRow(quote_id, now, now + ttl_s, utc_day(now), request, tuple(options), None)
 
     # -- checkout holds -------------------------------------------------------------
 
     def hold_option(
         self,
         quote: QuoteRow,
-        option: Mapping[str, Any],
+        option: Plan,
         *,
         holder: str,
         holder_name: str,
@@ -192,8 +192,8 @@ class QuoteRepository:
             row["created_at"],
             row["expires_at"],
             row["quote_date"],
-            json.loads(row["request_json"]),
-            json.loads(row["options_json"]),
+            QuoteRequest.from_document(json.loads(row["request_json"])),
+            tuple(Plan.from_document(o) for o in json.loads(row["options_json"])),
             row["order_id"],
         )
 

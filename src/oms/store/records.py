@@ -1,16 +1,17 @@
 """The records the store hands to the service, and the unit arithmetic of allocations.
 
 Frozen dataclasses only (no SQL): the servicers read these, never table rows.
-May import :mod:`oms.errors` and the standard library.
+May import :mod:`oms.store.plans`, :mod:`oms.errors` and the standard library.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from oms.errors import FailedPrecondition, Precondition
+from oms.store.plans import CartLine, Plan, PlannedParcel, QuoteRequest
 
 Position = tuple[str, str]  # (node_id, sku)
 
@@ -51,8 +52,8 @@ class OrderRow:
     state: str
     dest_lat: float
     dest_lon: float
-    lines: list[dict[str, Any]]
-    allocation: dict[str, Any]
+    lines: tuple[CartLine, ...]
+    allocation: Plan
     promised_date: str
     created_at: float
     updated_at: float
@@ -77,8 +78,8 @@ class QuoteRow:
     created_at: float
     expires_at: float
     quote_date: str
-    request: dict[str, Any]
-    options: list[dict[str, Any]]
+    request: QuoteRequest
+    options: tuple[Plan, ...]
     order_id: str | None
 
 
@@ -135,21 +136,22 @@ class PendingResourcing:
     reason: str
 
 
-def units_of(allocation: Mapping[str, Any]) -> dict[Position, int]:
-    """Units per (node, SKU) of an allocation document (``parcels[].lines[]``) taken from stock.
+def units_of(plan: Plan | Iterable[PlannedParcel]) -> dict[Position, int]:
+    """Units per (node, SKU) of a plan (or some of its parcels) taken from stock.
 
     Parcels that wait for inbound receipts (``inbound_day`` set) are not stock
     on hand: they are reserved against their receipts instead, except the units
     of their lines that have arrived (``received``, set by ReceiveInboundReceipt):
     those are stock reservations like any other.
     """
+    parcels = plan.parcels if isinstance(plan, Plan) else plan
     units: dict[Position, int] = {}
-    for parcel in allocation["parcels"]:
-        waiting = parcel.get("inbound_day") is not None
-        for line in parcel["lines"]:
-            qty = int(line.get("received", 0)) if waiting else int(line["qty"])
+    for parcel in parcels:
+        waiting = parcel.inbound_day is not None
+        for line in parcel.lines:
+            qty = line.arrived if waiting else line.qty
             if qty:
-                key = (parcel["node_id"], line["sku"])
+                key = (parcel.node_id, line.sku)
                 units[key] = units.get(key, 0) + qty
     return units
 
