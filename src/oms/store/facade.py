@@ -4,6 +4,11 @@ Use cases take the repositories they need (``store.orders.get(conn, ...)``)
 inside one transaction (``with store.write() as conn``, the unit of work).
 The aliases below keep the pre-split names (``store.get_order``) working while
 callers move to the repositories; each is the repository's bound method.
+
+A new aggregate (shipments, say) is a module beside the others with one
+repository class, built from the :class:`Database` and the lower repositories
+it uses, constructed in :meth:`Store.__init__` and named in the store's layers
+contract in ``pyproject.toml`` (``scripts/check_layout.py`` checks it).
 """
 
 from __future__ import annotations
