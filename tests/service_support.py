@@ -213,6 +213,15 @@ def free_port() -> int:
 @contextmanager
 def server_processes(url: str, workers: int, *extra: str) -> Iterator[str]:
     """``oms serve --workers N`` as a subprocess on a free port; yields the target."""
+    with server_process(url, workers, *extra) as (target, _):
+        yield target
+
+
+@contextmanager
+def server_process(
+    url: str, workers: int, *extra: str
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """As :func:`server_processes`, also yielding the ``oms serve`` process (the parent)."""
     port = free_port()
     command = [
         sys.executable,
@@ -238,7 +247,7 @@ def server_processes(url: str, workers: int, *extra: str) -> Iterator[str]:
     target = f"127.0.0.1:{port}"
     try:
         wait_until_serving(target, timeout_s=90.0)
-        yield target
+        yield target, process
     finally:
         process.send_signal(signal.SIGTERM)
         try:

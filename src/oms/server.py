@@ -44,6 +44,7 @@ from oms.logging import configure_logging
 from oms.receiving import start_sweeper
 from oms.settings import Settings
 from oms.store import Store
+from oms.supervisor import Supervisor
 from oms.v1 import (
     checkout_pb2,
     checkout_pb2_grpc,
@@ -218,37 +219,36 @@ def serve(
     ctx = multiprocessing.get_context("spawn")
     with _reserve_port(settings.host, settings.port) as port:
         worker_settings = replace(settings, port=port)
-        workers = [
-            ctx.Process(target=_run_worker, args=(worker_settings, metrics_dir), daemon=False)
-            for _ in range(settings.workers)
-        ]
-        for worker in workers:
-            worker.start()
-        wait_until_serving(f"{settings.host}:{port}")
-        _announce(settings, port)
-        stopping = False
+        supervisor = Supervisor(
+            lambda: ctx.Process(
+                target=_run_worker, args=(worker_settings, metrics_dir), daemon=False
+            ),
+            settings.workers,
+            on_exit=metrics.mark_worker_dead,
+        )
+        _announce_when_serving(settings, port, supervisor)
 
         def _stop(*_: Any) -> None:
-            nonlocal stopping
-            stopping = True
-            for worker in workers:
-                if worker.is_alive() and worker.pid is not None:
-                    os.kill(worker.pid, signal.SIGTERM)
+            supervisor.stop()
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        status = 0
-        while any(w.is_alive() for w in workers):
-            for worker in workers:
-                worker.join(timeout=0.5)
-                if not worker.is_alive() and not stopping and worker.exitcode not in (0, None):
-                    log.error("worker %s exited with %s; stopping", worker.pid, worker.exitcode)
-                    status = 1
-                    _stop()
-        for worker in workers:
-            if worker.pid is not None:
-                metrics.mark_worker_dead(worker.pid)
-        return status
+        return supervisor.run()  # respawns a worker that dies (oms.supervisor)
+
+
+def _announce_when_serving(settings: Settings, port: int, supervisor: Supervisor) -> None:
+    """Print the serving line once a worker answers health; if none does in time, the
+    workers cannot start: stop them (``serve`` exits 1)."""
+
+    def _watch() -> None:
+        try:
+            wait_until_serving(f"{settings.host}:{port}")
+        except TimeoutError as exc:
+            supervisor.fail(f"{exc}; stopping")
+            return
+        _announce(settings, port)
+
+    threading.Thread(target=_watch, name="oms-announce", daemon=True).start()
 
 
 def wait_until_serving(target: str, timeout_s: float = 60.0) -> None:
