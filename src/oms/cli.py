@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="server processes sharing the port")
     serve.add_argument("--threads", type=int, help="RPC threads per process")
     serve.add_argument(
+        "--max-streams",
+        type=int,
+        help="streams open at once per process (default threads/4); more are RESOURCE_EXHAUSTED",
+    )
+    serve.add_argument(
         "--cpu-slots",
         type=int,
         dest="cpu_slots",
@@ -200,6 +205,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "port",
         "workers",
         "threads",
+        "max_streams",
         "cpu_slots",
         "metrics_port",
         "quote_ttl_s",

@@ -89,12 +89,14 @@ class Unavailable(OmsError):
 
 
 class QuotaExceeded(OmsError):
-    """The caller reached a per-caller limit (checkout holds); ``subject`` names the
-    caller and ``description`` the limit."""
+    """The caller reached a limit (checkout holds per caller, open streams per process);
+    ``subject`` names the caller or resource, ``description`` the limit, ``reason``
+    the ErrorInfo reason."""
 
-    def __init__(self, message: str, *, subject: str, description: str):
+    def __init__(self, message: str, *, subject: str, description: str, reason: str = "HOLD_QUOTA"):
         self.subject = subject
         self.description = description
+        self.reason = reason
         super().__init__(message)
 
 

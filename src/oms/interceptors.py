@@ -11,6 +11,7 @@ given a request id, and an unauthenticated caller learns nothing about its field
         interceptors=[
             ObservabilityInterceptor(),
             AuthInterceptor(settings.admin_token, settings.checkout_token),
+            StreamLimitInterceptor(settings.stream_slots),
             InputInterceptor(),
         ],
     )
@@ -26,6 +27,7 @@ import functools
 import hmac
 import logging
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,7 +38,7 @@ import grpc
 from google.protobuf.message import Message
 
 from oms import metrics
-from oms.errors import InvalidArgument
+from oms.errors import InvalidArgument, QuotaExceeded
 from oms.logging import REQUEST_ID
 from oms.status import abort
 from oms.validation import MalformedRequest, check_request, parse_request
@@ -47,6 +49,7 @@ __all__ = [
     "AuthInterceptor",
     "InputInterceptor",
     "ObservabilityInterceptor",
+    "StreamLimitInterceptor",
     "bearer_token",
 ]
 
@@ -332,6 +335,55 @@ def _observe_stream(method: str, behaviour: _Behaviour) -> _Behaviour:
         call.finish(_code_after_return(context))
 
     return observed
+
+
+# ------------------------------------------------------------------------ streams
+
+
+class StreamLimitInterceptor(grpc.ServerInterceptor):
+    """At most ``slots`` server streams at once in this process; more are RESOURCE_EXHAUSTED.
+
+    grpc's sync server runs each call on a thread of the process's pool, and a
+    stream (``WatchLowStockAlerts``, health ``Watch``) keeps its thread until it
+    ends: 16 open streams took all 16 threads, and quotes and health checks then
+    timed out. Capping streams below the pool keeps ``threads - slots`` threads
+    for unary calls whatever stream clients do. A refused stream is told so
+    at once (ErrorInfo reason ``STREAM_LIMIT``), so a watcher can back off or try
+    another server.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._open = threading.BoundedSemaphore(slots) if slots > 0 else None
+
+    def intercept_service(
+        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> _Handler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or not handler.response_streaming:
+            return handler
+        return _rebuild(handler, lambda behaviour: behaviour, self._limited)
+
+    def _limited(self, behaviour: _Behaviour) -> _Behaviour:
+        def limited(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            if self._open is None or not self._open.acquire(blocking=False):
+                abort(
+                    context,
+                    QuotaExceeded(
+                        f"this server process already serves {self.slots} streams, its limit "
+                        "(streams must leave threads for unary calls); retry later",
+                        subject="streams",
+                        description=f"at most {self.slots} open streams per server process",
+                        reason="STREAM_LIMIT",
+                    ),
+                )
+            try:
+                yield from behaviour(request, context)
+            finally:
+                assert self._open is not None
+                self._open.release()
+
+        return limited
 
 
 # -------------------------------------------------------------------------- input

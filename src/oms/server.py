@@ -38,7 +38,12 @@ from oms.credentials import redact_url
 from oms.dashboard.config import DashboardConfig
 from oms.dashboard.process import start_beside_service as start_dashboard
 from oms.fulfilment import FulfilmentServicer
-from oms.interceptors import AuthInterceptor, InputInterceptor, ObservabilityInterceptor
+from oms.interceptors import (
+    AuthInterceptor,
+    InputInterceptor,
+    ObservabilityInterceptor,
+    StreamLimitInterceptor,
+)
 from oms.inventory import InventoryServicer
 from oms.logging import configure_logging
 from oms.receiving import start_sweeper
@@ -103,6 +108,7 @@ def build_server(settings: Settings, store: Store) -> tuple[grpc.Server, int]:
         interceptors=[
             ObservabilityInterceptor(),
             AuthInterceptor(settings.admin_token, settings.checkout_token),
+            StreamLimitInterceptor(settings.stream_slots),
             InputInterceptor(),
         ],
         options=[

@@ -31,6 +31,9 @@ class Settings:
     * ``checkout_token``: bearer token for CheckoutService; ``None`` leaves
       checkout open (it is usually behind the shop's own gateway).
     * ``threads``: RPC threads per process (streams and queued calls hold one each).
+    * ``max_streams``: server streams (``WatchLowStockAlerts``, health ``Watch``) open
+      at once per process; more are RESOURCE_EXHAUSTED, so streams never take the
+      threads unary calls need. ``None``: :attr:`stream_slots` picks a quarter of ``threads``.
     * ``cpu_slots``: quotes and orders worked on at once per process (see
       :mod:`oms.admission`); more only take turns at the GIL. ``None`` picks
       by store (:attr:`solver_slots`).
@@ -55,6 +58,7 @@ class Settings:
     port: int = 50051
     workers: int = 1
     threads: int = 16
+    max_streams: int | None = None
     cpu_slots: int | None = None
     admin_token: str | None = None
     checkout_token: str | None = None
@@ -82,6 +86,11 @@ class Settings:
         for name in ("workers", "threads", "cpu_slots"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_streams is not None and not 0 <= self.max_streams < self.threads:
+            raise ValueError(
+                f"max_streams must be in 0..threads-1 ({self.threads - 1}): streams must leave "
+                f"threads for unary calls, got {self.max_streams}"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         for name in ("quote_ttl_s", "solver_time_limit_s", "alert_poll_s"):
@@ -108,6 +117,13 @@ class Settings:
                 value = redact_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"{type(self).__name__}({', '.join(shown)})"
+
+    @property
+    def stream_slots(self) -> int:
+        """``max_streams``, or a quarter of ``threads`` (at least 1, always below ``threads``)."""
+        if self.max_streams is not None:
+            return self.max_streams
+        return min(max(1, self.threads // 4), self.threads - 1)
 
     @property
     def solver_slots(self) -> int:

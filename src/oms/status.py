@@ -133,7 +133,7 @@ def status_for(exc: Exception) -> tuple[int, str, list[Message]]:
                 )
             ]
         )
-        info = error_details_pb2.ErrorInfo(reason="HOLD_QUOTA", domain=DOMAIN)
+        info = error_details_pb2.ErrorInfo(reason=exc.reason, domain=DOMAIN)
         return _with_cut(code_pb2.RESOURCE_EXHAUSTED, exc, [quota, info], False)
     if isinstance(exc, Cancelled):
         return _with_cut(code_pb2.CANCELLED, exc, [], False)
