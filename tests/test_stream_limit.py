@@ -49,8 +49,10 @@ def test_streams_beyond_the_cap_are_refused_and_unary_calls_keep_their_threads(
             ),
             metadata=ADMIN,
         )
-        streams = [inv.WatchLowStockAlerts(WATCH, metadata=ADMIN, timeout=20) for _ in range(20)]
-        outcomes = [_first(s) for s in streams]
+        streams, outcomes = [], []
+        for _ in range(20):  # one after the other: the first four are open when the fifth comes
+            streams.append(inv.WatchLowStockAlerts(WATCH, metadata=ADMIN, timeout=20))
+            outcomes.append(_first(streams[-1]))
         assert outcomes[:4] == ["ALERT"] * 4
         refused = outcomes[4:]
         assert all(o.startswith("RESOURCE_EXHAUSTED: ") for o in refused), refused
