@@ -38,6 +38,7 @@ from oms.credentials import redact_url
 from oms.dashboard.config import DashboardConfig
 from oms.dashboard.process import start_beside_service as start_dashboard
 from oms.fulfilment import FulfilmentServicer
+from oms.health import StoreProbe
 from oms.interceptors import (
     AuthInterceptor,
     InputInterceptor,
@@ -129,8 +130,10 @@ def build_server(settings: Settings, store: Store) -> tuple[grpc.Server, int]:
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *SERVICE_NAMES):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # SERVING only while the store answers (oms.health): probed now, then every few seconds.
+    probe = StoreProbe(store, health_servicer, ("", *SERVICE_NAMES), settings.health_probe_s)
+    probe.check()
+    probe.run_while_serving(server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )

@@ -74,6 +74,8 @@ class Settings:
     log_level: str = "INFO"
     #: How often WatchLowStockAlerts re-reads stock positions.
     alert_poll_s: float = 1.0
+    #: How often each process probes its store; health is NOT_SERVING while it fails.
+    health_probe_s: float = 2.0
     #: How often the server re-sources orders waiting for overdue inbound receipts
     #: (:mod:`oms.receiving`); 0 turns the sweep off.
     overdue_sweep_s: float = 300.0
@@ -93,7 +95,7 @@ class Settings:
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
-        for name in ("quote_ttl_s", "solver_time_limit_s", "alert_poll_s"):
+        for name in ("quote_ttl_s", "solver_time_limit_s", "alert_poll_s", "health_probe_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.hold_ttl_s <= MAX_HOLD_TTL_S:

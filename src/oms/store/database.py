@@ -12,6 +12,7 @@ a dead server as :class:`~oms.errors.Unavailable`.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -30,6 +31,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from oms.driver_sql import Statement, execute
 from oms.errors import Aborted, Unavailable
+
+log = logging.getLogger("oms.store")
 
 _BEGIN = Statement(sqlite="BEGIN", postgresql="BEGIN")
 _BEGIN_IMMEDIATE = Statement(sqlite="BEGIN IMMEDIATE", postgresql="BEGIN")
@@ -88,13 +91,20 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
 
 
 def _translate_db_errors(exc: DBAPIError) -> Exception:
-    """Lost races and lock timeouts become Aborted; a dead server Unavailable."""
-    text = str(exc.orig).lower() if exc.orig is not None else str(exc).lower()
+    """Lost races and lock timeouts become Aborted; a dead server Unavailable.
+
+    The driver's text names hosts, ports, databases, tables and other sessions:
+    it is logged here (passwords masked by oms.logging), never sent to the caller.
+    """
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    first_line = (text.strip().splitlines() or [""])[0]
     race_words = ("deadlock", "could not serialize", "database is locked", "lock timeout")
-    if any(word in text for word in race_words):
-        return Aborted(f"lost a race with a concurrent writer: {text.splitlines()[0]}")
+    if any(word in text.lower() for word in race_words):
+        log.warning("store: lost a race: %s", first_line)
+        return Aborted("lost a race with a concurrent writer; retry")
     if isinstance(exc, OperationalError) or exc.connection_invalidated:
-        return Unavailable(f"the store is unavailable: {text.splitlines()[0]}")
+        log.error("store unavailable: %s", first_line)
+        return Unavailable("the store is unavailable; retry later")
     return exc
 
 
