@@ -30,7 +30,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from oms import metrics
 from oms.checkout import CheckoutServicer
@@ -48,6 +47,7 @@ from oms.interceptors import (
 from oms.inventory import InventoryServicer
 from oms.logging import configure_logging
 from oms.receiving import start_sweeper
+from oms.reflection import enable_server_reflection
 from oms.settings import Settings
 from oms.store import Store
 from oms.supervisor import Supervisor
@@ -134,9 +134,7 @@ def build_server(settings: Settings, store: Store) -> tuple[grpc.Server, int]:
     probe = StoreProbe(store, health_servicer, ("", *SERVICE_NAMES), settings.health_probe_s)
     probe.check()
     probe.run_while_serving(server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)  # v1 and v1alpha
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
