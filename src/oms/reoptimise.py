@@ -39,6 +39,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from oms import dask_cluster
 from oms import schema as t
 from oms.convert import day_after, days_between, plan_of, today
 from oms.store import (
@@ -234,8 +235,9 @@ class _Snapshot:
 
 
 def _snapshot(store: Store, now: float) -> _Snapshot:
-    """The open orders and the pool they share, as one consistent read."""
-    with store.read() as conn:
+    """The open orders and the pool they share, as one consistent read (one snapshot:
+    a PlaceOrder committed between two of these reads would otherwise be half seen)."""
+    with store.read(snapshot=True) as conn:
         orders = read_open_orders(conn)
         catalog = store.catalog(conn)
         skus = sorted({line.sku for o in orders for line in o.lines} & set(catalog.sku_index))
@@ -572,14 +574,7 @@ def add_arguments(parser: Any) -> None:
         help="SQLAlchemy URL of the store (default: $OMS_DATABASE_URL or sqlite:///oms.db)",
     )
     parser.add_argument("--dry-run", action="store_true", help="solve and report; write nothing")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler")
-    where.add_argument(
-        "--in-process", action="store_true", help="solve in this process, without Dask"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="LocalCluster worker processes (default 2)"
-    )
+    dask_cluster.add_arguments(parser)
     parser.add_argument(
         "--time-limit", type=float, help="solver seconds per sub-problem (default 60)"
     )
@@ -611,28 +606,9 @@ def command(args: Any, database_url: str) -> int:
     with ExitStack() as stack:
         stack.callback(store.dispose)
         store.migrate()
-        runner: Runner
-        if args.in_process:
-            runner = LocalRunner()
-        else:
-            import logging
-
-            from distributed import Client, LocalCluster
-
-            if args.scheduler:
-                client = stack.enter_context(Client(args.scheduler))  # type: ignore[no-untyped-call]
-            else:
-                cluster = stack.enter_context(
-                    LocalCluster(  # type: ignore[no-untyped-call]
-                        n_workers=max(1, args.workers),
-                        threads_per_worker=1,
-                        processes=True,
-                        dashboard_address=":0",
-                        silence_logs=logging.ERROR,
-                    )
-                )
-                client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
-            runner = DaskRunner(client)
+        runner: Runner = (
+            LocalRunner() if args.in_process else DaskRunner(dask_cluster.dask_client(stack, args))
+        )
         bar = stack.enter_context(
             tqdm(total=0, unit="problem", desc="reoptimise", disable=args.no_progress)
         )

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from oms import dask_cluster
 from oms import schema as t
 from oms.store import Store
 from sourcing.forward.fluid import (
@@ -236,14 +237,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--history-days", type=float, default=28.0, help="days of orders to learn from (28)"
     )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler")
-    where.add_argument(
-        "--in-process", action="store_true", help="solve in this process, without Dask"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="LocalCluster worker processes (default 2)"
-    )
+    dask_cluster.add_arguments(parser)
     parser.add_argument(
         "--chunks", type=int, help="SKU chunks solved apart (default: 2 per worker)"
     )
@@ -260,23 +254,7 @@ def command(args: Any, database_url: str) -> int:
         map_chunks = None
         chunks = args.chunks or 1
         if not args.in_process:
-            import logging
-
-            from distributed import Client, LocalCluster
-
-            if args.scheduler:
-                client = stack.enter_context(Client(args.scheduler))  # type: ignore[no-untyped-call]
-            else:
-                cluster = stack.enter_context(
-                    LocalCluster(  # type: ignore[no-untyped-call]
-                        n_workers=max(1, args.workers),
-                        threads_per_worker=1,
-                        processes=True,
-                        dashboard_address=":0",
-                        silence_logs=logging.ERROR,
-                    )
-                )
-                client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
+            client = dask_cluster.dask_client(stack, args)
             chunks = args.chunks or 2 * max(1, args.workers)
 
             def map_chunks(

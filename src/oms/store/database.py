@@ -147,10 +147,19 @@ class Database:
             self._lock_fd = None
 
     @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+        """One read transaction. ``snapshot``: every statement in it sees the same
+        committed state (PostgreSQL: REPEATABLE READ, read only; its default READ
+        COMMITTED lets each statement see later commits). SQLite's read transaction
+        already reads one snapshot."""
         try:
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
+            with self.engine.connect() as conn:
+                if snapshot and not self.is_sqlite:
+                    conn.execution_options(
+                        isolation_level="REPEATABLE READ", postgresql_readonly=True
+                    )
+                with conn.begin():
+                    yield conn
         except DBAPIError as exc:
             raise _translate_db_errors(exc) from exc
 
