@@ -254,9 +254,17 @@ def test_solver_slots_default_by_store_unless_set() -> None:
     ("cart", "message"),
     [
         (
+            '{"destination": {"lat": 40.7}, "lines": [{"sku": "A"}]}',
+            "destination.lon: must be a number, got None; lines[0].qty: must be an integer, "
+            "got None",
+        ),
+        (  # the contract's JSON form (QuoteDeliveryOptionsRequest)
             '{"destination": {"latitude": 40.7, "longitude": -74.0}, "lines": [{"sku": "A"}]}',
-            "destination.lat: must be a number, got None; destination.lon: must be a number, "
-            "got None; lines[0].qty: must be an integer, got None",
+            "lines[0].quantity: must be a positive integer",
+        ),
+        (
+            '{"destination": {"latitude": 40.7}, "lines": [{"sku": "A", "quantiti": 1}]}',
+            'no field named "quantiti"',
         ),
         ('{"destination": {"lat": 40.7, "lon": -74.0}, "lines": [', "invalid JSON"),
     ],
@@ -279,3 +287,52 @@ def test_quote_of_a_missing_cart_file(tmp_path: Path, capsys: pytest.CaptureFixt
     missing = tmp_path / "nope.json"
     assert main(["quote", str(missing), "--target", "127.0.0.1:1"]) == 2
     assert capsys.readouterr().err.strip() == f"oms quote: order file {str(missing)!r} not found"
+
+
+@pytest.mark.parametrize(
+    "cart",
+    [
+        # The contract's JSON form, as buf curl -d sends it, with a field of the request.
+        {
+            "destination": {"latitude": 40.7128, "longitude": -74.0060},
+            "lines": [{"sku": "A", "quantity": 2}],
+            "pickupStoreIds": ["ST-PHL"],
+        },
+        {"destination": {"lat": 40.7128, "lon": -74.0060}, "lines": [{"sku": "A", "qty": 2}]},
+    ],
+    ids=["contract", "sourcing"],
+)
+def test_quote_reads_the_contract_json_form_and_the_sourcing_form(
+    cart: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from service_support import running_server, sqlite_url
+
+    path = tmp_path / "cart.json"
+    path.write_text(json.dumps(cart), encoding="utf-8")
+    with running_server(sqlite_url(tmp_path)) as client:
+        assert main(["quote", str(path), "--target", client.target]) == 0
+    menu = json.loads(capsys.readouterr().out)
+    units = {
+        sum(int(line["quantity"]) for parcel in o["parcels"] for line in parcel["lines"])
+        for o in menu["options"]
+    }
+    assert units == {2}
+    collect = [o for o in menu["options"] if o.get("pickup_store_id") == "ST-PHL"]
+    assert bool(collect) == ("pickupStoreIds" in cart)
+
+
+def test_the_example_carts_are_the_same_cart() -> None:
+    import json
+
+    from oms.cli import _quote_request as quote_request
+    from oms.cli import build_parser
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    requests = [
+        quote_request(build_parser().parse_args(["quote", str(examples / name)]))
+        for name in ("demo_cart.json", "demo_quote_request.json")
+    ]
+    assert requests[0] == requests[1]
+    assert json.loads((examples / "demo_quote_request.json").read_text())["lines"][0]["quantity"]

@@ -138,7 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     _store_args(migrate)
 
     quote = sub.add_parser("quote", help="ask a running server for delivery options")
-    quote.add_argument("order", help='ORDER.json: {"destination": {lat, lon}, "lines": [...]}')
+    quote.add_argument(
+        "order",
+        help="CART.json: the contract's QuoteDeliveryOptionsRequest as JSON "
+        '({"destination": {"latitude", "longitude"}, "lines": [{"sku", "quantity"}]}), '
+        "or the sourcing CLI's form (lat, lon, qty)",
+    )
     quote.add_argument("--target", default="127.0.0.1:50051")
     quote.add_argument("--timeout", type=float, default=5.0)
     quote.add_argument(
@@ -224,28 +229,73 @@ def _print_message(message: Any) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
 
 
+def _is_sourcing_form(data: Any) -> bool:
+    """A cart in the ``sourcing quote`` form (``lat``/``lon``, ``qty``), not the contract's."""
+    if not isinstance(data, dict):
+        return False
+    destination, lines = data.get("destination"), data.get("lines")
+    if isinstance(destination, dict) and ({"lat", "lon"} & destination.keys()):
+        return True
+    return isinstance(lines, list) and any(isinstance(x, dict) and "qty" in x for x in lines)
+
+
+def _quote_request(args: argparse.Namespace) -> Any:
+    """The cart file as a QuoteDeliveryOptionsRequest, plus the command line's options.
+
+    The file is the contract's JSON form of the request (``destination.latitude``,
+    ``lines[].quantity``, any other field of it; what ``buf curl -d`` sends), or the
+    ``sourcing quote`` form (``destination.lat``/``lon``, ``lines[].qty``).
+    Raises ``CliError`` naming the file and the bad field.
+    """
+    from google.protobuf import json_format
+
+    from oms.v1 import checkout_pb2, common_pb2
+    from sourcing.cli import CliError, load_json_file
+    from sourcing.errors import InvalidOrderError
+    from sourcing.orders import order_from_dict
+
+    name, data = load_json_file(args.order, "order file")
+    request = checkout_pb2.QuoteDeliveryOptionsRequest()
+    if _is_sourcing_form(data):
+        try:
+            order = order_from_dict(data)
+        except InvalidOrderError as exc:
+            raise CliError(f"{name}: {exc}") from None
+        request.destination.CopyFrom(
+            common_pb2.Location(latitude=order.destination.lat, longitude=order.destination.lon)
+        )
+        request.lines.extend(common_pb2.CartLine(sku=x.sku, quantity=x.qty) for x in order.lines)
+    else:
+        try:
+            json_format.ParseDict(data, request)
+        except json_format.ParseError as exc:  # one line: protobuf adds the fields on a second
+            raise CliError(f"{name}: {' '.join(str(exc).split())}") from None
+        problems = [] if request.HasField("destination") else ["destination: missing"]
+        if not request.lines:
+            problems.append("lines: give at least one line")
+        for i, line in enumerate(request.lines):
+            if line.quantity <= 0:
+                problems.append(f"lines[{i}].quantity: must be a positive integer")
+        if problems:
+            raise CliError(f"{name}: {'; '.join(problems)}")
+    request.pickup_store_ids.extend(args.pickup_store)
+    if args.nearest_stores:
+        request.nearest_pickup_stores = args.nearest_stores
+    if args.allow_backorder:
+        request.allow_backorder = True
+    return request
+
+
 def _client(args: argparse.Namespace) -> int:
     import grpc
 
-    from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
-    from sourcing.cli import load_order_file
+    from oms.v1 import checkout_pb2, checkout_pb2_grpc
 
     with grpc.insecure_channel(args.target) as channel:
         stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
         try:
             if args.command == "quote":
-                _, order = load_order_file(args.order)
-                request = checkout_pb2.QuoteDeliveryOptionsRequest(
-                    destination=common_pb2.Location(
-                        latitude=order.destination.lat, longitude=order.destination.lon
-                    ),
-                    lines=[
-                        common_pb2.CartLine(sku=line.sku, quantity=line.qty) for line in order.lines
-                    ],
-                    pickup_store_ids=args.pickup_store,
-                    nearest_pickup_stores=args.nearest_stores,
-                    allow_backorder=args.allow_backorder,
-                )
+                request = _quote_request(args)
                 _print_message(stub.QuoteDeliveryOptions(request, timeout=args.timeout))
             else:
                 key = args.idempotency_key or uuid.uuid4().hex

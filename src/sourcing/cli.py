@@ -362,29 +362,37 @@ def load_order_file(source: str) -> tuple[str, Order]:
 
     Raises :class:`CliError` naming the file and every bad field.
     """
+    name, data = load_json_file(source, "order file")
+    try:
+        return name, order_from_dict(data)
+    except InvalidOrderError as exc:
+        raise CliError(f"{name}: {exc}") from None
+
+
+def load_json_file(source: str, what: str) -> tuple[str, Any]:
+    """The JSON document in file ``source`` (``-``: stdin) and its display name.
+
+    Raises :class:`CliError` naming the file (``what`` says what it should hold).
+    """
     name = "<stdin>" if source == "-" else source
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CliError(f"order file {source!r} not found") from None
+        raise CliError(f"{what} {source!r} not found") from None
     except IsADirectoryError:
-        raise CliError(f"order file {source!r} is a directory") from None
+        raise CliError(f"{what} {source!r} is a directory") from None
     except UnicodeDecodeError:
         raise CliError(f"{name}: not valid UTF-8 text") from None
     except OSError as exc:
-        raise CliError(f"cannot read order file {source!r}: {exc.strerror or exc}") from None
+        raise CliError(f"cannot read {what} {source!r}: {exc.strerror or exc}") from None
     try:
-        data: Any = json.loads(text, parse_constant=_reject_constant)
+        return name, json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise CliError(
             f"{name}: invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
     except ValueError as exc:
         raise CliError(f"{name}: invalid JSON: {exc}") from None
-    try:
-        return name, order_from_dict(data)
-    except InvalidOrderError as exc:
-        raise CliError(f"{name}: {exc}") from None
 
 
 def _reject_constant(name: str) -> float:

@@ -130,15 +130,25 @@ class Database:
             self._lock_fd = os.open(f"{database}.writelock", os.O_RDWR | os.O_CREAT, 0o644)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent)."""
+        """Bring the schema to the newest Alembic revision (idempotent).
+
+        Alembic's own INFO lines (a dozen at every start: plugins, the dialect,
+        each step) are kept out of the log; one line says what changed, if anything.
+        """
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # before its import logs
         from alembic import command
         from alembic.config import Config
+        from alembic.runtime.migration import MigrationContext
 
         config = Config()
         config.set_main_option("script_location", str(Path(__file__).parent.parent / "migrations"))
         with self.engine.begin() as conn:
+            before = MigrationContext.configure(conn).get_current_revision()
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+            after = MigrationContext.configure(conn).get_current_revision()
+        if after != before:
+            log.info("store schema migrated from %s to %s", before or "empty", after)
 
     def dispose(self) -> None:
         self.engine.dispose()
