@@ -19,3 +19,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield sqlite_url(tmp_path)
     else:
         yield from postgres_database()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL (skips with a reason when none is reachable)."""
+    from service_support import postgres_database
+
+    yield from postgres_database()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 
 import psutil
@@ -26,12 +25,7 @@ from oms.reoptimise import OpenOrder
 from oms.store import Store
 from oms.v1 import common_pb2
 
-from service_support import postgres_database, running_server
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from postgres_database()
+from service_support import running_server
 
 
 def test_the_reoptimise_read_is_one_snapshot_on_postgresql(

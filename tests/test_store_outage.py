@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from oms.server import SERVICE_NAMES
 
-from service_support import PG_SERVER_URL, Client, postgres_database, running_server, sqlite_url
+from service_support import PG_SERVER_URL, Client, running_server, sqlite_url
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -46,11 +46,6 @@ def _quote_error(client: Client) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
         client.quote({"A": 1})
     return caught.value
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from postgres_database()
 
 
 def test_health_is_not_serving_while_postgresql_refuses_and_serving_once_back(
