@@ -99,14 +99,18 @@ class Supervisor:
             due = [t for t in self._respawn_at if t <= now]
             for t in due:
                 self._respawn_at.remove(t)
-                if not self._stopping.is_set():
-                    self._start_one()
+                self._start_one()
         return 1 if self.gave_up else 0
 
     def _start_one(self) -> None:
+        if self._stopping.is_set():
+            return
         worker = self._make_worker()
         worker.start()
         self._workers.append(worker)
+        if self._stopping.is_set() and worker.pid is not None:  # stop() came meanwhile
+            with suppress(ProcessLookupError):
+                os.kill(worker.pid, signal.SIGTERM)
 
     def _reap(self, worker: BaseProcess) -> None:
         self._workers.remove(worker)
