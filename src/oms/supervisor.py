@@ -68,9 +68,6 @@ class Supervisor:
         self._stopping = threading.Event()
         self.gave_up = False
 
-    def pids(self) -> list[int]:
-        return [w.pid for w in self._workers if w.pid is not None and w.is_alive()]
-
     def stop(self) -> None:
         """Ask every worker to finish its calls and exit (SIGTERM); start no more."""
         self._stopping.set()
@@ -119,8 +116,7 @@ class Supervisor:
             self._on_exit(worker.pid)
         if self._stopping.is_set():
             return
-        code = worker.exitcode
-        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else code
+        how = _exit_text(worker.exitcode)
         now = time.monotonic()
         self._deaths.append(now)
         while self._deaths and self._deaths[0] < now - self._policy.window_s:
@@ -139,6 +135,16 @@ class Supervisor:
             worker.pid,
             how,
             delay,
-            extra={"exit": str(how), "recent_deaths": recent},
+            extra={"exit": how, "recent_deaths": recent},
         )
         self._respawn_at.append(now + delay)
+
+
+def _exit_text(code: int | None) -> str:
+    """``exit code 3``, ``signal SIGKILL``: how a process ended."""
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:  # a real-time signal has no name
+        return f"signal {-code}"
