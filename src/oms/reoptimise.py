@@ -11,7 +11,7 @@
    this process.
 3. **Write** one transaction per component of orders that changed (orders
    that depend on each other's stock): lock the stock rows the changes touch
-   (as placing an order does: :meth:`oms.store.Store.lock_free_units`, in
+   (as placing an order does: :meth:`oms.store.stock.StockRepository.lock_free_units`, in
    (node, SKU) order) and the nodes' capacity rows, re-read each order and
    keep only those still PLACED at the version read. If the whole set still
    fits the stock and capacity free now, and saves money, it is written;

@@ -200,7 +200,8 @@ class InboundRepository:
     def receive(self, conn: Connection, receipt: ReceiptRow, qty: int, reason: str) -> None:
         """Put ``qty`` units of an open receipt on hand (one ledger row) and mark it RECEIVED.
 
-        The caller holds the position's lock (:meth:`lock_positions`) and the receipt's.
+        The caller holds the position's lock (:meth:`StockRepository.lock_positions`)
+        and the receipt's.
         """
         # A new position (ON CONFLICT: a concurrent receipt may create it too).
         conn.execute(

@@ -6,7 +6,7 @@ change is :class:`~oms.errors.Aborted`) and lock stock through
 :class:`~oms.store.stock.StockRepository` before they promise more units.
 
 May import :mod:`oms.store.database`, ``stock``, ``capacity``, ``inbound``,
-``records``, ``sql``, :mod:`oms.schema`, :mod:`oms.driver_sql`, :mod:`oms.errors`.
+``records``, ``plans``, ``sql``, :mod:`oms.schema`, :mod:`oms.driver_sql`, :mod:`oms.errors`.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class OrderRepository:
     ) -> None:
         """Write a placed order and its reservations, and mark the quote used.
 
-        The caller has already checked :meth:`shortages` in this transaction.
+        The caller has already checked :meth:`StockRepository.shortages` in this transaction.
         Raises :class:`Aborted` if another order took the quote meanwhile.
         """
         now = self.db.clock()
@@ -315,7 +315,7 @@ class OrderRepository:
 
     def reserve_units(self, conn: Connection, order_id: str, units: Mapping[Position, int]) -> None:
         """Reserve more stock for a placed order, on today's capacity; the caller
-        checked :meth:`shortages`."""
+        checked :meth:`StockRepository.shortages`."""
         day = utc_day(self.db.clock())
         rows = order_reservation_rows(order_id, units, day)
         if rows:

@@ -5,7 +5,7 @@ make stock unpromisable (DESIGN section 4). A checkout hold is reservations
 with an expiry (``quote_id`` and ``holder`` set), one live hold per quote,
 capped per holder.
 
-May import :mod:`oms.store.database`, ``stock``, ``records``, ``sql``,
+May import :mod:`oms.store.database`, ``stock``, ``records``, ``plans``, ``sql``,
 :mod:`oms.schema`, :mod:`oms.driver_sql`, :mod:`oms.errors`.
 """
 

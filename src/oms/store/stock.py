@@ -303,7 +303,7 @@ class StockRepository:
     ) -> list[Precondition]:
         """Lock the positions ``units`` draw on and say which cannot cover them now.
 
-        Must run inside :meth:`write`: the locks (or SQLite's write lock)
+        Must run inside :meth:`Database.write`: the locks (or SQLite's write lock)
         last until the transaction ends, so a following insert is safe.
         """
         positions = sorted(units)
