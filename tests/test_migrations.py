@@ -290,3 +290,92 @@ def test_upgrade_drops_quote_time_holds_and_keeps_order_reservations(store: Stor
         (position,) = store.positions(conn, ["A"], ["DC-NJ"])
     assert [tuple(row) for row in rows] == [("o-1", 1)]
     assert (position.reserved, position.held) == (1, 0)
+
+
+def test_upgrade_gives_existing_orders_shipments_and_numbers_their_events(store: Store) -> None:
+    """0012: an order placed before shipments existed gets one per parcel of its allocation
+    (state from the order's, planned dispatch = arrival - the lane's transit days), the
+    parcels name them, and existing events are numbered 1..n in insertion order; the next
+    event written continues the sequence."""
+    import json
+
+    from oms.store import outbox
+
+    store.migrate()
+    store.load_network(hand_network(), reason="shipments")
+    parcel = {"service": "ground", "lines": [{"line": 0, "sku": "A", "qty": 1}]}
+    orders = {
+        "o-rel": ("RELEASED", [("DC-NJ", "1", 2), ("ST-PHL", "2", 3)]),
+        "o-shp": ("SHIPPED", [("DC-CHI", "3", 3)]),
+    }
+    with store.engine.begin() as conn:
+        for order_id, (state, parcels) in orders.items():
+            allocation = {
+                "start_date": "2030-01-01",
+                "parcels": [dict(parcel, node_id=n, zone=z, arrival_days=d) for n, z, d in parcels],
+            }
+            conn.execute(
+                sa.insert(schema.orders).values(
+                    order_id=order_id,
+                    quote_id="q",
+                    option_id="opt-1",
+                    idempotency_key=order_id,
+                    state=state,
+                    dest_lat=40.7,
+                    dest_lon=-74.0,
+                    lines_json='[{"sku": "A", "qty": 2}]',
+                    allocation_json=json.dumps(allocation),
+                    promised_date="2030-01-04",
+                    created_at=1.0,
+                    updated_at=7.0,
+                    version=1,
+                )
+            )
+            for kind in ("placed", state.lower()):
+                conn.execute(
+                    sa.insert(schema.order_events).values(
+                        order_id=order_id, at=1.0, type=kind, detail=kind
+                    )
+                )
+    config = alembic_config()
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0010")
+    store.migrate()
+    assert schema_diff(store) == []
+    s = schema.shipments
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(
+                s.c.order_id,
+                s.c.node_id,
+                s.c.state,
+                s.c.planned_dispatch,
+                s.c.planned_arrival,
+                s.c.shipped_at,
+                s.c.shipment_id,
+            ).order_by(s.c.order_id, s.c.node_id)
+        ).all()
+        documents = {
+            order_id: json.loads(doc)
+            for order_id, doc in conn.execute(
+                sa.select(schema.orders.c.order_id, schema.orders.c.allocation_json)
+            )
+        }
+        events = conn.execute(
+            sa.select(schema.order_events.c.order_id, schema.order_events.c.seq).order_by(
+                schema.order_events.c.event_id
+            )
+        ).all()
+    assert [tuple(r)[:6] for r in rows] == [
+        ("o-rel", "DC-NJ", "REQUESTED", "2030-01-02", "2030-01-03", None),
+        ("o-rel", "ST-PHL", "REQUESTED", "2030-01-02", "2030-01-04", None),
+        ("o-shp", "DC-CHI", "SHIPPED", "2030-01-01", "2030-01-04", 7.0),
+    ]
+    named = {p["shipment_id"] for d in documents.values() for p in d["parcels"]}
+    assert named == {r.shipment_id for r in rows}
+    assert [seq for _, seq in events] == [1, 2, 3, 4]
+    with store.write() as conn:
+        store.add_event(conn, "o-rel", "note", "after the upgrade")
+    with store.read() as conn:
+        assert [e.sequence for e in outbox.events_after(conn, 3, 10)] == [4, 5]

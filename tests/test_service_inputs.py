@@ -37,7 +37,7 @@ from google.type import date_pb2, money_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
-from oms.v1 import checkout_pb2, common_pb2, fulfilment_pb2, inventory_pb2
+from oms.v1 import checkout_pb2, common_pb2, events_pb2, fulfilment_pb2, inventory_pb2
 
 from service_support import (
     ADMIN,
@@ -59,6 +59,7 @@ SERVICES = (
     checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"],
     fulfilment_pb2.DESCRIPTOR.services_by_name["FulfilmentService"],
     inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"],
+    events_pb2.DESCRIPTOR.services_by_name["OrderEventService"],
 )
 
 
@@ -636,7 +637,9 @@ ALL_METHODS = [
     for method in service.methods
     if has_strings(message_factory.GetMessageClass(method.input_type)())
 ]
-assert len(ALL_METHODS) == 25  # StartCheckout and AbandonCheckout too
+# StartCheckout and AbandonCheckout too; issue 16's ListShipments, WatchShipments,
+# AcceptShipment, RejectShipment and ListOrderEvents.
+assert len(ALL_METHODS) == 30
 
 
 def call_raw(client: Client, method: MethodDescriptor, request: Message) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from oms import lifecycle, paging
+from oms import paging
 from oms.admission import Admission, admitted
 from oms.convert import (
     PROTO_TO_STATE,
@@ -30,6 +30,7 @@ from oms.convert import (
     option_proto,
     order_proto,
     plan_of,
+    shipment_proto,
     timestamp,
     today,
 )
@@ -38,6 +39,7 @@ from oms.holds import caller_of
 from oms.metrics import observe_solver
 from oms.reprice import LatestPrices
 from oms.settings import Settings
+from oms.shipping import Shipping
 from oms.status import rpc
 from oms.store import (
     CartLine,
@@ -50,6 +52,7 @@ from oms.store import (
     check_placeable,
     units_of,
 )
+from oms.store import shipment_records as sh
 from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
 from oms.validation import Violations
 from sourcing import QuoteSettings, quote
@@ -537,19 +540,17 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         v = Violations()
         v.require_id("order_id", request.order_id)
         v.raise_if_any()
-        with self.store.write() as conn:
-            row = self.store.get_order(conn, request.order_id, for_update=True)
-            target = lifecycle.plan("cancel", row.order_id, row.state)
-            if target is not None:
-                units = self.store.release_reservations(conn, row)
-                self.store.set_state(conn, row, target)
-                released = sum(units.values())
-                reason = request.reason or "cancelled by the caller"
-                self.store.add_event(
-                    conn, row.order_id, "cancelled", f"{reason}; {released} unit(s) released"
-                )
-            row = self.store.get_order(conn, request.order_id)
-        return checkout_pb2.CancelOrderResponse(order=self._order_response(row))
+        done = Shipping(self.store, self.settings).cancel_order(
+            request.order_id, request.reason or "cancelled by the caller"
+        )
+        return checkout_pb2.CancelOrderResponse(
+            order=self._order_response(done.order),
+            not_cancelled=[shipment_proto(s) for s in done.not_cancelled],
+            not_cancelled_lines=[
+                common_pb2.CartLine(sku=sku, quantity=qty)
+                for sku, qty in sh.lines_by_sku(done.not_cancelled).items()
+            ],
+        )
 
 
 MAX_PICKUP_STORES = 10

@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.type import date_pb2, money_pb2
 
 from oms.store import Availability, OrderRow, Plan, PlanLine, PlannedParcel
+from oms.store import shipment_records as sh
 from oms.v1 import common_pb2, inventory_pb2
 from sourcing.model import MILLICENTS_PER_UNIT, Label, Option
 
@@ -35,8 +36,14 @@ STATE_TO_PROTO = {
     "SHIPPED": common_pb2.ORDER_STATE_SHIPPED,
     "DELIVERED": common_pb2.ORDER_STATE_DELIVERED,
     "CANCELLED": common_pb2.ORDER_STATE_CANCELLED,
+    "PARTIALLY_SHIPPED": common_pb2.ORDER_STATE_PARTIALLY_SHIPPED,
+    "PARTIALLY_DELIVERED": common_pb2.ORDER_STATE_PARTIALLY_DELIVERED,
 }
 PROTO_TO_STATE = {v: k for k, v in STATE_TO_PROTO.items()}
+SHIPMENT_STATE_TO_PROTO = {
+    name: common_pb2.ShipmentState.Value(f"SHIPMENT_STATE_{name}") for name in sh.STATES
+}
+PROTO_TO_SHIPMENT_STATE = {v: k for k, v in SHIPMENT_STATE_TO_PROTO.items()}
 
 
 def money(millicents: int, currency: str) -> money_pb2.Money:
@@ -197,6 +204,42 @@ def _inbound_fields(parcel: PlannedParcel, start: str) -> dict[str, Any]:
 FLAGGED = "flagged"
 
 
+def shipment_proto(row: sh.ShipmentRow) -> common_pb2.Shipment:
+    message = common_pb2.Shipment(
+        shipment_id=row.shipment_id,
+        order_id=row.order_id,
+        node_id=row.node_id,
+        service=row.service,
+        lines=[
+            common_pb2.ParcelLine(line_index=x["line"], sku=x["sku"], quantity=x["qty"])
+            for x in row.lines
+        ],
+        state=SHIPMENT_STATE_TO_PROTO[row.state],
+        planned_dispatch_date=date_proto(row.planned_dispatch),
+        planned_arrival_date=date_proto(row.planned_arrival),
+        carrier=row.carrier or "",
+        tracking_number=row.tracking_number or "",
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
+        late=row.late,
+        reason=row.reason or "",
+        replaces_shipment_id=row.replaces or "",
+    )
+    if row.shipped_at is not None:
+        message.ship_time.CopyFrom(timestamp(row.shipped_at))
+    if row.delivered_at is not None:
+        message.delivery_time.CopyFrom(timestamp(row.delivered_at))
+    return message
+
+
+def cancelled_lines(row: OrderRow) -> list[common_pb2.CartLine]:
+    """Units of the order's lines that CancelOrder cancelled (per SKU, in line order)."""
+    units = sh.lines_by_sku(
+        s for s in row.shipments if s.state == sh.CANCELLED and s.reason == sh.ORDER_CANCELLED
+    )
+    return [common_pb2.CartLine(sku=sku, quantity=qty) for sku, qty in units.items()]
+
+
 def order_proto(row: OrderRow, quote_date: str, currency: str) -> common_pb2.Order:
     return common_pb2.Order(
         order_id=row.order_id,
@@ -214,10 +257,18 @@ def order_proto(row: OrderRow, quote_date: str, currency: str) -> common_pb2.Ord
             for at, kind, detail in row.events
         ],
         returns=[
-            common_pb2.ReturnedLine(sku=sku, quantity=qty, node_id=node, time=timestamp(at))
-            for sku, qty, node, at in row.returns
+            common_pb2.ReturnedLine(
+                sku=sku, quantity=qty, node_id=node, time=timestamp(at), shipment_id=sid or ""
+            )
+            for (sku, qty, node, at), sid in zip(
+                row.returns,
+                row.return_shipments or [None] * len(row.returns),
+                strict=True,
+            )
         ],
         needs_attention=any(kind == FLAGGED for _, kind, _ in row.events),
+        shipments=[shipment_proto(s) for s in row.shipments],
+        cancelled_lines=cancelled_lines(row),
     )
 
 

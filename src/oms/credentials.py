@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-__all__ = ["MASK", "read_token_file", "redact_text", "redact_url"]
+__all__ = ["MASK", "read_node_tokens", "read_token_file", "redact_text", "redact_url"]
 
 MASK = "***"
 #: ``scheme://user:password@``: the password is the run of characters up to the last
@@ -65,3 +65,27 @@ def read_token_file(path: str, what: str) -> str:
             file=sys.stderr,
         )
     return token
+
+
+def read_node_tokens(path: str | None) -> dict[bytes, str]:
+    """Node tokens (token -> node id) from ``path``: one ``NODE_ID TOKEN`` per line; blank
+    lines and ``#`` comments skipped. A node token reaches only its node's shipments.
+
+    Raises ValueError naming the line for anything else (a token shared by two nodes too).
+    """
+    if not path:
+        return {}
+    text = read_token_file(path, "OMS_NODE_TOKENS_FILE")
+    tokens: dict[bytes, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"OMS_NODE_TOKENS_FILE line {number}: expected 'NODE_ID TOKEN'")
+        node, token = parts
+        if token.encode() in tokens:
+            raise ValueError(f"OMS_NODE_TOKENS_FILE line {number}: token already used by a node")
+        tokens[token.encode()] = node
+    return tokens

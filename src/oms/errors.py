@@ -80,6 +80,11 @@ class FailedPrecondition(OmsError):
         super().__init__(message)
 
 
+class PermissionDenied(OmsError):
+    """The caller's credentials do not reach this resource (a node token, another node's
+    shipment)."""
+
+
 class Aborted(OmsError):
     """A concurrent writer won the race; retrying the whole call may succeed."""
 

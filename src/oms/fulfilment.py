@@ -13,25 +13,33 @@ An order whose units still wait for an inbound receipt cannot ship yet.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+
 import grpc
 import numpy as np
 
-from oms import lifecycle
-from oms.convert import money, order_proto
-from oms.errors import FailedPrecondition, Precondition, echo
+from oms import lifecycle, paging
+from oms.convert import PROTO_TO_SHIPMENT_STATE, money, order_proto, shipment_proto
+from oms.errors import FailedPrecondition, NotFound, PermissionDenied, Precondition, echo
+from oms.interceptors import node_scope
 from oms.resourcing import Resourcer
 from oms.settings import Settings
-from oms.status import rpc
-from oms.store import Catalog, OrderRow, RecordedReturn, Store, units_of
+from oms.shipping import Shipping
+from oms.status import rpc, rpc_stream
+from oms.store import Catalog, OrderRow, RecordedReturn, Store, outbox
+from oms.store import shipment_records as sh
 from oms.v1 import common_pb2, fulfilment_pb2, fulfilment_pb2_grpc
 from oms.validation import Violations
 from sourcing.costs import haversine_km, zone_of
-from sourcing.model import PICKUP_SERVICE, TRANSFER_SERVICE, per_kg_charge
+from sourcing.model import PICKUP_SERVICE, TRANSFER_SERVICE, NodeKind, per_kg_charge
 from sourcing.orders import MAX_ORDER_LINES
 
 #: Services that never carry a parcel from a customer: the node-to-node transfer lane
 #: and the in-store pickup pseudo-service.
 NOT_FOR_CUSTOMERS = (TRANSFER_SERVICE, PICKUP_SERVICE)
+#: Events read per poll of a feed.
+FEED_BATCH = 200
 
 
 def cheapest_return_node(
@@ -61,65 +69,238 @@ def cheapest_return_node(
     return catalog.node_ids[best], int(total[best])
 
 
+def drop_off_store(catalog: Catalog, request: fulfilment_pb2.ReturnItemsRequest) -> str:
+    """The store a return is dropped off at: the one named (it must be a store), or the
+    store nearest to ``drop_off_near`` (great-circle distance; ties to the first)."""
+    stores = [i for i, kind in enumerate(catalog.node_kinds) if kind == NodeKind.STORE]
+    if request.drop_off_store_id:
+        i = catalog.node_index.get(request.drop_off_store_id)
+        if i is None:
+            raise NotFound("node", request.drop_off_store_id)
+        if i not in stores:
+            raise FailedPrecondition(
+                f"node {echo(request.drop_off_store_id)} is not a store: returns are dropped off"
+                " at stores",
+                [Precondition("DROP_OFF", request.drop_off_store_id, "not a store")],
+            )
+        return request.drop_off_store_id
+    if not stores:
+        raise FailedPrecondition(
+            "the network has no store to drop a return off at",
+            [Precondition("DROP_OFF", "network", "no store")],
+        )
+    near = request.drop_off_near
+    distance = haversine_km(catalog.lat[stores], catalog.lon[stores], near.latitude, near.longitude)
+    return catalog.node_ids[stores[int(np.argmin(distance))]]
+
+
 class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, node_tokens: Mapping[bytes, str] | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.node_tokens = dict(node_tokens or {})
+        self.shipping = Shipping(store, settings)
 
     def _proto(self, row: OrderRow) -> common_pb2.Order:
         return order_proto(row, row.allocation.start, self.settings.currency)
 
-    def _move(self, order_id: str, action: str) -> common_pb2.Order:
+    def _order_id(self, order_id: str) -> str:
         v = Violations()
         v.require_id("order_id", order_id)
         v.raise_if_any()
-        with self.store.write() as conn:
-            row = self.store.get_order(conn, order_id, for_update=True)
-            target = lifecycle.plan(action, order_id, row.state)
-            if target is not None:
-                detail = ""
-                if action == "ship":
-                    waiting = self.store.order_inbound(conn, row.order_id)
-                    if waiting:
-                        raise FailedPrecondition(
-                            f"order {order_id!r} still waits for inbound receipt(s)",
-                            [
-                                Precondition("RECEIPT", rid, f"{qty} unit(s) not received yet")
-                                for rid, qty in sorted(waiting.items())
-                            ],
-                        )
-                    units = self.store.consume_reservations(conn, row)
-                    detail = (
-                        f"{sum(units.values())} unit(s) left {len({n for n, _ in units})} node(s)"
-                    )
-                elif action == "release":
-                    nodes = sorted({p.node_id for p in row.allocation.parcels})
-                    detail = f"sent to {', '.join(nodes)}"
-                elif action == "deliver":
-                    detail = "delivered to the customer"
-                self.store.set_state(conn, row, target)
-                event = {"release": "released", "ship": "shipped", "deliver": "delivered"}[action]
-                self.store.add_event(conn, order_id, event, detail)
-            row = self.store.get_order(conn, order_id)
-        return self._proto(row)
+        return order_id
+
+    def _scope(self, context: grpc.ServicerContext) -> str | None:
+        """The node the caller's token is limited to (None: the admin token)."""
+        return node_scope(
+            context.invocation_metadata(), self.settings.admin_token, self.node_tokens
+        )
+
+    def _admin_only(self, context: grpc.ServicerContext, what: str) -> None:
+        if self._scope(context) is not None:
+            raise PermissionDenied(f"{what} acts on a whole order: a node token cannot call it")
 
     @rpc
     def ReleaseOrder(
         self, request: fulfilment_pb2.ReleaseOrderRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.ReleaseOrderResponse:
-        return fulfilment_pb2.ReleaseOrderResponse(order=self._move(request.order_id, "release"))
+        row = self.shipping.release_order(self._order_id(request.order_id))
+        return fulfilment_pb2.ReleaseOrderResponse(order=self._proto(row))
 
     @rpc
     def ConfirmShipment(
         self, request: fulfilment_pb2.ConfirmShipmentRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.ConfirmShipmentResponse:
-        return fulfilment_pb2.ConfirmShipmentResponse(order=self._move(request.order_id, "ship"))
+        if not request.shipment_id:
+            self._admin_only(context, "ConfirmShipment without a shipment_id")
+            row = self.shipping.ship_order(self._order_id(request.order_id))
+            return fulfilment_pb2.ConfirmShipmentResponse(order=self._proto(row))
+        v = Violations()
+        v.require_id("shipment_id", request.shipment_id)
+        if not request.carrier.strip():
+            v.add("carrier", "is required with a shipment_id: the customer tracks the parcel")
+        if not request.tracking_number.strip():
+            v.add("tracking_number", "is required with a shipment_id")
+        units = self._units(v, request.lines, "lines")
+        v.raise_if_any()
+        done = self.shipping.ship(
+            request.shipment_id,
+            self._scope(context),
+            request.carrier.strip(),
+            request.tracking_number.strip(),
+            units,
+        )
+        response = fulfilment_pb2.ConfirmShipmentResponse(order=self._proto(done.order))
+        if done.shipment is not None:
+            response.shipment.CopyFrom(shipment_proto(done.shipment))
+        if done.remainder is not None:
+            response.remainder.CopyFrom(shipment_proto(done.remainder))
+        return response
 
     @rpc
     def ConfirmDelivery(
         self, request: fulfilment_pb2.ConfirmDeliveryRequest, context: grpc.ServicerContext
     ) -> fulfilment_pb2.ConfirmDeliveryResponse:
-        return fulfilment_pb2.ConfirmDeliveryResponse(order=self._move(request.order_id, "deliver"))
+        if not request.shipment_id:
+            self._admin_only(context, "ConfirmDelivery without a shipment_id")
+            row = self.shipping.deliver_order(self._order_id(request.order_id))
+            return fulfilment_pb2.ConfirmDeliveryResponse(order=self._proto(row))
+        v = Violations()
+        v.require_id("shipment_id", request.shipment_id)
+        v.raise_if_any()
+        done = self.shipping.deliver(request.shipment_id, self._scope(context))
+        response = fulfilment_pb2.ConfirmDeliveryResponse(order=self._proto(done.order))
+        if done.shipment is not None:
+            response.shipment.CopyFrom(shipment_proto(done.shipment))
+        return response
+
+    @staticmethod
+    def _units(v: Violations, lines: Sequence[common_pb2.CartLine], field: str) -> dict[str, int]:
+        if len(lines) > MAX_ORDER_LINES:
+            v.add(field, f"{len(lines)} lines exceed the limit of {MAX_ORDER_LINES}")
+            v.raise_if_any()
+        units: dict[str, int] = {}
+        for i, line in enumerate(lines):
+            v.require_id(f"{field}[{i}].sku", line.sku)
+            if line.quantity <= 0:
+                v.add(f"{field}[{i}].quantity", f"must be positive, got {line.quantity}")
+            units[line.sku] = units.get(line.sku, 0) + max(int(line.quantity), 0)
+        return units
+
+    # -- the node API (issue 16) -------------------------------------------------------
+
+    @rpc
+    def AcceptShipment(
+        self, request: fulfilment_pb2.AcceptShipmentRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.AcceptShipmentResponse:
+        v = Violations()
+        v.require_id("shipment_id", request.shipment_id)
+        v.raise_if_any()
+        shipment = self.shipping.accept(request.shipment_id, self._scope(context))
+        return fulfilment_pb2.AcceptShipmentResponse(shipment=shipment_proto(shipment))
+
+    @rpc
+    def RejectShipment(
+        self, request: fulfilment_pb2.RejectShipmentRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.RejectShipmentResponse:
+        v = Violations()
+        v.require_id("shipment_id", request.shipment_id)
+        if not request.reason.strip():
+            v.add("reason", "is required: a customer-service agent reads it in the order's events")
+        v.raise_if_any()
+        outcome, shipment = self.shipping.reject(
+            request.shipment_id, self._scope(context), request.reason.strip()
+        )
+        return fulfilment_pb2.RejectShipmentResponse(
+            order=self._proto(outcome.order),
+            shipment=shipment_proto(shipment),
+            promise_kept=outcome.promise_kept,
+        )
+
+    def _shipment_filter(
+        self,
+        v: Violations,
+        node_id: str,
+        state: common_pb2.ShipmentState.ValueType,
+        context: grpc.ServicerContext,
+    ) -> tuple[str | None, str | None]:
+        scope = self._scope(context)
+        if node_id:
+            v.require_id("node_id", node_id)
+        if scope is not None and node_id and node_id != scope:
+            raise PermissionDenied(f"this node token is for node {scope!r}, not another node's")
+        if state != common_pb2.SHIPMENT_STATE_UNSPECIFIED and state not in PROTO_TO_SHIPMENT_STATE:
+            v.add("state", f"unknown shipment state {state}")
+        return (node_id or scope), PROTO_TO_SHIPMENT_STATE.get(state)
+
+    @rpc
+    def ListShipments(
+        self, request: fulfilment_pb2.ListShipmentsRequest, context: grpc.ServicerContext
+    ) -> fulfilment_pb2.ListShipmentsResponse:
+        v = Violations()
+        size = paging.page_size(request.page_size, v)
+        node, state = self._shipment_filter(v, request.node_id, request.state, context)
+        if node is None and not request.late_only:
+            v.add("node_id", "is required (or late_only): a node lists its own shipments")
+        v.raise_if_any()
+        filter_ = f"node={node or ''};state={state or ''};late={request.late_only}"
+        after = paging.decode_token(request.page_token, filter_) if request.page_token else None
+        with self.store.read() as conn:
+            rows = self.store.shipments.search(
+                conn,
+                node_id=node,
+                state=state,
+                late_only=request.late_only,
+                after=after,
+                limit=size + 1,
+            )
+        shipments, more = paging.fill(rows, size, shipment_proto)
+        last = rows[len(shipments) - 1] if more else None
+        return fulfilment_pb2.ListShipmentsResponse(
+            shipments=shipments,
+            next_page_token=""
+            if last is None
+            else paging.encode_token((last.created_at, last.shipment_id), filter_),
+        )
+
+    @rpc_stream
+    def WatchShipments(
+        self, request: fulfilment_pb2.WatchShipmentsRequest, context: grpc.ServicerContext
+    ) -> Iterator[fulfilment_pb2.WatchShipmentsResponse]:
+        """Every change to the node's shipments after the cursor, as it commits."""
+        v = Violations()
+        node, _ = self._shipment_filter(
+            v, request.node_id, common_pb2.SHIPMENT_STATE_UNSPECIFIED, context
+        )
+        if node is None:
+            v.add("node_id", "is required: the node whose work to follow")
+        if request.after_cursor < 0:
+            v.add("after_cursor", f"must not be negative, got {request.after_cursor}")
+        v.raise_if_any()
+        assert node is not None
+        gone = threading.Event()
+        context.add_callback(gone.set)
+        cursor = int(request.after_cursor)
+        while context.is_active():
+            with self.store.read() as conn:
+                events = outbox.events_after(conn, cursor, FEED_BATCH, node_id=node)
+                shipments = {
+                    sid: self.store.shipments.get(conn, sid)
+                    for sid in {e.shipment_id for e in events if e.shipment_id}
+                }
+            for event in events:
+                cursor = event.sequence
+                if event.shipment_id is None:
+                    continue
+                yield fulfilment_pb2.WatchShipmentsResponse(
+                    shipment=shipment_proto(shipments[event.shipment_id]),
+                    event_type=event.type,
+                    cursor=event.sequence,
+                )
+            if len(events) < FEED_BATCH and gone.wait(self.settings.alert_poll_s):
+                break
 
     @rpc
     def ReturnItems(
@@ -140,6 +321,16 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
                 v.add(f"lines[{i}].quantity", f"must be positive, got {line.quantity}")
             wanted[line.sku] = wanted.get(line.sku, 0) + max(int(line.quantity), 0)
         v.raise_if_any()
+        drop_off = request.drop_off_store_id or request.HasField("drop_off_near")
+        if request.drop_off_store_id:
+            v.require_id("drop_off_store_id", request.drop_off_store_id)
+            if request.HasField("drop_off_near"):
+                v.add(
+                    "drop_off_near", "name a drop-off store or a place to find one near, not both"
+                )
+        elif request.HasField("drop_off_near"):
+            v.location("drop_off_near", True, request.drop_off_near)
+        v.raise_if_any()
         catalog = self.store.catalog()
         with self.store.write() as conn:
             row = self.store.get_order(conn, request.order_id, for_update=True)
@@ -148,9 +339,7 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
                 if done is not None:
                     return self._replay_return(row, done, wanted, request.idempotency_key)
             lifecycle.plan("return", row.order_id, row.state)
-            shipped: dict[str, int] = {}
-            for (_, sku), qty in units_of(row.allocation).items():
-                shipped[sku] = shipped.get(sku, 0) + qty
+            shipped = sh.lines_by_sku(s for s in row.shipments if s.state in sh.LEFT)
             returned = self.store.returned_units(conn, row.order_id)
             problems = [
                 Precondition(
@@ -166,22 +355,37 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
                 raise FailedPrecondition(
                     f"order {row.order_id!r} did not ship these units", problems
                 )
-            weight = sum(
-                int(catalog.weight_g[catalog.sku_index[sku]]) * qty
-                for sku, qty in wanted.items()
-                if sku in catalog.sku_index
+            if drop_off:
+                node, cost = drop_off_store(catalog, request), 0
+            else:
+                weight = sum(
+                    int(catalog.weight_g[catalog.sku_index[sku]]) * qty
+                    for sku, qty in wanted.items()
+                    if sku in catalog.sku_index
+                )
+                node, cost = cheapest_return_node(catalog, row.dest_lat, row.dest_lon, weight)
+            parts = sh.attribute_return(
+                row.shipments, self.store.returned_by_shipment(conn, row.order_id), wanted
             )
-            node, cost = cheapest_return_node(catalog, row.dest_lat, row.dest_lon, weight)
             self.store.record_return(
-                conn, row.order_id, wanted, node, request.idempotency_key or None, cost
+                conn, row.order_id, parts, node, request.idempotency_key or None, cost
             )
             units = ", ".join(f"{qty} x {sku}" for sku, qty in sorted(wanted.items()))
-            self.store.add_event(conn, row.order_id, "returned", f"{units} restocked at {node}")
+            how = "dropped off at store" if drop_off else "restocked at"
+            origin = sorted({sid for _, _, sid in parts if sid})
+            self.store.add_event(
+                conn,
+                row.order_id,
+                "returned",
+                f"{units} {how} {node}" + (f" (from {', '.join(origin)})" if origin else ""),
+            )
             row = self.store.get_order(conn, row.order_id)
         return fulfilment_pb2.ReturnItemsResponse(
             order=self._proto(row),
             return_node_id=node,
             return_cost=money(cost, self.settings.currency),
+            shipment_ids=origin,
+            dropped_off=bool(drop_off),
         )
 
     def _replay_return(

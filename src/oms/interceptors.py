@@ -30,7 +30,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
@@ -38,7 +38,7 @@ import grpc
 from google.protobuf.message import Message
 
 from oms import metrics
-from oms.errors import InvalidArgument, QuotaExceeded
+from oms.errors import InvalidArgument, PermissionDenied, QuotaExceeded
 from oms.logging import REQUEST_ID
 from oms.status import abort
 from oms.validation import MalformedRequest, check_request, parse_request
@@ -64,6 +64,19 @@ _CHECKOUT_SERVICE = "oms.v1.CheckoutService"
 #: Checkout methods that read every customer's data: admin (or dashboard) calls.
 _ADMIN_ONLY_METHODS = frozenset({"/oms.v1.CheckoutService/ListOrders"})
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+#: FulfilmentService calls a node token may make (for its own node's shipments only: the
+#: servicer checks which shipment; :func:`node_scope`).
+NODE_METHODS = frozenset(
+    f"/oms.v1.FulfilmentService/{name}"
+    for name in (
+        "ListShipments",
+        "WatchShipments",
+        "AcceptShipment",
+        "RejectShipment",
+        "ConfirmShipment",
+        "ConfirmDelivery",
+    )
+)
 
 
 def _rebuild(
@@ -119,6 +132,23 @@ def bearer_token(metadata: Any) -> bytes | None:
     return None
 
 
+def node_scope(
+    metadata: Any, admin_token: str | None, node_tokens: Mapping[bytes, str]
+) -> str | None:
+    """The node a call's token is limited to; None for the admin token (every node).
+
+    Only for calls :class:`AuthInterceptor` already let through with one of the two.
+    """
+    token = bearer_token(metadata)
+    admin = _as_token(admin_token)
+    if token is not None and admin is not None and hmac.compare_digest(token, admin):
+        return None
+    for good, node in node_tokens.items():
+        if token is not None and hmac.compare_digest(token, good):
+            return node
+    raise PermissionDenied("no token valid for this call")
+
+
 class AuthInterceptor(grpc.ServerInterceptor):
     """Bearer-token check per service (DESIGN section 6: admin calls need a token).
 
@@ -130,15 +160,23 @@ class AuthInterceptor(grpc.ServerInterceptor):
       customer's orders and addresses: the admin token only, even while checkout is
       open. A checkout caller reads an order by its id, a capability only the caller
       that placed it was given (``CheckoutService.GetOrder`` in the contract).
+    * The per-shipment FulfilmentService calls (:data:`NODE_METHODS`) also take a
+      node token (issue 16), limited by the servicer to that node's shipments.
     * Health and reflection: always open (load balancers and grpcurl carry no token).
 
     No ``authorization: Bearer`` entry gives UNAUTHENTICATED, a token that does
     not match gives PERMISSION_DENIED. Tokens are compared in constant time.
     """
 
-    def __init__(self, admin_token: str | None, checkout_token: str | None) -> None:
+    def __init__(
+        self,
+        admin_token: str | None,
+        checkout_token: str | None,
+        node_tokens: Mapping[bytes, str] | None = None,
+    ) -> None:
         self._admin = _as_token(admin_token)
         self._checkout = _as_token(checkout_token)
+        self._nodes = tuple((node_tokens or {}).keys())
 
     def intercept_service(
         self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -170,9 +208,10 @@ class AuthInterceptor(grpc.ServerInterceptor):
             what = service
         else:
             what = service if service != _CHECKOUT_SERVICE else f"{method[1:]} (an admin call)"
-            if self._admin is None:
+            nodes = self._nodes if method in NODE_METHODS else ()
+            if self._admin is None and not nodes:
                 return grpc.StatusCode.UNAUTHENTICATED, f"{what} is disabled: no admin token set"
-            accepted = (self._admin,)
+            accepted = (self._admin, *nodes)
         token = bearer_token(metadata)
         if token is None:
             return grpc.StatusCode.UNAUTHENTICATED, f"missing bearer token for {what}"

@@ -27,9 +27,18 @@ TRANSITIONS = {
         Transition("ship", frozenset({"RELEASED"}), "SHIPPED"),
         Transition("deliver", frozenset({"SHIPPED"}), "DELIVERED"),
         Transition("cancel", frozenset({"PLACED", "RELEASED"}), "CANCELLED"),
-        Transition("return", frozenset({"SHIPPED", "DELIVERED"}), None),
+        Transition(
+            "return",
+            frozenset({"SHIPPED", "DELIVERED", "PARTIALLY_SHIPPED", "PARTIALLY_DELIVERED"}),
+            None,
+        ),
         # A node rejected (part of) the order, or its receipt failed: re-sourced in place.
-        Transition("resource", frozenset({"PLACED", "RELEASED"}), None),
+        # Per shipment since issue 16: an order partly shipped still has open shipments.
+        Transition(
+            "resource",
+            frozenset({"PLACED", "RELEASED", "PARTIALLY_SHIPPED", "PARTIALLY_DELIVERED"}),
+            None,
+        ),
     )
 }
 

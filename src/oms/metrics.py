@@ -26,6 +26,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     multiprocess,
     start_http_server,
@@ -43,6 +44,7 @@ __all__ = [
     "observe_request",
     "observe_solver",
     "prepare_multiprocess",
+    "set_late_shipments",
     "start_metrics_server",
 ]
 
@@ -67,6 +69,7 @@ class _Metrics:
     solver_duration: Histogram
     quotes: Counter
     admission_wait: Histogram
+    late_shipments: Gauge
 
 
 _metrics: _Metrics | None = None
@@ -109,6 +112,12 @@ def _get() -> _Metrics:
                         "(admitted, or refused because its deadline would pass).",
                         ["outcome"],
                         buckets=REQUEST_BUCKETS,
+                    ),
+                    late_shipments=Gauge(
+                        "oms_late_shipments",
+                        "Shipments not yet left their node and past their planned dispatch day "
+                        "(as of each worker's last count; the highest across workers).",
+                        multiprocess_mode="max",
                     ),
                 )
     return _metrics
@@ -188,6 +197,11 @@ def observe_admission(seconds: float, admitted: bool) -> None:
     """Record how long a heavy call waited for a solver slot (:mod:`oms.admission`)."""
     outcome = "admitted" if admitted else "refused"
     _get().admission_wait.labels(outcome=outcome).observe(seconds)
+
+
+def set_late_shipments(count: int) -> None:
+    """The number of late shipments the store holds (:class:`oms.shipping.LateShipmentWatch`)."""
+    _get().late_shipments.set(count)
 
 
 def count_quote(outcome: str) -> None:

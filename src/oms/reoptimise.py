@@ -51,6 +51,7 @@ from oms.store import (
     units_of,
     utc_day,
 )
+from oms.store.shipments import with_shipment_ids
 from sourcing.batch import BatchInstance, BatchOrder, BatchResult, BatchSettings, Runner, reoptimise
 from sourcing.evaluate import evaluate
 from sourcing.model import (
@@ -353,7 +354,11 @@ def _apply(
     document: Plan,
     detail: str,
 ) -> bool:
-    """Write one order's new plan; False if it changed since read (nothing written then)."""
+    """Write one order's new plan; False if it changed since read (nothing written then).
+
+    Its PENDING shipments follow the new parcels (:meth:`ShipmentRepository.sync`).
+    """
+    document = with_shipment_ids(document)
     o = t.orders
     updated = conn.execute(
         sa.update(o)
@@ -377,6 +382,8 @@ def _apply(
     )
     store.give_back_capacity(conn, {key: -qty for key, qty in delta.items() if qty < 0})
     store.add_event(conn, order.order_id, EVENT, detail)
+    store.shipments.sync(conn, order.order_id, document, released=False, reason=EVENT)
+    store.refresh_state(conn, order.order_id)
     return True
 
 

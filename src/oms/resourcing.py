@@ -36,6 +36,7 @@ from oms.errors import Aborted, FailedPrecondition, Precondition
 from oms.metrics import observe_solver
 from oms.settings import Settings
 from oms.store import OrderRow, Plan, PlannedParcel, Position, Store, units_of
+from oms.store import shipment_records as sh
 from sourcing import QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.evaluate import evaluate
@@ -65,6 +66,9 @@ class Removal:
     exclude: set[Position]  # positions never to re-source from
     event: tuple[str, str]
     repriced: list[int] = field(default_factory=list)  # indices of trimmed parcels
+    #: Open shipments the node refused: REJECTED in the same transaction, with this reason.
+    rejected: list[str] = field(default_factory=list)
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,14 +164,38 @@ class Resourcer:
     # -- triggers ------------------------------------------------------------------
 
     def reject(self, order_id: str, node_id: str, reason: str) -> Outcome:
-        def plan(conn: Connection, row: OrderRow) -> Removal:
-            parcels = row.allocation.parcels
-            gone = [p for p in parcels if p.node_id == node_id]
+        """Every open shipment of ``node_id`` in the order is refused (RejectOrder)."""
+
+        def refused(row: OrderRow) -> set[str]:
+            gone = {
+                s.shipment_id for s in row.shipments if s.node_id == node_id and s.state in sh.OPEN
+            }
             if not gone:
                 raise FailedPrecondition(
                     f"node {node_id!r} ships nothing of order {row.order_id!r}",
-                    [Precondition("NODE", node_id, "not in the order's allocation")],
+                    [Precondition("NODE", node_id, "not in the order's open shipments")],
                 )
+            return gone
+
+        return self._run(order_id, self._refusal(node_id, reason, refused))
+
+    def reject_shipment(self, shipment: sh.ShipmentRow, reason: str) -> Outcome:
+        """One open shipment is refused by its node (RejectShipment)."""
+
+        def refused(row: OrderRow) -> set[str]:
+            fresh = next(s for s in row.shipments if s.shipment_id == shipment.shipment_id)
+            sh.plan("reject", fresh)
+            return {shipment.shipment_id}
+
+        return self._run(shipment.order_id, self._refusal(shipment.node_id, reason, refused))
+
+    def _refusal(
+        self, node_id: str, reason: str, refused: Callable[[OrderRow], set[str]]
+    ) -> Callable[[Connection, OrderRow], Removal]:
+        def plan(conn: Connection, row: OrderRow) -> Removal:
+            ids = refused(row)
+            parcels = row.allocation.parcels
+            gone = [p for p in parcels if p.shipment_id in ids]
             lines: dict[int, int] = {}
             for p in gone:
                 for pl in p.lines:
@@ -185,15 +213,21 @@ class Resourcer:
             skus = {pl.sku for p in gone for pl in p.lines}
             units = sum(lines.values())
             return Removal(
-                [p for p in parcels if p.node_id != node_id],
+                [p for p in parcels if p.shipment_id not in ids],
                 lines,
                 units_of(gone),
                 receipts,
                 {(node_id, sku) for sku in skus},
-                ("rejected", f"{node_id} will not ship: {reason}; {units} unit(s) to re-source"),
+                (
+                    "rejected",
+                    f"{node_id} will not ship {', '.join(sorted(ids))}: {reason}; "
+                    f"{units} unit(s) to re-source",
+                ),
+                rejected=sorted(ids),
+                reason=reason,
             )
 
-        return self._run(order_id, plan)
+        return plan
 
     def shortage(
         self, order_id: str, node_id: str, missing: dict[str, int], reason: str
@@ -371,10 +405,30 @@ class Resourcer:
                 if new_units and self.store.shortages(conn, new_units):
                     raise _LostRace  # rolls the release back too
                 self.store.reserve_order_units(conn, fresh.order_id, new_units)
-                self.store.update_allocation(conn, fresh, allocation)
+                for shipment_id in removal.rejected:
+                    shipment = self.store.shipments.get(conn, shipment_id)
+                    if shipment.state not in sh.OPEN:
+                        raise _LostRace  # it left (or was cancelled) meanwhile
+                    self.store.shipments.move(
+                        conn,
+                        shipment,
+                        sh.REJECTED,
+                        f"{shipment.describe()} rejected by its node: {removal.reason}",
+                        reason=removal.reason,
+                    )
+                why = removal.event[1]
+                if removal.rejected:
+                    why = f"re-sourced after {', '.join(removal.rejected)} was rejected"
+                self.store.update_allocation(
+                    conn,
+                    fresh,
+                    allocation,
+                    reason=why,
+                    replaces=removal.rejected[0] if len(removal.rejected) == 1 else None,
+                )
                 for kind, detail in events:
                     self.store.add_event(conn, fresh.order_id, kind, detail)
-                if fresh.state == "RELEASED" and new_units:
+                if fresh.state != "PLACED" and new_units:
                     self.store.add_event(
                         conn,
                         fresh.order_id,

@@ -21,6 +21,9 @@ epoch seconds (float) so SQLite and PostgreSQL compare them the same way.
   reservation names the day it counts on (``capacity_day``).
 * ``quotes``: the options a quote offered (JSON) and the order that used it.
 * ``orders``, ``order_events``, ``order_returns``: order state and history.
+  ``shipments`` (migration 0012): one per parcel, each with its own life; the
+  order's ``state`` is derived from them and rewritten with every change.
+  ``order_events`` is also the outbox feed, numbered by ``event_counter``.
   The order's plan facts the dashboard aggregates (labels, parcel count,
   shipping, handling, storage credit, cost) are generated columns read from
   ``allocation_json`` by the database itself (migration 0007), so every writer
@@ -166,6 +169,9 @@ stock_ledger = Table(
     Column("reason", Text, nullable=False),
     Column("order_id", String(64), nullable=True),
     Column("at", Float, nullable=False),
+    # The shipment that took the units off on hand, or that returned units came from
+    # (migration 0012).
+    Column("shipment_id", String(64), nullable=True),
     Index("ix_stock_ledger_position", "node_id", "sku"),
     # An order's stock movements (the dashboard's order page).
     Index(
@@ -239,7 +245,8 @@ orders = Table(
     Column("quote_id", String(64), nullable=False),
     Column("option_id", String(64), nullable=False),
     Column("idempotency_key", String(128), nullable=False),
-    Column("state", String(16), nullable=False),
+    # Derived from the order's shipments (migration 0012 widened it for PARTIALLY_DELIVERED).
+    Column("state", String(24), nullable=False),
     Column("dest_lat", Float, nullable=False),
     Column("dest_lon", Float, nullable=False),
     Column("lines_json", Text, nullable=False),
@@ -273,9 +280,70 @@ order_events = Table(
     Column("at", Float, nullable=False),
     Column("type", String(32), nullable=False),
     Column("detail", Text, nullable=False),
+    # The outbox feed's sequence (migration 0012): gapless, allocated from
+    # ``event_counter`` in commit order just before the writing transaction commits
+    # (so NULL only inside that transaction). See :mod:`oms.store.outbox`.
+    Column("seq", BigInteger, nullable=True),
+    # Set for an event about one shipment, and its node (a node's work feed).
+    Column("shipment_id", String(64), nullable=True),
+    Column("node_id", String(128), nullable=True),
     Index("ix_order_events_order", "order_id"),
     # The dashboard counts events of a kind over a period (deliveries, flags).
     Index("ix_order_events_type_at", "type", "at"),
+    Index("ux_order_events_seq", "seq", unique=True),
+    # The writing transaction's own events still to number (tiny: empty between writes).
+    Index(
+        "ix_order_events_unsequenced",
+        "event_id",
+        sqlite_where=text("seq IS NULL"),
+        postgresql_where=text("seq IS NULL"),
+    ),
+    Index(
+        "ix_order_events_node_seq",
+        "node_id",
+        "seq",
+        sqlite_where=text("node_id IS NOT NULL"),
+        postgresql_where=text("node_id IS NOT NULL"),
+    ),
+)
+
+#: The outbox's sequence counter (migration 0012): one row per feed, ``value`` the last
+#: sequence handed out. Its row lock orders the event-writing transactions' commits.
+event_counter = Table(
+    "event_counter",
+    metadata,
+    Column("feed", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+#: One row per parcel of an order's allocation (migration 0012): the unit of fulfilment.
+#: ``allocation_json``'s parcels carry their ``shipment_id``; ``lines_json`` repeats the
+#: parcel's lines (``[{"line", "sku", "qty"}]``) so a shipment that left keeps its contents
+#: when the allocation changes later. Days are ISO dates (UTC).
+shipments = Table(
+    "shipments",
+    metadata,
+    Column("shipment_id", String(64), primary_key=True),
+    Column("order_id", String(64), ForeignKey("orders.order_id"), nullable=False),
+    Column("node_id", String(128), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("lines_json", Text, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("planned_dispatch", String(10), nullable=False),
+    Column("planned_arrival", String(10), nullable=False),
+    Column("carrier", String(64), nullable=True),
+    Column("tracking_number", String(128), nullable=True),
+    Column("shipped_at", Float, nullable=True),
+    Column("delivered_at", Float, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("replaces", String(64), nullable=True),
+    Index("ix_shipments_order", "order_id"),
+    # A node's work by state (ListShipments), in creation order.
+    Index("ix_shipments_node_state", "node_id", "state", "created_at", "shipment_id"),
+    # Late shipments: open ones by planned dispatch day.
+    Index("ix_shipments_state_dispatch", "state", "planned_dispatch"),
 )
 
 order_returns = Table(
@@ -291,6 +359,8 @@ order_returns = Table(
     # What the call's return cost (millicents), repeated on each SKU row of the call:
     # a retry with the same key answers it again (migration 0006; older rows: NULL).
     Column("return_cost", BigInteger, nullable=True),
+    # The shipment the units came from (migration 0012; older rows: NULL).
+    Column("shipment_id", String(64), nullable=True),
     Index("ix_order_returns_order", "order_id"),
 )
 

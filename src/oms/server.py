@@ -33,9 +33,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from oms import metrics
 from oms.checkout import CheckoutServicer
-from oms.credentials import redact_url
+from oms.credentials import read_node_tokens, redact_url
 from oms.dashboard.config import DashboardConfig
 from oms.dashboard.process import start_beside_service as start_dashboard
+from oms.events import OrderEventServicer
 from oms.fulfilment import FulfilmentServicer
 from oms.health import StoreProbe
 from oms.interceptors import (
@@ -49,11 +50,14 @@ from oms.logging import configure_logging
 from oms.receiving import start_sweeper
 from oms.reflection import enable_server_reflection
 from oms.settings import Settings
+from oms.shipping import LateShipmentWatch
 from oms.store import Store
 from oms.supervisor import Supervisor
 from oms.v1 import (
     checkout_pb2,
     checkout_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     fulfilment_pb2,
     fulfilment_pb2_grpc,
     inventory_pb2,
@@ -70,6 +74,7 @@ SERVICE_NAMES = (
     checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name,
     fulfilment_pb2.DESCRIPTOR.services_by_name["FulfilmentService"].full_name,
     inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["OrderEventService"].full_name,
 )
 
 
@@ -104,11 +109,12 @@ def settle_heap(store: Store) -> None:
 
 def build_server(settings: Settings, store: Store) -> tuple[grpc.Server, int]:
     """One process's server, bound to ``settings.host:settings.port`` (0 picks a port)."""
+    node_tokens = read_node_tokens(settings.node_tokens_file)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="oms-rpc"),
         interceptors=[
             ObservabilityInterceptor(),
-            AuthInterceptor(settings.admin_token, settings.checkout_token),
+            AuthInterceptor(settings.admin_token, settings.checkout_token, node_tokens),
             StreamLimitInterceptor(settings.stream_slots),
             InputInterceptor(),
         ],
@@ -123,7 +129,10 @@ def build_server(settings: Settings, store: Store) -> tuple[grpc.Server, int]:
         CheckoutServicer(store, settings), server
     )
     fulfilment_pb2_grpc.add_FulfilmentServiceServicer_to_server(
-        FulfilmentServicer(store, settings), server
+        FulfilmentServicer(store, settings, node_tokens), server
+    )
+    events_pb2_grpc.add_OrderEventServiceServicer_to_server(
+        OrderEventServicer(store, settings), server
     )
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         InventoryServicer(store, settings), server
@@ -151,6 +160,7 @@ def _run_worker(settings: Settings, metrics_dir: str | None) -> None:
     settle_heap(store)
     server.start()
     sweeper = start_sweeper(store, settings)  # overdue inbound receipts (oms.receiving)
+    late = LateShipmentWatch(store).start()  # the oms_late_shipments gauge
     log.info("worker %d serving on %s:%d", os.getpid(), settings.host, port)
     stop = signal.Signals.SIGTERM
 
@@ -171,6 +181,7 @@ def _run_worker(settings: Settings, metrics_dir: str | None) -> None:
     server.wait_for_termination()
     if sweeper is not None:
         sweeper.stop()
+    late.stop()
     store.dispose()
 
 
@@ -202,6 +213,7 @@ def serve(
         settle_heap(store)
         server.start()
         sweeper = start_sweeper(store, settings)  # overdue inbound receipts (oms.receiving)
+        late = LateShipmentWatch(store).start()  # the oms_late_shipments gauge
         _announce(settings, port)
         done = False
 
@@ -215,6 +227,7 @@ def serve(
         server.wait_for_termination()
         if sweeper is not None:
             sweeper.stop()
+        late.stop()
         store.dispose()
         return 0
 

@@ -62,6 +62,8 @@ class Settings:
     cpu_slots: int | None = None
     admin_token: str | None = None
     checkout_token: str | None = None
+    #: A file of ``NODE_ID TOKEN`` lines: tokens limited to one node's shipments (issue 16).
+    node_tokens_file: str | None = None
     metrics_port: int = 0
     quote_ttl_s: float = 900.0
     hold_stock: bool = True

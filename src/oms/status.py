@@ -36,6 +36,7 @@ from oms.errors import (
     InvalidArgument,
     NotFound,
     OmsError,
+    PermissionDenied,
     QuotaExceeded,
     Unavailable,
 )
@@ -137,6 +138,9 @@ def status_for(exc: Exception) -> tuple[int, str, list[Message]]:
         return _with_cut(code_pb2.RESOURCE_EXHAUSTED, exc, [quota, info], False)
     if isinstance(exc, Cancelled):
         return _with_cut(code_pb2.CANCELLED, exc, [], False)
+    if isinstance(exc, PermissionDenied):
+        info = error_details_pb2.ErrorInfo(reason="NODE_SCOPE", domain=DOMAIN)
+        return _with_cut(code_pb2.PERMISSION_DENIED, exc, [info], False)
     raise TypeError(f"no status for {type(exc).__name__}")
 
 

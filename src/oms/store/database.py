@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from oms.driver_sql import Statement, execute
 from oms.errors import Aborted, Unavailable
+from oms.store import outbox
 
 log = logging.getLogger("oms.store")
 
@@ -181,7 +182,9 @@ class Database:
                 with self.engine.connect() as raw:
                     conn = raw.execution_options(sqlite_immediate=True) if self.is_sqlite else raw
                     with conn.begin():
+                        outbox.begin(conn)
                         yield conn
+                        outbox.number_events(conn)  # last: see oms.store.outbox
             except DBAPIError as exc:
                 raise _translate_db_errors(exc) from exc
 

@@ -23,6 +23,7 @@ from oms.store.inbound import InboundRepository
 from oms.store.orders import OrderRepository
 from oms.store.quotes import QuoteRepository
 from oms.store.resourcing_marks import ResourcingMarks
+from oms.store.shipments import ShipmentRepository
 from oms.store.stock import StockRepository
 
 
@@ -47,7 +48,8 @@ class Store:
         self.network = NetworkRepository(db, self.stock, self.capacity)
         self.quotes = QuoteRepository(db, self.stock)
         self.inbound = InboundRepository(db, self.stock)
-        self.orders = OrderRepository(db, self.stock, self.capacity, self.inbound)
+        self.shipments = ShipmentRepository(db, self.stock, self.network)
+        self.orders = OrderRepository(db, self.stock, self.capacity, self.inbound, self.shipments)
         self.resourcing = ResourcingMarks(db)
 
         # The pre-split API (callers move to the repositories above progressively).
@@ -85,6 +87,9 @@ class Store:
         self.reserve_order_units = orders.reserve_units
         self.returned_units, self.return_by_key = orders.returned_units, orders.return_by_key
         self.record_return = orders.record_return
+        self.returned_by_shipment = orders.returned_by_shipment
+        self.refresh_state = self.shipments.refresh_state
+        self.consume_shipment = self.shipments.consume
         self.receipts, self.with_receipts = inbound.receipts, inbound.with_receipts
         self.upsert_receipt, self.cancel_receipt = inbound.upsert, inbound.cancel
         self.receipt_orders, self.order_inbound = inbound.waiting_orders, inbound.of_order

@@ -5,14 +5,20 @@ counts on. Writers compare the order's ``version`` (optimistic: a concurrent
 change is :class:`~oms.errors.Aborted`) and lock stock through
 :class:`~oms.store.stock.StockRepository` before they promise more units.
 
-May import :mod:`oms.store.database`, ``stock``, ``capacity``, ``inbound``,
-``records``, ``plans``, ``sql``, :mod:`oms.schema`, :mod:`oms.driver_sql`, :mod:`oms.errors`.
+Every allocation written (placing, re-sourcing) brings the order's shipments in
+step (:meth:`~oms.store.shipments.ShipmentRepository.sync`) and its state derived
+from them; events go to the outbox (:mod:`oms.store.outbox`).
+
+May import :mod:`oms.store.database`, ``shipments``, ``stock``, ``capacity``, ``inbound``,
+``records``, ``plans``, ``sql``, ``outbox``, :mod:`oms.schema`, :mod:`oms.driver_sql`,
+:mod:`oms.errors`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from oms import schema as t
 from oms.driver_sql import Statement, execute, execute_many, fetch
 from oms.errors import Aborted, NotFound
+from oms.store import outbox
 from oms.store.capacity import CapacityRepository
 from oms.store.database import Database, utc_day
 from oms.store.inbound import InboundRepository
@@ -36,6 +43,7 @@ from oms.store.records import (
     units_by_node,
     units_of,
 )
+from oms.store.shipments import ShipmentRepository, with_shipment_ids
 from oms.store.sql import DROP_QUOTE_HOLDS, insert_statement
 from oms.store.stock import StockRepository, cut_reservations
 
@@ -50,18 +58,21 @@ _ORDER_BY_ID_FOR_UPDATE = Statement.portable(_ORDER_BY_ID.sqlite, for_update=Tru
 _ORDER_ID_BY_KEY = Statement.portable(
     "SELECT order_id FROM orders WHERE idempotency_key = :idempotency_key"
 )
+# The order's own history; each shipment's steps are in the feed (OrderEventService) and
+# its state on the order's shipments.
 _EVENTS_OF_ORDER = Statement.portable(
-    "SELECT at, type, detail FROM order_events WHERE order_id = :order_id ORDER BY event_id"
+    "SELECT at, type, detail FROM order_events WHERE order_id = :order_id"
+    " AND shipment_id IS NULL ORDER BY event_id"
 )
 _RETURNS_OF_ORDER = Statement.portable(
-    "SELECT sku, qty, node_id, at FROM order_returns WHERE order_id = :order_id ORDER BY return_id"
+    "SELECT sku, qty, node_id, at, shipment_id FROM order_returns WHERE order_id = :order_id"
+    " ORDER BY return_id"
 )
 _INSERT_RESERVATIONS = insert_statement(
     "reservations",
     ("node_id", "sku", "qty", "quote_id", "order_id", "expires_at", "capacity_day"),
 )
 _INSERT_ORDER = insert_statement("orders", _ORDER_COLUMNS)
-_INSERT_EVENT = insert_statement("order_events", ("order_id", "at", "type", "detail"))
 
 
 class OrderRepository:
@@ -73,11 +84,13 @@ class OrderRepository:
         stock: StockRepository,
         capacity: CapacityRepository,
         inbound: InboundRepository,
+        shipments: ShipmentRepository,
     ) -> None:
         self.db = db
         self.stock = stock
         self.capacity = capacity
         self.inbound = inbound
+        self.shipments = shipments
 
     def find_by_key(self, conn: Connection, idempotency_key: str) -> OrderRow | None:
         found = fetch(conn, _ORDER_ID_BY_KEY, idempotency_key=idempotency_key)
@@ -120,6 +133,7 @@ class OrderRepository:
             raise Aborted(f"quote {quote.quote_id!r} was used by a concurrent PlaceOrder")
         execute(conn, DROP_QUOTE_HOLDS, quote_id=quote.quote_id)
         request = quote.request
+        allocation = with_shipment_ids(allocation)
         try:
             execute(
                 conn,
@@ -147,11 +161,11 @@ class OrderRepository:
         self.capacity.use(conn, units_by_node(units), day)
         for kind, detail in events:
             self.add_event(conn, order_id, kind, detail)
+        self.shipments.sync(conn, order_id, allocation, released=False)
 
     def add_event(self, conn: Connection, order_id: str, kind: str, detail: str) -> None:
-        execute(
-            conn, _INSERT_EVENT, order_id=order_id, at=self.db.clock(), type=kind, detail=detail
-        )
+        """One order event, in the caller's transaction (the outbox: :mod:`oms.store.outbox`)."""
+        outbox.add_event(conn, order_id, kind, detail, self.db.clock())
 
     def get(self, conn: Connection, order_id: str, *, for_update: bool = False) -> OrderRow:
         found = fetch(
@@ -163,11 +177,14 @@ class OrderRepository:
             (at, kind, detail)
             for at, kind, detail in fetch(conn, _EVENTS_OF_ORDER, order_id=order_id)
         ]
-        returns = [
-            (sku, int(qty), node, at)
-            for sku, qty, node, at in fetch(conn, _RETURNS_OF_ORDER, order_id=order_id)
-        ]
-        return _order_row(dict(zip(_ORDER_COLUMNS, found[0], strict=True)), events, returns)
+        returned = fetch(conn, _RETURNS_OF_ORDER, order_id=order_id)
+        returns = [(sku, int(qty), node, at) for sku, qty, node, at, _ in returned]
+        row = _order_row(dict(zip(_ORDER_COLUMNS, found[0], strict=True)), events, returns)
+        return replace(
+            row,
+            shipments=tuple(self.shipments.of_order(conn, order_id)),
+            return_shipments=tuple(sid for *_, sid in returned),
+        )
 
     def page(
         self, conn: Connection, *, state: str | None, after: tuple[float, str] | None, limit: int
@@ -263,15 +280,16 @@ class OrderRepository:
         self,
         conn: Connection,
         order_id: str,
-        units: Mapping[str, int],
+        parts: Sequence[tuple[str, int, str | None]],
         node_id: str,
         idempotency_key: str | None,
         return_cost: int,
     ) -> None:
-        """Returned units restored at ``node_id`` (ledger rows; positions created if new),
-        recorded with what the return cost (millicents) for a retry to answer again."""
+        """Returned units, as (SKU, quantity, the shipment they came from), restored at
+        ``node_id`` (ledger rows naming the shipment; positions created if new), recorded
+        with what the return cost (millicents) for a retry to answer again."""
         now = self.db.clock()
-        for sku, qty in sorted(units.items()):
+        for sku, qty, shipment_id in parts:
             exists = conn.execute(
                 sa.select(t.stock.c.sku).where(t.stock.c.node_id == node_id, t.stock.c.sku == sku)
             ).first()
@@ -281,7 +299,7 @@ class OrderRepository:
                         node_id=node_id, sku=sku, on_hand=0, safety_stock=0, low_stock_threshold=0
                     )
                 )
-            self.stock.ledger(conn, node_id, sku, qty, "return", order_id)
+            self.stock.ledger(conn, node_id, sku, qty, "return", order_id, shipment_id)
             conn.execute(
                 sa.insert(t.order_returns).values(
                     order_id=order_id,
@@ -291,8 +309,21 @@ class OrderRepository:
                     at=now,
                     idempotency_key=idempotency_key,
                     return_cost=return_cost,
+                    shipment_id=shipment_id,
                 )
             )
+
+    def returned_by_shipment(self, conn: Connection, order_id: str) -> dict[tuple[str, str], int]:
+        """Units returned so far per (shipment id, SKU) (rows before 0012: shipment '')."""
+        r = t.order_returns
+        return {
+            (sid or "", sku): int(qty)
+            for sid, sku, qty in conn.execute(
+                sa.select(r.c.shipment_id, r.c.sku, func.sum(r.c.qty))
+                .where(r.c.order_id == order_id)
+                .group_by(r.c.shipment_id, r.c.sku)
+            )
+        }
 
     def release_units(
         self, conn: Connection, order: OrderRow, units: Mapping[Position, int]
@@ -322,8 +353,29 @@ class OrderRepository:
             conn.execute(sa.insert(t.reservations), rows)
             self.capacity.use(conn, units_by_node(units), day)
 
-    def update_allocation(self, conn: Connection, order: OrderRow, allocation: Plan) -> None:
-        """Replace an order's allocation document; Aborted if the order changed meanwhile."""
+    def update_allocation(
+        self,
+        conn: Connection,
+        order: OrderRow,
+        allocation: Plan,
+        reason: str | None = None,
+        replaces: str | None = None,
+    ) -> None:
+        """Replace an order's allocation document; Aborted if the order changed meanwhile.
+
+        The order's shipments follow the plan (:meth:`ShipmentRepository.sync`): new
+        parcels become shipments (REQUESTED once the order was released, created for
+        ``reason``, replacing ``replaces``), open shipments whose parcel is gone are
+        cancelled, and the order's state is derived again.
+        """
+        allocation = self.shipments.sync(
+            conn,
+            order.order_id,
+            allocation,
+            released=order.state != "PLACED",
+            reason=reason,
+            replaces=replaces,
+        )
         updated = conn.execute(
             sa.update(t.orders)
             .where(t.orders.c.order_id == order.order_id, t.orders.c.version == order.version)
@@ -335,6 +387,7 @@ class OrderRepository:
         ).rowcount
         if not updated:
             raise Aborted(f"order {order.order_id!r} changed concurrently")
+        self.shipments.refresh_state(conn, order.order_id)
 
 
 def _order_row(

@@ -109,6 +109,8 @@ class PlannedParcel:
     """One parcel of a plan: from ``node_id`` by ``service``, its lines, costs and days.
 
     ``inbound_day``: set when the parcel waits for an inbound receipt due that day.
+    ``shipment_id``: the order's shipment for this parcel (issue 16; None in a quote's
+    options, set by the store when an order's allocation is written).
     """
 
     node_id: str
@@ -123,13 +125,14 @@ class PlannedParcel:
     arrival_days: int
     inbound_day: int | None
     lines: tuple[PlanLine, ...]
+    shipment_id: str | None = None
 
     @property
     def waits(self) -> bool:
         return self.inbound_day is not None
 
     def document(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "node_id": self.node_id,
             "service": self.service,
             "zone": self.zone,
@@ -143,6 +146,9 @@ class PlannedParcel:
             "inbound_day": self.inbound_day,
             "lines": [line.document() for line in self.lines],
         }
+        if self.shipment_id is not None:
+            doc["shipment_id"] = self.shipment_id
+        return doc
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> PlannedParcel:
@@ -159,6 +165,7 @@ class PlannedParcel:
             arrival_days=doc["arrival_days"],
             inbound_day=doc.get("inbound_day"),
             lines=tuple(PlanLine.from_document(x) for x in doc["lines"]),
+            shipment_id=doc.get("shipment_id"),
         )
 
 

@@ -1,7 +1,8 @@
 """The records the store hands to the service, and the unit arithmetic of allocations.
 
 Frozen dataclasses only (no SQL): the servicers read these, never table rows.
-May import :mod:`oms.store.plans`, :mod:`oms.errors` and the standard library.
+May import :mod:`oms.store.plans`, ``shipment_records``, :mod:`oms.errors` and the
+standard library.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from oms.errors import FailedPrecondition, Precondition
 from oms.store.plans import CartLine, Plan, PlannedParcel, QuoteRequest
+from oms.store.shipment_records import ShipmentRow
 
 Position = tuple[str, str]  # (node_id, sku)
 
@@ -60,6 +62,9 @@ class OrderRow:
     version: int
     events: list[tuple[float, str, str]]
     returns: list[tuple[str, int, str, float]]
+    #: Every shipment, in creation order (issue 16); each return's shipment, as ``returns``.
+    shipments: tuple[ShipmentRow, ...] = ()
+    return_shipments: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -273,8 +273,10 @@ class StockRepository:
         delta: int,
         reason: str,
         order_id: str | None,
+        shipment_id: str | None = None,
     ) -> None:
-        """One ledger row and the matching change to the position's on hand."""
+        """One ledger row (naming the shipment that moved the units, if any) and the
+        matching change to the position's on hand."""
         conn.execute(
             sa.insert(t.stock_ledger).values(
                 node_id=node_id,
@@ -283,6 +285,7 @@ class StockRepository:
                 reason=reason,
                 order_id=order_id,
                 at=self.db.clock(),
+                shipment_id=shipment_id,
             )
         )
         conn.execute(

@@ -447,16 +447,28 @@ class CancelOrderResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
+    NOT_CANCELLED_FIELD_NUMBER: _builtins.int
+    NOT_CANCELLED_LINES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def order(self) -> _common_pb2.Order: ...
+    @_builtins.property
+    def not_cancelled(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Shipment]:
+        """The shipments that had already left and could not be cancelled (their lines are in
+        not_cancelled_lines); everything else of the order was cancelled.
+        """
+
+    @_builtins.property
+    def not_cancelled_lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.CartLine]: ...
     def __init__(
         self,
         *,
         order: _common_pb2.Order | None = ...,
+        not_cancelled: _abc.Iterable[_common_pb2.Shipment] | None = ...,
+        not_cancelled_lines: _abc.Iterable[_common_pb2.CartLine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["not_cancelled", b"not_cancelled", "not_cancelled_lines", b"not_cancelled_lines", "order", b"order"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -147,8 +147,10 @@ class CheckoutServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancel a PLACED or RELEASED order and release its stock (the order id is the
-        capability, as for GetOrder).
+        """Cancel what has not shipped of an order and release its stock (the order id is the
+        capability, as for GetOrder): every shipment not yet left its node is CANCELLED; the
+        reply names the shipments and lines that had already left. All or nothing (one
+        transaction). FAILED_PRECONDITION only when nothing is left to cancel.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -74,8 +74,10 @@ class CheckoutServiceStub:
     admin token even while the rest of checkout is open.
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_checkout_pb2.CancelOrderRequest, _checkout_pb2.CancelOrderResponse]
-    """Cancel a PLACED or RELEASED order and release its stock (the order id is the
-    capability, as for GetOrder).
+    """Cancel what has not shipped of an order and release its stock (the order id is the
+    capability, as for GetOrder): every shipment not yet left its node is CANCELLED; the
+    reply names the shipments and lines that had already left. All or nothing (one
+    transaction). FAILED_PRECONDITION only when nothing is left to cancel.
     """
 
 @_typing.type_check_only
@@ -124,8 +126,10 @@ class CheckoutServiceAsyncStub(CheckoutServiceStub):
     admin token even while the rest of checkout is open.
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_checkout_pb2.CancelOrderRequest, _checkout_pb2.CancelOrderResponse]  # type: ignore[assignment]
-    """Cancel a PLACED or RELEASED order and release its stock (the order id is the
-    capability, as for GetOrder).
+    """Cancel what has not shipped of an order and release its stock (the order id is the
+    capability, as for GetOrder): every shipment not yet left its node is CANCELLED; the
+    reply names the shipments and lines that had already left. All or nothing (one
+    transaction). FAILED_PRECONDITION only when nothing is left to cancel.
     """
 
 class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -213,8 +217,10 @@ class CheckoutServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _checkout_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkout_pb2.CancelOrderResponse, _abc.Awaitable[_checkout_pb2.CancelOrderResponse]]:
-        """Cancel a PLACED or RELEASED order and release its stock (the order id is the
-        capability, as for GetOrder).
+        """Cancel what has not shipped of an order and release its stock (the order id is the
+        capability, as for GetOrder): every shipment not yet left its node is CANCELLED; the
+        reply names the shipments and lines that had already left. All or nothing (one
+        transaction). FAILED_PRECONDITION only when nothing is left to cancel.
         """
 
 def add_CheckoutServiceServicer_to_server(servicer: CheckoutServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

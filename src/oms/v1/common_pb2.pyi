@@ -118,28 +118,93 @@ class _OrderStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderState
     DESCRIPTOR: _descriptor.EnumDescriptor
     ORDER_STATE_UNSPECIFIED: _OrderState.ValueType  # 0
     ORDER_STATE_PLACED: _OrderState.ValueType  # 1
-    """Stock reserved for the chosen option."""
+    """Stock reserved for the chosen option; some shipment is not yet sent to its node
+    (or no unit could be allocated).
+    """
     ORDER_STATE_RELEASED: _OrderState.ValueType  # 2
-    """Sent to the shipping nodes; the reservation stays until shipment."""
+    """Every open shipment was sent to its node; the reservation stays until shipment."""
     ORDER_STATE_SHIPPED: _OrderState.ValueType  # 3
-    """On hand decremented at the shipping nodes."""
+    """Every shipment left its node (on hand decremented there)."""
     ORDER_STATE_DELIVERED: _OrderState.ValueType  # 4
+    """Every shipment was delivered (or picked up)."""
     ORDER_STATE_CANCELLED: _OrderState.ValueType  # 5
-    """Reservation released."""
+    """Every shipment was cancelled before it left; reservations released."""
+    ORDER_STATE_PARTIALLY_SHIPPED: _OrderState.ValueType  # 6
+    """Some shipments left their nodes, others not yet."""
+    ORDER_STATE_PARTIALLY_DELIVERED: _OrderState.ValueType  # 7
+    """Some shipments were delivered, others not yet."""
 
-class OrderState(_OrderState, metaclass=_OrderStateEnumTypeWrapper): ...
+class OrderState(_OrderState, metaclass=_OrderStateEnumTypeWrapper):
+    """An order's state is derived from its shipments (issue 16); shipments that were
+    rejected (and re-sourced) or cancelled do not count while others remain.
+    """
 
 ORDER_STATE_UNSPECIFIED: OrderState.ValueType  # 0
 ORDER_STATE_PLACED: OrderState.ValueType  # 1
-"""Stock reserved for the chosen option."""
+"""Stock reserved for the chosen option; some shipment is not yet sent to its node
+(or no unit could be allocated).
+"""
 ORDER_STATE_RELEASED: OrderState.ValueType  # 2
-"""Sent to the shipping nodes; the reservation stays until shipment."""
+"""Every open shipment was sent to its node; the reservation stays until shipment."""
 ORDER_STATE_SHIPPED: OrderState.ValueType  # 3
-"""On hand decremented at the shipping nodes."""
+"""Every shipment left its node (on hand decremented there)."""
 ORDER_STATE_DELIVERED: OrderState.ValueType  # 4
+"""Every shipment was delivered (or picked up)."""
 ORDER_STATE_CANCELLED: OrderState.ValueType  # 5
-"""Reservation released."""
+"""Every shipment was cancelled before it left; reservations released."""
+ORDER_STATE_PARTIALLY_SHIPPED: OrderState.ValueType  # 6
+"""Some shipments left their nodes, others not yet."""
+ORDER_STATE_PARTIALLY_DELIVERED: OrderState.ValueType  # 7
+"""Some shipments were delivered, others not yet."""
 Global___OrderState: _TypeAlias = OrderState  # noqa: Y015
+
+class _ShipmentState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ShipmentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShipmentState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SHIPMENT_STATE_UNSPECIFIED: _ShipmentState.ValueType  # 0
+    SHIPMENT_STATE_PENDING: _ShipmentState.ValueType  # 1
+    """Placed, not yet sent to the node (CheckoutService may still re-optimise it)."""
+    SHIPMENT_STATE_REQUESTED: _ShipmentState.ValueType  # 2
+    """Sent to the node (ReleaseOrder): in the node's work feed."""
+    SHIPMENT_STATE_ACCEPTED: _ShipmentState.ValueType  # 3
+    """The node will ship it."""
+    SHIPMENT_STATE_SHIPPED: _ShipmentState.ValueType  # 4
+    """Left the node with a carrier and tracking number; on hand decremented there."""
+    SHIPMENT_STATE_DELIVERED: _ShipmentState.ValueType  # 5
+    SHIPMENT_STATE_CANCELLED: _ShipmentState.ValueType  # 6
+    """Cancelled before it left (its reservation released)."""
+    SHIPMENT_STATE_REJECTED: _ShipmentState.ValueType  # 7
+    """The node refused it; its units were re-sourced into new shipments (see the events)."""
+    SHIPMENT_STATE_READY_FOR_PICKUP: _ShipmentState.ValueType  # 8
+    """COLLECT: the units are at the pickup store, waiting for the shopper."""
+    SHIPMENT_STATE_PICKED_UP: _ShipmentState.ValueType  # 9
+    """COLLECT: the shopper took them."""
+
+class ShipmentState(_ShipmentState, metaclass=_ShipmentStateEnumTypeWrapper):
+    """The life of one shipment (one parcel of the order's allocation)."""
+
+SHIPMENT_STATE_UNSPECIFIED: ShipmentState.ValueType  # 0
+SHIPMENT_STATE_PENDING: ShipmentState.ValueType  # 1
+"""Placed, not yet sent to the node (CheckoutService may still re-optimise it)."""
+SHIPMENT_STATE_REQUESTED: ShipmentState.ValueType  # 2
+"""Sent to the node (ReleaseOrder): in the node's work feed."""
+SHIPMENT_STATE_ACCEPTED: ShipmentState.ValueType  # 3
+"""The node will ship it."""
+SHIPMENT_STATE_SHIPPED: ShipmentState.ValueType  # 4
+"""Left the node with a carrier and tracking number; on hand decremented there."""
+SHIPMENT_STATE_DELIVERED: ShipmentState.ValueType  # 5
+SHIPMENT_STATE_CANCELLED: ShipmentState.ValueType  # 6
+"""Cancelled before it left (its reservation released)."""
+SHIPMENT_STATE_REJECTED: ShipmentState.ValueType  # 7
+"""The node refused it; its units were re-sourced into new shipments (see the events)."""
+SHIPMENT_STATE_READY_FOR_PICKUP: ShipmentState.ValueType  # 8
+"""COLLECT: the units are at the pickup store, waiting for the shopper."""
+SHIPMENT_STATE_PICKED_UP: ShipmentState.ValueType  # 9
+"""COLLECT: the shopper took them."""
+Global___ShipmentState: _TypeAlias = ShipmentState  # noqa: Y015
 
 @_typing.final
 class Location(_message.Message):
@@ -475,6 +540,88 @@ class Shortfall(_message.Message):
 Global___Shortfall: _TypeAlias = Shortfall  # noqa: Y015
 
 @_typing.final
+class Shipment(_message.Message):
+    """One parcel of an order with its own life: the unit of fulfilment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PLANNED_DISPATCH_DATE_FIELD_NUMBER: _builtins.int
+    PLANNED_ARRIVAL_DATE_FIELD_NUMBER: _builtins.int
+    CARRIER_FIELD_NUMBER: _builtins.int
+    TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    SHIP_TIME_FIELD_NUMBER: _builtins.int
+    DELIVERY_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REPLACES_SHIPMENT_ID_FIELD_NUMBER: _builtins.int
+    shipment_id: _builtins.str
+    order_id: _builtins.str
+    node_id: _builtins.str
+    service: _builtins.str
+    state: Global___ShipmentState.ValueType
+    carrier: _builtins.str
+    """Set once SHIPPED."""
+    tracking_number: _builtins.str
+    late: _builtins.bool
+    """Not shipped and past its planned dispatch date (UTC day)."""
+    reason: _builtins.str
+    """Why it was rejected, cancelled or created (e.g. "re-sourced after SHP-1 was rejected")."""
+    replaces_shipment_id: _builtins.str
+    """The shipment whose units this one took over (re-sourcing or a partial confirmation)."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParcelLine]: ...
+    @_builtins.property
+    def planned_dispatch_date(self) -> _date_pb2.Date:
+        """The day the parcel is planned to leave the node, and to arrive."""
+
+    @_builtins.property
+    def planned_arrival_date(self) -> _date_pb2.Date: ...
+    @_builtins.property
+    def ship_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def delivery_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        shipment_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        service: _builtins.str = ...,
+        lines: _abc.Iterable[Global___ParcelLine] | None = ...,
+        state: Global___ShipmentState.ValueType = ...,
+        planned_dispatch_date: _date_pb2.Date | None = ...,
+        planned_arrival_date: _date_pb2.Date | None = ...,
+        carrier: _builtins.str = ...,
+        tracking_number: _builtins.str = ...,
+        ship_time: _timestamp_pb2.Timestamp | None = ...,
+        delivery_time: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        late: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        replaces_shipment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delivery_time", b"delivery_time", "planned_arrival_date", b"planned_arrival_date", "planned_dispatch_date", b"planned_dispatch_date", "ship_time", b"ship_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "create_time", b"create_time", "delivery_time", b"delivery_time", "late", b"late", "lines", b"lines", "node_id", b"node_id", "order_id", b"order_id", "planned_arrival_date", b"planned_arrival_date", "planned_dispatch_date", b"planned_dispatch_date", "reason", b"reason", "replaces_shipment_id", b"replaces_shipment_id", "service", b"service", "ship_time", b"ship_time", "shipment_id", b"shipment_id", "state", b"state", "tracking_number", b"tracking_number", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Shipment: _TypeAlias = Shipment  # noqa: Y015
+
+@_typing.final
 class OrderEvent(_message.Message):
     """One step in an order's history, readable by a customer-service agent."""
 
@@ -483,11 +630,25 @@ class OrderEvent(_message.Message):
     TIME_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """e.g. "placed", "resourced", "released", "shipped", "delivered", "cancelled", "returned",
-    "rejected", "shortage", "receipt_cancelled", "receipt_late", "flagged".
+    "rejected", "shortage", "receipt_cancelled", "receipt_late", "flagged", and per shipment
+    "shipment_requested", "shipment_accepted", "shipment_rejected", "shipment_shipped",
+    "shipment_delivered", "shipment_cancelled", "shipment_created".
     """
     detail: _builtins.str
+    sequence: _builtins.int
+    """The event's place in the feed of every order's events (OrderEventService): gapless and
+    increasing in commit order, so a reader resumes after the last sequence it saw.
+    """
+    order_id: _builtins.str
+    shipment_id: _builtins.str
+    """Set for an event about one shipment (and its node)."""
+    node_id: _builtins.str
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -496,10 +657,14 @@ class OrderEvent(_message.Message):
         time: _timestamp_pb2.Timestamp | None = ...,
         type: _builtins.str = ...,
         detail: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        order_id: _builtins.str = ...,
+        shipment_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "node_id", b"node_id", "order_id", b"order_id", "sequence", b"sequence", "shipment_id", b"shipment_id", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -515,9 +680,12 @@ class ReturnedLine(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     NODE_ID_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
     sku: _builtins.str
     quantity: _builtins.int
     node_id: _builtins.str
+    shipment_id: _builtins.str
+    """The shipment the units came from."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -527,10 +695,11 @@ class ReturnedLine(_message.Message):
         quantity: _builtins.int = ...,
         node_id: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        shipment_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "quantity", b"quantity", "sku", b"sku", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "quantity", b"quantity", "shipment_id", b"shipment_id", "sku", b"sku", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -553,6 +722,8 @@ class Order(_message.Message):
     EVENTS_FIELD_NUMBER: _builtins.int
     RETURNS_FIELD_NUMBER: _builtins.int
     NEEDS_ATTENTION_FIELD_NUMBER: _builtins.int
+    SHIPMENTS_FIELD_NUMBER: _builtins.int
+    CANCELLED_LINES_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     quote_id: _builtins.str
     option_id: _builtins.str
@@ -578,9 +749,21 @@ class Order(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderEvent]:
+        """The order-level history (placed, released, rejected, resourced, cancelled...); each
+        shipment's own steps are in the event feed (OrderEventService) and its state below.
+        """
+
     @_builtins.property
     def returns(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReturnedLine]: ...
+    @_builtins.property
+    def shipments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Shipment]:
+        """Every shipment of the order, rejected and cancelled ones included (with the reason)."""
+
+    @_builtins.property
+    def cancelled_lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___CartLine]:
+        """Units of the order's lines cancelled before they shipped (CancelOrder)."""
+
     def __init__(
         self,
         *,
@@ -597,10 +780,12 @@ class Order(_message.Message):
         events: _abc.Iterable[Global___OrderEvent] | None = ...,
         returns: _abc.Iterable[Global___ReturnedLine] | None = ...,
         needs_attention: _builtins.bool = ...,
+        shipments: _abc.Iterable[Global___Shipment] | None = ...,
+        cancelled_lines: _abc.Iterable[Global___CartLine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["allocation", b"allocation", "create_time", b"create_time", "destination", b"destination", "promised_date", b"promised_date", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocation", b"allocation", "create_time", b"create_time", "destination", b"destination", "events", b"events", "lines", b"lines", "needs_attention", b"needs_attention", "option_id", b"option_id", "order_id", b"order_id", "promised_date", b"promised_date", "quote_id", b"quote_id", "returns", b"returns", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocation", b"allocation", "cancelled_lines", b"cancelled_lines", "create_time", b"create_time", "destination", b"destination", "events", b"events", "lines", b"lines", "needs_attention", b"needs_attention", "option_id", b"option_id", "order_id", b"order_id", "promised_date", b"promised_date", "quote_id", b"quote_id", "returns", b"returns", "shipments", b"shipments", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

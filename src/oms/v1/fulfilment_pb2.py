@@ -26,7 +26,7 @@ from google.type import money_pb2 as google_dot_type_dot_money__pb2
 from oms.v1 import common_pb2 as oms_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17oms/v1/fulfilment.proto\x12\x06oms.v1\x1a\x17google/type/money.proto\x1a\x13oms/v1/common.proto\"\'\n\x13ReleaseOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x14ReleaseOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmShipmentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmShipmentResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"*\n\x16\x43onfirmDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x17\x43onfirmDeliveryResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"`\n\x12ReturnItemsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1f\n\x05lines\x18\x02 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"t\n\x13ReturnItemsResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x16\n\x0ereturn_node_id\x18\x02 \x01(\t\x12\'\n\x0breturn_cost\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"G\n\x12RejectOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"I\n\x13RejectOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\"k\n\x15ReportShortageRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x1f\n\x05lines\x18\x03 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x0e\n\x06reason\x18\x04 \x01(\t\"L\n\x16ReportShortageResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\x32\xe7\x03\n\x11\x46ulfilmentService\x12I\n\x0cReleaseOrder\x12\x1b.oms.v1.ReleaseOrderRequest\x1a\x1c.oms.v1.ReleaseOrderResponse\x12R\n\x0f\x43onfirmShipment\x12\x1e.oms.v1.ConfirmShipmentRequest\x1a\x1f.oms.v1.ConfirmShipmentResponse\x12R\n\x0f\x43onfirmDelivery\x12\x1e.oms.v1.ConfirmDeliveryRequest\x1a\x1f.oms.v1.ConfirmDeliveryResponse\x12\x46\n\x0bReturnItems\x12\x1a.oms.v1.ReturnItemsRequest\x1a\x1b.oms.v1.ReturnItemsResponse\x12\x46\n\x0bRejectOrder\x12\x1a.oms.v1.RejectOrderRequest\x1a\x1b.oms.v1.RejectOrderResponse\x12O\n\x0eReportShortage\x12\x1d.oms.v1.ReportShortageRequest\x1a\x1e.oms.v1.ReportShortageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17oms/v1/fulfilment.proto\x12\x06oms.v1\x1a\x17google/type/money.proto\x1a\x13oms/v1/common.proto\"\'\n\x13ReleaseOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"4\n\x14ReleaseOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\"\x8a\x01\n\x16\x43onfirmShipmentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0bshipment_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61rrier\x18\x03 \x01(\t\x12\x17\n\x0ftracking_number\x18\x04 \x01(\t\x12\x1f\n\x05lines\x18\x05 \x03(\x0b\x32\x10.oms.v1.CartLine\"\x80\x01\n\x17\x43onfirmShipmentResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\"\n\x08shipment\x18\x02 \x01(\x0b\x32\x10.oms.v1.Shipment\x12#\n\tremainder\x18\x03 \x01(\x0b\x32\x10.oms.v1.Shipment\"?\n\x16\x43onfirmDeliveryRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0bshipment_id\x18\x02 \x01(\t\"[\n\x17\x43onfirmDeliveryResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\"\n\x08shipment\x18\x02 \x01(\x0b\x32\x10.oms.v1.Shipment\"\xa4\x01\n\x12ReturnItemsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x1f\n\x05lines\x18\x02 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x19\n\x11\x64rop_off_store_id\x18\x04 \x01(\t\x12\'\n\rdrop_off_near\x18\x05 \x01(\x0b\x32\x10.oms.v1.Location\"\x9f\x01\n\x13ReturnItemsResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x16\n\x0ereturn_node_id\x18\x02 \x01(\t\x12\'\n\x0breturn_cost\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x14\n\x0cshipment_ids\x18\x04 \x03(\t\x12\x13\n\x0b\x64ropped_off\x18\x05 \x01(\x08\"G\n\x12RejectOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"I\n\x13RejectOrderResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\"k\n\x15ReportShortageRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x1f\n\x05lines\x18\x03 \x03(\x0b\x32\x10.oms.v1.CartLine\x12\x0e\n\x06reason\x18\x04 \x01(\t\"L\n\x16ReportShortageResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\x14\n\x0cpromise_kept\x18\x02 \x01(\x08\"\x87\x01\n\x14ListShipmentsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.oms.v1.ShipmentState\x12\x11\n\tlate_only\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"U\n\x15ListShipmentsResponse\x12#\n\tshipments\x18\x01 \x03(\x0b\x32\x10.oms.v1.Shipment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x15WatchShipmentsRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x66ter_cursor\x18\x02 \x01(\x03\"`\n\x16WatchShipmentsResponse\x12\"\n\x08shipment\x18\x01 \x01(\x0b\x32\x10.oms.v1.Shipment\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\x03\",\n\x15\x41\x63\x63\x65ptShipmentRequest\x12\x13\n\x0bshipment_id\x18\x01 \x01(\t\"<\n\x16\x41\x63\x63\x65ptShipmentResponse\x12\"\n\x08shipment\x18\x01 \x01(\x0b\x32\x10.oms.v1.Shipment\"<\n\x15RejectShipmentRequest\x12\x13\n\x0bshipment_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"p\n\x16RejectShipmentResponse\x12\x1c\n\x05order\x18\x01 \x01(\x0b\x32\r.oms.v1.Order\x12\"\n\x08shipment\x18\x02 \x01(\x0b\x32\x10.oms.v1.Shipment\x12\x14\n\x0cpromise_kept\x18\x03 \x01(\x08\x32\xaa\x06\n\x11\x46ulfilmentService\x12I\n\x0cReleaseOrder\x12\x1b.oms.v1.ReleaseOrderRequest\x1a\x1c.oms.v1.ReleaseOrderResponse\x12R\n\x0f\x43onfirmShipment\x12\x1e.oms.v1.ConfirmShipmentRequest\x1a\x1f.oms.v1.ConfirmShipmentResponse\x12R\n\x0f\x43onfirmDelivery\x12\x1e.oms.v1.ConfirmDeliveryRequest\x1a\x1f.oms.v1.ConfirmDeliveryResponse\x12\x46\n\x0bReturnItems\x12\x1a.oms.v1.ReturnItemsRequest\x1a\x1b.oms.v1.ReturnItemsResponse\x12L\n\rListShipments\x12\x1c.oms.v1.ListShipmentsRequest\x1a\x1d.oms.v1.ListShipmentsResponse\x12Q\n\x0eWatchShipments\x12\x1d.oms.v1.WatchShipmentsRequest\x1a\x1e.oms.v1.WatchShipmentsResponse0\x01\x12O\n\x0e\x41\x63\x63\x65ptShipment\x12\x1d.oms.v1.AcceptShipmentRequest\x1a\x1e.oms.v1.AcceptShipmentResponse\x12O\n\x0eRejectShipment\x12\x1d.oms.v1.RejectShipmentRequest\x1a\x1e.oms.v1.RejectShipmentResponse\x12\x46\n\x0bRejectOrder\x12\x1a.oms.v1.RejectOrderRequest\x1a\x1b.oms.v1.RejectOrderResponse\x12O\n\x0eReportShortage\x12\x1d.oms.v1.ReportShortageRequest\x1a\x1e.oms.v1.ReportShortageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,26 +37,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELEASEORDERREQUEST']._serialized_end=120
   _globals['_RELEASEORDERRESPONSE']._serialized_start=122
   _globals['_RELEASEORDERRESPONSE']._serialized_end=174
-  _globals['_CONFIRMSHIPMENTREQUEST']._serialized_start=176
-  _globals['_CONFIRMSHIPMENTREQUEST']._serialized_end=218
-  _globals['_CONFIRMSHIPMENTRESPONSE']._serialized_start=220
-  _globals['_CONFIRMSHIPMENTRESPONSE']._serialized_end=275
-  _globals['_CONFIRMDELIVERYREQUEST']._serialized_start=277
-  _globals['_CONFIRMDELIVERYREQUEST']._serialized_end=319
-  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_start=321
-  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_end=376
-  _globals['_RETURNITEMSREQUEST']._serialized_start=378
-  _globals['_RETURNITEMSREQUEST']._serialized_end=474
-  _globals['_RETURNITEMSRESPONSE']._serialized_start=476
-  _globals['_RETURNITEMSRESPONSE']._serialized_end=592
-  _globals['_REJECTORDERREQUEST']._serialized_start=594
-  _globals['_REJECTORDERREQUEST']._serialized_end=665
-  _globals['_REJECTORDERRESPONSE']._serialized_start=667
-  _globals['_REJECTORDERRESPONSE']._serialized_end=740
-  _globals['_REPORTSHORTAGEREQUEST']._serialized_start=742
-  _globals['_REPORTSHORTAGEREQUEST']._serialized_end=849
-  _globals['_REPORTSHORTAGERESPONSE']._serialized_start=851
-  _globals['_REPORTSHORTAGERESPONSE']._serialized_end=927
-  _globals['_FULFILMENTSERVICE']._serialized_start=930
-  _globals['_FULFILMENTSERVICE']._serialized_end=1417
+  _globals['_CONFIRMSHIPMENTREQUEST']._serialized_start=177
+  _globals['_CONFIRMSHIPMENTREQUEST']._serialized_end=315
+  _globals['_CONFIRMSHIPMENTRESPONSE']._serialized_start=318
+  _globals['_CONFIRMSHIPMENTRESPONSE']._serialized_end=446
+  _globals['_CONFIRMDELIVERYREQUEST']._serialized_start=448
+  _globals['_CONFIRMDELIVERYREQUEST']._serialized_end=511
+  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_start=513
+  _globals['_CONFIRMDELIVERYRESPONSE']._serialized_end=604
+  _globals['_RETURNITEMSREQUEST']._serialized_start=607
+  _globals['_RETURNITEMSREQUEST']._serialized_end=771
+  _globals['_RETURNITEMSRESPONSE']._serialized_start=774
+  _globals['_RETURNITEMSRESPONSE']._serialized_end=933
+  _globals['_REJECTORDERREQUEST']._serialized_start=935
+  _globals['_REJECTORDERREQUEST']._serialized_end=1006
+  _globals['_REJECTORDERRESPONSE']._serialized_start=1008
+  _globals['_REJECTORDERRESPONSE']._serialized_end=1081
+  _globals['_REPORTSHORTAGEREQUEST']._serialized_start=1083
+  _globals['_REPORTSHORTAGEREQUEST']._serialized_end=1190
+  _globals['_REPORTSHORTAGERESPONSE']._serialized_start=1192
+  _globals['_REPORTSHORTAGERESPONSE']._serialized_end=1268
+  _globals['_LISTSHIPMENTSREQUEST']._serialized_start=1271
+  _globals['_LISTSHIPMENTSREQUEST']._serialized_end=1406
+  _globals['_LISTSHIPMENTSRESPONSE']._serialized_start=1408
+  _globals['_LISTSHIPMENTSRESPONSE']._serialized_end=1493
+  _globals['_WATCHSHIPMENTSREQUEST']._serialized_start=1495
+  _globals['_WATCHSHIPMENTSREQUEST']._serialized_end=1557
+  _globals['_WATCHSHIPMENTSRESPONSE']._serialized_start=1559
+  _globals['_WATCHSHIPMENTSRESPONSE']._serialized_end=1655
+  _globals['_ACCEPTSHIPMENTREQUEST']._serialized_start=1657
+  _globals['_ACCEPTSHIPMENTREQUEST']._serialized_end=1701
+  _globals['_ACCEPTSHIPMENTRESPONSE']._serialized_start=1703
+  _globals['_ACCEPTSHIPMENTRESPONSE']._serialized_end=1763
+  _globals['_REJECTSHIPMENTREQUEST']._serialized_start=1765
+  _globals['_REJECTSHIPMENTREQUEST']._serialized_end=1825
+  _globals['_REJECTSHIPMENTRESPONSE']._serialized_start=1827
+  _globals['_REJECTSHIPMENTRESPONSE']._serialized_end=1939
+  _globals['_FULFILMENTSERVICE']._serialized_start=1942
+  _globals['_FULFILMENTSERVICE']._serialized_end=2752
 # @@protoc_insertion_point(module_scope)

@@ -64,15 +64,33 @@ class ConfirmShipmentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
+    CARRIER_FIELD_NUMBER: _builtins.int
+    TRACKING_NUMBER_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    """Shortcut form: every REQUESTED or ACCEPTED shipment of the order (no carrier needed)."""
+    shipment_id: _builtins.str
+    """Per-shipment form (order_id may then be empty)."""
+    carrier: _builtins.str
+    """Required with shipment_id (at most 64 and 128 characters)."""
+    tracking_number: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.CartLine]:
+        """Optional: only these units left (a partial shipment); empty means all of it."""
+
     def __init__(
         self,
         *,
         order_id: _builtins.str = ...,
+        shipment_id: _builtins.str = ...,
+        carrier: _builtins.str = ...,
+        tracking_number: _builtins.str = ...,
+        lines: _abc.Iterable[_common_pb2.CartLine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier", b"carrier", "lines", b"lines", "order_id", b"order_id", "shipment_id", b"shipment_id", "tracking_number", b"tracking_number"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -83,16 +101,26 @@ class ConfirmShipmentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
+    SHIPMENT_FIELD_NUMBER: _builtins.int
+    REMAINDER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def order(self) -> _common_pb2.Order: ...
+    @_builtins.property
+    def shipment(self) -> _common_pb2.Shipment:
+        """The shipment that left (per-shipment form), and the back-ordered rest if it was split."""
+
+    @_builtins.property
+    def remainder(self) -> _common_pb2.Shipment: ...
     def __init__(
         self,
         *,
         order: _common_pb2.Order | None = ...,
+        shipment: _common_pb2.Shipment | None = ...,
+        remainder: _common_pb2.Shipment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "remainder", b"remainder", "shipment", b"shipment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "remainder", b"remainder", "shipment", b"shipment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -103,15 +131,19 @@ class ConfirmDeliveryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_ID_FIELD_NUMBER: _builtins.int
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
+    shipment_id: _builtins.str
+    """Per-shipment form (order_id may then be empty)."""
     def __init__(
         self,
         *,
         order_id: _builtins.str = ...,
+        shipment_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "shipment_id", b"shipment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -122,16 +154,20 @@ class ConfirmDeliveryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ORDER_FIELD_NUMBER: _builtins.int
+    SHIPMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def order(self) -> _common_pb2.Order: ...
+    @_builtins.property
+    def shipment(self) -> _common_pb2.Shipment: ...
     def __init__(
         self,
         *,
         order: _common_pb2.Order | None = ...,
+        shipment: _common_pb2.Shipment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "shipment", b"shipment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "shipment", b"shipment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -144,21 +180,31 @@ class ReturnItemsRequest(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     LINES_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    DROP_OFF_STORE_ID_FIELD_NUMBER: _builtins.int
+    DROP_OFF_NEAR_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     idempotency_key: _builtins.str
     """Optional; a retry with the same key does not return the units twice."""
+    drop_off_store_id: _builtins.str
+    """Optional drop-off at a store (a node of kind store), by id..."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.CartLine]: ...
+    @_builtins.property
+    def drop_off_near(self) -> _common_pb2.Location:
+        """...or the store nearest to this point (e.g. the shopper's address). Neither: mail-back."""
+
     def __init__(
         self,
         *,
         order_id: _builtins.str = ...,
         lines: _abc.Iterable[_common_pb2.CartLine] | None = ...,
         idempotency_key: _builtins.str = ...,
+        drop_off_store_id: _builtins.str = ...,
+        drop_off_near: _common_pb2.Location | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drop_off_near", b"drop_off_near"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drop_off_near", b"drop_off_near", "drop_off_store_id", b"drop_off_store_id", "idempotency_key", b"idempotency_key", "lines", b"lines", "order_id", b"order_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -171,12 +217,20 @@ class ReturnItemsResponse(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     RETURN_NODE_ID_FIELD_NUMBER: _builtins.int
     RETURN_COST_FIELD_NUMBER: _builtins.int
+    SHIPMENT_IDS_FIELD_NUMBER: _builtins.int
+    DROPPED_OFF_FIELD_NUMBER: _builtins.int
     return_node_id: _builtins.str
+    dropped_off: _builtins.bool
+    """True for a drop-off at a store (return_cost is then zero: the shopper brings them)."""
     @_builtins.property
     def order(self) -> _common_pb2.Order: ...
     @_builtins.property
     def return_cost(self) -> _money_pb2.Money:
         """What sending the units to return_node_id costs (cheapest service + handling)."""
+
+    @_builtins.property
+    def shipment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The shipments the units came from."""
 
     def __init__(
         self,
@@ -184,10 +238,12 @@ class ReturnItemsResponse(_message.Message):
         order: _common_pb2.Order | None = ...,
         return_node_id: _builtins.str = ...,
         return_cost: _money_pb2.Money | None = ...,
+        shipment_ids: _abc.Iterable[_builtins.str] | None = ...,
+        dropped_off: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "return_cost", b"return_cost"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "return_cost", b"return_cost", "return_node_id", b"return_node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_off", b"dropped_off", "order", b"order", "return_cost", b"return_cost", "return_node_id", b"return_node_id", "shipment_ids", b"shipment_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -296,3 +352,206 @@ class ReportShortageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportShortageResponse: _TypeAlias = ReportShortageResponse  # noqa: Y015
+
+@_typing.final
+class ListShipmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    LATE_ONLY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """Required with the admin token unless late_only; a node token lists only its own node."""
+    state: _common_pb2.ShipmentState.ValueType
+    """Only shipments in this state; unspecified lists all."""
+    late_only: _builtins.bool
+    """Only shipments past their planned dispatch date and not yet shipped."""
+    page_size: _builtins.int
+    """0 means 50; above 500 is served as 500; a page stays under 2 MiB."""
+    page_token: _builtins.str
+    """Opaque; valid only with the same filters."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        state: _common_pb2.ShipmentState.ValueType = ...,
+        late_only: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["late_only", b"late_only", "node_id", b"node_id", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListShipmentsRequest: _TypeAlias = ListShipmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListShipmentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def shipments(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Shipment]: ...
+    def __init__(
+        self,
+        *,
+        shipments: _abc.Iterable[_common_pb2.Shipment] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "shipments", b"shipments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListShipmentsResponse: _TypeAlias = ListShipmentsResponse  # noqa: Y015
+
+@_typing.final
+class WatchShipmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    after_cursor: _builtins.int
+    """Resume after this cursor (a previous response's cursor); 0 streams the node's current
+    open work first (PENDING aside) and then every change.
+    """
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        after_cursor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_cursor", b"after_cursor", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchShipmentsRequest: _TypeAlias = WatchShipmentsRequest  # noqa: Y015
+
+@_typing.final
+class WatchShipmentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    event_type: _builtins.str
+    """What changed (the order event's type), and where to resume after this message."""
+    cursor: _builtins.int
+    @_builtins.property
+    def shipment(self) -> _common_pb2.Shipment:
+        """The shipment as it is now."""
+
+    def __init__(
+        self,
+        *,
+        shipment: _common_pb2.Shipment | None = ...,
+        event_type: _builtins.str = ...,
+        cursor: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["shipment", b"shipment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event_type", b"event_type", "shipment", b"shipment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchShipmentsResponse: _TypeAlias = WatchShipmentsResponse  # noqa: Y015
+
+@_typing.final
+class AcceptShipmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
+    shipment_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        shipment_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shipment_id", b"shipment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptShipmentRequest: _TypeAlias = AcceptShipmentRequest  # noqa: Y015
+
+@_typing.final
+class AcceptShipmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shipment(self) -> _common_pb2.Shipment: ...
+    def __init__(
+        self,
+        *,
+        shipment: _common_pb2.Shipment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["shipment", b"shipment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shipment", b"shipment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcceptShipmentResponse: _TypeAlias = AcceptShipmentResponse  # noqa: Y015
+
+@_typing.final
+class RejectShipmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIPMENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    shipment_id: _builtins.str
+    reason: _builtins.str
+    """Required (at most 1000 characters): a customer-service agent reads it."""
+    def __init__(
+        self,
+        *,
+        shipment_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "shipment_id", b"shipment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectShipmentRequest: _TypeAlias = RejectShipmentRequest  # noqa: Y015
+
+@_typing.final
+class RejectShipmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    SHIPMENT_FIELD_NUMBER: _builtins.int
+    PROMISE_KEPT_FIELD_NUMBER: _builtins.int
+    promise_kept: _builtins.bool
+    """True when the re-sourced units still arrive by the promised date."""
+    @_builtins.property
+    def order(self) -> _common_pb2.Order: ...
+    @_builtins.property
+    def shipment(self) -> _common_pb2.Shipment: ...
+    def __init__(
+        self,
+        *,
+        order: _common_pb2.Order | None = ...,
+        shipment: _common_pb2.Shipment | None = ...,
+        promise_kept: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "shipment", b"shipment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "promise_kept", b"promise_kept", "shipment", b"shipment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectShipmentResponse: _TypeAlias = RejectShipmentResponse  # noqa: Y015

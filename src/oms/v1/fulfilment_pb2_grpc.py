@@ -27,6 +27,17 @@ if _version_not_supported:
 
 class FulfilmentServiceStub:
     """What warehouses, stores and carriers call as an order moves.
+
+    The unit of fulfilment is the shipment (one per parcel, common.proto's Shipment); the
+    order's state is derived from its shipments. Nodes work per shipment (ListShipments,
+    WatchShipments, AcceptShipment, RejectShipment, ConfirmShipment and ConfirmDelivery with a
+    shipment_id). The order-level forms (ReleaseOrder; ConfirmShipment and ConfirmDelivery with
+    only an order_id; RejectOrder) stay as shortcuts: they act on every shipment of the order
+    in the right state, which is exactly the old behaviour for single-shipment orders.
+
+    Credentials: the admin token may call everything. A node token (OMS_NODE_TOKENS_FILE) may
+    call only the per-shipment calls, and only for its own node's shipments: anything else is
+    PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -55,6 +66,26 @@ class FulfilmentServiceStub:
                 request_serializer=oms_dot_v1_dot_fulfilment__pb2.ReturnItemsRequest.SerializeToString,
                 response_deserializer=oms_dot_v1_dot_fulfilment__pb2.ReturnItemsResponse.FromString,
                 _registered_method=True)
+        self.ListShipments = channel.unary_unary(
+                '/oms.v1.FulfilmentService/ListShipments',
+                request_serializer=oms_dot_v1_dot_fulfilment__pb2.ListShipmentsRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_fulfilment__pb2.ListShipmentsResponse.FromString,
+                _registered_method=True)
+        self.WatchShipments = channel.unary_stream(
+                '/oms.v1.FulfilmentService/WatchShipments',
+                request_serializer=oms_dot_v1_dot_fulfilment__pb2.WatchShipmentsRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_fulfilment__pb2.WatchShipmentsResponse.FromString,
+                _registered_method=True)
+        self.AcceptShipment = channel.unary_unary(
+                '/oms.v1.FulfilmentService/AcceptShipment',
+                request_serializer=oms_dot_v1_dot_fulfilment__pb2.AcceptShipmentRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_fulfilment__pb2.AcceptShipmentResponse.FromString,
+                _registered_method=True)
+        self.RejectShipment = channel.unary_unary(
+                '/oms.v1.FulfilmentService/RejectShipment',
+                request_serializer=oms_dot_v1_dot_fulfilment__pb2.RejectShipmentRequest.SerializeToString,
+                response_deserializer=oms_dot_v1_dot_fulfilment__pb2.RejectShipmentResponse.FromString,
+                _registered_method=True)
         self.RejectOrder = channel.unary_unary(
                 '/oms.v1.FulfilmentService/RejectOrder',
                 request_serializer=oms_dot_v1_dot_fulfilment__pb2.RejectOrderRequest.SerializeToString,
@@ -69,39 +100,90 @@ class FulfilmentServiceStub:
 
 class FulfilmentServiceServicer:
     """What warehouses, stores and carriers call as an order moves.
+
+    The unit of fulfilment is the shipment (one per parcel, common.proto's Shipment); the
+    order's state is derived from its shipments. Nodes work per shipment (ListShipments,
+    WatchShipments, AcceptShipment, RejectShipment, ConfirmShipment and ConfirmDelivery with a
+    shipment_id). The order-level forms (ReleaseOrder; ConfirmShipment and ConfirmDelivery with
+    only an order_id; RejectOrder) stay as shortcuts: they act on every shipment of the order
+    in the right state, which is exactly the old behaviour for single-shipment orders.
+
+    Credentials: the admin token may call everything. A node token (OMS_NODE_TOKENS_FILE) may
+    call only the per-shipment calls, and only for its own node's shipments: anything else is
+    PERMISSION_DENIED.
     """
 
     def ReleaseOrder(self, request, context):
-        """PLACED -> RELEASED: the order is sent to its shipping nodes.
+        """Sends every PENDING shipment of the order to its node (REQUESTED): PLACED -> RELEASED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ConfirmShipment(self, request, context):
-        """RELEASED -> SHIPPED: on hand is decremented and the reservation consumed.
+        """Per shipment (shipment_id): REQUESTED or ACCEPTED -> SHIPPED with carrier and tracking
+        number; on hand is decremented at its node only (a ledger row naming the shipment) and
+        its reservation consumed. With lines, only those units leave: the shipment is split and
+        the rest stays at the node as a new ACCEPTED shipment (a back-order at that node), which
+        the node ships later or rejects (re-sourcing it). A COLLECT pickup shipment becomes
+        READY_FOR_PICKUP instead.
+        Shortcut (order_id only): ships every REQUESTED or ACCEPTED shipment of the order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ConfirmDelivery(self, request, context):
-        """SHIPPED -> DELIVERED.
+        """Per shipment: SHIPPED -> DELIVERED (READY_FOR_PICKUP -> PICKED_UP).
+        Shortcut (order_id only): every shipped shipment of the order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReturnItems(self, request, context):
-        """Units of a shipped or delivered order come back; the return node is the one
-        cheapest to send them to, and its stock is restored.
+        """Units of shipped shipments come back. Mail-back (no drop-off given): to the node
+        cheapest to send them to. At a store: drop_off_store_id, or the store nearest to
+        drop_off_near. Either way that node's stock is restored (a ledger row) and the return
+        names the shipment the units came from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListShipments(self, request, context):
+        """A node's shipments by state, in creation order, paginated (AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchShipments(self, request, context):
+        """A node's work as it happens: every change to its shipments after the cursor, in
+        order, each with the cursor to resume from after a reconnect (nothing is missed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcceptShipment(self, request, context):
+        """REQUESTED -> ACCEPTED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectShipment(self, request, context):
+        """PENDING, REQUESTED or ACCEPTED -> REJECTED: the units are re-sourced with the model
+        (within the promise when possible) into new shipments at other nodes, as RejectOrder.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RejectOrder(self, request, context):
-        """A node will not ship its part of a PLACED or RELEASED order. Its units are released
+        """Shortcut: RejectShipment for every open shipment of node_id in the order.
+        A node will not ship its part of a PLACED or RELEASED order. Its units are released
         and re-sourced with the model from other nodes: within the promised date when any
         allocation arrives by then, else the one arriving closest to it (the order is then
         flagged needs_attention). Every step is an order event.
@@ -141,6 +223,26 @@ def add_FulfilmentServiceServicer_to_server(servicer, server):
                     request_deserializer=oms_dot_v1_dot_fulfilment__pb2.ReturnItemsRequest.FromString,
                     response_serializer=oms_dot_v1_dot_fulfilment__pb2.ReturnItemsResponse.SerializeToString,
             ),
+            'ListShipments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShipments,
+                    request_deserializer=oms_dot_v1_dot_fulfilment__pb2.ListShipmentsRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_fulfilment__pb2.ListShipmentsResponse.SerializeToString,
+            ),
+            'WatchShipments': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchShipments,
+                    request_deserializer=oms_dot_v1_dot_fulfilment__pb2.WatchShipmentsRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_fulfilment__pb2.WatchShipmentsResponse.SerializeToString,
+            ),
+            'AcceptShipment': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcceptShipment,
+                    request_deserializer=oms_dot_v1_dot_fulfilment__pb2.AcceptShipmentRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_fulfilment__pb2.AcceptShipmentResponse.SerializeToString,
+            ),
+            'RejectShipment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectShipment,
+                    request_deserializer=oms_dot_v1_dot_fulfilment__pb2.RejectShipmentRequest.FromString,
+                    response_serializer=oms_dot_v1_dot_fulfilment__pb2.RejectShipmentResponse.SerializeToString,
+            ),
             'RejectOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.RejectOrder,
                     request_deserializer=oms_dot_v1_dot_fulfilment__pb2.RejectOrderRequest.FromString,
@@ -161,6 +263,17 @@ def add_FulfilmentServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class FulfilmentService:
     """What warehouses, stores and carriers call as an order moves.
+
+    The unit of fulfilment is the shipment (one per parcel, common.proto's Shipment); the
+    order's state is derived from its shipments. Nodes work per shipment (ListShipments,
+    WatchShipments, AcceptShipment, RejectShipment, ConfirmShipment and ConfirmDelivery with a
+    shipment_id). The order-level forms (ReleaseOrder; ConfirmShipment and ConfirmDelivery with
+    only an order_id; RejectOrder) stay as shortcuts: they act on every shipment of the order
+    in the right state, which is exactly the old behaviour for single-shipment orders.
+
+    Credentials: the admin token may call everything. A node token (OMS_NODE_TOKENS_FILE) may
+    call only the per-shipment calls, and only for its own node's shipments: anything else is
+    PERMISSION_DENIED.
     """
 
     @staticmethod
@@ -261,6 +374,114 @@ class FulfilmentService:
             '/oms.v1.FulfilmentService/ReturnItems',
             oms_dot_v1_dot_fulfilment__pb2.ReturnItemsRequest.SerializeToString,
             oms_dot_v1_dot_fulfilment__pb2.ReturnItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShipments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.FulfilmentService/ListShipments',
+            oms_dot_v1_dot_fulfilment__pb2.ListShipmentsRequest.SerializeToString,
+            oms_dot_v1_dot_fulfilment__pb2.ListShipmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchShipments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/oms.v1.FulfilmentService/WatchShipments',
+            oms_dot_v1_dot_fulfilment__pb2.WatchShipmentsRequest.SerializeToString,
+            oms_dot_v1_dot_fulfilment__pb2.WatchShipmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcceptShipment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.FulfilmentService/AcceptShipment',
+            oms_dot_v1_dot_fulfilment__pb2.AcceptShipmentRequest.SerializeToString,
+            oms_dot_v1_dot_fulfilment__pb2.AcceptShipmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectShipment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/oms.v1.FulfilmentService/RejectShipment',
+            oms_dot_v1_dot_fulfilment__pb2.RejectShipmentRequest.SerializeToString,
+            oms_dot_v1_dot_fulfilment__pb2.RejectShipmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

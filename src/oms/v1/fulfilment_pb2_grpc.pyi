@@ -27,24 +27,60 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class FulfilmentServiceStub:
-    """What warehouses, stores and carriers call as an order moves."""
+    """What warehouses, stores and carriers call as an order moves.
+
+    The unit of fulfilment is the shipment (one per parcel, common.proto's Shipment); the
+    order's state is derived from its shipments. Nodes work per shipment (ListShipments,
+    WatchShipments, AcceptShipment, RejectShipment, ConfirmShipment and ConfirmDelivery with a
+    shipment_id). The order-level forms (ReleaseOrder; ConfirmShipment and ConfirmDelivery with
+    only an order_id; RejectOrder) stay as shortcuts: they act on every shipment of the order
+    in the right state, which is exactly the old behaviour for single-shipment orders.
+
+    Credentials: the admin token may call everything. A node token (OMS_NODE_TOKENS_FILE) may
+    call only the per-shipment calls, and only for its own node's shipments: anything else is
+    PERMISSION_DENIED.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FulfilmentServiceAsyncStub: ...
     ReleaseOrder: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.ReleaseOrderRequest, _fulfilment_pb2.ReleaseOrderResponse]
-    """PLACED -> RELEASED: the order is sent to its shipping nodes."""
+    """Sends every PENDING shipment of the order to its node (REQUESTED): PLACED -> RELEASED."""
     ConfirmShipment: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.ConfirmShipmentRequest, _fulfilment_pb2.ConfirmShipmentResponse]
-    """RELEASED -> SHIPPED: on hand is decremented and the reservation consumed."""
+    """Per shipment (shipment_id): REQUESTED or ACCEPTED -> SHIPPED with carrier and tracking
+    number; on hand is decremented at its node only (a ledger row naming the shipment) and
+    its reservation consumed. With lines, only those units leave: the shipment is split and
+    the rest stays at the node as a new ACCEPTED shipment (a back-order at that node), which
+    the node ships later or rejects (re-sourcing it). A COLLECT pickup shipment becomes
+    READY_FOR_PICKUP instead.
+    Shortcut (order_id only): ships every REQUESTED or ACCEPTED shipment of the order.
+    """
     ConfirmDelivery: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.ConfirmDeliveryRequest, _fulfilment_pb2.ConfirmDeliveryResponse]
-    """SHIPPED -> DELIVERED."""
+    """Per shipment: SHIPPED -> DELIVERED (READY_FOR_PICKUP -> PICKED_UP).
+    Shortcut (order_id only): every shipped shipment of the order.
+    """
     ReturnItems: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.ReturnItemsRequest, _fulfilment_pb2.ReturnItemsResponse]
-    """Units of a shipped or delivered order come back; the return node is the one
-    cheapest to send them to, and its stock is restored.
+    """Units of shipped shipments come back. Mail-back (no drop-off given): to the node
+    cheapest to send them to. At a store: drop_off_store_id, or the store nearest to
+    drop_off_near. Either way that node's stock is restored (a ledger row) and the return
+    names the shipment the units came from.
+    """
+    ListShipments: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.ListShipmentsRequest, _fulfilment_pb2.ListShipmentsResponse]
+    """A node's shipments by state, in creation order, paginated (AIP-158)."""
+    WatchShipments: _grpc.UnaryStreamMultiCallable[_fulfilment_pb2.WatchShipmentsRequest, _fulfilment_pb2.WatchShipmentsResponse]
+    """A node's work as it happens: every change to its shipments after the cursor, in
+    order, each with the cursor to resume from after a reconnect (nothing is missed).
+    """
+    AcceptShipment: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.AcceptShipmentRequest, _fulfilment_pb2.AcceptShipmentResponse]
+    """REQUESTED -> ACCEPTED."""
+    RejectShipment: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.RejectShipmentRequest, _fulfilment_pb2.RejectShipmentResponse]
+    """PENDING, REQUESTED or ACCEPTED -> REJECTED: the units are re-sourced with the model
+    (within the promise when possible) into new shipments at other nodes, as RejectOrder.
     """
     RejectOrder: _grpc.UnaryUnaryMultiCallable[_fulfilment_pb2.RejectOrderRequest, _fulfilment_pb2.RejectOrderResponse]
-    """A node will not ship its part of a PLACED or RELEASED order. Its units are released
+    """Shortcut: RejectShipment for every open shipment of node_id in the order.
+    A node will not ship its part of a PLACED or RELEASED order. Its units are released
     and re-sourced with the model from other nodes: within the promised date when any
     allocation arrives by then, else the one arriving closest to it (the order is then
     flagged needs_attention). Every step is an order event.
@@ -56,21 +92,57 @@ class FulfilmentServiceStub:
 
 @_typing.type_check_only
 class FulfilmentServiceAsyncStub(FulfilmentServiceStub):
-    """What warehouses, stores and carriers call as an order moves."""
+    """What warehouses, stores and carriers call as an order moves.
+
+    The unit of fulfilment is the shipment (one per parcel, common.proto's Shipment); the
+    order's state is derived from its shipments. Nodes work per shipment (ListShipments,
+    WatchShipments, AcceptShipment, RejectShipment, ConfirmShipment and ConfirmDelivery with a
+    shipment_id). The order-level forms (ReleaseOrder; ConfirmShipment and ConfirmDelivery with
+    only an order_id; RejectOrder) stay as shortcuts: they act on every shipment of the order
+    in the right state, which is exactly the old behaviour for single-shipment orders.
+
+    Credentials: the admin token may call everything. A node token (OMS_NODE_TOKENS_FILE) may
+    call only the per-shipment calls, and only for its own node's shipments: anything else is
+    PERMISSION_DENIED.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ReleaseOrder: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.ReleaseOrderRequest, _fulfilment_pb2.ReleaseOrderResponse]  # type: ignore[assignment]
-    """PLACED -> RELEASED: the order is sent to its shipping nodes."""
+    """Sends every PENDING shipment of the order to its node (REQUESTED): PLACED -> RELEASED."""
     ConfirmShipment: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.ConfirmShipmentRequest, _fulfilment_pb2.ConfirmShipmentResponse]  # type: ignore[assignment]
-    """RELEASED -> SHIPPED: on hand is decremented and the reservation consumed."""
+    """Per shipment (shipment_id): REQUESTED or ACCEPTED -> SHIPPED with carrier and tracking
+    number; on hand is decremented at its node only (a ledger row naming the shipment) and
+    its reservation consumed. With lines, only those units leave: the shipment is split and
+    the rest stays at the node as a new ACCEPTED shipment (a back-order at that node), which
+    the node ships later or rejects (re-sourcing it). A COLLECT pickup shipment becomes
+    READY_FOR_PICKUP instead.
+    Shortcut (order_id only): ships every REQUESTED or ACCEPTED shipment of the order.
+    """
     ConfirmDelivery: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.ConfirmDeliveryRequest, _fulfilment_pb2.ConfirmDeliveryResponse]  # type: ignore[assignment]
-    """SHIPPED -> DELIVERED."""
+    """Per shipment: SHIPPED -> DELIVERED (READY_FOR_PICKUP -> PICKED_UP).
+    Shortcut (order_id only): every shipped shipment of the order.
+    """
     ReturnItems: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.ReturnItemsRequest, _fulfilment_pb2.ReturnItemsResponse]  # type: ignore[assignment]
-    """Units of a shipped or delivered order come back; the return node is the one
-    cheapest to send them to, and its stock is restored.
+    """Units of shipped shipments come back. Mail-back (no drop-off given): to the node
+    cheapest to send them to. At a store: drop_off_store_id, or the store nearest to
+    drop_off_near. Either way that node's stock is restored (a ledger row) and the return
+    names the shipment the units came from.
+    """
+    ListShipments: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.ListShipmentsRequest, _fulfilment_pb2.ListShipmentsResponse]  # type: ignore[assignment]
+    """A node's shipments by state, in creation order, paginated (AIP-158)."""
+    WatchShipments: _aio.UnaryStreamMultiCallable[_fulfilment_pb2.WatchShipmentsRequest, _fulfilment_pb2.WatchShipmentsResponse]  # type: ignore[assignment]
+    """A node's work as it happens: every change to its shipments after the cursor, in
+    order, each with the cursor to resume from after a reconnect (nothing is missed).
+    """
+    AcceptShipment: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.AcceptShipmentRequest, _fulfilment_pb2.AcceptShipmentResponse]  # type: ignore[assignment]
+    """REQUESTED -> ACCEPTED."""
+    RejectShipment: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.RejectShipmentRequest, _fulfilment_pb2.RejectShipmentResponse]  # type: ignore[assignment]
+    """PENDING, REQUESTED or ACCEPTED -> REJECTED: the units are re-sourced with the model
+    (within the promise when possible) into new shipments at other nodes, as RejectOrder.
     """
     RejectOrder: _aio.UnaryUnaryMultiCallable[_fulfilment_pb2.RejectOrderRequest, _fulfilment_pb2.RejectOrderResponse]  # type: ignore[assignment]
-    """A node will not ship its part of a PLACED or RELEASED order. Its units are released
+    """Shortcut: RejectShipment for every open shipment of node_id in the order.
+    A node will not ship its part of a PLACED or RELEASED order. Its units are released
     and re-sourced with the model from other nodes: within the promised date when any
     allocation arrives by then, else the one arriving closest to it (the order is then
     flagged needs_attention). Every step is an order event.
@@ -81,7 +153,19 @@ class FulfilmentServiceAsyncStub(FulfilmentServiceStub):
     """
 
 class FulfilmentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """What warehouses, stores and carriers call as an order moves."""
+    """What warehouses, stores and carriers call as an order moves.
+
+    The unit of fulfilment is the shipment (one per parcel, common.proto's Shipment); the
+    order's state is derived from its shipments. Nodes work per shipment (ListShipments,
+    WatchShipments, AcceptShipment, RejectShipment, ConfirmShipment and ConfirmDelivery with a
+    shipment_id). The order-level forms (ReleaseOrder; ConfirmShipment and ConfirmDelivery with
+    only an order_id; RejectOrder) stay as shortcuts: they act on every shipment of the order
+    in the right state, which is exactly the old behaviour for single-shipment orders.
+
+    Credentials: the admin token may call everything. A node token (OMS_NODE_TOKENS_FILE) may
+    call only the per-shipment calls, and only for its own node's shipments: anything else is
+    PERMISSION_DENIED.
+    """
 
     @_abc_1.abstractmethod
     def ReleaseOrder(
@@ -89,7 +173,7 @@ class FulfilmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfilment_pb2.ReleaseOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfilment_pb2.ReleaseOrderResponse, _abc.Awaitable[_fulfilment_pb2.ReleaseOrderResponse]]:
-        """PLACED -> RELEASED: the order is sent to its shipping nodes."""
+        """Sends every PENDING shipment of the order to its node (REQUESTED): PLACED -> RELEASED."""
 
     @_abc_1.abstractmethod
     def ConfirmShipment(
@@ -97,7 +181,14 @@ class FulfilmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfilment_pb2.ConfirmShipmentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfilment_pb2.ConfirmShipmentResponse, _abc.Awaitable[_fulfilment_pb2.ConfirmShipmentResponse]]:
-        """RELEASED -> SHIPPED: on hand is decremented and the reservation consumed."""
+        """Per shipment (shipment_id): REQUESTED or ACCEPTED -> SHIPPED with carrier and tracking
+        number; on hand is decremented at its node only (a ledger row naming the shipment) and
+        its reservation consumed. With lines, only those units leave: the shipment is split and
+        the rest stays at the node as a new ACCEPTED shipment (a back-order at that node), which
+        the node ships later or rejects (re-sourcing it). A COLLECT pickup shipment becomes
+        READY_FOR_PICKUP instead.
+        Shortcut (order_id only): ships every REQUESTED or ACCEPTED shipment of the order.
+        """
 
     @_abc_1.abstractmethod
     def ConfirmDelivery(
@@ -105,7 +196,9 @@ class FulfilmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfilment_pb2.ConfirmDeliveryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfilment_pb2.ConfirmDeliveryResponse, _abc.Awaitable[_fulfilment_pb2.ConfirmDeliveryResponse]]:
-        """SHIPPED -> DELIVERED."""
+        """Per shipment: SHIPPED -> DELIVERED (READY_FOR_PICKUP -> PICKED_UP).
+        Shortcut (order_id only): every shipped shipment of the order.
+        """
 
     @_abc_1.abstractmethod
     def ReturnItems(
@@ -113,8 +206,46 @@ class FulfilmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfilment_pb2.ReturnItemsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfilment_pb2.ReturnItemsResponse, _abc.Awaitable[_fulfilment_pb2.ReturnItemsResponse]]:
-        """Units of a shipped or delivered order come back; the return node is the one
-        cheapest to send them to, and its stock is restored.
+        """Units of shipped shipments come back. Mail-back (no drop-off given): to the node
+        cheapest to send them to. At a store: drop_off_store_id, or the store nearest to
+        drop_off_near. Either way that node's stock is restored (a ledger row) and the return
+        names the shipment the units came from.
+        """
+
+    @_abc_1.abstractmethod
+    def ListShipments(
+        self,
+        request: _fulfilment_pb2.ListShipmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfilment_pb2.ListShipmentsResponse, _abc.Awaitable[_fulfilment_pb2.ListShipmentsResponse]]:
+        """A node's shipments by state, in creation order, paginated (AIP-158)."""
+
+    @_abc_1.abstractmethod
+    def WatchShipments(
+        self,
+        request: _fulfilment_pb2.WatchShipmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fulfilment_pb2.WatchShipmentsResponse], _abc.AsyncIterator[_fulfilment_pb2.WatchShipmentsResponse]]:
+        """A node's work as it happens: every change to its shipments after the cursor, in
+        order, each with the cursor to resume from after a reconnect (nothing is missed).
+        """
+
+    @_abc_1.abstractmethod
+    def AcceptShipment(
+        self,
+        request: _fulfilment_pb2.AcceptShipmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfilment_pb2.AcceptShipmentResponse, _abc.Awaitable[_fulfilment_pb2.AcceptShipmentResponse]]:
+        """REQUESTED -> ACCEPTED."""
+
+    @_abc_1.abstractmethod
+    def RejectShipment(
+        self,
+        request: _fulfilment_pb2.RejectShipmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fulfilment_pb2.RejectShipmentResponse, _abc.Awaitable[_fulfilment_pb2.RejectShipmentResponse]]:
+        """PENDING, REQUESTED or ACCEPTED -> REJECTED: the units are re-sourced with the model
+        (within the promise when possible) into new shipments at other nodes, as RejectOrder.
         """
 
     @_abc_1.abstractmethod
@@ -123,7 +254,8 @@ class FulfilmentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fulfilment_pb2.RejectOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fulfilment_pb2.RejectOrderResponse, _abc.Awaitable[_fulfilment_pb2.RejectOrderResponse]]:
-        """A node will not ship its part of a PLACED or RELEASED order. Its units are released
+        """Shortcut: RejectShipment for every open shipment of node_id in the order.
+        A node will not ship its part of a PLACED or RELEASED order. Its units are released
         and re-sourced with the model from other nodes: within the promised date when any
         allocation arrives by then, else the one arriving closest to it (the order is then
         flagged needs_attention). Every step is an order event.

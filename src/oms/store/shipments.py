@@ -1,0 +1,376 @@
+"""Shipments (issue 16): one per parcel of an order's allocation, each with its own life.
+
+Works in the caller's transaction (:meth:`oms.store.database.Database.write`):
+a shipment's change, the stock it moves, its order's derived state and its
+events commit together. Keeping an order's shipments in step with its
+allocation is :meth:`ShipmentRepository.sync`: the order repository calls it
+wherever an allocation is written (placing, re-sourcing, receipts), and the
+batch job after its own write, so no writer of plans needs to know about shipments.
+
+May import :mod:`oms.store.database`, ``catalog``, ``stock``, ``outbox``,
+``shipment_records``, ``plans``, :mod:`oms.schema`, :mod:`oms.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import date, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from oms import schema as t
+from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition
+from oms.store import outbox
+from oms.store import shipment_records as sh
+from oms.store.catalog import NetworkRepository
+from oms.store.database import Database
+from oms.store.plans import Plan, PlannedParcel
+from oms.store.stock import StockRepository, cut_reservations
+
+_COLUMNS = tuple(c.name for c in t.shipments.columns)
+#: Days from the order's start date to a parcel's planned dispatch, given the parcel.
+DispatchDays = Callable[[PlannedParcel], int]
+
+
+def _day(start: str, days: int) -> str:
+    return (date.fromisoformat(start) + timedelta(days=int(days))).isoformat()
+
+
+def _lines(parcel: PlannedParcel) -> list[dict[str, Any]]:
+    return [{"line": pl.line, "sku": pl.sku, "qty": pl.qty} for pl in parcel.lines]
+
+
+def with_shipment_ids(allocation: Plan) -> Plan:
+    """``allocation`` with a new shipment id on every parcel that has none."""
+    if all(p.shipment_id is not None for p in allocation.parcels):
+        return allocation
+    return replace(
+        allocation,
+        parcels=tuple(
+            p if p.shipment_id is not None else replace(p, shipment_id=sh.new_shipment_id())
+            for p in allocation.parcels
+        ),
+    )
+
+
+class ShipmentRepository:
+    def __init__(self, db: Database, stock: StockRepository, network: NetworkRepository) -> None:
+        self.db = db
+        self.clock = db.clock
+        self.stock = stock
+        self.network = network
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _row(self, values: Sequence[Any], today: str) -> sh.ShipmentRow:
+        row = dict(zip(_COLUMNS, values, strict=True))
+        state = row["state"]
+        return sh.ShipmentRow(
+            shipment_id=row["shipment_id"],
+            order_id=row["order_id"],
+            node_id=row["node_id"],
+            service=row["service"],
+            lines=json.loads(row["lines_json"]),
+            state=state,
+            planned_dispatch=row["planned_dispatch"],
+            planned_arrival=row["planned_arrival"],
+            carrier=row["carrier"],
+            tracking_number=row["tracking_number"],
+            shipped_at=row["shipped_at"],
+            delivered_at=row["delivered_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            reason=row["reason"],
+            replaces=row["replaces"],
+            late=state in sh.OPEN and row["planned_dispatch"] < today,
+        )
+
+    def today(self) -> str:
+        from datetime import UTC, datetime
+
+        return datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
+
+    def of_order(self, conn: Connection, order_id: str) -> list[sh.ShipmentRow]:
+        s = t.shipments
+        today = self.today()
+        return [
+            self._row(r, today)
+            for r in conn.execute(
+                sa.select(s)
+                .where(s.c.order_id == order_id)
+                .order_by(s.c.created_at, s.c.shipment_id)
+            )
+        ]
+
+    def get(
+        self, conn: Connection, shipment_id: str, *, for_update: bool = False
+    ) -> sh.ShipmentRow:
+        s = t.shipments
+        query = sa.select(s).where(s.c.shipment_id == shipment_id)
+        if for_update and conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        found = conn.execute(query).first()
+        if found is None:
+            raise NotFound("shipment", shipment_id)
+        return self._row(found, self.today())
+
+    def search(
+        self,
+        conn: Connection,
+        *,
+        node_id: str | None,
+        state: str | None,
+        late_only: bool,
+        after: tuple[float, str] | None,
+        limit: int,
+    ) -> list[sh.ShipmentRow]:
+        """Shipments by (created_at, shipment_id) after the ``after`` cursor."""
+        s = t.shipments
+        query = sa.select(s).order_by(s.c.created_at, s.c.shipment_id).limit(limit)
+        if node_id is not None:
+            query = query.where(s.c.node_id == node_id)
+        if state is not None:
+            query = query.where(s.c.state == state)
+        today = self.today()
+        if late_only:
+            query = query.where(s.c.state.in_(sorted(sh.OPEN)), s.c.planned_dispatch < today)
+        if after is not None:
+            query = query.where(
+                sa.or_(
+                    s.c.created_at > after[0],
+                    sa.and_(s.c.created_at == after[0], s.c.shipment_id > after[1]),
+                )
+            )
+        return [self._row(r, today) for r in conn.execute(query)]
+
+    def count_late(self, conn: Connection) -> int:
+        s = t.shipments
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    s.c.state.in_(sorted(sh.OPEN)), s.c.planned_dispatch < self.today()
+                )
+            ).scalar()
+            or 0
+        )
+
+    # -- writes ----------------------------------------------------------------------
+
+    def event(self, conn: Connection, shipment: sh.ShipmentRow, kind: str, detail: str) -> None:
+        outbox.add_event(
+            conn,
+            shipment.order_id,
+            kind,
+            detail,
+            self.clock(),
+            shipment_id=shipment.shipment_id,
+            node_id=shipment.node_id,
+        )
+
+    def insert(
+        self,
+        conn: Connection,
+        order_id: str,
+        parcel: PlannedParcel,
+        start: str,
+        dispatch_days: DispatchDays,
+        *,
+        state: str,
+        reason: str | None,
+        replaces: str | None = None,
+    ) -> sh.ShipmentRow:
+        assert parcel.shipment_id is not None
+        now = self.clock()
+        lines = _lines(parcel)
+        values = {
+            "shipment_id": parcel.shipment_id,
+            "order_id": order_id,
+            "node_id": parcel.node_id,
+            "service": parcel.service,
+            "lines_json": json.dumps(lines, separators=(",", ":")),
+            "state": state,
+            "planned_dispatch": _day(start, dispatch_days(parcel)),
+            "planned_arrival": _day(start, parcel.arrival_days),
+            "carrier": None,
+            "tracking_number": None,
+            "shipped_at": None,
+            "delivered_at": None,
+            "created_at": now,
+            "updated_at": now,
+            "reason": reason,
+            "replaces": replaces,
+        }
+        conn.execute(sa.insert(t.shipments).values(**values))
+        row = self._row([values[c] for c in _COLUMNS], self.today())
+        kind = "shipment_requested" if state == sh.REQUESTED else "shipment_created"
+        self.event(
+            conn,
+            row,
+            kind,
+            f"{row.describe()} by {row.service}, planned to leave {row.planned_dispatch}"
+            + (f"; {reason}" if reason else ""),
+        )
+        return row
+
+    def move(
+        self,
+        conn: Connection,
+        shipment: sh.ShipmentRow,
+        state: str,
+        detail: str,
+        **values: Any,
+    ) -> sh.ShipmentRow:
+        """Set ``shipment``'s state (and other columns) if it is still in its read state;
+        one event ``shipment_<state>``. Aborted when it changed meanwhile."""
+        s = t.shipments
+        changed = conn.execute(
+            sa.update(s)
+            .where(s.c.shipment_id == shipment.shipment_id, s.c.state == shipment.state)
+            .values(state=state, updated_at=self.clock(), **values)
+        ).rowcount
+        if not changed:
+            raise Aborted(f"shipment {shipment.shipment_id!r} changed concurrently")
+        fresh = self.get(conn, shipment.shipment_id)
+        self.event(conn, fresh, f"shipment_{state.lower()}", detail)
+        return fresh
+
+    def set_lines(
+        self, conn: Connection, shipment: sh.ShipmentRow, lines: list[dict[str, Any]]
+    ) -> None:
+        conn.execute(
+            sa.update(t.shipments)
+            .where(t.shipments.c.shipment_id == shipment.shipment_id)
+            .values(lines_json=json.dumps(lines, separators=(",", ":")), updated_at=self.clock())
+        )
+
+    def sync(
+        self,
+        conn: Connection,
+        order_id: str,
+        allocation: Plan,
+        *,
+        released: bool,
+        reason: str | None = None,
+        replaces: str | None = None,
+    ) -> Plan:
+        """Bring the order's shipments in step with ``allocation`` (one per parcel); the
+        allocation with every parcel naming its shipment, for the caller to store.
+
+        Parcels without a shipment get a new one (REQUESTED when the order was already
+        sent to its nodes, else PENDING). Open shipments whose parcel changed take its
+        lines; open ones whose parcel is gone are CANCELLED (re-allocated). Shipments
+        that left, or were rejected, are history: untouched.
+        """
+        allocation = with_shipment_ids(allocation)
+        dispatch_days = self.dispatch_days(conn)
+        existing = {s.shipment_id: s for s in self.of_order(conn, order_id)}
+        seen: set[str] = set()
+        for parcel in allocation.parcels:
+            assert parcel.shipment_id is not None
+            current = existing.get(parcel.shipment_id)
+            if current is None:
+                self.insert(
+                    conn,
+                    order_id,
+                    parcel,
+                    allocation.start,
+                    dispatch_days,
+                    state=sh.REQUESTED if released else sh.PENDING,
+                    reason=reason,
+                    replaces=replaces,
+                )
+                continue
+            seen.add(current.shipment_id)
+            if current.state in sh.OPEN and _lines(parcel) != current.lines:
+                self.set_lines(conn, current, _lines(parcel))
+        for shipment in existing.values():
+            if shipment.shipment_id not in seen and shipment.state in sh.OPEN:
+                self.move(
+                    conn,
+                    shipment,
+                    sh.CANCELLED,
+                    f"{shipment.describe()} re-allocated" + (f": {reason}" if reason else ""),
+                    reason=reason or "re-allocated",
+                )
+        return allocation
+
+    def dispatch_days(self, conn: Connection) -> DispatchDays:
+        """Days from an order's start to a parcel's planned dispatch: its arrival less the
+        transit of its service and zone (the node's handling days, and any wait for an
+        inbound receipt, come before); a lane the rate card does not know (pickup,
+        transfer) counts the node's handling days."""
+        catalog = self.network.catalog(conn)
+        service = {s: i for i, s in enumerate(catalog.service_ids)}
+        zone = {z: i for i, z in enumerate(catalog.zone_ids)}
+
+        def days(parcel: PlannedParcel) -> int:
+            s, z = service.get(parcel.service), zone.get(str(parcel.zone))
+            if s is not None and z is not None and catalog.offered[s, z]:
+                return max(0, parcel.arrival_days - int(catalog.transit_days[s, z]))
+            n = catalog.node_index.get(parcel.node_id)
+            handling = int(catalog.handling_days[n]) if n is not None else 0
+            return max(0, min(parcel.arrival_days, handling))
+
+        return days
+
+    def refresh_state(self, conn: Connection, order_id: str) -> str:
+        """Write the order's state derived from its shipments (and bump its version when
+        it changes, so a batch job or re-sourcing that read it before loses the race)."""
+        state = self.derive_state(conn, order_id)
+        o = t.orders
+        conn.execute(
+            sa.update(o)
+            .where(o.c.order_id == order_id, o.c.state != state)
+            .values(state=state, updated_at=self.clock(), version=o.c.version + 1)
+        )
+        return state
+
+    def consume(self, conn: Connection, shipment: sh.ShipmentRow, units: Mapping[str, int]) -> None:
+        """``units`` (per SKU) of ``shipment`` left its node: on hand decremented there only
+        (one ledger row per SKU naming the shipment) and the order's reservations at those
+        positions cut by as much. FAILED_PRECONDITION for units not reserved from stock
+        (they still wait for an inbound receipt)."""
+        r = t.reservations
+        node = shipment.node_id
+        reserved = {
+            sku: int(qty)
+            for sku, qty in conn.execute(
+                sa.select(r.c.sku, sa.func.sum(r.c.qty))
+                .where(r.c.order_id == shipment.order_id, r.c.node_id == node)
+                .group_by(r.c.sku)
+            )
+        }
+        short = [
+            Precondition(
+                "RECEIPT",
+                f"{node}/{sku}",
+                f"{qty} unit(s) to ship but {reserved.get(sku, 0)} reserved from stock:"
+                " the rest waits for an inbound receipt",
+            )
+            for sku, qty in sorted(units.items())
+            if qty > reserved.get(sku, 0)
+        ]
+        if short:
+            raise FailedPrecondition(
+                f"shipment {shipment.shipment_id!r} still waits for inbound receipt(s)", short
+            )
+        for sku, qty in sorted(units.items()):
+            rows = conn.execute(
+                sa.select(r.c.reservation_id, r.c.qty)
+                .where(r.c.order_id == shipment.order_id, r.c.node_id == node, r.c.sku == sku)
+                .order_by(r.c.reservation_id.desc())
+            ).all()
+            cut_reservations(conn, rows, qty)
+            self.stock.ledger(
+                conn, node, sku, -qty, "shipment", shipment.order_id, shipment.shipment_id
+            )
+
+    def derive_state(self, conn: Connection, order_id: str) -> str:
+        """The order's state from its shipments (:func:`oms.store.shipment_records.order_state`)."""
+        s = t.shipments
+        states = [r[0] for r in conn.execute(sa.select(s.c.state).where(s.c.order_id == order_id))]
+        return sh.order_state(states)
