@@ -3,8 +3,8 @@
 Run from the project root (a command, not a test)::
 
     .venv/bin/python benchmarks/load.py [--duration 10] [--warmup 2] [--clients 1,8,32,64]
-        [--processes 1,2] [--stores sqlite,postgresql] [--only quotes|place|all]
-        [--seed 0] [--json PATH] [--smoke]
+        [--processes 1,2] [--stores sqlite,postgresql] [--only quotes|place|ship|all]
+        [--seed 0] [--json PATH] [--smoke] [--baseline-src DIR]
 
 Every cell starts the real server (``python -m oms.cli serve``) as a
 subprocess on a free port, on a store prepared beforehand by this script
@@ -30,6 +30,14 @@ seconds; only calls that complete inside the ``--duration`` window count.
 * ``place``: QuoteDeliveryOptions, then PlaceOrder on the first option with a
   fresh idempotency key. calls/s = placed orders per second; p50/p99 are of
   PlaceOrder alone, ``pair`` of quote + place.
+* ``ship`` (``--only ship``; issue 16): QuoteDeliveryOptions, PlaceOrder, then
+  ReleaseOrder and ConfirmShipment by order id (the order-level shortcut every version
+  of the service has). calls/s = shipped orders per second; ``place`` and ``ship``
+  columns are PlaceOrder's and ConfirmShipment's own latencies. With
+  ``--baseline-src DIR`` (a checkout's root, e.g. ``git worktree add /tmp/before main``
+  or ``git archive``), every place or ship cell runs twice, side by side in one run:
+  the server (and the store's preparation, its migrations) from ``DIR/src`` first,
+  then from this tree, so a change is judged by the ratio of neighbouring cells.
 * ``open``: after the quotes matrix, an open-loop cell on SQLite with the
   largest process count: Poisson arrivals at half the best closed-loop quotes/s
   (``--open-rate`` overrides), sent asynchronously (grpc futures) over
@@ -65,7 +73,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
@@ -75,7 +83,7 @@ import numpy as np
 from tqdm import tqdm
 
 from oms.server import wait_until_serving
-from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
+from oms.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2, fulfilment_pb2, fulfilment_pb2_grpc
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "load.json"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -97,18 +105,21 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class Cell:
     """One measurement: a kind of load on one store and server configuration."""
 
-    kind: str  # "quotes", "place" or "open"
+    kind: str  # "quotes", "place", "ship" or "open"
     store: str  # "sqlite" or "postgresql"
     processes: int  # server processes (``oms serve --workers``)
     clients: int  # closed-loop callers; for "open", connections
     client_procs: int
     rate: float | None = None  # "open": arrivals per second
     result: dict[str, Any] = field(default_factory=dict)
+    #: "current" (this tree) or "baseline" (the server from --baseline-src).
+    variant: str = "current"
 
     @property
     def name(self) -> str:
         rate = f" @{self.rate:.0f}/s" if self.rate is not None else ""
-        return f"{self.kind} {self.store} p{self.processes} c{self.clients}{rate}"
+        variant = " baseline" if self.variant == "baseline" else ""
+        return f"{self.kind}{variant} {self.store} p{self.processes} c{self.clients}{rate}"
 
 
 # --------------------------------------------------------------------------- carts
@@ -185,6 +196,24 @@ def drop_postgres(admin_url: str, database: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
         )
+
+
+def variant_env(variant: str, args: argparse.Namespace) -> dict[str, str]:
+    """The environment of a server (and its store's preparation) of ``variant``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+    if variant == "baseline":
+        env["PYTHONPATH"] = str(Path(args.baseline_src).resolve() / "src")
+    return env
+
+
+def prepare_variant_store(url: str, stock_scale: int, env: dict[str, str]) -> None:
+    """:func:`prepare_store` in a subprocess with ``env`` (the baseline's own migrations)."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from load import prepare_store; "
+        "prepare_store(sys.argv[2], int(sys.argv[3]))"
+    )
+    here = str(Path(__file__).resolve().parent)
+    subprocess.run([sys.executable, "-c", code, here, url, str(stock_scale)], env=env, check=True)
 
 
 def prepare_store(url: str, stock_scale: int) -> None:
@@ -344,6 +373,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    admin_token: str = ""
 
     @property
     def target(self) -> str:
@@ -383,10 +413,11 @@ def _wait_ready(server: Server, workers: int, timeout_s: float = 90.0) -> None:
 
 @contextmanager
 def running_server(
-    url: str, workers: int, args: argparse.Namespace, log_path: Path
+    url: str, workers: int, args: argparse.Namespace, log_path: Path, variant: str = "current"
 ) -> Iterator[Server]:
     """``oms serve`` on a free port; SIGTERM and wait when done."""
     port = free_port()
+    token = uuid.uuid4().hex
     command = [
         sys.executable,
         "-m",
@@ -402,19 +433,19 @@ def running_server(
         str(args.server_threads),
         *(["--cpu-slots", str(args.server_cpu_slots)] if args.server_cpu_slots else []),
         "--admin-token",
-        uuid.uuid4().hex,
+        token,
         "--quote-ttl",
         f"{args.quote_ttl:g}",
         "--solver-time-limit",
         f"{args.solver_time_limit:g}",
         "--no-demo",
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMS_")}
+    env = variant_env(variant, args)
     log = log_path.open("wb")
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
     )
-    server = Server(process, port, log_path)
+    server = Server(process, port, log_path, token)
     try:
         _wait_ready(server, workers)
         yield server
@@ -447,6 +478,7 @@ class ClientSpec:
     duration_s: float
     rate: float = 0.0  # open loop: arrivals per second of this process
     shared_channel: bool = False
+    admin_token: str = ""  # "ship": ReleaseOrder and ConfirmShipment are admin calls
 
 
 class Recorder:
@@ -456,6 +488,7 @@ class Recorder:
         self.quote_ms: list[float] = []
         self.place_ms: list[float] = []
         self.pair_ms: list[float] = []
+        self.ship_ms: list[float] = []
         self.errors: Counter[str] = Counter()
         self.samples: dict[str, str] = {}
         self.warmup_errors = 0
@@ -478,6 +511,7 @@ class Recorder:
         self.quote_ms += other.quote_ms
         self.place_ms += other.place_ms
         self.pair_ms += other.pair_ms
+        self.ship_ms += other.ship_ms
         self.errors.update(other.errors)
         for k, v in other.samples.items():
             self.samples.setdefault(k, v)
@@ -485,14 +519,50 @@ class Recorder:
         self.resourced += other.resourced
 
 
+def _ship(
+    fulfil: fulfilment_pb2_grpc.FulfilmentServiceStub,
+    order_id: str,
+    spec: ClientSpec,
+    window: tuple[float, float],
+    rec: Recorder,
+) -> None:
+    """Release the order, then ConfirmShipment by order id (timed alone)."""
+    metadata = (("authorization", f"Bearer {spec.admin_token}"),)
+    begin, end = window
+    try:
+        fulfil.ReleaseOrder(
+            fulfilment_pb2.ReleaseOrderRequest(order_id=order_id),
+            metadata=metadata,
+            timeout=spec.deadline_s,
+        )
+    except grpc.RpcError as exc:
+        rec.error("release", exc, begin <= time.monotonic() < end)
+        return
+    t0 = time.monotonic()
+    try:
+        fulfil.ConfirmShipment(
+            fulfilment_pb2.ConfirmShipmentRequest(order_id=order_id),
+            metadata=metadata,
+            timeout=spec.deadline_s,
+        )
+    except grpc.RpcError as exc:
+        rec.error("ship", exc, begin <= time.monotonic() < end)
+        return
+    t1 = time.monotonic()
+    if begin <= t1 < end:
+        rec.ship_ms.append(1000 * (t1 - t0))
+
+
 def _closed_loop(
-    stub: checkout_pb2_grpc.CheckoutServiceStub,
+    channel: grpc.Channel,
     requests: list[checkout_pb2.QuoteDeliveryOptionsRequest],
     offset: int,
     spec: ClientSpec,
     window: tuple[float, float],
     rec: Recorder,
 ) -> None:
+    stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
+    fulfil = fulfilment_pb2_grpc.FulfilmentServiceStub(channel)
     begin, end = window
     i = offset
     while time.monotonic() < end:
@@ -530,6 +600,14 @@ def _closed_loop(
             rec.place_ms.append(1000 * (t2 - t1))
             rec.pair_ms.append(1000 * (t2 - t0))
             rec.resourced += int(placed.resourced)
+        if spec.mode == "ship":
+            _ship(
+                fulfil,
+                placed.order.order_id,
+                spec,
+                window,
+                rec,
+            )
 
 
 def _open_loop(
@@ -638,7 +716,7 @@ def client_main(
             threading.Thread(
                 target=_closed_loop,
                 args=(
-                    stubs[0 if spec.shared_channel else j],
+                    channels[0 if spec.shared_channel else j],
                     requests,
                     int(rng.integers(len(requests))),
                     spec,
@@ -665,6 +743,7 @@ def client_main(
             "quote_ms": total.quote_ms,
             "place_ms": total.place_ms,
             "pair_ms": total.pair_ms,
+            "ship_ms": total.ship_ms,
             "errors": dict(total.errors),
             "samples": total.samples,
             "warmup_errors": total.warmup_errors,
@@ -722,6 +801,7 @@ def run_load(cell: Cell, server: Server, pool: list[bytes], args: argparse.Names
             duration_s=args.duration,
             rate=rate,
             shared_channel=args.shared_channel,
+            admin_token=server.admin_token,
         )
         for i, (threads, rate) in enumerate(zip(shares, rates, strict=True))
     ]
@@ -762,19 +842,22 @@ def run_load(cell: Cell, server: Server, pool: list[bytes], args: argparse.Names
     quote_ms = [x for r in parts for x in r["quote_ms"]]
     place_ms = [x for r in parts for x in r["place_ms"]]
     pair_ms = [x for r in parts for x in r["pair_ms"]]
+    ship_ms = [x for r in parts for x in r["ship_ms"]]
     errors: Counter[str] = Counter()
     samples: dict[str, str] = {}
     for r in parts:
         errors.update(r["errors"])
         for k, v in r["samples"].items():
             samples.setdefault(k, v)
-    ok = len(place_ms) if cell.kind == "place" else len(quote_ms)
+    ok = {"place": len(place_ms), "ship": len(ship_ms)}.get(cell.kind, len(quote_ms))
     cpu = cpu_split(before, after)
     client_cpu = [r["cpu_s"] for r in parts if r["cpu_s"] is not None]
     cell.result = {
         "calls_per_s": ok / args.duration,
         "ok": ok,
-        "latency_ms": _pcts(place_ms if cell.kind == "place" else quote_ms),
+        "latency_ms": _pcts({"place": place_ms, "ship": ship_ms}.get(cell.kind, quote_ms)),
+        "placed_per_s": len(place_ms) / args.duration,
+        "ship_ms": _pcts(ship_ms),
         "quote_ms": _pcts(quote_ms),
         "place_ms": _pcts(place_ms),
         "pair_ms": _pcts(pair_ms),
@@ -813,11 +896,14 @@ def run_cell(
     else:
         url = fresh_postgres(args.pg_url, args.pg_database)
     t0 = time.monotonic()
-    prepare_store(url, args.stock_scale)
+    if cell.variant == "baseline":
+        prepare_variant_store(url, args.stock_scale, variant_env(cell.variant, args))
+    else:
+        prepare_store(url, args.stock_scale)
     prepared = time.monotonic() - t0
     log_path = workdir / f"cell{number:02d}-server.log"
     load_before = os.getloadavg()[0]
-    with running_server(url, cell.processes, args, log_path) as server:
+    with running_server(url, cell.processes, args, log_path, cell.variant) as server:
         run_load(cell, server, pool, args)
     log_errors = server.log_errors()
     cell.result.update(
@@ -848,8 +934,14 @@ def _errors(result: dict[str, Any]) -> str:
 def table(cells: list[Cell]) -> str:
     """Markdown table of closed-loop cells; place cells get the PlaceOrder and pair columns."""
     place = any(c.kind == "place" for c in cells)
+    ship = any(c.kind == "ship" for c in cells)
     head = ["store", "server processes", "clients", "client procs"]
-    if place:
+    if any(c.variant != "current" for c in cells):
+        head.insert(0, "server")
+    if ship:
+        head += ["shipped/s", "ship p50 ms", "ship p99 ms", "placed/s", "place p50 ms"]
+        head += ["place p99 ms"]
+    elif place:
         head += ["placed/s", "place p50 ms", "place p99 ms", "pair p50 ms", "pair p99 ms"]
     else:
         head += ["quotes/s", "p50 ms", "p99 ms"]
@@ -858,9 +950,14 @@ def table(cells: list[Cell]) -> str:
     for c in cells:
         r = c.result
         values = [c.store, str(c.processes), str(c.clients), str(c.client_procs)]
+        if head[0] == "server":
+            values.insert(0, c.variant)
         values.append(_fmt(r["calls_per_s"]))
         values += [_fmt(r["latency_ms"]["p50"]), _fmt(r["latency_ms"]["p99"])]
-        if place:
+        if ship:
+            values.append(_fmt(r["placed_per_s"]))
+            values += [_fmt(r["place_ms"]["p50"]), _fmt(r["place_ms"]["p99"])]
+        elif place:
             values += [_fmt(r["pair_ms"]["p50"]), _fmt(r["pair_ms"]["p99"])]
         values += [
             _errors(r),
@@ -928,6 +1025,43 @@ def best_quotes(cells: list[Cell], processes: int) -> Cell | None:
     return max(candidates, key=lambda c: c.result["calls_per_s"], default=None)
 
 
+#: Issue 16: a change may cost at most 15% of a call's throughput against its baseline.
+TARGET_BASELINE_RATIO = 0.85
+
+
+def baseline_verdicts(cells: list[Cell]) -> list[str]:
+    """Per place/ship cell run beside its baseline: this tree's calls/s over the baseline's."""
+    lines = []
+    for c in cells:
+        if c.variant != "current" or not c.result:
+            continue
+        twin = next(
+            (
+                b
+                for b in cells
+                if b.variant == "baseline"
+                and b.result
+                and (b.kind, b.store, b.processes, b.clients)
+                == (c.kind, c.store, c.processes, c.clients)
+            ),
+            None,
+        )
+        if twin is None:
+            continue
+        measures = [("calls/s", "calls_per_s")]
+        if c.kind == "ship":
+            measures.append(("placed/s", "placed_per_s"))
+        for label, key in measures:
+            before, after = twin.result[key], c.result[key]
+            ratio = after / before if before else float("nan")
+            verdict = "PASS" if ratio >= TARGET_BASELINE_RATIO else "FAIL"
+            lines.append(
+                f"{c.name} {label} vs baseline >= {TARGET_BASELINE_RATIO:g}x: {after:.1f} / "
+                f"{before:.1f} = {ratio:.2f}x {verdict}"
+            )
+    return lines
+
+
 def targets(cells: list[Cell]) -> list[str]:
     lines = []
     best = best_quotes(cells, TARGET_PROCESSES)
@@ -940,6 +1074,7 @@ def targets(cells: list[Cell]) -> list[str]:
             f"quotes/s >= {TARGET_QPS:g} with {TARGET_PROCESSES} server processes (SQLite, best "
             f"of the closed-loop cells: {best.clients} clients): {qps:.1f} {verdict}"
         )
+    lines += baseline_verdicts(cells)
     opens = [c for c in cells if c.kind == "open" and c.result]
     if not opens:
         lines.append(f"p99 <= {TARGET_HALF_RATE_P99_MS:g} ms at half rate: not run")
@@ -990,7 +1125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quote-stores", type=_names, default=["sqlite"], help="quotes cells: sqlite"
     )
-    parser.add_argument("--only", choices=("quotes", "place", "all"), default="all")
+    parser.add_argument("--only", choices=("quotes", "place", "ship", "all"), default="all")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="a checkout of the code before a change: place/ship cells also run its server",
+    )
     parser.add_argument("--seed", type=int, default=0, help="cart seed (0)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the JSON")
     parser.add_argument("--smoke", action="store_true", help="2 s cells, clients 1,8, SQLite only")
@@ -1046,11 +1186,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in args.processes
         for c in args.clients
     ]
+    ship_cells = [
+        Cell("ship", store, p, c, 1 if c == 1 else args.client_procs)
+        for store in args.stores
+        for p in args.processes
+        for c in args.clients
+    ]
     cells: list[Cell] = []
     if args.only in ("quotes", "all"):
         cells += quote_cells
     if args.only in ("place", "all"):
         cells += place_cells
+    if args.only == "ship":
+        cells += ship_cells
+    if args.baseline_src is not None:  # each place/ship cell: the baseline's server, then ours
+        cells = [
+            variant
+            for c in cells
+            for variant in (
+                [replace(c, variant="baseline"), c] if c.kind in ("place", "ship") else [c]
+            )
+        ]
     want_open = args.only in ("quotes", "all") and not args.no_open
     open_processes = max(args.processes)
 
@@ -1087,6 +1243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for group in (
                 [c for c in cells if c.kind == "quotes"],
                 [c for c in cells if c.kind == "place"],
+                [c for c in cells if c.kind == "ship"],
             ):
                 for cell in group:
                     number += 1
@@ -1151,6 +1308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "QuoteDeliveryOptions + PlaceOrder, closed loop (placed orders/s; place = PlaceOrder "
             "alone, pair = quote + place)",
             [c for c in done if c.kind == "place"],
+        ),
+        (
+            "QuoteDeliveryOptions + PlaceOrder + ReleaseOrder + ConfirmShipment, closed loop "
+            "(shipped orders/s; ship = ConfirmShipment alone, place = PlaceOrder alone)",
+            [c for c in done if c.kind == "ship"],
         ),
     ):
         if subset:
