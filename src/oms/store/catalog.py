@@ -237,6 +237,11 @@ class NetworkRepository:
                 ],
             )
 
+    def recent_catalog(self, conn: Connection) -> Catalog:
+        """The catalog as last read, without checking it is current (one query less): for
+        facts that may lag a network change by a call (a shipment's planned dispatch day)."""
+        return self._catalog if self._catalog is not None else self.catalog(conn)
+
     def catalog(self, conn: Connection | None = None) -> Catalog:
         """The cached network catalog, reloaded when another process changed it."""
         if conn is None:

@@ -161,7 +161,7 @@ class OrderRepository:
         self.capacity.use(conn, units_by_node(units), day)
         for kind, detail in events:
             self.add_event(conn, order_id, kind, detail)
-        self.shipments.sync(conn, order_id, allocation, released=False)
+        self.shipments.sync(conn, order_id, allocation, released=False, new_order=True)
 
     def add_event(self, conn: Connection, order_id: str, kind: str, detail: str) -> None:
         """One order event, in the caller's transaction (the outbox: :mod:`oms.store.outbox`)."""

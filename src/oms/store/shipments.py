@@ -23,15 +23,48 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from oms import schema as t
+from oms.driver_sql import Statement, execute, execute_many, fetch
 from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition
 from oms.store import outbox
 from oms.store import shipment_records as sh
 from oms.store.catalog import NetworkRepository
 from oms.store.database import Database
 from oms.store.plans import Plan, PlannedParcel
-from oms.store.stock import StockRepository, cut_reservations
+from oms.store.sql import insert_statement
+from oms.store.stock import StockRepository
 
 _COLUMNS = tuple(c.name for c in t.shipments.columns)
+# The hot path's statements, on the driver (see oms.driver_sql: through SQLAlchemy Core
+# each cost more CPU than the database spent on it; PlaceOrder and ConfirmShipment run
+# them for every parcel).
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM shipments"
+_OF_ORDER = Statement.portable(
+    f"{_SELECT} WHERE order_id = :order_id ORDER BY created_at, shipment_id"
+)
+_BY_ID = Statement.portable(f"{_SELECT} WHERE shipment_id = :shipment_id")
+_INSERT = insert_statement("shipments", _COLUMNS)
+#: A move: every column a transition may set, if the shipment is still in its read state.
+_MOVE = Statement.portable(
+    "UPDATE shipments SET state = :state, updated_at = :updated_at, carrier = :carrier,"
+    " tracking_number = :tracking_number, shipped_at = :shipped_at,"
+    " delivered_at = :delivered_at, reason = :reason"
+    " WHERE shipment_id = :shipment_id AND state = :was"
+)
+_RESERVED_AT_NODE = Statement.portable(
+    "SELECT reservation_id, sku, qty FROM reservations"
+    " WHERE order_id = :order_id AND node_id = :node_id ORDER BY reservation_id DESC"
+)
+_DROP_RESERVATION = Statement.portable(
+    "DELETE FROM reservations WHERE reservation_id = :reservation_id"
+)
+_CUT_RESERVATION = Statement.portable(
+    "UPDATE reservations SET qty = qty - :qty WHERE reservation_id = :reservation_id"
+)
+_STATES_OF_ORDER = Statement.portable("SELECT state FROM shipments WHERE order_id = :order_id")
+_SET_ORDER_STATE = Statement.portable(
+    "UPDATE orders SET state = :state, updated_at = :now, version = version + 1"
+    " WHERE order_id = :order_id AND state <> :state"
+)
 #: Days from the order's start date to a parcel's planned dispatch, given the parcel.
 DispatchDays = Callable[[PlannedParcel], int]
 
@@ -95,28 +128,14 @@ class ShipmentRepository:
         return datetime.fromtimestamp(self.clock(), UTC).date().isoformat()
 
     def of_order(self, conn: Connection, order_id: str) -> list[sh.ShipmentRow]:
-        s = t.shipments
         today = self.today()
-        return [
-            self._row(r, today)
-            for r in conn.execute(
-                sa.select(s)
-                .where(s.c.order_id == order_id)
-                .order_by(s.c.created_at, s.c.shipment_id)
-            )
-        ]
+        return [self._row(r, today) for r in fetch(conn, _OF_ORDER, order_id=order_id)]
 
-    def get(
-        self, conn: Connection, shipment_id: str, *, for_update: bool = False
-    ) -> sh.ShipmentRow:
-        s = t.shipments
-        query = sa.select(s).where(s.c.shipment_id == shipment_id)
-        if for_update and conn.dialect.name != "sqlite":
-            query = query.with_for_update()
-        found = conn.execute(query).first()
-        if found is None:
+    def get(self, conn: Connection, shipment_id: str) -> sh.ShipmentRow:
+        found = fetch(conn, _BY_ID, shipment_id=shipment_id)
+        if not found:
             raise NotFound("shipment", shipment_id)
-        return self._row(found, self.today())
+        return self._row(found[0], self.today())
 
     def search(
         self,
@@ -204,7 +223,7 @@ class ShipmentRepository:
             "reason": reason,
             "replaces": replaces,
         }
-        conn.execute(sa.insert(t.shipments).values(**values))
+        execute(conn, _INSERT, **values)
         row = self._row([values[c] for c in _COLUMNS], self.today())
         kind = "shipment_requested" if state == sh.REQUESTED else "shipment_created"
         self.event(
@@ -226,15 +245,23 @@ class ShipmentRepository:
     ) -> sh.ShipmentRow:
         """Set ``shipment``'s state (and other columns) if it is still in its read state;
         one event ``shipment_<state>``. Aborted when it changed meanwhile."""
-        s = t.shipments
-        changed = conn.execute(
-            sa.update(s)
-            .where(s.c.shipment_id == shipment.shipment_id, s.c.state == shipment.state)
-            .values(state=state, updated_at=self.clock(), **values)
-        ).rowcount
+        fresh = replace(shipment, state=state, updated_at=self.clock(), **values)
+        fresh = replace(fresh, late=state in sh.OPEN and fresh.planned_dispatch < self.today())
+        changed = execute(
+            conn,
+            _MOVE,
+            state=fresh.state,
+            updated_at=fresh.updated_at,
+            carrier=fresh.carrier,
+            tracking_number=fresh.tracking_number,
+            shipped_at=fresh.shipped_at,
+            delivered_at=fresh.delivered_at,
+            reason=fresh.reason,
+            shipment_id=shipment.shipment_id,
+            was=shipment.state,
+        )
         if not changed:
             raise Aborted(f"shipment {shipment.shipment_id!r} changed concurrently")
-        fresh = self.get(conn, shipment.shipment_id)
         self.event(conn, fresh, f"shipment_{state.lower()}", detail)
         return fresh
 
@@ -256,6 +283,7 @@ class ShipmentRepository:
         released: bool,
         reason: str | None = None,
         replaces: str | None = None,
+        new_order: bool = False,
     ) -> Plan:
         """Bring the order's shipments in step with ``allocation`` (one per parcel); the
         allocation with every parcel naming its shipment, for the caller to store.
@@ -263,11 +291,12 @@ class ShipmentRepository:
         Parcels without a shipment get a new one (REQUESTED when the order was already
         sent to its nodes, else PENDING). Open shipments whose parcel changed take its
         lines; open ones whose parcel is gone are CANCELLED (re-allocated). Shipments
-        that left, or were rejected, are history: untouched.
+        that left, or were rejected, are history: untouched. ``new_order``: the order was
+        just inserted (it has no shipment yet: nothing to read).
         """
         allocation = with_shipment_ids(allocation)
         dispatch_days = self.dispatch_days(conn)
-        existing = {s.shipment_id: s for s in self.of_order(conn, order_id)}
+        existing = {} if new_order else {s.shipment_id: s for s in self.of_order(conn, order_id)}
         seen: set[str] = set()
         for parcel in allocation.parcels:
             assert parcel.shipment_id is not None
@@ -303,7 +332,7 @@ class ShipmentRepository:
         transit of its service and zone (the node's handling days, and any wait for an
         inbound receipt, come before); a lane the rate card does not know (pickup,
         transfer) counts the node's handling days."""
-        catalog = self.network.catalog(conn)
+        catalog = self.network.recent_catalog(conn)
         service = {s: i for i, s in enumerate(catalog.service_ids)}
         zone = {z: i for i, z in enumerate(catalog.zone_ids)}
 
@@ -321,12 +350,7 @@ class ShipmentRepository:
         """Write the order's state derived from its shipments (and bump its version when
         it changes, so a batch job or re-sourcing that read it before loses the race)."""
         state = self.derive_state(conn, order_id)
-        o = t.orders
-        conn.execute(
-            sa.update(o)
-            .where(o.c.order_id == order_id, o.c.state != state)
-            .values(state=state, updated_at=self.clock(), version=o.c.version + 1)
-        )
+        execute(conn, _SET_ORDER_STATE, state=state, now=self.clock(), order_id=order_id)
         return state
 
     def consume(self, conn: Connection, shipment: sh.ShipmentRow, units: Mapping[str, int]) -> None:
@@ -334,16 +358,11 @@ class ShipmentRepository:
         (one ledger row per SKU naming the shipment) and the order's reservations at those
         positions cut by as much. FAILED_PRECONDITION for units not reserved from stock
         (they still wait for an inbound receipt)."""
-        r = t.reservations
         node = shipment.node_id
-        reserved = {
-            sku: int(qty)
-            for sku, qty in conn.execute(
-                sa.select(r.c.sku, sa.func.sum(r.c.qty))
-                .where(r.c.order_id == shipment.order_id, r.c.node_id == node)
-                .group_by(r.c.sku)
-            )
-        }
+        rows = fetch(conn, _RESERVED_AT_NODE, order_id=shipment.order_id, node_id=node)
+        reserved: dict[str, int] = {}
+        for _, sku, qty in rows:
+            reserved[sku] = reserved.get(sku, 0) + int(qty)
         short = [
             Precondition(
                 "RECEIPT",
@@ -358,19 +377,25 @@ class ShipmentRepository:
             raise FailedPrecondition(
                 f"shipment {shipment.shipment_id!r} still waits for inbound receipt(s)", short
             )
+        left = dict(units)
+        gone, cut = [], []
+        for reservation_id, sku, qty in rows:  # newest first
+            take = min(int(qty), left.get(sku, 0))
+            if take == 0:
+                continue
+            left[sku] -= take
+            if take == int(qty):
+                gone.append({"reservation_id": reservation_id})
+            else:
+                cut.append({"reservation_id": reservation_id, "qty": take})
+        execute_many(conn, _DROP_RESERVATION, gone)
+        execute_many(conn, _CUT_RESERVATION, cut)
         for sku, qty in sorted(units.items()):
-            rows = conn.execute(
-                sa.select(r.c.reservation_id, r.c.qty)
-                .where(r.c.order_id == shipment.order_id, r.c.node_id == node, r.c.sku == sku)
-                .order_by(r.c.reservation_id.desc())
-            ).all()
-            cut_reservations(conn, rows, qty)
             self.stock.ledger(
                 conn, node, sku, -qty, "shipment", shipment.order_id, shipment.shipment_id
             )
 
     def derive_state(self, conn: Connection, order_id: str) -> str:
         """The order's state from its shipments (:func:`oms.store.shipment_records.order_state`)."""
-        s = t.shipments
-        states = [r[0] for r in conn.execute(sa.select(s.c.state).where(s.c.order_id == order_id))]
+        states = [r[0] for r in fetch(conn, _STATES_OF_ORDER, order_id=order_id)]
         return sh.order_state(states)
