@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="file holding the bearer token for checkout calls, if any "
         "($OMS_CHECKOUT_TOKEN_FILE or $OMS_CHECKOUT_TOKEN)",
     )
+    serve.add_argument(
+        "--node-tokens-file",
+        help="file of 'NODE_ID TOKEN' lines: tokens limited to one node's shipments "
+        "($OMS_NODE_TOKENS_FILE)",
+    )
     # Deprecated: every local user can read a process's arguments in /proc/PID/cmdline.
     serve.add_argument("--admin-token", help=argparse.SUPPRESS)
     serve.add_argument("--checkout-token", help=argparse.SUPPRESS)
@@ -217,6 +222,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "solver_time_limit_s",
         "hold_stock",
         "hold_ttl_s",
+        "node_tokens_file",
     )
     overrides: dict[str, Any] = {n: getattr(args, n, None) for n in names}
     overrides.update(_tokens(args))

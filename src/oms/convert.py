@@ -8,6 +8,7 @@ protobuf only at the edge: ``google.type.Money`` carries millicents exactly
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -60,9 +61,15 @@ def millicents_of(value: money_pb2.Money) -> int:
     return int(value.units) * MILLICENTS_PER_UNIT + int(value.nanos) // NANOS_PER_MILLICENT
 
 
-def date_proto(iso: str) -> date_pb2.Date:
+@functools.lru_cache(maxsize=4096)
+def _ymd(iso: str) -> tuple[int, int, int]:
     day = date.fromisoformat(iso)
-    return date_pb2.Date(year=day.year, month=day.month, day=day.day)
+    return day.year, day.month, day.day
+
+
+def date_proto(iso: str) -> date_pb2.Date:
+    year, month, day = _ymd(iso)  # an order's every shipment repeats a few days
+    return date_pb2.Date(year=year, month=month, day=day)
 
 
 def iso_of(value: date_pb2.Date) -> str:

@@ -13,6 +13,7 @@ May import :mod:`oms.store.database`, ``catalog``, ``stock``, ``outbox``,
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -27,7 +28,7 @@ from oms.driver_sql import Statement, execute, execute_many, fetch
 from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition
 from oms.store import outbox
 from oms.store import shipment_records as sh
-from oms.store.catalog import NetworkRepository
+from oms.store.catalog import Catalog, NetworkRepository
 from oms.store.database import Database
 from oms.store.plans import Plan, PlannedParcel
 from oms.store.sql import insert_statement
@@ -75,6 +76,28 @@ def _day(start: str, days: int) -> str:
 
 def _lines(parcel: PlannedParcel) -> list[dict[str, Any]]:
     return [{"line": pl.line, "sku": pl.sku, "qty": pl.qty} for pl in parcel.lines]
+
+
+@functools.lru_cache(maxsize=4)
+def _dispatch_days(catalog: Catalog) -> DispatchDays:
+    """:meth:`ShipmentRepository.dispatch_days` for one catalog (built once per catalog)."""
+    service = {s: i for i, s in enumerate(catalog.service_ids)}
+    zone = {z: i for i, z in enumerate(catalog.zone_ids)}
+    transit = {
+        (name, zone_id): int(catalog.transit_days[s, z])
+        for name, s in service.items()
+        for zone_id, z in zone.items()
+        if catalog.offered[s, z]
+    }
+    handling = {node: int(catalog.handling_days[n]) for node, n in catalog.node_index.items()}
+
+    def days(parcel: PlannedParcel) -> int:
+        lane = transit.get((parcel.service, str(parcel.zone)))
+        if lane is not None:
+            return max(0, parcel.arrival_days - lane)
+        return max(0, min(parcel.arrival_days, handling.get(parcel.node_id, 0)))
+
+    return days
 
 
 def with_shipment_ids(allocation: Plan) -> Plan:
@@ -201,7 +224,11 @@ class ShipmentRepository:
         state: str,
         reason: str | None,
         replaces: str | None = None,
+        quiet: bool = False,
     ) -> sh.ShipmentRow:
+        """One new shipment for ``parcel``, with an event (``shipment_requested`` or
+        ``shipment_created``) unless ``quiet`` (a new order's: its ``placed`` event
+        lists the parcels, and no node has work until the order is released)."""
         assert parcel.shipment_id is not None
         now = self.clock()
         lines = _lines(parcel)
@@ -224,7 +251,29 @@ class ShipmentRepository:
             "replaces": replaces,
         }
         execute(conn, _INSERT, **values)
-        row = self._row([values[c] for c in _COLUMNS], self.today())
+        dispatch, arrival = values["planned_dispatch"], values["planned_arrival"]
+        assert isinstance(dispatch, str) and isinstance(arrival, str)
+        row = sh.ShipmentRow(
+            shipment_id=parcel.shipment_id,
+            order_id=order_id,
+            node_id=parcel.node_id,
+            service=parcel.service,
+            lines=lines,
+            state=state,
+            planned_dispatch=dispatch,
+            planned_arrival=arrival,
+            carrier=None,
+            tracking_number=None,
+            shipped_at=None,
+            delivered_at=None,
+            created_at=now,
+            updated_at=now,
+            reason=reason,
+            replaces=replaces,
+            late=state in sh.OPEN and dispatch < self.today(),
+        )
+        if quiet:
+            return row
         kind = "shipment_requested" if state == sh.REQUESTED else "shipment_created"
         self.event(
             conn,
@@ -311,6 +360,7 @@ class ShipmentRepository:
                     state=sh.REQUESTED if released else sh.PENDING,
                     reason=reason,
                     replaces=replaces,
+                    quiet=new_order,
                 )
                 continue
             seen.add(current.shipment_id)
@@ -332,19 +382,7 @@ class ShipmentRepository:
         transit of its service and zone (the node's handling days, and any wait for an
         inbound receipt, come before); a lane the rate card does not know (pickup,
         transfer) counts the node's handling days."""
-        catalog = self.network.recent_catalog(conn)
-        service = {s: i for i, s in enumerate(catalog.service_ids)}
-        zone = {z: i for i, z in enumerate(catalog.zone_ids)}
-
-        def days(parcel: PlannedParcel) -> int:
-            s, z = service.get(parcel.service), zone.get(str(parcel.zone))
-            if s is not None and z is not None and catalog.offered[s, z]:
-                return max(0, parcel.arrival_days - int(catalog.transit_days[s, z]))
-            n = catalog.node_index.get(parcel.node_id)
-            handling = int(catalog.handling_days[n]) if n is not None else 0
-            return max(0, min(parcel.arrival_days, handling))
-
-        return days
+        return _dispatch_days(self.network.recent_catalog(conn))
 
     def refresh_state(self, conn: Connection, order_id: str) -> str:
         """Write the order's state derived from its shipments (and bump its version when
