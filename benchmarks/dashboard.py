@@ -42,8 +42,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
+
+try:  # the dev extra installs httpx2 (Starlette's TestClient transport); httpx works too
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover
+    import httpx  # type: ignore[no-redef]
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "dashboard.json"
 PG = os.environ.get("OMS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")

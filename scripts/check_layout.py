@@ -32,11 +32,7 @@ MAX_MODULE_LINES = 1000
 MAX_CLASS_LINES = 600
 MAX_FUNCTION_LINES = 150
 #: Files exempt from the size limits, with the reason (and the work that removes it).
-EXEMPT = {
-    # Landed beside this check the same day; split with the dashboard's shipments pass (issue 17).
-    SOURCES / "oms" / "dashboard" / "app.py": "create_app's routes in one closure; issue 17 follow-up",
-    SOURCES / "oms" / "dashboard" / "views.py": "every read-side query in one module; issue 17 follow-up",
-}
+EXEMPT: dict[Path, str] = {}
 
 
 @dataclass(frozen=True)

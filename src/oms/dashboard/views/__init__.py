@@ -1,0 +1,115 @@
+"""The dashboard's read side: every figure a page shows, as SQL over the store's tables.
+
+One module a page: :mod:`.summary` (the overview), :mod:`.stock`, :mod:`.orders` (the search),
+:mod:`.order` (one order), :mod:`.live` (the change mark pages poll), over
+:mod:`.common` (periods, pages, SQL helpers). This package re-exports their
+public names, so callers write ``views.overview(...)``.
+
+Read-side views apart from the write model ("Architecture Patterns with
+Python", chapter 12): plain SQLAlchemy Core over :mod:`oms.schema`, the same
+on SQLite and PostgreSQL, each function one or a few indexed queries whose
+result is bounded (aggregates, a page, a top-N), never every order loaded
+into Python. The order's plan facts (labels, parcels, cost parts) are
+generated columns of ``orders`` (migration 0007).
+
+Definitions (the tests recompute each independently from the store):
+
+* a period is ``today`` (UTC midnight to now, hourly buckets) or the last 7
+  or 30 UTC days including today (daily buckets); orders, quotes and events
+  belong to it by their own time;
+* **orders by state**: orders created in the period, by current state;
+* **cost per order**: over orders created in the period and not cancelled,
+  the mean of their plan's shipping, handling and storage credit
+  (cost = shipping + handling - storage credit), in currency units;
+* **parcels per order** and **split rate** (share with two or more parcels),
+  same orders;
+* **option chosen**: those orders counted under each label of their option
+  (an option can carry several: CHEAPEST and BALANCED at once);
+* **conversion**: orders created / quotes created in the period;
+* **promises kept**: of the orders delivered in the period (their
+  ``delivered`` event), those delivered on or before their promised date
+  (UTC day);
+* **at risk**: open orders (PLACED, RELEASED) with a parcel whose planned
+  dispatch day (quote day + its arrival day - its service's transit days) has
+  passed without the order shipping; now, whatever the period;
+* **needing attention**: open orders with a ``flagged`` event (re-sourcing
+  could not keep the promise), as ``GetOrder``'s ``needs_attention``.
+
+Shipments (issue 16) plug in where marked ``SHIPMENTS:``; until they land a
+parcel is read from the order's allocation and moves with its order.
+"""
+
+from oms.dashboard.views.common import (
+    LABELS,
+    MAX_PAGE,
+    MILLICENTS_PER_UNIT,
+    OPEN_STATES,
+    PERIODS,
+    STATES,
+    Page,
+    Period,
+    utc_day,
+)
+from oms.dashboard.views.live import change_mark
+from oms.dashboard.views.order import (
+    Event,
+    LedgerRow,
+    MenuOption,
+    OrderDetail,
+    ParcelView,
+    order_detail,
+)
+from oms.dashboard.views.orders import OrderPage, OrderQuery, OrderSummary, search_orders
+from oms.dashboard.views.stock import (
+    NodeUse,
+    Position,
+    Receipt,
+    low_stock,
+    nodes,
+    open_receipts,
+    positions,
+)
+from oms.dashboard.views.summary import (
+    Overview,
+    at_risk,
+    attention,
+    count_at_risk,
+    count_attention,
+    overview,
+)
+
+__all__ = [
+    "LABELS",
+    "MAX_PAGE",
+    "MILLICENTS_PER_UNIT",
+    "OPEN_STATES",
+    "PERIODS",
+    "STATES",
+    "Event",
+    "LedgerRow",
+    "MenuOption",
+    "NodeUse",
+    "OrderDetail",
+    "OrderPage",
+    "OrderQuery",
+    "OrderSummary",
+    "Overview",
+    "Page",
+    "ParcelView",
+    "Period",
+    "Position",
+    "Receipt",
+    "at_risk",
+    "attention",
+    "change_mark",
+    "count_at_risk",
+    "count_attention",
+    "low_stock",
+    "nodes",
+    "open_receipts",
+    "order_detail",
+    "overview",
+    "positions",
+    "search_orders",
+    "utc_day",
+]

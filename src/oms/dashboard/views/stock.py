@@ -1,0 +1,256 @@
+"""The stock page: positions, low-stock alerts, inbound receipts, and the nodes' use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import func
+from sqlalchemy.engine import Connection
+
+from oms import schema as t
+from oms.dashboard.views.common import MAX_PAGE, Page, Period, like_pattern, utc_day
+
+
+@dataclass(frozen=True)
+class Position:
+    node_id: str
+    sku: str
+    on_hand: int
+    safety_stock: int
+    reserved: int
+    held: int
+    inbound: int
+    inbound_reserved: int
+    low_stock_threshold: int
+
+    @property
+    def available(self) -> int:
+        return max(0, self.on_hand - self.safety_stock - self.reserved - self.held)
+
+    @property
+    def projected(self) -> int:
+        return self.available + max(0, self.inbound - self.inbound_reserved)
+
+    @property
+    def is_low(self) -> bool:
+        return self.low_stock_threshold > 0 and self.projected <= self.low_stock_threshold
+
+
+def _position_figures(now: float) -> tuple[Any, list[Any]]:
+    """``stock`` joined with its reserved, held, inbound and inbound-reserved units.
+
+    Each side is aggregated once per (node, SKU) and hash-joined: one pass over
+    the live reservations and the open receipts, whatever the number of positions
+    (correlated sums per position cost 0.7 s at the demo network's size).
+    """
+    s, r, ir, rr = t.stock, t.reservations, t.inbound_receipts, t.inbound_reservations
+    held = sa.case((r.c.order_id.is_(None), r.c.qty), else_=0)
+    reserved = sa.case((r.c.order_id.is_not(None), r.c.qty), else_=0)
+    res = (
+        sa.select(
+            r.c.node_id, r.c.sku, func.sum(reserved).label("qty"), func.sum(held).label("held")
+        )
+        .where(sa.or_(r.c.expires_at.is_(None), r.c.expires_at > now))
+        .group_by(r.c.node_id, r.c.sku)
+        .subquery("res")
+    )
+    inbound = (
+        sa.select(ir.c.node_id, ir.c.sku, func.sum(ir.c.qty).label("qty"))
+        .where(ir.c.state == "OPEN")
+        .group_by(ir.c.node_id, ir.c.sku)
+        .subquery("inb")
+    )
+    waited = (
+        sa.select(ir.c.node_id, ir.c.sku, func.sum(rr.c.qty).label("qty"))
+        .join(ir, ir.c.receipt_id == rr.c.receipt_id)
+        .where(ir.c.state == "OPEN")
+        .group_by(ir.c.node_id, ir.c.sku)
+        .subquery("waited")
+    )
+
+    def at(sub: Any) -> Any:
+        return sa.and_(sub.c.node_id == s.c.node_id, sub.c.sku == s.c.sku)
+
+    joined = s.outerjoin(res, at(res)).outerjoin(inbound, at(inbound)).outerjoin(waited, at(waited))
+    return joined, [
+        func.coalesce(res.c.qty, 0).label("reserved"),
+        func.coalesce(res.c.held, 0).label("held"),
+        func.coalesce(inbound.c.qty, 0).label("inbound"),
+        func.coalesce(waited.c.qty, 0).label("inbound_reserved"),
+    ]
+
+
+def _projected_expr(sub: Any) -> Any:
+    free = sub.c.on_hand - sub.c.safety_stock - sub.c.reserved - sub.c.held
+    waiting = sub.c.inbound - sub.c.inbound_reserved
+    return sa.case((free > 0, free), else_=0) + sa.case((waiting > 0, waiting), else_=0)
+
+
+def positions(
+    conn: Connection,
+    now: float,
+    *,
+    search: str = "",
+    low_only: bool = False,
+    offset: int = 0,
+    limit: int = 50,
+) -> Page[Position]:
+    """Stock positions by (node, SKU), optionally those whose node or SKU contains ``search``
+    and only the low ones; with the figures ``GetAvailability`` reports."""
+    s = t.stock
+    limit = max(1, min(limit, MAX_PAGE))
+    joined, figures = _position_figures(now)
+    inner = sa.select(
+        s.c.node_id, s.c.sku, s.c.on_hand, s.c.safety_stock, s.c.low_stock_threshold, *figures
+    ).select_from(joined)
+    if search:
+        pattern = like_pattern(search)
+        inner = inner.where(
+            sa.or_(s.c.node_id.like(pattern, escape="\\"), s.c.sku.like(pattern, escape="\\"))
+        )
+    if low_only:
+        inner = inner.where(s.c.low_stock_threshold > 0)
+    sub = inner.subquery()
+    query = sa.select(sub)
+    if low_only:
+        query = query.where(_projected_expr(sub) <= sub.c.low_stock_threshold)
+    total = int(conn.execute(sa.select(func.count()).select_from(query.subquery())).scalar_one())
+    order = (
+        (_projected_expr(sub) - sub.c.low_stock_threshold, sub.c.node_id, sub.c.sku)
+        if low_only
+        else (sub.c.node_id, sub.c.sku)
+    )
+    rows = conn.execute(query.order_by(*order).offset(max(0, offset)).limit(limit)).all()
+    return Page(
+        [
+            Position(
+                r.node_id,
+                r.sku,
+                int(r.on_hand),
+                int(r.safety_stock),
+                int(r.reserved),
+                int(r.held),
+                int(r.inbound),
+                int(r.inbound_reserved),
+                int(r.low_stock_threshold),
+            )
+            for r in rows
+        ],
+        total,
+        max(0, offset),
+        limit,
+    )
+
+
+def low_stock(conn: Connection, now: float, limit: int = 50) -> Page[Position]:
+    """Low-stock alerts (projected at or below the threshold), most short first."""
+    return positions(conn, now, low_only=True, limit=limit)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    receipt_id: str
+    node_id: str
+    sku: str
+    qty: int
+    expected_date: str
+    waiting_units: int
+    waiting_orders: tuple[str, ...]
+    overdue: bool
+
+
+def open_receipts(conn: Connection, now: float, limit: int = 100) -> Page[Receipt]:
+    """Open inbound receipts by expected date, with the orders waiting for them."""
+    r, rr = t.inbound_receipts, t.inbound_reservations
+    limit = max(1, min(limit, MAX_PAGE))
+    total = int(conn.execute(sa.select(func.count()).where(r.c.state == "OPEN")).scalar_one())
+    rows = conn.execute(
+        sa.select(r.c.receipt_id, r.c.node_id, r.c.sku, r.c.qty, r.c.expected_date)
+        .where(r.c.state == "OPEN")
+        .order_by(r.c.expected_date, r.c.receipt_id)
+        .limit(limit)
+    ).all()
+    waiting: dict[str, list[tuple[str, int]]] = {}
+    if rows:
+        for receipt_id, order_id, qty in conn.execute(
+            sa.select(rr.c.receipt_id, rr.c.order_id, func.sum(rr.c.qty))
+            .where(rr.c.receipt_id.in_([row.receipt_id for row in rows]))
+            .group_by(rr.c.receipt_id, rr.c.order_id)
+            .order_by(rr.c.receipt_id, rr.c.order_id)
+        ):
+            waiting.setdefault(receipt_id, []).append((order_id, int(qty)))
+    today = utc_day(now)
+    return Page(
+        [
+            Receipt(
+                row.receipt_id,
+                row.node_id,
+                row.sku,
+                int(row.qty),
+                row.expected_date,
+                sum(q for _, q in waiting.get(row.receipt_id, [])),
+                tuple(o for o, _ in waiting.get(row.receipt_id, [])),
+                row.expected_date < today,
+            )
+            for row in rows
+        ],
+        total,
+        0,
+        limit,
+    )
+
+
+@dataclass(frozen=True)
+class NodeUse:
+    node_id: str
+    kind: str
+    lat: float
+    lon: float
+    capacity: int | None
+    used_today: int
+    shipped: int
+
+    @property
+    def capacity_share(self) -> float | None:
+        return self.used_today / self.capacity if self.capacity else None
+
+
+def nodes(conn: Connection, period: Period, now: float) -> list[NodeUse]:
+    """Every node with today's capacity use and the units it shipped in the period.
+
+    SHIPMENTS: "shipped" is the ledger's units out for an order (the partial index
+    ``ix_stock_ledger_shipped``); per-shipment ledger rows keep it right.
+    """
+    n, u, ledger = t.nodes, t.node_day_usage, t.stock_ledger
+    used = dict(
+        conn.execute(sa.select(u.c.node_id, u.c.units).where(u.c.day == utc_day(now))).all()
+    )
+    shipped = dict(
+        conn.execute(
+            sa.select(ledger.c.node_id, -func.sum(ledger.c.delta))
+            .where(
+                ledger.c.at >= period.start,
+                ledger.c.order_id.is_not(None),
+                ledger.c.delta < 0,
+            )
+            .group_by(ledger.c.node_id)
+        ).all()
+    )
+    return [
+        NodeUse(
+            row.node_id,
+            row.kind,
+            float(row.lat),
+            float(row.lon),
+            None if row.daily_capacity_units is None else int(row.daily_capacity_units),
+            int(used.get(row.node_id, 0)),
+            int(shipped.get(row.node_id, 0) or 0),
+        )
+        for row in conn.execute(
+            sa.select(n.c.node_id, n.c.kind, n.c.lat, n.c.lon, n.c.daily_capacity_units).order_by(
+                n.c.node_id
+            )
+        )
+    ]
