@@ -37,6 +37,8 @@ epoch seconds (float) so SQLite and PostgreSQL compare them the same way.
   re-sourced (the mark commits with the receipt's change; see :mod:`oms.receiving`).
 * ``reprice_runs``, ``opportunity_costs``: the forward-looking prices ``oms
   reprice`` writes (:mod:`oms.reprice`); quotes read the latest run.
+* ``dash_*_days``: the dashboard's daily rollups of orders, quotes, events and
+  units shipped, kept by triggers (migration 0011); read-only to the code.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -421,6 +424,51 @@ opportunity_costs = Table(
     Column("node_id", String(128), primary_key=True),
     Column("sku", String(128), primary_key=True),
     Column("millicents", BigInteger, nullable=False),
+)
+
+#: The dashboard's daily rollups (migration 0011): sums per UTC day (``day``: days since
+#: 1970-01-01) that triggers keep in every writing transaction, so a period's overview
+#: reads a few hundred rows. Each row is split in ``shard``s (PostgreSQL: the writing
+#: backend's pid modulo 8; SQLite: 0) that readers add up. Nothing else writes them.
+ROLLUP_LABELS = ("cheapest", "fastest", "single_parcel", "balanced", "collect")
+
+
+def _rollup(name: str, keys: list[Column[Any]], sums: tuple[str, ...]) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("day", Integer, primary_key=True, autoincrement=False),
+        *keys,
+        Column("shard", SmallInteger, primary_key=True, autoincrement=False),
+        *(Column(s, BigInteger, nullable=False) for s in sums),
+    )
+
+
+#: Orders by the day they were created and their current state, with their plan's sums.
+order_days = _rollup(
+    "dash_order_days",
+    [Column("state", String(24), primary_key=True)],
+    ("orders", "shipping", "handling", "storage_credit", "parcels", "split", *ROLLUP_LABELS),
+)
+#: Quotes by the day they were created.
+quote_days = _rollup("dash_quote_days", [], ("quotes",))
+#: ``delivered`` and ``flagged`` events by day; ``kept``: deliveries on or before the promise.
+event_days = _rollup(
+    "dash_event_days", [Column("type", String(32), primary_key=True)], ("events", "kept")
+)
+#: Units that left each node for an order (ledger rows with an order and delta < 0), by day.
+node_shipped_days = _rollup(
+    "dash_node_shipped_days", [Column("node_id", String(128), primary_key=True)], ("units",)
+)
+#: Each open order's planned dispatch day (days since 1970-01-01): the earliest of its
+#: parcels' (plan start + arrival days - the service's transit days). Kept by triggers on
+#: orders and recomputed on a change to the rate card (migration 0011).
+open_dispatch = Table(
+    "dash_open_dispatch",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("day", Integer, nullable=False),
+    Index("ix_dash_open_dispatch_day", "day", "order_id"),
 )
 
 WRITABLE.update(

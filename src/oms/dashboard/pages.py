@@ -32,13 +32,12 @@ def _overview_context(request: Request) -> dict[str, Any]:
     now = site.clock()
     period = views.Period.of(key, now)
     with site.read() as conn:
-        ov = views.overview(conn, period, now)
-        risky = views.at_risk(conn, now, limit=10)
+        ov = views.overview(conn, period, now, risky=10)
         attention = views.attention(conn, limit=10)
     return {
         "ov": ov,
         "period": key,
-        "at_risk_rows": risky,
+        "at_risk_rows": ov.at_risk_rows,
         "attention_rows": attention,
         "charts": script_json(overview_charts(ov)),
     }

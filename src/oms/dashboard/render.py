@@ -17,7 +17,9 @@ from oms.dashboard.config import DashboardConfig
 PALETTE = {
     "PLACED": "#1f6fb2",
     "RELEASED": "#7a4fb5",
+    "PARTIALLY_SHIPPED": "#d4a373",
     "SHIPPED": "#b5651d",
+    "PARTIALLY_DELIVERED": "#81c784",
     "DELIVERED": "#2e7d32",
     "CANCELLED": "#6b6b6b",
     "CHEAPEST": "#2e7d32",

@@ -18,7 +18,15 @@ DAY_S = 86_400.0
 HOUR_S = 3_600.0
 #: States an order can still be worked on in (ship, cancel, re-source).
 OPEN_STATES = ("PLACED", "RELEASED")
-STATES = ("PLACED", "RELEASED", "SHIPPED", "DELIVERED", "CANCELLED")
+STATES = (
+    "PLACED",
+    "RELEASED",
+    "PARTIALLY_SHIPPED",
+    "SHIPPED",
+    "PARTIALLY_DELIVERED",
+    "DELIVERED",
+    "CANCELLED",
+)
 LABELS = ("CHEAPEST", "FASTEST", "SINGLE_PARCEL", "BALANCED", "COLLECT")
 PERIODS = {"today": 0, "7d": 7, "30d": 30}
 #: Largest page of rows any view returns.

@@ -10,7 +10,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Connection
 
 from oms import schema as t
-from oms.dashboard.views.common import MAX_PAGE, Page, Period, like_pattern, utc_day
+from oms.dashboard.views.common import DAY_S, MAX_PAGE, Page, Period, like_pattern, utc_day
 
 
 @dataclass(frozen=True)
@@ -220,15 +220,23 @@ class NodeUse:
 def nodes(conn: Connection, period: Period, now: float) -> list[NodeUse]:
     """Every node with today's capacity use and the units it shipped in the period.
 
-    SHIPMENTS: "shipped" is the ledger's units out for an order (the partial index
-    ``ix_stock_ledger_shipped``); per-shipment ledger rows keep it right.
+    SHIPMENTS: "shipped" is the ledger's units out for an order: for whole days
+    from the daily rollup ``dash_node_shipped_days`` (migration 0011), for today
+    from the ledger rows by the partial index ``ix_stock_ledger_shipped``;
+    per-shipment ledger rows keep both right.
     """
-    n, u, ledger = t.nodes, t.node_day_usage, t.stock_ledger
+    n, u, ledger, days = t.nodes, t.node_day_usage, t.stock_ledger, t.node_shipped_days
     used = dict(
         conn.execute(sa.select(u.c.node_id, u.c.units).where(u.c.day == utc_day(now))).all()
     )
-    shipped = dict(
-        conn.execute(
+    if period.bucket_s == DAY_S:
+        shipped_query = (
+            sa.select(days.c.node_id, func.sum(days.c.units))
+            .where(days.c.day >= int(period.start // DAY_S))
+            .group_by(days.c.node_id)
+        )
+    else:
+        shipped_query = (
             sa.select(ledger.c.node_id, -func.sum(ledger.c.delta))
             .where(
                 ledger.c.at >= period.start,
@@ -236,8 +244,8 @@ def nodes(conn: Connection, period: Period, now: float) -> list[NodeUse]:
                 ledger.c.delta < 0,
             )
             .group_by(ledger.c.node_id)
-        ).all()
-    )
+        )
+    shipped = dict(conn.execute(shipped_query).all())
     return [
         NodeUse(
             row.node_id,

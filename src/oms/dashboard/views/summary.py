@@ -3,29 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import func
 from sqlalchemy.engine import Connection
 
 from oms import schema as t
+from oms.dashboard.views.buckets import period_buckets
 from oms.dashboard.views.common import (
-    LABELS,
+    DAY_S,
     MAX_PAGE,
     MILLICENTS_PER_UNIT,
     OPEN_STATES,
     STATES,
     Period,
-    bucket_of,
-    date_number,
-    day_number,
-    dense_series,
-    is_postgresql,
     needs_attention,
     ratio,
-    utc_day,
 )
 from oms.dashboard.views.orders import OrderQuery, OrderSummary, search_orders
+
+#: An order past its planned dispatch: (order id, planned dispatch day).
+Late = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,8 @@ class Overview:
     kept_series: list[int]
     delivered_series: list[int]
     at_risk: int
+    #: The first of them: (order id, planned dispatch day), earliest first.
+    at_risk_rows: list[Late]
     attention: int
     flagged_series: list[int]
 
@@ -67,145 +68,66 @@ class Overview:
         return self.kept / self.delivered if self.delivered else None
 
 
-def overview(conn: Connection, period: Period, now: float) -> Overview:
-    o = t.orders
+def _means(totals: list[int], counts: list[int]) -> list[float | None]:
+    return [round(ratio(x, c), 3) for x, c in zip(totals, counts, strict=True)]
+
+
+def overview(conn: Connection, period: Period, now: float, *, risky: int = 10) -> Overview:
+    """The period's figures (from :func:`period_buckets`), and now's open orders at risk
+    (``risky`` of them listed) and needing attention."""
     n = len(period.labels)
-    in_period = o.c.created_at >= period.start
-    bucket = bucket_of(conn, o.c.created_at, period)
-
-    by_state = dict.fromkeys(STATES, 0)
-    state_series = {s: [0] * n for s in STATES}
-    for state, b, count in conn.execute(
-        sa.select(o.c.state, bucket, func.count()).where(in_period).group_by(o.c.state, bucket)
-    ):
-        by_state[state] = by_state.get(state, 0) + int(count)
-        if state in state_series and 0 <= int(b) < n:
-            state_series[state][int(b)] += int(count)
+    b = period_buckets(conn, period)
+    by_state = {s: sum(series) for s, series in b.states.items()}
     orders = sum(by_state.values())
-
-    # Cost, parcels and labels of the orders not cancelled.
-    costed_q = sa.select(
-        bucket,
-        func.count(),
-        func.sum(o.c.shipping_cost),
-        func.sum(o.c.handling_cost),
-        func.sum(o.c.storage_credit),
-        func.sum(o.c.parcel_count),
-        func.sum(sa.case((o.c.parcel_count > 1, 1), else_=0)),
-        *(
-            func.sum(sa.case((o.c.option_labels.like(f'%"{label}"%'), 1), else_=0))
-            for label in LABELS
-        ),
-    ).where(in_period, o.c.state != "CANCELLED")
-    counts = [0] * n
-    sums = {k: [0] * n for k in ("shipping", "handling", "storage_credit", "parcels", "split")}
-    label_series = {label: [0] * n for label in LABELS}
-    for row in conn.execute(costed_q.group_by(bucket)):
-        b = int(row[0])
-        if not 0 <= b < n:
-            continue
-        counts[b] += int(row[1])
-        for i, k in enumerate(("shipping", "handling", "storage_credit", "parcels", "split")):
-            sums[k][b] += int(row[2 + i] or 0)
-        for i, label in enumerate(LABELS):
-            label_series[label][b] += int(row[7 + i] or 0)
-    costed = sum(counts)
+    costed = sum(b.costed)
 
     def mean_units(key: str) -> float:
-        return ratio(sum(sums[key]), costed) / MILLICENTS_PER_UNIT
+        return ratio(sum(b.sums[key]), costed) / MILLICENTS_PER_UNIT
 
     # A bucket without orders has no mean (None: a gap in the chart, not a zero).
     cost_series: dict[str, list[float | None]] = {
         key: [
             None if not c else round(s / c / MILLICENTS_PER_UNIT, 2)
-            for s, c in zip(sums[key], counts, strict=True)
+            for s, c in zip(b.sums[key], b.costed, strict=True)
         ]
         for key in ("shipping", "handling", "storage_credit")
     }
     cost_series["cost"] = [
         None if not c else round((ship + handle - credit) / c / MILLICENTS_PER_UNIT, 2)
         for ship, handle, credit, c in zip(
-            sums["shipping"], sums["handling"], sums["storage_credit"], counts, strict=True
+            b.sums["shipping"], b.sums["handling"], b.sums["storage_credit"], b.costed, strict=True
         )
     ]
-
-    q = t.quotes
-    quote_bucket = bucket_of(conn, q.c.created_at, period)  # one object: one set of binds
-    quote_series = dense_series(
-        conn.execute(
-            sa.select(quote_bucket, func.count())
-            .where(q.c.created_at >= period.start)
-            .group_by(quote_bucket)
-        ).all(),
-        n,
-    )
-    order_series = [sum(state_series[s][b] for s in STATES) for b in range(n)]
-
-    delivered, kept, delivered_series, kept_series = _promises(conn, period)
-    flagged_series = _event_series(conn, "flagged", period)
+    quotes = sum(b.quotes)
+    late_count, late_rows = late_dispatches(conn, now, limit=risky)
     return Overview(
         period=period,
         orders=orders,
         by_state=by_state,
-        state_series=state_series,
+        state_series=b.states,
         costed=costed,
         shipping=mean_units("shipping"),
         handling=mean_units("handling"),
         storage_credit=mean_units("storage_credit"),
         cost_series=cost_series,
-        parcels_per_order=ratio(sum(sums["parcels"]), costed),
-        split_rate=ratio(sum(sums["split"]), costed),
-        parcels_series=[
-            round(ratio(p, c), 3) for p, c in zip(sums["parcels"], counts, strict=True)
-        ],
-        split_series=[round(ratio(s, c), 3) for s, c in zip(sums["split"], counts, strict=True)],
-        labels={label: sum(series) for label, series in label_series.items()},
-        label_series=label_series,
-        quotes=sum(quote_series),
-        conversion=ratio(orders, sum(quote_series)),
-        quote_series=quote_series,
-        order_series=order_series,
-        delivered=delivered,
-        kept=kept,
-        kept_series=kept_series,
-        delivered_series=delivered_series,
-        at_risk=count_at_risk(conn, now),
+        parcels_per_order=ratio(sum(b.sums["parcels"]), costed),
+        split_rate=ratio(sum(b.sums["split"]), costed),
+        parcels_series=_means(b.sums["parcels"], b.costed),
+        split_series=_means(b.sums["split"], b.costed),
+        labels={label: sum(series) for label, series in b.labels.items()},
+        label_series=b.labels,
+        quotes=quotes,
+        conversion=ratio(orders, quotes),
+        quote_series=b.quotes,
+        order_series=[sum(b.states[s][i] for s in STATES) for i in range(n)],
+        delivered=sum(b.delivered),
+        kept=sum(b.kept),
+        kept_series=b.kept,
+        delivered_series=b.delivered,
+        at_risk=late_count,
+        at_risk_rows=late_rows,
         attention=count_attention(conn),
-        flagged_series=flagged_series,
-    )
-
-
-def _promises(conn: Connection, period: Period) -> tuple[int, int, list[int], list[int]]:
-    """Orders delivered in the period, and those on or before their promised day, per bucket.
-
-    SHIPMENTS: with per-shipment delivery, an order is delivered when its last
-    shipment is; read that time from the shipments table instead of the event.
-    """
-    e, o = t.order_events, t.orders
-    bucket = bucket_of(conn, e.c.at, period)
-    kept = sa.case((day_number(conn, e.c.at) <= date_number(conn, o.c.promised_date), 1), else_=0)
-    rows = conn.execute(
-        sa.select(bucket, func.count(func.distinct(e.c.order_id)), func.sum(kept))
-        .join(o, o.c.order_id == e.c.order_id)
-        .where(e.c.type == "delivered", e.c.at >= period.start)
-        .group_by(bucket)
-    ).all()
-    n = len(period.labels)
-    delivered_series = dense_series([(b, d) for b, d, _ in rows], n)
-    kept_series = dense_series([(b, k) for b, _, k in rows], n)
-    return sum(delivered_series), sum(kept_series), delivered_series, kept_series
-
-
-def _event_series(conn: Connection, kind: str, period: Period) -> list[int]:
-    e = t.order_events
-    bucket = bucket_of(conn, e.c.at, period)
-    return dense_series(
-        conn.execute(
-            sa.select(bucket, func.count())
-            .where(e.c.type == kind, e.c.at >= period.start)
-            .group_by(bucket)
-        ).all(),
-        len(period.labels),
+        flagged_series=b.flagged,
     )
 
 
@@ -218,57 +140,37 @@ def count_attention(conn: Connection) -> int:
     )
 
 
-# SHIPMENTS: the planned dispatch day of each parcel, until shipments carry it as
-# a column (then: shipments not shipped whose planned dispatch < today, by index).
-_DISPATCH = {
-    "postgresql": """
-        SELECT o.order_id, MIN((o.allocation_json::jsonb ->> 'start_date')::date
-               + ((p.value ->> 'arrival_days')::int - COALESCE(r.transit_days, 0))) AS dispatch
-        FROM orders o
-        CROSS JOIN LATERAL jsonb_array_elements(o.allocation_json::jsonb -> 'parcels') AS p(value)
-        LEFT JOIN rates r ON r.service = p.value ->> 'service' AND r.zone = p.value ->> 'zone'
-        WHERE o.state IN ('PLACED', 'RELEASED')
-        GROUP BY o.order_id
-    """,
-    "sqlite": """
-        SELECT o.order_id, MIN(date(json_extract(o.allocation_json, '$.start_date'),
-               printf('%+d days', json_extract(p.value, '$.arrival_days')
-                                  - COALESCE(r.transit_days, 0)))) AS dispatch
-        FROM orders o, json_each(o.allocation_json, '$.parcels') AS p
-        LEFT JOIN rates r ON r.service = json_extract(p.value, '$.service')
-                         AND r.zone = json_extract(p.value, '$.zone')
-        WHERE o.state IN ('PLACED', 'RELEASED')
-        GROUP BY o.order_id
-    """,
-}
+def late_dispatches(conn: Connection, now: float, limit: int = 20) -> tuple[int, list[Late]]:
+    """How many open orders are past their planned dispatch day, and the first ``limit`` of
+    them (earliest dispatch first), from ``dash_open_dispatch`` (kept by migration 0011's
+    triggers): an index range, not every open plan's JSON parsed.
 
-
-def _late_dispatch_sql(conn: Connection) -> str:
-    late = (
-        "(dispatch::text) < :today" if is_postgresql(conn) else "dispatch < :today"
-    )  # ISO dates compare as text
-    return f"SELECT order_id, dispatch FROM ({_DISPATCH[conn.dialect.name]}) d WHERE {late}"
+    SHIPMENTS: once shipments carry their planned dispatch as a column, read the
+    shipments not shipped whose planned dispatch has passed instead.
+    """
+    d = t.open_dispatch
+    today = int(now // DAY_S)
+    late = d.c.day < today
+    count = conn.execute(sa.select(func.count()).where(late)).scalar_one()
+    rows = conn.execute(
+        sa.select(d.c.order_id, d.c.day)
+        .where(late)
+        .order_by(d.c.day, d.c.order_id)
+        .limit(max(1, min(limit, MAX_PAGE)))
+    ).all()
+    epoch = date(1970, 1, 1)
+    return int(count), [
+        (order_id, (epoch + timedelta(days=int(day))).isoformat()) for order_id, day in rows
+    ]
 
 
 def count_at_risk(conn: Connection, now: float) -> int:
-    return int(
-        conn.execute(
-            sa.text(f"SELECT COUNT(*) FROM ({_late_dispatch_sql(conn)}) late"),
-            {"today": utc_day(now)},
-        ).scalar_one()
-    )
+    return late_dispatches(conn, now, limit=1)[0]
 
 
-def at_risk(conn: Connection, now: float, limit: int = 20) -> list[tuple[str, str]]:
-    """(order id, planned dispatch day) of open orders past their dispatch day, latest first."""
-    rows = conn.execute(
-        sa.text(
-            f"SELECT order_id, dispatch FROM ({_late_dispatch_sql(conn)}) late "
-            "ORDER BY dispatch, order_id LIMIT :limit"
-        ),
-        {"today": utc_day(now), "limit": min(limit, MAX_PAGE)},
-    ).all()
-    return [(order_id, str(dispatch)) for order_id, dispatch in rows]
+def at_risk(conn: Connection, now: float, limit: int = 20) -> list[Late]:
+    """(order id, planned dispatch day) of open orders past their dispatch day, earliest first."""
+    return late_dispatches(conn, now, limit)[1]
 
 
 def attention(conn: Connection, limit: int = 20) -> list[OrderSummary]:
