@@ -19,7 +19,6 @@ from oms import schema as t
 from oms.driver_sql import Statement, execute, fetch
 from oms.errors import Precondition
 from oms.store.database import Database, utc_day
-from oms.store.sql import insert_statement
 
 _USAGE_ON_DAY = Statement.portable("SELECT node_id, units FROM node_day_usage WHERE day = :day")
 _USAGE_OF_NODES = Statement.portable(
@@ -30,10 +29,12 @@ _CAPACITY_LIMITS = Statement.portable(
     "AND daily_capacity_units IS NOT NULL ORDER BY node_id",
     for_update=True,
 )
+#: One statement: an UPDATE-else-INSERT let two writers both insert a node's first units of
+#: a day on PostgreSQL (neither saw the other's row), and the second fail on the key.
 _ADD_USAGE = Statement.portable(
-    "UPDATE node_day_usage SET units = units + :qty WHERE node_id = :node_id AND day = :day"
+    "INSERT INTO node_day_usage (node_id, day, units) VALUES (:node_id, :day, :qty) "
+    "ON CONFLICT (node_id, day) DO UPDATE SET units = node_day_usage.units + excluded.units"
 )
-_INSERT_USAGE = insert_statement("node_day_usage", ("node_id", "day", "units"))
 
 
 class CapacityRepository:
@@ -71,8 +72,7 @@ class CapacityRepository:
     def use(self, conn: Connection, by_node: Mapping[str, int], day: str) -> None:
         """Add units promised out of each node to ``day``'s usage."""
         for node, qty in sorted(by_node.items()):
-            if not execute(conn, _ADD_USAGE, node_id=node, day=day, qty=qty):
-                execute(conn, _INSERT_USAGE, node_id=node, day=day, units=qty)
+            execute(conn, _ADD_USAGE, node_id=node, day=day, qty=qty)
 
     def give_back(self, conn: Connection, used: Mapping[tuple[str, str], int]) -> None:
         """Take units released by orders off each (node, day)'s usage (never below 0)."""
