@@ -412,7 +412,7 @@ def poll(args: argparse.Namespace) -> int:
         for i, paths in enumerate(tabs):
             mark = client.get("/api/changes").json()["mark"]
             requests += 1
-            if mark != marks[i]:
+            if mark != marks[i] or args.always:
                 for path in paths:
                     client.get(path)
                     requests += 1
@@ -439,6 +439,11 @@ def main() -> int:
     q.add_argument("--every", type=float, default=1.0)
     q.add_argument("--duration", type=float, default=60.0)
     q.add_argument("--wait", type=float, default=300.0, help="for the dashboard to come up, s")
+    q.add_argument(
+        "--always",
+        action="store_true",
+        help="fetch every tab's fragments at every poll, as if the store moved every second",
+    )
     args = parser.parse_args()
     return pages(args) if args.command == "pages" else poll(args)
 

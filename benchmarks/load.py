@@ -439,6 +439,11 @@ def running_server(
         "--solver-time-limit",
         f"{args.solver_time_limit:g}",
         "--no-demo",
+        "--no-demo-orders",
+        # Explicit: `oms serve` starts a dashboard on 8080 unless told otherwise.
+        "--http-port",
+        str(args.http_port),
+        *(["--viewer-token-file", args.viewer_token_file] if args.viewer_token_file else []),
     ]
     env = variant_env(variant, args)
     log = log_path.open("wb")
@@ -1113,7 +1118,7 @@ def _names(text: str) -> list[str]:
     return names
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per cell (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before it (2)")
@@ -1167,7 +1172,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-open", action="store_true", help="skip the open-loop cell")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="an existing database's URL")
     parser.add_argument("--pg-database", default="oms_bench", help="database created for the run")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=0,
+        help="the server's dashboard port (0, the default: no dashboard; benchmarks/"
+        "checkout_cost.py compares with and without one)",
+    )
+    parser.add_argument("--viewer-token-file", help="the dashboard's viewer token, in a file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.smoke:
         args.duration, args.warmup = 2.0, 1.0
         args.clients = [1, 8]

@@ -31,10 +31,16 @@ class Site:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """One read transaction, cancelled on PostgreSQL past :data:`STATEMENT_TIMEOUT_MS`."""
+        """One read transaction; on PostgreSQL cancelled past :data:`STATEMENT_TIMEOUT_MS`,
+        and run by its backend alone: no parallel workers taking the cores checkout runs on
+        (every query here is an index range or a small aggregate)."""
         with self.store.read() as conn:
             if not self.store.is_sqlite:
-                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+                conn.exec_driver_sql(
+                    "SELECT set_config('statement_timeout', %(timeout)s, true), "
+                    "set_config('max_parallel_workers_per_gather', '0', true)",
+                    {"timeout": str(STATEMENT_TIMEOUT_MS)},
+                )
             yield conn
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:

@@ -88,6 +88,41 @@ def _projected_expr(sub: Any) -> Any:
     return sa.case((free > 0, free), else_=0) + sa.case((waiting > 0, waiting), else_=0)
 
 
+def _page_figures(now: float, page: Any) -> Any:
+    """``stock`` of the positions in ``page`` (node_id, sku) with their reserved, held,
+    inbound and inbound-reserved units: correlated sums, each an index lookup per position,
+    so a page costs the same whatever the number of positions and reservations."""
+    s, r, ir, rr = t.stock, t.reservations, t.inbound_receipts, t.inbound_reservations
+    live = sa.or_(r.c.expires_at.is_(None), r.c.expires_at > now)
+    at_r = sa.and_(r.c.node_id == s.c.node_id, r.c.sku == s.c.sku, live)
+    at_ir = sa.and_(ir.c.node_id == s.c.node_id, ir.c.sku == s.c.sku, ir.c.state == "OPEN")
+
+    def total(select: Any) -> Any:
+        return func.coalesce(select.scalar_subquery(), 0)
+
+    return (
+        sa.select(
+            s.c.node_id,
+            s.c.sku,
+            s.c.on_hand,
+            s.c.safety_stock,
+            s.c.low_stock_threshold,
+            total(sa.select(func.sum(r.c.qty)).where(at_r, r.c.order_id.is_not(None))).label(
+                "reserved"
+            ),
+            total(sa.select(func.sum(r.c.qty)).where(at_r, r.c.order_id.is_(None))).label("held"),
+            total(sa.select(func.sum(ir.c.qty)).where(at_ir)).label("inbound"),
+            total(
+                sa.select(func.sum(rr.c.qty))
+                .join(ir, ir.c.receipt_id == rr.c.receipt_id)
+                .where(at_ir)
+            ).label("inbound_reserved"),
+        )
+        .join(page, sa.and_(page.c.node_id == s.c.node_id, page.c.sku == s.c.sku))
+        .order_by(s.c.node_id, s.c.sku)
+    )
+
+
 def positions(
     conn: Connection,
     now: float,
@@ -98,49 +133,78 @@ def positions(
     limit: int = 50,
 ) -> Page[Position]:
     """Stock positions by (node, SKU), optionally those whose node or SKU contains ``search``
-    and only the low ones; with the figures ``GetAvailability`` reports."""
+    and only the low ones; with the figures ``GetAvailability`` reports.
+
+    All positions (or a search): the page's keys first (the stock table in key order),
+    then the figures of those positions only. Low ones: every position with a threshold
+    needs its figures to be judged, so they are aggregated once for all (one pass, the
+    count beside the rows).
+    """
     s = t.stock
     limit = max(1, min(limit, MAX_PAGE))
-    joined, figures = _position_figures(now)
-    inner = sa.select(
-        s.c.node_id, s.c.sku, s.c.on_hand, s.c.safety_stock, s.c.low_stock_threshold, *figures
-    ).select_from(joined)
+    offset = max(0, offset)
+    matching: Any = sa.true()
     if search:
         pattern = like_pattern(search)
-        inner = inner.where(
-            sa.or_(s.c.node_id.like(pattern, escape="\\"), s.c.sku.like(pattern, escape="\\"))
+        matching = sa.or_(
+            s.c.node_id.like(pattern, escape="\\"), s.c.sku.like(pattern, escape="\\")
         )
     if low_only:
-        inner = inner.where(s.c.low_stock_threshold > 0)
-    sub = inner.subquery()
-    query = sa.select(sub)
-    if low_only:
-        query = query.where(_projected_expr(sub) <= sub.c.low_stock_threshold)
-    total = int(conn.execute(sa.select(func.count()).select_from(query.subquery())).scalar_one())
-    order = (
-        (_projected_expr(sub) - sub.c.low_stock_threshold, sub.c.node_id, sub.c.sku)
-        if low_only
-        else (sub.c.node_id, sub.c.sku)
+        total, rows = _low_positions(conn, now, matching, offset, limit)
+    else:
+        total = int(
+            conn.execute(sa.select(func.count()).select_from(s).where(matching)).scalar_one()
+        )
+        page = (
+            sa.select(s.c.node_id, s.c.sku)
+            .where(matching)
+            .order_by(s.c.node_id, s.c.sku)
+            .offset(offset)
+            .limit(limit)
+            .subquery("page")
+        )
+        rows = list(conn.execute(_page_figures(now, page)))
+    return Page([_position(r) for r in rows], total, offset, limit)
+
+
+def _low_positions(
+    conn: Connection, now: float, matching: Any, offset: int, limit: int
+) -> tuple[int, list[Any]]:
+    s = t.stock
+    joined, figures = _position_figures(now)
+    inner = (
+        sa.select(
+            s.c.node_id, s.c.sku, s.c.on_hand, s.c.safety_stock, s.c.low_stock_threshold, *figures
+        )
+        .select_from(joined)
+        .where(matching, s.c.low_stock_threshold > 0)
+        .subquery()
     )
-    rows = conn.execute(query.order_by(*order).offset(max(0, offset)).limit(limit)).all()
-    return Page(
-        [
-            Position(
-                r.node_id,
-                r.sku,
-                int(r.on_hand),
-                int(r.safety_stock),
-                int(r.reserved),
-                int(r.held),
-                int(r.inbound),
-                int(r.inbound_reserved),
-                int(r.low_stock_threshold),
-            )
-            for r in rows
-        ],
-        total,
-        max(0, offset),
-        limit,
+    query = sa.select(inner, func.count().over().label("total")).where(
+        _projected_expr(inner) <= inner.c.low_stock_threshold
+    )
+    order = (_projected_expr(inner) - inner.c.low_stock_threshold, inner.c.node_id, inner.c.sku)
+    rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit)))
+    if rows:
+        return int(rows[0].total), rows
+    if offset == 0:
+        return 0, []
+    # Past the last page: the count alone.
+    counted = conn.execute(sa.select(func.count()).select_from(query.subquery())).scalar_one()
+    return int(counted), []
+
+
+def _position(r: Any) -> Position:
+    return Position(
+        r.node_id,
+        r.sku,
+        int(r.on_hand),
+        int(r.safety_stock),
+        int(r.reserved),
+        int(r.held),
+        int(r.inbound),
+        int(r.inbound_reserved),
+        int(r.low_stock_threshold),
     )
 
 
