@@ -20,6 +20,10 @@ from multiprocessing.process import BaseProcess
 from oms.dashboard.config import DashboardConfig
 
 log = logging.getLogger("oms.dashboard")
+#: Beside the gRPC service the dashboard runs this much nicer than it: on cores both
+#: share, checkout's quotes come first and the pages take the CPU it leaves (on SQLite
+#: the dashboard's queries run in this process too). ``oms dashboard`` alone is not niced.
+NICENESS_BESIDE_SERVICE = 10
 
 
 def announce(config: DashboardConfig) -> None:
@@ -64,6 +68,8 @@ def run(config: DashboardConfig, log_level: str = "INFO", parent: int | None = N
     from oms.store import Store
 
     configure_logging(log_level)
+    if parent is not None:
+        os.nice(NICENESS_BESIDE_SERVICE)
     store = Store(config.database_url, pool_size=4)
     app = create_app(config, store)
     server = uvicorn.Server(
