@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "quotes_per_s": r["calls_per_s"],
                     "ok": r["ok"],
                     "errors": r["errors"],
+                    "errors_by_code": r.get("errors_by_code", {}),
                     "p50_ms": r["latency_ms"]["p50"],
                     "p99_ms": r["latency_ms"]["p99"],
                     "server_pct": r["server_pct"],

@@ -21,9 +21,9 @@ header; it prints p50/p95/max per endpoint and the target (p95 <= 300 ms).
 
 ``poll`` signs in and keeps ``--tabs`` pages open the way a browser does: each
 asks ``/api/changes`` every ``--every`` seconds and, when the mark moved,
-fetches the page's fragments again. Run it beside ``benchmarks/load.py``'s
-quote cell (the server there starts the dashboard when ``OMS_HTTP_PORT`` is
-set) and compare quotes/s with and without it.
+fetches the page's fragments again (``--always``: at every poll).
+``benchmarks/checkout_cost.py`` runs it beside ``load.py``'s quote cell and
+compares quotes/s with and without the dashboard.
 """
 
 from __future__ import annotations
@@ -407,18 +407,23 @@ def poll(args: argparse.Namespace) -> int:
     marks: list[str | None] = [None] * len(tabs)
     end = time.monotonic() + args.duration
     requests = 0
-    while time.monotonic() < end:
-        tick = time.monotonic()
-        for i, paths in enumerate(tabs):
-            mark = client.get("/api/changes").json()["mark"]
-            requests += 1
-            if mark != marks[i] or args.always:
-                for path in paths:
-                    client.get(path)
-                    requests += 1
-                marks[i] = mark
-        time.sleep(max(0.0, args.every - (time.monotonic() - tick)))
-    print(json.dumps({"requests": requests, "per_s": round(requests / args.duration, 1)}))
+    started = time.monotonic()
+    try:
+        while time.monotonic() < end:
+            tick = time.monotonic()
+            for i, paths in enumerate(tabs):
+                mark = client.get("/api/changes").json()["mark"]
+                requests += 1
+                if mark != marks[i] or args.always:
+                    for path in paths:
+                        client.get(path)
+                        requests += 1
+                    marks[i] = mark
+            time.sleep(max(0.0, args.every - (time.monotonic() - tick)))
+    except httpx.HTTPError:  # the server stopped first (load.py's cell ended): report so far
+        pass
+    polled = max(time.monotonic() - started, 1e-9)
+    print(json.dumps({"requests": requests, "per_s": round(requests / polled, 1)}))
     return 0
 
 

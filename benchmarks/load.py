@@ -13,7 +13,9 @@ subprocess on a free port, on a store prepared beforehand by this script
 end): the schema migrated, and the demo network loaded with on-hand stock and
 daily node capacity multiplied by ``--stock-scale`` (default 200) so that the
 load never runs the network out of stock or capacity. The server runs with
-``--quote-ttl 5 --solver-time-limit 0.2 --no-demo``; its log goes to a file
+``--quote-ttl 5 --solver-time-limit 0.2 --no-demo`` and no dashboard
+(``--http-port 0``; ``--http-port`` gives it one: ``benchmarks/checkout_cost.py``
+compares); its log goes to a file
 whose ERROR lines are counted per cell. Readiness: every worker has logged
 ``worker ... serving`` and the health service answers SERVING; all client
 connections are established before the clock starts. Stopped with SIGTERM.
