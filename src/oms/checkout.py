@@ -34,6 +34,7 @@ from oms.convert import (
     timestamp,
     today,
 )
+from oms.deadlines import solver_budget
 from oms.errors import Aborted, FailedPrecondition, NotFound, Precondition, echo
 from oms.holds import caller_of
 from oms.metrics import observe_solver
@@ -128,12 +129,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     def _solver_settings(
         self, request: checkout_pb2.QuoteDeliveryOptionsRequest, context: grpc.ServicerContext
     ) -> QuoteSettings:
-        budget = self.settings.solver_time_limit_s
-        remaining = context.time_remaining()
-        if remaining is not None:
-            # Never zero: with no time for a proof the solver still returns its
-            # best feasible options, marked with their gap.
-            budget = max(0.001, min(budget, remaining - STORE_RESERVE_S))
+        budget = solver_budget(self.settings.solver_time_limit_s, STORE_RESERVE_S)
         value_of_day = (
             millicents_of(request.value_of_day)  # checked by _valid_quote_request
             if request.HasField("value_of_day")
@@ -460,7 +456,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                     value_of_day=int(asked.value_of_day or 0),
                     max_parcels=asked.max_parcels,
                     latest_day=latest - offset,
-                    time_limit_s=self.settings.solver_time_limit_s,
+                    # Within what is left of the caller's deadline, like a quote's.
+                    time_limit_s=solver_budget(self.settings.solver_time_limit_s, STORE_RESERVE_S),
                     should_stop=lambda: not context.is_active(),
                     # A COLLECT option stays a collect at the same store.
                     pickup_stores=(option.pickup,) if option.pickup else (),

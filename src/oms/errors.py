@@ -107,3 +107,7 @@ class QuotaExceeded(OmsError):
 
 class Cancelled(OmsError):
     """The caller went away before the work was written: nothing was."""
+
+
+class DeadlineExceeded(OmsError):
+    """The caller's deadline would pass before the work could be done: none was done."""

@@ -38,6 +38,7 @@ import grpc
 from google.protobuf.message import Message
 
 from oms import metrics
+from oms.deadlines import call_scope
 from oms.errors import InvalidArgument, PermissionDenied, QuotaExceeded
 from oms.logging import REQUEST_ID
 from oms.status import abort
@@ -272,12 +273,19 @@ def _code_after_raise(context: grpc.ServicerContext, exc: BaseException) -> grpc
 
 
 class _Call:
-    """One observed call: its id, start time, and the single record made when it ends."""
+    """One observed call: its id, arrival, and the single record made when it ends.
 
-    __slots__ = ("_method", "_reset", "_start", "context", "request_id")
+    Timed from the call's arrival (when grpc's polling thread handed it to the
+    interceptors), not from when a thread picked it up: the wait for a thread is
+    part of what the caller sees, and under overload the largest part.
+    """
 
-    def __init__(self, method: str, context: grpc.ServicerContext) -> None:
+    __slots__ = ("_arrived", "_method", "_queued", "_reset", "context", "request_id")
+
+    def __init__(self, method: str, context: grpc.ServicerContext, arrived: float) -> None:
         self._method = method
+        self._arrived = arrived
+        self._queued = time.monotonic() - arrived
         self.context = context
         self.request_id = _request_id(context.invocation_metadata())
         self._reset = REQUEST_ID.set(self.request_id)
@@ -286,31 +294,33 @@ class _Call:
         # RpcError: the client has gone.
         with suppress(ValueError, grpc.RpcError):
             context.send_initial_metadata(((REQUEST_ID_HEADER, self.request_id),))
-        self._start = time.perf_counter()
 
     def finish(self, code: grpc.StatusCode) -> None:
         """Record metrics and the access log line; never let them fail the call."""
-        seconds = time.perf_counter() - self._start
+        seconds = time.monotonic() - self._arrived
         try:
             REQUEST_ID.reset(self._reset)
         except ValueError:  # a stream closed from another context
             REQUEST_ID.set(None)
         try:
-            metrics.observe_request(self._method, code.name, seconds)
+            metrics.observe_request(self._method, code.name, seconds, self._queued)
             level = logging.ERROR if code.name in _SERVER_FAULTS else logging.INFO
             if _ACCESS_LOG.isEnabledFor(level):
                 duration_ms = round(seconds * 1000.0, 3)
+                queue_ms = round(self._queued * 1000.0, 3)
                 _ACCESS_LOG.log(
                     level,
-                    "%s %s %.1fms",
+                    "%s %s %.1fms (queued %.1fms)",
                     self._method,
                     code.name,
                     duration_ms,
+                    queue_ms,
                     extra={
                         "request_id": self.request_id,
                         "method": self._method,
                         "code": code.name,
                         "duration_ms": duration_ms,
+                        "queue_ms": queue_ms,
                         "peer": self.context.peer(),
                     },
                 )
@@ -321,7 +331,10 @@ class _Call:
 class ObservabilityInterceptor(grpc.ServerInterceptor):
     """Per call: a request id (``x-request-id`` in, initial metadata out, ``REQUEST_ID``
     for the servicer and its log lines), one JSON line on ``oms.access`` and the
-    ``oms_requests_total``/``oms_request_duration_seconds`` metrics.
+    ``oms_requests_total``/``oms_request_duration_seconds`` metrics, timed from the
+    call's arrival (``queue_ms``/``oms_request_queue_seconds``: the part spent
+    waiting for a thread). The servicer sees the call's deadline and arrival in
+    :mod:`oms.deadlines`.
 
     The final code is the one grpc sends: OK, the code the handler aborted with
     or set, UNKNOWN for an exception, CANCELLED/DEADLINE_EXCEEDED when the client
@@ -332,7 +345,9 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
     def intercept_service(
         self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> _Handler | None:
-        # Runs on grpc's polling thread: only wrap here, do the work in the behaviour.
+        # Runs on grpc's polling thread as the call arrives, before it queues for a
+        # thread: stamp the arrival here, do the work in the behaviour.
+        arrived = time.monotonic()
         handler = continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None:
@@ -340,16 +355,17 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
             return None
         return _rebuild(
             handler,
-            lambda behaviour: _observe_unary(method, behaviour),
-            lambda behaviour: _observe_stream(method, behaviour),
+            lambda behaviour: _observe_unary(method, arrived, behaviour),
+            lambda behaviour: _observe_stream(method, arrived, behaviour),
         )
 
 
-def _observe_unary(method: str, behaviour: _Behaviour) -> _Behaviour:
+def _observe_unary(method: str, arrived: float, behaviour: _Behaviour) -> _Behaviour:
     def observed(request: Any, context: grpc.ServicerContext) -> Any:
-        call = _Call(method, context)
+        call = _Call(method, context, arrived)
         try:
-            response = behaviour(request, context)
+            with call_scope(context.time_remaining(), arrived):
+                response = behaviour(request, context)
         except BaseException as exc:
             call.finish(_code_after_raise(context, exc))
             raise
@@ -359,12 +375,13 @@ def _observe_unary(method: str, behaviour: _Behaviour) -> _Behaviour:
     return observed
 
 
-def _observe_stream(method: str, behaviour: _Behaviour) -> _Behaviour:
+def _observe_stream(method: str, arrived: float, behaviour: _Behaviour) -> _Behaviour:
     def observed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         # Everything happens inside the generator, i.e. while grpc iterates it.
-        call = _Call(method, context)
+        call = _Call(method, context, arrived)
         try:
-            yield from behaviour(request, context)
+            with call_scope(context.time_remaining(), arrived):
+                yield from behaviour(request, context)
         except GeneratorExit:  # grpc stopped iterating: the client cancelled or timed out
             call.finish(_ended_early(context))
             raise

@@ -66,6 +66,7 @@ class _Metrics:
     directory: Path | None  # multi-process directory when created, None in one-process mode
     requests: Counter
     request_duration: Histogram
+    request_queue: Histogram
     solver_duration: Histogram
     quotes: Counter
     admission_wait: Histogram
@@ -91,8 +92,14 @@ def _get() -> _Metrics:
                     ),
                     request_duration=Histogram(
                         "oms_request_duration_seconds",
-                        "Time from a call's arrival at the handler to its end "
-                        "(a server stream is timed until it ends).",
+                        "Time from a call's arrival at the server (before it waits for a "
+                        "thread) to its end (a server stream is timed until it ends).",
+                        ["method"],
+                        buckets=REQUEST_BUCKETS,
+                    ),
+                    request_queue=Histogram(
+                        "oms_request_queue_seconds",
+                        "Time a call waited for a thread after its arrival.",
                         ["method"],
                         buckets=REQUEST_BUCKETS,
                     ),
@@ -181,11 +188,13 @@ def mark_worker_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
 
 
-def observe_request(method: str, code: str, seconds: float) -> None:
-    """Count one finished call and its duration; ``code`` is a grpc.StatusCode name."""
+def observe_request(method: str, code: str, seconds: float, queued: float = 0.0) -> None:
+    """Count one finished call, its duration from arrival, and the part of it spent
+    waiting for a thread; ``code`` is a grpc.StatusCode name."""
     metrics = _get()
     metrics.requests.labels(method=method, code=code).inc()
     metrics.request_duration.labels(method=method).observe(seconds)
+    metrics.request_queue.labels(method=method).observe(queued)
 
 
 def observe_solver(seconds: float) -> None:

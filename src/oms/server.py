@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from oms import metrics
+from oms.admission import CallExecutor
 from oms.checkout import CheckoutServicer
 from oms.credentials import read_node_tokens, redact_url
 from oms.dashboard.config import DashboardConfig
@@ -111,7 +111,8 @@ def build_server(settings: Settings, store: Store) -> tuple[grpc.Server, int]:
     """One process's server, bound to ``settings.host:settings.port`` (0 picks a port)."""
     node_tokens = read_node_tokens(settings.node_tokens_file)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="oms-rpc"),
+        # Calls waiting for a thread are served adaptive-LIFO under overload (oms.admission).
+        CallExecutor(max_workers=settings.threads, thread_name_prefix="oms-rpc"),
         interceptors=[
             ObservabilityInterceptor(),
             AuthInterceptor(settings.admin_token, settings.checkout_token, node_tokens),

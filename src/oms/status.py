@@ -32,6 +32,7 @@ from grpc_status import rpc_status
 from oms.errors import (
     Aborted,
     Cancelled,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -141,6 +142,8 @@ def status_for(exc: Exception) -> tuple[int, str, list[Message]]:
     if isinstance(exc, PermissionDenied):
         info = error_details_pb2.ErrorInfo(reason="NODE_SCOPE", domain=DOMAIN)
         return _with_cut(code_pb2.PERMISSION_DENIED, exc, [info], False)
+    if isinstance(exc, DeadlineExceeded):
+        return _with_cut(code_pb2.DEADLINE_EXCEEDED, exc, [], False)
     raise TypeError(f"no status for {type(exc).__name__}")
 
 

@@ -29,8 +29,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from oms import deadlines
 from oms.driver_sql import Statement, execute
-from oms.errors import Aborted, Unavailable
+from oms.errors import Aborted, DeadlineExceeded, Unavailable
 from oms.store import outbox
 
 log = logging.getLogger("oms.store")
@@ -108,6 +109,29 @@ def _translate_db_errors(exc: DBAPIError) -> Exception:
         return Unavailable("the store is unavailable; retry later")
     return exc
 
+
+
+def _write_lock_timeout(started: float) -> DeadlineExceeded:
+    waited_ms = 1000 * (time.monotonic() - started)
+    return DeadlineExceeded(
+        f"waited {waited_ms:.0f} ms for the store's write lock; the caller's deadline passed"
+    )
+
+
+def _flock_until(fd: int, give_up_at: float, started: float) -> None:
+    """flock(LOCK_EX) that gives up at ``give_up_at`` (flock itself has no timeout):
+    try without blocking, then poll every 0.5-5 ms."""
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            left = give_up_at - time.monotonic()
+            if left <= 0:
+                raise _write_lock_timeout(started) from None
+            time.sleep(min(pause, left))
+            pause = min(2 * pause, 0.005)
 
 class Database:
     """The engine, the clock and the transactions every repository works in. Thread-safe.
@@ -200,12 +224,22 @@ class Database:
         if self._lock_fd is None:
             yield
             return
-        with self._thread_lock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        # Inside a call, neither lock is waited for past the caller's deadline.
+        timeout = deadlines.bounded(None)
+        started = time.monotonic()
+        if not self._thread_lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise _write_lock_timeout(started)
+        try:
+            if timeout is None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            else:
+                _flock_until(self._lock_fd, started + timeout, started)
             try:
                 yield
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
 
     def lock(self, query: Any) -> Any:
         return query if self.is_sqlite else query.with_for_update()
