@@ -25,7 +25,12 @@ import grpc
 import pytest
 
 from oms import deadlines
-from oms.admission import OVERLOAD_INTERVAL_S, AdaptiveLifoQueue, Admission
+from oms.admission import (
+    LIFO_AFTER_BUDGET_SHARE,
+    MAX_WAIT_WITHOUT_DEADLINE_S,
+    AdaptiveLifoQueue,
+    Admission,
+)
 from oms.errors import DeadlineExceeded
 from oms.logging import JsonFormatter
 from oms.v1 import checkout_pb2, common_pb2, inventory_pb2
@@ -114,11 +119,12 @@ def _waiting(admission: Admission, count: int) -> None:
     _wait_for(lambda: len(admission._waiters) == count)
 
 
-def test_a_short_queue_is_fifo_and_a_standing_queue_serves_the_newest_first() -> None:
+def test_a_queue_that_drains_in_time_is_fifo_else_the_newest_goes_first() -> None:
     clock = FakeClock()
     admission = Admission(1, clock=clock)
     order: list[str] = []
-    # A queue that comes and goes: first come, first served.
+    # Callers without a deadline may wait MAX_WAIT_WITHOUT_DEADLINE_S; nobody has
+    # used half of that yet: first come, first served.
     with admission.slot(Context(None), "holder"):  # type: ignore[arg-type]
         first = _queued(admission, order, "first")
         _waiting(admission, 1)
@@ -132,7 +138,9 @@ def test_a_short_queue_is_fifo_and_a_standing_queue_serves_the_newest_first() ->
     with admission.slot(Context(None), "holder"):  # type: ignore[arg-type]
         old = _queued(admission, order, "old")
         _waiting(admission, 1)
-        clock.now += 2 * OVERLOAD_INTERVAL_S  # the queue has stood for two intervals
+        # The oldest waiter has used more than half of its budget: FIFO would
+        # serve the call nearest its limit.
+        clock.now += (LIFO_AFTER_BUDGET_SHARE + 0.1) * MAX_WAIT_WITHOUT_DEADLINE_S
         new = _queued(admission, order, "new")
         _waiting(admission, 2)
         assert admission.overloaded()
@@ -140,20 +148,37 @@ def test_a_short_queue_is_fifo_and_a_standing_queue_serves_the_newest_first() ->
     assert order == ["new", "old"]
 
 
-def test_the_call_queue_is_lifo_only_while_a_queue_stands() -> None:
-    clock = FakeClock()
-    work = AdaptiveLifoQueue(clock=clock)
-    for item in ("a", "b", "c"):
-        work.put(item)
-    assert work.get() == "a"  # fresh queue: FIFO
-    clock.now += 2 * OVERLOAD_INTERVAL_S
+class _GrpcEvent:
+    """The part of grpc's rpc event the call queue reads: the caller's epoch deadline."""
+
+    def __init__(self, deadline: float) -> None:
+        self.call_details = type("CallDetails", (), {"deadline": deadline})()
+
+
+class _WorkItem:
+    def __init__(self, name: str, deadline: float | None = None) -> None:
+        self.name = name
+        self.args = (None, None, _GrpcEvent(deadline)) if deadline is not None else ()
+
+
+def test_the_call_queue_hands_out_expired_calls_first_then_fifo_or_newest() -> None:
+    clock, wall = FakeClock(), FakeClock()
+    work = AdaptiveLifoQueue(clock=clock, wall_clock=wall)
+    names = lambda n: [work.get().name for _ in range(n)]  # noqa: E731
+    for name in ("a", "b", "c"):
+        work.put(_WorkItem(name, deadline=wall.now + 1.0))
+    assert names(1) == ["a"]  # fresh queue: FIFO
+    clock.now += 0.6  # "b" has used 60% of its 1 s
     assert work.overloaded()
-    work.put("d")
-    assert [work.get(), work.get(), work.get()] == ["d", "c", "b"]
-    assert not work.overloaded()  # drained: the next queue starts FIFO again
-    work.put("e"), work.put(None), work.put("f")
-    # A shutdown marker is handed out only once no work is left.
-    assert [work.get(), work.get(), work.get()] == ["e", "f", None]
+    work.put(_WorkItem("d", deadline=wall.now + 1.0))
+    assert names(2) == ["d", "c"]
+    work.put(_WorkItem("e", deadline=wall.now + 1.0))
+    clock.now += 0.5  # "b" is past its deadline: handed out first (grpc discards it)
+    assert names(2) == ["b", "e"]
+    assert not work.overloaded()  # drained
+    # Items that are not grpc calls have no deadline; a shutdown marker comes last.
+    work.put(_WorkItem("f")), work.put(None), work.put(_WorkItem("g"))
+    assert [work.get().name, work.get().name, work.get()] == ["f", "g", None]
 
 
 # ------------------------------------------------------------------ over a real channel

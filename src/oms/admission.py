@@ -20,13 +20,15 @@ and every queued call's wait grows with the queue: goodput collapsed (355 to
   the time such a call takes here (a moving average per method). A queued
   call gives up its place as soon as its remaining time could no longer
   cover that, rather than at the deadline itself.
-* **Adaptive LIFO** (CoDel's idea of a standing queue, Facebook's adaptive
-  LIFO): while the queue has been empty at some moment of the last
-  :data:`OVERLOAD_INTERVAL_S`, it is FIFO (fair; nobody waits long). Once a
-  queue has stood longer than that, a freed slot goes to the newest waiter,
-  which has the most time left; the oldest are the ones shed. A caller
-  without a deadline in a standing queue waits at most
-  :data:`MAX_OVERLOAD_WAIT_S`, then gets RESOURCE_EXHAUSTED (back off, retry).
+* **Adaptive LIFO** (Facebook's adaptive LIFO, with CoDel's question "is
+  this queue standing?" asked of deadlines): while the oldest waiter has used
+  less than :data:`LIFO_AFTER_BUDGET_SHARE` of the time it can wait, the
+  queue is FIFO (fair; a queue that drains in time fails nobody). Beyond
+  that, FIFO would serve calls about to miss their deadlines, so a freed
+  slot goes to the newest waiter, which has the most time left; the oldest
+  are the ones shed. A caller without a deadline waits at most
+  :data:`MAX_WAIT_WITHOUT_DEADLINE_S` (its budget for this rule), then gets
+  RESOURCE_EXHAUSTED (back off, retry).
 
 The same policy orders grpc's own queue of calls waiting for a thread
 (:class:`CallExecutor`): a call's wait there counts against its deadline too,
@@ -52,20 +54,27 @@ from oms.metrics import observe_admission
 
 #: The least time a heavy call needs to be worth starting (a 1-line quote takes ~3 ms).
 MIN_WORK_S = 0.003
-#: A queue that has not been empty for this long is a standing queue: overload (CoDel's interval).
-OVERLOAD_INTERVAL_S = 0.1
-#: How long a caller without a deadline may wait in a standing queue before RESOURCE_EXHAUSTED.
-MAX_OVERLOAD_WAIT_S = 2.0
+#: A queue serves its newest waiter first once its oldest has used this share of its wait budget.
+LIFO_AFTER_BUDGET_SHARE = 0.5
+#: How long a caller without a deadline may wait for a slot before RESOURCE_EXHAUSTED.
+MAX_WAIT_WITHOUT_DEADLINE_S = 2.0
 #: Weight of the newest call in the moving average of service times.
 EWMA_WEIGHT = 0.1
 
 
 class _Waiter:
-    __slots__ = ("granted", "ready")
+    __slots__ = ("budget", "enqueued", "granted", "ready")
 
-    def __init__(self) -> None:
+    def __init__(self, enqueued: float, budget: float) -> None:
         self.ready = threading.Event()
         self.granted = False
+        self.enqueued = enqueued
+        self.budget = budget  # how long it may wait, s
+
+
+def _lifo(now: float, oldest_enqueued: float, oldest_budget: float) -> bool:
+    """Serve the newest first: the oldest waiter has used most of its wait budget."""
+    return now - oldest_enqueued > LIFO_AFTER_BUDGET_SHARE * oldest_budget
 
 
 class Admission:
@@ -79,7 +88,6 @@ class Admission:
         self._lock = threading.Lock()
         self._free = slots
         self._waiters: deque[_Waiter] = deque()
-        self._last_idle = clock()  # the last moment nobody was waiting
         self._service_s: dict[str, float] = {}
 
     # -- what a call costs ------------------------------------------------------------
@@ -95,40 +103,33 @@ class Admission:
         )
 
     def overloaded(self) -> bool:
-        """A standing queue: someone has been waiting, without a break, for a whole interval."""
+        """Whether a freed slot now goes to the newest waiter (see the module doc)."""
         with self._lock:
-            return self._standing(self._clock())
+            return self._serves_newest(self._clock())
 
-    def _standing(self, now: float) -> bool:
-        return bool(self._waiters) and now - self._last_idle > OVERLOAD_INTERVAL_S
+    def _serves_newest(self, now: float) -> bool:
+        if not self._waiters:
+            return False
+        oldest = self._waiters[0]
+        return _lifo(now, oldest.enqueued, oldest.budget)
 
     # -- the queue -------------------------------------------------------------------
 
     def _acquire(self, timeout: float | None) -> bool:
-        """Take a slot within ``timeout`` s; None (no deadline): while the queue drains,
-        or for at most :data:`MAX_OVERLOAD_WAIT_S` once it stands."""
+        """Take a slot within ``timeout`` s (None: no deadline, at most
+        :data:`MAX_WAIT_WITHOUT_DEADLINE_S`)."""
+        budget = MAX_WAIT_WITHOUT_DEADLINE_S if timeout is None else max(0.0, timeout)
         with self._lock:
             if self._free > 0 and not self._waiters:
                 self._free -= 1
                 return True
-            if not self._waiters:
-                self._last_idle = self._clock()
-            waiter = _Waiter()
+            waiter = _Waiter(self._clock(), budget)
             self._waiters.append(waiter)
-        if timeout is not None:
-            waiter.ready.wait(timeout)
-        else:
-            # Keep its place in the queue while checking, now and then, for a standing queue.
-            started = self._clock()
-            while not waiter.ready.wait(OVERLOAD_INTERVAL_S):
-                if self._clock() - started >= MAX_OVERLOAD_WAIT_S and self.overloaded():
-                    break
+        waiter.ready.wait(budget)
         with self._lock:
             if waiter.granted:
                 return True
             self._waiters.remove(waiter)
-            if not self._waiters:
-                self._last_idle = self._clock()
             return False
 
     def _release(self) -> None:
@@ -136,11 +137,11 @@ class Admission:
             if not self._waiters:
                 self._free += 1
                 return
-            now = self._clock()
-            # FIFO while the queue comes and goes; the newest first once it stands.
-            waiter = self._waiters.pop() if self._standing(now) else self._waiters.popleft()
-            if not self._waiters:
-                self._last_idle = now
+            # FIFO while the queue drains in time; the newest first once it does not.
+            if self._serves_newest(self._clock()):
+                waiter = self._waiters.pop()
+            else:
+                waiter = self._waiters.popleft()
             waiter.granted = True  # the slot passes straight to it
             waiter.ready.set()
 
@@ -210,37 +211,74 @@ def admitted(
 # ------------------------------------------------------------- grpc's queue of calls
 
 
+def _grpc_deadline(item: Any) -> float | None:
+    """The epoch deadline of the grpc call a thread-pool work item serves, if it says.
+
+    grpc submits ``(context.run, behaviour_in_pool, rpc_event, state, ...)``; the
+    event's ``call_details.deadline`` is the caller's deadline (or far in the
+    future without one). Anything else: None.
+    """
+    for arg in getattr(item, "args", ())[:3]:
+        details = getattr(arg, "call_details", None)
+        deadline = getattr(details, "deadline", None)
+        if isinstance(deadline, float):
+            return deadline
+    return None
+
+
 class AdaptiveLifoQueue:
-    """The work queue of :class:`CallExecutor`: FIFO, or LIFO while a queue stands.
+    """The work queue of :class:`CallExecutor`, ordered like the slot queue: calls whose
+    deadline has passed first (grpc discards them at once, freeing their memory), then
+    FIFO while the oldest call has used less than :data:`LIFO_AFTER_BUDGET_SHARE`
+    of its time, else the newest first.
 
     Implements what :class:`~concurrent.futures.ThreadPoolExecutor` asks of its
     queue (``put``, ``get``, ``get_nowait``). Its shutdown markers (``None``) are
     handed out only once no work is left, so a shutdown never strands a call.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._clock = clock
-        self._items: deque[Any] = deque()
+        self._wall_clock = wall_clock
+        # (enqueued, monotonic deadline or None, item)
+        self._items: deque[tuple[float, float | None, Any]] = deque()
         self._stops = 0
         self._ready = threading.Condition(threading.Lock())
-        self._last_idle = clock()
 
     def qsize(self) -> int:
         with self._ready:
             return len(self._items)
 
     def overloaded(self) -> bool:
+        """Whether the next call handed out is the newest."""
         with self._ready:
-            return bool(self._items) and self._clock() - self._last_idle > OVERLOAD_INTERVAL_S
+            return self._serves_newest(self._clock())
+
+    def _serves_newest(self, now: float) -> bool:
+        if not self._items:
+            return False
+        enqueued, deadline, _ = self._items[0]
+        budget = MAX_WAIT_WITHOUT_DEADLINE_S if deadline is None else deadline - enqueued
+        return _lifo(now, enqueued, budget)
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        now = self._clock()
+        if item is None:
+            entry = None
+        else:
+            epoch = _grpc_deadline(item)
+            left = None if epoch is None else epoch - self._wall_clock()
+            deadline = None if left is None or left > NO_DEADLINE_S else now + left
+            entry = (now, deadline, item)
         with self._ready:
-            if item is None:
+            if entry is None:
                 self._stops += 1
             else:
-                if not self._items:
-                    self._last_idle = self._clock()
-                self._items.append(item)
+                self._items.append(entry)
             self._ready.notify()
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
@@ -253,11 +291,13 @@ class AdaptiveLifoQueue:
                 self._stops -= 1
                 return None
             now = self._clock()
-            standing = now - self._last_idle > OVERLOAD_INTERVAL_S
-            item = self._items.pop() if standing else self._items.popleft()
-            if not self._items:
-                self._last_idle = now
-            return item
+            for k, (_, deadline, item) in enumerate(self._items):
+                if deadline is not None and deadline <= now:
+                    del self._items[k]
+                    return item
+            if self._serves_newest(now):
+                return self._items.pop()[2]
+            return self._items.popleft()[2]
 
     def get_nowait(self) -> Any:
         return self.get(block=False)
