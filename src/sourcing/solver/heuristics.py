@@ -104,7 +104,8 @@ def drop_heuristic(ctx: Context, nodes: IntArray, services: IntArray) -> Plan | 
     if not within_cap[0]:
         return None
     current = int(total[0])
-    while nodes.size > 1:
+    # Each pass prices every one-parcel-fewer plan; out of time, the current plan stands.
+    while nodes.size > 1 and not ctx.out_of_time():
         keep = ~np.eye(nodes.size, dtype=bool)
         cand_nodes = np.broadcast_to(nodes, keep.shape)[keep].reshape(nodes.size, -1)
         cand_services = np.broadcast_to(services, keep.shape)[keep].reshape(nodes.size, -1)

@@ -139,6 +139,12 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
         lower = max(simple_bound(searched), _ceil(bound.value))
     upper = best.cost if best is not None else INF
 
+    if best is not None and ctx.out_of_time():
+        # Building the CP-SAT model alone takes hundreds of ms on a 150-line cart: out of
+        # time (or the caller gone), the best plan stands with its gap to the bound.
+        gap = max(best.cost - lower, 0) / max(abs(best.cost), 1)
+        return replace(best, status=FEASIBLE, gap=gap, method="out of time")
+
     if best is not None:
         best = local_search(ctx, elig, best, max_parcels)
         upper = best.cost
