@@ -110,7 +110,6 @@ def _translate_db_errors(exc: DBAPIError) -> Exception:
     return exc
 
 
-
 def _write_lock_timeout(started: float) -> DeadlineExceeded:
     waited_ms = 1000 * (time.monotonic() - started)
     return DeadlineExceeded(
@@ -132,6 +131,7 @@ def _flock_until(fd: int, give_up_at: float, started: float) -> None:
                 raise _write_lock_timeout(started) from None
             time.sleep(min(pause, left))
             pause = min(2 * pause, 0.005)
+
 
 class Database:
     """The engine, the clock and the transactions every repository works in. Thread-safe.
