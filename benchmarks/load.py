@@ -668,7 +668,12 @@ def _open_loop(
             lags.append(1000 * lag)
             sent_in_window += 1
         future = stubs[k % len(stubs)].QuoteDeliveryOptions.future(
-            requests[k % len(requests)], timeout=spec.deadline_s
+            requests[k % len(requests)],
+            timeout=spec.deadline_s,
+            metadata=(
+                ("authorization", f"Bearer {spec.token}"),
+                ("x-client-id", f"shopper-{spec.index}-{k % len(stubs)}"),
+            ),
         )
         k += 1
         future.add_done_callback(lambda f, s=scheduled: done(s, f))
