@@ -53,9 +53,10 @@ _LOCK_QUOTE = Statement.portable(
 )
 _INSERT_QUOTE = insert_statement("quotes", _QUOTE_COLUMNS)
 #: A quote is soft state (recomputed on demand, refused at PlaceOrder if lost): its commit
-#: need not wait for the WAL flush. Measured: that flush was the PostgreSQL backends' main
-#: wait under quote load (IO:WALSync + LWLock:WALWrite, 0.84-0.94 of 1.02-1.14 active
-#: backends). SQLite's WAL with synchronous=NORMAL already commits without a flush.
+#: need not wait for the WAL flush (nor a checkout hold's, see hold_option). Measured: that
+#: flush was the PostgreSQL backends' main wait under quote load (IO:WALSync +
+#: LWLock:WALWrite, 0.84-0.94 of 1.02-1.14 active backends). SQLite's WAL with
+#: synchronous=NORMAL already commits without a flush.
 _QUOTE_COMMIT_WITHOUT_FLUSH = Statement(
     sqlite="SELECT 1", postgresql="SET LOCAL synchronous_commit TO off"
 )
@@ -157,6 +158,10 @@ class QuoteRepository:
                 return Hold({}, None, {k: (units[k], max(v, 0)) for k, v in sorted(short.items())})
             if not still_wanted():
                 raise Cancelled("the caller went away before the hold was taken")
+            if not self.db.is_sqlite:
+                # Soft state too: a hold lost in a crash only leaves PlaceOrder to re-check
+                # the stock, as it does anyway.
+                execute(conn, _QUOTE_COMMIT_WITHOUT_FLUSH)
             until = min(now + ttl_s, float(expires_at))
             execute_many(
                 conn,
