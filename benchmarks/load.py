@@ -1,22 +1,29 @@
-"""Load test of the gRPC service: closed-loop quotes and orders, and an open-loop half-rate check.
+"""Load test of the gRPC service under the product's own settings: closed-loop quotes and
+orders, an open-loop half-rate check, overload at tight deadlines, callers without
+deadlines, and a browsing soak.
 
 Run from the project root (a command, not a test)::
 
     .venv/bin/python benchmarks/load.py [--duration 10] [--warmup 2] [--clients 1,8,32,64]
-        [--processes 1,2] [--stores sqlite,postgresql] [--only quotes|place|ship|all]
-        [--seed 0] [--json PATH] [--smoke] [--baseline-src DIR]
+        [--processes 1,2] [--stores sqlite,postgresql]
+        [--only quotes|place|ship|overload|browse|all] [--seed 0] [--json PATH] [--smoke]
+        [--baseline-src DIR]
 
 Every cell starts the real server (``python -m oms.cli serve``) as a
 subprocess on a free port, on a store prepared beforehand by this script
 (a fresh SQLite file, or a freshly created PostgreSQL database
-``--pg-database``, default ``oms_bench``, dropped first if present and at the
-end): the schema migrated, and the demo network loaded with on-hand stock and
-daily node capacity multiplied by ``--stock-scale`` (default 200) so that the
-load never runs the network out of stock or capacity. The server runs with
-``--quote-ttl 5 --solver-time-limit 0.2 --no-demo`` and no dashboard
-(``--http-port 0``; ``--http-port`` gives it one: ``benchmarks/checkout_cost.py``
-compares); its log goes to a file
-whose ERROR lines are counted per cell. Readiness: every worker has logged
+``--pg-database``, default ``oms_bench_<pid>``, dropped first if present and at
+the end): the schema migrated, and the demo network loaded. **By default the
+server runs with the product's settings**: the demo network's own stock and
+daily capacity (``--stock-scale 1``), the default quote TTL (900 s) and solver
+limit (0.5 s), and the default holds policy (quotes hold nothing; StartCheckout
+holds the chosen option for 180 s, capped per caller). The older, friendlier
+settings remain options (``--stock-scale 200 --quote-ttl 5 --solver-time-limit
+0.2``). The clients are a checkout service: the checkout token (given to the
+server in ``OMS_CHECKOUT_TOKEN``) and an ``x-client-id`` per caller. The
+server's log goes to a file whose ERROR lines and access-log lines are read
+per cell. No dashboard (``--http-port 0``; ``--http-port`` gives it one:
+``benchmarks/checkout_cost.py`` compares). Readiness: every worker has logged
 ``worker ... serving`` and the health service answers SERVING; all client
 connections are established before the clock starts. Stopped with SIGTERM.
 
@@ -25,14 +32,17 @@ processes of threads, one channel and TCP connection each, so that the
 kernel's SO_REUSEPORT balancing spreads the connections over the server's
 processes): each caller sends carts from a pool of ``--pool`` seeded carts
 ``demo_order(demo_network(), rng, lines)`` with lines uniform in 1..5, with a
-per-call deadline (``--deadline``, default 1 s), for ``--warmup`` + ``--duration``
-seconds; only calls that complete inside the ``--duration`` window count.
+per-call deadline (``--deadline``, default 1 s), for ``--warmup`` +
+``--duration`` seconds. **Every call counts**: a call belongs to the window
+by when it was sent; one still in flight when the window closes is waited
+for and counted by its outcome (``late`` says how many ended after it);
+errors during the warm-up are counted too.
 
 * ``quotes``: QuoteDeliveryOptions in a loop. calls/s = successful quotes per second.
-* ``place``: QuoteDeliveryOptions, then PlaceOrder on the first option with a
-  fresh idempotency key. calls/s = placed orders per second; p50/p99 are of
-  PlaceOrder alone, ``pair`` of quote + place.
-* ``ship`` (``--only ship``; issue 16): QuoteDeliveryOptions, PlaceOrder, then
+* ``place``: QuoteDeliveryOptions, StartCheckout on the first option, then
+  PlaceOrder with a fresh idempotency key. calls/s = placed orders per
+  second; p50/p99 are of PlaceOrder alone, ``pair`` of the whole checkout.
+* ``ship`` (``--only ship``; issue 16): the checkout as in ``place``, then
   ReleaseOrder and ConfirmShipment by order id (the order-level shortcut every version
   of the service has). calls/s = shipped orders per second; ``place`` and ``ship``
   columns are PlaceOrder's and ConfirmShipment's own latencies. With
@@ -46,6 +56,20 @@ seconds; only calls that complete inside the ``--duration`` window count.
   ``--open-channels`` connections; latency runs from each call's *scheduled*
   send time, so a late sender or a queue is charged to the service rather
   than hidden (no coordinated omission).
+* ``overload``: quotes at ``--overload-clients`` (16,32,64,128) with
+  ``--overload-deadline`` (200 ms), per store, largest process count. The
+  saturating count is the fewest clients reaching 90% of the peak goodput;
+  the verdict reads goodput and client-seen p99 at twice that count (target:
+  at least 90% of the peak). One more cell of ``--no-deadline-clients`` (128)
+  callers that set no deadline at all.
+* ``browse``: a browsing soak, quotes only for ``--soak`` seconds
+  (``--soak-clients``), sampling every second the share of promisable stock
+  (on hand - safety - order reservations) held by checkout holds; its end and
+  peak. With holds taken only by StartCheckout it must stay 0.
+
+Every cell also compares the server's access log with its clients over the
+whole cell: OK calls logged per OK call received, and logged p99 per
+client-seen p99 (the log times calls from their arrival, queue included).
 
 Per cell the machine's CPU use in the window is split from ``/proc``: the
 server's processes, the load generator's, and everything else (``other``:
@@ -74,7 +98,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
@@ -98,6 +122,8 @@ TARGET_PROCESSES = 2
 #: spread them over the server's processes.
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: The checkout token the benchmark's server is started with and its clients send.
+CHECKOUT_TOKEN = uuid.uuid4().hex
 
 
 # --------------------------------------------------------------------------- cells
@@ -107,12 +133,14 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class Cell:
     """One measurement: a kind of load on one store and server configuration."""
 
-    kind: str  # "quotes", "place", "ship" or "open"
+    kind: str  # "quotes", "place", "ship", "open", "overload" or "browse"
     store: str  # "sqlite" or "postgresql"
     processes: int  # server processes (``oms serve --workers``)
     clients: int  # closed-loop callers; for "open", connections
     client_procs: int
+    deadline_s: float | None = 1.0  # per-call deadline; None: callers set none
     rate: float | None = None  # "open": arrivals per second
+    duration_s: float | None = None  # the window, when not --duration ("browse")
     result: dict[str, Any] = field(default_factory=dict)
     #: "current" (this tree) or "baseline" (the server from --baseline-src).
     variant: str = "current"
@@ -120,8 +148,15 @@ class Cell:
     @property
     def name(self) -> str:
         rate = f" @{self.rate:.0f}/s" if self.rate is not None else ""
+        deadline = (
+            " no-deadline"
+            if self.deadline_s is None
+            else (f" d{1000 * self.deadline_s:.0f}ms" if self.kind == "overload" else "")
+        )
         variant = " baseline" if self.variant == "baseline" else ""
-        return f"{self.kind}{variant} {self.store} p{self.processes} c{self.clients}{rate}"
+        return (
+            f"{self.kind}{variant} {self.store} p{self.processes} c{self.clients}{rate}{deadline}"
+        )
 
 
 # --------------------------------------------------------------------------- carts
@@ -393,6 +428,33 @@ class Server:
         ]
 
 
+def access_log_summary(log_path: Path) -> dict[str, Any]:
+    """Per checkout method, the server's access log over the whole cell: calls by code,
+    and the p99 of the logged duration of its OK calls (to compare with what clients saw)."""
+    by_method: dict[str, dict[str, Any]] = {}
+    ok_ms: dict[str, list[float]] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"oms.access"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        method = str(record.get("method", "")).rsplit("/", 1)[-1]
+        entry = by_method.setdefault(method, {"codes": Counter()})
+        entry["codes"][record.get("code")] += 1
+        if record.get("code") == "OK":
+            ok_ms.setdefault(method, []).append(float(record.get("duration_ms", 0.0)))
+    return {
+        method: {
+            "codes": dict(entry["codes"]),
+            "ok": len(ok_ms.get(method, [])),
+            "ok_p99_ms": float(np.percentile(ok_ms[method], 99)) if ok_ms.get(method) else None,
+        }
+        for method, entry in by_method.items()
+    }
+
+
 def _wait_ready(server: Server, workers: int, timeout_s: float = 90.0) -> None:
     """Every worker logged that it serves, and the health service answers SERVING."""
     deadline = time.monotonic() + timeout_s
@@ -434,12 +496,12 @@ def running_server(
         "--threads",
         str(args.server_threads),
         *(["--cpu-slots", str(args.server_cpu_slots)] if args.server_cpu_slots else []),
-        "--admin-token",
-        token,
-        "--quote-ttl",
-        f"{args.quote_ttl:g}",
-        "--solver-time-limit",
-        f"{args.solver_time_limit:g}",
+        *(["--quote-ttl", f"{args.quote_ttl:g}"] if args.quote_ttl is not None else []),
+        *(
+            ["--solver-time-limit", f"{args.solver_time_limit:g}"]
+            if args.solver_time_limit is not None
+            else []
+        ),
         "--no-demo",
         "--no-demo-orders",
         # Explicit: `oms serve` starts a dashboard on 8080 unless told otherwise.
@@ -448,6 +510,11 @@ def running_server(
         *(["--viewer-token-file", args.viewer_token_file] if args.viewer_token_file else []),
     ]
     env = variant_env(variant, args)
+    # Tokens the product's way (the environment): the clients are a checkout
+    # service with the checkout token and an x-client-id per shopper, so each
+    # shopper's checkout holds count against its own cap.
+    env["OMS_ADMIN_TOKEN"] = token
+    env["OMS_CHECKOUT_TOKEN"] = CHECKOUT_TOKEN
     log = log_path.open("wb")
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -480,16 +547,23 @@ class ClientSpec:
     pool: list[bytes]
     seed: int
     index: int
-    deadline_s: float
+    deadline_s: float | None  # None: no deadline
     warmup_s: float
     duration_s: float
     rate: float = 0.0  # open loop: arrivals per second of this process
     shared_channel: bool = False
+    token: str = ""  # the checkout token
     admin_token: str = ""  # "ship": ReleaseOrder and ConfirmShipment are admin calls
 
 
 class Recorder:
-    """One caller's measurements inside the window (no locks: one per thread)."""
+    """One caller's measurements (no locks: one per thread).
+
+    A call counts in the window by when it was *sent*, whatever its outcome and
+    however late it ends: a call still in flight when the window closes is
+    waited for (up to its deadline) and counted, and ``late`` says how many
+    ended after the window. Errors before the window (warm-up) are kept too.
+    """
 
     def __init__(self) -> None:
         self.quote_ms: list[float] = []
@@ -498,8 +572,14 @@ class Recorder:
         self.ship_ms: list[float] = []
         self.errors: Counter[str] = Counter()
         self.samples: dict[str, str] = {}
-        self.warmup_errors = 0
+        self.warmup_errors: Counter[str] = Counter()
         self.resourced = 0
+        self.held = 0  # StartCheckout answers with stock_held
+        self.sent = 0  # calls sent in the window (first call of each iteration)
+        self.late = 0  # of those, ended after the window closed
+        #: Every successful call of the whole run (warm-up included) by method, in ms:
+        #: compared with the server's access log, which logs them all.
+        self.ok_all_ms: dict[str, list[float]] = {}
 
     def error(self, call: str, exc: grpc.RpcError | str, in_window: bool) -> None:
         if isinstance(exc, str):
@@ -509,10 +589,13 @@ class Recorder:
             key = f"{call}:{code.name if code is not None else type(exc).__name__}"
             message = exc.details() if hasattr(exc, "details") else str(exc)
         if not in_window:
-            self.warmup_errors += 1
+            self.warmup_errors[key] += 1
             return
         self.errors[key] += 1
         self.samples.setdefault(key, str(message)[:300])
+
+    def ok(self, method: str, ms: float) -> None:
+        self.ok_all_ms.setdefault(method, []).append(ms)
 
     def merge(self, other: Recorder) -> None:
         self.quote_ms += other.quote_ms
@@ -522,8 +605,13 @@ class Recorder:
         self.errors.update(other.errors)
         for k, v in other.samples.items():
             self.samples.setdefault(k, v)
-        self.warmup_errors += other.warmup_errors
+        self.warmup_errors.update(other.warmup_errors)
         self.resourced += other.resourced
+        self.held += other.held
+        self.sent += other.sent
+        self.late += other.late
+        for method, values in other.ok_all_ms.items():
+            self.ok_all_ms.setdefault(method, []).extend(values)
 
 
 def _ship(
@@ -567,54 +655,73 @@ def _closed_loop(
     spec: ClientSpec,
     window: tuple[float, float],
     rec: Recorder,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> None:
+    """Quote, and in "place"/"ship" mode StartCheckout + PlaceOrder (+ release and ship),
+    in a loop until the window ends."""
     stub = checkout_pb2_grpc.CheckoutServiceStub(channel)
     fulfil = fulfilment_pb2_grpc.FulfilmentServiceStub(channel)
     begin, end = window
     i = offset
+    timeout = spec.deadline_s
     while time.monotonic() < end:
         request = requests[i % len(requests)]
         i += 1
         t0 = time.monotonic()
+        counted = begin <= t0 < end  # by when it was sent
+        rec.sent += counted
         try:
-            reply = stub.QuoteDeliveryOptions(request, timeout=spec.deadline_s)
+            reply = stub.QuoteDeliveryOptions(request, timeout=timeout, metadata=metadata)
         except grpc.RpcError as exc:
             t1 = time.monotonic()
-            rec.error("quote", exc, begin <= t1 < end)
+            rec.error("quote", exc, counted)
+            rec.late += counted and t1 >= end
             continue
         t1 = time.monotonic()
+        rec.ok("QuoteDeliveryOptions", 1000 * (t1 - t0))
         if not reply.options:
-            rec.error("quote", "NO_OPTIONS", begin <= t1 < end)
+            rec.error("quote", "NO_OPTIONS", counted)
+            rec.late += counted and t1 >= end
             continue
         if spec.mode == "quotes":
-            if begin <= t1 < end:
+            if counted:
                 rec.quote_ms.append(1000 * (t1 - t0))
+                rec.late += t1 >= end
             continue
-        place = checkout_pb2.PlaceOrderRequest(
-            quote_id=reply.quote_id,
-            option_id=reply.options[0].option_id,
-            idempotency_key=uuid.uuid4().hex,
-        )
+        option_id = reply.options[0].option_id
         try:
-            placed = stub.PlaceOrder(place, timeout=spec.deadline_s)
+            started = stub.StartCheckout(
+                checkout_pb2.StartCheckoutRequest(quote_id=reply.quote_id, option_id=option_id),
+                timeout=timeout,
+                metadata=metadata,
+            )
         except grpc.RpcError as exc:
             t2 = time.monotonic()
-            rec.error("place", exc, begin <= t2 < end)
+            rec.error("checkout", exc, counted)
+            rec.late += counted and t2 >= end
             continue
+        rec.held += counted and started.stock_held
         t2 = time.monotonic()
-        if begin <= t2 < end:
+        place = checkout_pb2.PlaceOrderRequest(
+            quote_id=reply.quote_id, option_id=option_id, idempotency_key=uuid.uuid4().hex
+        )
+        try:
+            placed = stub.PlaceOrder(place, timeout=timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            t3 = time.monotonic()
+            rec.error("place", exc, counted)
+            rec.late += counted and t3 >= end
+            continue
+        t3 = time.monotonic()
+        rec.ok("PlaceOrder", 1000 * (t3 - t2))
+        if counted:
             rec.quote_ms.append(1000 * (t1 - t0))
-            rec.place_ms.append(1000 * (t2 - t1))
-            rec.pair_ms.append(1000 * (t2 - t0))
+            rec.place_ms.append(1000 * (t3 - t2))
+            rec.pair_ms.append(1000 * (t3 - t0))
             rec.resourced += int(placed.resourced)
+            rec.late += t3 >= end
         if spec.mode == "ship":
-            _ship(
-                fulfil,
-                placed.order.order_id,
-                spec,
-                window,
-                rec,
-            )
+            _ship(fulfil, placed.order.order_id, spec, window, rec)
 
 
 def _open_loop(
@@ -678,7 +785,7 @@ def _open_loop(
         k += 1
         future.add_done_callback(lambda f, s=scheduled: done(s, f))
     with lock:
-        idle.wait_for(lambda: outstanding == 0, timeout=spec.deadline_s + 5)
+        idle.wait_for(lambda: outstanding == 0, timeout=(spec.deadline_s or 30.0) + 5)
     return {
         "sent_in_window": sent_in_window,
         "send_lag_ms_p99": float(np.percentile(lags, 99)) if lags else None,
@@ -734,6 +841,10 @@ def client_main(
                     spec,
                     window,
                     recorders[j],
+                    (
+                        ("authorization", f"Bearer {spec.token}"),
+                        ("x-client-id", f"shopper-{spec.index}-{j}"),
+                    ),
                 ),
                 daemon=True,
             )
@@ -743,7 +854,7 @@ def client_main(
             thread.start()
         for thread in threads:
             thread.join()
-    probe.join(timeout=spec.deadline_s + 5)
+    probe.join(timeout=(spec.deadline_s or 30.0) + 5)
     total = Recorder()
     for rec in recorders:
         total.merge(rec)
@@ -758,8 +869,12 @@ def client_main(
             "ship_ms": total.ship_ms,
             "errors": dict(total.errors),
             "samples": total.samples,
-            "warmup_errors": total.warmup_errors,
+            "warmup_errors": dict(total.warmup_errors),
             "resourced": total.resourced,
+            "held": total.held,
+            "sent": total.sent,
+            "late": total.late,
+            "ok_all_ms": total.ok_all_ms,
             "cpu_s": cpu[1] - cpu[0] if len(cpu) == 2 else None,
             **extra,
         }
@@ -787,9 +902,82 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def run_load(cell: Cell, server: Server, pool: list[bytes], args: argparse.Namespace) -> None:
+class HeldStockSampler:
+    """Every second, the share of promisable stock held by checkout holds, read from the store.
+
+    promisable = sum over positions of max(0, on hand - safety stock), less the units
+    reserved by orders; held = units in unexpired holds (reservations of no order).
+    """
+
+    SQL = (
+        "SELECT (SELECT COALESCE(SUM(qty), 0) FROM reservations "
+        "WHERE order_id IS NULL AND expires_at > {now}), "
+        "(SELECT COALESCE(SUM(CASE WHEN on_hand > safety_stock THEN on_hand - safety_stock "
+        "ELSE 0 END), 0) FROM stock), "
+        "(SELECT COALESCE(SUM(qty), 0) FROM reservations WHERE order_id IS NOT NULL)"
+    )
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.samples: list[tuple[float, int, int]] = []  # (t, held, promisable)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="held-sampler", daemon=True)
+
+    def _query(self) -> tuple[int, int]:
+        sql = self.SQL.format(now=repr(time.time()))
+        if self.url.startswith("sqlite"):
+            import sqlite3
+
+            path = self.url.split("///", 1)[1]
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+                held, free, reserved = conn.execute(sql).fetchone()
+        else:
+            import psycopg
+
+            with psycopg.connect(_psycopg_conninfo(self.url)) as conn:
+                row = conn.execute(sql).fetchone()
+                assert row is not None
+                held, free, reserved = row
+        return int(held), int(free) - int(reserved)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with suppress(Exception):  # a busy store: skip the sample
+                held, promisable = self._query()
+                self.samples.append((time.monotonic(), held, promisable))
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> HeldStockSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        with suppress(Exception):
+            held, promisable = self._query()
+            self.samples.append((time.monotonic(), held, promisable))
+
+    def summary(self) -> dict[str, Any]:
+        shares = [
+            held / promisable if promisable > 0 else 1.0 for _, held, promisable in self.samples
+        ]
+        return {
+            "held_samples": len(self.samples),
+            "held_share_end": shares[-1] if shares else None,
+            "held_share_peak": max(shares) if shares else None,
+            "held_units_end": self.samples[-1][1] if self.samples else None,
+            "held_units_peak": max((h for _, h, _ in self.samples), default=None),
+            "promisable_units_start": self.samples[0][2] if self.samples else None,
+        }
+
+
+def run_load(
+    cell: Cell, server: Server, pool: list[bytes], args: argparse.Namespace, url: str
+) -> None:
     """Run the client processes of ``cell`` against ``server``; fill ``cell.result``."""
     ctx = multiprocessing.get_context("spawn")
+    duration = cell.duration_s or args.duration
     ready, results = ctx.Queue(), ctx.Queue()
     go = ctx.Event()
     start_at = ctx.Value("d", 0.0)
@@ -803,16 +991,17 @@ def run_load(cell: Cell, server: Server, pool: list[bytes], args: argparse.Names
     specs = [
         ClientSpec(
             target=server.target,
-            mode=cell.kind,
+            mode="quotes" if cell.kind in ("overload", "browse") else cell.kind,
             threads=threads,
             pool=pool,
             seed=args.seed,
             index=i,
-            deadline_s=args.deadline,
+            deadline_s=cell.deadline_s,
             warmup_s=args.warmup,
-            duration_s=args.duration,
+            duration_s=duration,
             rate=rate,
             shared_channel=args.shared_channel,
+            token=CHECKOUT_TOKEN,
             admin_token=server.admin_token,
         )
         for i, (threads, rate) in enumerate(zip(shares, rates, strict=True))
@@ -825,9 +1014,12 @@ def run_load(cell: Cell, server: Server, pool: list[bytes], args: argparse.Names
         p.start()
     pg = PgActivity(args.pg_url, args.pg_database) if cell.store == "postgresql" else None
     pg_stats: dict[str, Any] = {}
+    sampler = HeldStockSampler(url) if cell.kind in ("browse", "place") else None
     try:
         for _ in procs:
             ready.get(timeout=120)
+        if sampler is not None:
+            sampler.__enter__()
         start = time.monotonic() + 0.2
         start_at.value = start
         go.set()
@@ -837,13 +1029,15 @@ def run_load(cell: Cell, server: Server, pool: list[bytes], args: argparse.Names
             pg.start()
         db_pids = pg.pids() if pg is not None else []
         before = cpu_snapshot(server.process.pid, pids, db_pids)
-        time.sleep(max(0.0, start + args.warmup + args.duration - time.monotonic()))
+        time.sleep(max(0.0, start + args.warmup + duration - time.monotonic()))
         after = cpu_snapshot(server.process.pid, pids, db_pids)
         if pg is not None:
             pg_stats = pg.stop()
             pg = None
-        parts = [results.get(timeout=args.deadline + 120) for _ in procs]
+        parts = [results.get(timeout=(cell.deadline_s or 30.0) + 120) for _ in procs]
     finally:
+        if sampler is not None:
+            sampler.__exit__()
         if pg is not None:
             pg.stop()
         for p in procs:
@@ -856,19 +1050,29 @@ def run_load(cell: Cell, server: Server, pool: list[bytes], args: argparse.Names
     pair_ms = [x for r in parts for x in r["pair_ms"]]
     ship_ms = [x for r in parts for x in r["ship_ms"]]
     errors: Counter[str] = Counter()
+    warmup_errors: Counter[str] = Counter()
     samples: dict[str, str] = {}
+    ok_all: dict[str, list[float]] = {}
     for r in parts:
         errors.update(r["errors"])
+        warmup_errors.update(r["warmup_errors"])
         for k, v in r["samples"].items():
             samples.setdefault(k, v)
+        for method, values in r.get("ok_all_ms", {}).items():
+            ok_all.setdefault(method, []).extend(values)
     ok = {"place": len(place_ms), "ship": len(ship_ms)}.get(cell.kind, len(quote_ms))
     cpu = cpu_split(before, after)
     client_cpu = [r["cpu_s"] for r in parts if r["cpu_s"] is not None]
+    sent = sum(r.get("sent", 0) for r in parts)
     cell.result = {
-        "calls_per_s": ok / args.duration,
+        "duration_s": duration,
+        "deadline_s": cell.deadline_s,
+        "calls_per_s": ok / duration,
         "ok": ok,
+        "sent": sent,
+        "late": sum(r.get("late", 0) for r in parts),
         "latency_ms": _pcts({"place": place_ms, "ship": ship_ms}.get(cell.kind, quote_ms)),
-        "placed_per_s": len(place_ms) / args.duration,
+        "placed_per_s": len(place_ms) / duration,
         "ship_ms": _pcts(ship_ms),
         "quote_ms": _pcts(quote_ms),
         "place_ms": _pcts(place_ms),
@@ -876,11 +1080,16 @@ def run_load(cell: Cell, server: Server, pool: list[bytes], args: argparse.Names
         "errors": sum(errors.values()),
         "errors_by_code": dict(sorted(errors.items())),
         "error_samples": samples,
-        "warmup_errors": sum(r["warmup_errors"] for r in parts),
+        "warmup_errors": sum(warmup_errors.values()),
+        "warmup_errors_by_code": dict(sorted(warmup_errors.items())),
         "resourced": sum(r["resourced"] for r in parts),
+        "held": sum(r.get("held", 0) for r in parts),
+        "client_ok_all": {m: len(v) for m, v in ok_all.items()},
+        "client_ok_all_p99_ms": {m: float(np.percentile(v, 99)) for m, v in ok_all.items() if v},
         "client_cpu_ms_per_call": 1000 * sum(client_cpu) / max(1, ok + sum(errors.values())),
         **cpu,
         **pg_stats,
+        **(sampler.summary() if sampler is not None else {}),
     }
     if cell.kind == "open":
         assert cell.rate is not None
@@ -891,7 +1100,7 @@ def run_load(cell: Cell, server: Server, pool: list[bytes], args: argparse.Names
             {
                 "target_rate": cell.rate,
                 "sent_in_window": sent,
-                "offered_per_s": sent / args.duration,
+                "offered_per_s": sent / duration,
                 "send_lag_ms_p99": max(lag99) if lag99 else None,
                 "send_lag_ms_max": max(lagmax) if lagmax else None,
                 "max_outstanding": max(r["max_outstanding"] for r in parts),
@@ -916,10 +1125,11 @@ def run_cell(
     log_path = workdir / f"cell{number:02d}-server.log"
     load_before = os.getloadavg()[0]
     with running_server(url, cell.processes, args, log_path, cell.variant) as server:
-        run_load(cell, server, pool, args)
+        run_load(cell, server, pool, args, url)
     log_errors = server.log_errors()
     cell.result.update(
         {
+            "access_log": access_log_summary(log_path),
             "store_prepare_s": prepared,
             "loadavg_1m_before": load_before,
             "server_exit_code": server.process.returncode,
@@ -979,6 +1189,135 @@ def table(cells: list[Cell]) -> str:
             _fmt(r["other_pct"], ".0f"),
         ]
         rows.append("| " + " | ".join(values) + " |")
+    return "\n".join(rows)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.3f}"
+
+
+def saturation(cells: list[Cell]) -> dict[str, Any]:
+    """Of one store's overload cells with a deadline: peak goodput, the saturating client
+    count (the fewest reaching 90% of the peak) and the cell at twice that count."""
+    timed = sorted((c for c in cells if c.deadline_s is not None), key=lambda c: c.clients)
+    if not timed:
+        return {}
+    peak = max(c.result["calls_per_s"] for c in timed)
+    saturating = next(c for c in timed if c.result["calls_per_s"] >= 0.9 * peak)
+    twice = next((c for c in timed if c.clients == 2 * saturating.clients), None)
+    return {"peak": peak, "saturating": saturating, "twice": twice}
+
+
+def overload_table(cells: list[Cell]) -> str:
+    head = [
+        "store",
+        "clients",
+        "deadline",
+        "goodput /s",
+        "of peak",
+        "client p50 ms",
+        "client p99 ms",
+        "sent",
+        "errors",
+        "ended after window",
+        "server CPU %",
+        "db CPU %",
+        "other CPU %",
+    ]
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for store in dict.fromkeys(c.store for c in cells):
+        mine = [c for c in cells if c.store == store]
+        peak = saturation(mine).get("peak")
+        for c in mine:
+            r = c.result
+            deadline = "none" if c.deadline_s is None else f"{1000 * c.deadline_s:.0f} ms"
+            rows.append(
+                "| "
+                + " | ".join(
+                    [
+                        store,
+                        str(c.clients),
+                        deadline,
+                        _fmt(r["calls_per_s"]),
+                        _ratio(r["calls_per_s"], peak) if c.deadline_s is not None else "-",
+                        _fmt(r["latency_ms"]["p50"]),
+                        _fmt(r["latency_ms"]["p99"]),
+                        str(r["sent"]),
+                        _errors(r),
+                        str(r["late"]),
+                        _fmt(r["server_pct"], ".0f"),
+                        _fmt(r["db_pct"], ".0f"),
+                        _fmt(r["other_pct"], ".0f"),
+                    ]
+                )
+                + " |"
+            )
+    return "\n".join(rows)
+
+
+def browse_table(cells: list[Cell]) -> str:
+    head = [
+        "store",
+        "clients",
+        "seconds",
+        "quotes/s",
+        "quotes",
+        "promisable units",
+        "held units end / peak",
+        "held share end / peak",
+        "errors",
+    ]
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for c in cells:
+        r = c.result
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    c.store,
+                    str(c.clients),
+                    _fmt(r["duration_s"], ".0f"),
+                    _fmt(r["calls_per_s"]),
+                    str(r["ok"]),
+                    str(r.get("promisable_units_start")),
+                    f"{r.get('held_units_end')} / {r.get('held_units_peak')}",
+                    f"{_fmt(r.get('held_share_end'), '.4f')} / "
+                    f"{_fmt(r.get('held_share_peak'), '.4f')}",
+                    _errors(r),
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(rows)
+
+
+def log_table(cells: list[Cell]) -> str:
+    """The server's access log against its clients over each whole cell (warm-up included):
+    OK calls logged per OK call received, and the logged p99 per client-seen p99."""
+    head = ["cell", "method", "client OK", "logged OK", "logged/client", "client p99 ms",
+            "logged p99 ms", "logged/client p99"]  # fmt: skip
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for c in cells:
+        r = c.result
+        for method, count in sorted(r.get("client_ok_all", {}).items()):
+            logged = r.get("access_log", {}).get(method, {})
+            client_p99 = r["client_ok_all_p99_ms"].get(method)
+            rows.append(
+                "| "
+                + " | ".join(
+                    [
+                        c.name,
+                        method,
+                        str(count),
+                        str(logged.get("ok", 0)),
+                        _ratio(logged.get("ok", 0), count),
+                        _fmt(client_p99),
+                        _fmt(logged.get("ok_p99_ms")),
+                        _ratio(logged.get("ok_p99_ms"), client_p99),
+                    ]
+                )
+                + " |"
+            )
     return "\n".join(rows)
 
 
@@ -1097,15 +1436,61 @@ def targets(cells: list[Cell]) -> list[str]:
             f"p99 <= {TARGET_HALF_RATE_P99_MS:g} ms at {c.rate:.1f} quotes/s open loop "
             f"({c.result.get('rate_basis', '')}): {_fmt(p99)} ms {verdict}"
         )
-    total = sum(c.result.get("errors", 0) for c in cells)
-    by_code: Counter[str] = Counter()
+    overloads = [c for c in cells if c.kind == "overload" and c.result]
+    for store in dict.fromkeys(c.store for c in overloads):
+        mine = [c for c in overloads if c.store == store]
+        sat = saturation(mine)
+        if not sat:
+            continue
+        twice = sat["twice"]
+        head = (
+            f"{store}: goodput at twice the saturating client count "
+            f"(2 x {sat['saturating'].clients}) >= 90% of the peak {sat['peak']:.1f}/s"
+        )
+        if twice is None:
+            lines.append(f"{head}: not run (add {2 * sat['saturating'].clients} clients)")
+        else:
+            share = twice.result["calls_per_s"] / sat["peak"]
+            lines.append(
+                f"{head}: {twice.result['calls_per_s']:.1f}/s = {100 * share:.0f}%, client p99 "
+                f"{_fmt(twice.result['latency_ms']['p99'])} ms "
+                + ("PASS" if share >= 0.9 else "FAIL")
+            )
+        for c in mine:
+            if c.deadline_s is None:
+                faults = {
+                    k: v
+                    for k, v in c.result["errors_by_code"].items()
+                    if k.split(":")[1] in ("INTERNAL", "UNKNOWN")
+                }
+                lines.append(
+                    f"{store}: callers without deadlines ({c.clients}) get no INTERNAL/UNKNOWN: "
+                    f"{sum(faults.values())} ({_errors(c.result)} errors in all) "
+                    + ("PASS" if not faults else "FAIL")
+                )
     for c in cells:
+        if c.kind == "browse" and c.result:
+            peak = c.result.get("held_share_peak")
+            lines.append(
+                f"{c.store}: a browsing-only load holds no promisable stock: peak share "
+                f"{_fmt(peak, '.4f')} " + ("PASS" if peak == 0 else "FAIL")
+            )
+    # Every error counts (warm-up too) outside the overload cells, where shedding is the point.
+    counted = [c for c in cells if c.kind != "overload" and c.result]
+    total = sum(c.result.get("errors", 0) + c.result.get("warmup_errors", 0) for c in counted)
+    by_code: Counter[str] = Counter()
+    for c in counted:
         by_code.update(c.result.get("errors_by_code", {}))
+        by_code.update(
+            {f"warm-up {k}": v for k, v in c.result.get("warmup_errors_by_code", {}).items()}
+        )
     detail = ", ".join(f"{k} {v}" for k, v in sorted(by_code.items()))
+    late = sum(c.result.get("late", 0) for c in counted)
     lines.append(
-        f"zero errors: {total} errors in {len(cells)} cells"
+        f"zero errors: {total} errors in {len(counted)} cells (overload cells apart)"
         + (f" ({detail})" if detail else "")
         + (" PASS" if total == 0 else " FAIL")
+        + f"; {late} calls ended after their window (counted by outcome)"
     )
     return lines
 
@@ -1135,9 +1520,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--stores", type=_names, default=["sqlite", "postgresql"], help="place cells: both"
     )
     parser.add_argument(
-        "--quote-stores", type=_names, default=["sqlite"], help="quotes cells: sqlite"
+        "--quote-stores",
+        type=_names,
+        default=["sqlite", "postgresql"],
+        help="quotes cells: both",
     )
-    parser.add_argument("--only", choices=("quotes", "place", "ship", "all"), default="all")
+    parser.add_argument(
+        "--only",
+        choices=("quotes", "place", "ship", "overload", "browse", "all"),
+        default="all",
+        help="one group of cells (default all: quotes + open loop, place, overload, browse; "
+        "ship only when asked)",
+    )
     parser.add_argument(
         "--baseline-src",
         type=Path,
@@ -1160,11 +1554,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--deadline", type=float, default=1.0, help="per-call deadline, s (1)")
     parser.add_argument("--pool", type=int, default=2000, help="carts in the seeded pool (2000)")
-    parser.add_argument("--stock-scale", type=int, default=200, help="on hand x this (200)")
-    parser.add_argument("--quote-ttl", type=float, default=5.0, help="server --quote-ttl (5)")
     parser.add_argument(
-        "--solver-time-limit", type=float, default=0.2, help="server --solver-time-limit (0.2)"
+        "--stock-scale",
+        type=int,
+        default=1,
+        help="on hand and daily capacity x this (1: the demo network's own)",
     )
+    parser.add_argument(
+        "--quote-ttl", type=float, help="server --quote-ttl (default: the server's, 900 s)"
+    )
+    parser.add_argument(
+        "--solver-time-limit",
+        type=float,
+        help="server --solver-time-limit (default: the server's, 0.5 s)",
+    )
+    parser.add_argument(
+        "--overload-clients",
+        type=_ints,
+        default=[16, 32, 64, 128],
+        help="overload cells' clients (16,32,64,128): the saturating count is the smallest "
+        "reaching 90%% of the peak goodput; the verdict reads the cell at twice it",
+    )
+    parser.add_argument(
+        "--overload-deadline", type=float, default=0.2, help="overload cells' deadline, s (0.2)"
+    )
+    parser.add_argument(
+        "--overload-stores", type=_names, default=["sqlite", "postgresql"], help="both"
+    )
+    parser.add_argument(
+        "--no-deadline-clients",
+        type=int,
+        default=128,
+        help="clients of the overload group's cell whose callers set no deadline (128; 0: none)",
+    )
+    parser.add_argument(
+        "--soak", type=float, default=30.0, help="browsing soak: seconds of quote-only load (30)"
+    )
+    parser.add_argument("--soak-clients", type=int, default=16, help="browsing soak clients (16)")
+    parser.add_argument("--soak-stores", type=_names, default=["sqlite", "postgresql"], help="both")
     parser.add_argument("--server-threads", type=int, default=16, help="server --threads (16)")
     parser.add_argument(
         "--server-cpu-slots",
@@ -1178,7 +1605,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--open-channels", type=int, default=32, help="open-loop connections")
     parser.add_argument("--no-open", action="store_true", help="skip the open-loop cell")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="an existing database's URL")
-    parser.add_argument("--pg-database", default="oms_bench", help="database created for the run")
+    parser.add_argument(
+        "--pg-database",
+        default=f"oms_bench_{os.getpid()}",
+        help="database created for the run (oms_bench_<pid>: runs side by side never share one)",
+    )
     parser.add_argument(
         "--http-port",
         type=int,
@@ -1195,34 +1626,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.smoke:
         args.duration, args.warmup = 2.0, 1.0
         args.clients = [1, 8]
-        args.stores = args.quote_stores = ["sqlite"]
+        args.stores = args.quote_stores = args.overload_stores = args.soak_stores = ["sqlite"]
+        args.overload_clients = [4, 8]
+        args.no_deadline_clients = 8
+        args.soak, args.soak_clients = 3.0, 4
         args.pool = min(args.pool, 200)
 
-    quote_cells = [
-        Cell("quotes", store, p, c, 1 if c == 1 else args.client_procs)
-        for store in args.quote_stores
-        for p in args.processes
-        for c in args.clients
+    procs = lambda c: 1 if c == 1 else args.client_procs  # noqa: E731
+    top = max(args.processes)
+    nd = args.no_deadline_clients
+    groups: dict[str, list[Cell]] = {
+        "quotes": [
+            Cell("quotes", store, p, c, procs(c), args.deadline)
+            for store in args.quote_stores
+            for p in args.processes
+            for c in args.clients
+        ],
+        "place": [
+            Cell("place", store, p, c, procs(c), args.deadline)
+            for store in args.stores
+            for p in args.processes
+            for c in args.clients
+        ],
+        "ship": [
+            Cell("ship", store, p, c, procs(c), args.deadline)
+            for store in args.stores
+            for p in args.processes
+            for c in args.clients
+        ],
+        "overload": [
+            cell
+            for store in args.overload_stores
+            for cell in [
+                *(
+                    Cell("overload", store, top, c, procs(c), args.overload_deadline)
+                    for c in args.overload_clients
+                ),
+                *([Cell("overload", store, top, nd, procs(nd), None)] if nd else []),
+            ]
+        ],
+        "browse": [
+            Cell(
+                "browse",
+                store,
+                top,
+                args.soak_clients,
+                procs(args.soak_clients),
+                args.deadline,
+                duration_s=args.soak,
+            )
+            for store in args.soak_stores
+        ],
+    }
+    cells: list[Cell] = [
+        c
+        for name, group in groups.items()
+        if args.only == name or (args.only == "all" and name != "ship")
+        for c in group
     ]
-    place_cells = [
-        Cell("place", store, p, c, 1 if c == 1 else args.client_procs)
-        for store in args.stores
-        for p in args.processes
-        for c in args.clients
-    ]
-    ship_cells = [
-        Cell("ship", store, p, c, 1 if c == 1 else args.client_procs)
-        for store in args.stores
-        for p in args.processes
-        for c in args.clients
-    ]
-    cells: list[Cell] = []
-    if args.only in ("quotes", "all"):
-        cells += quote_cells
-    if args.only in ("place", "all"):
-        cells += place_cells
-    if args.only == "ship":
-        cells += ship_cells
     if args.baseline_src is not None:  # each place/ship cell: the baseline's server, then ours
         cells = [
             variant
@@ -1235,15 +1696,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     open_processes = max(args.processes)
 
     slots = f"--cpu-slots {args.server_cpu_slots} " if args.server_cpu_slots else ""
+    ttl = f"--quote-ttl {args.quote_ttl:g} " if args.quote_ttl is not None else ""
+    limit = (
+        f"--solver-time-limit {args.solver_time_limit:g} "
+        if args.solver_time_limit is not None
+        else ""
+    )
+    defaults = (
+        "the product's defaults otherwise (quote TTL 900 s, solver limit 0.5 s, "
+        "StartCheckout holds stock, 200 units per caller)"
+    )
     print(
         f"load: {os.cpu_count()} cores; python {platform.python_version()}, grpcio "
-        f"{grpc.__version__}; server: python -m oms.cli serve --threads {args.server_threads} "
-        f"{slots}--quote-ttl {args.quote_ttl:g} --solver-time-limit {args.solver_time_limit:g} "
-        f"--no-demo; fresh store per cell: demo network with on hand and daily capacity "
-        f"x{args.stock_scale} (so the load never runs out of stock); carts: pool of "
-        f"{args.pool} seeded demo_order carts, 1-5 lines; deadline {args.deadline:g} s; "
-        f"{args.warmup:g} s warm-up + {args.duration:g} s per cell; client processes: 1 for "
-        f"1 client, else {args.client_procs} "
+        f"{grpc.__version__}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"server: python -m oms.cli serve --threads {args.server_threads} {slots}{ttl}{limit}"
+        f"--no-demo, {defaults}; fresh store per cell: demo network with on hand and daily "
+        f"capacity x{args.stock_scale}; clients: a checkout service (checkout token, one "
+        f"x-client-id per caller); carts: pool of {args.pool} seeded demo_order carts, 1-5 "
+        f"lines; deadline {args.deadline:g} s (overload cells {args.overload_deadline:g} s, and "
+        f"none for the no-deadline cell); {args.warmup:g} s warm-up + {args.duration:g} s per "
+        f"cell (browse: {args.soak:g} s); a call counts by when it was sent, and calls in flight "
+        f"at the window's end are waited for and counted; client processes: 1 for 1 client, "
+        f"else {args.client_procs} "
         f"({'one shared channel each' if args.shared_channel else 'one connection per caller'})",
         flush=True,
     )
@@ -1265,9 +1739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             number = 0
             for group in (
-                [c for c in cells if c.kind == "quotes"],
-                [c for c in cells if c.kind == "place"],
-                [c for c in cells if c.kind == "ship"],
+                [c for c in cells if c.kind == kind]
+                for kind in ("quotes", "place", "ship", "overload", "browse")
             ):
                 for cell in group:
                     number += 1
@@ -1280,7 +1753,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"{_fmt(r['latency_ms']['p50'])} ms, p99 {_fmt(r['latency_ms']['p99'])} "
                         f"ms, errors {_errors(r)}; CPU server {r['server_pct']:.0f}% clients "
                         f"{r['client_pct']:.0f}% db {_fmt(r['db_pct'], '.0f')}% other "
-                        f"{r['other_pct']:.0f}%",
+                        f"{r['other_pct']:.0f}%"
+                        + (
+                            f"; held share end {r['held_share_end']:.4f} peak "
+                            f"{r['held_share_peak']:.4f}"
+                            if r.get("held_share_end") is not None
+                            else ""
+                        ),
                         file=sys.stdout,
                     )
                     sys.stdout.flush()
@@ -1298,7 +1777,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         tqdm.write("  open loop skipped: no rate", file=sys.stdout)
                         bar.update()
                         continue
-                    cell = Cell("open", "sqlite", open_processes, args.open_channels, 1, rate=rate)
+                    cell = Cell(
+                        "open",
+                        "sqlite",
+                        open_processes,
+                        args.open_channels,
+                        1,
+                        args.deadline,
+                        rate=rate,
+                    )
                     cells.append(cell)
                     number += 1
                     bar.set_description(cell.name)
@@ -1341,6 +1828,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         if subset:
             print(f"### {title}\n\n{table(subset)}\n")
+    overloads = [c for c in done if c.kind == "overload"]
+    if overloads:
+        print(
+            "### Overload: QuoteDeliveryOptions, closed loop, tight deadlines (goodput = OK/s "
+            "of calls sent in the window; latency as the client saw it)\n\n"
+            f"{overload_table(overloads)}\n"
+        )
+    browses = [c for c in done if c.kind == "browse"]
+    if browses:
+        print(
+            "### Browsing soak: quotes only; share of promisable stock held by checkout holds "
+            f"(sampled every second)\n\n{browse_table(browses)}\n"
+        )
+    print(f"### Access log against the clients\n\n{log_table(done)}\n")
     opens = [c for c in done if c.kind == "open"]
     if opens:
         print(
