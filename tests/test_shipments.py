@@ -441,3 +441,32 @@ def test_return_at_the_nearest_store_restocks_there(database_url: str, tmp_path:
             )
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "not a store" in (err.value.details() or "")
+
+
+def test_collect_order_is_ready_then_picked_up(database_url: str, tmp_path: Path) -> None:
+    """A COLLECT order's pickup shipment: confirming it makes it READY_FOR_PICKUP (the units
+    leave the store's stock for the shelf), delivering it PICKED_UP; the order DELIVERED."""
+    with split_server(database_url, tmp_path) as client:
+        f = client.fulfilment
+        quote = client.quote({"A": 3}, pickup_store_ids=["ST-PHL"])
+        collect = [o for o in quote.options if o.method == S.FULFILMENT_METHOD_COLLECT]
+        assert collect, "the hand network's store offers collect"
+        order = client.place(quote.quote_id, collect[0].option_id).order
+        (pickup,) = order.shipments
+        assert (pickup.node_id, pickup.service) == ("ST-PHL", "pickup")
+        f.ReleaseOrder(fulfilment_pb2.ReleaseOrderRequest(order_id=order.order_id), metadata=ADMIN)
+        ready = f.ConfirmShipment(
+            fulfilment_pb2.ConfirmShipmentRequest(
+                shipment_id=pickup.shipment_id, carrier="in store", tracking_number="shelf 4"
+            ),
+            metadata=as_node("ST-PHL"),
+        )
+        assert ready.shipment.state == S.SHIPMENT_STATE_READY_FOR_PICKUP
+        assert ready.order.state == S.ORDER_STATE_SHIPPED
+        assert on_hand(client, "ST-PHL") == 2
+        done = f.ConfirmDelivery(
+            fulfilment_pb2.ConfirmDeliveryRequest(shipment_id=pickup.shipment_id),
+            metadata=as_node("ST-PHL"),
+        )
+        assert done.shipment.state == S.SHIPMENT_STATE_PICKED_UP
+        assert done.order.state == S.ORDER_STATE_DELIVERED
