@@ -29,24 +29,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from oms import schema as t
-from oms.driver_sql import Statement, execute, fetch
+from oms.driver_sql import Statement, execute_many, fetch
 
 FEED = "order_events"
 _PENDING = "oms_unnumbered_events"
 
 _INSERT = Statement.portable(
     "INSERT INTO order_events (order_id, at, type, detail, shipment_id, node_id)"
-    " VALUES (:order_id, :at, :type, :detail, :shipment_id, :node_id)"
+    " VALUES (:order_id, :at, :type, :detail, :shipment_id, :node_id) RETURNING event_id"
 )
 _TAKE_NUMBERS = Statement.portable(
     "UPDATE event_counter SET value = value + :n WHERE feed = :feed RETURNING value"
 )
-_NUMBER = Statement.portable(
-    "UPDATE order_events SET seq = :first + numbered.rn - 1 FROM"
-    " (SELECT event_id, ROW_NUMBER() OVER (ORDER BY event_id) AS rn"
-    "  FROM order_events WHERE seq IS NULL) AS numbered"
-    " WHERE order_events.event_id = numbered.event_id"
-)
+_NUMBER = Statement.portable("UPDATE order_events SET seq = :seq WHERE event_id = :event_id")
 _COLUMNS = "seq, order_id, at, type, detail, shipment_id, node_id"
 _AFTER = Statement.portable(
     f"SELECT {_COLUMNS} FROM order_events WHERE seq > :after ORDER BY seq LIMIT :limit"
@@ -74,7 +69,7 @@ class EventRow:
 
 def begin(conn: Connection) -> None:
     """A write transaction starts: none of its events is numbered yet."""
-    conn.info[_PENDING] = 0
+    conn.info[_PENDING] = []
 
 
 def add_event(
@@ -88,7 +83,7 @@ def add_event(
     node_id: str | None = None,
 ) -> None:
     """Append an event in the caller's transaction; it is numbered at commit."""
-    execute(
+    ((event_id,),) = fetch(
         conn,
         _INSERT,
         order_id=order_id,
@@ -98,16 +93,22 @@ def add_event(
         shipment_id=shipment_id,
         node_id=node_id,
     )
-    conn.info[_PENDING] = conn.info.get(_PENDING, 0) + 1
+    conn.info.setdefault(_PENDING, []).append(event_id)
 
 
 def number_events(conn: Connection) -> None:
     """Number the transaction's events; call last before commit (see the module docstring)."""
-    count = conn.info.pop(_PENDING, 0)
-    if not count:
+    pending: list[int] = conn.info.pop(_PENDING, [])
+    if not pending:
         return
-    (last,) = fetch(conn, _TAKE_NUMBERS, n=count, feed=FEED)[0]
-    execute(conn, _NUMBER, first=int(last) - count + 1)
+    (last,) = fetch(conn, _TAKE_NUMBERS, n=len(pending), feed=FEED)[0]
+    first = int(last) - len(pending) + 1
+    # In insertion order (event ids ascend within a transaction on both stores).
+    execute_many(
+        conn,
+        _NUMBER,
+        [{"seq": first + i, "event_id": e} for i, e in enumerate(pending)],
+    )
 
 
 def events_after(
