@@ -173,6 +173,8 @@ def test_three_parcel_order_lives_shipment_by_shipment(database_url: str, tmp_pa
                 )
         final = reply.order
         assert final.state == S.ORDER_STATE_DELIVERED
+        # The order-level history says when the last shipment left and arrived.
+        assert [e.type for e in final.events][-2:] == ["shipped", "delivered"]
         assert on_hand(client, "ST-PHL") == before["ST-PHL"]  # never shipped from there
         assert on_hand(client, "DC-CHI") == before["DC-CHI"] + 10 - 7
 

@@ -203,7 +203,7 @@ class Shipping:
                     remainder = self._split(conn, shipment, went, rest)
                     shipment = self.repo.get(conn, shipment_id)
             left = self._leave(conn, shipment, carrier, tracking, shipment.units())
-            self.store.refresh_state(conn, shipment.order_id)
+            self._settle(conn, shipment.order_id)
             return Shipped(self.store.get_order(conn, shipment.order_id), left, remainder)
 
     def deliver(self, shipment_id: str, scope: str | None) -> Shipped:
@@ -213,7 +213,7 @@ class Shipping:
             if sh.plan(action, shipment) is None:
                 return Shipped(self.store.get_order(conn, shipment.order_id), shipment)
             done = self._arrive(conn, shipment)
-            self.store.refresh_state(conn, shipment.order_id)
+            self._settle(conn, shipment.order_id)
             return Shipped(self.store.get_order(conn, shipment.order_id), done)
 
     def reject(
@@ -272,6 +272,19 @@ class Shipping:
             return CancelOutcome(self.store.get_order(conn, order_id), gone)
 
     # -- steps ----------------------------------------------------------------------------
+
+    def _settle(self, conn: Connection, order_id: str) -> None:
+        """Derive the order's state again after one shipment moved; when that shipment was
+        the last to leave or to arrive, the order-level ``shipped`` or ``delivered`` event
+        too (as the order-level calls write; the dashboard counts deliveries by it)."""
+        before = self.store.get_order(conn, order_id).state
+        after = self.store.refresh_state(conn, order_id)
+        if after == before:
+            return
+        if after == "SHIPPED":
+            self.store.add_event(conn, order_id, "shipped", "every shipment left its node")
+        elif after == "DELIVERED":
+            self.store.add_event(conn, order_id, "delivered", "delivered to the customer")
 
     @staticmethod
     def _release_units(shipments: list[sh.ShipmentRow]) -> dict[tuple[str, str], int]:
