@@ -420,8 +420,9 @@ class WatchShipmentsRequest(_message.Message):
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     after_cursor: _builtins.int
-    """Resume after this cursor (a previous response's cursor); 0 streams the node's current
-    open work first (PENDING aside) and then every change.
+    """Resume after this cursor (a previous response's cursor); 0 streams the node's whole
+    history from the start of the feed, then every change as it commits. A new order's
+    shipments reach the node as shipment_requested when the order is released.
     """
     def __init__(
         self,
