@@ -142,8 +142,9 @@ TARGETS: dict[str, Target] = {
     ),
 }
 
-#: What a scratch copy needs: the package, the tests and the benchmark helpers they import.
-_COPY = ("src", "tests", "benchmarks", "pyproject.toml")
+#: What a scratch copy needs: the package, the tests, the benchmark helpers they import and
+#: the example carts the CLI tests quote.
+_COPY = ("src", "tests", "benchmarks", "examples", "pyproject.toml")
 _RESULT = re.compile(r"^\s+(\S+__mutmut_\d+): (.+)$")
 
 
@@ -155,8 +156,9 @@ def _config(target: Target, tests: list[str]) -> str:
         "[tool.mutmut]",
         'source_paths = ["src"]',
         f"only_mutate = [{json.dumps(target.file)}]",
-        # The tests import helpers from benchmarks/ (networks, the reference pricing).
-        'also_copy = ["benchmarks"]',
+        # The tests import helpers from benchmarks/ (networks, the reference pricing) and
+        # the CLI tests read examples/.
+        'also_copy = ["benchmarks", "examples"]',
         f"pytest_add_cli_args_test_selection = {json.dumps(selection)}",
         'pytest_add_cli_args = ["-q", "-x"]',
         # grpc in the test process is not fork-safe: fork each mutant from a clean server.
