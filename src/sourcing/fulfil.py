@@ -333,6 +333,7 @@ class LegBudget:
         self.stats["sub"] = self.stats.get("sub", 0) + q.stats.subproblems
         self.stats["bound"] = self.stats.get("bound", 0) + q.stats.closed_by_bound
         self.stats["cpsat"] = self.stats.get("cpsat", 0) + q.stats.cpsat_calls
+        self.stats["resplit"] = self.stats.get("resplit", 0) + q.stats.resplits
 
     def quote_stats(self) -> QuoteStats:
         """The counters so far, and the seconds since the quote started."""
@@ -340,6 +341,7 @@ class LegBudget:
             subproblems=self.stats.get("sub", 0),
             closed_by_bound=self.stats.get("bound", 0),
             cpsat_calls=self.stats.get("cpsat", 0),
+            resplits=self.stats.get("resplit", 0),
             seconds=time.perf_counter() - self.started,
         )
 

@@ -634,12 +634,17 @@ class QuoteSettings:
 
 @dataclass(frozen=True)
 class QuoteStats:
-    """What a quote cost the solver: sub-problems solved, closed by a bound, CP-SAT calls, time."""
+    """What a quote cost the solver: sub-problems solved, closed by a bound, CP-SAT calls, time.
+
+    ``resplits``: parcel sets whose cheapest-first split broke a node's capacity,
+    re-split exactly by a min-cost flow during enumeration.
+    """
 
     subproblems: int
     closed_by_bound: int
     cpsat_calls: int
     seconds: float
+    resplits: int = 0
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,9 @@ class Context:
     demand: IntArray
     settings: QuoteSettings
     deadline: float
-    stats: dict[str, int] = field(default_factory=lambda: {"sub": 0, "bound": 0, "cpsat": 0})
+    stats: dict[str, int] = field(
+        default_factory=lambda: {"sub": 0, "bound": 0, "cpsat": 0, "resplit": 0}
+    )
     cache: dict[tuple[int, int], Plan | None] = field(default_factory=dict)
     known: list[Plan] = field(default_factory=list)
     #: The Lagrangian prices last found: a warm start for the next bound.

@@ -15,10 +15,15 @@ import math
 from typing import Final
 
 import numpy as np
+from ortools.graph.python import min_cost_flow
 
 from sourcing.model import BoolArray, IntArray
 from sourcing.solver.context import CHUNK_CELLS, INF, MAX_SUBSET_CELLS, Context, Plan
 from sourcing.solver.lagrangian import Bound
+
+#: Sets whose cheapest-first split breaks a capacity are re-split exactly (a min-cost
+#: flow each) up to this many per call; beyond it the enumeration is not a proof.
+MAX_RESPLITS: Final = 400
 
 #: Small subset tables by (count, size): the same few recur in every quote.
 _COMBINATIONS_CACHE: dict[tuple[int, int], IntArray] = {}
@@ -167,6 +172,60 @@ def _hopeful_sets(terms: np.ndarray, size: int, budget: float, limit: int) -> In
     return partial.astype(np.int64)
 
 
+def _covering_sets(
+    ctx: Context, slot_n: IntArray, terms: np.ndarray, size: int, budget: float, limit: int
+) -> IntArray | None:
+    """Every ``size``-set of slots (distinct nodes) that covers the demand with terms <= ``budget``.
+
+    Rows index ``slot_n``; a set may appear once per order it is built in
+    (callers price duplicates harmlessly). Built slot by slot, branching on
+    the rarest SKU still short: any covering set holds a holder of it, so
+    each step tries only that SKU's holders (set-cover branching). Once a
+    partial set covers the demand, the remaining slots are free (a parcel
+    that is not needed for cover may still pay by its cheap units). A
+    partial set whose terms plus the cheapest terms left exceed ``budget``
+    is dropped. Returns None if more than ``limit`` partial sets qualify.
+    """
+    demand = ctx.demand
+    avail = ctx.available_kc.take(slot_n, axis=1)  # K x S: each slot's node's stock
+    avail_sk = np.ascontiguousarray(avail.T)
+    holders = [np.flatnonzero(row > 0) for row in avail]
+    rank = np.argsort([h.size for h in holders], kind="stable")  # rarest SKU first
+    everyone = np.arange(slot_n.size)
+    prefix = np.concatenate(([0.0], np.cumsum(np.sort(terms))))
+    sets = np.zeros((1, 0), dtype=np.int64)
+    remaining = demand[None, :].astype(np.int64)
+    sums = np.zeros(1)
+    for depth in range(size):
+        left = size - depth - 1
+        short = remaining > 0
+        covered = ~short.any(axis=1)
+        branch = np.where(covered, -1, rank[short[:, rank].argmax(axis=1)])
+        parts_r: list[IntArray] = []
+        parts_c: list[IntArray] = []
+        for k in np.unique(branch).tolist():
+            rows = np.flatnonzero(branch == k)
+            cand = everyone if k < 0 else holders[k]
+            r, c = np.repeat(rows, cand.size), np.tile(cand, rows.size)
+            keep = sums[r] + terms[c] + prefix[min(left, prefix.size - 1)] <= budget
+            parts_r.append(r[keep])
+            parts_c.append(c[keep])
+        r, c = np.concatenate(parts_r), np.concatenate(parts_c)
+        if r.size > limit:
+            return None
+        if depth:
+            r_nodes = slot_n[sets[r]]
+            distinct = (r_nodes != slot_n[c][:, None]).all(axis=1)
+            r, c = r[distinct], c[distinct]
+        remaining = np.maximum(remaining[r] - avail_sk[c], 0)
+        sets = np.column_stack([sets[r], c])
+        sums = sums[r] + terms[c]
+        if left == 0:
+            done = ~(remaining > 0).any(axis=1)
+            sets = sets[done]
+    return np.unique(np.sort(sets, axis=1), axis=0) if sets.shape[0] else sets
+
+
 def best_subset(
     ctx: Context,
     elig: np.ndarray,
@@ -200,12 +259,23 @@ def best_subset(
             upper + 1e-6 - bound.priced_demand,
             MAX_SUBSET_CELLS // (size * demand.size),
         )
-        if hopeful is None:
-            return None, False
+        if hopeful is not None:
+            hopeful = by_term[hopeful]
+        else:
+            hopeful = _covering_sets(
+                ctx,
+                slot_n,
+                slot_terms,
+                size,
+                upper + 1e-6 - bound.priced_demand,
+                MAX_SUBSET_CELLS // (size * demand.size),
+            )
+            if hopeful is None:
+                return None, False
         # Most promising first: once a set's bound exceeds the best found, so do the rest.
-        set_bound = bound.priced_demand + slot_terms[by_term][hopeful].sum(axis=1)
+        set_bound = bound.priced_demand + slot_terms[hopeful].sum(axis=1)
         by_bound = np.argsort(set_bound, kind="stable")
-        sets, set_bound = by_term[hopeful[by_bound]], set_bound[by_bound]
+        sets, set_bound = hopeful[by_bound], set_bound[by_bound]
     elif subset_cells(slot_n.size, size, demand.size) > MAX_SUBSET_CELLS:
         return None, False
     else:
@@ -216,7 +286,7 @@ def best_subset(
     chunk = max(1, CHUNK_CELLS // (size * demand.size))
     best_key: tuple[int, int] = (INF, INF)
     best_set: tuple[IntArray, IntArray, IntArray] | None = None
-    cheapest_invalid = INF
+    over_sets: list[tuple[IntArray, IntArray, IntArray]] = []
     for begin in range(0, sets.shape[0], chunk):
         if ctx.out_of_time():
             return (subset_plan(ctx, *best_set) if best_set else None), False
@@ -236,7 +306,8 @@ def best_subset(
                 continue
         total, units, all_used, within_cap = split(ctx, nodes, services)
         if not within_cap.all():
-            cheapest_invalid = min(cheapest_invalid, int(total[~within_cap].min()))
+            over = ~within_cap
+            over_sets.append((nodes[over], services[over], total[over]))
         valid = np.flatnonzero(all_used & within_cap)
         if valid.size == 0:
             continue
@@ -246,8 +317,68 @@ def best_subset(
         key = (int(total[pick]), int(arrival[first]))
         if key < best_key:
             best_key, best_set = key, (nodes[pick], services[pick], units[pick])
+    exact = True
+    if over_sets:
+        # The cheapest-first split is a lower bound; where it breaks a capacity and
+        # still beats the best, the exact split (a min-cost flow) decides.
+        over_n = np.concatenate([o[0] for o in over_sets])
+        over_v = np.concatenate([o[1] for o in over_sets])
+        over_total = np.concatenate([o[2] for o in over_sets])
+        hopeful_over = np.flatnonzero(over_total < best_key[0])
+        hopeful_over = hopeful_over[np.argsort(over_total[hopeful_over], kind="stable")]
+        for tried, i in enumerate(hopeful_over.tolist()):
+            if over_total[i] >= best_key[0]:
+                break
+            if tried >= MAX_RESPLITS or ctx.out_of_time():
+                exact = False
+                break
+            resplit = capacitated_split(ctx, over_n[i], over_v[i])
+            if resplit is None:
+                continue
+            cost, units_i = resplit
+            if not (units_i.sum(axis=1) > 0).all():
+                continue  # an empty parcel: that plan has fewer parcels, enumerated already
+            key = (cost, int(costs.arrival[over_n[i], over_v[i]].max()))
+            if key < best_key:
+                best_key, best_set = key, (over_n[i], over_v[i], units_i)
     plan = subset_plan(ctx, *best_set) if best_set else None
-    return plan, cheapest_invalid >= best_key[0]
+    return plan, exact
+
+
+def capacitated_split(
+    ctx: Context, nodes: IntArray, services: IntArray
+) -> tuple[int, IntArray] | None:
+    """Least-cost split of the demand over parcels (nodes, services) within stock and capacity.
+
+    A transportation problem (SKUs to parcels), solved as a min-cost flow:
+    exact and integral. Returns (cost with the parcels' fixed costs, units
+    m x K), or None if the parcels cannot carry the demand.
+    """
+    costs, demand = ctx.costs, ctx.demand
+    ctx.stats["resplit"] += 1
+    m, n_skus = nodes.size, demand.size
+    unit = costs.unit[nodes, services, :]  # m x K
+    avail = costs.available[nodes]  # m x K
+    slot, sku = np.nonzero(avail > 0)
+    flow = min_cost_flow.SimpleMinCostFlow()
+    # Graph nodes: SKUs 0..K-1, parcels K..K+m-1, sink K+m. Costs shifted to >= 0:
+    # every unit crosses one SKU-to-parcel arc, so the shift adds a constant.
+    shift = int(unit.min())
+    flow.add_arcs_with_capacity_and_unit_cost(
+        sku, n_skus + slot, avail[slot, sku], unit[slot, sku] - shift
+    )
+    flow.add_arcs_with_capacity_and_unit_cost(
+        n_skus + np.arange(m), np.full(m, n_skus + m), costs.capacity[nodes], np.zeros(m, np.int64)
+    )
+    flow.set_nodes_supplies(
+        np.arange(n_skus + m + 1), np.concatenate([demand, np.zeros(m, np.int64), [-demand.sum()]])
+    )
+    if flow.solve() != flow.OPTIMAL:
+        return None
+    units = np.zeros((m, n_skus), dtype=np.int64)
+    units[slot, sku] = flow.flows(np.arange(slot.size))
+    total = int(costs.fixed[nodes, services].sum() + (unit * units).sum())
+    return total, units
 
 
 def subset_plan(ctx: Context, nodes: IntArray, services: IntArray, units: IntArray) -> Plan:

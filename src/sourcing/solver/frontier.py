@@ -78,6 +78,7 @@ def quote_delivery(network: Network, order: Order, settings: QuoteSettings) -> Q
         subproblems=ctx.stats["sub"],
         closed_by_bound=ctx.stats["bound"],
         cpsat_calls=ctx.stats["cpsat"],
+        resplits=ctx.stats["resplit"],
         seconds=time.perf_counter() - started,
     )
     return Quote(options, frontier, shortfall, stats)
