@@ -237,50 +237,84 @@ def best_subset(
     """Best plan with exactly ``size`` parcels among allowed slots, and whether that is exact.
 
     For a fixed set of parcels the best split is per SKU: cheapest unit cost
-    first, up to each node's stock. Capacity can make that split infeasible;
-    if such a set looks cheaper than the best valid one, a feasible re-split
-    might be too, so the answer is not a proof. Too many sets, or the time
-    budget spent: not (fully) attempted, not a proof. Sets are priced in
-    chunks to bound memory.
+    first, up to each node's stock; where that breaks a capacity, a min-cost
+    flow re-splits the set exactly. Too many sets, or the time budget spent:
+    not (fully) attempted, not a proof. Sets are priced in chunks to bound
+    memory.
+
+    With a Lagrangian bound, only the sets whose bound fits a budget are
+    generated, and the budget grows from just above the least bound of any
+    set towards ``upper``: once the best plan found costs no more than the
+    budget, every set left out costs more (a proof), so a poor ``upper``
+    (or none) no longer floods the enumeration with hopeless sets.
     """
-    costs, demand = ctx.costs, ctx.demand
     slot_n, slot_v = np.nonzero(elig & slots_ok)
     if slot_n.size < size:
         return None, True
-    set_bound: np.ndarray | None  # per set, a bound on its cost (sets in ascending order)
-    if bound is not None and bound.slot_terms is not None and upper < INF:
-        # Only sets whose Lagrangian bound does not exceed the best plan can win:
-        # generate just those, never the rest.
-        slot_terms = bound.slot_terms[slot_n, slot_v]
-        by_term = np.argsort(slot_terms, kind="stable")
-        hopeful = _hopeful_sets(
-            slot_terms[by_term],
-            size,
-            upper + 1e-6 - bound.priced_demand,
-            MAX_SUBSET_CELLS // (size * demand.size),
+    if bound is None or bound.slot_terms is None:
+        if subset_cells(slot_n.size, size, ctx.demand.size) > MAX_SUBSET_CELLS:
+            return None, False
+        best_key, best_set, exact = _price_sets(
+            ctx, slot_n, slot_v, _combinations(slot_n.size, size), None
         )
-        if hopeful is not None:
-            hopeful = by_term[hopeful]
-        else:
-            hopeful = _covering_sets(
-                ctx,
-                slot_n,
-                slot_terms,
-                size,
-                upper + 1e-6 - bound.priced_demand,
-                MAX_SUBSET_CELLS // (size * demand.size),
-            )
-            if hopeful is None:
-                return None, False
-        # Most promising first: once a set's bound exceeds the best found, so do the rest.
-        set_bound = bound.priced_demand + slot_terms[hopeful].sum(axis=1)
-        by_bound = np.argsort(set_bound, kind="stable")
-        sets, set_bound = hopeful[by_bound], set_bound[by_bound]
-    elif subset_cells(slot_n.size, size, demand.size) > MAX_SUBSET_CELLS:
-        return None, False
+        return (subset_plan(ctx, *best_set) if best_set else None), exact
+    slot_terms = bound.slot_terms[slot_n, slot_v]
+    floor = bound.priced_demand + float(np.sort(slot_terms)[:size].sum())
+    if not np.isfinite(floor):
+        return None, True
+    cap = upper + 1e-6
+    if upper >= INF:
+        steps = [floor + max(abs(floor), 1e5) * f for f in (0.02, 0.08, 0.32, 1.28)]
     else:
-        sets = _combinations(slot_n.size, size)
-        set_bound = None  # no bound: every set is worth pricing
+        steps = [b for b in (floor + (cap - floor) * f for f in (1 / 16, 1 / 4)) if b < cap]
+        steps.append(cap)
+    best: Plan | None = None
+    for budget in steps:
+        generated = _bounded_sets(ctx, slot_n, slot_terms, size, budget - bound.priced_demand)
+        if generated is None:
+            return best, False
+        sets = generated
+        # Most promising first: once a set's bound exceeds the best found, so do the rest.
+        set_bound = bound.priced_demand + slot_terms[sets].sum(axis=1)
+        by_bound = np.argsort(set_bound, kind="stable")
+        best_key, best_set, exact = _price_sets(
+            ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound]
+        )
+        best = subset_plan(ctx, *best_set) if best_set else None
+        if not exact:
+            return best, False
+        if best_key[0] <= budget or budget >= cap:
+            return best, True
+    return best, False
+
+
+def _bounded_sets(
+    ctx: Context, slot_n: IntArray, slot_terms: np.ndarray, size: int, budget: float
+) -> IntArray | None:
+    """``size``-sets of slots whose terms sum to <= ``budget`` (None: too many), that may cover.
+
+    Plain enumeration by terms (:func:`_hopeful_sets`) when few sets qualify,
+    else the covering sets only (:func:`_covering_sets`).
+    """
+    limit = MAX_SUBSET_CELLS // (size * ctx.demand.size)
+    by_term = np.argsort(slot_terms, kind="stable")
+    hopeful = _hopeful_sets(slot_terms[by_term], size, budget, limit)
+    if hopeful is not None:
+        return by_term[hopeful]
+    return _covering_sets(ctx, slot_n, slot_terms, size, budget, limit)
+
+
+def _price_sets(
+    ctx: Context,
+    slot_n: IntArray,
+    slot_v: IntArray,
+    sets: IntArray,
+    set_bound: np.ndarray | None,
+) -> tuple[tuple[int, int], tuple[IntArray, IntArray, IntArray] | None, bool]:
+    """Price ``sets`` (rows of slot indices; ascending ``set_bound`` if given): the best
+    (cost, arrival) key, its (nodes, services, units), and whether that is exact."""
+    costs, demand = ctx.costs, ctx.demand
+    size = sets.shape[1]
     # np.nonzero lists slots node by node: no node repeated means every set is distinct.
     one_slot_per_node = bool((slot_n[1:] != slot_n[:-1]).all())
     chunk = max(1, CHUNK_CELLS // (size * demand.size))
@@ -289,7 +323,7 @@ def best_subset(
     over_sets: list[tuple[IntArray, IntArray, IntArray]] = []
     for begin in range(0, sets.shape[0], chunk):
         if ctx.out_of_time():
-            return (subset_plan(ctx, *best_set) if best_set else None), False
+            return best_key, best_set, False
         chunk_sets = sets[begin : begin + chunk]
         if set_bound is not None:
             if set_bound[begin] > best_key[0] + 1e-6:
@@ -317,32 +351,39 @@ def best_subset(
         key = (int(total[pick]), int(arrival[first]))
         if key < best_key:
             best_key, best_set = key, (nodes[pick], services[pick], units[pick])
-    exact = True
-    if over_sets:
-        # The cheapest-first split is a lower bound; where it breaks a capacity and
-        # still beats the best, the exact split (a min-cost flow) decides.
-        over_n = np.concatenate([o[0] for o in over_sets])
-        over_v = np.concatenate([o[1] for o in over_sets])
-        over_total = np.concatenate([o[2] for o in over_sets])
-        hopeful_over = np.flatnonzero(over_total < best_key[0])
-        hopeful_over = hopeful_over[np.argsort(over_total[hopeful_over], kind="stable")]
-        for tried, i in enumerate(hopeful_over.tolist()):
-            if over_total[i] >= best_key[0]:
-                break
-            if tried >= MAX_RESPLITS or ctx.out_of_time():
-                exact = False
-                break
-            resplit = capacitated_split(ctx, over_n[i], over_v[i])
-            if resplit is None:
-                continue
-            cost, units_i = resplit
-            if not (units_i.sum(axis=1) > 0).all():
-                continue  # an empty parcel: that plan has fewer parcels, enumerated already
-            key = (cost, int(costs.arrival[over_n[i], over_v[i]].max()))
-            if key < best_key:
-                best_key, best_set = key, (over_n[i], over_v[i], units_i)
-    plan = subset_plan(ctx, *best_set) if best_set else None
-    return plan, exact
+    if not over_sets:
+        return best_key, best_set, True
+    return _resplit(ctx, over_sets, best_key, best_set)
+
+
+def _resplit(
+    ctx: Context,
+    over_sets: list[tuple[IntArray, IntArray, IntArray]],
+    best_key: tuple[int, int],
+    best_set: tuple[IntArray, IntArray, IntArray] | None,
+) -> tuple[tuple[int, int], tuple[IntArray, IntArray, IntArray] | None, bool]:
+    """Sets whose cheapest-first split broke a capacity: that split is a lower bound; where it
+    still beats the best, the exact split (a min-cost flow) decides, cheapest first."""
+    over_n = np.concatenate([o[0] for o in over_sets])
+    over_v = np.concatenate([o[1] for o in over_sets])
+    over_total = np.concatenate([o[2] for o in over_sets])
+    hopeful = np.flatnonzero(over_total < best_key[0])
+    hopeful = hopeful[np.argsort(over_total[hopeful], kind="stable")]
+    for tried, i in enumerate(hopeful.tolist()):
+        if over_total[i] >= best_key[0]:
+            break
+        if tried >= MAX_RESPLITS or ctx.out_of_time():
+            return best_key, best_set, False
+        resplit = capacitated_split(ctx, over_n[i], over_v[i])
+        if resplit is None:
+            continue
+        cost, units = resplit
+        if not (units.sum(axis=1) > 0).all():
+            continue  # an empty parcel: that plan has fewer parcels, enumerated already
+        key = (cost, int(ctx.costs.arrival[over_n[i], over_v[i]].max()))
+        if key < best_key:
+            best_key, best_set = key, (over_n[i], over_v[i], units)
+    return best_key, best_set, True
 
 
 def capacitated_split(

@@ -11,7 +11,7 @@ import numpy as np
 
 from sourcing.model import IntArray
 from sourcing.solver.context import CHUNK_CELLS, INF, Context, Plan, plan_from
-from sourcing.solver.enumeration import split, subset_plan
+from sourcing.solver.enumeration import capacitated_split, split, subset_plan
 
 
 def greedy_plan(
@@ -118,3 +118,42 @@ def drop_heuristic(ctx: Context, nodes: IntArray, services: IntArray) -> Plan | 
         nodes, services, current = cand_nodes[pick], cand_services[pick], int(cand_total[pick])
         units = cand_units[pick : pick + 1]
     return subset_plan(ctx, nodes, services, units[0])
+
+
+def cover_plan(ctx: Context, elig: np.ndarray, max_parcels: int) -> Plan | None:
+    """A feasible plan by greedy set cover, capacity-aware: a warm start where others fail.
+
+    Repeatedly opens the node whose cheapest eligible parcel costs least per
+    unit it can still carry (its stock of what is short, up to its capacity),
+    then splits the demand over the opened parcels exactly (a min-cost flow).
+    Not optimal, only a start for the local search and the bounds.
+    """
+    costs, demand = ctx.costs, ctx.demand
+    fixed = np.where(elig, costs.fixed, INF)
+    cheapest_service = fixed.argmin(axis=1)
+    node_fixed = fixed.min(axis=1).astype(np.float64)
+    open_ok = node_fixed < INF
+    remaining = demand.copy()
+    capacity = costs.capacity.copy()
+    chosen: list[int] = []
+    while remaining.sum() > 0 and len(chosen) < max_parcels:
+        gain = np.minimum(np.minimum(costs.available, remaining).sum(axis=1), capacity)
+        gain = np.where(open_ok, gain, 0)
+        if gain.max() <= 0:
+            return None
+        n = int(np.argmin(np.where(gain > 0, node_fixed / np.maximum(gain, 1), np.inf)))
+        chosen.append(n)
+        open_ok[n] = False
+        room = int(capacity[n])
+        for k in np.flatnonzero(np.minimum(costs.available[n], remaining) > 0).tolist():
+            take = min(int(costs.available[n, k]), int(remaining[k]), room)
+            remaining[k] -= take
+            room -= take
+    if remaining.sum() > 0:
+        return None
+    nodes = np.array(chosen, dtype=np.int64)
+    services = cheapest_service[nodes].astype(np.int64)
+    resplit = capacitated_split(ctx, nodes, services)
+    if resplit is None:
+        return None
+    return subset_plan(ctx, nodes, services, resplit[1])

@@ -27,7 +27,7 @@ from sourcing.solver.context import (
 )
 from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset, subset_cells
-from sourcing.solver.heuristics import drop_heuristic, greedy_plan, local_search
+from sourcing.solver.heuristics import cover_plan, drop_heuristic, greedy_plan, local_search
 from sourcing.solver.lagrangian import Bound, lagrangian_bound
 
 
@@ -80,6 +80,10 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
             best = _lexmin(best, known)
     if best is None:
         best = greedy_plan(ctx, elig, deadline.unit_min, max_parcels)
+    if best is None:
+        best = cover_plan(ctx, elig, max_parcels)
+        if best is not None:
+            best = local_search(ctx, elig, best, max_parcels)
 
     # Enumerate plans by parcel count while the sets to try stay few: every
     # plan with up to ``enumerated`` parcels is then known exactly. Between
