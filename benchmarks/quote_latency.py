@@ -3,16 +3,18 @@
 Run from the project root::
 
     .venv/bin/python benchmarks/quote_latency.py [--carts N] [--plain-carts M]
-        [--sizes 1x10x2,3x50x2,...] [--json PATH] [--time-limit S]
+        [--sizes 1x10x2,fragmented:20x200x2,...] [--json PATH] [--time-limit S]
 
-For each size ``LxNxV`` (L order lines, N nodes of a generated network, all of
-them candidates; V=2 services) it draws seeded random carts on
-``generated_network(N, max(100, 3 * L), seed)`` (carts the optimiser rejects
-with ShortageError are skipped and counted) and measures:
+For each size ``[REGIME:]LxNxV`` (L order lines, N nodes of a generated network,
+all of them candidates; V=2 services; REGIME one of ``networks.REGIMES``,
+``standard`` if omitted) it draws seeded random carts on
+``regime_network(REGIME, N, max(100, 3 * L), seed)`` (carts the optimiser
+rejects with ShortageError are skipped and counted) and measures, reported
+per regime and size:
 
 1. the optimiser, ``sourcing.quote`` with ``num_workers=1``: wall time
-   per quote (p50/p99/max), the share of returned options proven OPTIMAL, the
-   largest gap, CP-SAT calls per quote;
+   per quote (p50/p99/max), the share of returned options proven OPTIMAL and
+   of quotes with every option proven, the largest gap, CP-SAT calls per quote;
 2. a *plain model*: an independent, naive CP-SAT formulation (below) built
    from scratch for each of the four labels, with no pruning, bounds or
    hints, one worker and ``--time-limit`` seconds per solve; its wall time per
@@ -39,6 +41,8 @@ both sides or on neither). Where only one side is proven, the other side's
 feasible value must not beat it. Anything else is a mismatch.
 
 Cart ``i`` of a size is ``random_cart(network, np.random.default_rng((seed, i)), L)``.
+Run ``--seed`` 0, 1, 2... for fresh networks and carts: the regimes are
+distributions, not instances tuned to one seed.
 """
 
 from __future__ import annotations
@@ -66,14 +70,31 @@ from sourcing.errors import ShortageError
 from sourcing.model import MILLICENTS_PER_UNIT, Label, Option, Order
 from sourcing.orders import demand_by_sku
 
-from networks import generated_network, random_cart
+from networks import REGIMES, generated_network, random_cart, regime_network
 
-DEFAULT_SIZES = "1x10x2,3x50x2,10x50x2,20x200x2,50x500x2"
+DEFAULT_SIZES = (
+    "1x10x2,3x50x2,10x50x2,20x200x2,50x500x2,"
+    "fragmented:10x50x2,fragmented:20x200x2,fragmented:50x500x2,"
+    "credits:20x200x2,capacity:20x200x2"
+)
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "quote_latency.json"
-#: p99 targets of the optimiser (ms) by size.
-TARGETS_P99_MS = {"10x50x2": 25.0, "50x500x2": 150.0}
-#: The plain model is slow on the largest carts: never more than this many there.
-PLAIN_CAP = {"50x500x2": 10}
+#: p99 targets of the optimiser (ms) by regime:size.
+TARGETS_P99_MS = {
+    "standard:10x50x2": 25.0,
+    "standard:50x500x2": 150.0,
+    "fragmented:20x200x2": 100.0,
+    "fragmented:50x500x2": 500.0,
+}
+#: Share of quotes with every option proven OPTIMAL that the targets ask for.
+TARGETS_PROVEN = {"fragmented:20x200x2": 1.0, "fragmented:50x500x2": 0.99}
+#: The plain model is slow on the largest or split carts: never more than this many there.
+PLAIN_CAP = {
+    "standard:50x500x2": 10,
+    "fragmented:20x200x2": 5,
+    "fragmented:50x500x2": 2,
+    "credits:20x200x2": 5,
+    "capacity:20x200x2": 5,
+}
 #: Greedy/optimal cost ratios only where the optimal cost is at least this much
 #: (1.00 currency unit): below it a ratio says nothing (costs can be ~0 or < 0).
 RATIO_MIN_COST = MILLICENTS_PER_UNIT
@@ -278,6 +299,18 @@ def _pcts(values: Sequence[float]) -> dict[str, float | None]:
     }
 
 
+def parse_spec(text: str) -> tuple[str, str]:
+    """``[REGIME:]LxNxV`` -> (regime, size), the size checked by :func:`parse_size`."""
+    regime, _, size = text.strip().lower().rpartition(":")
+    regime = regime or "standard"
+    if regime not in REGIMES:
+        raise argparse.ArgumentTypeError(
+            f"size {text!r}: unknown regime {regime!r} (expected one of {', '.join(REGIMES)})"
+        )
+    parse_size(size)
+    return regime, size
+
+
 def parse_size(text: str) -> tuple[int, int, int]:
     try:
         lines, nodes, services = (int(part) for part in text.lower().split("x"))
@@ -291,6 +324,7 @@ def parse_size(text: str) -> tuple[int, int, int]:
 
 
 def run_size(
+    regime: str,
     size: str,
     n_carts: int,
     n_plain: int,
@@ -299,7 +333,7 @@ def run_size(
     plain_limit_s: float,
 ) -> dict[str, Any]:
     lines, n_nodes, _ = parse_size(size)
-    network = generated_network(n_nodes, max(100, 3 * lines), seed)
+    network = regime_network(regime, n_nodes, max(100, 3 * lines), seed)
     vod = settings.value_of_day
     started = time.perf_counter()
     carts: list[dict[str, Any]] = []
@@ -382,11 +416,12 @@ def run_size(
         unverified += unv
         for m in found:
             m["seed"] = record["seed"]
-            m["size"] = size
+            m["size"] = f"{regime}:{size}"
         mismatches.extend(found)
 
     opt_ms = [c["opt_ms"] for c in carts]
     statuses = [o["status"] for c in carts for o in c["options"]]
+    proven_quotes = sum(all(o["status"] == "OPTIMAL" for o in c["options"]) for c in carts)
     gaps = [o["gap"] for c in carts for o in c["options"] if o["status"] != "OPTIMAL"]
     greedy_ms = [c["greedy_ms"] for c in carts if c["greedy_ms"] is not None]
     ratio_pairs = [
@@ -412,7 +447,9 @@ def run_size(
     opt_p50_same = float(np.median(plain_opt_ms)) if plain_opt_ms else None
     plain_p50 = float(np.median(plain_ms)) if plain_ms else None
     summary: dict[str, Any] = {
+        "regime": regime,
         "size": size,
+        "spec": f"{regime}:{size}",
         "lines": lines,
         "nodes": n_nodes,
         "services": 2,
@@ -424,6 +461,12 @@ def run_size(
         else None,
         "opt_ms": _pcts(opt_ms),
         "opt_optimal_share": statuses.count("OPTIMAL") / len(statuses) if statuses else None,
+        "opt_proven_quote_share": proven_quotes / len(carts) if carts else None,
+        "opt_parcels_max_mean": float(
+            np.mean([max(o["parcels"] for o in c["options"]) for c in carts if c["options"]])
+        )
+        if carts
+        else None,
         "opt_max_gap": max(gaps) if gaps else 0.0,
         "opt_cpsat_calls_mean": float(np.mean([c["cpsat_calls"] for c in carts]))
         if carts
@@ -471,49 +514,64 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
+    """One table per regime, in the order the regimes were first run."""
     head = (
         f"{'size':<10} {'carts':>5} {'skip':>4} | {'opt p50':>7} {'p99':>7} {'max':>7} "
-        f"{'OPT%':>6} {'cpsat/q':>7} | {'plain n':>7} {'p50':>8} {'p99':>8} {'max':>8} "
-        f"{'OPT%':>6} | {'speedup':>7} | {'grdy p50':>8} {'extra':>7} | {'mism':>4}"
+        f"{'OPT%':>6} {'Q-OPT%':>6} {'parcels':>7} {'cpsat/q':>7} | {'plain n':>7} {'p50':>8} "
+        f"{'p99':>8} {'max':>8} {'OPT%':>6} | {'speedup':>7} | {'grdy p50':>8} {'extra':>7} | "
+        f"{'mism':>4}"
     )
     unit = (
-        f"{'':<10} {'':>5} {'':>4} | {'ms':>7} {'ms':>7} {'ms':>7} {'':>6} {'':>7} | "
-        f"{'':>7} {'ms':>8} {'ms':>8} {'ms':>8} {'':>6} | {'p50 x':>7} | {'ms':>8} "
+        f"{'':<10} {'':>5} {'':>4} | {'ms':>7} {'ms':>7} {'ms':>7} {'':>6} {'':>6} {'max':>7} "
+        f"{'':>7} | {'':>7} {'ms':>8} {'ms':>8} {'ms':>8} {'':>6} | {'p50 x':>7} | {'ms':>8} "
         f"{'$/cart':>7} | {'':>4}"
     )
-    rows = [head, unit, "-" * len(head)]
-    for r in results:
-        share = r["opt_optimal_share"]
-        pshare = r["plain_optimal_share"]
-        extra = r["greedy_excess_currency"]["mean"]
-        rows.append(
-            f"{r['size']:<10} {r['carts']:>5} {r['skipped_shortage']:>4} | "
-            f"{_fmt(r['opt_ms']['p50'], '.2f'):>7} {_fmt(r['opt_ms']['p99'], '.2f'):>7} "
-            f"{_fmt(r['opt_ms']['max'], '.2f'):>7} "
-            f"{_fmt(None if share is None else 100 * share):>6} "
-            f"{_fmt(r['opt_cpsat_calls_mean'], '.2f'):>7} | "
-            f"{r['plain_carts']:>7} {_fmt(r['plain_ms']['p50']):>8} "
-            f"{_fmt(r['plain_ms']['p99']):>8} {_fmt(r['plain_ms']['max']):>8} "
-            f"{_fmt(None if pshare is None else 100 * pshare):>6} | "
-            f"{_fmt(r['speedup_p50']):>7} | {_fmt(r['greedy_ms']['p50'], '.2f'):>8} "
-            f"{_fmt(extra, '.2f'):>7} | "
-            f"{r['mismatches']:>4}"
-        )
-    return "\n".join(rows)
+    out: list[str] = []
+    for regime in dict.fromkeys(r["regime"] for r in results):
+        out += [f"regime {regime}", head, unit, "-" * len(head)]
+        for r in (r for r in results if r["regime"] == regime):
+            out.append(_row(r))
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def _pct(share: float | None) -> str:
+    return _fmt(None if share is None else 100 * share)
+
+
+def _row(r: dict[str, Any]) -> str:
+    extra = r["greedy_excess_currency"]["mean"]
+    return (
+        f"{r['size']:<10} {r['carts']:>5} {r['skipped_shortage']:>4} | "
+        f"{_fmt(r['opt_ms']['p50'], '.2f'):>7} {_fmt(r['opt_ms']['p99'], '.2f'):>7} "
+        f"{_fmt(r['opt_ms']['max'], '.2f'):>7} {_pct(r['opt_optimal_share']):>6} "
+        f"{_pct(r['opt_proven_quote_share']):>6} {_fmt(r['opt_parcels_max_mean']):>7} "
+        f"{_fmt(r['opt_cpsat_calls_mean'], '.2f'):>7} | "
+        f"{r['plain_carts']:>7} {_fmt(r['plain_ms']['p50']):>8} "
+        f"{_fmt(r['plain_ms']['p99']):>8} {_fmt(r['plain_ms']['max']):>8} "
+        f"{_pct(r['plain_optimal_share']):>6} | "
+        f"{_fmt(r['speedup_p50']):>7} | {_fmt(r['greedy_ms']['p50'], '.2f'):>8} "
+        f"{_fmt(extra, '.2f'):>7} | {r['mismatches']:>4}"
+    )
 
 
 def targets(results: list[dict[str, Any]]) -> str:
-    by_size = {r["size"]: r for r in results}
+    by_spec = {r["spec"]: r for r in results}
     parts = []
-    for size, limit in TARGETS_P99_MS.items():
-        r = by_size.get(size)
+    for spec, limit in TARGETS_P99_MS.items():
+        r = by_spec.get(spec)
         if r is None or r["opt_ms"]["p99"] is None:
-            parts.append(f"p99 <= {limit:g} ms at {size}: not run")
+            parts.append(f"p99 <= {limit:g} ms at {spec}: not run")
             continue
         p99 = r["opt_ms"]["p99"]
         verdict = "PASS" if p99 <= limit else "MISS"
-        parts.append(f"p99 <= {limit:g} ms at {size}: {p99:.2f} ms {verdict}")
-    return "targets: " + "; ".join(parts)
+        text = f"p99 <= {limit:g} ms at {spec}: {p99:.2f} ms {verdict}"
+        if spec in TARGETS_PROVEN:
+            want, share = TARGETS_PROVEN[spec], r["opt_proven_quote_share"]
+            verdict = "PASS" if share >= want else "MISS"
+            text += f", quotes all proven {100 * share:.1f}% (>= {100 * want:g}%) {verdict}"
+        parts.append(text)
+    return "targets:\n  " + "\n  ".join(parts)
 
 
 def _pin_to_one_core() -> str:
@@ -551,9 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="network and cart seed (default 0)")
     args = parser.parse_args(argv)
-    sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
-    for s in sizes:
-        parse_size(s)
+    specs = [parse_spec(s) for s in args.sizes.split(",") if s.strip()]
 
     pinning = _pin_to_one_core()
     settings = QuoteSettings(num_workers=1, time_limit_s=args.quote_time_limit)
@@ -576,12 +632,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pass
 
     results = []
-    for size in sizes:
-        n_plain = min(args.plain_carts, args.carts, PLAIN_CAP.get(size, args.plain_carts))
-        r = run_size(size, args.carts, n_plain, args.seed, settings, args.time_limit)
+    for regime, size in specs:
+        cap = PLAIN_CAP.get(f"{regime}:{size}", args.plain_carts)
+        n_plain = min(args.plain_carts, args.carts, cap)
+        r = run_size(regime, size, args.carts, n_plain, args.seed, settings, args.time_limit)
         results.append(r)
         print(
-            f"  done {size}: {r['carts']} carts ({r['skipped_shortage']} skipped), "
+            f"  done {regime}:{size}: {r['carts']} carts ({r['skipped_shortage']} skipped), "
             f"opt p50 {_fmt(r['opt_ms']['p50'], '.2f')} ms, "
             f"plain p50 {_fmt(r['plain_ms']['p50'])} ms on {r['plain_carts']} carts, "
             f"{r['mismatches']} mismatches, {_fmt(r['candidate_nodes_mean'])} candidate nodes "
@@ -597,12 +654,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "extra = mean of greedy cost - optimal CHEAPEST cost per cart, in currency units "
         "(a ratio misleads: with storage credits optimal costs can be ~0 or negative); "
         "speedup = plain p50 / optimiser p50 on the same carts; OPT% (plain) excludes "
-        "SINGLE_PARCEL proven infeasible."
+        "SINGLE_PARCEL proven infeasible; Q-OPT% = quotes with every option proven OPTIMAL; "
+        "parcels = mean over carts of the most parcels in any option."
     )
     for r in results:
         e = r["greedy_excess_currency"]
         print(
-            f"  {r['size']}: greedy excess cost mean {_fmt(e['mean'], '.2f')} "
+            f"  {r['spec']}: greedy excess cost mean {_fmt(e['mean'], '.2f')} "
             f"(p90 {_fmt(e['p90'], '.2f')}) currency units; ratio p90 "
             f"{_fmt(r['greedy_ratio']['p90'], '.3f')} on {r['greedy_ratio_carts']} carts; "
             f"optimiser max gap {r['opt_max_gap']:.4g}, "
@@ -632,6 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seed": args.seed,
         },
         "targets_p99_ms": TARGETS_P99_MS,
+        "targets_proven_quote_share": TARGETS_PROVEN,
         "results": results,
     }
     args.json.write_text(json.dumps(payload, indent=1, default=float))

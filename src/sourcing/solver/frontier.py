@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from ortools.graph.python import max_flow
 from ortools.sat.python import cp_model
 
 from sourcing.costs import OrderCosts, order_costs
@@ -266,7 +267,25 @@ def _covered_demand(network: Network, costs: OrderCosts, allow_partial: bool) ->
 
 
 def _max_shippable(costs: OrderCosts, reachable: np.ndarray, demand: IntArray) -> IntArray:
-    """Most units per SKU the nodes can ship together under their capacities (a max flow)."""
+    """Most units per SKU the nodes can ship together under their capacities (a max flow).
+
+    Usually the whole demand fits: a max flow (SKUs to nodes, stock per arc,
+    capacity per node) says so in well under a millisecond. Otherwise the
+    CP-SAT model below picks the units per SKU.
+    """
+    nodes = np.flatnonzero(reachable)
+    node, sku = np.nonzero(costs.available[nodes] > 0)
+    n_skus = demand.size
+    flow = max_flow.SimpleMaxFlow()
+    # Graph nodes: source, SKUs 1..K, candidates K+1..K+C, sink K+C+1.
+    source, sink = 0, n_skus + nodes.size + 1
+    flow.add_arcs_with_capacity(np.zeros(n_skus, np.int64), 1 + np.arange(n_skus), demand)
+    flow.add_arcs_with_capacity(1 + sku, 1 + n_skus + node, costs.available[nodes[node], sku])
+    flow.add_arcs_with_capacity(
+        1 + n_skus + np.arange(nodes.size), np.full(nodes.size, sink), costs.capacity[nodes]
+    )
+    if flow.solve(source, sink) == flow.OPTIMAL and flow.optimal_flow() == int(demand.sum()):
+        return demand
     model = cp_model.CpModel()
     by_sku: list[list[cp_model.IntVar]] = [[] for _ in range(demand.size)]
     for n in np.flatnonzero(reachable).tolist():

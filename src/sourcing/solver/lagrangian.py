@@ -90,12 +90,15 @@ def lagrangian_bound(
         per_service = fixed + np.einsum("cvk,ck->cv", np.minimum(unit - lam, 0.0), avail)
         choice = np.argmin(per_service, axis=1)
         terms = per_service[rows, choice]
-        order = np.argsort(terms, kind="stable")
-        sorted_terms = terms[order]
-        # The selection of _select, inlined: its open nodes drive the gradient.
-        negatives = int(np.count_nonzero(sorted_terms < 0))
-        opened = order[: max(at_least, min(at_most, negatives))]
-        value = float(lam @ q) + float(sorted_terms[: opened.size].sum())
+        # The selection of _select, inlined: its open nodes drive the gradient. A
+        # partition, not a sort: only which terms are the smallest matters.
+        negatives = int(np.count_nonzero(terms < 0))
+        count = max(at_least, min(at_most, negatives))
+        if count < n_nodes:
+            opened = np.argpartition(terms, count - 1)[:count] if count else rows[:0]
+        else:
+            opened = rows
+        value = float(lam @ q) + float(terms[opened].sum())
         if not np.isfinite(value):
             return nothing
         if value > best_value + 1e-9:

@@ -170,9 +170,13 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
     node_keep = bound.with_node <= upper + 1e-6
     if best is not None:
         node_keep |= best.service >= 0
-    found, proven_lower, complete = solve_cpsat(
-        ctx, elig & node_keep[:, None], searched, most, lower, upper, best
-    )
+    if ctx.out_of_time():
+        # Building the model alone would overrun the caller's deadline: the best plan stands.
+        found, proven_lower, complete = None, lower, False
+    else:
+        found, proven_lower, complete = solve_cpsat(
+            ctx, elig & node_keep[:, None], searched, most, lower, upper, best
+        )
     result = _lexmin(best, found)
     if result is None:
         return None
