@@ -254,10 +254,10 @@ def best_subset(
     if bound is None or bound.slot_terms is None:
         if subset_cells(slot_n.size, size, ctx.demand.size) > MAX_SUBSET_CELLS:
             return None, False
-        best_key, best_set, exact = _price_sets(
+        _, every_best, exact = _price_sets(
             ctx, slot_n, slot_v, _combinations(slot_n.size, size), None
         )
-        return (subset_plan(ctx, *best_set) if best_set else None), exact
+        return (subset_plan(ctx, *every_best) if every_best else None), exact
     slot_terms = bound.slot_terms[slot_n, slot_v]
     floor = bound.priced_demand + float(np.sort(slot_terms)[:size].sum())
     if not np.isfinite(floor):
@@ -268,24 +268,27 @@ def best_subset(
     else:
         steps = [b for b in (floor + (cap - floor) * f for f in (1 / 16, 1 / 4)) if b < cap]
         steps.append(cap)
-    best: Plan | None = None
+    best_key: tuple[int, int] = (INF, INF)
+    best_set: tuple[IntArray, IntArray, IntArray] | None = None
+    priced_up_to = -np.inf  # every set with a bound up to here is priced (none better found)
     for budget in steps:
         generated = _bounded_sets(ctx, slot_n, slot_terms, size, budget - bound.priced_demand)
         if generated is None:
-            return best, False
-        sets = generated
+            return (subset_plan(ctx, *best_set) if best_set else None), False
+        set_bound = bound.priced_demand + slot_terms[generated].sum(axis=1)
+        fresh = set_bound > priced_up_to
+        sets, set_bound = generated[fresh], set_bound[fresh]
         # Most promising first: once a set's bound exceeds the best found, so do the rest.
-        set_bound = bound.priced_demand + slot_terms[sets].sum(axis=1)
         by_bound = np.argsort(set_bound, kind="stable")
-        best_key, best_set, exact = _price_sets(
-            ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound]
-        )
-        best = subset_plan(ctx, *best_set) if best_set else None
+        key, found, exact = _price_sets(ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound])
+        if key < best_key:
+            best_key, best_set = key, found
         if not exact:
-            return best, False
+            return (subset_plan(ctx, *best_set) if best_set else None), False
         if best_key[0] <= budget or budget >= cap:
-            return best, True
-    return best, False
+            return (subset_plan(ctx, *best_set) if best_set else None), True
+        priced_up_to = budget
+    return (subset_plan(ctx, *best_set) if best_set else None), False
 
 
 def _bounded_sets(

@@ -115,12 +115,12 @@ def _frontier(ctx: Context) -> list[Plan]:
         # fewer parcels may still cost less later (full frontier only).
         if day >= cheapest.day:
             plan: Plan | None = cheapest
-        elif (
-            settings.full_frontier
-            or not fastest_found
-            or (cheapest.cost + vod * day, day) <= balanced
-        ):
+        elif settings.full_frontier or not fastest_found:
             plan = min_cost(ctx, day, cap)
+        elif (cheapest.cost + vod * day, day) <= balanced:
+            # Only a plan arriving on this very day can improve BALANCED (one arriving
+            # earlier was a candidate at its own day): plans dearer than that are not wanted.
+            plan = min_cost(ctx, day, cap, cutoff=balanced[0] - vod * day)
         else:
             continue
         if plan is None:

@@ -31,14 +31,21 @@ from sourcing.solver.heuristics import cover_plan, drop_heuristic, greedy_plan, 
 from sourcing.solver.lagrangian import Bound, lagrangian_bound
 
 
-def min_cost(ctx: Context, day: int, max_parcels: int) -> Plan | None:
-    """The least (cost, parcels) plan delivering by ``day`` in at most ``max_parcels`` parcels."""
+def min_cost(ctx: Context, day: int, max_parcels: int, cutoff: int = INF) -> Plan | None:
+    """The least (cost, parcels) plan delivering by ``day`` in at most ``max_parcels`` parcels.
+
+    With a ``cutoff``, only a plan costing at most that much is wanted: None
+    then also means that no plan does, and the search stops as soon as a
+    bound shows it (a plan it returns is still the sub-problem's optimum).
+    """
     key = (day, max_parcels)
     if key in ctx.cache:
         return ctx.cache[key]
     ctx.stats["sub"] += 1
     deadline = deadline_for(ctx, day)
-    plan = _bound_and_solve(ctx, deadline, max_parcels) if deadline is not None else None
+    plan = _bound_and_solve(ctx, deadline, max_parcels, cutoff) if deadline is not None else None
+    if plan is None and cutoff < INF:
+        return None  # nothing within the cutoff: not an answer to P(day, max_parcels) itself
     ctx.cache[key] = plan
     if plan is not None:
         ctx.known.append(plan)
@@ -60,8 +67,14 @@ def _proven(plan: Plan, method: str) -> Plan:
     return Plan(plan.service, plan.units, plan.cost, plan.day, plan.parcels, OPTIMAL, 0.0, method)
 
 
-def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan | None:
-    """Solve one ``P(D, p)``: enumerate small plans, bound the rest, call CP-SAT if still open."""
+def _bound_and_solve(
+    ctx: Context, deadline: Deadline, max_parcels: int, cutoff: int = INF
+) -> Plan | None:
+    """Solve one ``P(D, p)``: enumerate small plans, bound the rest, call CP-SAT if still open.
+
+    Plans costing more than ``cutoff`` are not wanted: the search treats the
+    cutoff as a known plan's cost and returns None if nothing is within it.
+    """
     demand = ctx.demand
     elig, fixed, transport_lb = deadline.elig, deadline.fixed, deadline.transport_lb
     sorted_fixed, fixed_prefix = deadline.sorted_fixed, deadline.fixed_prefix
@@ -85,6 +98,13 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
         if best is not None:
             best = local_search(ctx, elig, best, max_parcels)
 
+    def upper_of(best: Plan | None) -> int:
+        return min(best.cost if best is not None else INF, cutoff)
+
+    def beyond_cutoff(best: Plan | None, lower: int) -> bool:
+        """Whether every plan left to search costs more than the cutoff, and none is known."""
+        return (best is None or best.cost > cutoff) and lower > cutoff
+
     # Enumerate plans by parcel count while the sets to try stay few: every
     # plan with up to ``enumerated`` parcels is then known exactly. Between
     # rounds a bound on plans with more parcels may settle the question (cost
@@ -95,13 +115,16 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
     bound: Bound | None = None
     lower = 0
     while True:
-        upper = best.cost if best is not None else INF
+        upper = upper_of(best)
         searched = enumerated + 1
         if searched > max_parcels:
-            if best is not None:
-                ctx.stats["bound"] += 1
-            return _proven(best, "enumeration") if best is not None else None
-        settles = best is not None and best.parcels <= enumerated
+            if best is None or best.cost > cutoff:
+                return None
+            ctx.stats["bound"] += 1
+            return _proven(best, "enumeration")
+        if beyond_cutoff(best, simple_bound(searched)):
+            return None
+        settles = best is not None and best.parcels <= enumerated and best.cost <= cutoff
         if settles and simple_bound(searched) >= upper:
             ctx.stats["bound"] += 1
             return _proven(best, "bound+enumeration")  # type: ignore[arg-type]
@@ -117,6 +140,8 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
         else:
             bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
             lower = max(simple_bound(searched), _ceil(bound.value))
+            if beyond_cutoff(best, lower):
+                return None
             if settles and lower >= upper:
                 ctx.stats["bound"] += 1
                 return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
@@ -126,8 +151,8 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
                 start[best.service >= 0] = best.service[best.service >= 0]
             opened = np.flatnonzero(start >= 0)
             best = _lexmin(best, drop_heuristic(ctx, opened, start[opened]))
-            upper = best.cost if best is not None else INF
-            settles = best is not None and best.parcels <= enumerated
+            upper = upper_of(best)
+            settles = best is not None and best.parcels <= enumerated and best.cost <= cutoff
             if settles and lower >= upper:
                 ctx.stats["bound"] += 1
                 return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
@@ -141,17 +166,11 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
     if bound is None:
         bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
         lower = max(simple_bound(searched), _ceil(bound.value))
-    upper = best.cost if best is not None else INF
-
-    if best is not None and ctx.out_of_time():
-        # Building the CP-SAT model alone takes hundreds of ms on a 150-line cart: out of
-        # time (or the caller gone), the best plan stands with its gap to the bound.
-        gap = max(best.cost - lower, 0) / max(abs(best.cost), 1)
-        return replace(best, status=FEASIBLE, gap=gap, method="out of time")
-
     if best is not None:
         best = local_search(ctx, elig, best, max_parcels)
-        upper = best.cost
+    upper = upper_of(best)
+    if beyond_cutoff(best, lower):
+        return None
 
     # Fewer parcels make a much easier model: raise the parcel count until the
     # bound on plans with that many or more exceeds the best known plan.
@@ -162,7 +181,8 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
                 simple_bound(parcels),
                 _ceil(lagrangian_bound(ctx, elig, parcels, max_parcels, upper).value),
             )
-            if beyond > upper or (beyond == upper and best.parcels < parcels):
+            ties = beyond == upper == best.cost and best.parcels < parcels
+            if beyond > upper or ties:
                 most = parcels - 1
                 break
 
@@ -178,7 +198,7 @@ def _bound_and_solve(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan
             ctx, elig & node_keep[:, None], searched, most, lower, upper, best
         )
     result = _lexmin(best, found)
-    if result is None:
+    if result is None or result.cost > cutoff:
         return None
     if complete:
         return _proven(result, "cp-sat")
