@@ -233,8 +233,10 @@ def best_subset(
     size: int,
     bound: Bound | None = None,
     upper: int = INF,
+    more: int = 0,
 ) -> tuple[Plan | None, bool]:
-    """Best plan with exactly ``size`` parcels among allowed slots, and whether that is exact.
+    """Best plan with ``size`` to ``size + more`` parcels among allowed slots, and whether that
+    is exact (``more`` needs a bound).
 
     For a fixed set of parcels the best split is per SKU: cheapest unit cost
     first, up to each node's stock; where that breaks a capacity, a min-cost
@@ -244,51 +246,65 @@ def best_subset(
 
     With a Lagrangian bound, only the sets whose bound fits a budget are
     generated, and the budget grows from just above the least bound of any
-    set towards ``upper``: once the best plan found costs no more than the
-    budget, every set left out costs more (a proof), so a poor ``upper``
-    (or none) no longer floods the enumeration with hopeless sets.
+    set towards the best cost known (``upper``, then the best found): once
+    the best plan costs no more than the budget, every set left out costs
+    more (a proof). So a poor ``upper`` (or none) no longer floods the
+    enumeration with hopeless sets, and a cheap plan with one parcel more,
+    found at a low budget, prunes the sets with fewer.
     """
     slot_n, slot_v = np.nonzero(elig & slots_ok)
-    if slot_n.size < size:
-        return None, True
     if bound is None or bound.slot_terms is None:
+        if slot_n.size < size:
+            return None, True
         if subset_cells(slot_n.size, size, ctx.demand.size) > MAX_SUBSET_CELLS:
             return None, False
         _, every_best, exact = _price_sets(
             ctx, slot_n, slot_v, _combinations(slot_n.size, size), None
         )
         return (subset_plan(ctx, *every_best) if every_best else None), exact
+    sizes = [m for m in range(size, size + more + 1) if m <= slot_n.size]
+    if not sizes:
+        return None, True
     slot_terms = bound.slot_terms[slot_n, slot_v]
-    floor = bound.priced_demand + float(np.sort(slot_terms)[:size].sum())
+    ascending = np.sort(slot_terms)
+    floor = bound.priced_demand + min(float(ascending[:m].sum()) for m in sizes)
     if not np.isfinite(floor):
         return None, True
     cap = upper + 1e-6
     if upper >= INF:
         steps = [floor + max(abs(floor), 1e5) * f for f in (0.02, 0.08, 0.32, 1.28)]
     else:
-        steps = [b for b in (floor + (cap - floor) * f for f in (1 / 16, 1 / 4)) if b < cap]
-        steps.append(cap)
+        steps = [floor + (cap - floor) * f for f in (1 / 16, 1 / 4, 1.0)]
     best_key: tuple[int, int] = (INF, INF)
     best_set: tuple[IntArray, IntArray, IntArray] | None = None
-    priced_up_to = -np.inf  # every set with a bound up to here is priced (none better found)
-    for budget in steps:
-        generated = _bounded_sets(ctx, slot_n, slot_terms, size, budget - bound.priced_demand)
-        if generated is None:
-            return (subset_plan(ctx, *best_set) if best_set else None), False
-        set_bound = bound.priced_demand + slot_terms[generated].sum(axis=1)
-        fresh = set_bound > priced_up_to
-        sets, set_bound = generated[fresh], set_bound[fresh]
-        # Most promising first: once a set's bound exceeds the best found, so do the rest.
-        by_bound = np.argsort(set_bound, kind="stable")
-        key, found, exact = _price_sets(ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound])
-        if key < best_key:
-            best_key, best_set = key, found
-        if not exact:
-            return (subset_plan(ctx, *best_set) if best_set else None), False
+    priced_up_to = dict.fromkeys(sizes, -np.inf)  # per size: every set up to here is priced
+
+    def answer(exact: bool) -> tuple[Plan | None, bool]:
+        return (subset_plan(ctx, *best_set) if best_set else None), exact
+
+    for step in steps:
+        cap = min(cap, best_key[0] + 1e-6)
+        budget = min(step, cap)
+        for m in sizes:
+            generated = _bounded_sets(ctx, slot_n, slot_terms, m, budget - bound.priced_demand)
+            if generated is None:
+                return answer(False)
+            set_bound = bound.priced_demand + slot_terms[generated].sum(axis=1)
+            fresh = set_bound > priced_up_to[m]
+            sets, set_bound = generated[fresh], set_bound[fresh]
+            # Most promising first: once a set's bound exceeds the best found, so do the rest.
+            by_bound = np.argsort(set_bound, kind="stable")
+            key, found, exact = _price_sets(
+                ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound]
+            )
+            if key < best_key:
+                best_key, best_set = key, found
+            if not exact:
+                return answer(False)
+            priced_up_to[m] = budget
         if best_key[0] <= budget or budget >= cap:
-            return (subset_plan(ctx, *best_set) if best_set else None), True
-        priced_up_to = budget
-    return (subset_plan(ctx, *best_set) if best_set else None), False
+            return answer(True)
+    return answer(False)
 
 
 def _bounded_sets(

@@ -157,11 +157,13 @@ def _bound_and_solve(
                 ctx.stats["bound"] += 1
                 return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
             slots_ok = np.broadcast_to((bound.with_node <= upper + 1e-6)[:, None], elig.shape)
-        found, exact = best_subset(ctx, elig, slots_ok, searched, bound, upper)
+        # With a bound, one parcel more is searched alongside: its cheap plans prune.
+        more = min(1, max_parcels - searched) if bound is not None else 0
+        found, exact = best_subset(ctx, elig, slots_ok, searched, bound, upper, more)
         best = _lexmin(best, found)
         if not exact:
             break
-        enumerated = searched
+        enumerated = searched + more
 
     if bound is None:
         bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
