@@ -82,12 +82,23 @@ def lagrangian_bound(
         amortised = unit + fixed[:, :, None] / np.maximum(avail.sum(axis=1), 1.0)[:, None, None]
         lam = np.where(live_elig[:, :, None], amortised, np.inf).min(axis=(0, 1))
         lam = np.where(np.isfinite(lam), lam, 0.0)
+    # Nodes whose capacity is below their stock: at given prices such a node takes
+    # its most profitable units only up to its capacity (a greedy knapsack of unit
+    # weights, exact), which bounds plans opening it more tightly.
+    capacity = costs.capacity[live].astype(np.float64)
+    tight = np.flatnonzero(capacity < avail.sum(axis=1))
     target = float(upper) if upper < INF else None
     best_value = -np.inf
     step_scale, stall = 1.0, 0
     rows = np.arange(n_nodes)
     for _ in range(iterations):
-        per_service = fixed + np.einsum("cvk,ck->cv", np.minimum(unit - lam, 0.0), avail)
+        reduced = np.minimum(unit - lam, 0.0)
+        if tight.size:
+            taken_cvk = np.where(reduced < 0, avail[:, None, :], 0.0)
+            taken_cvk[tight] = _within_capacity(reduced[tight], avail[tight], capacity[tight])
+            per_service = fixed + (taken_cvk * reduced).sum(axis=2)
+        else:
+            per_service = fixed + np.einsum("cvk,ck->cv", reduced, avail)
         choice = np.argmin(per_service, axis=1)
         terms = per_service[rows, choice]
         # The selection of _select, inlined: its open nodes drive the gradient. A
@@ -113,7 +124,10 @@ def lagrangian_bound(
         if target is not None and np.ceil(best_value - 1e-6) >= target:
             break
         # Units the open nodes take at these prices (whole numbers: the sum is exact in any order).
-        taken = np.where(unit[opened, choice[opened]] < lam, avail[opened], 0.0).sum(axis=0)
+        if tight.size:
+            taken = taken_cvk[opened, choice[opened]].sum(axis=0)
+        else:
+            taken = np.where(unit[opened, choice[opened]] < lam, avail[opened], 0.0).sum(axis=0)
         gradient = q - taken
         norm = float(gradient @ gradient)
         if norm == 0 or step_scale < 1e-3 or ctx.out_of_time():
@@ -130,3 +144,18 @@ def lagrangian_bound(
     slot_terms = np.full(elig.shape, np.inf)
     slot_terms[live] = best_slot_terms
     return Bound(best_value, with_node, service, float(best_lam @ q), slot_terms)
+
+
+def _within_capacity(reduced: np.ndarray, avail: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """Units (B x V x K) each node takes at these reduced costs (B x V x K, <= 0): most
+    negative first, up to its stock (B x K) and its capacity (B)."""
+    order = np.argsort(reduced, axis=2, kind="stable")
+    stock = np.broadcast_to(avail[:, None, :], reduced.shape)
+    stock_sorted = np.take_along_axis(stock, order, axis=2)
+    negative = np.take_along_axis(reduced, order, axis=2) < 0
+    stock_sorted = np.where(negative, stock_sorted, 0.0)
+    before = np.cumsum(stock_sorted, axis=2) - stock_sorted
+    take_sorted = np.clip(capacity[:, None, None] - before, 0.0, stock_sorted)
+    taken: np.ndarray = np.empty_like(take_sorted)
+    np.put_along_axis(taken, order, take_sorted, axis=2)
+    return taken
