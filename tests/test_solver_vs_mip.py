@@ -12,15 +12,34 @@ import pytest
 
 from sourcing import QuoteSettings, quote
 from sourcing.errors import ShortageError
-from sourcing.model import Label
+from sourcing.model import Label, Network
 
 from mip_oracle import mip_optimum
-from networks import generated_network, random_cart
+from networks import generated_network, random_cart, regime_network
 
 
 @pytest.mark.parametrize(("lines", "nodes", "carts"), [(10, 50, 8), (20, 100, 5), (40, 200, 3)])
 def test_labels_equal_the_mip_optimum(lines: int, nodes: int, carts: int) -> None:
-    network = generated_network(nodes, max(100, 3 * lines), seed=lines)
+    _check_against_mip(generated_network(nodes, max(100, 3 * lines), seed=lines), lines, carts)
+
+
+@pytest.mark.parametrize(
+    ("regime", "lines", "nodes", "carts"),
+    [("fragmented", 8, 40, 4), ("capacity", 8, 40, 4), ("credits", 12, 60, 3)],
+)
+def test_split_carts_equal_the_mip_optimum(regime: str, lines: int, nodes: int, carts: int) -> None:
+    # Fragmented stock (no node holds most of a cart), capacity-bound nodes, heavy
+    # storage credits: optima of 3+ parcels, found by the covering enumeration,
+    # the min-cost-flow re-splits and the capacity-aware bound.
+    network = regime_network(regime, nodes, max(100, 3 * lines), seed=lines)
+    parcels = _check_against_mip(network, lines, carts)
+    if regime != "credits":
+        assert max(parcels) >= 3, parcels  # the regime must make carts split
+
+
+def _check_against_mip(network: Network, lines: int, carts: int) -> list[int]:
+    """Check ``carts`` quotes' labels against the MIP; the CHEAPEST options' parcel counts."""
+    parcels: list[int] = []
     vod = 150_000  # $1.50 a day
     checked = 0
     for i in range(carts * 2):
@@ -46,7 +65,9 @@ def test_labels_equal_the_mip_optimum(lines: int, nodes: int, carts: int) -> Non
         mip_balanced = mip_optimum(network, order, value_of_day=vod)
         assert mip_balanced is not None
         assert balanced.cost + vod * balanced.delivery_days == mip_balanced[0]
+        parcels.append(cheapest.num_parcels)
         checked += 1
         if checked == carts:
             break
     assert checked == carts
+    return parcels

@@ -197,6 +197,8 @@ def _covering_sets(
     remaining = demand[None, :].astype(np.int64)
     sums = np.zeros(1)
     for depth in range(size):
+        if sets.shape[0] == 0:
+            return np.zeros((0, size), dtype=np.int64)
         left = size - depth - 1
         short = remaining > 0
         covered = ~short.any(axis=1)
