@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sourcing import QuoteSettings, quote
+from sourcing.demo import demo_network, demo_order
 from sourcing.errors import InvalidOrderError
 from sourcing.evaluate import evaluate
 from sourcing.model import (
@@ -192,3 +193,14 @@ def test_a_transfer_lane_first_on_the_rate_card_changes_no_option() -> None:
     assert {p.service for o in got.frontier for p in o.evaluation.parcels} <= {"ground", "express"}
     for option in got.options:
         assert evaluate(lane, cart, option.allocation).is_feasible
+
+
+def test_max_parcels_caps_every_option_of_demo_carts() -> None:
+    # A warm start built from the Lagrangian relaxation's open nodes (the drop
+    # heuristic) may keep more parcels than the cap: it must never become an option.
+    network = demo_network()
+    settings = QuoteSettings(num_workers=1, max_parcels=2, latest_day=3)
+    rng = np.random.default_rng((0, 10))
+    for _ in range(40):
+        q = quote(network, demo_order(network, rng, 10), settings)
+        assert all(o.num_parcels <= 2 for o in (*q.options, *q.frontier))

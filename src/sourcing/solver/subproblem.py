@@ -150,7 +150,9 @@ def _bound_and_solve(
             if best is not None:
                 start[best.service >= 0] = best.service[best.service >= 0]
             opened = np.flatnonzero(start >= 0)
-            best = _lexmin(best, drop_heuristic(ctx, opened, start[opened]))
+            dropped = drop_heuristic(ctx, opened, start[opened])
+            if dropped is not None and dropped.parcels <= max_parcels:  # it may keep too many
+                best = _lexmin(best, dropped)
             upper = upper_of(best)
             settles = best is not None and best.parcels <= enumerated and best.cost <= cutoff
             if settles and lower >= upper:
