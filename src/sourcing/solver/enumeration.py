@@ -191,7 +191,9 @@ def _covering_sets(
     avail_sk = np.ascontiguousarray(avail.T)
     holders = [np.flatnonzero(row > 0) for row in avail]
     rank = np.argsort([h.size for h in holders], kind="stable")  # rarest SKU first
-    everyone = np.arange(slot_n.size)
+    # Candidates by ascending term: those that fit a partial set's room are a prefix.
+    holders = [h[np.argsort(terms[h], kind="stable")] for h in holders]
+    everyone = np.argsort(terms, kind="stable")
     prefix = np.concatenate(([0.0], np.cumsum(np.sort(terms))))
     sets = np.zeros((1, 0), dtype=np.int64)
     remaining = demand[None, :].astype(np.int64)
@@ -199,22 +201,28 @@ def _covering_sets(
     for depth in range(size):
         if sets.shape[0] == 0:
             return np.zeros((0, size), dtype=np.int64)
+        if ctx.out_of_time():
+            return None
         left = size - depth - 1
         short = remaining > 0
         covered = ~short.any(axis=1)
         branch = np.where(covered, -1, rank[short[:, rank].argmax(axis=1)])
         parts_r: list[IntArray] = []
         parts_c: list[IntArray] = []
+        expanded = 0
         for k in np.unique(branch).tolist():
             rows = np.flatnonzero(branch == k)
             cand = everyone if k < 0 else holders[k]
-            r, c = np.repeat(rows, cand.size), np.tile(cand, rows.size)
-            keep = sums[r] + terms[c] + prefix[min(left, prefix.size - 1)] <= budget
-            parts_r.append(r[keep])
-            parts_c.append(c[keep])
+            room = budget - sums[rows] - prefix[min(left, prefix.size - 1)]
+            counts = np.searchsorted(terms[cand], room, side="right")
+            total = int(counts.sum())
+            expanded += total
+            if expanded > limit:
+                return None
+            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+            parts_r.append(np.repeat(rows, counts))
+            parts_c.append(cand[offsets])
         r, c = np.concatenate(parts_r), np.concatenate(parts_c)
-        if r.size > limit:
-            return None
         if depth:
             r_nodes = slot_n[sets[r]]
             distinct = (r_nodes != slot_n[c][:, None]).all(axis=1)
@@ -285,6 +293,8 @@ def best_subset(
         return (subset_plan(ctx, *best_set) if best_set else None), exact
 
     for step in steps:
+        if ctx.out_of_time():
+            return answer(False)
         cap = min(cap, best_key[0] + 1e-6)
         budget = min(step, cap)
         for m in sizes:

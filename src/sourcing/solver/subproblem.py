@@ -42,6 +42,9 @@ def min_cost(ctx: Context, day: int, max_parcels: int, cutoff: int = INF) -> Pla
     if key in ctx.cache:
         return ctx.cache[key]
     ctx.stats["sub"] += 1
+    fits = [p for p in ctx.known if p.day <= day and p.parcels <= max_parcels]
+    if fits and ctx.out_of_time():
+        return _out_of_time(ctx, day, max_parcels, cutoff, fits)
     deadline = deadline_for(ctx, day)
     plan = _bound_and_solve(ctx, deadline, max_parcels, cutoff) if deadline is not None else None
     if plan is None and cutoff < INF:
@@ -50,6 +53,23 @@ def min_cost(ctx: Context, day: int, max_parcels: int, cutoff: int = INF) -> Pla
     if plan is not None:
         ctx.known.append(plan)
     return plan
+
+
+def _out_of_time(
+    ctx: Context, day: int, max_parcels: int, cutoff: int, fits: list[Plan]
+) -> Plan | None:
+    """``P(day, max_parcels)`` once the caller's time is up: the best known plan that fits,
+    its gap measured against the proven optimum of a looser sub-problem (100% without one)."""
+    best = _lexmin(*fits)
+    if best is None or best.cost > cutoff:
+        return None
+    looser = [
+        p.cost
+        for (d, cap), p in ctx.cache.items()
+        if p is not None and p.status == OPTIMAL and d >= day and cap >= max_parcels
+    ]
+    gap = max(best.cost - max(looser), 0) / max(abs(best.cost), 1) if looser else 1.0
+    return replace(best, status=FEASIBLE, gap=gap, method="heuristic")
 
 
 def _ceil(value: float) -> int:
@@ -95,8 +115,14 @@ def _bound_and_solve(
         best = greedy_plan(ctx, elig, deadline.unit_min, max_parcels)
     if best is None:
         best = cover_plan(ctx, elig, max_parcels)
-        if best is not None:
+        if best is not None and not ctx.out_of_time():
             best = local_search(ctx, elig, best, max_parcels)
+    if ctx.out_of_time():
+        # The caller's time is up: the best plan at hand, with its gap to the simplest bound.
+        if best is None or best.cost > cutoff:
+            return None
+        gap = max(best.cost - simple_bound(1), 0) / max(abs(best.cost), 1)
+        return replace(best, status=FEASIBLE, gap=gap, method="heuristic")
 
     def upper_of(best: Plan | None) -> int:
         return min(best.cost if best is not None else INF, cutoff)
