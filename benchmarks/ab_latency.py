@@ -92,7 +92,7 @@ def _disagreements(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         ob = next((o for o in b["options"] if label in o["labels"]), None)
         if oa is None or ob is None:
             if (oa is None) != (ob is None):
-                problems.append(f"{label}: only one side has it")
+                problems.append(f"{label}: only {'A' if ob is None else 'B'} has it")
             continue
         va, vb = _value(label, oa, a["vod"]), _value(label, ob, b["vod"])
         pa, pb = oa["status"] == "OPTIMAL", ob["status"] == "OPTIMAL"
