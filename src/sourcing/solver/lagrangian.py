@@ -95,7 +95,13 @@ def lagrangian_bound(
         reduced = np.minimum(unit - lam, 0.0)
         if tight.size:
             taken_cvk = np.where(reduced < 0, avail[:, None, :], 0.0)
-            taken_cvk[tight] = _within_capacity(reduced[tight], avail[tight], capacity[tight])
+            # Only (node, service) pairs whose profitable units overflow the capacity.
+            over_b, over_v = np.nonzero(taken_cvk[tight].sum(axis=2) > capacity[tight, None])
+            if over_b.size:
+                over_n = tight[over_b]
+                taken_cvk[over_n, over_v] = _within_capacity(
+                    reduced[over_n, over_v][:, None, :], avail[over_n], capacity[over_n]
+                )[:, 0, :]
             per_service = fixed + (taken_cvk * reduced).sum(axis=2)
         else:
             per_service = fixed + np.einsum("cvk,ck->cv", reduced, avail)
