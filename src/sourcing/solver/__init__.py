@@ -21,9 +21,11 @@ found by the epsilon-constraint method: ``P(D, p)``, the least (cost, then
 parcels) plan delivering by day D in at most p parcels, is solved for the
 candidate delivery days D (the distinct arrival days). CHEAPEST, FASTEST,
 SINGLE_PARCEL and BALANCED are read off the results; a deadline that cannot
-win any label is skipped. With ``full_frontier`` every deadline is solved and,
-below each optimum's parcel count, every smaller cap p too: the whole
-frontier.
+win any label is skipped, and one that could only win BALANCED is solved
+with a cutoff (plans dearer than the best BALANCED value allows are not
+wanted, so a bound ends it early). With ``full_frontier`` every deadline is
+solved and, below each optimum's parcel count, every smaller cap p too: the
+whole frontier.
 
 Each ``P(D, p)`` is closed by the cheapest means that proves it (DESIGN
 section 8), in this order:
@@ -32,17 +34,28 @@ section 8), in this order:
    strictly cheaper per parcel);
 2. plans are enumerated exactly by parcel count (one parcel, two, three...)
    while the sets to try stay few: for a fixed set of parcels the best split
-   is cheapest unit first, so pricing a set is a few numpy operations;
+   is cheapest unit first, so pricing a set is a few numpy operations (where
+   that split breaks a node's capacity, a min-cost flow re-splits the set
+   exactly). Under a Lagrangian bound only the sets whose bound fits a
+   budget are generated, by set-cover branching (every covering set holds a
+   holder of the rarest SKU still short) when the plain filter admits too
+   many; the budget grows from the least set bound towards the best cost,
+   and two parcel counts are searched together, so a poor first plan does
+   not flood the search;
 3. between rounds, a bound on plans with more parcels settles the question:
    the cheapest fixed costs plus the cheapest units, then a Lagrangian bound
-   (demand rows relaxed; LP strength, tightened by the parcel count) whose
-   reduced costs also prune nodes; a drop heuristic from the relaxation's
-   open nodes and an add/drop/swap local search tighten the best plan;
+   (demand rows relaxed; LP strength, tightened by the parcel count and by
+   node capacities) whose reduced costs also prune nodes; a greedy
+   capacity-aware cover, a drop heuristic from the relaxation's open nodes
+   and an add/drop/swap local search tighten the best plan;
 4. only what is left goes to CP-SAT: the model above on the surviving nodes
    and parcel counts, hinted with the best plan and given the bound.
 
 Each option's :class:`~sourcing.model.Proof` names the step that proved it.
-Every option is re-priced by the independent evaluator before it is returned.
+Once the quote's time is up (``time_limit_s`` or ``should_stop``), no stage
+starts: the sub-problems left take the best known plan that fits, or a
+greedy one, as FEASIBLE with a gap. Every option is re-priced by the
+independent evaluator before it is returned.
 
 The package, top-down (each module imports only those below it, the engine's
 lower modules (:mod:`sourcing.model`, :mod:`sourcing.costs`,
