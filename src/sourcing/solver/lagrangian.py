@@ -51,7 +51,7 @@ def lagrangian_bound(
     at_least: int,
     at_most: int,
     upper: int,
-    iterations: int = 40,
+    iterations: int = 30,
 ) -> Bound:
     """Lower bound by relaxing the demand rows with prices ``lam`` (subgradient ascent).
 
