@@ -26,6 +26,8 @@ from sourcing.model import (
     OrderLine,
 )
 
+from networks import random_cart, regime_network
+
 DEST = Location(40.0, -90.0)
 DOLLAR = 100_000  # millicents
 
@@ -204,3 +206,40 @@ def test_max_parcels_caps_every_option_of_demo_carts() -> None:
     for _ in range(40):
         q = quote(network, demo_order(network, rng, 10), settings)
         assert all(o.num_parcels <= 2 for o in (*q.options, *q.frontier))
+
+
+def test_options_cut_short_never_claim_a_proof_they_lack() -> None:
+    # A quote stopped early (should_stop after a few polls) may answer with
+    # unproven options, but a label marked OPTIMAL must be the true optimum
+    # for that label, even when the sub-problem that holds it was cut short.
+    network = regime_network("fragmented", 60, 100, seed=3)
+    vod = QuoteSettings().value_of_day
+    value = {
+        Label.CHEAPEST: lambda o: (o.cost,),
+        Label.FASTEST: lambda o: (o.delivery_days, o.cost),
+        Label.BALANCED: lambda o: (o.cost + vod * o.delivery_days,),
+        Label.SINGLE_PARCEL: lambda o: (o.cost,),
+    }
+    claims = 0
+    for i in range(6):
+        order = random_cart(network, np.random.default_rng((3, i)), 12)
+        truth = quote(network, order, QuoteSettings(num_workers=1, time_limit_s=60))
+        for polls in (5, 20, 60, 150, 400):
+            count = iter(range(polls))
+            cut = quote(
+                network,
+                order,
+                QuoteSettings(num_workers=1, should_stop=lambda c=count: next(c, None) is None),
+            )
+            for option in cut.options:
+                if option.proof.status != "OPTIMAL":
+                    continue
+                for label in option.labels:
+                    best = truth.option(label)
+                    assert best is not None and value[label](option) == value[label](best), (
+                        i,
+                        polls,
+                        label,
+                    )
+                    claims += 1
+    assert claims > 0

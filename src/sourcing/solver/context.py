@@ -101,6 +101,9 @@ class Context:
     )
     cache: dict[tuple[int, int], Plan | None] = field(default_factory=dict)
     known: list[Plan] = field(default_factory=list)
+    #: Sub-problems cut short (day, parcel cap, a lower bound on their cost): a plan they
+    #: hide may beat a label's winner, whose proof then does not stand (frontier._proofs).
+    unproven: list[tuple[int, int, int]] = field(default_factory=list)
     #: The Lagrangian prices last found: a warm start for the next bound.
     prices: np.ndarray | None = None
     #: Per deadline day, what its sub-problems share (None: the demand cannot be covered by then).

@@ -11,6 +11,7 @@ same on prebuilt cost arrays, for the legs of :mod:`sourcing.fulfil`.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from ortools.graph.python import max_flow
@@ -35,7 +36,7 @@ from sourcing.model import (
     Shortfall,
 )
 from sourcing.orders import demand_by_sku, lines_by_sku, spread_over_lines, validate_order
-from sourcing.solver.context import Context, Plan
+from sourcing.solver.context import FEASIBLE, OPTIMAL, Context, Plan
 from sourcing.solver.subproblem import min_cost
 
 
@@ -68,6 +69,7 @@ def quote_delivery(network: Network, order: Order, settings: QuoteSettings) -> Q
     if demand.sum() > 0:
         plans = _frontier(ctx)
     labels = _labels(plans, settings)
+    plans = _proofs(ctx, plans, labels)
     frontier = tuple(
         _option(network, order, costs, p, labels.get(p.key(), ()), settings) for p in plans
     )
@@ -171,6 +173,43 @@ def _labels(plans: list[Plan], settings: QuoteSettings) -> dict[bytes, tuple[Lab
             key = winners[label].key()
             labels[key] = (*labels.get(key, ()), label)
     return labels
+
+
+def _proofs(ctx: Context, plans: list[Plan], labels: dict[bytes, tuple[Label, ...]]) -> list[Plan]:
+    """Plans whose labels a sub-problem cut short may hide a better plan for: FEASIBLE.
+
+    A plan proven optimal for its own sub-problem wins a label only among the
+    plans found; if a sub-problem that was cut short (``ctx.unproven``, with a
+    lower bound on its cost) might hold a plan beating it for that label, the
+    label is not proven: the option is FEASIBLE, its gap measured against
+    that bound (SINGLE_PARCEL is always enumerated exactly).
+    """
+    if not ctx.unproven:
+        return plans
+    vod = ctx.settings.value_of_day
+    costs = ctx.costs
+    first_day = int(costs.arrival[costs.usable].min()) if costs.usable.any() else 0
+    result = []
+    for plan in plans:
+        gaps: list[float] = []
+        for label in labels.get(plan.key(), ()) if plan.status == OPTIMAL else ():
+            for day, _, lower in ctx.unproven:
+                if label is Label.CHEAPEST and lower <= plan.cost:
+                    gaps.append((plan.cost - lower) / max(abs(plan.cost), 1))
+                elif label is Label.FASTEST and day < plan.day:
+                    gaps.append(1.0)  # an earlier plan may exist: the day itself is unproven
+                elif label is Label.FASTEST and lower <= plan.cost:
+                    gaps.append((plan.cost - lower) / max(abs(plan.cost), 1))
+                elif (
+                    label is Label.BALANCED
+                    and lower + vod * first_day <= plan.cost + vod * plan.day
+                ):
+                    value = plan.cost + vod * plan.day
+                    gaps.append((value - lower - vod * first_day) / max(abs(value), 1))
+        if gaps:
+            plan = replace(plan, status=FEASIBLE, gap=min(max(gaps), 1.0))
+        result.append(plan)
+    return result
 
 
 def _option(

@@ -60,14 +60,15 @@ def _out_of_time(
 ) -> Plan | None:
     """``P(day, max_parcels)`` once the caller's time is up: the best known plan that fits,
     its gap measured against the proven optimum of a looser sub-problem (100% without one)."""
-    best = _lexmin(*fits)
-    if best is None or best.cost > cutoff:
-        return None
     looser = [
         p.cost
         for (d, cap), p in ctx.cache.items()
         if p is not None and p.status == OPTIMAL and d >= day and cap >= max_parcels
     ]
+    ctx.unproven.append((day, max_parcels, max(looser) if looser else -INF))
+    best = _lexmin(*fits)
+    if best is None or best.cost > cutoff:
+        return None
     gap = max(best.cost - max(looser), 0) / max(abs(best.cost), 1) if looser else 1.0
     return replace(best, status=FEASIBLE, gap=gap, method="heuristic")
 
@@ -119,6 +120,7 @@ def _bound_and_solve(
             best = local_search(ctx, elig, best, max_parcels)
     if ctx.out_of_time():
         # The caller's time is up: the best plan at hand, with its gap to the simplest bound.
+        ctx.unproven.append((deadline.day, max_parcels, simple_bound(1)))
         if best is None or best.cost > cutoff:
             return None
         gap = max(best.cost - simple_bound(1), 0) / max(abs(best.cost), 1)
@@ -228,6 +230,10 @@ def _bound_and_solve(
             ctx, elig & node_keep[:, None], searched, most, lower, upper, best
         )
     result = _lexmin(best, found)
+    if not complete:
+        # Enumerated plans are known exactly: only the searched ones can lie below.
+        cost = result.cost if result is not None else INF
+        ctx.unproven.append((deadline.day, max_parcels, min(proven_lower, cost)))
     if result is None or result.cost > cutoff:
         return None
     if complete:
