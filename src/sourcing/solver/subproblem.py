@@ -88,6 +88,25 @@ def _proven(plan: Plan, method: str) -> Plan:
     return Plan(plan.service, plan.units, plan.cost, plan.day, plan.parcels, OPTIMAL, 0.0, method)
 
 
+def _warm_start(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan | None:
+    """The best plan to start ``P(D, p)`` from: a known one that fits, or a greedy one."""
+    elig = deadline.elig
+    # Plans found for other deadlines or caps that fit here are upper bounds.
+    best = deadline.single
+    for known in ctx.known:
+        # A plan arriving after the deadline uses a slot it excludes: skip the array test.
+        fits = known.parcels <= max_parcels and known.day <= deadline.day
+        if fits and bool(elig[known.slots].all()):
+            best = _lexmin(best, known)
+    if best is None:
+        best = greedy_plan(ctx, elig, deadline.unit_min, max_parcels)
+    if best is None:
+        best = cover_plan(ctx, elig, max_parcels)
+        if best is not None and not ctx.out_of_time():
+            best = local_search(ctx, elig, best, max_parcels)
+    return best
+
+
 def _bound_and_solve(
     ctx: Context, deadline: Deadline, max_parcels: int, cutoff: int = INF
 ) -> Plan | None:
@@ -105,19 +124,7 @@ def _bound_and_solve(
         """Plans with >= ``parcels`` parcels: that many cheapest fixed costs + cheapest units."""
         return int(fixed_prefix[min(parcels, sorted_fixed.size)]) + transport_lb
 
-    # Plans found for other deadlines or caps that fit here are upper bounds.
-    best = deadline.single
-    for known in ctx.known:
-        # A plan arriving after the deadline uses a slot it excludes: skip the array test.
-        fits = known.parcels <= max_parcels and known.day <= deadline.day
-        if fits and bool(elig[known.slots].all()):
-            best = _lexmin(best, known)
-    if best is None:
-        best = greedy_plan(ctx, elig, deadline.unit_min, max_parcels)
-    if best is None:
-        best = cover_plan(ctx, elig, max_parcels)
-        if best is not None and not ctx.out_of_time():
-            best = local_search(ctx, elig, best, max_parcels)
+    best = _warm_start(ctx, deadline, max_parcels)
     if ctx.out_of_time():
         # The caller's time is up: the best plan at hand, with its gap to the simplest bound.
         ctx.unproven.append((deadline.day, max_parcels, simple_bound(1)))
@@ -222,8 +229,10 @@ def _bound_and_solve(
     node_keep = bound.with_node <= upper + 1e-6
     if best is not None:
         node_keep |= best.service >= 0
-    if ctx.out_of_time():
-        # Building the model alone would overrun the caller's deadline: the best plan stands.
+    skipped = ctx.out_of_time()
+    if skipped:
+        # Building the CP-SAT model alone takes hundreds of ms on a large cart: out of time
+        # (or the caller gone), the best plan stands with its gap to the bound.
         found, proven_lower, complete = None, lower, False
     else:
         found, proven_lower, complete = solve_cpsat(
@@ -241,4 +250,4 @@ def _bound_and_solve(
     # Out of time: the best plan stands, with the gap to what is proven about the rest.
     # Enumerated plans are known exactly, so only the searched ones can lie below.
     gap = max(result.cost - proven_lower, 0) / max(abs(result.cost), 1)
-    return replace(result, status=FEASIBLE, gap=gap, method="cp-sat")
+    return replace(result, status=FEASIBLE, gap=gap, method="out of time" if skipped else "cp-sat")
