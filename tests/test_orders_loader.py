@@ -164,6 +164,17 @@ def test_destination_and_line_problems_come_together() -> None:
     )
 
 
+def test_an_integer_coordinate_too_large_for_a_float_is_a_violation_not_a_traceback() -> None:
+    # JSON allows a 400-digit integer; float() of it raised OverflowError (a traceback from
+    # `sourcing quote`). The reason says why without echoing the 400 digits.
+    huge = 10**400
+    data = {"destination": {"lat": huge, "lon": -huge}, "lines": GOOD_LINES}
+    assert violations_of(order_from_dict, data) == (
+        FieldViolation("destination.lat", "must be a number, got an integer too large"),
+        FieldViolation("destination.lon", "must be a number, got an integer too large"),
+    )
+
+
 # --- validate_order: the values against a network ---------------------------------------
 
 
@@ -208,6 +219,21 @@ def test_a_quantity_that_is_not_a_positive_integer(network: Network, qty: Any) -
     assert violations_of(validate_order, network, order(lines=(("S1", 1), ("S0", qty)))) == (
         FieldViolation("lines[1].qty", f"must be a positive integer, got {qty!r}"),
     )
+
+
+def test_a_quantity_beyond_the_contracts_int32_is_refused(network: Network) -> None:
+    # CartLine.quantity is an int32 in the contract; past int64 demand_by_sku raised
+    # OverflowError (a traceback from `sourcing quote`), and 200 lines of at most
+    # 2**31 - 1 units add up within int64.
+    largest = 2**31 - 1
+    validate_order(network, order(lines=(("S0", largest),) * MAX_ORDER_LINES))  # raises nothing
+    wanted = demand_by_sku(network, order(lines=(("S0", largest),) * MAX_ORDER_LINES))[1]
+    assert wanted.tolist() == [largest * MAX_ORDER_LINES]
+    for qty in (largest + 1, 10**20):
+        assert violations_of(validate_order, network, order(lines=(("S0", qty),))) == (
+            # Not echoed: a caller's integer may run to thousands of digits.
+            FieldViolation("lines[0].qty", f"must be at most {largest} units"),
+        )
 
 
 def test_every_bad_value_is_reported_at_once(network: Network) -> None:
