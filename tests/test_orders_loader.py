@@ -9,6 +9,7 @@ reasons are checked because they are what a CLI user or a gRPC client reads.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -173,6 +174,11 @@ def test_an_integer_coordinate_too_large_for_a_float_is_a_violation_not_a_traceb
         FieldViolation("destination.lat", "must be a number, got an integer too large"),
         FieldViolation("destination.lon", "must be a number, got an integer too large"),
     )
+    # The largest float's own integer still converts: a shape error it is not (validate_order
+    # refuses it as off the globe).
+    edge = int(sys.float_info.max)
+    parsed = order_from_dict({"destination": {"lat": edge, "lon": -edge}, "lines": GOOD_LINES})
+    assert parsed.destination == Location(sys.float_info.max, -sys.float_info.max)
 
 
 # --- validate_order: the values against a network ---------------------------------------
