@@ -91,8 +91,9 @@ TARGETS: dict[str, Target] = {
     "orders": Target(
         "src/sourcing/orders.py",
         ("sourcing.orders.*",),
-        (*_SOLVER_TESTS, "tests/test_cli.py"),
-        quick=(*_QUICK_SOLVER_TESTS, "tests/test_cli.py"),
+        # The loader's own tests first: they are fast and kill most mutants at once (-x).
+        ("tests/test_orders_loader.py", *_SOLVER_TESTS, "tests/test_cli.py"),
+        quick=("tests/test_orders_loader.py", *_QUICK_SOLVER_TESTS, "tests/test_cli.py"),
     ),
     "availability": Target(
         "src/sourcing/model.py",

@@ -7,6 +7,7 @@ recognises (``lines[1].qty``), all at once rather than first-error-only.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
@@ -17,6 +18,13 @@ from sourcing.model import IntArray, Location, Network, Order, OrderLine, Parcel
 
 #: Carts larger than this are refused: the checkout path must stay fast.
 MAX_ORDER_LINES = 200
+#: Units of one line at most: the contract's ``CartLine.quantity`` is an int32, and
+#: MAX_ORDER_LINES lines of it add up within the engine's int64 arrays.
+MAX_LINE_QTY = 2**31 - 1
+
+
+#: The largest float, as an exact integer: an int beyond it has no float value.
+_FLOAT_MAX = int(sys.float_info.max)
 
 
 def demand_by_sku(network: Network, order: Order) -> tuple[IntArray, IntArray]:
@@ -93,6 +101,10 @@ def validate_order(network: Network, order: Order) -> None:
             violations.append(
                 FieldViolation(f"lines[{i}].qty", f"must be a positive integer, got {line.qty!r}")
             )
+        elif line.qty > MAX_LINE_QTY:  # not echoed: it may run to thousands of digits
+            violations.append(
+                FieldViolation(f"lines[{i}].qty", f"must be at most {MAX_LINE_QTY} units")
+            )
     if violations:
         raise InvalidOrderError(violations)
 
@@ -117,6 +129,13 @@ def order_from_dict(data: Any) -> Order:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 violations.append(
                     FieldViolation(f"destination.{name}", f"must be a number, got {value!r}")
+                )
+            elif isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+                # JSON allows any integer; float() of a huge one raises OverflowError.
+                violations.append(
+                    FieldViolation(
+                        f"destination.{name}", "must be a number, got an integer too large"
+                    )
                 )
     raw_lines = data.get("lines")
     lines: list[OrderLine] = []
