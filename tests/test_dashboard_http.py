@@ -7,19 +7,24 @@ The browser tests (``test_dashboard_browser.py``) check what a person sees.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from dashboard_support import ADMIN_DASH, VIEWER, config
+from oms import schema as t
 from oms.dashboard.app import create_app
 from oms.dashboard.auth import CONTENT_SECURITY_POLICY, SESSION_COOKIE
 from oms.dashboard.config import ConfigError, resolve
 from oms.store import Store
+from oms.v1 import fulfilment_pb2, inventory_pb2
 
-from service_support import hand_network, prepared_store
+from service_support import ADMIN, hand_network, prepared_store, running_server
 
 #: Every page, fragment and data endpoint (a made-up order id where one is needed).
 GUARDED = (
@@ -155,6 +160,179 @@ def test_html_in_a_sku_or_a_reason_is_shown_as_text(store: Store, client: TestCl
         assert "<script>alert" not in page.text
         if path != "/orders?sku=" + evil:
             assert "&lt;script&gt;alert(&#34;sku&#34;)&lt;/script&gt;" in page.text
+
+
+class ShipmentRows(HTMLParser):
+    """The order page's shipments table: per row, its ``data-cell`` texts (entities decoded,
+    so a value equals the stored string exactly when it was shown as text)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.rows: list[dict[str, str]] = []
+        self.in_table = False
+        self.cell: str | None = None
+        self.tags_in_cells: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "table":
+            self.in_table = a.get("data-table") == "shipments"
+        elif self.in_table and tag == "tr" and a.get("data-shipment"):
+            self.rows.append({"late": "1" if a.get("class") == "late" else ""})
+        elif self.in_table and tag == "td" and self.rows and a.get("data-cell"):
+            self.cell = a["data-cell"]
+            self.rows[-1][self.cell] = ""
+        elif self.cell is not None and tag not in ("code", "span", "br"):
+            self.tags_in_cells.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self.cell = None
+        elif tag == "table":
+            self.in_table = False
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.rows[-1][self.cell] += data
+
+
+#: The order page's shipment cells and the ``shipments`` column each shows.
+CELLS = {
+    "id": "shipment_id",
+    "node": "node_id",
+    "service": "service",
+    "state": "state",
+    "carrier": "carrier",
+    "tracking": "tracking_number",
+    "planned-dispatch": "planned_dispatch",
+    "planned-arrival": "planned_arrival",
+}
+
+
+def shipment_rows(html: str) -> tuple[list[dict[str, str]], list[str]]:
+    parser = ShipmentRows()
+    parser.feed(html)
+    rows = [{k: " ".join(v.split()) for k, v in row.items()} for row in parser.rows]
+    return rows, parser.tags_in_cells
+
+
+def test_the_order_page_lists_the_stores_shipments_as_text(database_url: str) -> None:
+    """A three-parcel order (12 x A: 5 DC-NJ, 5 ST-PHL, 2 DC-CHI) through the real
+    FulfilmentService on loopback: DC-NJ ships with HTML in its carrier and tracking number,
+    ST-PHL rejects with HTML in its reason and is re-sourced. The page lists exactly the
+    store's shipment rows, shows the HTML as text, says what replaced what; ten days on,
+    the open ones are late and the PARTIALLY_SHIPPED order is at risk and found by state."""
+    carrier = '<b onmouseover="x()">UPS</b>'
+    tracking = "<script>alert('1Z')</script>&amp;1Z999"
+    reason = "<img src=x onerror=alert(2)> flooded"
+    network = hand_network(on_hand={("DC-CHI", "A"): 4})
+    with running_server(database_url, network) as grpc:
+        f = grpc.fulfilment
+        quote = grpc.quote({"A": 12})
+        order_id = grpc.place(quote.quote_id, quote.options[0].option_id).order.order_id
+        f.ReleaseOrder(fulfilment_pb2.ReleaseOrderRequest(order_id=order_id), metadata=ADMIN)
+        with grpc.store.read() as conn:
+            placed = {
+                r.node_id: r.shipment_id
+                for r in conn.execute(
+                    sa.select(t.shipments.c.node_id, t.shipments.c.shipment_id).where(
+                        t.shipments.c.order_id == order_id
+                    )
+                )
+            }
+        assert sorted(placed) == ["DC-CHI", "DC-NJ", "ST-PHL"]
+        f.AcceptShipment(
+            fulfilment_pb2.AcceptShipmentRequest(shipment_id=placed["DC-NJ"]), metadata=ADMIN
+        )
+        f.ConfirmShipment(
+            fulfilment_pb2.ConfirmShipmentRequest(
+                shipment_id=placed["DC-NJ"], carrier=carrier, tracking_number=tracking
+            ),
+            metadata=ADMIN,
+        )
+        grpc.inventory.AdjustStock(
+            inventory_pb2.AdjustStockRequest(node_id="DC-CHI", sku="A", delta=10, reason="count"),
+            metadata=ADMIN,
+        )
+        f.RejectShipment(
+            fulfilment_pb2.RejectShipmentRequest(shipment_id=placed["ST-PHL"], reason=reason),
+            metadata=ADMIN,
+        )
+        s = t.shipments
+        with grpc.store.read() as conn:
+            stored = conn.execute(
+                sa.select(s)
+                .where(s.c.order_id == order_id)
+                .order_by(s.c.created_at, s.c.shipment_id)
+            ).all()
+            state = conn.execute(
+                sa.select(t.orders.c.state).where(t.orders.c.order_id == order_id)
+            ).scalar_one()
+        assert state == "PARTIALLY_SHIPPED" and len(stored) == 4
+
+        now = [time.time()]
+        app = create_app(config(database_url), grpc.store, clock=lambda: now[0])
+        with TestClient(app, follow_redirects=False) as web:
+            sign_in(web)
+            page = web.get(f"/orders/{order_id}")
+            assert page.status_code == 200
+            rows, tags = shipment_rows(page.text)
+            assert [(*(r[k] for k in CELLS), bool(r["shipped"])) for r in rows] == [
+                (*(getattr(x, c) or "" for c in CELLS.values()), x.shipped_at is not None)
+                for x in stored
+            ]
+            # The HTML is text: no tag from a value reached the markup, the raw strings never
+            # appear, and the decoded cells equal the stored strings (checked above).
+            assert tags == []
+            for raw in (carrier, tracking, reason):
+                assert raw not in page.text
+            assert "&lt;script&gt;alert(&#39;1Z&#39;)&lt;/script&gt;&amp;amp;1Z999" in page.text
+            # What replaced what, and why.
+            new = next(x for x in stored if x.replaces == placed["ST-PHL"])
+            history = {r["id"]: r["history"] for r in rows}
+            assert history[placed["ST-PHL"]] == f"rejected: {reason}; replaced by {new.shipment_id}"
+            assert placed["ST-PHL"] in history[new.shipment_id]
+            assert new.reason and history[new.shipment_id] == new.reason
+            assert not any(r["late"] for r in rows)
+            # The timeline carries the shipments' events from the feed.
+            with grpc.store.read() as conn:
+                feed = conn.execute(
+                    sa.select(t.order_events.c.type, t.order_events.c.shipment_id)
+                    .where(t.order_events.c.order_id == order_id)
+                    .order_by(t.order_events.c.event_id)
+                ).all()
+            timeline = re.findall(
+                r'<li class="ev-([^"]+)"(?: data-shipment="([^"]+)")?>', page.text
+            )
+            assert timeline == [(kind, sid or "") for kind, sid in feed]
+            # Every shipment's life is in it (requested, accepted, shipped, rejected, ...).
+            assert {sid for _, sid in feed if sid} == {x.shipment_id for x in stored}
+            assert len([k for k, sid in feed if sid == placed["DC-NJ"]]) >= 3, feed
+
+            # Before anything is late: nothing at risk.
+            assert web.get("/api/overview").json()["at_risk"] == 0
+            assert order_id not in web.get("/orders", params={"late": "1"}).text
+            # Ten days on, the shipments still at their nodes are late: the order, though
+            # PARTIALLY_SHIPPED (not PLACED or RELEASED), is at risk, listed and found.
+            now[0] += 10 * 86_400
+            rows, _ = shipment_rows(web.get(f"/orders/{order_id}").text)
+            assert (
+                {r["id"] for r in rows if r["late"]}
+                == {
+                    x.shipment_id for x in stored if x.state in ("PENDING", "REQUESTED", "ACCEPTED")
+                }
+                != set()
+            )
+            assert all("late" in r["state"] for r in rows if r["late"])
+            assert web.get("/api/overview").json()["at_risk"] == 1
+            overview = web.get("/").text
+            assert f'href="/orders/{order_id}"' in overview
+            assert order_id in web.get("/orders", params={"late": "1"}).text
+            assert order_id in web.get("/fragments/orders", params={"late": "on"}).text
+            for found, wanted in (("PARTIALLY_SHIPPED", True), ("PLACED", False)):
+                listed = web.get("/orders", params={"state": found})
+                assert listed.status_code == 200
+                assert (order_id in listed.text) is wanted
 
 
 @pytest.mark.parametrize(

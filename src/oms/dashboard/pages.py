@@ -153,8 +153,9 @@ def nodes_fragment(request: Request) -> Response:
 def _orders_context(request: Request) -> dict[str, Any]:
     query = params.order_query(request)
     after = params.cursor(request)
-    with site_of(request).read() as conn:
-        page = views.search_orders(conn, query, after=after)
+    site = site_of(request)
+    with site.read() as conn:
+        page = views.search_orders(conn, query, after=after, now=site.clock())
     return {
         "query": query,
         "results": page,
@@ -175,8 +176,9 @@ def _order_context(request: Request) -> dict[str, Any] | None:
     order_id = str(request.path_params["order_id"])
     if len(order_id) > params.MAX_QUERY_LENGTH:
         raise params.BadQuery(f"order id is longer than {params.MAX_QUERY_LENGTH} characters")
-    with site_of(request).read() as conn:
-        detail = views.order_detail(conn, order_id)
+    site = site_of(request)
+    with site.read() as conn:
+        detail = views.order_detail(conn, order_id, site.clock())
     return None if detail is None else {"order": detail}
 
 

@@ -73,4 +73,5 @@ def order_query(request: Request) -> views.OrderQuery:
         node_id=text_param(request, "node"),
         state=state,
         attention=request.query_params.get("attention") in ("1", "on", "true"),
+        late=request.query_params.get("late") in ("1", "on", "true"),
     )

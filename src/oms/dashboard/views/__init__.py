@@ -29,14 +29,15 @@ Definitions (the tests recompute each independently from the store):
 * **promises kept**: of the orders delivered in the period (their
   ``delivered`` event), those delivered on or before their promised date
   (UTC day);
-* **at risk**: open orders (PLACED, RELEASED) with a parcel whose planned
-  dispatch day (quote day + its arrival day - its service's transit days) has
-  passed without the order shipping; now, whatever the period;
+* **at risk**: orders with a shipment not yet left its node (PENDING,
+  REQUESTED, ACCEPTED) whose planned dispatch day has passed (``Shipment.late``),
+  whatever the order's state (a PARTIALLY_SHIPPED order's late parcel counts);
+  now, whatever the period; the orders search filters on the same (``late``);
 * **needing attention**: open orders with a ``flagged`` event (re-sourcing
   could not keep the promise), as ``GetOrder``'s ``needs_attention``.
 
-Shipments (issue 16) plug in where marked ``SHIPMENTS:``; until they land a
-parcel is read from the order's allocation and moves with its order.
+The order page lists the order's shipments from the ``shipments`` table
+(issue 16); figures still read from the order's plan are marked ``SHIPMENTS:``.
 """
 
 from oms.dashboard.views.common import (
@@ -57,7 +58,9 @@ from oms.dashboard.views.order import (
     MenuOption,
     OrderDetail,
     ParcelView,
+    ShipmentView,
     order_detail,
+    order_shipments,
 )
 from oms.dashboard.views.orders import OrderPage, OrderQuery, OrderSummary, search_orders
 from oms.dashboard.views.stock import (
@@ -99,6 +102,7 @@ __all__ = [
     "Period",
     "Position",
     "Receipt",
+    "ShipmentView",
     "at_risk",
     "attention",
     "change_mark",
@@ -108,6 +112,7 @@ __all__ = [
     "nodes",
     "open_receipts",
     "order_detail",
+    "order_shipments",
     "overview",
     "positions",
     "search_orders",

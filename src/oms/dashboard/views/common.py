@@ -18,6 +18,9 @@ DAY_S = 86_400.0
 HOUR_S = 3_600.0
 #: States an order can still be worked on in (ship, cancel, re-source).
 OPEN_STATES = ("PLACED", "RELEASED")
+#: Shipment states not yet left their node (``oms.store.shipment_records.OPEN``): past its
+#: planned dispatch day, such a shipment is late.
+OPEN_SHIPMENT_STATES = ("PENDING", "REQUESTED", "ACCEPTED")
 STATES = (
     "PLACED",
     "RELEASED",
@@ -162,3 +165,10 @@ def day_after(start: str, days: int) -> str:
 def needs_attention() -> Any:
     e, o = t.order_events, t.orders
     return sa.exists().where(e.c.order_id == o.c.order_id, e.c.type == "flagged")
+
+
+def late_shipments(now: float) -> Any:
+    """Shipments not yet left their node and past their planned dispatch day (UTC) at
+    ``now``: a range of ``ix_shipments_state_dispatch`` per open state."""
+    s = t.shipments
+    return sa.and_(s.c.state.in_(OPEN_SHIPMENT_STATES), s.c.planned_dispatch < utc_day(now))

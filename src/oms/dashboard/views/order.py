@@ -1,8 +1,10 @@
-"""One order's page: its plan's parcels, timeline, ledger rows, and the menu it was chosen from."""
+"""One order's page: its shipments, its plan's parcels, timeline, ledger rows, and the menu
+it was chosen from."""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,7 @@ from sqlalchemy.engine import Connection
 from oms import schema as t
 from oms.dashboard.views.common import (
     MAX_PAGE,
+    OPEN_SHIPMENT_STATES,
     OPEN_STATES,
     day_after,
     labels_of,
@@ -23,11 +26,9 @@ from oms.dashboard.views.common import (
 
 @dataclass(frozen=True)
 class ParcelView:
-    """One parcel of the order's plan, with its planned dates and where it stands.
-
-    SHIPMENTS: becomes a shipment (id, state, carrier, tracking number, actual
-    dispatch and delivery times), read from the shipments table.
-    """
+    """One parcel of the order's plan (its cost, weight, zone), with its planned dates and
+    the state of the shipment that carries it (the order's state for a plan written before
+    shipments). What each parcel became, carrier and all, is :class:`ShipmentView`."""
 
     node_id: str
     service: str
@@ -43,6 +44,32 @@ class ParcelView:
     waiting_for: str | None
     status: str
     status_at: float | None
+
+
+@dataclass(frozen=True)
+class ShipmentView:
+    """One row of the ``shipments`` table, as customer service reads it."""
+
+    shipment_id: str
+    node_id: str
+    service: str
+    lines: list[dict[str, Any]]
+    state: str
+    planned_dispatch: str
+    planned_arrival: str
+    carrier: str | None
+    tracking_number: str | None
+    shipped_at: float | None
+    delivered_at: float | None
+    created_at: float
+    #: Why it was rejected or cancelled (the node's or the canceller's words).
+    reason: str | None
+    #: The shipment this one was re-sourced from (a rejected or split one).
+    replaces: str | None
+    #: The shipments re-sourced from this one.
+    replaced_by: tuple[str, ...]
+    #: Not left its node and past its planned dispatch day (as of the page's now).
+    late: bool
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,8 @@ class Event:
     at: float
     kind: str
     detail: str
+    #: Set for an event about one shipment (the feed's ``shipment_id``).
+    shipment_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +123,7 @@ class OrderDetail:
     storage_credit: float
     cost: float
     parcels: list[ParcelView]
+    shipments: list[ShipmentView]
     events: list[Event]
     ledger: list[LedgerRow]
     menu: list[MenuOption]
@@ -105,8 +135,44 @@ class OrderDetail:
 _STATUS_EVENT = {"RELEASED": "released", "SHIPPED": "shipped", "DELIVERED": "delivered"}
 
 
-def order_detail(conn: Connection, order_id: str) -> OrderDetail | None:
-    """One order: its plan's parcels, timeline, ledger rows, and the menu it was chosen from."""
+def order_shipments(conn: Connection, order_id: str, now: float) -> list[ShipmentView]:
+    """The order's shipments (one index lookup), oldest first, each with what replaced it."""
+    s = t.shipments
+    rows = conn.execute(
+        sa.select(s).where(s.c.order_id == order_id).order_by(s.c.created_at, s.c.shipment_id)
+    ).all()
+    today = utc_day(now)
+    replaced_by: dict[str, list[str]] = {}
+    for r in rows:
+        if r.replaces:
+            replaced_by.setdefault(r.replaces, []).append(r.shipment_id)
+    return [
+        ShipmentView(
+            shipment_id=r.shipment_id,
+            node_id=r.node_id,
+            service=r.service,
+            lines=json.loads(r.lines_json),
+            state=r.state,
+            planned_dispatch=r.planned_dispatch,
+            planned_arrival=r.planned_arrival,
+            carrier=r.carrier,
+            tracking_number=r.tracking_number,
+            shipped_at=None if r.shipped_at is None else float(r.shipped_at),
+            delivered_at=None if r.delivered_at is None else float(r.delivered_at),
+            created_at=float(r.created_at),
+            reason=r.reason,
+            replaces=r.replaces,
+            replaced_by=tuple(replaced_by.get(r.shipment_id, ())),
+            late=r.state in OPEN_SHIPMENT_STATES and r.planned_dispatch < today,
+        )
+        for r in rows
+    ]
+
+
+def order_detail(conn: Connection, order_id: str, now: float | None = None) -> OrderDetail | None:
+    """One order: its shipments, its plan's parcels, timeline, ledger rows, and the menu it
+    was chosen from. ``now`` (epoch s; default the wall clock) decides which shipments are
+    late."""
     o, e, q, ledger, rr = (
         t.orders,
         t.order_events,
@@ -118,9 +184,9 @@ def order_detail(conn: Connection, order_id: str) -> OrderDetail | None:
     if row is None:
         return None
     events = [
-        Event(float(at), kind, detail)
-        for at, kind, detail in conn.execute(
-            sa.select(e.c.at, e.c.type, e.c.detail)
+        Event(float(at), kind, detail, shipment_id)
+        for at, kind, detail, shipment_id in conn.execute(
+            sa.select(e.c.at, e.c.type, e.c.detail, e.c.shipment_id)
             .where(e.c.order_id == order_id)
             .order_by(e.c.event_id)
         )
@@ -152,10 +218,13 @@ def order_detail(conn: Connection, order_id: str) -> OrderDetail | None:
     }
     status_event = _STATUS_EVENT.get(row.state)
     status_at = next((ev.at for ev in reversed(events) if ev.kind == status_event), None)
+    shipments = order_shipments(conn, order_id, time.time() if now is None else now)
+    by_id = {s.shipment_id: s for s in shipments}
     parcels = []
     for p in allocation.get("parcels", []):
         arrival = int(p.get("arrival_days", 0))
         inbound = p.get("inbound_day")
+        carrier = by_id.get(str(p.get("shipment_id", "")))
         parcels.append(
             ParcelView(
                 node_id=p["node_id"],
@@ -172,8 +241,10 @@ def order_detail(conn: Connection, order_id: str) -> OrderDetail | None:
                 ),
                 planned_arrival=day_after(start, arrival),
                 waiting_for=None if inbound is None else day_after(start, int(inbound)),
-                status=row.state,
-                status_at=status_at,
+                status=row.state if carrier is None else carrier.state,
+                status_at=status_at
+                if carrier is None
+                else (carrier.delivered_at or carrier.shipped_at),
             )
         )
     menu: list[MenuOption] = []
@@ -218,6 +289,7 @@ def order_detail(conn: Connection, order_id: str) -> OrderDetail | None:
         storage_credit=money_units(row.storage_credit),
         cost=money_units(row.total_cost),
         parcels=parcels,
+        shipments=shipments,
         events=events,
         ledger=ledger_rows,
         menu=menu,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from oms.dashboard.views.common import (
     MILLICENTS_PER_UNIT,
     OPEN_STATES,
     labels_of,
+    late_shipments,
     like_pattern,
     needs_attention,
 )
@@ -29,10 +31,14 @@ class OrderQuery:
     node_id: str = ""
     state: str = ""
     attention: bool = False
+    #: Only orders with a late shipment (at risk: not left its node, past planned dispatch).
+    late: bool = False
 
     @property
     def empty(self) -> bool:
-        return not (self.order_id or self.sku or self.node_id or self.state or self.attention)
+        return not (
+            self.order_id or self.sku or self.node_id or self.state or self.attention or self.late
+        )
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,14 @@ def search_orders(
     *,
     after: tuple[float, str] | None = None,
     limit: int = 50,
+    now: float | None = None,
 ) -> OrderPage:
     """Orders matching ``query``, newest first, a page at a time (keyset on creation time).
 
     SKU and node match the order's lines and its plan's parcels (JSON text, as
-    written with ``separators=(",", ":")``). SHIPMENTS: match the node on the
-    shipments table (indexed by node) instead of the plan's text.
+    written with ``separators=(",", ":")``). ``late`` keeps the orders among the late
+    shipments' (as of ``now``, default the wall clock): a semi-join on that small set
+    (:func:`late_shipments`, an index range), not a probe of every order.
     """
     o = t.orders
     limit = max(1, min(limit, MAX_PAGE))
@@ -104,6 +112,9 @@ def search_orders(
         )
     if query.attention:
         select = select.where(o.c.state.in_(OPEN_STATES), needs)
+    if query.late:
+        late = late_shipments(time.time() if now is None else now)
+        select = select.where(o.c.order_id.in_(sa.select(t.shipments.c.order_id).where(late)))
     if after is not None:
         select = select.where(
             sa.or_(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import func
@@ -12,18 +11,18 @@ from sqlalchemy.engine import Connection
 from oms import schema as t
 from oms.dashboard.views.buckets import period_buckets
 from oms.dashboard.views.common import (
-    DAY_S,
     MAX_PAGE,
     MILLICENTS_PER_UNIT,
     OPEN_STATES,
     STATES,
     Period,
+    late_shipments,
     needs_attention,
     ratio,
 )
 from oms.dashboard.views.orders import OrderQuery, OrderSummary, search_orders
 
-#: An order past its planned dispatch: (order id, planned dispatch day).
+#: An order with a late shipment: (order id, its earliest late planned dispatch day).
 Late = tuple[str, str]
 
 
@@ -141,27 +140,25 @@ def count_attention(conn: Connection) -> int:
 
 
 def late_dispatches(conn: Connection, now: float, limit: int = 20) -> tuple[int, list[Late]]:
-    """How many open orders are past their planned dispatch day, and the first ``limit`` of
-    them (earliest dispatch first), from ``dash_open_dispatch`` (kept by migration 0011's
-    triggers): an index range, not every open plan's JSON parsed.
+    """How many orders have a shipment not yet left its node and past its planned dispatch
+    day (as ``Shipment.late``), and the first ``limit`` of them (earliest late dispatch
+    first). A PARTIALLY_SHIPPED order whose other parcel is late counts.
 
-    SHIPMENTS: once shipments carry their planned dispatch as a column, read the
-    shipments not shipped whose planned dispatch has passed instead.
+    Both queries read only the late shipments: a range of ``ix_shipments_state_dispatch``
+    per open state (state equal, planned dispatch before today), never every order.
     """
-    d = t.open_dispatch
-    today = int(now // DAY_S)
-    late = d.c.day < today
-    count = conn.execute(sa.select(func.count()).where(late)).scalar_one()
+    s = t.shipments
+    late = late_shipments(now)
+    count = conn.execute(sa.select(func.count(sa.distinct(s.c.order_id))).where(late)).scalar_one()
+    first = func.min(s.c.planned_dispatch)
     rows = conn.execute(
-        sa.select(d.c.order_id, d.c.day)
+        sa.select(s.c.order_id, first)
         .where(late)
-        .order_by(d.c.day, d.c.order_id)
+        .group_by(s.c.order_id)
+        .order_by(first, s.c.order_id)
         .limit(max(1, min(limit, MAX_PAGE)))
     ).all()
-    epoch = date(1970, 1, 1)
-    return int(count), [
-        (order_id, (epoch + timedelta(days=int(day))).isoformat()) for order_id, day in rows
-    ]
+    return int(count), [(order_id, str(day)) for order_id, day in rows]
 
 
 def count_at_risk(conn: Connection, now: float) -> int:
@@ -169,7 +166,7 @@ def count_at_risk(conn: Connection, now: float) -> int:
 
 
 def at_risk(conn: Connection, now: float, limit: int = 20) -> list[Late]:
-    """(order id, planned dispatch day) of open orders past their dispatch day, earliest first."""
+    """(order id, earliest late dispatch day) of orders with a late shipment, earliest first."""
     return late_dispatches(conn, now, limit)[1]
 
 
