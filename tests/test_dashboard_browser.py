@@ -167,6 +167,40 @@ def test_the_dashboard_in_a_browser(database_url: str, browser: Any) -> None:
         assert menu.count() == 1
         page.screenshot(path=str(ARTIFACTS / f"{backend}-order.png"), full_page=True)
 
+        # Its shipments: one a parcel. Released, DC-NJ confirms its shipment with a carrier and
+        # tracking number over gRPC; the open page shows them without a reload (the feed's
+        # event moves the change mark), and the order is PARTIALLY_SHIPPED.
+        shipments = page.locator("table[data-table=shipments] tbody tr")
+        assert shipments.count() == 2
+        assert not any(
+            page.locator("table[data-table=shipments] [data-cell=tracking]").all_inner_texts()
+        )
+        nj = page.locator("table[data-table=shipments] tbody tr", has_text="DC-NJ")
+        shipment_id = nj.get_attribute("data-shipment")
+        assert shipment_id
+        tracking = f"1Z-{uuid.uuid4().hex[:10]}"
+        page.evaluate("window.__same_page = true")
+        client.fulfilment.ReleaseOrder(
+            fulfilment_pb2.ReleaseOrderRequest(order_id=split), metadata=ADMIN, timeout=10
+        )
+        client.fulfilment.ConfirmShipment(
+            fulfilment_pb2.ConfirmShipmentRequest(
+                shipment_id=shipment_id, carrier="UPS", tracking_number=tracking
+            ),
+            metadata=ADMIN,
+            timeout=10,
+        )
+        page.locator(
+            f'tr[data-shipment="{shipment_id}"] [data-cell=tracking]', has_text=tracking
+        ).wait_for(timeout=15_000)
+        assert page.evaluate("window.__same_page === true")
+        row = page.locator(f'table[data-table=shipments] tr[data-shipment="{shipment_id}"]')
+        assert row.locator("[data-cell=carrier]").inner_text() == "UPS"
+        assert row.locator("[data-cell=state]").inner_text().startswith("SHIPPED")
+        assert row.locator("[data-cell=shipped]").inner_text().strip()
+        assert page.locator('[data-field="state"]').inner_text().startswith("PARTIALLY_SHIPPED")
+        page.screenshot(path=str(ARTIFACTS / f"{backend}-order-shipped.png"), full_page=True)
+
         # The cancelled order's reason, HTML and all, is shown as text and never runs.
         page.goto(f"{base}/orders/{cancelled}")
         timeline = page.locator("ol[data-list=events]").inner_text()
