@@ -8,12 +8,14 @@ Run from the project root (commands, not tests)::
     .venv/bin/python benchmarks/dashboard.py poll --base http://127.0.0.1:8080 --token T
         [--tabs 3] [--every 1.0] [--duration 60]
 
-``pages`` creates a PostgreSQL database (``oms_dash_bench``, dropped first and at
-the end unless ``--keep``), migrates it, loads the demo network, and bulk-loads
-(COPY) ``--orders`` orders over the last 90 days with their quotes (1.5 per
-order), events (placed, released, shipped, delivered, cancelled, flagged),
-reservations for the open ones, and ``--ledger`` stock-ledger rows (a shipment
-row per shipped parcel line, the rest counts and receipts), then VACUUM
+``pages`` creates a PostgreSQL database (``--database``, by default
+``oms_dash_bench``, dropped first and at the end unless ``--keep``), migrates
+it, loads the demo network, and bulk-loads (COPY) ``--orders`` orders over the
+last 90 days with their quotes (1.5 per order), events (placed, released,
+shipped, delivered, cancelled, flagged), a shipment per parcel (half the
+released split orders partly shipped), reservations for the open ones, and
+``--ledger`` stock-ledger rows (a shipment row per shipped parcel line, the rest
+counts and receipts), then VACUUM
 ANALYZE. It serves the dashboard (``oms dashboard``, its own process, as in
 production) and requests every page, fragment and data endpoint ``--repeat``
 times, in rotation, reading the server's own time from the ``Server-Timing``
@@ -94,6 +96,21 @@ def _copy(
             copy.write_row(row)
 
 
+#: Each parcel's shipment state by its order's (issue 16's derivation, read backwards).
+SHIPMENT_STATE = {
+    "PLACED": "PENDING",
+    "RELEASED": "REQUESTED",
+    "SHIPPED": "SHIPPED",
+    "DELIVERED": "DELIVERED",
+    "CANCELLED": "CANCELLED",
+}
+SHIPMENT_COLUMNS = [
+    "shipment_id", "order_id", "node_id", "service", "lines_json", "state",
+    "planned_dispatch", "planned_arrival", "carrier", "tracking_number",
+    "shipped_at", "delivered_at", "created_at", "updated_at",
+]  # fmt: skip
+
+
 def build(url: str, orders: int, ledger: int, seed: int = 1) -> dict[str, Any]:
     """Migrate, load the demo network, and bulk-load the orders, quotes, events and ledger."""
     sys.path.insert(0, str(Path(__file__).parent.parent / "src"))
@@ -112,6 +129,7 @@ def build(url: str, orders: int, ledger: int, seed: int = 1) -> dict[str, Any]:
     skus = list(network.sku_ids)
     started = time.perf_counter()
     order_rows, quote_rows, event_rows, ledger_rows, reservation_rows = [], [], [], [], []
+    shipment_rows: list[tuple[Any, ...]] = []
     for i in range(orders):
         created = now - (1 - rng.random() ** 1.3) * 90 * DAY
         age_days = (now - created) / DAY
@@ -177,6 +195,11 @@ def build(url: str, orders: int, ledger: int, seed: int = 1) -> dict[str, Any]:
             state = "RELEASED"
         else:
             state = "PLACED"
+        # Half the released split orders have shipped their first parcel: PARTIALLY_SHIPPED,
+        # the rest still at their nodes (late once their planned dispatch has passed).
+        partial = state == "RELEASED" and n_parcels > 1 and rng.random() < 0.5
+        if partial:
+            state = "PARTIALLY_SHIPPED"
         order_rows.append(
             (
                 order_id, quote_id, "opt-1", uuid.uuid4().hex, state, 40.0, -90.0,
@@ -191,6 +214,7 @@ def build(url: str, orders: int, ledger: int, seed: int = 1) -> dict[str, Any]:
         )
         event_rows.append((order_id, created, "placed", "opt-1: placed"))
         steps = {"CANCELLED": ("cancelled",), "PLACED": (), "RELEASED": ("released",)}
+        steps["PARTIALLY_SHIPPED"] = ("released",)
         steps |= {
             "SHIPPED": ("released", "shipped"),
             "DELIVERED": ("released", "shipped", "delivered"),
@@ -211,6 +235,21 @@ def build(url: str, orders: int, ledger: int, seed: int = 1) -> dict[str, Any]:
                                 min(at, now),
                             )
                         )
+        for p_i, p in enumerate(parcels):
+            left = state in ("SHIPPED", "DELIVERED") or (partial and p_i == 0)
+            shipped_at = min(created + 0.3 * DAY, now) if left else None
+            shipment_rows.append(
+                (
+                    f"s_{i:08d}_{p_i}", order_id, p["node_id"], p["service"],
+                    json.dumps(p["lines"], separators=(",", ":")),
+                    SHIPMENT_STATE.get(state, "SHIPPED" if left else "REQUESTED"),
+                    (day + timedelta(days=max(0, p["arrival_days"] - 2))).isoformat(),
+                    (day + timedelta(days=p["arrival_days"])).isoformat(),
+                    "UPS" if left else None, f"1Z{i:08d}{p_i}" if left else None,
+                    shipped_at, min(created + 3 * DAY, now) if state == "DELIVERED" else None,
+                    created, created,
+                )
+            )  # fmt: skip
         if rng.random() < 0.01:
             event_rows.append((order_id, created + 3600, "flagged", "promise at risk"))
         if state in ("PLACED", "RELEASED"):
@@ -250,6 +289,7 @@ def build(url: str, orders: int, ledger: int, seed: int = 1) -> dict[str, Any]:
             quote_rows,
         )
         _copy(conn, "order_events", ["order_id", "at", "type", "detail"], event_rows)
+        _copy(conn, "shipments", SHIPMENT_COLUMNS, shipment_rows)
         _copy(
             conn,
             "stock_ledger",
@@ -269,6 +309,7 @@ def build(url: str, orders: int, ledger: int, seed: int = 1) -> dict[str, Any]:
         "events": len(event_rows),
         "ledger_rows": len(ledger_rows),
         "reservations": len(reservation_rows),
+        "shipments": len(shipment_rows),
         "build_s": round(time.perf_counter() - started, 1),
     }
 
@@ -292,6 +333,8 @@ def endpoints(order_id: str, sku: str, node: str) -> list[tuple[str, str]]:
         ("orders by node", f"/orders?node={node}"),
         ("orders by state", "/orders?state=SHIPPED"),
         ("orders attention", "/orders?attention=1"),
+        ("orders late", "/orders?late=1"),
+        ("orders partially shipped", "/orders?state=PARTIALLY_SHIPPED"),
         ("order page", f"/orders/{order_id}"),
         ("changes", "/api/changes"),
     ]
@@ -329,7 +372,7 @@ def measure(base: str, repeat: int, order_id: str) -> list[dict[str, Any]]:
 
 
 def pages(args: argparse.Namespace) -> int:
-    name = "oms_dash_bench"
+    name = args.database
     with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -435,6 +478,9 @@ def main() -> int:
     p.add_argument("--ledger", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=30)
     p.add_argument("--port", type=int, default=18181)
+    p.add_argument(
+        "--database", default="oms_dash_bench", help="the scratch database (dropped first)"
+    )
     p.add_argument("--keep", action="store_true")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     q = sub.add_parser("poll")
