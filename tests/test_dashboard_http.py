@@ -335,6 +335,47 @@ def test_the_order_page_lists_the_stores_shipments_as_text(database_url: str) ->
                 assert (order_id in listed.text) is wanted
 
 
+def test_a_flagged_partially_shipped_order_needs_attention(database_url: str) -> None:
+    """DC-NJ has shipped its part; ST-PHL refuses its 5 A and no other node has them, so the
+    re-sourcing cannot keep the promise and flags the order (GetOrder: needs_attention).
+    The order is PARTIALLY_SHIPPED, not PLACED or RELEASED: the dashboard must still count
+    it, list it and badge it."""
+    from oms.v1 import checkout_pb2
+
+    network = hand_network(on_hand={("DC-CHI", "A"): 4})
+    with running_server(database_url, network) as grpc:
+        f = grpc.fulfilment
+        quote = grpc.quote({"A": 12})
+        order_id = grpc.place(quote.quote_id, quote.options[0].option_id).order.order_id
+        f.ReleaseOrder(fulfilment_pb2.ReleaseOrderRequest(order_id=order_id), metadata=ADMIN)
+        order = grpc.checkout.GetOrder(checkout_pb2.GetOrderRequest(order_id=order_id)).order
+        by_node = {s.node_id: s.shipment_id for s in order.shipments}
+        f.ConfirmShipment(
+            fulfilment_pb2.ConfirmShipmentRequest(
+                shipment_id=by_node["DC-NJ"], carrier="UPS", tracking_number="1Z1"
+            ),
+            metadata=ADMIN,
+        )
+        f.RejectShipment(
+            fulfilment_pb2.RejectShipmentRequest(shipment_id=by_node["ST-PHL"], reason="closed"),
+            metadata=ADMIN,
+        )
+        order = grpc.checkout.GetOrder(checkout_pb2.GetOrderRequest(order_id=order_id)).order
+        assert order.needs_attention, [e.type for e in order.events]
+        with grpc.store.read() as conn:
+            state = conn.execute(
+                sa.select(t.orders.c.state).where(t.orders.c.order_id == order_id)
+            ).scalar_one()
+        assert state == "PARTIALLY_SHIPPED"
+        with TestClient(
+            create_app(config(database_url), grpc.store), follow_redirects=False
+        ) as web:
+            sign_in(web)
+            assert web.get("/api/overview").json()["attention"] == 1
+            assert order_id in web.get("/orders", params={"attention": "1"}).text
+            assert "needs attention" in web.get(f"/orders/{order_id}").text
+
+
 @pytest.mark.parametrize(
     "path,field",
     [

@@ -33,8 +33,9 @@ Definitions (the tests recompute each independently from the store):
   REQUESTED, ACCEPTED) whose planned dispatch day has passed (``Shipment.late``),
   whatever the order's state (a PARTIALLY_SHIPPED order's late parcel counts);
   now, whatever the period; the orders search filters on the same (``late``);
-* **needing attention**: open orders with a ``flagged`` event (re-sourcing
-  could not keep the promise), as ``GetOrder``'s ``needs_attention``.
+* **needing attention**: open orders (PLACED, RELEASED, PARTIALLY_SHIPPED,
+  PARTIALLY_DELIVERED) with a ``flagged`` event (re-sourcing could not keep
+  the promise), as ``GetOrder``'s ``needs_attention``.
 
 The order page lists the order's shipments from the ``shipments`` table
 (issue 16); figures still read from the order's plan are marked ``SHIPMENTS:``.

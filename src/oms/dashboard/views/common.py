@@ -16,8 +16,10 @@ from oms import schema as t
 
 DAY_S = 86_400.0
 HOUR_S = 3_600.0
-#: States an order can still be worked on in (ship, cancel, re-source).
-OPEN_STATES = ("PLACED", "RELEASED")
+#: States of an order with parts that may not have left yet (to ship, cancel, re-source):
+#: a flagged one needs attention. A PARTIALLY_SHIPPED order whose remaining parcel a node
+#: refused is flagged too (and PARTIALLY_DELIVERED: a delivered parcel says nothing of the rest).
+OPEN_STATES = ("PLACED", "RELEASED", "PARTIALLY_SHIPPED", "PARTIALLY_DELIVERED")
 #: Shipment states not yet left their node (``oms.store.shipment_records.OPEN``): past its
 #: planned dispatch day, such a shipment is late.
 OPEN_SHIPMENT_STATES = ("PENDING", "REQUESTED", "ACCEPTED")

@@ -73,10 +73,11 @@ def search_orders(
     """Orders matching ``query``, newest first, a page at a time (keyset on creation time).
 
     SKU and node match the order's lines and its plan's parcels (JSON text, as
-    written with ``separators=(",", ":")``; SHIPMENTS: the node could match the shipments
-    table instead, which also keeps a node that rejected its part). ``late`` keeps the orders among the late
-    shipments' (as of ``now``, default the wall clock): a semi-join on that small set
-    (:func:`late_shipments`, an index range), not a probe of every order.
+    written with ``separators=(",", ":")``; SHIPMENTS: the node could match the
+    shipments table instead, which also finds a node that rejected its part).
+    ``late`` keeps the orders among the late shipments' (as of ``now``, default the
+    wall clock): a semi-join on that small set (:func:`late_shipments`, an index
+    range), not a probe of every order.
     """
     o = t.orders
     limit = max(1, min(limit, MAX_PAGE))
