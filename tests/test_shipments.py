@@ -472,3 +472,12 @@ def test_collect_order_is_ready_then_picked_up(database_url: str, tmp_path: Path
         )
         assert done.shipment.state == S.SHIPMENT_STATE_PICKED_UP
         assert done.order.state == S.ORDER_STATE_DELIVERED
+
+
+def test_place_order_reply_is_the_order_as_stored(database_url: str, tmp_path: Path) -> None:
+    """PlaceOrder builds its reply from what it wrote (no read-back): it must say exactly
+    what GetOrder reads back, shipments, dates and events included."""
+    with split_server(database_url, tmp_path) as client:
+        placed = place_split(client)
+        assert len(placed.shipments) == 3
+        assert get(client, placed.order_id) == placed

@@ -391,7 +391,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                         f"arriving {day_after(quote_row.quote_date, option.delivery_days)}",
                     )
                 )
-            self.store.insert_order(
+            row = self.store.insert_order(
                 conn,
                 order_id=order_id,
                 quote=quote_row,
@@ -403,7 +403,6 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
                 events=events,
             )
             self.store.reserve_inbound(conn, order_id, on_receipts)
-            row = self.store.get_order(conn, order_id)
         return checkout_pb2.PlaceOrderResponse(
             order=self._order_response(row), resourced=resourced is not None
         )

@@ -122,8 +122,10 @@ class OrderRepository:
         allocation: Plan,
         promised_date: str,
         events: list[tuple[str, str]],
-    ) -> None:
-        """Write a placed order and its reservations, and mark the quote used.
+    ) -> OrderRow:
+        """Write a placed order, its reservations and shipments, and mark the quote used;
+        the order as :meth:`get` would read it back (built from what was written: the
+        reply to PlaceOrder needs no second read).
 
         The caller has already checked :meth:`StockRepository.shortages` in this transaction.
         Raises :class:`Aborted` if another order took the quote meanwhile.
@@ -134,24 +136,23 @@ class OrderRepository:
         execute(conn, DROP_QUOTE_HOLDS, quote_id=quote.quote_id)
         request = quote.request
         allocation = with_shipment_ids(allocation)
+        values = {
+            "order_id": order_id,
+            "quote_id": quote.quote_id,
+            "option_id": option_id,
+            "idempotency_key": idempotency_key,
+            "state": "PLACED",
+            "dest_lat": float(request.lat),
+            "dest_lon": float(request.lon),
+            "lines_json": json.dumps([x.document() for x in lines], separators=(",", ":")),
+            "allocation_json": json.dumps(allocation.document(), separators=(",", ":")),
+            "promised_date": promised_date,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
         try:
-            execute(
-                conn,
-                _INSERT_ORDER,
-                order_id=order_id,
-                quote_id=quote.quote_id,
-                option_id=option_id,
-                idempotency_key=idempotency_key,
-                state="PLACED",
-                dest_lat=float(request.lat),
-                dest_lon=float(request.lon),
-                lines_json=json.dumps([x.document() for x in lines], separators=(",", ":")),
-                allocation_json=json.dumps(allocation.document(), separators=(",", ":")),
-                promised_date=promised_date,
-                created_at=now,
-                updated_at=now,
-                version=1,
-            )
+            execute(conn, _INSERT_ORDER, **values)
         except IntegrityError as exc:
             raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
         units = units_of(allocation)
@@ -159,9 +160,16 @@ class OrderRepository:
         if units:  # empty when every unit waits for inbound receipts
             execute_many(conn, _INSERT_RESERVATIONS, order_reservation_rows(order_id, units, day))
         self.capacity.use(conn, units_by_node(units), day)
+        written = []
         for kind, detail in events:
-            self.add_event(conn, order_id, kind, detail)
-        self.shipments.sync(conn, order_id, allocation, released=False, new_order=True)
+            at = self.db.clock()
+            outbox.add_event(conn, order_id, kind, detail, at)
+            written.append((at, kind, detail))
+        shipments = self.shipments.create(conn, order_id, allocation)
+        # The stored documents, parsed back, as get() returns them (not the objects
+        # passed in, which a round trip through JSON could normalise).
+        row = _order_row(values, written, [])
+        return replace(row, shipments=shipments)
 
     def add_event(self, conn: Connection, order_id: str, kind: str, detail: str) -> None:
         """One order event, in the caller's transaction (the outbox: :mod:`oms.store.outbox`)."""

@@ -332,7 +332,6 @@ class ShipmentRepository:
         released: bool,
         reason: str | None = None,
         replaces: str | None = None,
-        new_order: bool = False,
     ) -> Plan:
         """Bring the order's shipments in step with ``allocation`` (one per parcel); the
         allocation with every parcel naming its shipment, for the caller to store.
@@ -340,12 +339,12 @@ class ShipmentRepository:
         Parcels without a shipment get a new one (REQUESTED when the order was already
         sent to its nodes, else PENDING). Open shipments whose parcel changed take its
         lines; open ones whose parcel is gone are CANCELLED (re-allocated). Shipments
-        that left, or were rejected, are history: untouched. ``new_order``: the order was
-        just inserted (it has no shipment yet: nothing to read).
+        that left, or were rejected, are history: untouched. A new order's are
+        :meth:`create`'s.
         """
         allocation = with_shipment_ids(allocation)
         dispatch_days = self.dispatch_days(conn)
-        existing = {} if new_order else {s.shipment_id: s for s in self.of_order(conn, order_id)}
+        existing = {s.shipment_id: s for s in self.of_order(conn, order_id)}
         seen: set[str] = set()
         for parcel in allocation.parcels:
             assert parcel.shipment_id is not None
@@ -360,7 +359,6 @@ class ShipmentRepository:
                     state=sh.REQUESTED if released else sh.PENDING,
                     reason=reason,
                     replaces=replaces,
-                    quiet=new_order,
                 )
                 continue
             seen.add(current.shipment_id)
@@ -376,6 +374,30 @@ class ShipmentRepository:
                     reason=reason or "re-allocated",
                 )
         return allocation
+
+    def create(
+        self, conn: Connection, order_id: str, allocation: Plan
+    ) -> tuple[sh.ShipmentRow, ...]:
+        """A just-inserted order's shipments, one PENDING per parcel of ``allocation`` (whose
+        parcels already name their shipments), without an event each (the order's ``placed``
+        event lists the parcels, and no node has work until the order is released). Returned
+        as :meth:`of_order` would read them back, so PlaceOrder's reply needs no read."""
+        dispatch_days = self.dispatch_days(conn)
+        rows = []
+        for parcel in allocation.parcels:
+            rows.append(
+                self.insert(
+                    conn,
+                    order_id,
+                    parcel,
+                    allocation.start,
+                    dispatch_days,
+                    state=sh.PENDING,
+                    reason=None,
+                    quiet=True,
+                )
+            )
+        return tuple(sorted(rows, key=lambda s: (s.created_at, s.shipment_id)))
 
     def dispatch_days(self, conn: Connection) -> DispatchDays:
         """Days from an order's start to a parcel's planned dispatch: its arrival less the
