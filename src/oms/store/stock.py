@@ -21,7 +21,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Connection
 
 from oms import schema as t
-from oms.driver_sql import Statement, fetch
+from oms.driver_sql import Statement, execute, fetch
 from oms.errors import FailedPrecondition, NotFound, Precondition
 from oms.store.capacity import CapacityRepository
 from oms.store.database import Database
@@ -66,6 +66,15 @@ _RESERVED_AT = {
     True: _at_positions(_RESERVED, f"AND {LIVE} AND {NOT_QUOTE} {_BY_POSITION}"),
 }
 _LOCK_STOCK_AT = _at_positions(_STOCK, "ORDER BY node_id, sku", for_update=True)
+# A ledger row and its on-hand change, on the driver: ConfirmShipment writes one per SKU of
+# every shipment, and through SQLAlchemy Core building these two cost more than running them.
+_INSERT_LEDGER = Statement.portable(
+    "INSERT INTO stock_ledger (node_id, sku, delta, reason, order_id, at, shipment_id)"
+    " VALUES (:node_id, :sku, :delta, :reason, :order_id, :at, :shipment_id)"
+)
+_MOVE_ON_HAND = Statement.portable(
+    "UPDATE stock SET on_hand = on_hand + :delta WHERE node_id = :node_id AND sku = :sku"
+)
 
 
 class StockRepository:
@@ -277,22 +286,18 @@ class StockRepository:
     ) -> None:
         """One ledger row (naming the shipment that moved the units, if any) and the
         matching change to the position's on hand."""
-        conn.execute(
-            sa.insert(t.stock_ledger).values(
-                node_id=node_id,
-                sku=sku,
-                delta=delta,
-                reason=reason,
-                order_id=order_id,
-                at=self.db.clock(),
-                shipment_id=shipment_id,
-            )
+        execute(
+            conn,
+            _INSERT_LEDGER,
+            node_id=node_id,
+            sku=sku,
+            delta=delta,
+            reason=reason,
+            order_id=order_id,
+            at=self.db.clock(),
+            shipment_id=shipment_id,
         )
-        conn.execute(
-            sa.update(t.stock)
-            .where(t.stock.c.node_id == node_id, t.stock.c.sku == sku)
-            .values(on_hand=t.stock.c.on_hand + delta)
-        )
+        execute(conn, _MOVE_ON_HAND, delta=delta, node_id=node_id, sku=sku)
 
     # -- promising units ----------------------------------------------------------
 
