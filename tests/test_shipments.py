@@ -481,3 +481,20 @@ def test_place_order_reply_is_the_order_as_stored(database_url: str, tmp_path: P
         placed = place_split(client)
         assert len(placed.shipments) == 3
         assert get(client, placed.order_id) == placed
+
+
+def test_release_order_reply_is_the_order_as_stored(database_url: str, tmp_path: Path) -> None:
+    """ReleaseOrder builds its reply from the order it locked and what it changed (no
+    read-back): state, version, events and shipments exactly as GetOrder reads them."""
+    with split_server(database_url, tmp_path) as client:
+        placed = place_split(client)
+        released = client.fulfilment.ReleaseOrder(
+            fulfilment_pb2.ReleaseOrderRequest(order_id=placed.order_id), metadata=ADMIN
+        ).order
+        assert released.state == S.ORDER_STATE_RELEASED
+        assert {s.state for s in released.shipments} == {S.SHIPMENT_STATE_REQUESTED}
+        assert get(client, placed.order_id) == released
+        again = client.fulfilment.ReleaseOrder(
+            fulfilment_pb2.ReleaseOrderRequest(order_id=placed.order_id), metadata=ADMIN
+        ).order
+        assert again == released == get(client, placed.order_id)

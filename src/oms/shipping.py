@@ -114,18 +114,26 @@ class Shipping:
             row = self.store.get_order(conn, order_id, for_update=True)
             pending = [s for s in row.shipments if s.state == sh.PENDING]
             lifecycle.plan("release", row.order_id, row.state)
-            for shipment in pending:
-                self.repo.move(
-                    conn,
-                    shipment,
-                    sh.REQUESTED,
-                    f"{shipment.describe()} sent to {shipment.node_id}",
+            if not pending:
+                return row
+            moved = {
+                s.shipment_id: self.repo.move(
+                    conn, s, sh.REQUESTED, f"{s.describe()} sent to {s.node_id}"
                 )
-            if pending:
-                nodes = sorted({s.node_id for s in pending})
-                self.store.add_event(conn, order_id, "released", f"sent to {', '.join(nodes)}")
-                self.store.refresh_state(conn, order_id)
-            return self.store.get_order(conn, order_id)
+                for s in pending
+            }
+            nodes = sorted({s.node_id for s in pending})
+            event = self.store.add_event(conn, order_id, "released", f"sent to {', '.join(nodes)}")
+            # The reply from the locked order and what changed (no read-back): row.shipments
+            # are all of the order's, so its state derives from them as from the table.
+            shipments = tuple(moved.get(s.shipment_id, s) for s in row.shipments)
+            state, written_at = self.repo.set_state_from(
+                conn, order_id, sh.order_state([s.state for s in shipments])
+            )
+            row = replace(row, state=state, shipments=shipments, events=[*row.events, event])
+            if written_at is not None:
+                row = replace(row, updated_at=written_at, version=row.version + 1)
+            return row
 
     def ship_order(self, order_id: str) -> OrderRow:
         """Every REQUESTED or ACCEPTED shipment leaves (the old order-level ConfirmShipment)."""

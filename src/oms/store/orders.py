@@ -160,20 +160,21 @@ class OrderRepository:
         if units:  # empty when every unit waits for inbound receipts
             execute_many(conn, _INSERT_RESERVATIONS, order_reservation_rows(order_id, units, day))
         self.capacity.use(conn, units_by_node(units), day)
-        written = []
-        for kind, detail in events:
-            at = self.db.clock()
-            outbox.add_event(conn, order_id, kind, detail, at)
-            written.append((at, kind, detail))
+        written = [self.add_event(conn, order_id, kind, detail) for kind, detail in events]
         shipments = self.shipments.create(conn, order_id, allocation)
         # The stored documents, parsed back, as get() returns them (not the objects
         # passed in, which a round trip through JSON could normalise).
         row = _order_row(values, written, [])
         return replace(row, shipments=shipments)
 
-    def add_event(self, conn: Connection, order_id: str, kind: str, detail: str) -> None:
-        """One order event, in the caller's transaction (the outbox: :mod:`oms.store.outbox`)."""
-        outbox.add_event(conn, order_id, kind, detail, self.db.clock())
+    def add_event(
+        self, conn: Connection, order_id: str, kind: str, detail: str
+    ) -> tuple[float, str, str]:
+        """One order event, in the caller's transaction (the outbox: :mod:`oms.store.outbox`);
+        it as :attr:`OrderRow.events` holds it."""
+        at = self.db.clock()
+        outbox.add_event(conn, order_id, kind, detail, at)
+        return at, kind, detail
 
     def get(self, conn: Connection, order_id: str, *, for_update: bool = False) -> OrderRow:
         found = fetch(

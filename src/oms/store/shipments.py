@@ -409,9 +409,17 @@ class ShipmentRepository:
     def refresh_state(self, conn: Connection, order_id: str) -> str:
         """Write the order's state derived from its shipments (and bump its version when
         it changes, so a batch job or re-sourcing that read it before loses the race)."""
-        state = self.derive_state(conn, order_id)
-        execute(conn, _SET_ORDER_STATE, state=state, now=self.clock(), order_id=order_id)
-        return state
+        return self.set_state_from(conn, order_id, self.derive_state(conn, order_id))[0]
+
+    def set_state_from(
+        self, conn: Connection, order_id: str, state: str
+    ) -> tuple[str, float | None]:
+        """:meth:`refresh_state` with the state already derived (by a caller holding all the
+        order's shipments as of this transaction); the state and, if it changed, the
+        ``updated_at`` written (the version was bumped by one)."""
+        now = self.clock()
+        changed = execute(conn, _SET_ORDER_STATE, state=state, now=now, order_id=order_id)
+        return state, (now if changed else None)
 
     def consume(self, conn: Connection, shipment: sh.ShipmentRow, units: Mapping[str, int]) -> None:
         """``units`` (per SKU) of ``shipment`` left its node: on hand decremented there only
