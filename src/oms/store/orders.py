@@ -136,23 +136,24 @@ class OrderRepository:
         execute(conn, DROP_QUOTE_HOLDS, quote_id=quote.quote_id)
         request = quote.request
         allocation = with_shipment_ids(allocation)
-        values = {
-            "order_id": order_id,
-            "quote_id": quote.quote_id,
-            "option_id": option_id,
-            "idempotency_key": idempotency_key,
-            "state": "PLACED",
-            "dest_lat": float(request.lat),
-            "dest_lon": float(request.lon),
-            "lines_json": json.dumps([x.document() for x in lines], separators=(",", ":")),
-            "allocation_json": json.dumps(allocation.document(), separators=(",", ":")),
-            "promised_date": promised_date,
-            "created_at": now,
-            "updated_at": now,
-            "version": 1,
-        }
         try:
-            execute(conn, _INSERT_ORDER, **values)
+            execute(
+                conn,
+                _INSERT_ORDER,
+                order_id=order_id,
+                quote_id=quote.quote_id,
+                option_id=option_id,
+                idempotency_key=idempotency_key,
+                state="PLACED",
+                dest_lat=float(request.lat),
+                dest_lon=float(request.lon),
+                lines_json=json.dumps([x.document() for x in lines], separators=(",", ":")),
+                allocation_json=json.dumps(allocation.document(), separators=(",", ":")),
+                promised_date=promised_date,
+                created_at=now,
+                updated_at=now,
+                version=1,
+            )
         except IntegrityError as exc:
             raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
         units = units_of(allocation)
@@ -162,10 +163,26 @@ class OrderRepository:
         self.capacity.use(conn, units_by_node(units), day)
         written = [self.add_event(conn, order_id, kind, detail) for kind, detail in events]
         shipments = self.shipments.create(conn, order_id, allocation)
-        # The stored documents, parsed back, as get() returns them (not the objects
-        # passed in, which a round trip through JSON could normalise).
-        row = _order_row(values, written, [])
-        return replace(row, shipments=shipments)
+        # The lines and allocation as passed: both were parsed from documents (the quote's),
+        # so they equal what get() parses back from the ones just written.
+        return OrderRow(
+            order_id=order_id,
+            quote_id=quote.quote_id,
+            option_id=option_id,
+            idempotency_key=idempotency_key,
+            state="PLACED",
+            dest_lat=float(request.lat),
+            dest_lon=float(request.lon),
+            lines=tuple(lines),
+            allocation=allocation,
+            promised_date=promised_date,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            events=written,
+            returns=[],
+            shipments=shipments,
+        )
 
     def add_event(
         self, conn: Connection, order_id: str, kind: str, detail: str
