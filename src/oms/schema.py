@@ -284,8 +284,8 @@ order_events = Table(
     Column("type", String(32), nullable=False),
     Column("detail", Text, nullable=False),
     # The outbox feed's sequence (migration 0012): gapless, allocated from
-    # ``event_counter`` in commit order just before the writing transaction commits
-    # (so NULL only inside that transaction). See :mod:`oms.store.outbox`.
+    # ``event_counter`` in commit order (PostgreSQL: just before the writing transaction
+    # commits, so NULL only inside it; SQLite: at insert). See :mod:`oms.store.outbox`.
     Column("seq", BigInteger, nullable=True),
     # Set for an event about one shipment, and its node (a node's work feed).
     Column("shipment_id", String(64), nullable=True),
