@@ -13,12 +13,22 @@ from __future__ import annotations
 import re
 import stat
 import sys
+from collections.abc import Collection
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-__all__ = ["MASK", "read_node_tokens", "read_token_file", "redact_text", "redact_url"]
+__all__ = [
+    "MASK",
+    "read_node_tokens",
+    "read_token_file",
+    "redact_text",
+    "redact_url",
+    "redacted_repr",
+]
 
 MASK = "***"
 #: ``scheme://user:password@``: the password is the run of characters up to the last
@@ -35,6 +45,19 @@ def redact_url(url: str) -> str:
     if parsed.password is None:
         return url
     return parsed.render_as_string(hide_password=True)
+
+
+def redacted_repr(settings: Any, secrets: Collection[str]) -> str:
+    """A dataclass's repr with the ``secrets`` fields masked and ``database_url`` redacted."""
+    shown = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if f.name in secrets and value is not None:
+            value = MASK
+        elif f.name == "database_url":
+            value = redact_url(value)
+        shown.append(f"{f.name}={value!r}")
+    return f"{type(settings).__name__}({', '.join(shown)})"
 
 
 def redact_text(text: str) -> str:

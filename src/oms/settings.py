@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from oms.credentials import MASK, read_token_file, redact_url
+from oms.credentials import read_token_file, redacted_repr
 
 DEFAULT_DATABASE_URL = "sqlite:///oms.db"
 #: A checkout hold keeps units from every other shopper: minutes, not a quarter hour.
@@ -112,15 +112,7 @@ class Settings:
             raise ValueError(f"overdue_sweep_s must not be negative, got {self.overdue_sweep_s}")
 
     def __repr__(self) -> str:
-        shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in SECRET_FIELDS and value is not None:
-                value = MASK
-            elif f.name == "database_url":
-                value = redact_url(value)
-            shown.append(f"{f.name}={value!r}")
-        return f"{type(self).__name__}({', '.join(shown)})"
+        return redacted_repr(self, SECRET_FIELDS)
 
     @property
     def stream_slots(self) -> int:

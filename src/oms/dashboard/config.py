@@ -14,10 +14,10 @@ import hashlib
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from oms.credentials import MASK, redact_url
+from oms.credentials import redacted_repr
 
 DEFAULT_HTTP_PORT = 8080
 #: Demo orders placed on a fresh store that has the demo network (0: none).
@@ -50,15 +50,7 @@ class DashboardConfig:
     session_s: int = 12 * 3600
 
     def __repr__(self) -> str:
-        shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("viewer_token", "admin_token") and value is not None:
-                value = MASK
-            elif f.name == "database_url":
-                value = redact_url(value)
-            shown.append(f"{f.name}={value!r}")
-        return f"{type(self).__name__}({', '.join(shown)})"
+        return redacted_repr(self, ("viewer_token", "admin_token"))
 
     @property
     def tokens(self) -> dict[str, str]:
