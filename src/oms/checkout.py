@@ -520,14 +520,10 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         after = paging.decode_token(request.page_token, filter_) if request.page_token else None
         with self.store.read() as conn:
             rows = self.store.list_orders(conn, state=state, after=after, limit=size + 1)
-        orders, more = paging.fill(rows, size, self._order_response)
-        last = rows[len(orders) - 1] if more else None
-        return checkout_pb2.ListOrdersResponse(
-            orders=orders,
-            next_page_token=""
-            if last is None
-            else paging.encode_token((last.created_at, last.order_id), filter_),
+        orders, token = paging.page(
+            rows, size, self._order_response, lambda o: (o.created_at, o.order_id), filter_
         )
+        return checkout_pb2.ListOrdersResponse(orders=orders, next_page_token=token)
 
     @rpc
     def CancelOrder(

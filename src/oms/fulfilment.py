@@ -256,14 +256,10 @@ class FulfilmentServicer(fulfilment_pb2_grpc.FulfilmentServiceServicer):
                 after=after,
                 limit=size + 1,
             )
-        shipments, more = paging.fill(rows, size, shipment_proto)
-        last = rows[len(shipments) - 1] if more else None
-        return fulfilment_pb2.ListShipmentsResponse(
-            shipments=shipments,
-            next_page_token=""
-            if last is None
-            else paging.encode_token((last.created_at, last.shipment_id), filter_),
+        shipments, token = paging.page(
+            rows, size, shipment_proto, lambda s: (s.created_at, s.shipment_id), filter_
         )
+        return fulfilment_pb2.ListShipmentsResponse(shipments=shipments, next_page_token=token)
 
     @rpc_stream
     def WatchShipments(

@@ -71,6 +71,21 @@ def fill(rows: Sequence[R], size: int, to_proto: Callable[[R], M]) -> tuple[list
     return items, len(rows) > len(items)
 
 
+def page(
+    rows: Sequence[R],
+    size: int,
+    to_proto: Callable[[R], M],
+    position: Callable[[R], tuple[float, str]],
+    filter_: str,
+) -> tuple[list[M], str]:
+    """:func:`fill`'s items and the token of the page after them ("" on the last page):
+    ``position`` names a row's place in the listing's order."""
+    items, more = fill(rows, size, to_proto)
+    if not more:
+        return items, ""
+    return items, encode_token(position(rows[len(items) - 1]), filter_)
+
+
 def encode_token(position: tuple[float, str], filter_: str) -> str:
     """The opaque token for the page after ``position`` of a listing filtered by ``filter_``."""
     payload = json.dumps([_VERSION, position[0], position[1], filter_], separators=(",", ":"))
