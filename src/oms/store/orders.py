@@ -135,37 +135,9 @@ class OrderRepository:
             raise Aborted(f"quote {quote.quote_id!r} was used by a concurrent PlaceOrder")
         execute(conn, DROP_QUOTE_HOLDS, quote_id=quote.quote_id)
         request = quote.request
-        allocation = with_shipment_ids(allocation)
-        try:
-            execute(
-                conn,
-                _INSERT_ORDER,
-                order_id=order_id,
-                quote_id=quote.quote_id,
-                option_id=option_id,
-                idempotency_key=idempotency_key,
-                state="PLACED",
-                dest_lat=float(request.lat),
-                dest_lon=float(request.lon),
-                lines_json=json.dumps([x.document() for x in lines], separators=(",", ":")),
-                allocation_json=json.dumps(allocation.document(), separators=(",", ":")),
-                promised_date=promised_date,
-                created_at=now,
-                updated_at=now,
-                version=1,
-            )
-        except IntegrityError as exc:
-            raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
-        units = units_of(allocation)
-        day = utc_day(now)
-        if units:  # empty when every unit waits for inbound receipts
-            execute_many(conn, _INSERT_RESERVATIONS, order_reservation_rows(order_id, units, day))
-        self.capacity.use(conn, units_by_node(units), day)
-        written = [self.add_event(conn, order_id, kind, detail) for kind, detail in events]
-        shipments = self.shipments.create(conn, order_id, allocation)
-        # The lines and allocation as passed: both were parsed from documents (the quote's),
-        # so they equal what get() parses back from the ones just written.
-        return OrderRow(
+        # What get() would read back: the lines and allocation were parsed from documents
+        # (the quote's), so they equal what parsing the ones written here gives.
+        placed = OrderRow(
             order_id=order_id,
             quote_id=quote.quote_id,
             option_id=option_id,
@@ -174,15 +146,42 @@ class OrderRepository:
             dest_lat=float(request.lat),
             dest_lon=float(request.lon),
             lines=tuple(lines),
-            allocation=allocation,
+            allocation=with_shipment_ids(allocation),
             promised_date=promised_date,
             created_at=now,
             updated_at=now,
             version=1,
-            events=written,
+            events=[],
             returns=[],
-            shipments=shipments,
         )
+        try:
+            execute(
+                conn,
+                _INSERT_ORDER,
+                order_id=placed.order_id,
+                quote_id=placed.quote_id,
+                option_id=placed.option_id,
+                idempotency_key=placed.idempotency_key,
+                state=placed.state,
+                dest_lat=placed.dest_lat,
+                dest_lon=placed.dest_lon,
+                lines_json=json.dumps([x.document() for x in placed.lines], separators=(",", ":")),
+                allocation_json=json.dumps(placed.allocation.document(), separators=(",", ":")),
+                promised_date=placed.promised_date,
+                created_at=placed.created_at,
+                updated_at=placed.updated_at,
+                version=placed.version,
+            )
+        except IntegrityError as exc:
+            raise Aborted(f"idempotency key {idempotency_key!r} was used concurrently") from exc
+        units = units_of(placed.allocation)
+        day = utc_day(now)
+        if units:  # empty when every unit waits for inbound receipts
+            execute_many(conn, _INSERT_RESERVATIONS, order_reservation_rows(order_id, units, day))
+        self.capacity.use(conn, units_by_node(units), day)
+        written = [self.add_event(conn, order_id, kind, detail) for kind, detail in events]
+        shipments = self.shipments.create(conn, order_id, placed.allocation)
+        return replace(placed, events=written, shipments=shipments)
 
     def add_event(
         self, conn: Connection, order_id: str, kind: str, detail: str
