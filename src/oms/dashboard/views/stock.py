@@ -11,31 +11,12 @@ from sqlalchemy.engine import Connection
 
 from oms import schema as t
 from oms.dashboard.views.common import DAY_S, MAX_PAGE, Page, Period, like_pattern, utc_day
+from oms.store.records import Availability
 
-
-@dataclass(frozen=True)
-class Position:
-    node_id: str
-    sku: str
-    on_hand: int
-    safety_stock: int
-    reserved: int
-    held: int
-    inbound: int
-    inbound_reserved: int
-    low_stock_threshold: int
-
-    @property
-    def available(self) -> int:
-        return max(0, self.on_hand - self.safety_stock - self.reserved - self.held)
-
-    @property
-    def projected(self) -> int:
-        return self.available + max(0, self.inbound - self.inbound_reserved)
-
-    @property
-    def is_low(self) -> bool:
-        return self.low_stock_threshold > 0 and self.projected <= self.low_stock_threshold
+#: A page row: the store's availability record, so the page applies the very rule
+#: (on hand - safety - reserved - held, plus what inbound receipts still free) that
+#: PlaceOrder locks on.
+Position = Availability
 
 
 def _position_figures(now: float) -> tuple[Any, list[Any]]:
@@ -196,15 +177,15 @@ def _low_positions(
 
 def _position(r: Any) -> Position:
     return Position(
-        r.node_id,
-        r.sku,
-        int(r.on_hand),
-        int(r.safety_stock),
-        int(r.reserved),
-        int(r.held),
-        int(r.inbound),
-        int(r.inbound_reserved),
-        int(r.low_stock_threshold),
+        node_id=r.node_id,
+        sku=r.sku,
+        on_hand=int(r.on_hand),
+        safety_stock=int(r.safety_stock),
+        reserved=int(r.reserved),
+        held=int(r.held),
+        inbound=int(r.inbound),
+        inbound_reserved=int(r.inbound_reserved),
+        low_stock_threshold=int(r.low_stock_threshold),
     )
 
 
