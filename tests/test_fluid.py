@@ -11,6 +11,7 @@ from sourcing.forward.fluid import (
     Regions,
     forecast_demand,
     solve_fluid,
+    unit_costs,
 )
 
 from forward_support import R1, R2, two_node_network
@@ -129,3 +130,17 @@ def test_opportunity_costs_follow_ids_not_positions() -> None:
     assert columns.tolist() == [[6], [2]]
     with pytest.raises(ValueError, match="shape"):
         OpportunityCosts(("A",), ("W",), np.array([[1, 2]]))
+
+
+def test_unit_costs_of_the_stock_holders_alone_are_those_rows_of_every_node() -> None:
+    # The fluid LP computes the (node, region) costs only for nodes holding stock.
+    network = two_node_network()
+    regions = _forecast(1.0, 1.0).regions
+    fixed, per_g = unit_costs(network, regions, 1.0)
+    only_b = unit_costs(network, regions, 1.0, np.array([1]))
+    assert only_b[0][1].tolist() == fixed[1].tolist() == [1_500_000, 800_000]
+    assert only_b[1][1].tolist() == per_g[1].tolist()
+    assert only_b[0][0].tolist() == [0.0, 0.0]
+    # And the prices do not depend on it: B empty, A's unit serves R1 ($5 vs nothing).
+    empty_b = two_node_network(stock=(1, 0))
+    assert solve_fluid(empty_b, empty_b.available, _forecast(1.2, 0.6)).opportunity[1, 0] == 0

@@ -249,7 +249,10 @@ def forecast_demand(
 
 
 def unit_costs(
-    network: Network, regions: Regions, units_per_parcel: float
+    network: Network,
+    regions: Regions,
+    units_per_parcel: float,
+    nodes: IntArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """Per (node, region), millicents: (parcel fixed cost per unit, per-kg price per gram).
 
@@ -257,6 +260,7 @@ def unit_costs(
     service with the least ``fixed / units_per_parcel + per_kg x mean weight``
     is taken; both parts are then averaged over the region's point weights.
     A unit of SKU s costs ``fixed + per_gram * weight_g[s] - credit[n, s]``.
+    ``nodes``: compute only those rows (the nodes holding stock); the others stay 0.
     """
     rates = network.delivery_rates
     n_nodes = len(network.node_ids)
@@ -264,7 +268,7 @@ def unit_costs(
     fixed = np.zeros((n_nodes, regions.count))
     per_g = np.zeros((n_nodes, regions.count))
     mass = np.bincount(regions.point_region, weights=regions.point_weight, minlength=regions.count)
-    for n in range(n_nodes):
+    for n in range(n_nodes) if nodes is None else nodes.tolist():
         km = haversine_km(regions.point_lat, regions.point_lon, network.lat[n], network.lon[n])
         zone = zone_of(network, km)
         f = rates.base_price[zone] + network.handling_cost[n]  # P x V, millicents
@@ -319,7 +323,9 @@ def solve_fluid(
     settings = settings or FluidSettings()
     started = time.perf_counter()
     n_nodes, s_count = available.shape
-    fixed, per_g = unit_costs(network, forecast.regions, forecast.units_per_parcel)
+    # Only nodes holding stock get arcs: the others' rows are never read.
+    holders = np.flatnonzero(available.sum(axis=1) > 0)
+    fixed, per_g = unit_costs(network, forecast.regions, forecast.units_per_parcel, holders)
     all_nodes = np.arange(n_nodes, dtype=np.int64)
     credit = storage_credit(network, all_nodes, np.arange(s_count, dtype=np.int64))
     units = forecast.units
