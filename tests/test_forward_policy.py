@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import numpy as np
 
 from sourcing.forward.fluid import FluidSettings
@@ -99,3 +102,29 @@ def test_forward_with_the_daily_batch_keeps_the_forward_choice_and_its_promises(
     assert _w_orders(result) == (["B", "A"], 1_300_000)
     # The replay raises PolicyError if a revision broke a promise; none did.
     assert result.orders["units_shipped"].sum() == 6
+
+
+def _overnight_stream() -> list[SimOrder]:
+    """The V orders and o1 (R2) on day 0, o2 (R1) the next day: the day-0 batch sees o1 alone."""
+    stream = _stream()
+    o2 = stream[-1]
+    return [*stream[:-1], SimOrder(o2.order_id, o2.created_at + timedelta(hours=26), o2.order)]
+
+
+def test_the_priced_batch_keeps_the_unit_the_prices_reserve_the_reference_batch_does_not() -> None:
+    # o1 (R2) is quoted at B ($8; A's unit is priced $10 for R1). At day 0's end the batch
+    # sees o1 alone, with both units given back: at the reference cost it moves o1 to A
+    # ($5, promise kept: 1 day < 2), and o2 (R1, day 1) must come from B ($15): $20. At the
+    # priced cost A still costs $5 + $10, so o1 stays at B and o2 ships from A: $13.
+    priced = _run("optimiser_forward_batch", _overnight_stream())
+    assert _w_orders(priced) == (["B", "A"], 1_300_000)
+    reference = simulate(
+        two_node_network(daily_demand=1.8),
+        _overnight_stream(),
+        make_policy(
+            "optimiser_forward_batch",
+            PolicyOptions(forward=replace(FORWARD, priced_batch=False)),
+        ),
+    )
+    assert _w_orders(reference) == (["A", "B"], 2_000_000)
+    assert priced.orders["units_shipped"].sum() == reference.orders["units_shipped"].sum() == 6

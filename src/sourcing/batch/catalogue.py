@@ -80,7 +80,9 @@ def _order_rows(
     if skus.size == 0:
         return empty, np.zeros(0, dtype=np.int64), before, 0
     dest = order.destination
-    costs = order_costs(network, dest.lat, dest.lon, skus, demand, available=pool)
+    costs = order_costs(
+        network, dest.lat, dest.lon, skus, demand, available=pool, opportunity=settings.opportunity
+    )
     eligible = costs.usable & (costs.arrival <= batch_order.latest_day)
     # Cost-only dominance: with the promise enforced by eligibility, a service
     # that is no cheaper per parcel and per unit than another eligible one is

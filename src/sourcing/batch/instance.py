@@ -22,6 +22,7 @@ from sourcing.model import (
     Evaluation,
     IntArray,
     Network,
+    OpportunityCosts,
     Order,
     ParcelLine,
     ParcelPlan,
@@ -118,7 +119,11 @@ class BatchSettings:
     the relative gap at which ``scip`` stops (OPTIMAL means within it);
     ``reach``: how far from the orders that could gain the model looks (see
     :func:`reoptimise`; None: every order is free to move, the exact model);
-    ``seed``: the random chunking round.
+    ``seed``: the random chunking round; ``opportunity``: forward-looking
+    prices (:mod:`sourcing.forward`) added to each unit's cost in the model,
+    so the batch re-assigns at the priced cost (reference + opportunity) and
+    "never dearer" holds for that cost; the outcomes still report reference
+    costs (None: the reference cost alone).
     """
 
     time_limit_s: float = 60.0
@@ -131,6 +136,7 @@ class BatchSettings:
     mip_gap: float = 1e-4
     reach: int | None = 2
     seed: int = 0
+    opportunity: OpportunityCosts | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

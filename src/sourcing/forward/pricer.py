@@ -40,6 +40,8 @@ class ForwardSettings:
     min_history_orders: int = 50
     #: The share of each dual value charged as the opportunity cost (1: the LP's own).
     dual_weight: float = 1.0
+    #: ``optimiser_forward_batch``: the daily batch re-assigns at the priced cost too.
+    priced_batch: bool = True
     fluid: FluidSettings = field(default_factory=FluidSettings)
 
 

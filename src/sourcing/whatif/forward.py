@@ -55,6 +55,10 @@ class ForwardPolicy(OptimiserPolicy):
         self._forward = forward or ForwardSettings()
         self.pricer: ForwardPricer | None = None
 
+    @property
+    def settings(self) -> ForwardSettings:
+        return self._forward
+
     def begin(self, network: Network, orders: Sequence[SimOrder]) -> None:
         start = orders[0].created_at if orders else datetime.min
         self.pricer = ForwardPricer(network, start, self._top_up, self._forward)
@@ -85,8 +89,12 @@ class ForwardBatchPolicy(BatchPolicy):
 
     Each order is quoted as by :class:`ForwardPolicy` (its promise is the
     priced choice's delivery day); at the end of each day the day's orders
-    are re-assigned jointly by the batch, at the reference cost, within their
-    promises (:class:`BatchPolicy`). The pricer follows the batch's changes.
+    are re-assigned jointly by the batch within their promises
+    (:class:`BatchPolicy`), at the priced cost: each unit's cost carries the
+    pricer's latest opportunity cost (``ForwardSettings.priced_batch``;
+    off, the batch re-assigns at the reference cost and moves the day's
+    orders back onto the units the prices kept for later orders, undoing
+    part of what the prices won). The pricer follows the batch's changes.
     """
 
     def __init__(
@@ -115,8 +123,11 @@ class ForwardBatchPolicy(BatchPolicy):
 
     def end_period(self, snapshot: Snapshot) -> Mapping[str, Allocation] | None:
         held = {o.order_id: o.current for o in self._held}
-        revisions = super().end_period(snapshot)
         pricer = self._forward.pricer
+        if pricer is not None and self._forward.settings.priced_batch:
+            # The batch keeps the stock the prices reserve: it re-assigns at the priced cost.
+            self._batch = replace(self._batch, opportunity=pricer.prices)
+        revisions = super().end_period(snapshot)
         if pricer is not None:
             pricer.set_on_hand(snapshot.on_hand)
             for order_id, allocation in (revisions or {}).items():

@@ -48,6 +48,7 @@ Format (every key optional unless marked; unknown keys are an error)::
     regions = 40
     arcs_per_region = 12
     ration_at = 0.98
+    priced_batch = true              # optimiser_forward_batch's batch adds the prices too
 
     [bound]                          # the perfect-hindsight bound per variant
     enabled = true
@@ -620,6 +621,7 @@ def _forward(root: _Section) -> ForwardSettings:
     fwd.allow(
         "dual_weight", "reprice_every_orders", "reprice_every_hours", "horizon_days",
         "min_history_orders", "regions", "arcs_per_region", "ration_at", "samples",
+        "priced_batch",
     )  # fmt: skip
     defaults, fluid = ForwardSettings(), FluidSettings()
     return ForwardSettings(
@@ -630,6 +632,7 @@ def _forward(root: _Section) -> ForwardSettings:
         ),
         horizon_days=fwd.number("horizon_days", defaults.horizon_days, positive=True),
         min_history_orders=fwd.integer("min_history_orders", defaults.min_history_orders),
+        priced_batch=fwd.boolean("priced_batch", defaults.priced_batch),
         fluid=replace(
             fluid,
             regions=fwd.integer("regions", fluid.regions, 1),
