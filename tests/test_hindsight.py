@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from sourcing.forward.hindsight import HindsightSettings, hindsight_bound, lost_penalty
+from sourcing.forward.pricer import ForwardSettings
 from sourcing.model import UNLIMITED_CAPACITY, Network, Order, OrderLine
-from sourcing.whatif.simulate import Replenishment, SimOrder, make_policy, simulate
+from sourcing.whatif.simulate import (
+    PolicyOptions,
+    Replenishment,
+    SimOrder,
+    make_policy,
+    simulate,
+)
 
 from forward_support import R1, R2, T0, Timed, r2_then_r1, two_node_network
 from support import all_allocations, random_order, tiny_network
@@ -128,11 +135,16 @@ def _optimum(
     return min(states.values())
 
 
+#: Forward prices from the first order on, re-solved before every order.
+_EAGER = ForwardSettings(min_history_orders=1, reprice_every_orders=1, horizon_days=1.0)
+
+
 def _penalised(network: Network, orders: list[SimOrder], policy: str, top_up: float | None) -> int:
+    options = PolicyOptions(top_up_every_days=top_up, forward=_EAGER)
     result = simulate(
         network,
         orders,
-        make_policy(policy),
+        make_policy(policy, options),
         Replenishment(top_up_every_days=top_up) if top_up else None,
     )
     o = result.orders
@@ -172,7 +184,14 @@ def test_bound_never_above_the_true_optimum_nor_any_policy(
     plan_cost, plan_lost = bound.plan_cost, bound.plan_lost
     assert plan_cost is not None and plan_lost is not None
     assert plan_cost + penalty * plan_lost >= optimum  # a real plan, replayed
-    for policy in ("optimiser_cheapest", "greedy_nearest", "ship_complete_first"):
+    for policy in (
+        "optimiser_cheapest",
+        "greedy_nearest",
+        "ship_complete_first",
+        "optimiser_batch",
+        "optimiser_forward",
+        "optimiser_forward_batch",
+    ):
         assert bound.lower + forced <= _penalised(network, orders, policy, top_up) + 1e-6, policy
 
 
