@@ -70,3 +70,12 @@ def test_a_bad_sweep_names_its_key(tmp_path: Path) -> None:
     path = _scenario(tmp_path, '\n[sweep]\nparameter = "speed"\nvalues = [1]\n')
     with pytest.raises(ScenarioError, match=r"sweep\.parameter: must be one of"):
         load_scenario(path)
+
+
+def test_the_forward_batch_is_priced_unless_the_scenario_says_otherwise(tmp_path: Path) -> None:
+    assert load_scenario(_scenario(tmp_path)).options.forward.priced_batch is True
+    off = _scenario(tmp_path / "off", "\n[forward]\npriced_batch = false\n")
+    assert load_scenario(off).options.forward.priced_batch is False
+    bad = _scenario(tmp_path / "bad", '\n[forward]\npriced_batch = "yes"\n')
+    with pytest.raises(ScenarioError, match=r"forward\.priced_batch: must be true or false"):
+        load_scenario(bad)
