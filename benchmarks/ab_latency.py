@@ -12,11 +12,12 @@ networks and carts (``networks.regime_network`` and ``random_cart`` of this
 checkout, as in ``quote_latency.py``). Each cart is quoted by A then B, or B
 then A (alternating), so both see the same machine load; each worker times
 its own ``quote`` call. Per size it prints p50/p90/p99/max per side, the
-ratio B/A of each, the share of quotes with every option proven, and the
-options compared: where both sides proved a label, its value (cost for
-CHEAPEST and SINGLE_PARCEL, (day, cost) for FASTEST, cost + value_of_day x
-day for BALANCED) must be equal; where one side proved it, the other must
-not beat it.
+ratio B/A of each, the share of quotes with every option proven and of options
+proven, per label the carts where B's option is better, worse or equal by the
+label's value (what a time limit costs the shopper), and the options
+compared: where both sides proved a label, its value (cost for CHEAPEST and
+SINGLE_PARCEL, (day, cost) for FASTEST, cost + value_of_day x day for
+BALANCED) must be equal; where one side proved it, the other must not beat it.
 """
 
 from __future__ import annotations
@@ -101,6 +102,11 @@ def _disagreements(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _label_value(label: str, answer: dict[str, Any]) -> tuple[int, ...] | None:
+    option = next((o for o in answer["options"] if label in o["labels"]), None)
+    return None if option is None else _value(label, option, answer["vod"])
+
+
 def _start(src: Path) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=str(src))
     return subprocess.Popen(
@@ -147,6 +153,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             _ask(sides["B"], base | {"cart": [args.seed, 10**6]})
             ms: dict[str, list[float]] = {"A": [], "B": []}
             proven = {"A": 0, "B": 0}
+            options_proven = {"A": [0, 0], "B": [0, 0]}  # proven, returned
+            # Per label: carts where B's option is better, worse, equal (by the label's value).
+            versus = {label: [0, 0, 0] for label in LABELS}
             problems: list[str] = []
             for i in range(args.carts):
                 job = base | {"cart": [args.seed, i]}
@@ -157,6 +166,14 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 for side, answer in answers.items():
                     ms[side].append(answer["ms"])
                     proven[side] += all(o["status"] == "OPTIMAL" for o in answer["options"])
+                    options_proven[side][0] += sum(
+                        o["status"] == "OPTIMAL" for o in answer["options"]
+                    )
+                    options_proven[side][1] += len(answer["options"])
+                for label, tally in versus.items():
+                    va, vb = (_label_value(label, answers[side]) for side in ("A", "B"))
+                    if va is not None and vb is not None:
+                        tally[0 if vb < va else 1 if va < vb else 2] += 1
                 problems += [f"cart {i}: {p}" for p in _disagreements(answers["A"], answers["B"])]
             n = len(ms["A"])
             stats = {side: _pcts(v) for side, v in ms.items()} if n else {}
@@ -168,6 +185,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if n
                 else {},
                 "proven_quote_share": {side: proven[side] / max(n, 1) for side in proven},
+                "proven_option_share": {
+                    side: done / max(total, 1) for side, (done, total) in options_proven.items()
+                },
+                "b_better_worse_equal": versus,
                 "disagreements": problems,
                 "load_average": os.getloadavg(),
             }
@@ -186,12 +207,17 @@ def _line(r: dict[str, Any]) -> str:
         return f"{r['spec']:<22} no carts"
     a, b, ratio = r["ms"]["A"], r["ms"]["B"], r["ratio_b_over_a"]
     proven = r["proven_quote_share"]
+    options = r["proven_option_share"]
+    versus = r["b_better_worse_equal"]
     return (
         f"{r['spec']:<22} {r['carts']:>5} | A p50 {a['p50']:8.2f} p99 {a['p99']:8.2f} "
         f"| B p50 {b['p50']:8.2f} p99 {b['p99']:8.2f} | B/A p50 {ratio['p50']:5.2f} "
         f"p99 {ratio['p99']:5.2f} | proven A {100 * proven['A']:5.1f}% "
         f"B {100 * proven['B']:5.1f}% | disagree {len(r['disagreements'])} "
         f"| load {r['load_average'][0]:.2f}"
+        f"\n{'':<22} options proven A {100 * options['A']:5.1f}% B {100 * options['B']:5.1f}% "
+        "| B better/worse/equal: "
+        + ", ".join(f"{label} {b}/{w}/{e}" for label, (b, w, e) in versus.items())
     )
 
 
