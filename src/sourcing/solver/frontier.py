@@ -189,15 +189,22 @@ def _proofs(ctx: Context, plans: list[Plan], labels: dict[bytes, tuple[Label, ..
     vod = ctx.settings.value_of_day
     costs = ctx.costs
     first_day = int(costs.arrival[costs.usable].min()) if costs.usable.any() else 0
+    cap = ctx.settings.max_parcels or len(costs.nodes)
     result = []
     for plan in plans:
         gaps: list[float] = []
+        # FASTEST's own deadline solved and proven with every parcel count allowed: no plan
+        # arriving by then costs less, so a later deadline cut short hides nothing that beats it.
+        own = ctx.cache.get((plan.day, cap))
+        own_proven = own is not None and own.status == OPTIMAL and own.cost == plan.cost
         for label in labels.get(plan.key(), ()) if plan.status == OPTIMAL else ():
             for day, _, lower in ctx.unproven:
                 if label is Label.CHEAPEST and lower <= plan.cost:
                     gaps.append((plan.cost - lower) / max(abs(plan.cost), 1))
                 elif label is Label.FASTEST and day < plan.day:
                     gaps.append(1.0)  # an earlier plan may exist: the day itself is unproven
+                elif label is Label.FASTEST and own_proven:
+                    continue
                 elif label is Label.FASTEST and lower <= plan.cost:
                     gaps.append((plan.cost - lower) / max(abs(plan.cost), 1))
                 elif (
