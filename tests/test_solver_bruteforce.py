@@ -12,6 +12,7 @@ reserved units, so a rule that forgot them would be caught.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from sourcing import Quote, QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.model import Evaluation, Label, Network, Order, OrderLine
-from sourcing.solver import enumeration, subproblem
+from sourcing.solver import enumeration, large, subproblem
 
 from reference import assert_priced_as_reference
 from support import all_allocations, free_units, random_order, tiny_network
@@ -244,3 +245,43 @@ def test_fragmented_carts_match_brute_force(
     # Enough solvable carts, and enough whose optimum has three parcels or more.
     assert checked >= 90, checked
     assert split3 >= 50, split3
+
+
+def test_fragmented_carts_split_by_parcel_count_match_brute_force(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The route of 50-line carts on 500 nodes (sourcing.solver.large): no parcel set is
+    # enumerated beyond one parcel, and every residue, however small, is split by parcel
+    # count, bounded per count and searched per count. Labels must still be exact. The core
+    # model (a heuristic) is left out: on these few nodes it would be the whole problem and
+    # find every optimum by itself.
+    monkeypatch.setattr(enumeration, "MAX_SUBSET_CELLS", 0)
+    monkeypatch.setattr(large, "LARGE_SLOTS", 0)
+    monkeypatch.setattr(large, "CORE_NODES", 0)
+    calls = 0
+    solve_large = large.solve_large
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return solve_large(*args, **kwargs)
+
+    monkeypatch.setattr(subproblem, "solve_large", counted)
+    checked = split3 = 0
+    for seed in range(120):
+        network, order, settings = _fragmented_instance(seed)
+        brute = list(all_allocations(network, order))
+        for full in (False, True):
+            settings = replace(settings, full_frontier=full, time_limit_s=30.0)
+            try:
+                q = quote(network, order, settings)
+            except ShortageError:
+                assert not brute
+                break
+            _check_quote(network, order, q, brute, settings)
+            checked += 1
+            cheapest = q.option(Label.CHEAPEST)
+            split3 += cheapest is not None and cheapest.num_parcels >= 3
+    assert checked >= 50, checked
+    assert split3 >= 25, split3
+    assert calls >= 50, calls

@@ -24,9 +24,11 @@ def solve_cpsat(
     lower_bound: int,
     upper: int,
     hint: Plan | None,
+    time_limit: float | None = None,
 ) -> tuple[Plan | None, int, bool]:
     """CP-SAT over the eligible slots: least (cost, parcels), min..max parcels, cost <= upper.
 
+    It runs until the quote's deadline, or for ``time_limit`` seconds if that is sooner.
     Returns the best plan found (or None), the proven lower bound on cost,
     and whether the search was complete (optimal or proven infeasible).
     """
@@ -99,7 +101,10 @@ def solve_cpsat(
     solver.parameters.cp_model_presolve = False
     solver.parameters.linearization_level = 2
     solver.parameters.cp_model_probing_level = 0
-    solver.parameters.max_time_in_seconds = max(0.001, ctx.deadline - time.perf_counter())
+    left = ctx.deadline - time.perf_counter()
+    if time_limit is not None:
+        left = min(left, time_limit)
+    solver.parameters.max_time_in_seconds = max(0.001, left)
     status = solver.solve(model)
     if status == cp_model.INFEASIBLE:
         return None, upper, True

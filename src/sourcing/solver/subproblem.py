@@ -29,6 +29,7 @@ from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset, subset_cells
 from sourcing.solver.heuristics import cover_plan, drop_heuristic, greedy_plan, local_search
 from sourcing.solver.lagrangian import Bound, lagrangian_bound
+from sourcing.solver.large import is_large, solve_large
 
 
 def min_cost(ctx: Context, day: int, max_parcels: int, cutoff: int = INF) -> Plan | None:
@@ -235,9 +236,9 @@ def _bound_and_solve(
         # (or the caller gone), the best plan stands with its gap to the bound.
         found, proven_lower, complete = None, lower, False
     else:
-        found, proven_lower, complete = solve_cpsat(
-            ctx, elig & node_keep[:, None], searched, most, lower, upper, best
-        )
+        residue = elig & node_keep[:, None]
+        solve = solve_large if is_large(residue) else solve_cpsat
+        found, proven_lower, complete = solve(ctx, residue, searched, most, lower, upper, best)
     result = _lexmin(best, found)
     if not complete:
         # Enumerated plans are known exactly: only the searched ones can lie below.
