@@ -247,17 +247,19 @@ def test_fragmented_carts_match_brute_force(
     assert split3 >= 50, split3
 
 
+@pytest.mark.parametrize("per_count", ["sets", "cp-sat"])
 def test_fragmented_carts_split_by_parcel_count_match_brute_force(
-    monkeypatch: pytest.MonkeyPatch,
+    per_count: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The route of 50-line carts on 500 nodes (sourcing.solver.large): no parcel set is
-    # enumerated beyond one parcel, and every residue, however small, is split by parcel
-    # count, bounded per count and searched per count. Labels must still be exact. The core
-    # model (a heuristic) is left out: on these few nodes it would be the whole problem and
-    # find every optimum by itself.
-    monkeypatch.setattr(enumeration, "MAX_SUBSET_CELLS", 0)
+    # enumerated beyond one parcel before it, and every residue, however small, is split
+    # by parcel count and bounded per count; each open count's parcel sets are enumerated
+    # ("sets"), or that enumeration gives up at once and CP-SAT searches the count
+    # ("cp-sat"). Labels must still be exact.
+    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, False))
+    if per_count == "cp-sat":
+        monkeypatch.setattr(large, "best_subset", lambda *args, **kwargs: (None, False))
     monkeypatch.setattr(large, "LARGE_SLOTS", 0)
-    monkeypatch.setattr(large, "CORE_NODES", 0)
     calls = 0
     solve_large = large.solve_large
 

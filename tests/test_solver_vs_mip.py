@@ -13,7 +13,7 @@ import pytest
 from sourcing import QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.model import Label, Network
-from sourcing.solver import enumeration, large
+from sourcing.solver import large, subproblem
 
 from mip_oracle import mip_optimum
 from networks import generated_network, random_cart, regime_network
@@ -45,12 +45,10 @@ def test_split_by_parcel_count_equals_the_mip_optimum(
     regime: str, lines: int, nodes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The route of 50-line carts on 500 nodes (sourcing.solver.large) on carts the MIP can
-    # check: only single parcels enumerated, every residue split by parcel count, bounded
-    # and searched per count, without the core model (a heuristic) that would solve these
-    # few nodes whole.
-    monkeypatch.setattr(enumeration, "MAX_SUBSET_CELLS", 0)
+    # check: only single parcels enumerated before it, every residue split by parcel
+    # count, bounded and searched per count.
+    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, False))
     monkeypatch.setattr(large, "LARGE_SLOTS", 0)
-    monkeypatch.setattr(large, "CORE_NODES", 0)
     network = regime_network(regime, nodes, max(100, 3 * lines), seed=lines + 1)
     assert max(_check_against_mip(network, lines, 3)) >= 3
 
