@@ -533,7 +533,8 @@ class Proof:
     ``status`` is ``OPTIMAL`` or ``FEASIBLE`` (then ``gap`` is the relative
     distance to the best proven bound) or ``HEURISTIC`` for baseline policies,
     which make no optimality claim. ``method`` says what proved it: the numpy
-    bound-and-enumerate pass or CP-SAT.
+    bound-and-enumerate pass, CP-SAT, or the search per parcel count of large
+    carts (``parcel counts``, :mod:`sourcing.solver.large`).
     """
 
     status: str

@@ -49,7 +49,11 @@ section 8), in this order:
    capacity-aware cover, a drop heuristic from the relaxation's open nodes
    and an add/drop/swap local search tighten the best plan;
 4. only what is left goes to CP-SAT: the model above on the surviving nodes
-   and parcel counts, hinted with the best plan and given the bound.
+   and parcel counts, hinted with the best plan and given the bound; where
+   hundreds of slots survive (50-line carts on 500 nodes of fragmented
+   stock), the residue is split by parcel count instead, each count bounded
+   on its own (a cardinality term), its nodes fixed by its reduced costs,
+   its parcel sets enumerated, then CP-SAT per count.
 
 Each option's :class:`~sourcing.model.Proof` names the step that proved it.
 Once the quote's time is up (``time_limit_s`` or ``should_stop``), no stage
@@ -66,7 +70,8 @@ which build on it):
 * :mod:`~sourcing.solver.frontier`: :func:`quote_delivery` and
   :func:`solve_costs`, the frontier over sub-problems and its labels;
 * :mod:`~sourcing.solver.subproblem`: one ``P(D, p)``, stages 2-4 in order;
-* :mod:`~sourcing.solver.cpsat` (stage 4), :mod:`~sourcing.solver.heuristics`,
+* :mod:`~sourcing.solver.large` (stage 4 on large residues, per parcel count),
+  :mod:`~sourcing.solver.cpsat` (stage 4), :mod:`~sourcing.solver.heuristics`,
   :mod:`~sourcing.solver.enumeration` (stage 2),
   :mod:`~sourcing.solver.lagrangian` (stage 3's bound);
 * :mod:`~sourcing.solver.context`: the plan type, one order's context and

@@ -49,6 +49,8 @@ LARGE_SLOTS: Final = 150
 #: parcel count's bound (warm-started from the prices before it).
 ITERATIONS: Final = 200
 COUNT_ITERATIONS: Final = 60
+#: ... and for an open count's bound renewed at a lower best (its slot terms filter its sets).
+REBOUND_ITERATIONS: Final = 200
 #: This search's share of the quote's time left: the sub-problems after it (FASTEST's
 #: deadline, usually a small model) still get time to be proven.
 LARGE_SHARE: Final = 0.6
@@ -111,14 +113,16 @@ def solve_large(
             for p in range(parcels, max_parcels + 1):
                 count_lower[p] = lower
             break
-        if lower_of_rest(ctx, elig, parcels, max_parcels, cap()) > cap():
-            break  # every plan with this many parcels or more costs more than the best
         exact = lagrangian_bound(ctx, elig, parcels, parcels, cap(), COUNT_ITERATIONS)
+        prices = ctx.prices
+        # The same prices bound every plan with this many parcels or more (one evaluation).
+        if _ceil(lagrangian_bound(ctx, elig, parcels, max_parcels, cap(), 1).value) > cap():
+            break  # every plan with this many parcels or more costs more than the best
         value = max(lower, _ceil(exact.value))
         if _closed(value, parcels, cap(), best):
             continue
         count_lower[parcels] = value
-        counts[parcels] = (value, exact, ctx.prices)
+        counts[parcels] = (value, exact, prices)
 
     def fixed_out(parcels: int) -> np.ndarray:
         """C x 1: the nodes a plan of ``parcels`` parcels beating the best may open."""
@@ -134,7 +138,7 @@ def solve_large(
         """Renew a count's bound at the best cost now known, from its own prices."""
         value, exact, prices = counts[parcels]
         ctx.prices = prices
-        exact = lagrangian_bound(ctx, elig, parcels, parcels, cap(), COUNT_ITERATIONS)
+        exact = lagrangian_bound(ctx, elig, parcels, parcels, cap(), REBOUND_ITERATIONS)
         value = max(value, _ceil(exact.value))
         counts[parcels] = (value, exact, ctx.prices)
         count_lower[parcels] = value
@@ -196,8 +200,3 @@ def _closed(value: int, parcels: int, upper: int, best: Plan | None) -> bool:
     if value > upper:
         return True
     return best is not None and value >= best.cost and best.parcels < parcels
-
-
-def lower_of_rest(ctx: Context, elig: np.ndarray, parcels: int, most: int, upper: int) -> int:
-    """A bound on every plan with ``parcels`` to ``most`` parcels (cheap: warm prices)."""
-    return _ceil(lagrangian_bound(ctx, elig, parcels, most, upper, COUNT_ITERATIONS // 2).value)
