@@ -154,6 +154,7 @@ def solve_large(
                 if out_of_time():
                     break
                 before = cap()
+                complete: bool  # best_subset's verdict: every set of this count searched
                 found, complete = best_subset(ctx, elig, fixed_out(parcels), parcels, exact, cap())
                 best = _lexmin(best, found)
                 improved |= cap() < before
