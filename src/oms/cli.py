@@ -355,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "reoptimise":
         from oms.reoptimise import command
 
-        return command(args, settings.database_url)
+        return command(args, settings.database_url, forward_prices=settings.forward_prices)
     if args.command == "reprice":
         from oms.reprice import command as reprice_command
 

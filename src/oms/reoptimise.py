@@ -25,11 +25,25 @@
 Not re-optimised (reported as excluded): click & collect and backordered
 allocations, and orders whose plan, released today, would already arrive
 after the promise.
+
+**Forward-looking prices** (issue 18): with ``forward_prices`` on (the
+setting quotes use, ``OMS_FORWARD_PRICES=1``) the job reads the latest
+``oms reprice`` run in the same snapshot and re-assigns at the priced cost
+(reference + opportunity cost per unit, :attr:`BatchSettings.opportunity`),
+so it does not move open orders back onto the units the priced quotes kept
+for later orders. "Never dearer" then holds for the priced cost, at solve
+and at write time (an order may move to a dearer reference cost to free a
+unit worth more to the orders expected); promises bind as always, and every
+order's allocation and the report's costs stay reference costs, with the
+opportunity cost reported apart. Before the first reprice run, or with
+``reference_cost`` (``--reference-cost``), it runs at the reference cost.
+The report names the price set it used.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +56,7 @@ from sqlalchemy.engine import Connection
 from oms import dask_cluster
 from oms import schema as t
 from oms.convert import day_after, days_between, plan_of, today
+from oms.reprice import latest_prices
 from oms.store import (
     Plan,
     Position,
@@ -57,8 +72,10 @@ from sourcing.evaluate import evaluate
 from sourcing.model import (
     UNLIMITED_CAPACITY,
     Allocation,
+    Evaluation,
     Location,
     Network,
+    OpportunityCosts,
     Option,
     Order,
     OrderLine,
@@ -68,10 +85,58 @@ from sourcing.model import (
     to_currency,
 )
 
-__all__ = ["JobReport", "OpenOrder", "Skipped", "read_open_orders", "run_job"]
+__all__ = ["JobReport", "OpenOrder", "PriceSet", "Skipped", "read_open_orders", "run_job"]
 
 #: The order event a written change adds.
 EVENT = "reoptimised"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PriceSet:
+    """The forward-looking prices a run re-assigned with (``prices`` None: reference cost)."""
+
+    description: str
+    run_id: int | None = None
+    prices: OpportunityCosts | None = field(default=None, repr=False)
+
+    @classmethod
+    def read(cls, conn: Connection, *, forward_prices: bool, reference_cost: bool) -> PriceSet:
+        if not forward_prices:
+            return cls("reference cost (forward prices off)")
+        if reference_cost:
+            return cls("reference cost (--reference-cost)")
+        run_id, prices = latest_prices(conn)
+        if run_id is None or prices is None:
+            return cls("reference cost (forward prices on, no reprice run yet)")
+        computed_at = conn.execute(
+            sa.select(t.reprice_runs.c.computed_at).where(t.reprice_runs.c.run_id == run_id)
+        ).scalar_one()
+        positions = int(np.count_nonzero(prices.values))
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(computed_at)))
+        plural = "" if positions == 1 else "s"
+        return cls(
+            f"priced: reprice run {run_id} of {when} ({positions} priced position{plural})",
+            run_id,
+            prices,
+        )
+
+    def of(self, evaluation: Evaluation) -> int:
+        """The opportunity cost (millicents) of the units ``evaluation``'s parcels take."""
+        if self.prices is None:
+            return 0
+        nodes, skus, values = self.prices.node_index, self.prices.sku_index, self.prices.values
+        total = 0
+        for parcel in evaluation.parcels:
+            n = nodes.get(parcel.node_id)
+            if n is None:
+                continue
+            for line in parcel.lines:
+                k = skus.get(line.sku)
+                if k is not None:
+                    total += int(values[n, k]) * line.qty
+        return total
 
 
 @dataclass(frozen=True)
@@ -123,10 +188,21 @@ class JobReport:
     status: str
     components: int = 0
     written: tuple[str, ...] = field(default=(), repr=False)
+    #: Which prices the batch re-assigned with (:attr:`PriceSet.description`), and the
+    #: reprice run's id (None: the reference cost).
+    prices: str = "reference cost (forward prices off)"
+    price_run: int | None = None
+    #: The opportunity cost of the considered orders' units before / after, millicents
+    #: (0 at the reference cost); the priced cost is ``cost_* + opportunity_*``.
+    opportunity_before: int = 0
+    opportunity_after: int = 0
 
     def table(self) -> str:
         """The summary table printed at the end of a run."""
+        priced_before = self.cost_before + self.opportunity_before
+        priced_after = self.cost_after + self.opportunity_after
         rows = [
+            ("prices", self.prices),
             ("orders (open, unreleased)", str(self.orders)),
             ("re-optimised", str(self.considered)),
             ("changed" + (" (dry run: none written)" if self.dry_run else ""), str(self.changed)),
@@ -137,6 +213,17 @@ class JobReport:
                 "cost before / after",
                 f"{to_currency(self.cost_before)} / {to_currency(self.cost_after)} "
                 f"(saved {to_currency(self.cost_before - self.cost_after)})",
+            ),
+            *(
+                [
+                    (
+                        "priced cost before / after",
+                        f"{to_currency(priced_before)} / {to_currency(priced_after)} "
+                        f"(saved {to_currency(priced_before - priced_after)})",
+                    )
+                ]
+                if self.price_run is not None
+                else []
             ),
             ("promises kept", f"{self.promises_kept} of {self.considered}"),
             ("solver status", self.status),
@@ -233,12 +320,16 @@ class _Snapshot:
     orders: dict[str, OpenOrder]
     excluded: tuple[Skipped, ...]
     total: int
+    prices: PriceSet
 
 
-def _snapshot(store: Store, now: float) -> _Snapshot:
-    """The open orders and the pool they share, as one consistent read (one snapshot:
-    a PlaceOrder committed between two of these reads would otherwise be half seen)."""
+def _snapshot(
+    store: Store, now: float, *, forward_prices: bool = False, reference_cost: bool = False
+) -> _Snapshot:
+    """The open orders, the pool they share and the prices, as one consistent read (one
+    snapshot: a PlaceOrder committed between two of these reads would otherwise be half seen)."""
     with store.read(snapshot=True) as conn:
+        prices = PriceSet.read(conn, forward_prices=forward_prices, reference_cost=reference_cost)
         orders = read_open_orders(conn)
         catalog = store.catalog(conn)
         skus = sorted({line.sku for o in orders for line in o.lines} & set(catalog.sku_index))
@@ -248,7 +339,7 @@ def _snapshot(store: Store, now: float) -> _Snapshot:
     excluded: list[Skipped] = []
     chosen: list[tuple[OpenOrder, BatchOrder]] = []
     if network is None:
-        return _Snapshot(None, {}, (), len(orders))
+        return _Snapshot(None, {}, (), len(orders), prices)
     limits = np.asarray(catalog.capacity, dtype=np.int64)
     days = sorted({o.capacity_day for o in orders})
     bucket = {d: i for i, d in enumerate(days)}
@@ -291,12 +382,14 @@ def _snapshot(store: Store, now: float) -> _Snapshot:
             if used_day in bucket and capacity[bucket[used_day], n] < UNLIMITED_CAPACITY:
                 capacity[bucket[used_day], n] += qty
     if not chosen:
-        return _Snapshot(None, {}, tuple(excluded), len(orders))
+        return _Snapshot(None, {}, tuple(excluded), len(orders), prices)
     # The evaluator checks each parcel against the nominal limit; the shared
     # capacity left per day is the instance's capacity_left.
     pool = network.replace(reserved=reserved, capacity=limits)
     instance = BatchInstance(pool, tuple(b for _, b in chosen), capacity)
-    return _Snapshot(instance, {o.order_id: o for o, _ in chosen}, tuple(excluded), len(orders))
+    return _Snapshot(
+        instance, {o.order_id: o for o, _ in chosen}, tuple(excluded), len(orders), prices
+    )
 
 
 def _exclusion(network: Network, order: OpenOrder, day: str) -> str | None:
@@ -403,6 +496,8 @@ class _Change:
     order: OpenOrder
     units: dict[Position, int]
     document: Plan
+    #: At the cost the batch minimised: the priced cost when it used prices (so a
+    #: change that frees a priced unit saves, though its reference cost may rise).
     saving: int
     detail: str
 
@@ -462,7 +557,8 @@ def _write_component(store: Store, changes: Sequence[_Change]) -> tuple[list[str
             batch = valid
         else:
             # The set no longer fits (or lost the orders it was for): keep the
-            # changes that fit one by one and cost their own order no more.
+            # changes that fit one by one and cost their own order no more
+            # (at the cost the batch minimised: ``_Change.saving``).
             batch = []
             pending = [c for c in valid if c.saving >= 0]
             progress = True
@@ -502,11 +598,20 @@ def _changes(result: BatchResult, snapshot: _Snapshot, day: str) -> dict[int, li
             f"arriving {day_after(day, outcome.after.delivery_days)} "
             f"(promised {order.promised_date})"
         )
+        saving = outcome.saving
+        prices = snapshot.prices
+        if prices.run_id is not None:
+            opportunity = prices.of(outcome.before), prices.of(outcome.after)
+            saving += opportunity[0] - opportunity[1]
+            detail += (
+                f"; priced with reprice run {prices.run_id}: opportunity cost "
+                f"{to_currency(opportunity[0])} -> {to_currency(opportunity[1])}"
+            )
         units: dict[Position, int] = {}
         for p in outcome.after.parcels:
             for line in p.lines:
                 units[(p.node_id, line.sku)] = units.get((p.node_id, line.sku), 0) + line.qty
-        change = _Change(order, units, document, outcome.saving, detail)
+        change = _Change(order, units, document, saving, detail)
         by_component.setdefault(outcome.component, []).append(change)
     return by_component
 
@@ -520,25 +625,33 @@ def run_job(
     settings: BatchSettings | None = None,
     runner: Runner | None = None,
     dry_run: bool = False,
+    forward_prices: bool = False,
+    reference_cost: bool = False,
     progress: Callable[[int, int], object] | None = None,
     before_write: Callable[[], object] | None = None,
 ) -> JobReport:
     """Read, solve, write (see the module doc); returns what happened.
 
-    ``before_write`` runs between the solve and the first write (tests use it
-    to interleave a concurrent change).
+    ``forward_prices``: re-assign at the priced cost of the latest reprice run
+    (the service's ``forward_prices`` setting); ``reference_cost`` forces the
+    reference cost even then. ``before_write`` runs between the solve and the
+    first write (tests use it to interleave a concurrent change).
     """
     started = time.perf_counter()
     now = store.clock()
     day = today(now)
-    snapshot = _snapshot(store, now)
+    snapshot = _snapshot(store, now, forward_prices=forward_prices, reference_cost=reference_cost)
+    prices = snapshot.prices
+    log.info("oms reoptimise: %s", prices.description)
     if snapshot.instance is None:
         return JobReport(
             dry_run=dry_run, orders=snapshot.total, considered=0, changed=0,
             parcels_before=0, parcels_after=0, cost_before=0, cost_after=0, promises_kept=0,
             excluded=snapshot.excluded, skipped=(), seconds=time.perf_counter() - started,
-            status="OPTIMAL",
+            status="OPTIMAL", prices=prices.description, price_run=prices.run_id,
         )  # fmt: skip
+    if prices.prices is not None:
+        settings = replace(settings or BatchSettings(), opportunity=prices.prices)
     result = reoptimise(snapshot.instance, settings, runner, progress)
     components = _changes(result, snapshot, day)
     if before_write is not None:
@@ -568,6 +681,10 @@ def run_job(
         status=result.status,
         components=result.components,
         written=tuple(written),
+        prices=prices.description,
+        price_run=prices.run_id,
+        opportunity_before=sum(prices.of(o.before) for o in result.outcomes),
+        opportunity_after=sum(prices.of(e) for e in after.values()),
     )
 
 
@@ -589,11 +706,21 @@ def add_arguments(parser: Any) -> None:
         "--max-orders", type=int, help="orders per sub-problem; bigger components are chunked"
     )
     parser.add_argument("--rounds", type=int, help="chunking rounds for big components")
+    parser.add_argument(
+        "--reference-cost",
+        action="store_true",
+        help="re-assign at the reference cost even when forward prices are on "
+        "($OMS_FORWARD_PRICES: by default the job then uses the latest oms reprice run)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def command(args: Any, database_url: str) -> int:
-    """Run ``oms reoptimise``: print the summary table; exit 0 (1 if a promise would break)."""
+def command(args: Any, database_url: str, *, forward_prices: bool = False) -> int:
+    """Run ``oms reoptimise``: print the summary table; exit 0 (1 if a promise would break).
+
+    ``forward_prices``: the service's setting (``OMS_FORWARD_PRICES``): re-assign at the
+    priced cost of the latest reprice run unless ``--reference-cost``.
+    """
     from contextlib import ExitStack
     from dataclasses import replace
 
@@ -626,7 +753,13 @@ def command(args: Any, database_url: str) -> int:
             bar.refresh()
 
         report = run_job(
-            store, settings=settings, runner=runner, dry_run=args.dry_run, progress=progress
+            store,
+            settings=settings,
+            runner=runner,
+            dry_run=args.dry_run,
+            forward_prices=forward_prices,
+            reference_cost=args.reference_cost,
+            progress=progress,
         )
     print(report.table())
     return 0 if report.promises_kept == report.considered else 1
