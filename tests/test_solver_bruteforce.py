@@ -256,9 +256,9 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     # by parcel count and bounded per count; each open count's parcel sets are enumerated
     # ("sets"), or that enumeration gives up at once and CP-SAT searches the count
     # ("cp-sat"). Labels must still be exact.
-    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, False))
+    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
     if per_count == "cp-sat":
-        monkeypatch.setattr(large, "best_subset", lambda *args, **kwargs: (None, False))
+        monkeypatch.setattr(large, "best_subset", lambda *args, **kwargs: (None, 0))
     monkeypatch.setattr(large, "LARGE_SLOTS", 0)
     calls = 0
     solve_large = large.solve_large

@@ -47,7 +47,7 @@ def test_split_by_parcel_count_equals_the_mip_optimum(
     # The route of 50-line carts on 500 nodes (sourcing.solver.large) on carts the MIP can
     # check: only single parcels enumerated before it, every residue split by parcel
     # count, bounded and searched per count.
-    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, False))
+    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
     monkeypatch.setattr(large, "LARGE_SLOTS", 0)
     network = regime_network(regime, nodes, max(100, 3 * lines), seed=lines + 1)
     assert max(_check_against_mip(network, lines, 3)) >= 3

@@ -22,8 +22,10 @@ from sourcing.solver.context import CHUNK_CELLS, INF, MAX_SUBSET_CELLS, Context,
 from sourcing.solver.lagrangian import Bound
 
 #: Sets whose cheapest-first split breaks a capacity are re-split exactly (a min-cost
-#: flow each) up to this many per call; beyond it the enumeration is not a proof.
-MAX_RESPLITS: Final = 400
+#: flow each, 20-70 us) up to this many per call; beyond it the enumeration is not a
+#: proof. At 400, capacity-bound 20-line carts that needed ~1,000-2,500 re-splits fell
+#: to CP-SAT, which then took 1-4 s and often could not prove them at all.
+MAX_RESPLITS: Final = 5000
 
 #: Small subset tables by (count, size): the same few recur in every quote.
 _COMBINATIONS_CACHE: dict[tuple[int, int], IntArray] = {}
@@ -49,6 +51,25 @@ def _combinations(count: int, size: int) -> IntArray:
         sets.setflags(write=False)
         _COMBINATIONS_CACHE[count, size] = sets
     return sets
+
+
+def stable_argsort(values: np.ndarray) -> IntArray:
+    """``np.argsort(values, kind="stable")`` of a 1-D array, several times faster on floats.
+
+    numpy's stable sort of float64 is a timsort, 10-15x slower than its
+    quicksort on the tens of thousands of set bounds a step can generate.
+    Quicksort first, then order each run of equal values by index: the keys
+    (run, index) are distinct, so any sort of them is the stable order.
+    """
+    order = np.argsort(values)
+    if order.size < 2:
+        return order
+    ordered = values[order]
+    run = np.concatenate(([0], np.cumsum(ordered[1:] != ordered[:-1])))
+    if run[-1] == order.size - 1:
+        return order  # no ties
+    stable: IntArray = order[np.argsort(run * order.size + order)]
+    return stable
 
 
 def _max_of_columns(values: np.ndarray) -> np.ndarray:
@@ -244,9 +265,10 @@ def best_subset(
     bound: Bound | None = None,
     upper: int = INF,
     more: int = 0,
-) -> tuple[Plan | None, bool]:
-    """Best plan with ``size`` to ``size + more`` parcels among allowed slots, and whether that
-    is exact (``more`` needs a bound).
+) -> tuple[Plan | None, int]:
+    """Best plan with ``size`` to ``size + more`` parcels among allowed slots, and the parcel
+    count it is exact through: no plan with ``size`` to that many parcels beats it (``size -
+    1``: not even ``size`` was searched completely). ``more`` needs a bound.
 
     For a fixed set of parcels the best split is per SKU: cheapest unit cost
     first, up to each node's stock; where that breaks a capacity, a min-cost
@@ -260,26 +282,29 @@ def best_subset(
     the best plan costs no more than the budget, every set left out costs
     more (a proof). So a poor ``upper`` (or none) no longer floods the
     enumeration with hopeless sets, and a cheap plan with one parcel more,
-    found at a low budget, prunes the sets with fewer.
+    found at a low budget, prunes the sets with fewer. The extra parcel count is
+    only a help: where its sets are too many (or their re-splits), it is
+    dropped and ``size`` alone is searched on.
     """
     slot_n, slot_v = np.nonzero(elig & slots_ok)
     if bound is None or bound.slot_terms is None:
         if slot_n.size < size:
-            return None, True
+            return None, size
         if subset_cells(slot_n.size, size, ctx.demand.size) > MAX_SUBSET_CELLS:
-            return None, False
+            return None, size - 1
         _, every_best, exact = _price_sets(
             ctx, slot_n, slot_v, _combinations(slot_n.size, size), None
         )
-        return (subset_plan(ctx, *every_best) if every_best else None), exact
+        return (subset_plan(ctx, *every_best) if every_best else None), size - 1 + exact
+    # Too few slots for a size: no plan has that many parcels (exact by emptiness).
     sizes = [m for m in range(size, size + more + 1) if m <= slot_n.size]
     if not sizes:
-        return None, True
+        return None, size + more
     slot_terms = bound.slot_terms[slot_n, slot_v]
     ascending = np.sort(slot_terms)
     floor = bound.priced_demand + min(float(ascending[:m].sum()) for m in sizes)
     if not np.isfinite(floor):
-        return None, True
+        return None, size + more
     cap = upper + 1e-6
     if upper >= INF:
         steps = [floor + max(abs(floor), 1e5) * f for f in (0.02, 0.08, 0.32, 1.28)]
@@ -289,34 +314,39 @@ def best_subset(
     best_set: tuple[IntArray, IntArray, IntArray] | None = None
     priced_up_to = dict.fromkeys(sizes, -np.inf)  # per size: every set up to here is priced
 
-    def answer(exact: bool) -> tuple[Plan | None, bool]:
-        return (subset_plan(ctx, *best_set) if best_set else None), exact
+    top = size + more  # exact through this count once the budget passes the best found
+
+    def answer(through: int) -> tuple[Plan | None, int]:
+        return (subset_plan(ctx, *best_set) if best_set else None), through
 
     for step in steps:
         if ctx.out_of_time():
-            return answer(False)
+            return answer(size - 1)
         cap = min(cap, best_key[0] + 1e-6)
         budget = min(step, cap)
-        for m in sizes:
+        for m in list(sizes):
             generated = _bounded_sets(ctx, slot_n, slot_terms, m, budget - bound.priced_demand)
-            if generated is None:
-                return answer(False)
-            set_bound = bound.priced_demand + slot_terms[generated].sum(axis=1)
-            fresh = set_bound > priced_up_to[m]
-            sets, set_bound = generated[fresh], set_bound[fresh]
-            # Most promising first: once a set's bound exceeds the best found, so do the rest.
-            by_bound = np.argsort(set_bound, kind="stable")
-            key, found, exact = _price_sets(
-                ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound]
-            )
-            if key < best_key:
-                best_key, best_set = key, found
+            exact = generated is not None
+            if generated is not None:
+                set_bound = bound.priced_demand + slot_terms[generated].sum(axis=1)
+                fresh = set_bound > priced_up_to[m]
+                sets, set_bound = generated[fresh], set_bound[fresh]
+                # Most promising first: once a set's bound exceeds the best found, so do the rest.
+                by_bound = stable_argsort(set_bound)
+                key, found, exact = _price_sets(
+                    ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound]
+                )
+                if key < best_key:
+                    best_key, best_set = key, found
             if not exact:
-                return answer(False)
+                if m == size or ctx.out_of_time():
+                    return answer(size - 1)
+                sizes, top = [k for k in sizes if k < m], m - 1  # the helper overflowed: drop it
+                break
             priced_up_to[m] = budget
         if best_key[0] <= budget or budget >= cap:
-            return answer(True)
-    return answer(False)
+            return answer(top)
+    return answer(size - 1)
 
 
 def _bounded_sets(
@@ -356,10 +386,13 @@ def _price_sets(
         if ctx.out_of_time():
             return best_key, best_set, False
         chunk_sets = sets[begin : begin + chunk]
+        chunk_bound = None
         if set_bound is not None:
             if set_bound[begin] > best_key[0] + 1e-6:
                 break
-            chunk_sets = chunk_sets[set_bound[begin : begin + chunk] <= best_key[0] + 1e-6]
+            chunk_bound = set_bound[begin : begin + chunk]
+            wanted = chunk_bound <= best_key[0] + 1e-6
+            chunk_sets, chunk_bound = chunk_sets[wanted], chunk_bound[wanted]
         nodes, services = slot_n[chunk_sets], slot_v[chunk_sets]
         feasible = _covering(ctx, nodes)
         if not one_slot_per_node:
@@ -367,12 +400,18 @@ def _price_sets(
             feasible &= (ordered[:, 1:] != ordered[:, :-1]).all(axis=1)
         if not feasible.all():
             nodes, services = nodes[feasible], services[feasible]
+            chunk_bound = chunk_bound[feasible] if chunk_bound is not None else None
             if nodes.shape[0] == 0:
                 continue
         total, units, all_used, within_cap = split(ctx, nodes, services)
         if not within_cap.all():
             over = ~within_cap
-            over_sets.append((nodes[over], services[over], total[over]))
+            # Two lower bounds on the exact split: the split ignoring capacity, and the
+            # set's Lagrangian bound (capacity-aware); the larger prunes more re-splits.
+            lower = total[over]
+            if chunk_bound is not None:
+                lower = np.maximum(lower, np.ceil(chunk_bound[over] - 1e-6).astype(np.int64))
+            over_sets.append((nodes[over], services[over], lower))
         valid = np.flatnonzero(all_used & within_cap)
         if valid.size == 0:
             continue
@@ -393,13 +432,14 @@ def _resplit(
     best_key: tuple[int, int],
     best_set: tuple[IntArray, IntArray, IntArray] | None,
 ) -> tuple[tuple[int, int], tuple[IntArray, IntArray, IntArray] | None, bool]:
-    """Sets whose cheapest-first split broke a capacity: that split is a lower bound; where it
-    still beats the best, the exact split (a min-cost flow) decides, cheapest first."""
+    """Sets whose cheapest-first split broke a capacity: that split (or the set's Lagrangian
+    bound, if larger) is a lower bound; where it still beats the best, the exact split (a
+    min-cost flow) decides, cheapest first."""
     over_n = np.concatenate([o[0] for o in over_sets])
     over_v = np.concatenate([o[1] for o in over_sets])
-    over_total = np.concatenate([o[2] for o in over_sets])
+    over_total = np.concatenate([o[2] for o in over_sets])  # a lower bound per set
     hopeful = np.flatnonzero(over_total < best_key[0])
-    hopeful = hopeful[np.argsort(over_total[hopeful], kind="stable")]
+    hopeful = hopeful[stable_argsort(over_total[hopeful])]
     for tried, i in enumerate(hopeful.tolist()):
         if over_total[i] >= best_key[0]:
             break

@@ -154,8 +154,10 @@ def solve_large(
                 if out_of_time():
                     break
                 before = cap()
-                complete: bool  # best_subset's verdict: every set of this count searched
-                found, complete = best_subset(ctx, elig, fixed_out(parcels), parcels, exact, cap())
+                # best_subset's verdict is the parcel count searched through (parcels - 1:
+                # this count not completely), never a truthy flag.
+                found, through = best_subset(ctx, elig, fixed_out(parcels), parcels, exact, cap())
+                complete = through >= parcels
                 best = _lexmin(best, found)
                 improved |= cap() < before
                 if not complete:

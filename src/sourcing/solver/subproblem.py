@@ -197,11 +197,11 @@ def _bound_and_solve(
             slots_ok = np.broadcast_to((bound.with_node <= upper + 1e-6)[:, None], elig.shape)
         # With a bound, one parcel more is searched alongside: its cheap plans prune.
         more = min(1, max_parcels - searched) if bound is not None else 0
-        found, exact = best_subset(ctx, elig, slots_ok, searched, bound, upper, more)
+        found, through = best_subset(ctx, elig, slots_ok, searched, bound, upper, more)
         best = _lexmin(best, found)
-        if not exact:
+        if through < searched:
             break
-        enumerated = searched + more
+        enumerated = through
 
     if bound is None:
         bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
