@@ -334,7 +334,7 @@ def best_subset(
                 # Most promising first: once a set's bound exceeds the best found, so do the rest.
                 by_bound = stable_argsort(set_bound)
                 key, found, exact = _price_sets(
-                    ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound]
+                    ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound], cap
                 )
                 if key < best_key:
                     best_key, best_set = key, found
@@ -371,9 +371,13 @@ def _price_sets(
     slot_v: IntArray,
     sets: IntArray,
     set_bound: np.ndarray | None,
+    limit: float = np.inf,
 ) -> tuple[tuple[int, int], tuple[IntArray, IntArray, IntArray] | None, bool]:
     """Price ``sets`` (rows of slot indices; ascending ``set_bound`` if given): the best
-    (cost, arrival) key, its (nodes, services, units), and whether that is exact."""
+    (cost, arrival) key, its (nodes, services, units), and whether that is exact.
+
+    Sets that cannot cost ``limit`` or less (a plan of that cost is known) are skipped.
+    """
     costs, demand = ctx.costs, ctx.demand
     size = sets.shape[1]
     # np.nonzero lists slots node by node: no node repeated means every set is distinct.
@@ -388,10 +392,11 @@ def _price_sets(
         chunk_sets = sets[begin : begin + chunk]
         chunk_bound = None
         if set_bound is not None:
-            if set_bound[begin] > best_key[0] + 1e-6:
+            threshold = min(best_key[0] + 1e-6, limit)
+            if set_bound[begin] > threshold:
                 break
             chunk_bound = set_bound[begin : begin + chunk]
-            wanted = chunk_bound <= best_key[0] + 1e-6
+            wanted = chunk_bound <= threshold
             chunk_sets, chunk_bound = chunk_sets[wanted], chunk_bound[wanted]
         nodes, services = slot_n[chunk_sets], slot_v[chunk_sets]
         feasible = _covering(ctx, nodes)
@@ -423,7 +428,7 @@ def _price_sets(
             best_key, best_set = key, (nodes[pick], services[pick], units[pick])
     if not over_sets:
         return best_key, best_set, True
-    return _resplit(ctx, over_sets, best_key, best_set)
+    return _resplit(ctx, over_sets, best_key, best_set, limit)
 
 
 def _resplit(
@@ -431,14 +436,15 @@ def _resplit(
     over_sets: list[tuple[IntArray, IntArray, IntArray]],
     best_key: tuple[int, int],
     best_set: tuple[IntArray, IntArray, IntArray] | None,
+    limit: float = np.inf,
 ) -> tuple[tuple[int, int], tuple[IntArray, IntArray, IntArray] | None, bool]:
     """Sets whose cheapest-first split broke a capacity: that split (or the set's Lagrangian
-    bound, if larger) is a lower bound; where it still beats the best, the exact split (a
-    min-cost flow) decides, cheapest first."""
+    bound, if larger) is a lower bound; where it still beats the best (and ``limit``), the
+    exact split (a min-cost flow) decides, cheapest first."""
     over_n = np.concatenate([o[0] for o in over_sets])
     over_v = np.concatenate([o[1] for o in over_sets])
     over_total = np.concatenate([o[2] for o in over_sets])  # a lower bound per set
-    hopeful = np.flatnonzero(over_total < best_key[0])
+    hopeful = np.flatnonzero((over_total < best_key[0]) & (over_total <= limit))
     hopeful = hopeful[stable_argsort(over_total[hopeful])]
     for tried, i in enumerate(hopeful.tolist()):
         if over_total[i] >= best_key[0]:
