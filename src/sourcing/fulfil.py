@@ -34,7 +34,9 @@ Pareto-optimal only if both halves are Pareto-optimal in their own leg: the
 full frontier of each leg is solved (the same exact solver as delivery) and
 the combinations' Pareto set is the answer. The caps (``max_parcels``,
 ``latest_day``) apply to the whole option, and to each leg, which is safe for
-the same reason.
+the same reason. Out of time, a leg may have proven some of its sub-problems
+and not others: a labelled option (COLLECT included) is proven only if no
+sub-problem cut short, in any leg, could hide a better one for its label.
 """
 
 from __future__ import annotations
@@ -205,6 +207,10 @@ def _proof(parts: Sequence[_Part]) -> Proof:
 
 
 Point = tuple[int, int, int]
+#: A leg's sub-problem cut short: (delivery day, parcel cap, lower bound on its cost).
+Cut = tuple[int, int, int]
+#: One leg of a menu: its plans as parts, and its sub-problems cut short.
+Leg = tuple[list["_Part"], tuple[Cut, ...]]
 
 
 def _pareto(points: list[Point]) -> list[int]:
@@ -256,6 +262,40 @@ def _option(
             f"plan cost {cost} != evaluated {evaluation.cost}: {evaluation.violations}"
         )
     return Option(labels, evaluation, _proof(parts))
+
+
+def _label_proof(option: Option, labels: Sequence[Label], legs: Sequence[Leg], vod: int) -> Option:
+    """``option`` as FEASIBLE if a leg's sub-problem cut short may hide a better one for a label.
+
+    Each leg's plans are proven for their own sub-problems only (the rule of
+    :func:`sourcing.solver.frontier._proofs`, across legs): a plan hidden in a
+    leg's cut-short sub-problem costs at least that sub-problem's bound, and an
+    option built on it at least that plus the other legs' least cost, arriving
+    no later than the sub-problem's day (a FASTEST option arriving after that
+    day is not proven at all). SINGLE_PARCEL is always enumerated exactly.
+    """
+    if option.proof.status != OPTIMAL or not any(cuts for _, cuts in legs):
+        return option
+    floors = [
+        min([p.cost for p in parts] + [lower for _, _, lower in cuts]) for parts, cuts in legs
+    ]
+    value = option.cost + vod * option.delivery_days
+    gaps: list[float] = []
+    for x, (_, cuts) in enumerate(legs):
+        others = sum(f for y, f in enumerate(floors) if y != x)
+        for day, _, lower in cuts:
+            hidden = lower + others  # the least cost of an option on a plan hidden there
+            for label in labels:
+                if label is Label.FASTEST and day < option.delivery_days:
+                    gaps.append(1.0)
+                elif label in (Label.CHEAPEST, Label.FASTEST) and hidden <= option.cost:
+                    gaps.append((option.cost - hidden) / max(abs(option.cost), 1))
+                elif label in (Label.BALANCED, Label.COLLECT) and hidden <= value:
+                    gaps.append((value - hidden) / max(abs(value), 1))
+    if not gaps:
+        return option
+    proof = Proof("FEASIBLE", min(max(gaps), 1.0), option.proof.method)
+    return replace(option, proof=proof)
 
 
 def _delivery_labels(options: list[Option], value_of_day: int) -> list[tuple[Label, ...]]:
@@ -322,12 +362,15 @@ class LegBudget:
         """Seconds of the quote's budget left (at least a millisecond)."""
         return max(0.001, self.deadline - time.perf_counter())
 
-    def solve(self, leg: LegCosts, demand: IntArray, *, full: bool) -> list[Plan]:
+    def solve(
+        self, leg: LegCosts, demand: IntArray, *, full: bool
+    ) -> tuple[list[Plan], tuple[Cut, ...]]:
+        """The leg's Pareto plans, and its sub-problems cut short (see :func:`_label_proof`)."""
         settings = replace(self.settings, full_frontier=full or self.settings.full_frontier)
-        plans, stats = solve_costs(leg.costs, demand, settings, self.deadline)
+        plans, stats, cut_short = solve_costs(leg.costs, demand, settings, self.deadline)
         for name, value in stats.items():
             self.stats[name] = self.stats.get(name, 0) + value
-        return plans
+        return plans, cut_short
 
     def add(self, q: Quote) -> None:
         self.stats["sub"] = self.stats.get("sub", 0) + q.stats.subproblems
@@ -443,21 +486,25 @@ def backorder_menu(
         _Part(o.allocation.parcels, o.cost, o.delivery_days, o.proof)
         for o in demand.stock_quote.frontier
     ] or ([_EMPTY] if not demand.stock.any() else [])
+    stock_cuts = demand.stock_quote.stats.cut_short
     after_stock = list(remaining)
     for k, name in enumerate(demand.names):
         _fill(order, name, int(demand.stock[k]), after_stock)
     leg = inbound_costs(
         network, order.destination.lat, order.destination.lon, demand.skus, demand.inbound
     )
-    inbound_parts = _parts(
-        network, order, leg, budget.solve(leg, demand.inbound, full=True), after_stock
-    )
+    inbound_plans, inbound_cuts = budget.solve(leg, demand.inbound, full=True)
+    inbound_parts = _parts(network, order, leg, inbound_plans, after_stock)
     combined = [
         _option(network, order, pair, (), settings, None)
         for pair in _combine(stock_parts, inbound_parts, settings)
     ]
     labels = _delivery_labels(combined, settings.value_of_day)
-    combined = [replace(o, labels=lab) for o, lab in zip(combined, labels, strict=True)]
+    legs: list[Leg] = [(stock_parts, stock_cuts), (inbound_parts, inbound_cuts)]
+    combined = [
+        _label_proof(replace(o, labels=lab), lab, legs, settings.value_of_day)
+        for o, lab in zip(combined, labels, strict=True)
+    ]
     order_of = {label: i for i, label in enumerate(Label)}
     options = sorted((o for o in combined if o.labels), key=lambda o: order_of[o.labels[0]])
     return options, combined, shortfall
@@ -470,20 +517,26 @@ def collect_options(
     settings = budget.settings
     skus = demand.skus
     n = network.node_index[store]
-    legs: list[list[_Part]] = []
+    legs: list[Leg] = []
     left = [line.qty for line in order.lines]
     for units, inbound in ((demand.stock, False), (demand.inbound, True)):
         if not units.any():
-            legs.append([_EMPTY])
+            legs.append(([_EMPTY], ()))
             continue
         leg = collect_costs(network, n, skus, units, inbound=inbound)
         if not _covers(leg, units):
             return []
-        plans = budget.solve(leg, units, full=bool(demand.inbound.any()))
+        plans, cuts = budget.solve(leg, units, full=bool(demand.inbound.any()))
         if not plans:
             return []
-        legs.append(_parts(network, order, leg, plans, left))
+        legs.append((_parts(network, order, leg, plans, left), cuts))
         for k in range(skus.size):
             _fill(order, network.sku_ids[int(skus[k])], int(units[k]), left)
-    pairs = _combine(legs[0], legs[1], settings)
-    return [_option(network, order, pair, (), settings, store) for pair in pairs]
+    pairs = _combine(legs[0][0], legs[1][0], settings)
+    options = [_option(network, order, pair, (), settings, store) for pair in pairs]
+    # The option labelled COLLECT (by sourcing.menu.quote) is proven only if no leg cut
+    # short could hide a better one.
+    pick = collect_pick(options, settings.value_of_day)
+    if pick is not None:
+        options[pick] = _label_proof(options[pick], (Label.COLLECT,), legs, settings.value_of_day)
+    return options

@@ -646,6 +646,9 @@ class QuoteStats:
     cpsat_calls: int
     seconds: float
     resplits: int = 0
+    #: Sub-problems cut short by the time limit, as (delivery day, parcel cap, lower
+    #: bound on their cost): a plan they hide may beat an option built on this quote.
+    cut_short: tuple[tuple[int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)

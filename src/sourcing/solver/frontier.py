@@ -83,6 +83,7 @@ def quote_delivery(network: Network, order: Order, settings: QuoteSettings) -> Q
         cpsat_calls=ctx.stats["cpsat"],
         resplits=ctx.stats["resplit"],
         seconds=time.perf_counter() - started,
+        cut_short=tuple(ctx.unproven),
     )
     return Quote(options, frontier, shortfall, stats)
 
@@ -353,16 +354,19 @@ def _max_shippable(costs: OrderCosts, reachable: np.ndarray, demand: IntArray) -
 
 def solve_costs(
     costs: OrderCosts, demand: IntArray, settings: QuoteSettings, deadline: float
-) -> tuple[list[Plan], dict[str, int]]:
-    """The Pareto plans of prebuilt cost arrays (a leg of :mod:`sourcing.fulfil`), and stats.
+) -> tuple[list[Plan], dict[str, int], tuple[tuple[int, int, int], ...]]:
+    """The Pareto plans of prebuilt cost arrays (a leg of :mod:`sourcing.fulfil`), stats, and
+    the sub-problems cut short (as ``QuoteStats.cut_short``).
 
-    The same sub-problems and proofs as :func:`quote_delivery` (the menu's, or every
-    one with ``settings.full_frontier``), on any candidates and service
-    columns; ``demand`` must be coverable by the usable candidates.
+    The same sub-problems as :func:`quote_delivery` (the menu's, or every one
+    with ``settings.full_frontier``), on any candidates and service columns;
+    ``demand`` must be coverable by the usable candidates. Each plan's proof
+    is for its own sub-problem: a caller labelling options built from these
+    plans must check the cut-short ones could not hide a better plan.
     """
     ctx = Context(costs, demand, settings, deadline)
     plans = _frontier(ctx) if demand.sum() > 0 else []
-    return plans, ctx.stats
+    return plans, ctx.stats, tuple(ctx.unproven)
 
 
 def cheapest_plan(
