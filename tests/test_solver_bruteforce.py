@@ -287,3 +287,39 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     assert checked >= 50, checked
     assert split3 >= 25, split3
     assert calls >= 50, calls
+
+
+def test_covering_sets_are_every_covering_set_once() -> None:
+    # Set-cover branching generates each covering parcel set exactly once (its
+    # branches partition the sets), within the budget: checked against every
+    # combination of slots on small fragmented carts, random terms and budgets.
+    import itertools
+
+    from sourcing.costs import order_costs
+    from sourcing.orders import demand_by_sku
+    from sourcing.solver.context import Context
+
+    compared = nonempty = 0
+    for seed in range(60):
+        network, order, settings = _fragmented_instance(seed)
+        skus, wanted = demand_by_sku(network, order)
+        costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
+        ctx = Context(costs, wanted, settings, float("inf"))
+        slot_n, _ = np.nonzero(costs.usable)
+        rng = np.random.default_rng(seed)
+        terms = np.round(rng.normal(0, 3, slot_n.size), 1)  # ties and negative terms too
+        for size in range(1, min(slot_n.size, 4) + 1):
+            budget = float(np.sort(terms)[:size].sum() + rng.uniform(0, 20))
+            got = enumeration._covering_sets(ctx, slot_n, terms, size, budget, 10**6)
+            assert got is not None
+            expected = [
+                combo
+                for combo in itertools.combinations(range(slot_n.size), size)
+                if len(set(slot_n[list(combo)].tolist())) == size
+                and terms[list(combo)].sum() <= budget
+                and (costs.available[slot_n[list(combo)]].sum(axis=0) >= wanted).all()
+            ]
+            assert [tuple(row) for row in got.tolist()] == expected, (seed, size)
+            compared += 1
+            nonempty += bool(expected)
+    assert compared >= 150 and nonempty >= 20, (compared, nonempty)

@@ -198,14 +198,17 @@ def _covering_sets(
 ) -> IntArray | None:
     """Every ``size``-set of slots (distinct nodes) that covers the demand with terms <= ``budget``.
 
-    Rows index ``slot_n``; a set may appear once per order it is built in
-    (callers price duplicates harmlessly). Built slot by slot, branching on
-    the rarest SKU still short: any covering set holds a holder of it, so
-    each step tries only that SKU's holders (set-cover branching). Once a
-    partial set covers the demand, the remaining slots are free (a parcel
-    that is not needed for cover may still pay by its cheap units). A
-    partial set whose terms plus the cheapest terms left exceed ``budget``
-    is dropped. Returns None if more than ``limit`` partial sets qualify.
+    Rows index ``slot_n``, each set once (sorted rows, in lexicographic order).
+    Built slot by slot, branching on the rarest SKU still short: any covering
+    set holds a holder of it, so each step tries only that SKU's holders
+    (set-cover branching). The branches partition the sets: the child that
+    takes the holder at position i (by term) excludes the holders before it
+    from the rest of the set, whose sets belong to those earlier children.
+    Once a partial set covers the demand, the remaining slots are free (a
+    parcel that is not needed for cover may still pay by its cheap units),
+    taken in ascending order. A partial set whose terms plus the cheapest
+    terms left exceed ``budget`` is dropped. Returns None if more than
+    ``limit`` partial sets qualify.
     """
     demand = ctx.demand
     avail = ctx.available_kc.take(slot_n, axis=1)  # K x S: each slot's node's stock
@@ -215,8 +218,17 @@ def _covering_sets(
     # Candidates by ascending term: those that fit a partial set's room are a prefix.
     holders = [h[np.argsort(terms[h], kind="stable")] for h in holders]
     everyone = np.argsort(terms, kind="stable")
+    # position[k, slot]: the slot's place among SKU k's holders (past the end if none).
+    position = np.full((len(holders), terms.size), terms.size, dtype=np.int64)
+    for k, h in enumerate(holders):
+        position[k, h] = np.arange(h.size)
     prefix = np.concatenate(([0.0], np.cumsum(np.sort(terms))))
     sets = np.zeros((1, 0), dtype=np.int64)
+    # Per partial set and step: the SKU branched on (-1: a free slot) and the holder's
+    # position taken; and the position in `everyone` of its last free slot.
+    branched = np.zeros((1, 0), dtype=np.int64)
+    taken_at = np.zeros((1, 0), dtype=np.int64)
+    last_free = np.full(1, -1, dtype=np.int64)
     remaining = demand[None, :].astype(np.int64)
     sums = np.zeros(1)
     for depth in range(size):
@@ -229,27 +241,37 @@ def _covering_sets(
         covered = ~short.any(axis=1)
         branch = np.where(covered, -1, rank[short[:, rank].argmax(axis=1)])
         parts_r: list[IntArray] = []
+        parts_p: list[IntArray] = []
         parts_c: list[IntArray] = []
         expanded = 0
         for k in np.unique(branch).tolist():
             rows = np.flatnonzero(branch == k)
             cand = everyone if k < 0 else holders[k]
             room = budget - sums[rows] - prefix[min(left, prefix.size - 1)]
-            counts = np.searchsorted(terms[cand], room, side="right")
+            ends = np.searchsorted(terms[cand], room, side="right")
+            starts = last_free[rows] + 1 if k < 0 else np.zeros(rows.size, dtype=np.int64)
+            counts = np.maximum(ends - starts, 0)
             total = int(counts.sum())
             expanded += total
             if expanded > limit:
                 return None
-            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+            at = np.arange(total) - np.repeat(np.cumsum(counts) - counts - starts, counts)
             parts_r.append(np.repeat(rows, counts))
-            parts_c.append(cand[offsets])
-        r, c = np.concatenate(parts_r), np.concatenate(parts_c)
+            parts_p.append(at)
+            parts_c.append(cand[at])
+        r, p, c = np.concatenate(parts_r), np.concatenate(parts_p), np.concatenate(parts_c)
         if depth:
-            r_nodes = slot_n[sets[r]]
-            distinct = (r_nodes != slot_n[c][:, None]).all(axis=1)
-            r, c = r[distinct], c[distinct]
+            keep = (slot_n[sets[r]] != slot_n[c][:, None]).all(axis=1)  # distinct nodes
+            for d in range(depth):  # not a holder an earlier branch left to its siblings
+                k_d = branched[r, d]
+                keep &= (k_d < 0) | (position[np.maximum(k_d, 0), c] >= taken_at[r, d])
+            r, p, c = r[keep], p[keep], c[keep]
+        step_branch = branch[r]
         remaining = np.maximum(remaining[r] - avail_sk[c], 0)
         sets = np.column_stack([sets[r], c])
+        branched = np.column_stack([branched[r], step_branch])
+        taken_at = np.column_stack([taken_at[r], p])
+        last_free = np.where(step_branch < 0, p, last_free[r])
         sums = sums[r] + terms[c]
         if left == 0:
             done = ~(remaining > 0).any(axis=1)
