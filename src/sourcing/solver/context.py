@@ -134,6 +134,18 @@ class Context:
         return np.ascontiguousarray(self.costs.available.T)
 
     @cached_property
+    def holds_mask(self) -> np.ndarray | None:
+        """Per node, the SKUs it holds as bits of a uint64 (None beyond 64 SKUs): a cheap
+        first test of whether parcels can cover the demand (see ``enumeration._covering``)."""
+        n_skus = self.costs.available.shape[1]
+        if n_skus > 64:
+            return None
+        bits = np.left_shift(np.uint64(1), np.arange(n_skus, dtype=np.uint64))
+        held = self.costs.available > 0
+        mask: np.ndarray = np.bitwise_or.reduce(np.where(held, bits, np.uint64(0)), axis=1)
+        return mask
+
+    @cached_property
     def fixed_vc(self) -> IntArray:
         """``costs.fixed`` as V x C."""
         return np.ascontiguousarray(self.costs.fixed.T)
