@@ -11,13 +11,15 @@ from this checkout (B); both are pinned to the same core and build the same
 networks and carts (``networks.regime_network`` and ``random_cart`` of this
 checkout, as in ``quote_latency.py``). Each cart is quoted by A then B, or B
 then A (alternating), so both see the same machine load; each worker times
-its own ``quote`` call. Per size it prints p50/p90/p99/max per side, the
-ratio B/A of each, the share of quotes with every option proven and of options
-proven, per label the carts where B's option is better, worse or equal by the
-label's value (what a time limit costs the shopper), and the options
-compared: where both sides proved a label, its value (cost for CHEAPEST and
-SINGLE_PARCEL, (day, cost) for FASTEST, cost + value_of_day x day for
-BALANCED) must be equal; where one side proved it, the other must not beat it.
+its own ``quote`` call, in wall-clock and CPU time (``time.process_time``: on
+a loaded machine the wall clock also counts the time others held the core).
+Per size it prints p50/p90/p99/max per side, the ratio B/A of each, the
+share of quotes with every option proven and of options proven, per label
+the carts where B's option is better, worse or equal by the label's value
+(what a time limit costs the shopper), and the options compared: where both
+sides proved a label, its value (cost for CHEAPEST and SINGLE_PARCEL, (day,
+cost) for FASTEST, cost + value_of_day x day for BALANCED) must be equal;
+where one side proved it, the other must not beat it.
 """
 
 from __future__ import annotations
@@ -58,13 +60,14 @@ def _worker() -> None:
         network = networks[key]
         order = random_cart(network, np.random.default_rng(job["cart"]), job["lines"])
         settings = QuoteSettings(num_workers=1, time_limit_s=job["time_limit"])
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             q = quote(network, order, settings)
         except ShortageError:
             print(json.dumps({"shortage": True}), flush=True)
             continue
         ms = (time.perf_counter() - started) * 1000
+        cpu_ms = (time.process_time() - cpu_started) * 1000
         options = [
             {
                 "labels": [label.value for label in o.labels],
@@ -74,7 +77,8 @@ def _worker() -> None:
             }
             for o in q.options
         ]
-        print(json.dumps({"ms": ms, "options": options, "vod": settings.value_of_day}), flush=True)
+        answer = {"ms": ms, "cpu_ms": cpu_ms, "options": options, "vod": settings.value_of_day}
+        print(json.dumps(answer), flush=True)
 
 
 def _value(label: str, option: dict[str, Any], vod: int) -> tuple[int, ...]:
@@ -152,6 +156,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             _ask(sides["A"], base | {"cart": [args.seed, 10**6]})  # warm-up, untimed
             _ask(sides["B"], base | {"cart": [args.seed, 10**6]})
             ms: dict[str, list[float]] = {"A": [], "B": []}
+            cpu: dict[str, list[float]] = {"A": [], "B": []}
             proven = {"A": 0, "B": 0}
             options_proven = {"A": [0, 0], "B": [0, 0]}  # proven, returned
             # Per label: carts where B's option is better, worse, equal (by the label's value).
@@ -165,6 +170,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     continue
                 for side, answer in answers.items():
                     ms[side].append(answer["ms"])
+                    cpu[side].append(answer["cpu_ms"])
                     proven[side] += all(o["status"] == "OPTIMAL" for o in answer["options"])
                     options_proven[side][0] += sum(
                         o["status"] == "OPTIMAL" for o in answer["options"]
@@ -177,11 +183,18 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 problems += [f"cart {i}: {p}" for p in _disagreements(answers["A"], answers["B"])]
             n = len(ms["A"])
             stats = {side: _pcts(v) for side, v in ms.items()} if n else {}
+            cpu_stats = {side: _pcts(v) for side, v in cpu.items()} if n else {}
             result = {
                 "spec": f"{regime}:{size}",
                 "carts": n,
                 "ms": stats,
                 "ratio_b_over_a": {p: stats["B"][p] / stats["A"][p] for p in stats["A"]}
+                if n
+                else {},
+                "cpu_ms": cpu_stats,
+                "cpu_ratio_b_over_a": {
+                    p: cpu_stats["B"][p] / cpu_stats["A"][p] for p in cpu_stats["A"]
+                }
                 if n
                 else {},
                 "proven_quote_share": {side: proven[side] / max(n, 1) for side in proven},
@@ -206,13 +219,16 @@ def _line(r: dict[str, Any]) -> str:
     if not r["carts"]:
         return f"{r['spec']:<22} no carts"
     a, b, ratio = r["ms"]["A"], r["ms"]["B"], r["ratio_b_over_a"]
+    ca, cb, cpu_ratio = r["cpu_ms"]["A"], r["cpu_ms"]["B"], r["cpu_ratio_b_over_a"]
     proven = r["proven_quote_share"]
     options = r["proven_option_share"]
     versus = r["b_better_worse_equal"]
     return (
         f"{r['spec']:<22} {r['carts']:>5} | A p50 {a['p50']:8.2f} p99 {a['p99']:8.2f} "
         f"| B p50 {b['p50']:8.2f} p99 {b['p99']:8.2f} | B/A p50 {ratio['p50']:5.2f} "
-        f"p99 {ratio['p99']:5.2f} | proven A {100 * proven['A']:5.1f}% "
+        f"p99 {ratio['p99']:5.2f} | CPU A p50 {ca['p50']:8.2f} p99 {ca['p99']:8.2f} "
+        f"B p50 {cb['p50']:8.2f} p99 {cb['p99']:8.2f} B/A p50 {cpu_ratio['p50']:5.2f} "
+        f"p99 {cpu_ratio['p99']:5.2f} | proven A {100 * proven['A']:5.1f}% "
         f"B {100 * proven['B']:5.1f}% | disagree {len(r['disagreements'])} "
         f"| load {r['load_average'][0]:.2f}"
         f"\n{'':<22} options proven A {100 * options['A']:5.1f}% B {100 * options['B']:5.1f}% "
