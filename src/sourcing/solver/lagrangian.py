@@ -51,7 +51,10 @@ def lagrangian_bound(
     at_least: int,
     at_most: int,
     upper: int,
-    iterations: int = 30,
+    # Warm-started from the last bound's prices, 20 steps measured best side by side
+    # (40, 30, 24, 20, 16, 12 on fragmented, capacity-bound and standard carts, seeds 0-4):
+    # below 20 a weaker bound sent a capacity-bound cart to CP-SAT for seconds.
+    iterations: int = 20,
 ) -> Bound:
     """Lower bound by relaxing the demand rows with prices ``lam`` (subgradient ascent).
 
