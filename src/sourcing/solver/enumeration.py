@@ -61,9 +61,9 @@ def stable_argsort(values: np.ndarray) -> IntArray:
     Quicksort first, then order each run of equal values by index: the keys
     (run, index) are distinct, so any sort of them is the stable order.
     """
+    if values.size < 1024:
+        return np.argsort(values, kind="stable")  # as fast when short
     order = np.argsort(values)
-    if order.size < 2:
-        return order
     ordered = values[order]
     run = np.concatenate(([0], np.cumsum(ordered[1:] != ordered[:-1])))
     if run[-1] == order.size - 1:
