@@ -372,7 +372,9 @@ def best_subset(
         cap = min(cap, best_key[0] + 1e-6)
         budget = min(step, cap)
         for m in list(sizes):
-            generated = _bounded_sets(ctx, slot_n, slot_terms, m, budget - bound.priced_demand)
+            # A plan found at a smaller size this step already caps the sets worth trying.
+            budget_m = min(budget, best_key[0] + 1e-6)
+            generated = _bounded_sets(ctx, slot_n, slot_terms, m, budget_m - bound.priced_demand)
             exact = generated is not None
             if generated is not None:
                 set_bound = bound.priced_demand + slot_terms[generated].sum(axis=1)
@@ -380,8 +382,11 @@ def best_subset(
                 sets, set_bound = generated[fresh], set_bound[fresh]
                 # Most promising first: once a set's bound exceeds the best found, so do the rest.
                 by_bound = stable_argsort(set_bound)
+                # The cost cap (not the budget, which caps bounds: a set within it may
+                # cost more, and is priced now or never).
+                limit = min(cap, best_key[0] + 1e-6)
                 key, found, exact = _price_sets(
-                    ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound], cap
+                    ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound], limit
                 )
                 if key < best_key:
                     best_key, best_set = key, found
@@ -390,7 +395,7 @@ def best_subset(
                     return answer(size - 1)
                 sizes, top = [k for k in sizes if k < m], m - 1  # the helper overflowed: drop it
                 break
-            priced_up_to[m] = budget
+            priced_up_to[m] = budget_m
         if best_key[0] <= budget or budget >= cap:
             return answer(top)
     return answer(size - 1)
