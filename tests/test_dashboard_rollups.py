@@ -4,11 +4,15 @@ Orders go through the real checkout over gRPC (from several threads at once:
 on PostgreSQL, several backends and so several shards), then through the
 lifecycle (released, shipped, delivered, cancelled), a flag and a change of
 the rate card. After each step every rollup equals what plain Python computes
-from the store's rows, the open orders' planned dispatch days equal those
-computed from their plans and the current rates, and the overview of 7 days
-(rollups) agrees with today's (rows) on today. Downgrading to 0012 (before 0011) and
-upgrading again backfills the same figures from the rows.
-(Migration 0011 revises 0012: the shipments' migration landed first.)
+from the store's rows, and the overview of 7 days (rollups) agrees with today's
+(rows) on today. Downgrading to 0012 (before 0011) and upgrading again backfills
+the same figures from the rows. (Migration 0011 revises 0012: the shipments'
+migration landed first.)
+
+Migration 0013 dropped 0011's unused ``dash_open_dispatch`` and the trigger work
+that kept it: after upgrade no table, trigger or trigger function names it;
+downgrading to 0011 brings it back filled with the open orders' planned
+dispatch days (computed here from their plans and the rate card) and kept again.
 """
 
 from __future__ import annotations
@@ -152,9 +156,45 @@ def expected_dispatch(store: Store) -> dict[str, int]:
 
 
 def stored_dispatch(store: Store) -> dict[str, int]:
+    """``dash_open_dispatch`` as 0011 keeps it (the code's schema no longer names it)."""
     with store.read() as conn:
-        rows = conn.execute(sa.select(t.open_dispatch.c.order_id, t.open_dispatch.c.day))
+        rows = conn.execute(sa.text("SELECT order_id, day FROM dash_open_dispatch"))
         return {order_id: int(day) for order_id, day in rows}
+
+
+def dispatch_mentions(store: Store) -> list[str]:
+    """Tables, triggers and trigger functions whose name or code names the dropped rollup."""
+    with store.read() as conn:
+        if store.is_sqlite:
+            query = "SELECT name FROM sqlite_master WHERE name LIKE :p OR sql LIKE :p"
+        else:
+            query = (
+                "SELECT tgname FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+                "WHERE NOT t.tgisinternal AND (p.prosrc LIKE :p OR tgname LIKE :p) "
+                "UNION ALL SELECT proname FROM pg_proc WHERE prosrc LIKE :p "
+                "UNION ALL SELECT relname FROM pg_class WHERE relname LIKE :p"
+            )
+        return [r[0] for r in conn.execute(sa.text(query), {"p": "%open_dispatch%"})]
+
+
+def rate_triggers(store: Store) -> list[str]:
+    with store.read() as conn:
+        if store.is_sqlite:
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'rates'"
+        else:
+            query = (
+                "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal "
+                "AND tgrelid = 'rates'::regclass"
+            )
+        return [r[0] for r in conn.execute(sa.text(query))]
+
+
+def migrate_to(store: Store, revision: str, *, down: bool) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(Path(oms.__file__).parent / "migrations"))
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(config, revision)
 
 
 def check(store: Store, *, written: tuple[str, ...] = ()) -> None:
@@ -164,7 +204,6 @@ def check(store: Store, *, written: tuple[str, ...] = ()) -> None:
         assert expected.get(table), f"the scenario wrote nothing to {table}"
     for table in stored:
         assert stored[table] == expected.get(table, {}), table
-    assert stored_dispatch(store) == expected_dispatch(store)
 
 
 def today_agrees_with_the_week(store: Store) -> None:
@@ -218,24 +257,44 @@ def scenario(client: Client) -> list[str]:
 def test_rollups_follow_every_write(database_url: str) -> None:
     with running_server(database_url, NETWORK) as client:
         scenario(client)
-        # A slower ground service: every open order's dispatch day moves a day earlier.
-        before = stored_dispatch(client.store)
+        # A change to the rate card moves no rollup (0013 dropped its only trigger work).
         with client.store.write() as conn:
             conn.execute(sa.update(t.rates).values(transit_days=t.rates.c.transit_days + 1))
-        after = stored_dispatch(client.store)
-        assert after == {order_id: day - 1 for order_id, day in before.items()}
         check(client.store)
+        assert dispatch_mentions(client.store) == []
+        assert rate_triggers(client.store) == []
+
+
+def test_0013_drops_the_dispatch_rollup_and_downgrade_brings_it_back(database_url: str) -> None:
+    with running_server(database_url, NETWORK) as client:
+        store = client.store
+        assert dispatch_mentions(store) == []
+        placed = scenario(client)
+        migrate_to(store, "0011", down=True)
+        # 0011 again: the table is filled from the open orders and kept by the triggers.
+        assert stored_dispatch(store) == expected_dispatch(store)
+        open_before = set(expected_dispatch(store))
+        assert open_before and open_before <= set(placed)
+        with store.write() as conn:  # a slower ground service: a day earlier for every order
+            conn.execute(sa.update(t.rates).values(transit_days=t.rates.c.transit_days + 1))
+        assert stored_dispatch(store) == expected_dispatch(store)
+        place(client, {"A": 1})
+        assert stored_dispatch(store) == expected_dispatch(store)
+        assert len(stored_dispatch(store)) == len(open_before) + 1
+        check(store)
+        migrate_to(store, "head", down=False)
+        assert dispatch_mentions(store) == []
+        assert rate_triggers(store) == []
+        # The order rollups still follow every write after the triggers were replaced.
+        place(client, {"B": 1})
+        check(store)
 
 
 def test_the_migration_backfills_existing_rows(database_url: str) -> None:
     with running_server(database_url, NETWORK) as client:
         scenario(client)
         expected = stored_rollups(client.store)
-        config = Config()
-        config.set_main_option("script_location", str(Path(oms.__file__).parent / "migrations"))
-        with client.store.engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, "0012")
+        migrate_to(client.store, "0012", down=True)
         with client.store.read() as conn:
             assert "dash_order_days" not in sa.inspect(conn).get_table_names()
         client.store.migrate()

@@ -460,17 +460,6 @@ event_days = _rollup(
 node_shipped_days = _rollup(
     "dash_node_shipped_days", [Column("node_id", String(128), primary_key=True)], ("units",)
 )
-#: Each open order's planned dispatch day (days since 1970-01-01): the earliest of its
-#: parcels' (plan start + arrival days - the service's transit days). Kept by triggers on
-#: orders and recomputed on a change to the rate card (migration 0011).
-open_dispatch = Table(
-    "dash_open_dispatch",
-    metadata,
-    Column("order_id", String(64), primary_key=True),
-    Column("day", Integer, nullable=False),
-    Index("ix_dash_open_dispatch_day", "day", "order_id"),
-)
-
 WRITABLE.update(
     {
         table.name: tuple(c.name for c in table.columns if c.computed is None)
