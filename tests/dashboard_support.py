@@ -35,6 +35,10 @@ def config(url: str, **overrides: Any) -> DashboardConfig:
             admin_token=ADMIN_DASH,
             demo_orders=0,
             poll_s=0.5,
+            # Every request reads the store (tests write, then look); the shared figures
+            # are tested in test_dashboard_figures.py and in the browser test.
+            refresh_s=0.0,
+            unchanged_s=0.0,
         ),
         **overrides,
     )

@@ -71,7 +71,13 @@ def test_the_dashboard_in_a_browser(database_url: str, browser: Any) -> None:
     backend = "sqlite" if database_url.startswith("sqlite") else "postgresql"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     network = hand_network({("ST-PHL", "B"): 3, ("DC-CHI", "A"): 2})
-    with running_server(database_url, network) as client, dashboard_server(database_url) as base:
+    # Figures shared by every page as in production, over a short interval: each change
+    # below must reach the open page through it (the default is 5 s).
+    shared = {"refresh_s": 1.0, "unchanged_s": 30.0}
+    with (
+        running_server(database_url, network) as client,
+        dashboard_server(database_url, **shared) as base,
+    ):
         # Orders through the real checkout over gRPC on loopback: a single-parcel order, a
         # split (7 A: no node has them all), one delivered, one cancelled with HTML in its reason,
         # and a quote left unordered.

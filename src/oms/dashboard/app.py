@@ -5,7 +5,9 @@ The routes and the middleware live here; the handlers in :mod:`.pages` (and
 :mod:`.params`, the drawing helpers in :mod:`.render`. ``/fragments/...`` are
 the parts of pages that htmx swaps in when ``/api/changes`` says the store
 moved (``static/dashboard.js`` polls it), so an open page follows the store
-without a reload and an idle store costs one cheap query per poll.
+without a reload. Every session shares the figures (:mod:`.figures`): however
+many pages are open, each fragment's query runs at most once per refresh
+interval, and the change mark's once per interval for all of them.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from oms.dashboard import pages
+from oms.dashboard import pages, views
 from oms.dashboard.auth import SESSION_COOKIE, RequireLogin, SecurityHeaders
 from oms.dashboard.config import DashboardConfig
+from oms.dashboard.figures import SharedFigures
 from oms.dashboard.login import healthz, login, logout
 from oms.dashboard.render import templates
-from oms.dashboard.site import Site, guarded
+from oms.dashboard.site import Site, dashboard_read, dashboard_store, guarded
 from oms.store import Store
 
 STATIC = Path(__file__).parent / "static"
@@ -88,7 +91,15 @@ def create_app(
     config: DashboardConfig, store: Store | None = None, *, clock: Callable[[], float] = time.time
 ) -> Starlette:
     """The dashboard app over ``store`` (by default a new one on ``config.database_url``)."""
-    store = store if store is not None else Store(config.database_url, pool_size=4)
+    store = store if store is not None else dashboard_store(config.database_url)
+
+    def read_mark() -> str:
+        with dashboard_read(store) as conn:
+            return views.change_mark(conn)
+
+    figures = SharedFigures(
+        read_mark, refresh_s=config.refresh_s, unchanged_s=config.unchanged_s, clock=clock
+    )
     middleware = [
         Middleware(ServerTiming),
         Middleware(SecurityHeaders),
@@ -104,5 +115,5 @@ def create_app(
     ]
     app = Starlette(routes=ROUTES, middleware=middleware, exception_handlers={404: _not_found})
     app.state.store = store
-    app.state.site = Site(config, store, templates(config), clock)
+    app.state.site = Site(config, store, templates(config), clock, figures)
     return app

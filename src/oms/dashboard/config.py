@@ -45,6 +45,12 @@ class DashboardConfig:
     demo_orders: int = DEFAULT_DEMO_ORDERS
     #: How often an open page asks whether anything changed (seconds).
     poll_s: float = 3.0
+    #: Figures are computed at most once per this many seconds for every open page
+    #: together (and the change mark read as often): see :mod:`oms.dashboard.figures`.
+    refresh_s: float = 5.0
+    #: While the change mark stands still figures are kept up to this long (what moves
+    #: with the clock alone, and quotes, which the mark does not follow).
+    unchanged_s: float = 30.0
     currency: str = "USD"
     #: Signed session cookies expire after this many seconds.
     session_s: int = 12 * 3600
@@ -109,7 +115,8 @@ def resolve(
     """Settings from arguments, then ``OMS_*`` variables, then defaults.
 
     ``OMS_HTTP_PORT`` (0 turns the dashboard off), ``OMS_VIEWER_TOKEN_FILE`` or
-    ``OMS_VIEWER_TOKEN``, ``OMS_DEMO_ORDERS``.
+    ``OMS_VIEWER_TOKEN``, ``OMS_DEMO_ORDERS``, ``OMS_DASHBOARD_REFRESH_S`` and
+    ``OMS_DASHBOARD_UNCHANGED_S`` (seconds, see :class:`DashboardConfig`).
     """
     env = os.environ if environ is None else environ
     viewer: str | None = None
@@ -131,8 +138,12 @@ def resolve(
         demo_orders = _int_env(env, "OMS_DEMO_ORDERS", DEFAULT_DEMO_ORDERS)
     if demo_orders < 0:
         raise ConfigError(f"demo orders must not be negative, got {demo_orders}")
+    refresh_s = _seconds_env(env, "OMS_DASHBOARD_REFRESH_S", DashboardConfig.refresh_s)
+    unchanged_s = _seconds_env(env, "OMS_DASHBOARD_UNCHANGED_S", DashboardConfig.unchanged_s)
     return DashboardConfig(
         database_url=database_url,
+        refresh_s=refresh_s,
+        unchanged_s=unchanged_s,
         host=host or "127.0.0.1",
         port=port,
         viewer_token=viewer,
@@ -151,3 +162,16 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+
+
+def _seconds_env(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"{name}: must be in 0..3600 seconds, got {raw!r}")
+    return value

@@ -1,10 +1,12 @@
 """The pages and their parts: overview, stock, orders, one order, and the change mark.
 
-Thin by design: each handler validates its query (:mod:`.params`), opens one
-read transaction, calls :mod:`oms.dashboard.views`, and renders a Jinja2
-template (autoescaped: a SKU or a reason holding HTML is shown as text).
-Pages are full documents; ``/fragments/...`` are the parts of them htmx
-swaps in when ``/api/changes`` says the store moved.
+Thin by design: each handler validates its query (:mod:`.params`), and takes
+its figures from those every session shares (:mod:`.figures`), computed when
+due in one read transaction by :mod:`oms.dashboard.views`; it renders a Jinja2
+template (autoescaped: a SKU or a reason holding HTML is shown as text) with
+the time the figures were read ("as of"). Pages are full documents;
+``/fragments/...`` are the parts of them htmx swaps in when ``/api/changes``
+says the store moved, rendered once per figures for every session.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from oms.dashboard import params, views
+from oms.dashboard.figures import Figures
 from oms.dashboard.render import node_map, overview_charts, script_json
 from oms.dashboard.site import site_of
 
@@ -26,38 +29,44 @@ BUSIEST_SHOWN = 10
 # -- overview ---------------------------------------------------------------------
 
 
-def _overview_context(request: Request) -> dict[str, Any]:
+def _overview_figures(request: Request) -> Figures[dict[str, Any]]:
     site = site_of(request)
     key = params.period(request)
-    now = site.clock()
-    period = views.Period.of(key, now)
-    with site.read() as conn:
-        ov = views.overview(conn, period, now, risky=10)
-        attention = views.attention(conn, limit=10)
-    return {
-        "ov": ov,
-        "period": key,
-        "at_risk_rows": ov.at_risk_rows,
-        "attention_rows": attention,
-        "charts": script_json(overview_charts(ov)),
-    }
+
+    def compute() -> dict[str, Any]:
+        now = site.clock()
+        period = views.Period.of(key, now)
+        with site.read() as conn:
+            ov = views.overview(conn, period, now, risky=10)
+            attention = views.attention(conn, limit=10)
+        return {
+            "ov": ov,
+            "period": key,
+            "at_risk_rows": ov.at_risk_rows,
+            "attention_rows": attention,
+            "charts": script_json(overview_charts(ov)),
+        }
+
+    return site.shared(("overview", key), compute)
 
 
 def overview_page(request: Request) -> Response:
-    return site_of(request).render(request, "overview.html", **_overview_context(request))
+    return _page(request, "overview.html", _overview_figures(request))
 
 
 def overview_fragment(request: Request) -> Response:
-    context = _overview_context(request)
-    return site_of(request).render(request, "partials/overview_body.html", **context)
+    return site_of(request).fragment(
+        request, "partials/overview_body.html", _overview_figures(request)
+    )
 
 
 def overview_json(request: Request) -> Response:
-    ctx = _overview_context(request)
-    ov: views.Overview = ctx["ov"]
+    figures = _overview_figures(request)
+    ov: views.Overview = figures.value["ov"]
     return JSONResponse(
         {
-            "period": ctx["period"],
+            "period": figures.value["period"],
+            "as_of": figures.as_of,
             "orders": ov.orders,
             "by_state": ov.by_state,
             "cost_per_order": round(ov.cost_per_order, 2),
@@ -81,126 +90,160 @@ def overview_json(request: Request) -> Response:
 # -- stock ------------------------------------------------------------------------
 
 
-def _stock_table_context(request: Request) -> dict[str, Any]:
+def _stock_table_figures(request: Request) -> Figures[dict[str, Any]]:
     site = site_of(request)
     search = params.text_param(request, "q")
     low = request.query_params.get("low") in ("1", "on", "true")
     offset = params.int_param(request, "offset", 0, 0, 10**9)
-    with site.read() as conn:
-        page = views.positions(conn, site.clock(), search=search, low_only=low, offset=offset)
-    return {"page": page, "q": search, "low": low}
+
+    def compute() -> dict[str, Any]:
+        with site.read() as conn:
+            page = views.positions(conn, site.clock(), search=search, low_only=low, offset=offset)
+        return {"page": page, "q": search, "low": low}
+
+    return site.shared(("stock-table", search, low, offset), compute)
 
 
-def _alerts_context(request: Request) -> dict[str, Any]:
+def _alerts_figures(request: Request) -> Figures[dict[str, Any]]:
     site = site_of(request)
-    with site.read() as conn:
-        return {"alerts": views.low_stock(conn, site.clock(), limit=ALERTS_SHOWN)}
+
+    def compute() -> dict[str, Any]:
+        with site.read() as conn:
+            return {"alerts": views.low_stock(conn, site.clock(), limit=ALERTS_SHOWN)}
+
+    return site.shared(("alerts",), compute)
 
 
-def _receipts_context(request: Request) -> dict[str, Any]:
+def _receipts_figures(request: Request) -> Figures[dict[str, Any]]:
     site = site_of(request)
-    with site.read() as conn:
-        return {"receipts": views.open_receipts(conn, site.clock())}
+
+    def compute() -> dict[str, Any]:
+        with site.read() as conn:
+            return {"receipts": views.open_receipts(conn, site.clock())}
+
+    return site.shared(("receipts",), compute)
 
 
-def _nodes_context(request: Request) -> dict[str, Any]:
+def _nodes_figures(request: Request) -> Figures[dict[str, Any]]:
     site = site_of(request)
     key = params.period(request)
-    now = site.clock()
-    with site.read() as conn:
-        found = views.nodes(conn, views.Period.of(key, now), now)
-    limited = [n for n in found if n.capacity]
-    others = sorted(
-        (n for n in found if not n.capacity and n.used_today),
-        key=lambda n: (-n.used_today, n.node_id),
-    )
-    busiest = sorted(limited, key=lambda n: -(n.capacity_share or 0.0)) + others[:BUSIEST_SHOWN]
-    return {"nodes": found, "busiest": busiest, "map": node_map(found), "period": key}
+
+    def compute() -> dict[str, Any]:
+        now = site.clock()
+        with site.read() as conn:
+            found = views.nodes(conn, views.Period.of(key, now), now)
+        limited = [n for n in found if n.capacity]
+        others = sorted(
+            (n for n in found if not n.capacity and n.used_today),
+            key=lambda n: (-n.used_today, n.node_id),
+        )
+        busiest = sorted(limited, key=lambda n: -(n.capacity_share or 0.0))
+        busiest += others[:BUSIEST_SHOWN]
+        return {"nodes": found, "busiest": busiest, "map": node_map(found), "period": key}
+
+    return site.shared(("nodes", key), compute)
 
 
 def stock_page(request: Request) -> Response:
-    return site_of(request).render(
-        request,
-        "stock.html",
-        **_stock_table_context(request),
-        **_alerts_context(request),
-        **_receipts_context(request),
-        **_nodes_context(request),
-    )
+    parts = {
+        "table": _stock_table_figures(request),
+        "alerts": _alerts_figures(request),
+        "receipts": _receipts_figures(request),
+        "nodes": _nodes_figures(request),
+    }
+    context: dict[str, Any] = {}
+    for name, figures in parts.items():
+        context.update(figures.value)
+        context[f"{name}_as_of"] = figures.as_of
+    return site_of(request).render(request, "stock.html", **context)
 
 
 def stock_table_fragment(request: Request) -> Response:
-    context = _stock_table_context(request)
-    return site_of(request).render(request, "partials/stock_table.html", **context)
+    figures = _stock_table_figures(request)
+    return site_of(request).fragment(request, "partials/stock_table.html", figures)
 
 
 def alerts_fragment(request: Request) -> Response:
-    return site_of(request).render(request, "partials/alerts.html", **_alerts_context(request))
+    figures = _alerts_figures(request)
+    return site_of(request).fragment(request, "partials/alerts.html", figures)
 
 
 def receipts_fragment(request: Request) -> Response:
-    context = _receipts_context(request)
-    return site_of(request).render(request, "partials/receipts.html", **context)
+    figures = _receipts_figures(request)
+    return site_of(request).fragment(request, "partials/receipts.html", figures)
 
 
 def nodes_fragment(request: Request) -> Response:
-    return site_of(request).render(request, "partials/nodes.html", **_nodes_context(request))
+    figures = _nodes_figures(request)
+    return site_of(request).fragment(request, "partials/nodes.html", figures)
 
 
 # -- orders -----------------------------------------------------------------------
 
 
-def _orders_context(request: Request) -> dict[str, Any]:
+def _orders_figures(request: Request) -> Figures[dict[str, Any]]:
     query = params.order_query(request)
     after = params.cursor(request)
     site = site_of(request)
-    with site.read() as conn:
-        page = views.search_orders(conn, query, after=after, now=site.clock())
-    return {
-        "query": query,
-        "results": page,
-        "next_cursor": f"{page.after[0]!r}~{page.after[1]}" if page.after else None,
-    }
+
+    def compute() -> dict[str, Any]:
+        with site.read() as conn:
+            page = views.search_orders(conn, query, after=after, now=site.clock())
+        return {
+            "query": query,
+            "results": page,
+            "next_cursor": f"{page.after[0]!r}~{page.after[1]}" if page.after else None,
+        }
+
+    return site.shared(("orders", query, after), compute)
 
 
 def orders_page(request: Request) -> Response:
-    return site_of(request).render(request, "orders.html", **_orders_context(request))
+    return _page(request, "orders.html", _orders_figures(request))
 
 
 def orders_fragment(request: Request) -> Response:
-    context = _orders_context(request)
-    return site_of(request).render(request, "partials/orders_table.html", **context)
+    figures = _orders_figures(request)
+    return site_of(request).fragment(request, "partials/orders_table.html", figures)
 
 
-def _order_context(request: Request) -> dict[str, Any] | None:
+def _order_figures(request: Request) -> Figures[dict[str, Any] | None]:
     order_id = str(request.path_params["order_id"])
     if len(order_id) > params.MAX_QUERY_LENGTH:
         raise params.BadQuery(f"order id is longer than {params.MAX_QUERY_LENGTH} characters")
     site = site_of(request)
-    with site.read() as conn:
-        detail = views.order_detail(conn, order_id, site.clock())
-    return None if detail is None else {"order": detail}
+
+    def compute() -> dict[str, Any] | None:
+        with site.read() as conn:
+            detail = views.order_detail(conn, order_id, site.clock())
+        return None if detail is None else {"order": detail}
+
+    return site.shared(("order", order_id), compute)
 
 
 def order_page(request: Request) -> Response:
-    ctx = _order_context(request)
-    if ctx is None:
+    figures = _order_figures(request)
+    if figures.value is None:
         return site_of(request).render(request, "not_found.html", status=404, what="order")
-    return site_of(request).render(request, "order.html", **ctx)
+    return site_of(request).render(request, "order.html", **figures.value, as_of=figures.as_of)
 
 
 def order_fragment(request: Request) -> Response:
-    ctx = _order_context(request)
-    if ctx is None:
+    figures = _order_figures(request)
+    if figures.value is None:
         return PlainTextResponse("no such order", status_code=404)
-    return site_of(request).render(request, "partials/order_body.html", **ctx)
+    return site_of(request).fragment(request, "partials/order_body.html", figures)
+
+
+def _page(request: Request, name: str, figures: Figures[dict[str, Any]]) -> Response:
+    """A full page (per session: it names the signed-in role) over shared figures."""
+    return site_of(request).render(request, name, **figures.value, as_of=figures.as_of)
 
 
 # -- live updates -----------------------------------------------------------------
 
 
 def changes(request: Request) -> Response:
-    site = site_of(request)
-    with site.read() as conn:
-        mark = views.change_mark(conn)
-    return JSONResponse({"mark": mark, "at": site.clock()})
+    """The change mark, read at most once per refresh interval for every open page."""
+    mark, at = site_of(request).figures.mark()
+    return JSONResponse({"mark": mark, "at": at})

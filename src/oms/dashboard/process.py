@@ -64,13 +64,13 @@ def run(config: DashboardConfig, log_level: str = "INFO", parent: int | None = N
     import uvicorn
 
     from oms.dashboard.app import create_app
+    from oms.dashboard.site import dashboard_store
     from oms.logging import configure_logging
-    from oms.store import Store
 
     configure_logging(log_level)
     if parent is not None:
         os.nice(NICENESS_BESIDE_SERVICE)
-    store = Store(config.database_url, pool_size=4)
+    store = dashboard_store(config.database_url)  # read-only sessions, bounded queries
     app = create_app(config, store)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -36,6 +36,14 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _clock(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%H:%M:%S UTC")
+
+
 def _money(value: float, currency: str = "USD") -> str:
     sign = "-" if value < 0 else ""
     symbol = "$" if currency == "USD" else f"{currency} "
@@ -52,6 +60,8 @@ def templates(config: DashboardConfig) -> Jinja2Templates:
         autoescape=select_autoescape(default=True, default_for_string=True),
     )
     env.filters["when"] = _when
+    env.filters["iso"] = _iso
+    env.filters["clock"] = _clock
     env.filters["money"] = lambda v: _money(float(v), config.currency)
     env.filters["pct"] = _pct
     env.filters["num"] = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:,.2f}"

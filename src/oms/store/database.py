@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,16 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, pool_size: int = 16) -> Engine:
+def make_engine(
+    url: str,
+    pool_size: int = 16,
+    *,
+    read_only: bool = False,
+    session_settings: Mapping[str, str] | None = None,
+) -> Engine:
+    """The engine of ``url``. ``read_only``: its sessions cannot write (SQLite:
+    ``query_only``; PostgreSQL: give ``default_transaction_read_only`` in
+    ``session_settings``, which every PostgreSQL session starts with)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
@@ -75,6 +84,7 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
                 "PRAGMA synchronous=NORMAL",
                 "PRAGMA busy_timeout=30000",
                 "PRAGMA foreign_keys=ON",
+                *(["PRAGMA query_only=ON"] if read_only else []),
             ):
                 cursor.execute(pragma)
             cursor.close()
@@ -89,7 +99,14 @@ def make_engine(url: str, pool_size: int = 16) -> Engine:
             execute(conn, _BEGIN_IMMEDIATE if immediate else _BEGIN)
 
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    options = " ".join(f"-c {name}={value}" for name, value in (session_settings or {}).items())
+    return sa.create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"options": options} if options else {},
+    )
 
 
 def _translate_db_errors(exc: DBAPIError) -> Exception:
@@ -142,10 +159,19 @@ class Database:
     """
 
     def __init__(
-        self, url: str, *, pool_size: int = 16, clock: Callable[[], float] = time.time
+        self,
+        url: str,
+        *,
+        pool_size: int = 16,
+        clock: Callable[[], float] = time.time,
+        read_only: bool = False,
+        session_settings: Mapping[str, str] | None = None,
     ) -> None:
         self.url = normalise_url(url)
-        self.engine = make_engine(self.url, pool_size)
+        self.session_settings = dict(session_settings or {})
+        self.engine = make_engine(
+            self.url, pool_size, read_only=read_only, session_settings=self.session_settings
+        )
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.clock = clock
         self._thread_lock = threading.Lock()

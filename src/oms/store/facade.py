@@ -14,7 +14,7 @@ contract in ``pyproject.toml`` (``scripts/check_layout.py`` checks it).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from oms.store.capacity import CapacityRepository
 from oms.store.catalog import NetworkRepository
@@ -31,9 +31,21 @@ class Store:
     """All persistence of the service. Thread-safe; one per process."""
 
     def __init__(
-        self, url: str, *, pool_size: int = 16, clock: Callable[[], float] = time.time
+        self,
+        url: str,
+        *,
+        pool_size: int = 16,
+        clock: Callable[[], float] = time.time,
+        read_only: bool = False,
+        session_settings: Mapping[str, str] | None = None,
     ) -> None:
-        self.db = db = Database(url, pool_size=pool_size, clock=clock)
+        self.db = db = Database(
+            url,
+            pool_size=pool_size,
+            clock=clock,
+            read_only=read_only,
+            session_settings=session_settings,
+        )
         self.url, self.engine, self.is_sqlite, self.clock = db.url, db.engine, db.is_sqlite, clock
         self.read, self.write, self.migrate, self.dispose = (
             db.read,
