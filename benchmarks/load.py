@@ -515,6 +515,9 @@ def running_server(
     # shopper's checkout holds count against its own cap.
     env["OMS_ADMIN_TOKEN"] = token
     env["OMS_CHECKOUT_TOKEN"] = CHECKOUT_TOKEN
+    for item in args.server_env:
+        name, _, value = item.partition("=")
+        env[name] = value
     log = log_path.open("wb")
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -1618,6 +1621,13 @@ def build_parser() -> argparse.ArgumentParser:
         "checkout_cost.py compares with and without one)",
     )
     parser.add_argument("--viewer-token-file", help="the dashboard's viewer token, in a file")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable for the server (the others named OMS_* are dropped); repeatable",
+    )
     return parser
 
 
