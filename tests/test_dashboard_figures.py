@@ -29,10 +29,10 @@ from starlette.testclient import TestClient
 
 from dashboard_support import VIEWER, config, dashboard_server
 from oms import schema as t
-from oms.dashboard import pages
+from oms.dashboard import pages, views
 from oms.dashboard.app import create_app
 from oms.dashboard.figures import SharedFigures
-from oms.dashboard.site import STATEMENT_TIMEOUT_MS, dashboard_store
+from oms.dashboard.site import STATEMENT_TIMEOUT_MS, dashboard_read, dashboard_store
 from oms.store import Store
 
 from service_support import hand_network
@@ -332,3 +332,30 @@ def test_the_dashboards_own_sqlite_store_cannot_write(tmp_path: Any) -> None:
     finally:
         own.dispose()
         writer.dispose()
+
+
+def test_the_change_mark_follows_stock_settings_without_reading_stock(database_url: str) -> None:
+    store = Store(database_url, pool_size=2)
+    store.migrate()
+    store.load_network(hand_network({("DC-NJ", "B"): 40}))
+    try:
+
+        def mark() -> str:
+            with dashboard_read(store) as conn:
+                return views.change_mark(conn)
+
+        before = mark()
+        store.set_stock("DC-NJ", "B", 40, 0, 5, reason="threshold")  # settings only: no ledger
+        moved = mark()
+        assert moved != before
+        store.set_stock("DC-NJ", "B", 40, 0, 5, reason="the same again")
+        assert mark() == moved
+        store.set_stock("DC-NJ", "B", 40, 3, 5, reason="safety stock")
+        assert mark() != moved
+        if not store.is_sqlite:  # index lookups: no stock position is read
+            with store.read() as conn:
+                sql = views.MARK_QUERY.compile(conn, compile_kwargs={"literal_binds": True})
+                plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}"))
+            assert " on stock " not in plan, plan
+    finally:
+        store.dispose()

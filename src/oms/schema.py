@@ -381,6 +381,8 @@ inbound_receipts = Table(
     Column("received_qty", BigInteger, nullable=True),
     Column("received_at", Float, nullable=True),
     Index("ix_inbound_receipts_position", "sku", "node_id"),
+    # The newest receipt change (the dashboard's change mark, migration 0013).
+    Index("ix_inbound_receipts_updated", "updated_at"),
 )
 
 inbound_reservations = Table(
@@ -460,6 +462,15 @@ event_days = _rollup(
 node_shipped_days = _rollup(
     "dash_node_shipped_days", [Column("node_id", String(128), primary_key=True)], ("units",)
 )
+#: Named counters of the dashboard's change mark (migration 0013): ``stock_settings``
+#: counts changes of a position's safety stock or threshold (triggers on ``stock``).
+marks = Table(
+    "dash_marks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
 WRITABLE.update(
     {
         table.name: tuple(c.name for c in table.columns if c.computed is None)

@@ -52,7 +52,7 @@ from oms.dashboard.views.common import (
     Period,
     utc_day,
 )
-from oms.dashboard.views.live import change_mark
+from oms.dashboard.views.live import MARK_QUERY, change_mark
 from oms.dashboard.views.order import (
     Event,
     LedgerRow,
@@ -84,6 +84,7 @@ from oms.dashboard.views.summary import (
 
 __all__ = [
     "LABELS",
+    "MARK_QUERY",
     "MAX_PAGE",
     "MILLICENTS_PER_UNIT",
     "OPEN_STATES",

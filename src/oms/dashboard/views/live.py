@@ -8,25 +8,27 @@ from sqlalchemy.engine import Connection
 
 from oms import schema as t
 
+#: The parts of the change mark, one row (see :func:`change_mark`).
+MARK_QUERY = sa.select(
+    sa.select(func.max(t.order_events.c.event_id)).scalar_subquery(),
+    sa.select(func.max(t.stock_ledger.c.entry_id)).scalar_subquery(),
+    sa.select(func.max(t.reservations.c.reservation_id)).scalar_subquery(),
+    sa.select(func.count()).select_from(t.reservations).scalar_subquery(),
+    sa.select(func.max(t.inbound_receipts.c.updated_at)).scalar_subquery(),
+    sa.select(t.marks.c.value).where(t.marks.c.name == "stock_settings").scalar_subquery(),
+)
+
 
 def change_mark(conn: Connection) -> str:
     """A short text that changes whenever anything a page shows may have changed.
 
     The newest order event (the outbox every order change writes), ledger row,
-    reservation and receipt change, and the sum of stock settings (safety stock
-    and thresholds change without a ledger row). Each is one index lookup or a
-    small scan; pages poll it and refresh only when it moves.
+    reservation and receipt change, the number of reservations (released ones
+    take no new id), and the count of stock settings changes (safety stock and
+    thresholds change without a ledger row; kept by triggers, migration 0013).
+    Each is one index lookup but the count of reservations (an index-only scan of
+    the open ones); the dashboard reads it at most once per refresh interval
+    for every open page (:mod:`oms.dashboard.figures`).
     """
-    marks = conn.execute(
-        sa.select(
-            sa.select(func.max(t.order_events.c.event_id)).scalar_subquery(),
-            sa.select(func.max(t.stock_ledger.c.entry_id)).scalar_subquery(),
-            sa.select(func.max(t.reservations.c.reservation_id)).scalar_subquery(),
-            sa.select(func.count()).select_from(t.reservations).scalar_subquery(),
-            sa.select(func.max(t.inbound_receipts.c.updated_at)).scalar_subquery(),
-            sa.select(
-                func.sum(t.stock.c.safety_stock + t.stock.c.low_stock_threshold)
-            ).scalar_subquery(),
-        )
-    ).one()
+    marks = conn.execute(MARK_QUERY).one()
     return ".".join("-" if m is None else str(m) for m in marks)
