@@ -6,7 +6,9 @@ Run from the project root (commands, not tests)::
     .venv/bin/python benchmarks/dashboard.py pages [--orders 100000] [--ledger 1000000]
         [--repeat 30] [--keep] [--json PATH]
     .venv/bin/python benchmarks/dashboard.py poll --base http://127.0.0.1:8080 --token T
-        [--tabs 3] [--every 1.0] [--duration 60]
+        [--tabs 3] [--every 1.0] [--duration 60] [--always]
+    .venv/bin/python benchmarks/dashboard.py cpu --database oms_dash_bench
+        [--modes moving idle unshared] [--rounds 3] [--duration 30]
 
 ``pages`` creates a PostgreSQL database (``--database``, by default
 ``oms_dash_bench``, dropped first and at the end unless ``--keep``), migrates
@@ -26,6 +28,14 @@ asks ``/api/changes`` every ``--every`` seconds and, when the mark moved,
 fetches the page's fragments again (``--always``: at every poll).
 ``benchmarks/checkout_cost.py`` runs it beside ``load.py``'s quote cell and
 compares quotes/s with and without the dashboard.
+
+``cpu`` serves the dashboard on a store ``pages --keep`` left, in each mode of
+sharing its figures (``moving``: recomputed every 5 s interval, as on a store
+that moves all the time; ``idle``: the mark stands still, figures live up to
+30 s; ``unshared``: every request computes, as before), polled by ``poll
+--always`` (at niceness 19), and reads the CPU the dashboard's process and its
+PostgreSQL backends used over ``--duration`` seconds (``/proc``), alternated
+over ``--rounds``: what an open dashboard takes from the cores checkout runs on.
 """
 
 from __future__ import annotations
@@ -463,7 +473,16 @@ class Tab:
         return reply.status, body
 
 
+class Stopped(Exception):
+    """SIGTERM: the load cell ended; the poller reports what it did."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped
+
+
 def poll(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _stop)
     tab = Tab(args.base)
     # load.py prepares its store before the server (and so the dashboard) starts: wait.
     deadline = time.monotonic() + args.wait
@@ -498,7 +517,7 @@ def poll(args: argparse.Namespace) -> int:
                         requests += 1
                     marks[i] = mark
             time.sleep(max(0.0, args.every - (time.monotonic() - tick)))
-    except (OSError, http.client.HTTPException):  # the server stopped first: report so far
+    except (OSError, http.client.HTTPException, Stopped):  # the cell ended: report so far
         pass
     polled = max(time.monotonic() - started, 1e-9)
     cpu = time.process_time()
@@ -512,6 +531,101 @@ def poll(args: argparse.Namespace) -> int:
             }
         )
     )
+    return 0
+
+
+#: ``cpu``'s dashboards: (refresh, unchanged) seconds. "moving": figures due every interval,
+#: as on a store whose mark moves all the time; "unshared": every request computes.
+CPU_MODES = {"moving": (5.0, 5.0), "idle": (5.0, 30.0), "unshared": (0.0, 0.0)}
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _backends(admin: psycopg.Connection[Any], database: str) -> dict[int, int]:
+    rows = admin.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
+        (database,),
+    ).fetchall()
+    return {pid: _cpu_ticks(pid) for (pid,) in rows}
+
+
+def cpu(args: argparse.Namespace) -> int:
+    """What the dashboard and its PostgreSQL backends use of the CPU while ``--tabs`` tabs
+    poll with ``--always``, by mode, alternated: a direct measure of an open dashboard's
+    cost, less noisy on a shared machine than checkout's quotes/s."""
+    url = f"{PG}/{args.database}"
+    hz = os.sysconf("SC_CLK_TCK")
+    rows: list[dict[str, Any]] = []
+    modes = list(args.modes)
+    with psycopg.connect(f"{PG}/postgres", autocommit=True) as admin:
+        for round_ in range(args.rounds):
+            for mode in modes[round_ % len(modes) :] + modes[: round_ % len(modes)]:
+                refresh, unchanged = CPU_MODES[mode]
+                env = dict(
+                    os.environ,
+                    OMS_VIEWER_TOKEN=TOKEN,
+                    OMS_DEMO_ORDERS="0",
+                    OMS_DASHBOARD_REFRESH_S=f"{refresh:g}",
+                    OMS_DASHBOARD_UNCHANGED_S=f"{unchanged:g}",
+                )
+                server = subprocess.Popen(
+                    [sys.executable, "-m", "oms.cli", "dashboard", "--database-url", url,
+                     "--http-port", str(args.port)],
+                    env=env, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                base = f"http://127.0.0.1:{args.port}"
+                poller = subprocess.Popen(
+                    [sys.executable, __file__, "poll", "--base", base, "--token", TOKEN,
+                     "--tabs", str(args.tabs), "--every", "1", "--always",
+                     "--duration", f"{args.duration + args.warmup + 5:g}"],
+                    stdout=subprocess.PIPE, preexec_fn=lambda: os.nice(19),
+                )  # fmt: skip
+                try:
+                    while True:  # signed in and polling
+                        try:
+                            httpx.get(base + "/healthz", timeout=1)
+                            break
+                        except httpx.HTTPError:
+                            time.sleep(0.1)
+                    time.sleep(args.warmup)
+                    load = os.getloadavg()[0]
+                    server0, backends0 = _cpu_ticks(server.pid), _backends(admin, args.database)
+                    t0 = time.monotonic()
+                    time.sleep(args.duration)
+                    server1, backends1 = _cpu_ticks(server.pid), _backends(admin, args.database)
+                    wall = time.monotonic() - t0
+                finally:
+                    server.send_signal(signal.SIGTERM)
+                    server.wait(timeout=20)
+                    out = poller.communicate(timeout=30)[0].decode().strip()
+                backend = sum(v - backends0.get(pid, 0) for pid, v in backends1.items())
+                row = {
+                    "round": round_,
+                    "mode": mode,
+                    "dashboard_cpu_ms_per_s": round(1000 * (server1 - server0) / hz / wall, 1),
+                    "backends_cpu_ms_per_s": round(1000 * backend / hz / wall, 1),
+                    "poller": json.loads(out.splitlines()[-1]) if out else None,
+                    "loadavg_1m": load,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print(f"\n{'mode':10} {'dashboard ms/s':>15} {'backends ms/s':>14} {'total ms/s':>11}")
+    for mode in modes:
+        mine = [r for r in rows if r["mode"] == mode]
+        dash = statistics.median(r["dashboard_cpu_ms_per_s"] for r in mine)
+        pg = statistics.median(r["backends_cpu_ms_per_s"] for r in mine)
+        print(f"{mode:10} {dash:15.1f} {pg:14.1f} {dash + pg:11.1f}")
+    print("(medians over rounds; ms of CPU per second of wall time: 10 ms/s is 1% of a core)")
+    load_end = os.getloadavg()
+    print(f"load average {load_end[0]:.2f} {load_end[1]:.2f} {load_end[2]:.2f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"rows": rows, "loadavg_end": load_end}, indent=1))
     return 0
 
 
@@ -540,8 +654,18 @@ def main() -> int:
         action="store_true",
         help="fetch every tab's fragments at every poll, as if the store moved every second",
     )
+    c = sub.add_parser("cpu")
+    c.add_argument("--database", default="oms_dash_bench", help="a store `pages --keep` built")
+    c.add_argument("--modes", nargs="+", choices=tuple(CPU_MODES), default=list(CPU_MODES))
+    c.add_argument("--rounds", type=int, default=3)
+    c.add_argument("--tabs", type=int, default=3)
+    c.add_argument("--duration", type=float, default=30.0)
+    c.add_argument("--warmup", type=float, default=5.0)
+    c.add_argument("--port", type=int, default=18182)
+    c.add_argument("--json", type=Path, default=DEFAULT_JSON.with_name("dashboard_cpu.json"))
     args = parser.parse_args()
-    return pages(args) if args.command == "pages" else poll(args)
+    commands = {"pages": pages, "poll": poll, "cpu": cpu}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":
