@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,11 @@ def test_the_dashboard_in_a_browser(database_url: str, browser: Any) -> None:
         assert int(kpi(page, "kept")) == expected.kept == 1
         assert int(kpi(page, "attention")) == 0
         page.wait_for_function("document.querySelectorAll('canvas[data-chart]').length === 7")
+        # When the (shared) figures were read, to the second, in UTC.
+        as_of = page.locator("#overview-body .as-of time")
+        read_at = datetime.fromisoformat(str(as_of.get_attribute("datetime")))
+        assert abs(read_at.timestamp() - time.time()) < 30
+        assert as_of.inner_text() == read_at.strftime("%H:%M:%S UTC")
         page.screenshot(path=str(ARTIFACTS / f"{backend}-overview.png"), full_page=True)
 
         # Orders: search the split order by id, open it, see its parcels and its timeline.
