@@ -55,9 +55,7 @@ def overview_page(request: Request) -> Response:
 
 
 def overview_fragment(request: Request) -> Response:
-    return site_of(request).fragment(
-        request, "partials/overview_body.html", _overview_figures(request)
-    )
+    return site_of(request).fragment("partials/overview_body.html", _overview_figures(request))
 
 
 def overview_json(request: Request) -> Response:
@@ -160,22 +158,22 @@ def stock_page(request: Request) -> Response:
 
 def stock_table_fragment(request: Request) -> Response:
     figures = _stock_table_figures(request)
-    return site_of(request).fragment(request, "partials/stock_table.html", figures)
+    return site_of(request).fragment("partials/stock_table.html", figures)
 
 
 def alerts_fragment(request: Request) -> Response:
     figures = _alerts_figures(request)
-    return site_of(request).fragment(request, "partials/alerts.html", figures)
+    return site_of(request).fragment("partials/alerts.html", figures)
 
 
 def receipts_fragment(request: Request) -> Response:
     figures = _receipts_figures(request)
-    return site_of(request).fragment(request, "partials/receipts.html", figures)
+    return site_of(request).fragment("partials/receipts.html", figures)
 
 
 def nodes_fragment(request: Request) -> Response:
     figures = _nodes_figures(request)
-    return site_of(request).fragment(request, "partials/nodes.html", figures)
+    return site_of(request).fragment("partials/nodes.html", figures)
 
 
 # -- orders -----------------------------------------------------------------------
@@ -204,7 +202,7 @@ def orders_page(request: Request) -> Response:
 
 def orders_fragment(request: Request) -> Response:
     figures = _orders_figures(request)
-    return site_of(request).fragment(request, "partials/orders_table.html", figures)
+    return site_of(request).fragment("partials/orders_table.html", figures)
 
 
 def _order_figures(request: Request) -> Figures[dict[str, Any] | None]:
@@ -232,7 +230,7 @@ def order_fragment(request: Request) -> Response:
     figures = _order_figures(request)
     if figures.value is None:
         return PlainTextResponse("no such order", status_code=404)
-    return site_of(request).fragment(request, "partials/order_body.html", figures)
+    return site_of(request).fragment("partials/order_body.html", figures)
 
 
 def _page(request: Request, name: str, figures: Figures[dict[str, Any]]) -> Response:

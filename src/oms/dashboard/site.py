@@ -73,15 +73,13 @@ class Site:
         """``key``'s figures as every session shares them (:mod:`.figures`)."""
         return self.figures.get(key, compute)
 
-    def fragment(
-        self, request: Request, name: str, figures: Figures[Any], status: int = 200
-    ) -> Response:
+    def fragment(self, name: str, figures: Figures[Any]) -> Response:
         """A fragment: the same HTML for every session at these figures, rendered once."""
         html = figures.rendered.get(name)
         if html is None:
             context = {**figures.value, "as_of": figures.as_of}
             html = figures.rendered[name] = self.templates.get_template(name).render(context)
-        return HTMLResponse(html, status_code=status)
+        return HTMLResponse(html)
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         context.setdefault("role", signed_in(request))
