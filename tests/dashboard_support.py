@@ -88,7 +88,21 @@ class Expected:
 
 def expected_today(store: Store, now: float) -> Expected:
     midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = midnight.timestamp()
+    return expected_since(store, midnight.timestamp())
+
+
+#: Shipment states that reached the customer (``oms.store.shipment_records.DONE``).
+ARRIVED = ("DELIVERED", "PICKED_UP")
+
+
+def expected_since(store: Store, start: float) -> Expected:
+    """The overview's figures over orders, quotes and deliveries since ``start``.
+
+    Orders, not shipments: an order is counted once in every figure whatever its parcels.
+    It is delivered when its state is DELIVERED, at the time its last shipment arrived
+    (read from the shipments table, not from the order events the dashboard counts), and
+    kept when that UTC day is on or before its promised date.
+    """
     with store.read() as conn:
         orders = [
             (row.order_id, row.state, json.loads(row.allocation_json), row.promised_date)
@@ -104,14 +118,18 @@ def expected_today(store: Store, now: float) -> Expected:
         quotes = conn.execute(
             sa.select(sa.func.count()).where(t.quotes.c.created_at >= start)
         ).scalar_one()
-        deliveries = conn.execute(
-            sa.select(t.order_events.c.order_id, t.order_events.c.at).where(
-                t.order_events.c.type == "delivered", t.order_events.c.at >= start
-            )
-        ).all()
+        s, o = t.shipments, t.orders
+        arrived: dict[str, float] = {}
+        for order_id, at in conn.execute(
+            sa.select(s.c.order_id, s.c.delivered_at)
+            .join(o, o.c.order_id == s.c.order_id)
+            .where(o.c.state == "DELIVERED", s.c.state.in_(ARRIVED))
+        ):
+            arrived[order_id] = max(arrived.get(order_id, 0.0), float(at))
         promised = dict(
             conn.execute(sa.select(t.orders.c.order_id, t.orders.c.promised_date)).all()
         )
+    deliveries = {order_id: at for order_id, at in arrived.items() if at >= start}
     by_state: dict[str, int] = {}
     for _, state, _, _ in orders:
         by_state[state] = by_state.get(state, 0) + 1
@@ -124,7 +142,7 @@ def expected_today(store: Store, now: float) -> Expected:
     }
     kept = sum(
         1
-        for order_id, at in deliveries
+        for order_id, at in deliveries.items()
         if datetime.fromtimestamp(at, UTC).date().isoformat() <= promised[order_id]
     )
     return Expected(
@@ -138,6 +156,6 @@ def expected_today(store: Store, now: float) -> Expected:
         split_rate=sum(1 for doc in live if len(doc["parcels"]) > 1) / n,
         labels=labels,
         quotes=int(quotes),
-        delivered=len({order_id for order_id, _ in deliveries}),
+        delivered=len(deliveries),
         kept=kept,
     )

@@ -170,8 +170,10 @@ class Shipping:
                 return row
             for shipment in shipped:
                 self._arrive(conn, shipment)
-            self.store.add_event(conn, order_id, "delivered", "delivered to the customer")
-            self.store.refresh_state(conn, order_id)
+            # The order-level ``delivered`` event only when the last parcel arrived: a split
+            # order delivered in two calls is one delivery (the dashboard counts orders by
+            # it); each parcel's arrival is its own ``shipment_delivered`` event.
+            self._settle(conn, order_id)
             return self.store.get_order(conn, order_id)
 
     # -- per shipment ----------------------------------------------------------------------

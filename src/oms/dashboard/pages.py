@@ -61,6 +61,7 @@ def overview_fragment(request: Request) -> Response:
 def overview_json(request: Request) -> Response:
     figures = _overview_figures(request)
     ov: views.Overview = figures.value["ov"]
+    charts = overview_charts(ov)
     return JSONResponse(
         {
             "period": figures.value["period"],
@@ -80,7 +81,9 @@ def overview_json(request: Request) -> Response:
             "kept": ov.kept,
             "at_risk": ov.at_risk,
             "attention": ov.attention,
-            **overview_charts(ov),
+            # The charts' bucket labels apart: ``labels`` is the options chosen above.
+            "buckets": charts["labels"],
+            "charts": charts["charts"],
         }
     )
 

@@ -27,8 +27,9 @@ Definitions (the tests recompute each independently from the store):
   (an option can carry several: CHEAPEST and BALANCED at once);
 * **conversion**: orders created / quotes created in the period;
 * **promises kept**: of the orders delivered in the period (their
-  ``delivered`` event), those delivered on or before their promised date
-  (UTC day);
+  ``delivered`` event, written once, when the order's last shipment arrived:
+  a split order delivered in two steps is one delivery), those delivered on or
+  before their promised date (UTC day);
 * **at risk**: orders with a shipment not yet left its node (PENDING,
   REQUESTED, ACCEPTED) whose planned dispatch day has passed (``Shipment.late``),
   whatever the order's state (a PARTIALLY_SHIPPED order's late parcel counts);
