@@ -137,9 +137,7 @@ def test_split_orders_delivered_in_two_steps_count_once(grpc: Client) -> None:
         "CANCELLED": 1,
     }
     assert today.parcels == 2.0 and today.split_rate == 1.0
-    with TestClient(
-        create_app(config(grpc.store.url), grpc.store), follow_redirects=False
-    ) as web:
+    with TestClient(create_app(config(grpc.store.url), grpc.store), follow_redirects=False) as web:
         assert web.get("/login", params={"token": VIEWER}).status_code == 303
         check(web, "today", today)
         check(web, "7d", week)

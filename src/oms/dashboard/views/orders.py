@@ -72,9 +72,10 @@ def search_orders(
 ) -> OrderPage:
     """Orders matching ``query``, newest first, a page at a time (keyset on creation time).
 
-    SKU and node match the order's lines and its plan's parcels (JSON text, as
-    written with ``separators=(",", ":")``; SHIPMENTS: the node could match the
-    shipments table instead, which also finds a node that rejected its part).
+    SKU matches the order's lines (JSON text, as written with ``separators=(",", ":")``).
+    Node matches the order's shipments (any state: also a node that refused its part,
+    re-sourced elsewhere), a semi-join on the node's rows of ``ix_shipments_node_state``
+    rather than a LIKE over every order's plan (which read every order for a node with few).
     ``late`` keeps the orders among the late shipments' (as of ``now``, default the
     wall clock): a semi-join on that small set (:func:`late_shipments`, an index
     range), not a probe of every order.
@@ -106,11 +107,10 @@ def search_orders(
         select = select.where(
             o.c.lines_json.like(like_pattern('"sku":' + json.dumps(query.sku)), escape="\\")
         )
-    if query.node_id:
+    if query.node_id:  # the node's shipments by ix_shipments_node_state, not every plan
+        s = t.shipments
         select = select.where(
-            o.c.allocation_json.like(
-                like_pattern('"node_id":' + json.dumps(query.node_id)), escape="\\"
-            )
+            o.c.order_id.in_(sa.select(s.c.order_id).where(s.c.node_id == query.node_id))
         )
     if query.attention:
         select = select.where(o.c.state.in_(OPEN_STATES), needs)
