@@ -42,7 +42,6 @@ def _overview_figures(request: Request) -> Figures[dict[str, Any]]:
         return {
             "ov": ov,
             "period": key,
-            "at_risk_rows": ov.at_risk_rows,
             "attention_rows": attention,
             "charts": script_json(overview_charts(ov)),
         }
@@ -80,6 +79,18 @@ def overview_json(request: Request) -> Response:
             "delivered": ov.delivered,
             "kept": ov.kept,
             "at_risk": ov.at_risk,
+            "late_shipments": ov.late_shipments,
+            "late": [
+                {
+                    "shipment_id": x.shipment_id,
+                    "order_id": x.order_id,
+                    "node_id": x.node_id,
+                    "state": x.state,
+                    "planned_dispatch": x.planned_dispatch,
+                    "days_late": x.days_late,
+                }
+                for x in ov.late_rows
+            ],
             "attention": ov.attention,
             # The charts' bucket labels apart: ``labels`` is the options chosen above.
             "buckets": charts["labels"],

@@ -113,6 +113,10 @@ def overview_charts(ov: views.Overview) -> dict[str, Any]:
                 "stacked": True,
                 "datasets": [ds(k, ov.label_series[k], PALETTE[k]) for k in views.LABELS],
             },
+            "late": {
+                "type": "line",
+                "datasets": [ds("late shipments", ov.late_series, "#c62828")],
+            },
             "conversion": {
                 "type": "bar",
                 "datasets": [

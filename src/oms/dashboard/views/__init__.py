@@ -34,6 +34,10 @@ Definitions (the tests recompute each independently from the store):
   REQUESTED, ACCEPTED) whose planned dispatch day has passed (``Shipment.late``),
   whatever the order's state (a PARTIALLY_SHIPPED order's late parcel counts);
   now, whatever the period; the orders search filters on the same (``late``);
+* **late shipments**: those shipments themselves, now (listed longest late
+  first, each linking to its order), and over the period the number late at
+  each bucket's end (not left their node by then, planned dispatch day passed;
+  a shipment left at ``shipped_at``, ended when cancelled or refused);
 * **needing attention**: open orders (PLACED, RELEASED, PARTIALLY_SHIPPED,
   PARTIALLY_DELIVERED) with a ``flagged`` event (re-sourcing could not keep
   the promise), as ``GetOrder``'s ``needs_attention``.
@@ -75,11 +79,14 @@ from oms.dashboard.views.stock import (
     positions,
 )
 from oms.dashboard.views.summary import (
+    LateShipment,
     Overview,
     at_risk,
     attention,
     count_at_risk,
     count_attention,
+    late_series,
+    late_shipment_rows,
     overview,
 )
 
@@ -92,6 +99,7 @@ __all__ = [
     "PERIODS",
     "STATES",
     "Event",
+    "LateShipment",
     "LedgerRow",
     "MenuOption",
     "NodeUse",
@@ -111,6 +119,8 @@ __all__ = [
     "change_mark",
     "count_at_risk",
     "count_attention",
+    "late_series",
+    "late_shipment_rows",
     "low_stock",
     "nodes",
     "open_receipts",

@@ -23,6 +23,10 @@ OPEN_STATES = ("PLACED", "RELEASED", "PARTIALLY_SHIPPED", "PARTIALLY_DELIVERED")
 #: Shipment states not yet left their node (``oms.store.shipment_records.OPEN``): past its
 #: planned dispatch day, such a shipment is late.
 OPEN_SHIPMENT_STATES = ("PENDING", "REQUESTED", "ACCEPTED")
+#: Shipment states that left their node (``shipment_records.LEFT``: at ``shipped_at``) and
+#: that ended without leaving (``GONE``: cancelled or refused, at ``updated_at``).
+LEFT_SHIPMENT_STATES = ("SHIPPED", "READY_FOR_PICKUP", "DELIVERED", "PICKED_UP")
+GONE_SHIPMENT_STATES = ("CANCELLED", "REJECTED")
 STATES = (
     "PLACED",
     "RELEASED",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import func
@@ -11,19 +13,39 @@ from sqlalchemy.engine import Connection
 from oms import schema as t
 from oms.dashboard.views.buckets import period_buckets
 from oms.dashboard.views.common import (
+    DAY_S,
+    GONE_SHIPMENT_STATES,
+    LEFT_SHIPMENT_STATES,
     MAX_PAGE,
     MILLICENTS_PER_UNIT,
+    OPEN_SHIPMENT_STATES,
     OPEN_STATES,
     STATES,
     Period,
+    date_number,
+    dense_series,
     late_shipments,
     needs_attention,
     ratio,
+    utc_day,
 )
 from oms.dashboard.views.orders import OrderQuery, OrderSummary, search_orders
 
 #: An order with a late shipment: (order id, its earliest late planned dispatch day).
 Late = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class LateShipment:
+    """A shipment not yet left its node past its planned dispatch day (``Shipment.late``)."""
+
+    shipment_id: str
+    order_id: str
+    node_id: str
+    state: str
+    planned_dispatch: str
+    #: Whole days past the planned dispatch day (1: it should have left yesterday).
+    days_late: int
 
 
 @dataclass(frozen=True)
@@ -52,9 +74,15 @@ class Overview:
     kept: int
     kept_series: list[int]
     delivered_series: list[int]
+    #: Orders with a late shipment now, and the first of them: (order id, planned
+    #: dispatch day), earliest first.
     at_risk: int
-    #: The first of them: (order id, planned dispatch day), earliest first.
     at_risk_rows: list[Late]
+    #: Late shipments now, the first of them (longest late first), and per bucket how many
+    #: were late at its end (the last bucket's end is now: it equals ``late_shipments``).
+    late_shipments: int
+    late_rows: list[LateShipment]
+    late_series: list[int]
     attention: int
     flagged_series: list[int]
 
@@ -72,8 +100,9 @@ def _means(totals: list[int], counts: list[int]) -> list[float | None]:
 
 
 def overview(conn: Connection, period: Period, now: float, *, risky: int = 10) -> Overview:
-    """The period's figures (from :func:`period_buckets`), and now's open orders at risk
-    (``risky`` of them listed) and needing attention."""
+    """The period's figures (from :func:`period_buckets`), now's orders at risk and late
+    shipments (``risky`` of each listed) with the late shipments over the period, and the
+    orders needing attention."""
     n = len(period.labels)
     b = period_buckets(conn, period)
     by_state = {s: sum(series) for s, series in b.states.items()}
@@ -99,6 +128,7 @@ def overview(conn: Connection, period: Period, now: float, *, risky: int = 10) -
     ]
     quotes = sum(b.quotes)
     late_count, late_rows = late_dispatches(conn, now, limit=risky)
+    late_total, late_list = late_shipment_rows(conn, now, limit=risky)
     return Overview(
         period=period,
         orders=orders,
@@ -125,6 +155,9 @@ def overview(conn: Connection, period: Period, now: float, *, risky: int = 10) -
         delivered_series=b.delivered,
         at_risk=late_count,
         at_risk_rows=late_rows,
+        late_shipments=late_total,
+        late_rows=late_list,
+        late_series=late_series(conn, period, now),
         attention=count_attention(conn),
         flagged_series=b.flagged,
     )
@@ -159,6 +192,99 @@ def late_dispatches(conn: Connection, now: float, limit: int = 20) -> tuple[int,
         .limit(max(1, min(limit, MAX_PAGE)))
     ).all()
     return int(count), [(order_id, str(day)) for order_id, day in rows]
+
+
+def late_shipment_rows(
+    conn: Connection, now: float, limit: int = 20
+) -> tuple[int, list[LateShipment]]:
+    """How many shipments are late now (``Shipment.late``), and the first ``limit`` of them,
+    longest late first: the same index range as :func:`late_dispatches`."""
+    s = t.shipments
+    late = late_shipments(now)
+    count = conn.execute(sa.select(func.count()).where(late)).scalar_one()
+    today = date.fromisoformat(utc_day(now))
+    rows = conn.execute(
+        sa.select(s.c.shipment_id, s.c.order_id, s.c.node_id, s.c.state, s.c.planned_dispatch)
+        .where(late)
+        .order_by(s.c.planned_dispatch, s.c.shipment_id)
+        .limit(max(1, min(limit, MAX_PAGE)))
+    ).all()
+    return int(count), [
+        LateShipment(
+            r.shipment_id,
+            r.order_id,
+            r.node_id,
+            r.state,
+            r.planned_dispatch,
+            (today - date.fromisoformat(r.planned_dispatch)).days,
+        )
+        for r in rows
+    ]
+
+
+def late_series(conn: Connection, period: Period, now: float) -> list[int]:
+    """Per bucket of ``period``, the shipments late at its end (now for the last one): not
+    left their node then (still open, or left or ended after it) though their planned
+    dispatch day had passed, counting those created by then.
+
+    One query over the shipments that were ever late (open and past their day, or left or
+    ended in the period after their day: a filter over the shipments table, which has no
+    index on when a shipment left), each checked at every bucket's end in SQL.
+    """
+    s = t.shipments
+    n = len(period.labels)
+    ends = [min(period.start + (i + 1) * period.bucket_s, now) for i in range(n)]
+    # After its planned dispatch day: from the next UTC midnight on.
+    overdue_from = (sa.type_coerce(date_number(conn, s.c.planned_dispatch), sa.Integer) + 1) * DAY_S
+
+    def left_late(at: Any, states: tuple[str, ...]) -> Any:
+        # Cheap comparisons first: most rows left before the period and stop there.
+        return sa.and_(s.c.state.in_(states), at >= period.start, at >= overdue_from)
+
+    ever_late = (
+        sa.select(
+            s.c.planned_dispatch.label("planned"),
+            s.c.created_at.label("created"),
+            sa.case(
+                (s.c.state.in_(LEFT_SHIPMENT_STATES), s.c.shipped_at),
+                (s.c.state.in_(GONE_SHIPMENT_STATES), s.c.updated_at),
+                else_=None,
+            ).label("left_at"),
+        )
+        .where(
+            s.c.planned_dispatch < utc_day(now),
+            sa.or_(
+                s.c.state.in_(OPEN_SHIPMENT_STATES),
+                left_late(s.c.shipped_at, LEFT_SHIPMENT_STATES),
+                left_late(s.c.updated_at, GONE_SHIPMENT_STATES),
+            ),
+        )
+        # Computed once (a few thousand rows at most), then checked at each bucket's end.
+        .cte("ever_late")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    # The bucket ends as rows (a UNION ALL: SQLite has no named VALUES list).
+    ends_t = sa.union_all(
+        *(
+            sa.select(
+                sa.literal(i, sa.Integer).label("i"),
+                sa.literal(at, sa.Float).label("at"),
+                sa.literal(utc_day(at), sa.String).label("day"),
+            )
+            for i, at in enumerate(ends)
+        )
+    ).subquery("bucket_ends")
+    rows = conn.execute(
+        sa.select(ends_t.c.i, func.count())
+        .select_from(ever_late.join(ends_t, sa.true()))
+        .where(
+            ever_late.c.planned < ends_t.c.day,
+            ever_late.c.created <= ends_t.c.at,
+            sa.or_(ever_late.c.left_at.is_(None), ever_late.c.left_at > ends_t.c.at),
+        )
+        .group_by(ends_t.c.i)
+    ).all()
+    return dense_series(rows, n)
 
 
 def count_at_risk(conn: Connection, now: float) -> int:
