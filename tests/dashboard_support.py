@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -45,11 +45,14 @@ def config(url: str, **overrides: Any) -> DashboardConfig:
 
 
 @contextmanager
-def dashboard_server(url: str, **overrides: Any) -> Iterator[str]:
-    """The dashboard app under uvicorn on a free port; yields its base URL."""
+def dashboard_server(
+    url: str, clock: Callable[[], float] = time.time, **overrides: Any
+) -> Iterator[str]:
+    """The dashboard app under uvicorn on a free port (its clock ``clock``); yields its
+    base URL."""
     port = free_port()
     store = Store(url, pool_size=4)
-    app = create_app(config(url, port=port, **overrides), store)
+    app = create_app(config(url, port=port, **overrides), store, clock=clock)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     )

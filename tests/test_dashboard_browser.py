@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from dashboard_support import VIEWER, dashboard_server, expected_today
+from oms import schema as t
 from oms.v1 import fulfilment_pb2, inventory_pb2
 
 from service_support import ADMIN, Client, hand_network, running_server
@@ -75,9 +77,10 @@ def test_the_dashboard_in_a_browser(database_url: str, browser: Any) -> None:
     # Figures shared by every page as in production, over a short interval: each change
     # below must reach the open page through it (the default is 5 s).
     shared = {"refresh_s": 1.0, "unchanged_s": 30.0}
+    ahead = [0.0]  # the dashboard's clock runs ahead by this much: late shipments at the end
     with (
         running_server(database_url, network) as client,
-        dashboard_server(database_url, **shared) as base,
+        dashboard_server(database_url, clock=lambda: time.time() + ahead[0], **shared) as base,
     ):
         # Orders through the real checkout over gRPC on loopback: a single-parcel order, a
         # split (7 A: no node has them all), one delivered, one cancelled with HTML in its reason,
@@ -147,13 +150,33 @@ def test_the_dashboard_in_a_browser(database_url: str, browser: Any) -> None:
         assert int(kpi(page, "delivered")) == expected.delivered == 1
         assert int(kpi(page, "kept")) == expected.kept == 1
         assert int(kpi(page, "attention")) == 0
-        page.wait_for_function("document.querySelectorAll('canvas[data-chart]').length === 7")
+        page.wait_for_function("document.querySelectorAll('canvas[data-chart]').length === 8")
         # When the (shared) figures were read, to the second, in UTC.
         as_of = page.locator("#overview-body .as-of time")
         read_at = datetime.fromisoformat(str(as_of.get_attribute("datetime")))
         assert abs(read_at.timestamp() - time.time()) < 30
         assert as_of.inner_text() == read_at.strftime("%H:%M:%S UTC")
         page.screenshot(path=str(ARTIFACTS / f"{backend}-overview.png"), full_page=True)
+
+        # Quotes alone: the conversion card follows them without a reload, and nothing else
+        # on the page is fetched again (the change mark did not move).
+        fetched: list[str] = []
+        page.on("request", lambda r: fetched.append(r.url) if "/fragments/" in r.url else None)
+        page.evaluate("document.querySelector('[data-kpi=orders]').dataset.kept = '1'")
+        waited = time.monotonic()
+        for _ in range(3):
+            client.quote({"A": 1})
+        page.locator('[data-kpi="quotes"]', has_text=str(expected.quotes + 3)).wait_for(
+            timeout=15_000
+        )
+        assert float(kpi(page, "conversion").rstrip("%")) == pytest.approx(
+            100 * expected.orders / (expected.quotes + 3), abs=0.05
+        )
+        assert any("/fragments/conversion?period=today" in url for url in fetched), fetched
+        if time.monotonic() - waited < 20:  # before the page's forced refresh (every 30 s)
+            assert not any("/fragments/overview" in url for url in fetched), fetched
+            assert page.evaluate("document.querySelector('[data-kpi=orders]').dataset.kept")
+        page.wait_for_function("document.querySelectorAll('canvas[data-chart]').length === 8")
 
         # Orders: search the split order by id, open it, see its parcels and its timeline.
         page.click("nav[aria-label=Pages] >> text=Orders")
@@ -245,6 +268,28 @@ def test_the_dashboard_in_a_browser(database_url: str, browser: Any) -> None:
         row = page.locator("table[data-table=alerts] tbody tr", has_text="DC-CHI")
         assert "B" in row.inner_text() and "10" in row.inner_text()
         page.screenshot(path=str(ARTIFACTS / f"{backend}-stock.png"), full_page=True)
+
+        # Ten days on (the dashboard's clock), the shipments still at their nodes are late:
+        # the overview counts them as the store does, lists them, and a row opens its order.
+        ahead[0] = 10 * 86_400
+        today = time.strftime("%Y-%m-%d", time.gmtime(time.time() + ahead[0]))
+        with client.store.read() as conn:
+            late = conn.execute(
+                sa.select(t.shipments.c.shipment_id, t.shipments.c.order_id).where(
+                    t.shipments.c.state.in_(("PENDING", "REQUESTED", "ACCEPTED")),
+                    t.shipments.c.planned_dispatch < today,
+                )
+            ).all()
+        assert split in {order_id for _, order_id in late}
+        page.goto(base + "/?period=7d")
+        assert int(kpi(page, "late-shipments")) == len(late)
+        assert int(kpi(page, "at-risk")) == len({order_id for _, order_id in late})
+        split_late = next(sid for sid, order_id in late if order_id == split)
+        page.screenshot(path=str(ARTIFACTS / f"{backend}-overview-late.png"), full_page=True)
+        page.click(f'table[data-table=late] tr[data-shipment="{split_late}"] a')
+        page.wait_for_url(f"{base}/orders/{split}")
+        late_row = page.locator(f'table[data-table=shipments] tr[data-shipment="{split_late}"]')
+        assert "late" in late_row.locator("[data-cell=state]").inner_text()
 
         # A tablet sees the same pages (no horizontal scroll on the overview).
         tablet = browser.new_context(viewport={"width": 820, "height": 1180}, has_touch=True)

@@ -36,6 +36,7 @@ GUARDED = (
     "/orders?sku=A",
     "/orders/o_missing",
     "/fragments/overview?period=today",
+    "/fragments/conversion?period=7d",
     "/fragments/stock-table",
     "/fragments/alerts",
     "/fragments/receipts",
@@ -482,3 +483,41 @@ def test_the_printed_login_link_answers_the_moment_it_is_printed(tmp_path: Path)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def test_quotes_move_their_own_mark_and_the_conversion_fragment(database_url: str) -> None:
+    """Quotes alone do not move the change mark (every tab would refetch every part on
+    every quote), but they move /api/changes' own quote mark, and the overview's
+    conversion fragment (which the page refetches on that mark, at a slower pace) follows
+    them: quotes, orders and the rate equal the store's counts."""
+    with running_server(database_url, hand_network()) as grpc:
+        quote = grpc.quote({"A": 1})
+        grpc.place(quote.quote_id, quote.options[0].option_id)
+        with TestClient(
+            create_app(config(database_url), grpc.store), follow_redirects=False
+        ) as web:
+            sign_in(web)
+            before = web.get("/api/changes").json()
+            overview = web.get("/", params={"period": "7d"}).text
+            assert 'hx-get="/fragments/conversion?period=7d"' in overview
+            assert 'hx-trigger="oms:quotes from:body"' in overview
+            for _ in range(3):
+                grpc.quote({"B": 1})
+            after = web.get("/api/changes").json()
+            assert after["mark"] == before["mark"]  # no tab refetches everything
+            assert after["quotes"] != before["quotes"]
+            with grpc.store.read() as conn:
+                quotes = conn.execute(sa.select(sa.func.count()).select_from(t.quotes)).scalar()
+                orders = conn.execute(sa.select(sa.func.count()).select_from(t.orders)).scalar()
+            assert (quotes, orders) == (4, 1)
+            for period in ("today", "7d", "30d"):
+                part = web.get("/fragments/conversion", params={"period": period})
+                assert part.status_code == 200
+                assert re.search(rf'data-kpi="quotes">{quotes}<', part.text), period
+                assert re.search(rf'data-kpi="conversion-orders">{orders}<', part.text), period
+                assert re.search(r'data-kpi="conversion">25\.0%<', part.text), period
+                assert 'class="chart-data"' in part.text and 'data-chart="conversion"' in part.text
+            # An order moves the change mark, as before.
+            again = grpc.quote({"A": 1})
+            grpc.place(again.quote_id, again.options[0].option_id)
+            assert web.get("/api/changes").json()["mark"] != after["mark"]

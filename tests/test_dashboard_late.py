@@ -134,10 +134,13 @@ def test_late_shipments_now_and_over_the_period(database_url: str) -> None:
             # The page: the number, the list (each row links to its order), and the chart.
             page = web.get("/", params={"period": "7d"}).text
             assert re.search(r'data-kpi="late-shipments">1<', page)
-            table = re.search(r'<table class="mini" data-table="late">(.*?)</table>', page, re.S)
+            table = re.search(
+                r'<table class="mini late" data-table="late">(.*?)</table>', page, re.S
+            )
             assert table is not None
             rows = re.findall(
-                r'<tr data-shipment="([^"]+)"><td><a href="/orders/([^"]+)">', table.group(1)
+                r'<tr data-shipment="([^"]+)"><td class="id"><a href="/orders/([^"]+)"',
+                table.group(1),
             )
             assert rows == [(parts["ST-PHL"], split)]
             assert 'data-chart="late"' in page

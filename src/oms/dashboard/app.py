@@ -71,6 +71,7 @@ ROUTES = [
     Route("/orders", guarded(pages.orders_page)),
     Route("/orders/{order_id:path}", guarded(pages.order_page)),
     Route("/fragments/overview", guarded(pages.overview_fragment)),
+    Route("/fragments/conversion", guarded(pages.conversion_fragment)),
     Route("/fragments/stock-table", guarded(pages.stock_table_fragment)),
     Route("/fragments/alerts", guarded(pages.alerts_fragment)),
     Route("/fragments/receipts", guarded(pages.receipts_fragment)),

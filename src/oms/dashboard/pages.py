@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from oms.dashboard import params, views
 from oms.dashboard.figures import Figures
-from oms.dashboard.render import node_map, overview_charts, script_json
+from oms.dashboard.render import conversion_charts, node_map, overview_charts, script_json
 from oms.dashboard.site import site_of
 
 #: Low-stock alerts listed at the top of the stock page (the table below filters to all).
@@ -44,9 +44,14 @@ def _overview_figures(request: Request) -> Figures[dict[str, Any]]:
             "period": key,
             "attention_rows": attention,
             "charts": script_json(overview_charts(ov)),
+            **_conversion(views.Conversion.of(ov)),
         }
 
     return site.shared(("overview", key), compute)
+
+
+def _conversion(conv: views.Conversion) -> dict[str, Any]:
+    return {"conv": conv, "conv_charts": script_json(conversion_charts(conv))}
 
 
 def overview_page(request: Request) -> Response:
@@ -55,6 +60,16 @@ def overview_page(request: Request) -> Response:
 
 def overview_fragment(request: Request) -> Response:
     return site_of(request).fragment("partials/overview_body.html", _overview_figures(request))
+
+
+def conversion_fragment(request: Request) -> Response:
+    """The overview's conversion card alone: a page refetches it when only quotes moved."""
+    site = site_of(request)
+    key = params.period(request)
+    now = site.clock()
+    with site.read() as conn:
+        conv = views.conversion(conn, views.Period.of(key, now))
+    return site.render(request, "partials/conversion.html", **_conversion(conv))
 
 
 def overview_json(request: Request) -> Response:
@@ -256,6 +271,11 @@ def _page(request: Request, name: str, figures: Figures[dict[str, Any]]) -> Resp
 
 
 def changes(request: Request) -> Response:
-    """The change mark, read at most once per refresh interval for every open page."""
-    mark, at = site_of(request).figures.mark()
-    return JSONResponse({"mark": mark, "at": at})
+    """The change mark, read at most once per refresh interval for every open page, and
+    the quote mark apart (one index lookup): a page refetches only its conversion card
+    when that alone moved."""
+    site = site_of(request)
+    mark, at = site.figures.mark()
+    with site.read() as conn:
+        quotes = views.quote_mark(conn)
+    return JSONResponse({"mark": mark, "quotes": quotes, "at": at})

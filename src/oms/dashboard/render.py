@@ -117,17 +117,27 @@ def overview_charts(ov: views.Overview) -> dict[str, Any]:
                 "type": "line",
                 "datasets": [ds("late shipments", ov.late_series, "#c62828")],
             },
-            "conversion": {
-                "type": "bar",
-                "datasets": [
-                    ds("quotes", ov.quote_series, "#9e9e9e"),
-                    ds("orders", ov.order_series, "#1f6fb2"),
-                ],
-            },
+            "conversion": conversion_charts(views.Conversion.of(ov))["charts"]["conversion"],
             "attention": {
                 "type": "bar",
                 "datasets": [ds("flagged", ov.flagged_series, "#c62828")],
             },
+        },
+    }
+
+
+def conversion_charts(conv: views.Conversion) -> dict[str, Any]:
+    """The conversion card's chart alone (its fragment follows quotes by itself)."""
+    return {
+        "labels": list(conv.period.labels),
+        "charts": {
+            "conversion": {
+                "type": "bar",
+                "datasets": [
+                    {"label": "quotes", "data": conv.quote_series, "color": "#9e9e9e"},
+                    {"label": "orders", "data": conv.order_series, "color": "#1f6fb2"},
+                ],
+            }
         },
     }
 

@@ -1,15 +1,21 @@
 // OMS dashboard: follows the store without a reload, and draws the charts.
 // Polls /api/changes; when its mark moves (or every 30 s) it fires "oms:changed" on <body>,
 // which the htmx regions listen for (hx-trigger="oms:changed from:body") to fetch their
-// fragment again. Charts are drawn from <script type="application/json" class="chart-data">
+// fragment again. Quotes do not move that mark (checkout quotes all the time): the reply's
+// own "quotes" mark fires "oms:quotes" instead, at most every five polls, which only the
+// overview's conversion card listens for. Charts are drawn from <script type="application/json" class="chart-data">
 // blocks, on load and after every swap. No inline script anywhere (the CSP forbids it).
 (function () {
   "use strict";
   var body = document.body;
   var pollMs = Math.max(1000, Number(body.getAttribute("data-poll") || "3") * 1000);
   var FORCE_MS = 30000;
+  var QUOTES_MS = Math.max(2000, 5 * pollMs);
   var mark = null;
+  var quotes = null;
+  var quotesMoved = false;
   var lastRefresh = Date.now();
+  var lastQuotes = Date.now();
   var live = document.getElementById("live");
 
   function say(text) { if (live) { live.textContent = text; } }
@@ -27,9 +33,17 @@
       .then(function (data) {
         if (!data) { return; }
         var now = Date.now();
+        if (quotes !== null && data.quotes !== quotes) { quotesMoved = true; }
+        quotes = data.quotes;
         if ((mark !== null && data.mark !== mark) || now - lastRefresh > FORCE_MS) {
           lastRefresh = now;
+          lastQuotes = now;
+          quotesMoved = false;  // every part, the conversion card too, is fetched again
           body.dispatchEvent(new CustomEvent("oms:changed"));
+        } else if (quotesMoved && now - lastQuotes >= QUOTES_MS) {
+          lastQuotes = now;
+          quotesMoved = false;
+          body.dispatchEvent(new CustomEvent("oms:quotes"));
         }
         mark = data.mark;
         say("live · checked " + new Date(now).toLocaleTimeString());

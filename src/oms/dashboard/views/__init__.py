@@ -25,7 +25,11 @@ Definitions (the tests recompute each independently from the store):
   same orders;
 * **option chosen**: those orders counted under each label of their option
   (an option can carry several: CHEAPEST and BALANCED at once);
-* **conversion**: orders created / quotes created in the period;
+* **conversion**: orders created / quotes created in the period; quotes do not
+  move the change mark (checkout quotes all the time, and every open tab would
+  refetch every part), so the mark's reply carries a quote mark of its own (the
+  newest quote's time, an index lookup) on which a page refreshes this card
+  alone, at most every few polls (:func:`conversion`);
 * **promises kept**: of the orders delivered in the period (their
   ``delivered`` event, written once, when the order's last shipment arrived:
   a split order delivered in two steps is one delivery), those delivered on or
@@ -57,7 +61,7 @@ from oms.dashboard.views.common import (
     Period,
     utc_day,
 )
-from oms.dashboard.views.live import MARK_QUERY, change_mark
+from oms.dashboard.views.live import MARK_QUERY, change_mark, quote_mark
 from oms.dashboard.views.order import (
     Event,
     LedgerRow,
@@ -79,10 +83,12 @@ from oms.dashboard.views.stock import (
     positions,
 )
 from oms.dashboard.views.summary import (
+    Conversion,
     LateShipment,
     Overview,
     at_risk,
     attention,
+    conversion,
     count_at_risk,
     count_attention,
     late_series,
@@ -98,6 +104,7 @@ __all__ = [
     "OPEN_STATES",
     "PERIODS",
     "STATES",
+    "Conversion",
     "Event",
     "LateShipment",
     "LedgerRow",
@@ -117,6 +124,7 @@ __all__ = [
     "at_risk",
     "attention",
     "change_mark",
+    "conversion",
     "count_at_risk",
     "count_attention",
     "late_series",
@@ -128,6 +136,7 @@ __all__ = [
     "order_shipments",
     "overview",
     "positions",
+    "quote_mark",
     "search_orders",
     "utc_day",
 ]

@@ -167,3 +167,33 @@ def from_rows(conn: Connection, period: Period) -> Buckets:
     ):
         out.add_events(int(b), kind, _int(count), _int(kept))
     return out
+
+
+def quotes_and_orders(conn: Connection, period: Period) -> tuple[list[int], list[int]]:
+    """Quotes and orders created per bucket of ``period`` (the conversion's two series),
+    alone: from the quote and order rollups for whole days, else from today's rows by
+    their time indexes. A few rows either way, so it can follow quotes more often than
+    the overview is recomputed."""
+    n = len(period.labels)
+    quotes, orders = [0] * n, [0] * n
+    if period.bucket_s == DAY_S:
+        first = int(period.start // DAY_S)
+        qd, od = t.quote_days, t.order_days
+        for series, day, count, table in (
+            (quotes, qd.c.day, func.sum(qd.c.quotes), qd),
+            (orders, od.c.day, func.sum(od.c.orders), od),
+        ):
+            for d, c in conn.execute(
+                sa.select(day, count).select_from(table).where(day >= first).group_by(day)
+            ):
+                if 0 <= int(d) - first < n:
+                    series[int(d) - first] += _int(c)
+        return quotes, orders
+    for series, column in ((quotes, t.quotes.c.created_at), (orders, t.orders.c.created_at)):
+        bucket = bucket_of(conn, column, period)
+        for b, c in conn.execute(
+            sa.select(bucket, func.count()).where(column >= period.start).group_by(bucket)
+        ):
+            if 0 <= int(b) < n:
+                series[int(b)] += _int(c)
+    return quotes, orders

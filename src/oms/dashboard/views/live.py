@@ -32,3 +32,11 @@ def change_mark(conn: Connection) -> str:
     """
     marks = conn.execute(MARK_QUERY).one()
     return ".".join("-" if m is None else str(m) for m in marks)
+
+
+def quote_mark(conn: Connection) -> str:
+    """Changes whenever a quote is made: the newest quote's time (``ix_quotes_created``,
+    one index lookup). Apart from :func:`change_mark`: quotes come all the time at
+    checkout, and only the overview's conversion follows them."""
+    newest = conn.execute(sa.select(func.max(t.quotes.c.created_at))).scalar()
+    return "-" if newest is None else repr(float(newest))

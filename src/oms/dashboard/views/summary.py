@@ -11,7 +11,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Connection
 
 from oms import schema as t
-from oms.dashboard.views.buckets import period_buckets
+from oms.dashboard.views.buckets import period_buckets, quotes_and_orders
 from oms.dashboard.views.common import (
     DAY_S,
     GONE_SHIPMENT_STATES,
@@ -161,6 +161,32 @@ def overview(conn: Connection, period: Period, now: float, *, risky: int = 10) -
         attention=count_attention(conn),
         flagged_series=b.flagged,
     )
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """Quote-to-order conversion over a period: the overview's card, which a page also
+    refreshes alone when only quotes moved (quotes do not move the change mark)."""
+
+    period: Period
+    quotes: int
+    orders: int
+    quote_series: list[int]
+    order_series: list[int]
+
+    @property
+    def rate(self) -> float:
+        return ratio(self.orders, self.quotes)
+
+    @classmethod
+    def of(cls, ov: Overview) -> Conversion:
+        return cls(ov.period, ov.quotes, ov.orders, ov.quote_series, ov.order_series)
+
+
+def conversion(conn: Connection, period: Period) -> Conversion:
+    """The period's quotes and orders per bucket, alone (:func:`quotes_and_orders`)."""
+    quotes, orders = quotes_and_orders(conn, period)
+    return Conversion(period, sum(quotes), sum(orders), quotes, orders)
 
 
 def count_attention(conn: Connection) -> int:
