@@ -145,3 +145,13 @@ def test_late_shipments_now_and_over_the_period(database_url: str) -> None:
             assert rows == [(parts["ST-PHL"], split)]
             assert 'data-chart="late"' in page
             assert web.get(f"/orders/{split}").status_code == 200
+
+            # ST-PHL's parcel leaves now: the last point drops to zero; the closed buckets
+            # (kept once computed) are facts about the past and still equal the rows'.
+            ship(parts["ST-PHL"])
+            for key in ("today", "7d", "30d"):
+                period = views.Period.of(key, now)
+                got = web.get("/api/overview", params={"period": key}).json()
+                series = got["charts"]["late"]["datasets"][0]["data"]
+                assert series == expected_series(grpc.store, period, now), key
+                assert series[-1] == got["late_shipments"] == 0 and got["late"] == []

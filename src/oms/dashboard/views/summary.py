@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -253,19 +255,66 @@ def late_series(conn: Connection, period: Period, now: float) -> list[int]:
     left their node then (still open, or left or ended after it) though their planned
     dispatch day had passed, counting those created by then.
 
-    One query over the shipments that were ever late (open and past their day, or left or
-    ended in the period after their day: a filter over the shipments table, which has no
-    index on when a shipment left), each checked at every bucket's end in SQL.
+    The last bucket's end is now: the late shipments now (an index range of
+    ``ix_shipments_state_dispatch``). The closed buckets' figures are facts that no later
+    write changes (who was late at a past instant), computed once per process and kept
+    (:func:`closed_late`), so an overview pays their scan once an hour (today) or a day.
     """
-    s = t.shipments
     n = len(period.labels)
-    ends = [min(period.start + (i + 1) * period.bucket_s, now) for i in range(n)]
+    ends = tuple(min(period.start + (i + 1) * period.bucket_s, now) for i in range(n))
+    now_late = conn.execute(sa.select(func.count()).where(late_shipments(now))).scalar_one()
+    # A write stamped before a bucket's end may commit just after it: a bucket's count is
+    # kept once it ended SETTLE_S ago, and computed afresh until then.
+    closed = ends[:-1]
+    settled = tuple(at for at in closed if at <= now - SETTLE_S)
+    recent = closed[len(settled) :]
+    return [
+        *closed_late(conn, period.start, settled),
+        *(_late_at(conn, period.start, recent) if recent else ()),
+        int(now_late),
+    ]
+
+
+#: Seconds after its end before a bucket's late count is kept (a write's transaction
+#: commits after the time it is stamped with).
+SETTLE_S = 120.0
+
+
+#: Closed buckets' late counts by (store, period start, bucket ends); a few periods a day.
+_CLOSED: OrderedDict[tuple[str, float, tuple[float, ...]], tuple[int, ...]] = OrderedDict()
+_CLOSED_LOCK = threading.Lock()
+_CLOSED_KEPT = 64
+
+
+def closed_late(conn: Connection, start: float, ends: tuple[float, ...]) -> tuple[int, ...]:
+    """The shipments late at each of ``ends`` (instants in the past, after ``start``), kept
+    per store once computed (see :func:`late_series`)."""
+    if not ends:
+        return ()
+    key = (conn.engine.url.render_as_string(hide_password=True), start, ends)
+    with _CLOSED_LOCK:
+        if key in _CLOSED:
+            _CLOSED.move_to_end(key)
+            return _CLOSED[key]
+    counts = _late_at(conn, start, ends)
+    with _CLOSED_LOCK:
+        _CLOSED[key] = counts
+        while len(_CLOSED) > _CLOSED_KEPT:
+            _CLOSED.popitem(last=False)
+    return counts
+
+
+def _late_at(conn: Connection, start: float, ends: tuple[float, ...]) -> tuple[int, ...]:
+    """One query over the shipments ever late after ``start`` (open and past their day, or
+    left or ended after ``start`` and after their day: a filter over the shipments table,
+    which has no index on when a shipment left), materialised, each checked at every end."""
+    s = t.shipments
     # After its planned dispatch day: from the next UTC midnight on.
     overdue_from = (sa.type_coerce(date_number(conn, s.c.planned_dispatch), sa.Integer) + 1) * DAY_S
 
     def left_late(at: Any, states: tuple[str, ...]) -> Any:
         # Cheap comparisons first: most rows left before the period and stop there.
-        return sa.and_(s.c.state.in_(states), at >= period.start, at >= overdue_from)
+        return sa.and_(s.c.state.in_(states), at >= start, at >= overdue_from)
 
     ever_late = (
         sa.select(
@@ -278,18 +327,18 @@ def late_series(conn: Connection, period: Period, now: float) -> list[int]:
             ).label("left_at"),
         )
         .where(
-            s.c.planned_dispatch < utc_day(now),
+            s.c.planned_dispatch < utc_day(ends[-1]),
             sa.or_(
                 s.c.state.in_(OPEN_SHIPMENT_STATES),
                 left_late(s.c.shipped_at, LEFT_SHIPMENT_STATES),
                 left_late(s.c.updated_at, GONE_SHIPMENT_STATES),
             ),
         )
-        # Computed once (a few thousand rows at most), then checked at each bucket's end.
+        # Computed once (a few thousand rows at most), then checked at each end.
         .cte("ever_late")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
-    # The bucket ends as rows (a UNION ALL: SQLite has no named VALUES list).
+    # The ends as rows (a UNION ALL: SQLite has no named VALUES list).
     ends_t = sa.union_all(
         *(
             sa.select(
@@ -310,7 +359,7 @@ def late_series(conn: Connection, period: Period, now: float) -> list[int]:
         )
         .group_by(ends_t.c.i)
     ).all()
-    return dense_series(rows, n)
+    return tuple(dense_series(rows, len(ends)))
 
 
 def count_at_risk(conn: Connection, now: float) -> int:
