@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
+import pytest
 
+from sourcing.cli import main
 from sourcing.whatif.report import kpi_table
-from sourcing.whatif.scenario import load_scenario, prepare_scenario
+from sourcing.whatif.scenario import REPLAY_WEIGHTS, load_scenario, prepare_scenario
+from sourcing.whatif.sweep import (
+    REPLAY_CLUSTER_CONFIG,
+    ReplayTask,
+    replay_cluster,
+    run_replays,
+    submission_order,
+)
 
 SCENARIO = """
 [scenario]
@@ -70,3 +82,101 @@ def test_dask_sweep_equals_the_serial_run(tmp_path: Path) -> None:
             y.result.orders.drop(columns=["decide_seconds"]),
         )
         pd.testing.assert_frame_equal(x.result.parcels, y.result.parcels)
+
+
+def _worker_state() -> dict[str, object]:
+    import dask
+
+    return {
+        "profile": dask.config.get("distributed.worker.profile.enabled"),
+        "engine_imported": "sourcing.whatif.simulate" in sys.modules,
+    }
+
+
+def test_the_whatif_cluster_equals_the_serial_run_and_builds_inputs_as_it_starts(
+    tmp_path: Path,
+) -> None:
+    """``replay_cluster`` (``--workers N``): lean workers, the engine preloaded, same tables."""
+    path = tmp_path / "small.toml"
+    path.write_text(SCENARIO.replace("count = 120", "count = 60"))
+    scenario = load_scenario(path)
+    serial = prepare_scenario(scenario).run()
+    with replay_cluster(2, lambda: prepare_scenario(scenario)) as (client, prepared):
+        # Before any task: the workers imported the replay engine as they started,
+        # and run without the statistical profiler.
+        states = client.run(_worker_state)
+        assert len(states) == 2
+        assert all(s == {"profile": False, "engine_imported": True} for s in states.values())
+        parallel = prepared.run(client=client)
+    assert REPLAY_CLUSTER_CONFIG["distributed.worker.profile.enabled"] is False
+    a, b = kpi_table(serial).drop(columns=TIMING), kpi_table(parallel).drop(columns=TIMING)
+    pd.testing.assert_frame_equal(a, b)
+    for x, y in zip(serial.runs, parallel.runs, strict=True):
+        pd.testing.assert_frame_equal(
+            x.result.orders.drop(columns=["decide_seconds"]),
+            y.result.orders.drop(columns=["decide_seconds"]),
+        )
+        pd.testing.assert_frame_equal(x.result.parcels, y.result.parcels)
+
+
+def test_a_failing_preparation_closes_the_cluster() -> None:
+    def broken() -> None:
+        raise ValueError("no such variant")
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with pytest.raises(ValueError, match="no such variant"), replay_cluster(1, broken):
+        pytest.fail("the block must not run")  # pragma: no cover
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = {p.pid for p in psutil.Process().children(recursive=True)} - before
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, "worker processes outlived the failed start"
+
+
+def test_heaviest_replays_are_submitted_first(tmp_path: Path) -> None:
+    """Longest first, ties in task order; on one worker they start in that order."""
+    path = tmp_path / "small.toml"
+    path.write_text(SCENARIO.replace("count = 120", "count = 8"))
+    prepared = prepare_scenario(load_scenario(path))
+    (_, network), *_ = prepared.networks
+    factories = dict(prepared.policies)
+    names = ["greedy_nearest", "optimiser_cheapest", "greedy_nearest", "optimiser_forward"]
+    tasks = [
+        ReplayTask(i, ("v", n), network, factories[n], None, REPLAY_WEIGHTS[n])
+        for i, n in enumerate(names)
+    ]
+    assert [t.index for t in submission_order(tasks)] == [3, 1, 0, 2]
+
+    from distributed import get_task_stream
+
+    with replay_cluster(1, lambda: None) as (client, _), get_task_stream(client) as stream:
+        results = run_replays(tasks, prepared.orders, client)
+    assert [r.policy for r in results] == names  # results in task order all the same
+    started = sorted(
+        (min(s["start"] for s in record["startstops"] if s["action"] == "compute"), record["key"])
+        for record in stream.data
+        if str(record["key"]).startswith("whatif-replay-")
+    )
+    assert [int(key.split("-")[2]) for _, key in started] == [3, 1, 0, 2]
+
+
+def test_whatif_cli_with_workers_writes_the_serial_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "small.toml"
+    path.write_text(SCENARIO.replace("count = 120", "count = 40"))
+    args = ["whatif", str(path), "--no-progress", "--out"]
+    assert main([*args, str(tmp_path / "serial")]) == 0
+    assert main([*args, str(tmp_path / "dask"), "--workers", "2"]) == 0
+    serial_out = capsys.readouterr().out
+    for name in ("kpis.csv", "savings.csv", "node_volume.csv", "orders.csv.gz"):
+        a, b = pd.read_csv(tmp_path / "serial" / name), pd.read_csv(tmp_path / "dask" / name)
+        timing = [c for c in ("solver_ms_per_order", "decide_seconds") if c in a]
+        pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
+    assert serial_out.count("optimiser_forward") >= 2
+    # A bad input with --workers still ends with the one-line error, status 2.
+    assert main([*args, str(tmp_path / "bad"), "--workers", "2", "--variants", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "sourcing: error: " in err and "unknown variant 'nope'" in err

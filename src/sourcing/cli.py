@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sourcing.errors import InvalidOrderError, NetworkDataError, SourcingError
 from sourcing.loader import read_network, write_network
@@ -41,6 +41,9 @@ from sourcing.menu import quote
 from sourcing.model import MILLICENTS_PER_UNIT, Network, Order, QuoteSettings, parse_money
 from sourcing.orders import order_from_dict
 from sourcing.report import quote_to_json
+
+if TYPE_CHECKING:
+    from sourcing.whatif.scenario import PreparedScenario
 
 PROG = "sourcing"
 EXIT_OK = 0
@@ -265,23 +268,29 @@ def _whatif(args: argparse.Namespace) -> int:
     from sourcing.whatif.scenario import load_scenario, prepare_scenario
 
     scenario = load_scenario(args.scenario)
-    prepared = prepare_scenario(
-        scenario,
-        max_orders=args.orders,
-        policies=_names(args.policies, "--policies"),
-        variants=_names(args.variants, "--variants"),
-        seed=args.seed,
-        time_limit_s=args.time_limit,
-        data_dir=Path(args.data_dir) if args.data_dir is not None else None,
-    )
-    if args.no_bound:
-        prepared = dataclasses.replace(
-            prepared, scenario=dataclasses.replace(prepared.scenario, bound=None)
-        )
     out = Path(args.out) if args.out is not None else Path("whatif-results") / scenario.name
     if out.exists() and not out.is_dir():
         raise CliError(f"output folder {str(out)!r} exists and is not a directory")
+
+    def prepare() -> PreparedScenario:
+        prepared = prepare_scenario(
+            scenario,
+            max_orders=args.orders,
+            policies=_names(args.policies, "--policies"),
+            variants=_names(args.variants, "--variants"),
+            seed=args.seed,
+            time_limit_s=args.time_limit,
+            data_dir=Path(args.data_dir) if args.data_dir is not None else None,
+        )
+        if args.no_bound:
+            prepared = dataclasses.replace(
+                prepared, scenario=dataclasses.replace(prepared.scenario, bound=None)
+            )
+        return prepared
+
+    # With --workers the networks and orders are built while the cluster starts.
     with (
+        _dask_client(args.workers, args.scheduler, prepare) as (client, prepared),
         tqdm(
             total=prepared.decisions,
             desc=scenario.name,
@@ -298,7 +307,6 @@ def _whatif(args: argparse.Namespace) -> int:
             disable=args.no_progress or not prepared.bound_orders,
             mininterval=0.5,
         ) as bound_bar,
-        _dask_client(args.workers, args.scheduler) as client,
     ):
         whatif = prepared.run(progress=bar.update, client=client, bound_progress=bound_bar.update)
     try:
@@ -321,27 +329,29 @@ def _whatif(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
-    """A Dask client for ``--workers N`` (a LocalCluster) or ``--scheduler``; else None."""
-    if scheduler is None and not workers:
-        yield None
-        return
-    from distributed import Client, LocalCluster
+def _dask_client(
+    workers: int | None, scheduler: str | None, prepare: Callable[[], PreparedScenario]
+) -> Iterator[tuple[Any, PreparedScenario]]:
+    """The Dask client for ``--workers N`` or ``--scheduler`` (else None) and ``prepare()``.
 
-    with contextlib.ExitStack() as stack:
-        if scheduler is not None:
-            client = stack.enter_context(Client(scheduler))  # type: ignore[no-untyped-call]
-        else:
-            cluster = stack.enter_context(
-                LocalCluster(  # type: ignore[no-untyped-call]
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                )
-            )
-            client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
-        yield client
+    ``--workers N``: :func:`~sourcing.whatif.sweep.replay_cluster`, which runs
+    ``prepare`` while its workers start.
+    """
+    if scheduler is None and not workers:
+        yield None, prepare()
+        return
+    if scheduler is not None:
+        from distributed import Client
+
+        prepared = prepare()
+        with Client(scheduler) as client:  # type: ignore[no-untyped-call]
+            yield client, prepared
+        return
+    from sourcing.whatif.sweep import replay_cluster
+
+    assert workers is not None
+    with replay_cluster(workers, prepare) as started:
+        yield started
 
 
 def _load_network(directory: str) -> Network:

@@ -11,29 +11,75 @@ are those of the serial run (the timing column aside).
 
 Progress: serially, per order (the replay's own hook); on Dask, per replay
 as it finishes (a worker cannot report into this process's bar).
+
+On Dask the heaviest replays go first (:attr:`ReplayTask.weight`): with
+replays of two lengths, N workers then finish within about one short replay
+of each other instead of one idling while the other runs a long one.
+:func:`replay_cluster` starts the ``LocalCluster`` of ``sourcing whatif
+--workers N``: its workers import the replay engine as they start (so that
+happens while this process builds the inputs) and run without Dask's
+per-worker instrumentation, which takes CPU from the replays on a machine
+with as many cores as workers (see :data:`REPLAY_CLUSTER_CONFIG`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, TypeVar
 
 from sourcing.model import Network
 from sourcing.whatif.simulate import Policy, Replenishment, SimOrder, SimulationResult, simulate
 
-__all__ = ["ReplayTask", "run_replay", "run_replays"]
+_T = TypeVar("_T")
+
+__all__ = [
+    "REPLAY_CLUSTER_CONFIG",
+    "ReplayTask",
+    "replay_cluster",
+    "run_replay",
+    "run_replays",
+    "submission_order",
+]
+
+#: Dask settings of :func:`replay_cluster`. The replays are long pure-Python
+#: tasks on as many worker processes as there are cores, so every wake-up of
+#: Dask's bookkeeping in a worker is taken from a replay: the statistical
+#: profiler (the task's stack sampled every 10 ms, holding the GIL), the
+#: event-loop health tick (every 20 ms, in each process), the system monitor
+#: (500 ms) and the memory monitor (100 ms). None of them affects a result.
+REPLAY_CLUSTER_CONFIG: Final[Mapping[str, object]] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.worker.memory.monitor-interval": "1s",
+    # Imported by each worker as it starts, not by its first replay.
+    "distributed.worker.preload": ["sourcing.whatif.simulate"],
+}
 
 
 @dataclass(frozen=True, eq=False)
 class ReplayTask:
-    """One replay: ``key`` names it in the results (variant, policy...)."""
+    """One replay: ``key`` names it in the results (variant, policy...).
+
+    ``weight``: its expected run time relative to the others (only the order
+    matters): on Dask the heaviest are started first.
+    """
 
     index: int
     key: tuple[str, ...]
     network: Network
     policy: Callable[[], Policy]
     replenishment: Replenishment | None
+    weight: float = 1.0
+
+
+def submission_order(tasks: Sequence[ReplayTask]) -> list[ReplayTask]:
+    """Heaviest first, ties in task order (longest-processing-time-first)."""
+    return sorted(tasks, key=lambda task: -task.weight)
 
 
 def run_replay(
@@ -66,10 +112,68 @@ def run_replays(
         from distributed import as_completed
 
         stream = client.scatter(list(orders), broadcast=True, hash=False)
-        futures = [client.submit(_on_worker, task, stream, pure=False) for task in tasks]
+        queue = submission_order(tasks)
+        run = uuid.uuid4().hex[:12]
+        futures = [
+            client.submit(
+                _on_worker,
+                task,
+                stream,
+                key=f"whatif-replay-{task.index}-{run}",  # readable on a dashboard
+                priority=len(queue) - rank,
+            )
+            for rank, task in enumerate(queue)
+        ]
         for future in as_completed(futures):  # type: ignore[no-untyped-call]
             index, result = future.result()
             results[index] = result
             if progress is not None:
                 progress(len(orders))
     return [results[task.index] for task in tasks]
+
+
+@contextlib.contextmanager
+def replay_cluster(workers: int, meanwhile: Callable[[], _T]) -> Iterator[tuple[Any, _T]]:
+    """A ``LocalCluster`` of ``workers`` processes, and ``meanwhile()`` run as it starts.
+
+    Yields the cluster's ``distributed.Client`` and what ``meanwhile``
+    returned. ``meanwhile`` (building the replays' inputs) runs in a thread of
+    this process while the cluster starts in this one (which mostly waits for
+    the worker processes to start and import the engine). One thread per
+    worker, no dashboard, :data:`REPLAY_CLUSTER_CONFIG`. If ``meanwhile``
+    raises, the cluster is closed and its exception raised; leaving the
+    block closes the client and the cluster.
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, meanwhile()))
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="replay-inputs", daemon=True)
+    with contextlib.ExitStack() as stack:
+        # Joined on every way out, so an exception here never leaves it running.
+        stack.callback(thread.join)
+        thread.start()
+        with dask.config.set(dict(REPLAY_CLUSTER_CONFIG)):
+            cluster = stack.enter_context(
+                LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            )
+        client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
+        thread.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        yield client, value
