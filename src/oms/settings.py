@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from oms.credentials import read_token_file, redacted_repr
+from oms.store.database import DEFAULT_CONNECT_TIMEOUT_S
 
 DEFAULT_DATABASE_URL = "sqlite:///oms.db"
 #: A checkout hold keeps units from every other shopper: minutes, not a quarter hour.
@@ -51,6 +52,10 @@ class Settings:
     * ``solver_time_limit_s``: the solver's budget per quote; a caller's
       shorter deadline lowers it further.
     * ``value_of_day_cents``: BALANCED's price of one day, unless the request sets one.
+    * ``db_connect_timeout_s``: how long a PostgreSQL connect attempt may wait
+      (``OMS_DB_CONNECT_TIMEOUT_S``, which the dashboard and batch jobs read too;
+      a ``connect_timeout`` in the URL wins): past it the call is UNAVAILABLE,
+      not stuck for the OS's TCP timeout while the host drops packets.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -85,6 +90,7 @@ class Settings:
     forward_prices: bool = False
     #: How often a server checks for a newer reprice run.
     forward_prices_refresh_s: float = 30.0
+    db_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads", "cpu_slots"):
@@ -97,7 +103,8 @@ class Settings:
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
-        for name in ("quote_ttl_s", "solver_time_limit_s", "alert_poll_s", "health_probe_s"):
+        positive = ("quote_ttl_s", "solver_time_limit_s", "alert_poll_s", "health_probe_s")
+        for name in (*positive, "db_connect_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.hold_ttl_s <= MAX_HOLD_TTL_S:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
@@ -44,6 +45,27 @@ def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).date().isoformat()
 
 
+#: How long a PostgreSQL connect attempt may wait for the server (libpq's ``connect_timeout``,
+#: which covers the whole start-up) unless the URL gives its own: a host that silently
+#: drops packets would otherwise hold the caller's thread for the OS TCP timeout (minutes).
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_VARIABLE = "OMS_DB_CONNECT_TIMEOUT_S"
+
+
+def connect_timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """``$OMS_DB_CONNECT_TIMEOUT_S`` (seconds, positive), or :data:`DEFAULT_CONNECT_TIMEOUT_S`."""
+    raw = (os.environ if environ is None else environ).get(CONNECT_TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_CONNECT_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(f"{CONNECT_TIMEOUT_VARIABLE}: {raw[:40]!r} is not a positive number")
+    return seconds
+
+
 def normalise_url(url: str) -> str:
     """``postgresql://`` and ``postgres://`` mean psycopg 3; anything else is passed through."""
     for prefix in ("postgresql://", "postgres://"):
@@ -58,10 +80,15 @@ def make_engine(
     *,
     read_only: bool = False,
     session_settings: Mapping[str, str] | None = None,
+    connect_timeout_s: float | None = None,
 ) -> Engine:
     """The engine of ``url``. ``read_only``: its sessions cannot write (SQLite:
     ``query_only``; PostgreSQL: give ``default_transaction_read_only`` in
-    ``session_settings``, which every PostgreSQL session starts with)."""
+    ``session_settings``, which every PostgreSQL session starts with).
+
+    ``connect_timeout_s`` (PostgreSQL): how long a connect attempt may wait
+    (``None``: :func:`connect_timeout_from_env`); a ``connect_timeout`` in the
+    URL's query wins. psycopg (like libpq) counts whole seconds, at least 2."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
@@ -99,13 +126,19 @@ def make_engine(
             execute(conn, _BEGIN_IMMEDIATE if immediate else _BEGIN)
 
         return engine
+    connect_args: dict[str, str] = {}
     options = " ".join(f"-c {name}={value}" for name, value in (session_settings or {}).items())
+    if options:
+        connect_args["options"] = options
+    if "connect_timeout" not in sa.engine.make_url(url).query:  # connect_args would override it
+        seconds = connect_timeout_from_env() if connect_timeout_s is None else connect_timeout_s
+        connect_args["connect_timeout"] = str(math.ceil(seconds))
     return sa.create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"options": options} if options else {},
+        connect_args=connect_args,
     )
 
 
@@ -166,11 +199,16 @@ class Database:
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
         session_settings: Mapping[str, str] | None = None,
+        connect_timeout_s: float | None = None,
     ) -> None:
         self.url = normalise_url(url)
         self.session_settings = dict(session_settings or {})
         self.engine = make_engine(
-            self.url, pool_size, read_only=read_only, session_settings=self.session_settings
+            self.url,
+            pool_size,
+            read_only=read_only,
+            session_settings=self.session_settings,
+            connect_timeout_s=connect_timeout_s,
         )
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.clock = clock

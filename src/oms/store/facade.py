@@ -38,6 +38,7 @@ class Store:
         clock: Callable[[], float] = time.time,
         read_only: bool = False,
         session_settings: Mapping[str, str] | None = None,
+        connect_timeout_s: float | None = None,
     ) -> None:
         self.db = db = Database(
             url,
@@ -45,6 +46,7 @@ class Store:
             clock=clock,
             read_only=read_only,
             session_settings=session_settings,
+            connect_timeout_s=connect_timeout_s,
         )
         self.url, self.engine, self.is_sqlite, self.clock = db.url, db.engine, db.is_sqlite, clock
         self.read, self.write, self.migrate, self.dispose = (
