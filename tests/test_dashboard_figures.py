@@ -359,3 +359,50 @@ def test_the_change_mark_follows_stock_settings_without_reading_stock(database_u
             assert " on stock " not in plan, plan
     finally:
         store.dispose()
+
+
+def test_the_change_mark_moves_when_a_smaller_id_commits_late(pg_url: str) -> None:
+    """Ids follow insert order, not commit order: on PostgreSQL a transaction holding a
+    smaller event (and ledger) id may commit after a mark was read that already shows a
+    bigger one. The mark must still move when it commits (the events' ``seq`` does)."""
+    store = Store(pg_url, pool_size=3)
+    store.migrate()
+    store.load_network(hand_network({("DC-NJ", "A"): 40, ("DC-NJ", "B"): 40}))
+    with store.write() as conn:
+        for order_id in ("o-early", "o-late"):
+            conn.execute(
+                sa.insert(t.orders).values(
+                    order_id=order_id,
+                    quote_id="q",
+                    option_id="opt-1",
+                    idempotency_key=order_id,
+                    state="DELIVERED",
+                    dest_lat=40.7,
+                    dest_lon=-74.0,
+                    lines_json="[]",
+                    allocation_json="{}",
+                    promised_date="2030-01-05",
+                    created_at=0.0,
+                    updated_at=0.0,
+                    version=1,
+                )
+            )
+
+    def mark() -> str:
+        with dashboard_read(store) as conn:
+            return views.change_mark(conn)
+
+    def a_return(conn: Any, order_id: str, sku: str) -> None:  # order-driven: ledger and event
+        store.stock.ledger(conn, "DC-NJ", sku, 1, "return", order_id)
+        store.add_event(conn, order_id, "returned", "1 unit back at DC-NJ")
+
+    try:
+        with store.write() as late:
+            a_return(late, "o-late", "B")  # the smaller ids, committed last
+            with store.write() as early:
+                a_return(early, "o-early", "A")
+            seen = mark()  # shows the early commit's bigger ids
+            assert mark() == seen
+        assert mark() != seen, "a late commit of smaller ids left the mark unchanged"
+    finally:
+        store.dispose()

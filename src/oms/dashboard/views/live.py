@@ -10,7 +10,7 @@ from oms import schema as t
 
 #: The parts of the change mark, one row (see :func:`change_mark`).
 MARK_QUERY = sa.select(
-    sa.select(func.max(t.order_events.c.event_id)).scalar_subquery(),
+    sa.select(func.max(t.order_events.c.seq)).scalar_subquery(),
     sa.select(func.max(t.stock_ledger.c.entry_id)).scalar_subquery(),
     sa.select(func.max(t.reservations.c.reservation_id)).scalar_subquery(),
     sa.select(func.count()).select_from(t.reservations).scalar_subquery(),
@@ -22,13 +22,25 @@ MARK_QUERY = sa.select(
 def change_mark(conn: Connection) -> str:
     """A short text that changes whenever anything a page shows may have changed.
 
-    The newest order event (the outbox every order change writes), ledger row,
-    reservation and receipt change, the number of reservations (released ones
-    take no new id), and the count of stock settings changes (safety stock and
-    thresholds change without a ledger row; kept by triggers, migration 0013).
-    Each is one index lookup but the count of reservations (an index-only scan of
-    the open ones); the dashboard reads it at most once per refresh interval
-    for every open page (:mod:`oms.dashboard.figures`).
+    The newest order event's sequence, ledger row, reservation and receipt change,
+    the number of reservations (released ones take no new id), and the count of
+    stock settings changes (safety stock and thresholds change without a ledger row;
+    kept by triggers, migration 0013).
+
+    Commit order: ids are handed out at insert, so on PostgreSQL a transaction with a
+    smaller id can commit after a mark showing a bigger one was read. The events'
+    ``seq`` is numbered in commit order (:mod:`oms.store.outbox`), and every order
+    change (placing, releasing, re-sourcing, shipping, cancelling, returns, receipts
+    allocated to orders) writes its ledger rows and reservations with an event in the
+    same transaction, so the mark moves when any of those commits. What has no event,
+    stock counts and adjustments, receipts' own changes and checkout holds, is followed
+    by ids and times only: one of them committing late behind a bigger id is not seen
+    until something else moves the mark or the figures turn ``unchanged_s`` old
+    (:mod:`oms.dashboard.figures`, 30 s by default).
+
+    Each is one index lookup (``ux_order_events_seq`` for the sequence) but the count
+    of reservations (an index-only scan of the open ones); the dashboard reads it at
+    most once per refresh interval for every open page.
     """
     marks = conn.execute(MARK_QUERY).one()
     return ".".join("-" if m is None else str(m) for m in marks)
