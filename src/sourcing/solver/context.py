@@ -55,6 +55,17 @@ class Plan:
         return nodes, self.service[nodes]
 
 
+def lexmin(*plans: Plan | None) -> Plan | None:
+    """The least (cost, parcels, day) of the plans given (None: none given)."""
+    found = [p for p in plans if p is not None]
+    return min(found, key=lambda p: (p.cost, p.parcels, p.day)) if found else None
+
+
+def ceil_bound(value: float) -> int:
+    """Round a float bound up to whole millicents (infinite: no plan)."""
+    return int(np.ceil(value - 1e-6)) if np.isfinite(value) else INF
+
+
 def plan_from(costs: OrderCosts, service: IntArray, units: IntArray) -> Plan:
     used = np.flatnonzero(service >= 0)
     sv = service[used]

@@ -38,7 +38,7 @@ from typing import Final
 
 import numpy as np
 
-from sourcing.solver.context import INF, Context, Plan
+from sourcing.solver.context import INF, Context, Plan, ceil_bound, lexmin
 from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset
 from sourcing.solver.lagrangian import Bound, lagrangian_bound
@@ -59,15 +59,6 @@ LARGE_SHARE: Final = 0.6
 def is_large(elig: np.ndarray) -> bool:
     """Whether the residue over these slots goes to :func:`solve_large`."""
     return int(np.count_nonzero(elig)) > LARGE_SLOTS
-
-
-def _lexmin(*plans: Plan | None) -> Plan | None:
-    found = [p for p in plans if p is not None]
-    return min(found, key=lambda p: (p.cost, p.parcels, p.day)) if found else None
-
-
-def _ceil(value: float) -> int:
-    return int(np.ceil(value - 1e-6)) if np.isfinite(value) else INF
 
 
 def solve_large(
@@ -100,7 +91,7 @@ def solve_large(
 
     # 1. A converged bound over all counts.
     bound = lagrangian_bound(ctx, elig, min_parcels, max_parcels, cap(), ITERATIONS)
-    lower = max(lower_bound, _ceil(bound.value))
+    lower = max(lower_bound, ceil_bound(bound.value))
     if lower > cap():
         return None, lower, True
 
@@ -116,9 +107,9 @@ def solve_large(
         exact = lagrangian_bound(ctx, elig, parcels, parcels, cap(), COUNT_ITERATIONS)
         prices = ctx.prices
         # The same prices bound every plan with this many parcels or more (one evaluation).
-        if _ceil(lagrangian_bound(ctx, elig, parcels, max_parcels, cap(), 1).value) > cap():
+        if ceil_bound(lagrangian_bound(ctx, elig, parcels, max_parcels, cap(), 1).value) > cap():
             break  # every plan with this many parcels or more costs more than the best
-        value = max(lower, _ceil(exact.value))
+        value = max(lower, ceil_bound(exact.value))
         if _closed(value, parcels, cap(), best):
             continue
         count_lower[parcels] = value
@@ -139,7 +130,7 @@ def solve_large(
         value, exact, prices = counts[parcels]
         ctx.prices = prices
         exact = lagrangian_bound(ctx, elig, parcels, parcels, cap(), REBOUND_ITERATIONS)
-        value = max(value, _ceil(exact.value))
+        value = max(value, ceil_bound(exact.value))
         counts[parcels] = (value, exact, ctx.prices)
         count_lower[parcels] = value
 
@@ -158,7 +149,7 @@ def solve_large(
                 # this count not completely), never a truthy flag.
                 found, through = best_subset(ctx, elig, fixed_out(parcels), parcels, exact, cap())
                 complete = through >= parcels
-                best = _lexmin(best, found)
+                best = lexmin(best, found)
                 improved |= cap() < before
                 if not complete:
                     continue
@@ -186,7 +177,7 @@ def solve_large(
             count_hint,
             time_limit=max(0.001, stop - time.perf_counter()),
         )
-        best = _lexmin(best, found)
+        best = lexmin(best, found)
         if complete:
             del count_lower[parcels]
         else:

@@ -23,7 +23,9 @@ from sourcing.solver.context import (
     Context,
     Deadline,
     Plan,
+    ceil_bound,
     deadline_for,
+    lexmin,
 )
 from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset, subset_cells
@@ -67,21 +69,11 @@ def _out_of_time(
         if p is not None and p.status == OPTIMAL and d >= day and cap >= max_parcels
     ]
     ctx.unproven.append((day, max_parcels, max(looser) if looser else -INF))
-    best = _lexmin(*fits)
+    best = lexmin(*fits)
     if best is None or best.cost > cutoff:
         return None
     gap = max(best.cost - max(looser), 0) / max(abs(best.cost), 1) if looser else 1.0
     return replace(best, status=FEASIBLE, gap=gap, method="heuristic")
-
-
-def _ceil(value: float) -> int:
-    """Round a float bound up to whole millicents (infinite: no plan)."""
-    return int(np.ceil(value - 1e-6)) if np.isfinite(value) else INF
-
-
-def _lexmin(*plans: Plan | None) -> Plan | None:
-    found = [p for p in plans if p is not None]
-    return min(found, key=lambda p: (p.cost, p.parcels, p.day)) if found else None
 
 
 def _proven(plan: Plan, method: str) -> Plan:
@@ -98,7 +90,7 @@ def _warm_start(ctx: Context, deadline: Deadline, max_parcels: int) -> Plan | No
         # A plan arriving after the deadline uses a slot it excludes: skip the array test.
         fits = known.parcels <= max_parcels and known.day <= deadline.day
         if fits and bool(elig[known.slots].all()):
-            best = _lexmin(best, known)
+            best = lexmin(best, known)
     if best is None:
         best = greedy_plan(ctx, elig, deadline.unit_min, max_parcels)
     if best is None:
@@ -175,7 +167,7 @@ def _bound_and_solve(
             bound = None  # enumerating is cheaper than bounding
         else:
             bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
-            lower = max(simple_bound(searched), _ceil(bound.value))
+            lower = max(simple_bound(searched), ceil_bound(bound.value))
             if beyond_cutoff(best, lower):
                 return None
             if settles and lower >= upper:
@@ -188,7 +180,7 @@ def _bound_and_solve(
             opened = np.flatnonzero(start >= 0)
             dropped = drop_heuristic(ctx, opened, start[opened])
             if dropped is not None and dropped.parcels <= max_parcels:  # it may keep too many
-                best = _lexmin(best, dropped)
+                best = lexmin(best, dropped)
             upper = upper_of(best)
             settles = best is not None and best.parcels <= enumerated and best.cost <= cutoff
             if settles and lower >= upper:
@@ -198,14 +190,14 @@ def _bound_and_solve(
         # With a bound, one parcel more is searched alongside: its cheap plans prune.
         more = min(1, max_parcels - searched) if bound is not None else 0
         found, through = best_subset(ctx, elig, slots_ok, searched, bound, upper, more)
-        best = _lexmin(best, found)
+        best = lexmin(best, found)
         if through < searched:
             break
         enumerated = through
 
     if bound is None:
         bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
-        lower = max(simple_bound(searched), _ceil(bound.value))
+        lower = max(simple_bound(searched), ceil_bound(bound.value))
     if best is not None:
         best = local_search(ctx, elig, best, max_parcels)
     upper = upper_of(best)
@@ -219,7 +211,7 @@ def _bound_and_solve(
         for parcels in range(searched + 1, min(max_parcels, searched + 4) + 1):
             beyond = max(
                 simple_bound(parcels),
-                _ceil(lagrangian_bound(ctx, elig, parcels, max_parcels, upper).value),
+                ceil_bound(lagrangian_bound(ctx, elig, parcels, max_parcels, upper).value),
             )
             ties = beyond == upper == best.cost and best.parcels < parcels
             if beyond > upper or ties:
@@ -240,7 +232,7 @@ def _bound_and_solve(
         found, proven_lower, complete = None, lower, False
     else:
         found, proven_lower, complete = solve(ctx, residue, searched, most, lower, upper, best)
-    result = _lexmin(best, found)
+    result = lexmin(best, found)
     if not complete:
         # Enumerated plans are known exactly: only the searched ones can lie below.
         cost = result.cost if result is not None else INF
