@@ -147,12 +147,13 @@ class Context:
     @cached_property
     def holds_mask(self) -> np.ndarray | None:
         """Per node, the SKUs it holds as bits of a uint64 (None beyond 64 SKUs): a cheap
-        first test of whether parcels can cover the demand (see ``enumeration._covering``)."""
+        first test of whether parcels can cover the demand (see ``enumeration._covering``).
+        A SKU not in demand counts as held everywhere (its stock is clipped to 0)."""
         n_skus = self.costs.available.shape[1]
         if n_skus > 64:
             return None
         bits = np.left_shift(np.uint64(1), np.arange(n_skus, dtype=np.uint64))
-        held = self.costs.available > 0
+        held = (self.costs.available > 0) | (self.demand <= 0)[None, :]
         mask: np.ndarray = np.bitwise_or.reduce(np.where(held, bits, np.uint64(0)), axis=1)
         return mask
 
