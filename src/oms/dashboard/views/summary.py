@@ -159,7 +159,7 @@ def overview(conn: Connection, period: Period, now: float, *, risky: int = 10) -
         at_risk_rows=late_rows,
         late_shipments=late_total,
         late_rows=late_list,
-        late_series=late_series(conn, period, now),
+        late_series=late_series(conn, period, now, now_late=late_total),
         attention=count_attention(conn),
         flagged_series=b.flagged,
     )
@@ -250,7 +250,9 @@ def late_shipment_rows(
     ]
 
 
-def late_series(conn: Connection, period: Period, now: float) -> list[int]:
+def late_series(
+    conn: Connection, period: Period, now: float, *, now_late: int | None = None
+) -> list[int]:
     """Per bucket of ``period``, the shipments late at its end (now for the last one): not
     left their node then (still open, or left or ended after it) though their planned
     dispatch day had passed, counting those created by then.
@@ -259,10 +261,13 @@ def late_series(conn: Connection, period: Period, now: float) -> list[int]:
     ``ix_shipments_state_dispatch``). The closed buckets' figures are facts that no later
     write changes (who was late at a past instant), computed once per process and kept
     (:func:`closed_late`), so an overview pays their scan once an hour (today) or a day.
+    ``now_late``: the late shipments now, when the caller already counted them at ``now``
+    (:func:`late_shipment_rows`), so the same count is not run twice.
     """
     n = len(period.labels)
     ends = tuple(min(period.start + (i + 1) * period.bucket_s, now) for i in range(n))
-    now_late = conn.execute(sa.select(func.count()).where(late_shipments(now))).scalar_one()
+    if now_late is None:
+        now_late = conn.execute(sa.select(func.count()).where(late_shipments(now))).scalar_one()
     # A write stamped before a bucket's end may commit just after it: a bucket's count is
     # kept once it ended SETTLE_S ago, and computed afresh until then.
     closed = ends[:-1]
