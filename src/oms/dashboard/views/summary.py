@@ -76,10 +76,8 @@ class Overview:
     kept: int
     kept_series: list[int]
     delivered_series: list[int]
-    #: Orders with a late shipment now, and the first of them: (order id, planned
-    #: dispatch day), earliest first.
+    #: Orders with a late shipment now.
     at_risk: int
-    at_risk_rows: list[Late]
     #: Late shipments now, the first of them (longest late first), and per bucket how many
     #: were late at its end (the last bucket's end is now: it equals ``late_shipments``).
     late_shipments: int
@@ -102,9 +100,9 @@ def _means(totals: list[int], counts: list[int]) -> list[float | None]:
 
 
 def overview(conn: Connection, period: Period, now: float, *, risky: int = 10) -> Overview:
-    """The period's figures (from :func:`period_buckets`), now's orders at risk and late
-    shipments (``risky`` of each listed) with the late shipments over the period, and the
-    orders needing attention."""
+    """The period's figures (from :func:`period_buckets`), now's orders at risk (counted)
+    and late shipments (``risky`` of them listed) with the late shipments over the period,
+    and the orders needing attention."""
     n = len(period.labels)
     b = period_buckets(conn, period)
     by_state = {s: sum(series) for s, series in b.states.items()}
@@ -129,7 +127,6 @@ def overview(conn: Connection, period: Period, now: float, *, risky: int = 10) -
         )
     ]
     quotes = sum(b.quotes)
-    late_count, late_rows = late_dispatches(conn, now, limit=risky)
     late_total, late_list = late_shipment_rows(conn, now, limit=risky)
     return Overview(
         period=period,
@@ -155,8 +152,7 @@ def overview(conn: Connection, period: Period, now: float, *, risky: int = 10) -
         kept=sum(b.kept),
         kept_series=b.kept,
         delivered_series=b.delivered,
-        at_risk=late_count,
-        at_risk_rows=late_rows,
+        at_risk=count_at_risk(conn, now),
         late_shipments=late_total,
         late_rows=late_list,
         late_series=late_series(conn, period, now, now_late=late_total),
@@ -210,7 +206,6 @@ def late_dispatches(conn: Connection, now: float, limit: int = 20) -> tuple[int,
     """
     s = t.shipments
     late = late_shipments(now)
-    count = conn.execute(sa.select(func.count(sa.distinct(s.c.order_id))).where(late)).scalar_one()
     first = func.min(s.c.planned_dispatch)
     rows = conn.execute(
         sa.select(s.c.order_id, first)
@@ -219,7 +214,7 @@ def late_dispatches(conn: Connection, now: float, limit: int = 20) -> tuple[int,
         .order_by(first, s.c.order_id)
         .limit(max(1, min(limit, MAX_PAGE)))
     ).all()
-    return int(count), [(order_id, str(day)) for order_id, day in rows]
+    return count_at_risk(conn, now), [(order_id, str(day)) for order_id, day in rows]
 
 
 def late_shipment_rows(
@@ -368,7 +363,13 @@ def _late_at(conn: Connection, start: float, ends: tuple[float, ...]) -> tuple[i
 
 
 def count_at_risk(conn: Connection, now: float) -> int:
-    return late_dispatches(conn, now, limit=1)[0]
+    """How many orders have a late shipment now (the count of :func:`late_dispatches`)."""
+    s = t.shipments
+    return int(
+        conn.execute(
+            sa.select(func.count(sa.distinct(s.c.order_id))).where(late_shipments(now))
+        ).scalar_one()
+    )
 
 
 def at_risk(conn: Connection, now: float, limit: int = 20) -> list[Late]:
