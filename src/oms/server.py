@@ -78,11 +78,16 @@ SERVICE_NAMES = (
 )
 
 
+def _open_store(settings: Settings, *, pool_size: int) -> Store:
+    """The store of ``settings`` (its URL and PostgreSQL connect timeout)."""
+    return Store(
+        settings.database_url, pool_size=pool_size, connect_timeout_s=settings.db_connect_timeout_s
+    )
+
+
 def prepare_store(settings: Settings, *, load_demo: bool = True) -> None:
     """Migrate the schema; load the demo network if the store has no nodes yet."""
-    store = Store(
-        settings.database_url, pool_size=2, connect_timeout_s=settings.db_connect_timeout_s
-    )
+    store = _open_store(settings, pool_size=2)
     try:
         store.migrate()
         if load_demo and store.is_empty():
@@ -158,11 +163,7 @@ def _run_worker(settings: Settings, metrics_dir: str | None) -> None:
     if metrics_dir is not None:
         metrics.prepare_multiprocess(Path(metrics_dir))
     configure_logging(settings.log_level)
-    store = Store(
-        settings.database_url,
-        pool_size=settings.threads,
-        connect_timeout_s=settings.db_connect_timeout_s,
-    )
+    store = _open_store(settings, pool_size=settings.threads)
     server, port = build_server(settings, store)
     settle_heap(store)
     server.start()
@@ -213,11 +214,7 @@ def serve(
     prepare_store(settings, load_demo=load_demo)
     start_dashboard(dashboard, settings.log_level)  # its own process (oms.dashboard.process)
     if settings.workers <= 1:
-        store = Store(
-            settings.database_url,
-            pool_size=settings.threads,
-            connect_timeout_s=settings.db_connect_timeout_s,
-        )
+        store = _open_store(settings, pool_size=settings.threads)
         if settings.metrics_port:
             metrics.start_metrics_server(settings.metrics_port, settings.host)
         server, port = build_server(settings, store)
