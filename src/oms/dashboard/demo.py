@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import heapq
 import logging
+import secrets
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +47,14 @@ CHOICES = (("CHEAPEST", 0.45), ("FASTEST", 0.2), ("BALANCED", 0.2), ("SINGLE_PAR
 
 
 class _Context:
-    """The bit of ``grpc.ServicerContext`` the servicers use, for calls made in-process."""
+    """The bit of ``grpc.ServicerContext`` the servicers use, for calls made in-process.
+
+    It carries the seeder's own one-off admin token: the fulfilment calls that
+    move an order on (ship, deliver) are admin calls, checked in the servicer.
+    """
+
+    def __init__(self, admin_token: str) -> None:
+        self.metadata = (("authorization", f"Bearer {admin_token}"),)
 
     def time_remaining(self) -> float | None:
         return None
@@ -62,8 +71,8 @@ class _Context:
     def abort_with_status(self, status: Any) -> None:
         raise RuntimeError(f"{status.code.name}: {status.details}")
 
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
 
 
 @dataclass(order=True)
@@ -119,10 +128,15 @@ class _Seeder:
         self.clock = clock
         self.end = end
         self.rng = rng
-        settings = Settings(database_url=store.url, solver_time_limit_s=0.5)
+        # A token that lives as long as the seeder: it is in no settings file or log.
+        token = secrets.token_urlsafe(32)
+        settings = Settings(database_url=store.url, solver_time_limit_s=0.5, admin_token=token)
         self.checkout = CheckoutServicer(store, settings)
         self.fulfilment = FulfilmentServicer(store, settings)
-        self.context: Any = _Context()
+        self.context: Any = _Context(token)
+        #: Calls the service refused, by (action, status): a few are the demo's own doing
+        #: (a shopper cancelling what has shipped); the rest would be a defect.
+        self.refused: Counter[tuple[str, str]] = Counter()
         self.network = demo_network()
         self.steps: list[_Step] = []
         self.seq = 0
@@ -147,6 +161,12 @@ class _Seeder:
                 placed += self._do(step)
             except RuntimeError as exc:  # a refused call: the demo goes on without it
                 log.debug("demo %s %s: %s", step.action, step.order_id, exc)
+                self.refused[step.action, str(exc).partition(":")[0]] += 1
+        if self.refused:
+            log.info(
+                "demo calls refused: %s",
+                ", ".join(f"{a} {code} x{n}" for (a, code), n in sorted(self.refused.items())),
+            )
         return placed
 
     def _settings(self) -> None:
