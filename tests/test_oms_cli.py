@@ -250,6 +250,18 @@ def test_solver_slots_default_by_store_unless_set() -> None:
     assert Settings.from_env({"OMS_ADMIN_TOKEN": "123"}).admin_token == "123"
 
 
+def test_an_optional_float_setting_reads_as_a_number_and_is_checked() -> None:
+    from oms.settings import Settings
+
+    assert Settings.from_env({}).forward_prices_max_age_s is None
+    age = Settings.from_env({"OMS_FORWARD_PRICES_MAX_AGE_S": "5400.5"}).forward_prices_max_age_s
+    assert age == 5400.5 and isinstance(age, float)
+    with pytest.raises(ValueError, match="MAX_AGE_S: 'soon' is not a valid float"):
+        Settings.from_env({"OMS_FORWARD_PRICES_MAX_AGE_S": "soon"})
+    with pytest.raises(ValueError, match=r"forward_prices_max_age_s must be positive, got 0\.0"):
+        Settings.from_env({"OMS_FORWARD_PRICES_MAX_AGE_S": "0"})
+
+
 @pytest.mark.parametrize(
     ("cart", "message"),
     [

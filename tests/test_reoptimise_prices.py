@@ -48,13 +48,19 @@ def count(client: Client, node: str, sku: str, on_hand: int) -> None:
     )
 
 
-def store_prices(store: Store, prices: dict[tuple[str, str], int]) -> int:
-    """A reprice run as ``oms reprice`` writes one: its row and its positive prices."""
+def store_prices(
+    store: Store,
+    prices: dict[tuple[str, str], int],
+    *,
+    age_s: float = 0.0,
+    horizon_days: float = 7.0,
+) -> int:
+    """A reprice run as ``oms reprice`` writes one (``age_s`` ago): its row and its prices."""
     with store.write() as conn:
         key = conn.execute(
             sa.insert(t.reprice_runs).values(
-                computed_at=store.clock(),
-                horizon_days=7.0,
+                computed_at=store.clock() - age_s,
+                horizon_days=horizon_days,
                 orders_seen=1,
                 expected_units=1.0,
                 positions=len(prices),
@@ -195,6 +201,29 @@ def test_prices_on_without_any_reprice_run_behave_as_the_reference_batch(
         assert (report.cost_before, report.cost_after) == (1_150_000, 800_000)
         assert nodes(get(client, o1.order_id)) == ["DC-NJ"]
         assert get(client, o1.order_id).events[-1].detail.startswith("cost 11.50 -> 8.00")
+
+
+def test_prices_past_their_horizon_or_max_age_are_not_used(database_url: str) -> None:
+    """A reprice schedule that stopped: last week's prices must not steer today's batch."""
+    with running_server(database_url, NETWORK) as client:
+        o1 = place_one(client)
+        count(client, "DC-NJ", "A", 1)
+        # Computed 8 days ago for a 7-day horizon: expired, so the batch runs at the
+        # reference cost and takes DC-NJ's unit, as without prices.
+        run_id = store_prices(client.store, {("DC-NJ", "A"): 500_000}, age_s=8 * 86_400)
+        expired = job(client, forward_prices=True, dry_run=True)
+        assert expired.price_run is None
+        assert f"reprice run {run_id}" in expired.prices and "expired at" in expired.prices
+        assert (expired.changed, expired.cost_after) == (1, 800_000)
+
+        # Two hours old: within its horizon, so used; but not with a one-hour limit.
+        run_id = store_prices(client.store, {("DC-NJ", "A"): 500_000}, age_s=7_200)
+        fresh = job(client, forward_prices=True, dry_run=True)
+        assert fresh.price_run == run_id and fresh.changed == 0
+        limited = job(client, forward_prices=True, dry_run=True, price_max_age_s=3_600)
+        assert limited.price_run is None and "expired at" in limited.prices
+        assert limited.changed == 1
+        assert get(client, o1.order_id).allocation == o1.allocation  # dry runs write nothing
 
 
 @pytest.fixture

@@ -10,8 +10,11 @@ there before DC-NJ's one unit is replenished: one from DC-NJ ($8.00), eight from
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from oms import schema as t
@@ -71,6 +74,40 @@ def test_the_job_prices_the_last_unit_near_demand_and_quotes_use_it(tmp_path: Pa
                 assert cents(option.cost) == 1000
                 assert cents(option.breakdown.total) == 1000
                 assert cents(option.breakdown.opportunity_cost) == 350
+
+
+def test_quotes_stop_using_prices_past_their_horizon_or_max_age(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = sqlite_url(tmp_path)
+    clock = [time.time()]
+    with running_server(
+        url,
+        NETWORK,
+        clock=lambda: clock[0],
+        forward_prices=True,
+        forward_prices_refresh_s=0.0,
+        forward_prices_max_age_s=2 * 86_400.0,
+        hold_stock=False,
+    ) as client:
+        _place_two(client)
+        run_job(client.store, horizon_days=7.0)
+        assert [p.node_id for p in _cheapest(client).parcels] == ["DC-CHI"]  # priced
+        # A day on: still within the two-day limit. Three days on: expired, so the
+        # plain menu, with one warning that says why.
+        clock[0] += 86_400
+        assert [p.node_id for p in _cheapest(client).parcels] == ["DC-CHI"]
+        clock[0] += 2 * 86_400
+        with caplog.at_level(logging.WARNING, logger="oms.reprice"):
+            plain = _cheapest(client)
+            _cheapest(client)
+        assert [p.node_id for p in plain.parcels] == ["DC-NJ"] and cents(plain.cost) == 1000
+        warnings = [r.getMessage() for r in caplog.records if r.name == "oms.reprice"]
+        assert len(warnings) == 1 and "reprice run 1" in warnings[0]
+        assert "expired" in warnings[0]
+        # A newer run is used again.
+        run_job(client.store, horizon_days=7.0)
+        assert [p.node_id for p in _cheapest(client).parcels] == ["DC-CHI"]
 
 
 def test_runs_are_kept_to_the_last_three_and_dask_gives_the_same_prices(tmp_path: Path) -> None:

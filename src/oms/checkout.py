@@ -119,7 +119,9 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         self.admission = Admission(settings.solver_slots)
         # Forward-looking prices (oms reprice), when turned on: read from the latest run.
         self.prices = (
-            LatestPrices(store, settings.forward_prices_refresh_s)
+            LatestPrices(
+                store, settings.forward_prices_refresh_s, settings.forward_prices_max_age_s
+            )
             if settings.forward_prices
             else None
         )

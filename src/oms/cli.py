@@ -355,7 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "reoptimise":
         from oms.reoptimise import command
 
-        return command(args, settings.database_url, forward_prices=settings.forward_prices)
+        return command(
+            args,
+            settings.database_url,
+            forward_prices=settings.forward_prices,
+            price_max_age_s=settings.forward_prices_max_age_s,
+        )
     if args.command == "reprice":
         from oms.reprice import command as reprice_command
 

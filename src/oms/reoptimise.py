@@ -35,7 +35,8 @@ for later orders. "Never dearer" then holds for the priced cost, at solve
 and at write time (an order may move to a dearer reference cost to free a
 unit worth more to the orders expected); promises bind as always, and every
 order's allocation and the report's costs stay reference costs, with the
-opportunity cost reported apart. Before the first reprice run, or with
+opportunity cost reported apart. Before the first reprice run, once the
+latest run's prices have expired (:mod:`oms.reprice`), or with
 ``reference_cost`` (``--reference-cost``), it runs at the reference cost.
 The report names the price set it used.
 """
@@ -56,7 +57,7 @@ from sqlalchemy.engine import Connection
 from oms import dask_cluster
 from oms import schema as t
 from oms.convert import day_after, days_between, plan_of, today
-from oms.reprice import latest_prices
+from oms.reprice import latest_run
 from oms.store import (
     Plan,
     Position,
@@ -102,24 +103,32 @@ class PriceSet:
     prices: OpportunityCosts | None = field(default=None, repr=False)
 
     @classmethod
-    def read(cls, conn: Connection, *, forward_prices: bool, reference_cost: bool) -> PriceSet:
+    def read(
+        cls,
+        conn: Connection,
+        *,
+        forward_prices: bool,
+        reference_cost: bool,
+        now: float,
+        max_age_s: float | None = None,
+    ) -> PriceSet:
         if not forward_prices:
             return cls("reference cost (forward prices off)")
         if reference_cost:
             return cls("reference cost (--reference-cost)")
-        run_id, prices = latest_prices(conn)
-        if run_id is None or prices is None:
+        run = latest_run(conn)
+        if run is None:
             return cls("reference cost (forward prices on, no reprice run yet)")
-        computed_at = conn.execute(
-            sa.select(t.reprice_runs.c.computed_at).where(t.reprice_runs.c.run_id == run_id)
-        ).scalar_one()
-        positions = int(np.count_nonzero(prices.values))
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(computed_at)))
+        expires_at = run.expires_at(max_age_s)
+        if now >= expires_at:
+            expired = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires_at))
+            return cls(f"reference cost ({run.describe()} expired at {expired})")
+        positions = int(np.count_nonzero(run.prices.values))
         plural = "" if positions == 1 else "s"
         return cls(
-            f"priced: reprice run {run_id} of {when} ({positions} priced position{plural})",
-            run_id,
-            prices,
+            f"priced: {run.describe()} ({positions} priced position{plural})",
+            run.run_id,
+            run.prices,
         )
 
     def of(self, evaluation: Evaluation) -> int:
@@ -324,12 +333,23 @@ class _Snapshot:
 
 
 def _snapshot(
-    store: Store, now: float, *, forward_prices: bool = False, reference_cost: bool = False
+    store: Store,
+    now: float,
+    *,
+    forward_prices: bool = False,
+    reference_cost: bool = False,
+    price_max_age_s: float | None = None,
 ) -> _Snapshot:
     """The open orders, the pool they share and the prices, as one consistent read (one
     snapshot: a PlaceOrder committed between two of these reads would otherwise be half seen)."""
     with store.read(snapshot=True) as conn:
-        prices = PriceSet.read(conn, forward_prices=forward_prices, reference_cost=reference_cost)
+        prices = PriceSet.read(
+            conn,
+            forward_prices=forward_prices,
+            reference_cost=reference_cost,
+            now=now,
+            max_age_s=price_max_age_s,
+        )
         orders = read_open_orders(conn)
         catalog = store.catalog(conn)
         skus = sorted({line.sku for o in orders for line in o.lines} & set(catalog.sku_index))
@@ -627,6 +647,7 @@ def run_job(
     dry_run: bool = False,
     forward_prices: bool = False,
     reference_cost: bool = False,
+    price_max_age_s: float | None = None,
     progress: Callable[[int, int], object] | None = None,
     before_write: Callable[[], object] | None = None,
 ) -> JobReport:
@@ -634,13 +655,20 @@ def run_job(
 
     ``forward_prices``: re-assign at the priced cost of the latest reprice run
     (the service's ``forward_prices`` setting); ``reference_cost`` forces the
-    reference cost even then. ``before_write`` runs between the solve and the
+    reference cost even then; prices older than ``price_max_age_s`` (or past their run's
+    horizon) are not used. ``before_write`` runs between the solve and the
     first write (tests use it to interleave a concurrent change).
     """
     started = time.perf_counter()
     now = store.clock()
     day = today(now)
-    snapshot = _snapshot(store, now, forward_prices=forward_prices, reference_cost=reference_cost)
+    snapshot = _snapshot(
+        store,
+        now,
+        forward_prices=forward_prices,
+        reference_cost=reference_cost,
+        price_max_age_s=price_max_age_s,
+    )
     prices = snapshot.prices
     log.info("oms reoptimise: %s", prices.description)
     if snapshot.instance is None:
@@ -715,11 +743,18 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def command(args: Any, database_url: str, *, forward_prices: bool = False) -> int:
+def command(
+    args: Any,
+    database_url: str,
+    *,
+    forward_prices: bool = False,
+    price_max_age_s: float | None = None,
+) -> int:
     """Run ``oms reoptimise``: print the summary table; exit 0 (1 if a promise would break).
 
     ``forward_prices``: the service's setting (``OMS_FORWARD_PRICES``): re-assign at the
-    priced cost of the latest reprice run unless ``--reference-cost``.
+    priced cost of the latest reprice run unless ``--reference-cost``, or it expired
+    (``price_max_age_s``: ``OMS_FORWARD_PRICES_MAX_AGE_S``).
     """
     from contextlib import ExitStack
     from dataclasses import replace
@@ -759,6 +794,7 @@ def command(args: Any, database_url: str, *, forward_prices: bool = False) -> in
             dry_run=args.dry_run,
             forward_prices=forward_prices,
             reference_cost=args.reference_cost,
+            price_max_age_s=price_max_age_s,
             progress=progress,
         )
     print(report.table())

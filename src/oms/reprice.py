@@ -18,15 +18,24 @@ run's prices to each unit's cost (:class:`LatestPrices` re-reads the latest
 run id at most every ``refresh_s`` seconds): the menu is chosen by the priced
 cost, each option keeps its reference cost, and the opportunity cost is its
 own breakdown line (``CostBreakdown.opportunity_cost``).
+
+**Prices expire.** A run prices stock for its own ``horizon_days`` (by then
+the stock it priced has been sold and replenished), so past that horizon, or
+past ``forward_prices_max_age_s`` if that is shorter, quotes and ``oms
+reoptimise`` go back to the reference cost, with one warning per run, until a
+newer run lands: a stopped reprice schedule must not leave last week's
+scarcity in today's menu.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -44,9 +53,11 @@ from sourcing.forward.fluid import (
 )
 from sourcing.model import IntArray, Network, OpportunityCosts
 
-__all__ = ["LatestPrices", "RepriceReport", "latest_prices", "run_job"]
+__all__ = ["LatestPrices", "PriceRun", "RepriceReport", "latest_prices", "latest_run", "run_job"]
 
 DAY_S = 86_400.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -176,11 +187,46 @@ def run_job(
     return replace(report, run_id=run_id)
 
 
+@dataclass(frozen=True)
+class PriceRun:
+    """A reprice run's prices and when they stop being used."""
+
+    run_id: int
+    computed_at: float
+    horizon_days: float
+    prices: OpportunityCosts = field(repr=False)
+
+    def expires_at(self, max_age_s: float | None = None) -> float:
+        """The end of the run's horizon, or ``max_age_s`` after it ran if that is sooner."""
+        age = self.horizon_days * DAY_S
+        if max_age_s is not None and max_age_s > 0:
+            age = min(age, max_age_s)
+        return self.computed_at + age
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.computed_at))
+        return f"reprice run {self.run_id} of {when}"
+
+
+def latest_run(conn: sa.Connection) -> PriceRun | None:
+    """The latest run (None before the first one)."""
+    r = t.reprice_runs
+    latest = sa.select(r.c.run_id, r.c.computed_at, r.c.horizon_days)
+    row = conn.execute(latest.order_by(r.c.run_id.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return PriceRun(
+        int(row.run_id), float(row.computed_at), float(row.horizon_days), _prices(conn, row.run_id)
+    )
+
+
 def latest_prices(conn: sa.Connection) -> tuple[int | None, OpportunityCosts | None]:
-    """The latest run's id and prices (None, None before the first run)."""
-    run_id = conn.execute(sa.select(sa.func.max(t.reprice_runs.c.run_id))).scalar()
-    if run_id is None:
-        return None, None
+    """The latest run's id and prices (None, None before the first run), expired or not."""
+    run = latest_run(conn)
+    return (None, None) if run is None else (run.run_id, run.prices)
+
+
+def _prices(conn: sa.Connection, run_id: int) -> OpportunityCosts:
     c = t.opportunity_costs
     rows = conn.execute(
         sa.select(c.c.node_id, c.c.sku, c.c.millicents).where(c.c.run_id == run_id)
@@ -192,33 +238,64 @@ def latest_prices(conn: sa.Connection) -> tuple[int | None, OpportunityCosts | N
     values = np.zeros((len(node_ids), len(sku_ids)), dtype=np.int64)
     for r in rows:
         values[ni[r.node_id], si[r.sku]] = int(r.millicents)
-    return int(run_id), OpportunityCosts(node_ids, sku_ids, values)
+    return OpportunityCosts(node_ids, sku_ids, values)
 
 
 class LatestPrices:
-    """The quotes' cached view of the latest run: one cheap id check every ``refresh_s``."""
+    """The quotes' cached view of the latest run: one cheap id check every ``refresh_s``.
 
-    def __init__(self, store: Store, refresh_s: float = 30.0) -> None:
+    Expired prices (module doc) are not used: :meth:`current` returns None for them,
+    whatever the cache holds, and warns once per run.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        refresh_s: float = 30.0,
+        max_age_s: float | None = None,
+    ) -> None:
         self._store = store
         self._refresh_s = refresh_s
+        self._max_age_s = max_age_s
         self._lock = threading.Lock()
-        self._checked = -float("inf")
-        self._run_id: int | None = None
-        self._prices: OpportunityCosts | None = None
+        self._checked = -math.inf
+        self._run: PriceRun | None = None
+        self._expires_at = math.inf
+        self._warned: int | None = None
 
     def current(self) -> OpportunityCosts | None:
         now = time.monotonic()
-        if now - self._checked < self._refresh_s:
-            return self._prices
-        with self._lock:
-            if now - self._checked < self._refresh_s:
-                return self._prices
-            with self._store.read() as conn:
-                run_id = conn.execute(sa.select(sa.func.max(t.reprice_runs.c.run_id))).scalar()
-                if run_id != self._run_id:
-                    self._run_id, self._prices = latest_prices(conn)
-            self._checked = now
-        return self._prices
+        if now - self._checked >= self._refresh_s:
+            with self._lock:
+                if now - self._checked >= self._refresh_s:
+                    self._refresh()
+                    self._checked = now
+        run = self._run
+        if run is None:
+            return None
+        if self._store.clock() >= self._expires_at:
+            if self._warned != run.run_id:
+                self._warned = run.run_id
+                expired = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self._expires_at))
+                log.warning(
+                    "forward prices of %s expired at %s: quotes use the reference cost "
+                    "until 'oms reprice' runs again",
+                    run.describe(),
+                    expired,
+                )
+            return None
+        return run.prices
+
+    def _refresh(self) -> None:
+        with self._store.read() as conn:
+            run_id = conn.execute(sa.select(sa.func.max(t.reprice_runs.c.run_id))).scalar()
+            if run_id is None:
+                self._run, self._expires_at = None, math.inf
+            elif self._run is None or run_id != self._run.run_id:
+                self._run = latest_run(conn)
+                self._expires_at = (
+                    self._run.expires_at(self._max_age_s) if self._run is not None else math.inf
+                )
 
 
 # ---------------------------------------------------------------------------- CLI

@@ -90,6 +90,8 @@ class Settings:
     forward_prices: bool = False
     #: How often a server checks for a newer reprice run.
     forward_prices_refresh_s: float = 30.0
+    #: Prices older than this are not used (None: until their run's own horizon ends).
+    forward_prices_max_age_s: float | None = None
     db_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
 
     def __post_init__(self) -> None:
@@ -100,6 +102,10 @@ class Settings:
             raise ValueError(
                 f"max_streams must be in 0..threads-1 ({self.threads - 1}): streams must leave "
                 f"threads for unary calls, got {self.max_streams}"
+            )
+        if self.forward_prices_max_age_s is not None and not self.forward_prices_max_age_s > 0:
+            raise ValueError(
+                f"forward_prices_max_age_s must be positive, got {self.forward_prices_max_age_s}"
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
@@ -163,7 +169,14 @@ class Settings:
                 continue
             default = getattr(cls(), f.name)
             if default is None:  # optional: its annotation ("int | None", ...) says which
-                kind: type = int if str(f.type).startswith("int") else str
+                annotation = str(f.type)
+                kind: type = (
+                    int
+                    if annotation.startswith("int")
+                    else float
+                    if annotation.startswith("float")
+                    else str
+                )
             else:
                 kind = type(default)
             if kind is bool:
