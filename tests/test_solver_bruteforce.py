@@ -20,7 +20,7 @@ import pytest
 from sourcing import Quote, QuoteSettings, quote
 from sourcing.errors import ShortageError
 from sourcing.model import Evaluation, Label, Network, Order, OrderLine
-from sourcing.solver import enumeration, large, subproblem
+from sourcing.solver import branching, enumeration, large, subproblem
 
 from reference import assert_priced_as_reference
 from support import all_allocations, free_units, random_order, tiny_network
@@ -247,18 +247,40 @@ def test_fragmented_carts_match_brute_force(
     assert split3 >= 50, split3
 
 
-@pytest.mark.parametrize("per_count", ["sets", "cp-sat"])
+@pytest.mark.parametrize("per_count", ["sets", "branching", "cp-sat"])
 def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     per_count: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The route of 50-line carts on 500 nodes (sourcing.solver.large): no parcel set is
     # enumerated beyond one parcel before it, and every residue, however small, is split
     # by parcel count and bounded per count; each open count's parcel sets are enumerated
-    # ("sets"), or that enumeration gives up at once and CP-SAT searches the count
-    # ("cp-sat"). Labels must still be exact.
+    # ("sets"), or that enumeration gives up at once and the Lagrangian branch and bound
+    # closes the count, branching down to single parcel sets and never calling CP-SAT
+    # ("branching"), or neither and CP-SAT searches it ("cp-sat"). Labels must still be
+    # exact.
     monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
-    if per_count == "cp-sat":
+    searches = 0
+    if per_count != "sets":
         monkeypatch.setattr(large, "best_subset", lambda *args, **kwargs: (None, 0))
+    if per_count == "branching":
+        monkeypatch.setattr(branching, "LEAF_CELLS", 0)
+
+        def no_cpsat(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the branch and bound left a parcel count to CP-SAT")
+
+        monkeypatch.setattr(large, "solve_cpsat", no_cpsat)
+        searched = large.branch_and_bound
+
+        def counted_search(*args: Any, **kwargs: Any) -> Any:
+            nonlocal searches
+            searches += 1
+            return searched(*args, **kwargs)
+
+        monkeypatch.setattr(large, "branch_and_bound", counted_search)
+    if per_count == "cp-sat":
+        monkeypatch.setattr(
+            large, "branch_and_bound", lambda ctx, elig, p, best, *rest: (best, 0, False)
+        )
     monkeypatch.setattr(large, "LARGE_SLOTS", 0)
     calls = 0
     solve_large = large.solve_large
@@ -287,6 +309,59 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     assert checked >= 50, checked
     assert split3 >= 25, split3
     assert calls >= 50, calls
+    if per_count == "branching":
+        assert searches >= 25, searches
+
+
+@pytest.mark.parametrize("incumbents", [False, True])
+@pytest.mark.parametrize("leaf_cells", [0, branching.LEAF_CELLS])
+def test_branch_and_bound_closes_each_parcel_count_exactly(
+    leaf_cells: int, incumbents: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sourcing.solver.branching alone, per parcel count p, without a plan to start from,
+    # against every allocation enumerated and evaluated. A count's search may skip a plan
+    # whose parcel set splits cheaper with one parcel left empty (a plan of fewer parcels,
+    # searched at its own count, costs less), so what must hold is: the best of the
+    # answers for counts up to p is the least cost of every plan of up to p parcels, and
+    # each answer is a real plan of its count. Without the incumbents built at branches,
+    # only the priced parcel sets give plans: each answer has exactly p parcels. With no
+    # leaf cells it branches down to single parcel sets; with the default, small branches
+    # are priced whole.
+    from sourcing.costs import order_costs
+    from sourcing.orders import demand_by_sku
+    from sourcing.solver.context import INF, Context
+
+    monkeypatch.setattr(branching, "LEAF_CELLS", leaf_cells)
+    if not incumbents:
+        monkeypatch.setattr(branching, "_incumbent", lambda *args: None)
+    compared = found = 0
+    for seed in range(150):
+        network, order, settings = _fragmented_instance(seed)
+        brute = list(all_allocations(network, order))
+        if not brute:
+            continue
+        skus, wanted = demand_by_sku(network, order)
+        costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
+        ctx = Context(costs, wanted, settings, float("inf"))
+        least: dict[int, int] = {}
+        for e in brute:
+            least[e.num_parcels] = min(least.get(e.num_parcels, INF), e.cost)
+        best_brute = best_found = INF
+        for parcels in range(1, len(costs.nodes) + 1):
+            plan, lower, complete = branching.branch_and_bound(
+                ctx, costs.usable, parcels, None, INF, np.zeros(wanted.size), lambda: False
+            )
+            assert complete, (seed, parcels)
+            if plan is not None:
+                assert plan.cost >= least[plan.parcels], (seed, parcels)
+                assert plan.parcels == parcels if not incumbents else plan.parcels <= parcels
+                assert lower == plan.cost
+                best_found = min(best_found, plan.cost)
+                found += 1
+            best_brute = min(best_brute, least.get(parcels, INF))
+            assert best_found == best_brute, (seed, parcels)
+            compared += 1
+    assert compared >= 150 and found >= 60, (compared, found)
 
 
 def test_covering_sets_are_every_covering_set_once() -> None:

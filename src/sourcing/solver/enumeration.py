@@ -339,7 +339,7 @@ def best_subset(
             return None, size
         if subset_cells(slot_n.size, size, ctx.demand.size) > MAX_SUBSET_CELLS:
             return None, size - 1
-        _, every_best, exact = _price_sets(
+        _, every_best, exact = price_sets(
             ctx, slot_n, slot_v, _combinations(slot_n.size, size), None
         )
         return (subset_plan(ctx, *every_best) if every_best else None), size - 1 + exact
@@ -385,7 +385,7 @@ def best_subset(
                 # The cost cap (not the budget, which caps bounds: a set within it may
                 # cost more, and is priced now or never).
                 limit = min(cap, best_key[0] + 1e-6)
-                key, found, exact = _price_sets(
+                key, found, exact = price_sets(
                     ctx, slot_n, slot_v, sets[by_bound], set_bound[by_bound], limit
                 )
                 if key < best_key:
@@ -417,7 +417,7 @@ def _bounded_sets(
     return _covering_sets(ctx, slot_n, slot_terms, size, budget, limit)
 
 
-def _price_sets(
+def price_sets(
     ctx: Context,
     slot_n: IntArray,
     slot_v: IntArray,

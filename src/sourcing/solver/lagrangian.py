@@ -116,7 +116,7 @@ def lagrangian_bound(
             over_b, over_v = np.nonzero(taken_cvk[tight].sum(axis=2) > capacity[tight, None])
             if over_b.size:
                 over_n = tight[over_b]
-                taken_cvk[over_n, over_v] = _within_capacity(
+                taken_cvk[over_n, over_v] = within_capacity(
                     reduced[over_n, over_v][:, None, :], avail[over_n], capacity[over_n]
                 )[:, 0, :]
             per_service = fixed + (taken_cvk * reduced).sum(axis=2)
@@ -170,7 +170,7 @@ def lagrangian_bound(
     return Bound(best_value, with_node, service, float(best_lam @ q), slot_terms)
 
 
-def _within_capacity(reduced: np.ndarray, avail: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+def within_capacity(reduced: np.ndarray, avail: np.ndarray, capacity: np.ndarray) -> np.ndarray:
     """Units (B x V x K) each node takes at these reduced costs (B x V x K, <= 0): most
     negative first, up to its stock (B x K) and its capacity (B)."""
     order = np.argsort(reduced, axis=2, kind="stable")

@@ -38,6 +38,7 @@ from typing import Final
 
 import numpy as np
 
+from sourcing.solver.branching import branch_and_bound
 from sourcing.solver.context import INF, Context, Plan, ceil_bound, lexmin
 from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset
@@ -156,7 +157,26 @@ def solve_large(
             del counts[parcels], count_lower[parcels]
         first = False
 
-    # 4. CP-SAT on each count still open, the fewest slots first, its bound renewed at the
+    # 4. A Lagrangian branch and bound on each count still open, the least bound first:
+    # prices re-optimised per branch close what one bound per count cannot.
+    for parcels in sorted(counts, key=lambda p: (counts[p][0], p)):
+        if out_of_time():
+            break
+        value, _, prices = counts[parcels]
+        if _closed(value, parcels, cap(), best):
+            del counts[parcels], count_lower[parcels]
+            continue
+        start = prices if prices is not None else np.zeros(ctx.demand.size)
+        found, proven, complete = branch_and_bound(
+            ctx, elig & fixed_out(parcels), parcels, best, cap(), start, out_of_time
+        )
+        best = lexmin(best, found)
+        if complete:
+            del counts[parcels], count_lower[parcels]
+        else:
+            count_lower[parcels] = max(value, proven)
+
+    # 5. CP-SAT on each count still open, the fewest slots first, its bound renewed at the
     # best cost now known (warm-started from its own prices).
     for parcels in sorted(counts, key=lambda p: (int(np.count_nonzero(fixed_out(p))), p)):
         if out_of_time():

@@ -1,0 +1,353 @@
+"""Lagrangian branch and bound over plans of exactly ``p`` parcels (stage 4 on large residues).
+
+One parcel count that :mod:`~sourcing.solver.large` could not close by its
+bound or by enumerating its parcel sets (the count at the relaxation's own
+cardinality, 8-11% below the optimum on fragmented 50-line carts) is
+searched here. A branch fixes some nodes open (``forced``) and some closed;
+its bound is the Lagrangian of :mod:`~sourcing.solver.lagrangian` with the
+demand rows relaxed, for prices ``lam``::
+
+    lam . Q + sum of t[n] over forced n + least (p - |forced|) of t[n] over free n,
+    t[n] = min_v (F[n,v] + sum_k a[n,k] min(0, u[n,v,k] - lam[k]))   (capacity-aware)
+
+re-optimised per branch by a few subgradient steps warm-started from its
+parent's prices (the root's own bound sits at the LP bound with ``sum y ==
+p``; fixing nodes moves it). Then, per branch:
+
+* reduced-cost fixing: at the branch's best prices, a free node whose
+  opening (in place of the dearest chosen one) or whose closing (in place of
+  the cheapest unchosen one) lifts the bound above the best plan is fixed;
+* an incumbent: the relaxation's chosen parcels, when they cover the demand,
+  improved by the drop heuristic, may lower the best plan (and so prune);
+* once the parcel sets a branch leaves are few (``LEAF_CELLS``), they are all
+  priced exactly (:func:`~sourcing.solver.enumeration.price_sets`): a leaf;
+* otherwise it branches on the free node the relaxation opened about half
+  of the time over its last steps (open / closed).
+
+Best first: the least bound of the open branches is a valid lower bound on
+the count's plans at any moment, so a search cut short still proves a gap.
+The count is closed only when every branch is pruned by its bound or
+priced exactly; nothing is dropped on a guess.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from sourcing.model import BoolArray, IntArray
+from sourcing.solver.context import INF, Context, Plan, ceil_bound, lexmin
+from sourcing.solver.enumeration import price_sets, subset_plan
+from sourcing.solver.heuristics import drop_heuristic
+from sourcing.solver.lagrangian import within_capacity
+
+#: Subgradient steps at the root (warm-started from the count's own prices) and per branch
+#: (from its parent's).
+ROOT_ITERATIONS: Final = 60
+BRANCH_ITERATIONS: Final = 15
+#: A branch whose parcel sets, priced exactly, take at most this many (set x parcel x SKU)
+#: cells is a leaf.
+LEAF_CELLS: Final = 300_000
+#: Weight of the last step in the running share of steps a node was chosen (branching).
+CHOICE_DECAY: Final = 0.7
+
+
+class _Relaxation:
+    """The count's nodes as arrays (live rows only) and the node terms at given prices."""
+
+    def __init__(self, ctx: Context, elig: np.ndarray) -> None:
+        costs = ctx.costs
+        self.nodes = np.flatnonzero(elig.any(axis=1))
+        live_elig = elig[self.nodes]
+        self.elig = live_elig
+        self.avail = costs.available[self.nodes].astype(np.float64)
+        self.unit = np.where(live_elig[:, :, None], costs.unit[self.nodes], 0).astype(np.float64)
+        self.fixed = np.where(live_elig, costs.fixed[self.nodes], np.inf).astype(np.float64)
+        self.capacity = costs.capacity[self.nodes].astype(np.float64)
+        self.tight = self.capacity < self.avail.sum(axis=1)
+        self.demand = ctx.demand.astype(np.float64)
+
+    def terms(self, lam: np.ndarray, rows: IntArray) -> tuple[np.ndarray, IntArray, np.ndarray]:
+        """Per row: its term t, the service that attains it, and the units it takes (rows x K)."""
+        unit, avail = self.unit[rows], self.avail[rows]
+        reduced = np.minimum(unit - lam, 0.0)
+        taken = np.where(reduced < 0, avail[:, None, :], 0.0)
+        tight = np.flatnonzero(self.tight[rows])
+        if tight.size:
+            # A node whose capacity is below its stock takes its most profitable units only.
+            over_b, over_v = np.nonzero(taken[tight].sum(axis=2) > self.capacity[rows[tight], None])
+            if over_b.size:
+                over = tight[over_b]
+                taken[over, over_v] = within_capacity(
+                    reduced[over, over_v][:, None, :], avail[over], self.capacity[rows[over]]
+                )[:, 0, :]
+        per_service = self.fixed[rows] + (taken * reduced).sum(axis=2)
+        choice = np.argmin(per_service, axis=1)
+        picked = np.arange(rows.size)
+        return per_service[picked, choice], choice, taken[picked, choice]
+
+
+@dataclass(order=True)
+class _Branch:
+    bound: float
+    order: tuple[int, int]  # (-depth, sequence): deeper first among equal bounds, then FIFO
+    forced: BoolArray = field(compare=False)
+    closed: BoolArray = field(compare=False)
+    prices: np.ndarray = field(compare=False)
+
+
+@dataclass
+class _Ascent:
+    """A branch's best bound, its prices and terms there, what they open, and the share of
+    the last steps each node was opened (branching)."""
+
+    value: float
+    prices: np.ndarray
+    terms: np.ndarray  # per live node (inf: not in the branch)
+    opened: IntArray
+    services: IntArray
+    chosen: np.ndarray
+
+
+def _ascent(
+    relax: _Relaxation,
+    parcels: int,
+    forced: BoolArray,
+    closed: BoolArray,
+    prices: np.ndarray,
+    iterations: int,
+    target: float,
+    out_of_time: Callable[[], bool],
+) -> _Ascent | None:
+    """Subgradient ascent of the branch's bound (None: the branch has no plan)."""
+    rows = np.flatnonzero(~closed)
+    in_rows = forced[rows]
+    forced_at = np.flatnonzero(in_rows)
+    free_at = np.flatnonzero(~in_rows)
+    free_count = parcels - forced_at.size
+    if free_count < 0 or free_count > free_at.size:
+        return None
+    if (relax.avail[rows].sum(axis=0) < relax.demand).any():
+        return None  # the branch's nodes cannot hold the demand
+    lam = prices
+    best: _Ascent | None = None
+    chosen = np.zeros(rows.size)
+    scale, stall = 1.0, 0
+    for _ in range(iterations):
+        terms, choice, taken = relax.terms(lam, rows)
+        free_terms = terms[free_at]
+        if 0 < free_count < free_at.size:
+            picked = free_at[np.argpartition(free_terms, free_count - 1)[:free_count]]
+        else:
+            picked = free_at if free_count else free_at[:0]
+        opened = np.concatenate([forced_at, picked])
+        value = float(lam @ relax.demand) + float(terms[opened].sum())
+        if not np.isfinite(value):
+            return None
+        chosen *= CHOICE_DECAY
+        chosen[opened] += 1 - CHOICE_DECAY
+        if best is None or value > best.value + 1e-9:
+            best = _Ascent(value, lam, terms, rows[opened], choice[opened], chosen)
+            stall = 0
+        else:
+            stall += 1
+            if stall >= 5:
+                scale, stall = scale / 2, 0
+        if value >= target - 1e-6:
+            break
+        gradient = relax.demand - taken[opened].sum(axis=0)
+        norm = float(gradient @ gradient)
+        if norm == 0 or scale < 1e-3 or out_of_time():
+            break
+        # Polyak's step towards the best plan's cost (without one, 5% above the bound).
+        gap = target - value if target < np.inf else max(abs(value) * 0.05, 1000.0)
+        lam = lam + scale * max(gap, 1.0) / norm * gradient
+    assert best is not None
+    full_terms = np.full(relax.nodes.size, np.inf)
+    full_terms[rows] = best.terms
+    full_chosen = np.zeros(relax.nodes.size)
+    full_chosen[rows] = chosen
+    best.terms, best.chosen = full_terms, full_chosen
+    return best
+
+
+def branch_and_bound(
+    ctx: Context,
+    elig: np.ndarray,
+    parcels: int,
+    best: Plan | None,
+    upper: int,
+    prices: np.ndarray,
+    out_of_time: Callable[[], bool],
+) -> tuple[Plan | None, int, bool]:
+    """Least (cost, parcels) plan of exactly ``parcels`` parcels over ``elig`` beating ``best``.
+
+    Returns the best plan known at the end (``best`` or better, costing at
+    most ``upper``), the proven lower bound on the cost of the plans with this
+    many parcels that could still beat it, and whether the search was complete.
+    """
+    relax = _Relaxation(ctx, elig)
+    sequence = itertools.count()
+
+    def limit() -> int:
+        return min(upper, best.cost) if best is not None else upper
+
+    def threshold() -> int:
+        """A branch whose bound rounds up above this holds no plan beating the best one:
+        none cheaper, nor as cheap with fewer parcels (ties go to fewer parcels)."""
+        if best is not None and best.parcels <= parcels:
+            return min(limit(), best.cost - 1)
+        return limit()
+
+    def hopeless(value: float) -> bool:
+        # -inf (a branch not bounded yet) is never hopeless; +inf (no plan) always is.
+        return value > -np.inf and ceil_bound(value) > threshold()
+
+    nothing = np.zeros(relax.nodes.size, dtype=np.bool_)
+    heap: list[_Branch] = [_Branch(-np.inf, (0, next(sequence)), nothing, nothing, prices)]
+    unsettled: list[float] = []  # leaves whose exact pricing was cut short
+    iterations = ROOT_ITERATIONS
+    while heap and not out_of_time():
+        branch = heapq.heappop(heap)
+        if hopeless(branch.bound):
+            continue
+        ctx.stats["branch"] = ctx.stats.get("branch", 0) + 1
+        cap = limit()
+        goal = float(cap) if cap < INF else np.inf
+        ascent = _ascent(
+            relax, parcels, branch.forced, branch.closed, branch.prices, iterations, goal,
+            out_of_time,
+        )  # fmt: skip
+        iterations = BRANCH_ITERATIONS
+        if ascent is None:
+            continue  # no plan in this branch
+        value = max(ascent.value, branch.bound)
+        best = lexmin(best, _incumbent(ctx, relax, ascent, limit()))
+        if hopeless(value):
+            continue
+        fixed = _fix(parcels, branch.forced, branch.closed, ascent, threshold())
+        if fixed is None:
+            continue
+        forced, closed = fixed
+        leaf = _leaf(ctx, relax, parcels, forced, closed, limit())
+        if leaf is not None:
+            found, exact = leaf
+            best = lexmin(best, found)
+            if not exact:
+                unsettled.append(value)
+            continue
+        free = np.flatnonzero(~(forced | closed))
+        # The free node the relaxation opened closest to half of its last steps.
+        pick = int(free[np.argmin(np.abs(ascent.chosen[free] - 0.5))])
+        depth = 1 - branch.order[0]
+        for side in (True, False):
+            child_forced, child_closed = forced.copy(), closed.copy()
+            (child_forced if side else child_closed)[pick] = True
+            child = _Branch(
+                value, (-depth, next(sequence)), child_forced, child_closed, ascent.prices
+            )
+            heapq.heappush(heap, child)
+    open_bounds = [b.bound for b in heap if not hopeless(b.bound)] + unsettled
+    if not open_bounds:
+        return best, best.cost if best is not None else upper, True
+    return best, ceil_bound(min(open_bounds)) if np.isfinite(min(open_bounds)) else -INF, False
+
+
+def _incumbent(ctx: Context, relax: _Relaxation, ascent: _Ascent, limit: int) -> Plan | None:
+    """A plan from the parcels the relaxation opens, if they cover the demand (drop heuristic)."""
+    if ascent.opened.size == 0:
+        return None
+    plan = drop_heuristic(ctx, relax.nodes[ascent.opened], ascent.services.astype(np.int64))
+    return plan if plan is not None and plan.cost <= limit else None
+
+
+def _fix(
+    parcels: int, forced: BoolArray, closed: BoolArray, ascent: _Ascent, threshold: int
+) -> tuple[BoolArray, BoolArray] | None:
+    """Reduced-cost fixing at the branch's best prices: free nodes whose opening (or
+    closing) alone lifts the bound above ``threshold`` are closed (or forced open).
+    None: the branch holds no plan."""
+    terms, value = ascent.terms, ascent.value
+    free = np.flatnonzero(~(forced | closed))
+    free_count = parcels - int(np.count_nonzero(forced))
+    order = free[np.argsort(terms[free], kind="stable")]
+    inside, outside = order[:free_count], order[free_count:]
+    closed, forced = closed.copy(), forced.copy()
+    if free_count == 0:
+        closed[outside] = True
+        return forced, closed
+
+    def above(values: np.ndarray) -> np.ndarray:
+        return np.asarray(np.ceil(values - 1e-6) > threshold)
+
+    # Opening an outside node takes the place of the dearest inside one.
+    closed[outside[above(value - terms[inside[-1]] + terms[outside])]] = True
+    if outside.size:
+        # Closing an inside node lets the cheapest outside one in.
+        forced[inside[above(value - terms[inside] + terms[outside[0]])]] = True
+    else:
+        forced[inside] = True
+    if int(np.count_nonzero(forced)) > parcels:
+        return None
+    return forced, closed
+
+
+def _leaf(
+    ctx: Context,
+    relax: _Relaxation,
+    parcels: int,
+    forced: BoolArray,
+    closed: BoolArray,
+    limit: int,
+) -> tuple[Plan | None, bool] | None:
+    """Price every parcel set the branch leaves, if they are few: (best plan, exact); None:
+    too many, branch on."""
+    free_count = parcels - int(np.count_nonzero(forced))
+    free_pos = np.flatnonzero(~(forced | closed))
+    free_at, free_v = np.nonzero(relax.elig[free_pos])
+    free_n = relax.nodes[free_pos[free_at]]
+    if free_count > free_n.size:
+        return None, True  # too few nodes left: no plan of this count
+    forced_pos = np.flatnonzero(forced)
+    forced_services = [np.flatnonzero(relax.elig[i]) for i in forced_pos.tolist()]
+    forced_combos = math.prod(s.size for s in forced_services)
+    rows = math.comb(free_n.size, free_count) * forced_combos
+    if free_pos.size and rows * parcels * ctx.demand.size > LEAF_CELLS:
+        return None  # too many: branch on (without free nodes, the sets are always priced)
+    forced_n = np.repeat(relax.nodes[forced_pos], [s.size for s in forced_services])
+    forced_v = np.concatenate([s for s in forced_services]) if forced_services else free_v[:0]
+    slot_n = np.concatenate([forced_n, free_n]).astype(np.int64)
+    slot_v = np.concatenate([forced_v, free_v]).astype(np.int64)
+    # Rows of slot indices: one service per forced node, then free_count free slots.
+    starts = np.cumsum([0] + [s.size for s in forced_services])
+    forced_sets = np.array(
+        list(itertools.product(*[range(starts[i], starts[i + 1]) for i in range(starts.size - 1)])),
+        dtype=np.int64,
+    ).reshape(forced_combos, forced_pos.size)
+    offset = int(starts[-1])
+    free_sets = np.array(
+        list(itertools.combinations(range(offset, offset + free_n.size), free_count)),
+        dtype=np.int64,
+    ).reshape(math.comb(free_n.size, free_count), free_count)
+    sets = np.concatenate(
+        [
+            np.repeat(forced_sets, free_sets.shape[0], axis=0),
+            np.tile(free_sets, (forced_combos, 1)),
+        ],
+        axis=1,
+    )
+    # One parcel per node: rows naming a node twice (two of its services) are dropped.
+    ordered = np.sort(slot_n[sets], axis=1)
+    sets = sets[(ordered[:, 1:] != ordered[:, :-1]).all(axis=1)]
+    if sets.shape[0] == 0:
+        return None, True
+    key, found, exact = price_sets(ctx, slot_n, slot_v, sets, None, limit + 1e-6)
+    if found is None or key[0] > limit:
+        return None, exact
+    return subset_plan(ctx, *found), exact
