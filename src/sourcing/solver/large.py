@@ -44,8 +44,13 @@ from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset
 from sourcing.solver.lagrangian import Bound, lagrangian_bound
 
-#: Below this many slots, one CP-SAT model over every count is the better tool.
+#: Below this many slots, one CP-SAT model over every count is the better tool...
 LARGE_SLOTS: Final = 150
+#: ... and below this many (slot x SKU) cells: CP-SAT's model grows with the SKUs, and on
+#: 50-SKU carts residues of 60-150 slots took it 10-25 s without a proof, where the search
+#: per count proved them in 3-10 s. 150 slots x 20 SKUs: carts of up to 20 SKUs route as
+#: before.
+LARGE_CELLS: Final = LARGE_SLOTS * 20
 #: Subgradient steps for the converged bound (the stage-3 bound takes 30), and for each
 #: parcel count's bound (warm-started from the prices before it).
 ITERATIONS: Final = 200
@@ -57,9 +62,11 @@ REBOUND_ITERATIONS: Final = 200
 LARGE_SHARE: Final = 0.6
 
 
-def is_large(elig: np.ndarray) -> bool:
-    """Whether the residue over these slots goes to :func:`solve_large`."""
-    return int(np.count_nonzero(elig)) > LARGE_SLOTS
+def is_large(elig: np.ndarray, skus: int) -> bool:
+    """Whether the residue over these slots, for a cart of ``skus`` SKUs, goes to
+    :func:`solve_large`."""
+    slots = int(np.count_nonzero(elig))
+    return slots > LARGE_SLOTS or slots * skus > LARGE_CELLS
 
 
 def solve_large(

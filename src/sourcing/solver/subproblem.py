@@ -225,7 +225,11 @@ def _bound_and_solve(
     skipped = ctx.out_of_time()
     residue = elig & node_keep[:, None]
     # Hundreds of slots left (50-line carts on 500 nodes): searched per parcel count instead.
-    solve, method = (solve_large, "parcel counts") if is_large(residue) else (solve_cpsat, "cp-sat")
+    solve, method = (
+        (solve_large, "parcel counts")
+        if is_large(residue, demand.size)
+        else (solve_cpsat, "cp-sat")
+    )
     if skipped:
         # Building the CP-SAT model alone takes hundreds of ms on a large cart: out of time
         # (or the caller gone), the best plan stands with its gap to the bound.
