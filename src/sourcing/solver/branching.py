@@ -77,34 +77,50 @@ class _Relaxation:
 
 
 class _Rows:
-    """A branch's rows of the relaxation (the nodes it has not closed), gathered once for
-    its ascent, and their terms at given prices."""
+    """A branch's rows of the relaxation (the nodes it has not closed) as slots, gathered
+    once for its ascent, and their terms at given prices.
+
+    Slots, not nodes x services: dominated services are already dropped, so most nodes
+    keep one slot, and the work per step is over the slots that exist.
+    """
 
     def __init__(self, relax: _Relaxation, rows: IntArray) -> None:
-        self.unit, self.avail = relax.unit[rows], relax.avail[rows]
-        self.stock = self.avail[:, None, :]
-        self.fixed = relax.fixed[rows]
-        self.tight = np.flatnonzero(relax.tight[rows])
-        self.tight_capacity = relax.capacity[rows[self.tight]]
-        self.picked = np.arange(rows.size)
+        slot_row, slot_v = np.nonzero(relax.elig[rows])
+        node = rows[slot_row]
+        self.slot_row, self.slot_v = slot_row, slot_v
+        self.unit = relax.unit[node, slot_v]  # S x K
+        self.avail = relax.avail[node]
+        self.fixed = relax.fixed[node, slot_v]
+        capacity = relax.capacity[node]
+        self.tight = np.flatnonzero(relax.tight[node])
+        self.tight_capacity = capacity[self.tight]
+        self.one_slot = slot_row.size == rows.size  # each node one slot: slots are rows
+        if not self.one_slot:
+            # Rows x services: each slot's index (the others: an unused slot past the end).
+            self.index = np.full((rows.size, relax.elig.shape[1]), slot_row.size)
+            self.index[slot_row, slot_v] = np.arange(slot_row.size)
+            self.picked = np.arange(rows.size)
 
     def terms(self, lam: np.ndarray) -> tuple[np.ndarray, IntArray, np.ndarray]:
         """Per row: its term t, the service that attains it, and the units it takes (rows x K)."""
         reduced = np.minimum(self.unit - lam, 0.0)
-        taken = np.where(reduced < 0, self.stock, 0.0)
+        taken = np.where(reduced < 0, self.avail, 0.0)
         if self.tight.size:
             # A node whose capacity is below its stock takes its most profitable units only.
-            over_b, over_v = np.nonzero(
-                taken[self.tight].sum(axis=2) > self.tight_capacity[:, None]
-            )
-            if over_b.size:
-                over = self.tight[over_b]
-                taken[over, over_v] = within_capacity(
-                    reduced[over, over_v][:, None, :], self.avail[over], self.tight_capacity[over_b]
+            over = self.tight[taken[self.tight].sum(axis=1) > self.tight_capacity]
+            if over.size:
+                taken[over] = within_capacity(
+                    reduced[over][:, None, :],
+                    self.avail[over],
+                    self.tight_capacity[np.searchsorted(self.tight, over)],
                 )[:, 0, :]
-        per_service = self.fixed + (taken * reduced).sum(axis=2)
+        per_slot = self.fixed + (taken * reduced).sum(axis=1)
+        if self.one_slot:
+            return per_slot, self.slot_v, taken
+        per_service = np.append(per_slot, np.inf)[self.index]
         choice = np.argmin(per_service, axis=1)
-        return per_service[self.picked, choice], choice, taken[self.picked, choice]
+        slot = self.index[self.picked, choice]
+        return per_service[self.picked, choice], choice, taken[slot]
 
 
 @dataclass(order=True)
