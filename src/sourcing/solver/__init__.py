@@ -53,7 +53,8 @@ section 8), in this order:
    hundreds of slots survive (50-line carts on 500 nodes of fragmented
    stock), the residue is split by parcel count instead, each count bounded
    on its own (a cardinality term), its nodes fixed by its reduced costs,
-   its parcel sets enumerated, then CP-SAT per count.
+   its parcel sets enumerated, then a Lagrangian branch and bound per count
+   (prices re-optimised per branch), and CP-SAT per count for what is left.
 
 Each option's :class:`~sourcing.model.Proof` names the step that proved it.
 Once the quote's time is up (``time_limit_s`` or ``should_stop``), no stage
@@ -71,6 +72,7 @@ which build on it):
   :func:`solve_costs`, the frontier over sub-problems and its labels;
 * :mod:`~sourcing.solver.subproblem`: one ``P(D, p)``, stages 2-4 in order;
 * :mod:`~sourcing.solver.large` (stage 4 on large residues, per parcel count),
+  :mod:`~sourcing.solver.branching` (its branch and bound over one count),
   :mod:`~sourcing.solver.cpsat` (stage 4), :mod:`~sourcing.solver.heuristics`,
   :mod:`~sourcing.solver.enumeration` (stage 2),
   :mod:`~sourcing.solver.lagrangian` (stage 3's bound);

@@ -20,11 +20,15 @@ nodes its own reduced costs allow (reduced-cost fixing per count). In order:
    (:func:`~sourcing.solver.enumeration.best_subset`); while the best plan
    improves, the counts are bounded again and searched again (a lower best
    fixes more nodes and admits fewer sets);
-4. the counts still open (too many sets) go to CP-SAT one by one
+4. the counts still open (too many sets) are searched by a Lagrangian branch
+   and bound (:func:`~sourcing.solver.branching.branch_and_bound`: prices
+   re-optimised per branch, reduced-cost fixing per branch), least bound first;
+5. what that leaves open (out of its time) goes to CP-SAT count by count
    (``sum y == p`` on that count's nodes), fewest slots first.
 
 The search is exact: a count is closed only by a bound above the best plan,
-by a complete enumeration of its sets or by a complete CP-SAT search; the
+by a complete enumeration of its sets, a complete branch and bound or a
+complete CP-SAT search; the
 proven lower bound of the whole is the least over the counts not closed. It
 takes at most :data:`LARGE_SHARE` of the quote's time left, so the
 sub-problems after it (FASTEST's deadline) are still solved. Returns what
