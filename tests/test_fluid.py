@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sourcing.forward.fluid import (
+    Committed,
     DemandForecast,
     OrderHistory,
     Regions,
@@ -61,6 +62,24 @@ def test_stock_left_over_is_worth_nothing() -> None:
     network = two_node_network(stock=(5, 5))
     solution = solve_fluid(network, network.available, _forecast(1.5, 0.5))
     assert solution.opportunity.tolist() == [[0, 0], [0, 0]]
+
+
+def test_a_held_order_is_priced_beside_the_expected_demand_with_its_unit_given_back() -> None:
+    # The day put o1 (R2) on A's only unit; the batch prices it. Given back, A 1 and B 2
+    # serve o1 (never rationed) and R1's 3 expected units rationed to 3 x 0.98 - 1 = 1.94:
+    # R1 takes A's unit ($5 against $15, saving $10; o1 would save $3), B serves o1 ($8)
+    # and R1's other 0.94 with 0.06 to spare. So lambda_A = $10, lambda_B = 0: o1 priced
+    # at A costs $15 against $8 at B, and the batch moves it.
+    network = two_node_network(stock=(1, 2))
+    held = Committed(np.array([R2.lat]), np.array([R2.lon]), np.array([[1.0, 0.0]]))
+    solution = solve_fluid(network, network.available, _forecast(3.0, 0.0), committed=held)
+    assert solution.opportunity[:, 0].tolist() == [1_000_000, 0]
+    assert solution.objective == pytest.approx(5e5 + 0.94 * 15e5 + 8e5)
+    # Re-solved on the stock the day left (A 0, B 1 after o1), A's unit is not priced at
+    # all: given back to the batch, it looks spare.
+    after = two_node_network(stock=(0, 2))
+    stale = solve_fluid(after, after.available, _forecast(3.0, 0.0))
+    assert stale.opportunity[0, 0] == 0
 
 
 def test_the_forecast_blends_the_planning_rate_with_history_and_shares_by_region() -> None:

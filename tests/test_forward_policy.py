@@ -128,3 +128,44 @@ def test_the_priced_batch_keeps_the_unit_the_prices_reserve_the_reference_batch_
     )
     assert _w_orders(reference) == (["A", "B"], 2_000_000)
     assert priced.orders["units_shipped"].sum() == reference.orders["units_shipped"].sum() == 6
+
+
+def _stale_prices_stream() -> list[SimOrder]:
+    """V from R1 (the first re-solve), then W from R1 and R2 on day 0, W from R1 on day 1."""
+    timed = [
+        Timed("v1", 0.5, R1, sku="V"),
+        Timed("w1", 1.0, R1),
+        Timed("o1", 2.0, R2),
+        Timed("w2", 26.0, R1),
+    ]
+    return [SimOrder(t.order_id, t.created_at, t.order) for t in timed]
+
+
+def test_the_batch_priced_with_the_days_orders_in_the_lp_moves_the_order_stale_prices_keep() -> (
+    None
+):
+    # A and B hold 2 W each; every zone delivers in 2 days (a move keeps its promise).
+    # Prices are solved once, at v1: 1.8 W expected in R1 against 2 at A, so nothing is
+    # priced, and w1 and o1 both take A ($5 each). At day 0's end:
+    # - "scheduled": the batch sees those zero prices and keeps both at A; w2 (day 1, R1)
+    #   must ship from B: $15. W costs $25.
+    # - "fluid": w1 and o1 in the LP with their units given back (A 2, B 2) beside R1's
+    #   1.8: R1 needs 2.8 and A has 2, so A's unit is worth $10 (lambda_B = 0, B has spare);
+    #   o1 priced costs $15 at A against $8 at B and moves; w2 ships from A: W costs $18.
+    network = two_node_network(stock=(2, 2), daily_demand=1.8).replace(
+        transit_days=np.array([[2, 2, 2]])
+    )
+    once = replace(FORWARD, reprice_every_orders=1000, reprice_every_hours=1000.0)
+    costs = {}
+    for prices in ("scheduled", "fluid"):
+        options = PolicyOptions(forward=replace(once, batch_prices=prices))
+        result = simulate(
+            network, _stale_prices_stream(), make_policy("optimiser_forward_batch", options)
+        )
+        o, p = result.orders, result.parcels
+        rows = [i for i, oid in enumerate(o["order_id"]) if oid != "v1"]
+        nodes = [p[p["order"] == i]["node_id"].tolist() for i in rows]
+        costs[prices] = ([n for ns in nodes for n in ns], int(o.loc[rows, "cost"].sum()))
+        assert result.orders["units_shipped"].sum() == 4  # promises kept (else PolicyError)
+    assert costs["scheduled"] == (["A", "A", "B"], 2_500_000)
+    assert costs["fluid"] == (["A", "B", "A"], 1_800_000)

@@ -79,3 +79,16 @@ def test_the_forward_batch_is_priced_unless_the_scenario_says_otherwise(tmp_path
     bad = _scenario(tmp_path / "bad", '\n[forward]\npriced_batch = "yes"\n')
     with pytest.raises(ScenarioError, match=r"forward\.priced_batch: must be true or false"):
         load_scenario(bad)
+
+
+def test_the_batch_prices_are_the_scheduled_ones_unless_the_scenario_names_others(
+    tmp_path: Path,
+) -> None:
+    forward = load_scenario(_scenario(tmp_path)).options.forward
+    assert (forward.batch_prices, forward.sampled.rounds) == ("scheduled", 12)
+    text = '\n[forward]\nbatch_prices = "sampled"\nsampled_rounds = 5\n'
+    sampled = load_scenario(_scenario(tmp_path / "sampled", text)).options.forward
+    assert (sampled.batch_prices, sampled.sampled.rounds) == ("sampled", 5)
+    bad = _scenario(tmp_path / "bad", '\n[forward]\nbatch_prices = "oracle"\n')
+    with pytest.raises(ScenarioError, match=r"forward\.batch_prices: must be one of scheduled"):
+        load_scenario(bad)

@@ -63,6 +63,7 @@ from sourcing.forward.lp import OPTIMAL, SparseLp, csr, solve_lp
 from sourcing.model import MILLICENTS_PER_UNIT, FloatArray, IntArray, Network
 
 __all__ = [
+    "Committed",
     "DemandForecast",
     "FluidSettings",
     "FluidSolution",
@@ -71,6 +72,7 @@ __all__ = [
     "forecast_demand",
     "solve_fluid",
     "unit_costs",
+    "with_committed",
 ]
 
 #: A lost unit costs this much more than the dearest way to serve it (currency units).
@@ -173,6 +175,42 @@ class DemandForecast:
     units: FloatArray  # R x S
     horizon_days: float
     units_per_parcel: float
+
+
+@dataclass(frozen=True, eq=False)
+class Committed:
+    """Orders already placed but not yet shipped, priced beside the expected demand.
+
+    One row per order: its destination and its units per SKU (``units``,
+    orders x S). The batch re-assigns such orders with their units given back
+    to the stock; in the LP each is a region of its own (its exact
+    destination) whose demand is never rationed: the orders are there, the
+    expected demand is what may not come.
+    """
+
+    lat: FloatArray
+    lon: FloatArray
+    units: FloatArray  # orders x S
+
+    @property
+    def count(self) -> int:
+        return int(self.lat.size)
+
+
+def with_committed(forecast: DemandForecast, committed: Committed) -> DemandForecast:
+    """``forecast`` with one more region per committed order (a single point, weight 1)."""
+    r = forecast.regions
+    k = committed.count
+    regions = Regions(
+        lat=np.concatenate([r.lat, committed.lat]),
+        lon=np.concatenate([r.lon, committed.lon]),
+        point_lat=np.concatenate([r.point_lat, committed.lat]),
+        point_lon=np.concatenate([r.point_lon, committed.lon]),
+        point_region=np.concatenate([r.point_region, r.count + np.arange(k, dtype=np.int64)]),
+        point_weight=np.concatenate([r.point_weight, np.ones(k)]),
+    )
+    units = np.vstack([forecast.units, committed.units])
+    return DemandForecast(regions, units, forecast.horizon_days, forecast.units_per_parcel)
 
 
 def _kmeans(
@@ -308,6 +346,7 @@ def solve_fluid(
     settings: FluidSettings | None = None,
     seed: int = 0,
     skus: IntArray | None = None,
+    committed: Committed | None = None,
 ) -> FluidSolution:
     """Solve the fluid LP (module doc) on ``available`` (N x S) stock; ``network.on_hand``
     prices the storage credit.
@@ -319,9 +358,19 @@ def solve_fluid(
 
     ``skus`` (indices): price only those (the LP decomposes by SKU, so a
     caller can solve chunks of SKUs apart, e.g. on Dask, and add the results).
+
+    ``committed``: orders placed and not yet shipped, whose units ``available``
+    includes (given back): each is a region of its own with its exact units,
+    neither sampled nor rationed; the expected demand is rationed to the stock
+    they leave. The duals then price a unit for these orders and the ones
+    expected after them together (the batch's prices).
     """
     settings = settings or FluidSettings()
     started = time.perf_counter()
+    fixed_rows = 0
+    if committed is not None and committed.count:
+        forecast = with_committed(forecast, committed)
+        fixed_rows = committed.count
     n_nodes, s_count = available.shape
     # Only nodes holding stock get arcs: the others' rows are never read.
     holders = np.flatnonzero(available.sum(axis=1) > 0)
@@ -337,11 +386,14 @@ def solve_fluid(
     else:
         rng = np.random.default_rng((settings.seed, seed))
         demands = [rng.poisson(forecast.units).astype(np.float64) for _ in range(settings.samples)]
+        if fixed_rows:
+            for demand in demands:
+                demand[-fixed_rows:] = units[-fixed_rows:]
     total = np.zeros((n_nodes, s_count))
     objective = lost = 0.0
     columns = 0
     for demand in demands:
-        one = _solve_one(network, available, demand, fixed, per_g, credit, settings)
+        one = _solve_one(network, available, demand, fixed, per_g, credit, settings, fixed_rows)
         if one.status != OPTIMAL:
             return FluidSolution(
                 np.zeros((n_nodes, s_count), dtype=np.int64),
@@ -385,19 +437,22 @@ def _solve_one(
     per_g: FloatArray,
     credit: IntArray,
     settings: FluidSettings,
+    fixed_rows: int = 0,
 ) -> _Duals:
-    """One LP of the module doc for the demand ``wanted_units`` (R x S)."""
+    """One LP of the module doc for the demand ``wanted_units`` (R x S); its last
+    ``fixed_rows`` rows are committed orders, never rationed."""
     n_nodes, s_count = available.shape
     # Rationing: orders are served while stock lasts, wherever they come from, so a SKU
     # short of its expected demand serves a share of every region's, not the cheapest ones.
+    # Committed orders come first: the expected demand shares what they leave.
+    expected_rows = wanted_units.shape[0] - fixed_rows
     supply = available.sum(axis=0).astype(np.float64)
-    wanted_total = wanted_units.sum(axis=0)
-    ration = np.where(
-        wanted_total > supply * settings.ration_at,
-        supply * settings.ration_at / np.maximum(wanted_total, 1e-12),
-        1.0,
-    )
-    demand = wanted_units * ration[None, :]
+    fixed_total = wanted_units[expected_rows:].sum(axis=0)
+    room = np.maximum(supply * settings.ration_at - fixed_total, 0.0)
+    wanted_total = wanted_units[:expected_rows].sum(axis=0)
+    ration = np.where(wanted_total > room, room / np.maximum(wanted_total, 1e-12), 1.0)
+    demand = wanted_units.copy()
+    demand[:expected_rows] *= ration[None, :]
 
     arc_node: list[IntArray] = []
     arc_region: list[IntArray] = []

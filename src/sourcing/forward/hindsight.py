@@ -915,3 +915,9 @@ def _replay_plan(
         lost += sum(s.missing for s in evaluation.shortfall)
         allocations.append(allocation)
     return tuple(allocations), total, lost
+
+
+# The column generation's parts, for the sampled-future prices (sourcing.forward.sampled).
+Period = _Period
+served_in_turn = _served
+conjugate = _conjugate

@@ -17,15 +17,32 @@ caller knows it (:meth:`ForwardPricer.set_on_hand`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 
-from sourcing.forward.fluid import FluidSettings, OrderHistory, forecast_demand, solve_fluid
-from sourcing.model import Allocation, IntArray, Network, OpportunityCosts, Order
+from sourcing.forward.fluid import (
+    Committed,
+    FluidSettings,
+    OrderHistory,
+    forecast_demand,
+    solve_fluid,
+)
+from sourcing.forward.sampled import (
+    SampledPrices,
+    SampledSettings,
+    sample_future,
+    sampled_prices,
+)
+from sourcing.model import Allocation, IntArray, Network, OpportunityCosts, Order, OrderLine
 
-__all__ = ["ForwardPricer", "ForwardSettings", "RepriceStats"]
+__all__ = ["BATCH_PRICES", "ForwardPricer", "ForwardSettings", "RepriceStats"]
+
+
+#: Where optimiser_forward_batch's batch takes its prices (:attr:`ForwardSettings.batch_prices`).
+BATCH_PRICES = ("scheduled", "fluid", "sampled")
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,11 @@ class ForwardSettings:
     dual_weight: float = 1.0
     #: ``optimiser_forward_batch``: the daily batch re-assigns at the priced cost too.
     priced_batch: bool = True
+    #: ... at which prices: "scheduled" (the last scheduled re-solve's), "fluid" (the
+    #: fluid LP re-solved with the day's orders in it beside the expected demand, their
+    #: units given back) or "sampled" (order-level: :mod:`sourcing.forward.sampled`).
+    batch_prices: str = "scheduled"
+    sampled: SampledSettings = field(default_factory=SampledSettings)
     fluid: FluidSettings = field(default_factory=FluidSettings)
 
 
@@ -74,9 +96,13 @@ class ForwardPricer:
         self.on_hand: IntArray = self.start_on_hand.copy()
         self.floor: IntArray = network.safety_stock + network.reserved
         self.history = OrderHistory(len(network.sku_ids))
+        #: The orders seen so far, whole (the sampled prices resample them).
+        self.baskets: list[Order] = []
         self.prices: OpportunityCosts | None = None
         self.log: list[RepriceStats] = []
+        self.sampled_log: list[SampledPrices] = []
         self._since = 0
+        self._reprices = 0
         self._last: datetime | None = None
         self._next_top_up = (
             self.t0 + timedelta(days=top_up_every_days) if top_up_every_days else None
@@ -99,6 +125,7 @@ class ForwardPricer:
             k = self.network.sku_index[line.sku]
             units[k] = units.get(k, 0) + line.qty
         self.history.add(order.destination.lat, order.destination.lon, self._days(at), units)
+        self.baskets.append(order)
         self._since += 1
 
     def take(self, allocation: Allocation, sign: int = 1) -> None:
@@ -137,25 +164,92 @@ class ForwardPricer:
     def reprice(self, now: datetime) -> OpportunityCosts | None:
         """Re-solve the fluid LP on the history and believed stock as of ``now``."""
         self._last, self._since = now, 0
+        prices = self._solve(now, np.maximum(self.on_hand, 0), None, seed=self._reprices)
+        self._reprices += 1
+        if prices is not None:
+            self.prices = prices
+        return self.prices
+
+    def price_held(
+        self, now: datetime, held: Sequence[tuple[Order, Allocation]]
+    ) -> OpportunityCosts | None:
+        """Prices for re-assigning ``held`` orders (placed, not shipped) at ``now``.
+
+        The fluid LP on the believed stock with the held orders' units given
+        back, with each held order in it at its exact destination and units
+        beside the demand expected after ``now`` (the expected demand shares
+        what they leave). A unit's price is then what it is worth to these
+        orders and the later ones together: unlike a re-solve on the stock
+        the held orders leave, a unit they need is not priced as spare. The
+        scheduled prices (:attr:`prices`) are left as they are; None: no
+        history or no LP answer.
+        """
+        on_hand = np.maximum(self.on_hand, 0)
+        s_count = len(self.network.sku_ids)
+        units = np.zeros((len(held), s_count))
+        for i, (_order, allocation) in enumerate(held):
+            for parcel in allocation.parcels:
+                if parcel.inbound_day is not None:
+                    continue
+                n = self.network.node_index[parcel.node_id]
+                for line in parcel.lines:
+                    k = self.network.sku_index[line.sku]
+                    on_hand[n, k] += line.qty
+                    units[i, k] += line.qty
+        keep = units.sum(axis=1) > 0
+        if self.settings.batch_prices == "sampled":
+            return self._sampled(now, on_hand, held)
+        committed = Committed(
+            lat=np.array([o.destination.lat for o, _ in held], dtype=np.float64)[keep],
+            lon=np.array([o.destination.lon for o, _ in held], dtype=np.float64)[keep],
+            units=units[keep],
+        )
+        # Its own seeds: pricing a batch leaves the scheduled prices' demand samples as they were.
+        return self._solve(now, on_hand, committed, seed=1_000_000 + len(self.log))
+
+    def _sampled(
+        self, now: datetime, on_hand: IntArray, held: Sequence[tuple[Order, Allocation]]
+    ) -> OpportunityCosts | None:
+        """The sampled-future prices (:mod:`sourcing.forward.sampled`) for ``held``."""
+        history = self.history
+        if history.orders < self.settings.min_history_orders or history.first_at is None:
+            return None
+        committed = [shipped for order, a in held if (shipped := _shipped(order, a)) is not None]
+        seen_days = max(self._days(now) - history.first_at, 1.0 / 24)
+        count = round(history.orders / seen_days * self.horizon(now))
+        rng = np.random.default_rng((self.settings.fluid.seed, len(self.log)))
+        future = sample_future(self.baskets, count, rng, self.settings.sampled.mix_destinations)
+        result = sampled_prices(
+            self.network.replace(on_hand=on_hand), committed, future, now, self.settings.sampled
+        )
+        self.sampled_log.append(result)
+        if result.status.startswith("MASTER_"):
+            return None
+        values = np.rint(result.opportunity * self.settings.dual_weight).astype(np.int64)
+        return OpportunityCosts(self.network.node_ids, self.network.sku_ids, values)
+
+    def _solve(
+        self, now: datetime, on_hand: IntArray, committed: Committed | None, seed: int
+    ) -> OpportunityCosts | None:
         horizon = self.horizon(now)
         forecast = forecast_demand(
             self.network, self.history, self._days(now), horizon, self.settings.fluid
         )
         if forecast is None:
-            return self.prices
-        on_hand = np.maximum(self.on_hand, 0)
+            return None
         available = np.maximum(on_hand - self.floor, 0)
         solution = solve_fluid(
             self.network.replace(on_hand=on_hand),
             available,
             forecast,
             self.settings.fluid,
-            seed=len(self.log),
+            seed=seed,
+            committed=committed,
         )
         if solution.status != "OPTIMAL":
-            return self.prices  # keep the last good ones
+            return None  # the caller keeps the last good ones
         values = np.rint(solution.opportunity * self.settings.dual_weight).astype(np.int64)
-        self.prices = OpportunityCosts(self.network.node_ids, self.network.sku_ids, values)
+        prices = OpportunityCosts(self.network.node_ids, self.network.sku_ids, values)
         self.log.append(
             RepriceStats(
                 at=now,
@@ -167,4 +261,16 @@ class ForwardPricer:
                 seconds=solution.seconds,
             )
         )
-        return self.prices
+        return prices
+
+
+def _shipped(order: Order, allocation: Allocation) -> Order | None:
+    """The part of ``order`` its allocation ships from stock (None: nothing)."""
+    qty: dict[str, int] = {}
+    for parcel in allocation.parcels:
+        if parcel.inbound_day is None:
+            for line in parcel.lines:
+                qty[line.sku] = qty.get(line.sku, 0) + line.qty
+    if not qty:
+        return None
+    return Order(order.destination, tuple(OrderLine(sku, q) for sku, q in qty.items()))

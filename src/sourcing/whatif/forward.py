@@ -91,7 +91,10 @@ class ForwardBatchPolicy(BatchPolicy):
     priced choice's delivery day); at the end of each day the day's orders
     are re-assigned jointly by the batch within their promises
     (:class:`BatchPolicy`), at the priced cost: each unit's cost carries the
-    pricer's latest opportunity cost (``ForwardSettings.priced_batch``;
+    pricer's latest opportunity cost, or with ``ForwardSettings.reprice_batch``
+    prices re-solved for the batch with the day's orders in the LP
+    (:meth:`~sourcing.forward.pricer.ForwardPricer.price_held`)
+    (``ForwardSettings.priced_batch``;
     off, the batch re-assigns at the reference cost and moves the day's
     orders back onto the units the prices kept for later orders, undoing
     part of what the prices won). The pricer follows the batch's changes.
@@ -124,9 +127,15 @@ class ForwardBatchPolicy(BatchPolicy):
     def end_period(self, snapshot: Snapshot) -> Mapping[str, Allocation] | None:
         held = {o.order_id: o.current for o in self._held}
         pricer = self._forward.pricer
-        if pricer is not None and self._forward.settings.priced_batch:
+        settings = self._forward.settings
+        if pricer is not None and settings.priced_batch:
             # The batch keeps the stock the prices reserve: it re-assigns at the priced cost.
-            self._batch = replace(self._batch, opportunity=pricer.prices)
+            prices = pricer.prices
+            if settings.batch_prices != "scheduled" and self._held:
+                pricer.set_on_hand(snapshot.on_hand)
+                held_orders = [(o.order, o.current) for o in self._held]
+                prices = pricer.price_held(snapshot.at, held_orders) or prices
+            self._batch = replace(self._batch, opportunity=prices)
         revisions = super().end_period(snapshot)
         if pricer is not None:
             pricer.set_on_hand(snapshot.on_hand)

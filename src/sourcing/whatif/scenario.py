@@ -49,6 +49,9 @@ Format (every key optional unless marked; unknown keys are an error)::
     arcs_per_region = 12
     ration_at = 0.98
     priced_batch = true              # optimiser_forward_batch's batch adds the prices too
+    batch_prices = "scheduled"       # ... the last scheduled ones, "fluid" (re-solved with the
+                                     # day's orders in the LP) or "sampled" (order-level)
+    sampled_rounds = 12              # "sampled": column-generation rounds at most
 
     [bound]                          # the perfect-hindsight bound per variant
     enabled = true
@@ -94,7 +97,7 @@ from typing import Any, Final
 from sourcing.errors import NetworkDataError
 from sourcing.forward.fluid import FluidSettings
 from sourcing.forward.hindsight import HindsightBound, HindsightSettings, hindsight_bound
-from sourcing.forward.pricer import ForwardSettings
+from sourcing.forward.pricer import BATCH_PRICES, ForwardSettings
 from sourcing.loader import read_network
 from sourcing.model import MILLICENTS_PER_UNIT, Network, NodeKind, parse_money
 from sourcing.whatif.edits import (
@@ -621,7 +624,7 @@ def _forward(root: _Section) -> ForwardSettings:
     fwd.allow(
         "dual_weight", "reprice_every_orders", "reprice_every_hours", "horizon_days",
         "min_history_orders", "regions", "arcs_per_region", "ration_at", "samples",
-        "priced_batch",
+        "priced_batch", "batch_prices", "sampled_rounds",
     )  # fmt: skip
     defaults, fluid = ForwardSettings(), FluidSettings()
     return ForwardSettings(
@@ -633,6 +636,11 @@ def _forward(root: _Section) -> ForwardSettings:
         horizon_days=fwd.number("horizon_days", defaults.horizon_days, positive=True),
         min_history_orders=fwd.integer("min_history_orders", defaults.min_history_orders),
         priced_batch=fwd.boolean("priced_batch", defaults.priced_batch),
+        batch_prices=_batch_prices(fwd, defaults.batch_prices),
+        sampled=replace(
+            defaults.sampled,
+            rounds=fwd.integer("sampled_rounds", defaults.sampled.rounds, 1),
+        ),
         fluid=replace(
             fluid,
             regions=fwd.integer("regions", fluid.regions, 1),
@@ -641,6 +649,13 @@ def _forward(root: _Section) -> ForwardSettings:
             samples=fwd.integer("samples", fluid.samples),
         ),
     )
+
+
+def _batch_prices(fwd: _Section, default: str) -> str:
+    value = fwd.text("batch_prices", default)
+    if value not in BATCH_PRICES:
+        raise fwd.error("batch_prices", f"must be one of {', '.join(BATCH_PRICES)}, got {value!r}")
+    return str(value)
 
 
 def _bound(root: _Section) -> HindsightSettings | None:
