@@ -86,9 +86,12 @@ def test_the_batch_prices_are_the_scheduled_ones_unless_the_scenario_names_other
 ) -> None:
     forward = load_scenario(_scenario(tmp_path)).options.forward
     assert (forward.batch_prices, forward.sampled.rounds) == ("scheduled", 12)
+    assert forward.sampled.mix_destinations is False
     text = '\n[forward]\nbatch_prices = "sampled"\nsampled_rounds = 5\n'
+    text += "sampled_mix_destinations = true\n"
     sampled = load_scenario(_scenario(tmp_path / "sampled", text)).options.forward
     assert (sampled.batch_prices, sampled.sampled.rounds) == ("sampled", 5)
+    assert sampled.sampled.mix_destinations is True
     bad = _scenario(tmp_path / "bad", '\n[forward]\nbatch_prices = "oracle"\n')
     with pytest.raises(ScenarioError, match=r"forward\.batch_prices: must be one of scheduled"):
         load_scenario(bad)

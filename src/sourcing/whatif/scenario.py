@@ -52,6 +52,7 @@ Format (every key optional unless marked; unknown keys are an error)::
     batch_prices = "scheduled"       # ... the last scheduled ones, "fluid" (re-solved with the
                                      # day's orders in the LP) or "sampled" (order-level)
     sampled_rounds = 12              # "sampled": column-generation rounds at most
+    sampled_mix_destinations = false # "sampled": baskets sent to other past destinations
 
     [bound]                          # the perfect-hindsight bound per variant
     enabled = true
@@ -624,7 +625,7 @@ def _forward(root: _Section) -> ForwardSettings:
     fwd.allow(
         "dual_weight", "reprice_every_orders", "reprice_every_hours", "horizon_days",
         "min_history_orders", "regions", "arcs_per_region", "ration_at", "samples",
-        "priced_batch", "batch_prices", "sampled_rounds",
+        "priced_batch", "batch_prices", "sampled_rounds", "sampled_mix_destinations",
     )  # fmt: skip
     defaults, fluid = ForwardSettings(), FluidSettings()
     return ForwardSettings(
@@ -640,6 +641,9 @@ def _forward(root: _Section) -> ForwardSettings:
         sampled=replace(
             defaults.sampled,
             rounds=fwd.integer("sampled_rounds", defaults.sampled.rounds, 1),
+            mix_destinations=fwd.boolean(
+                "sampled_mix_destinations", defaults.sampled.mix_destinations
+            ),
         ),
         fluid=replace(
             fluid,
