@@ -84,14 +84,13 @@ def test_the_forward_batch_is_priced_unless_the_scenario_says_otherwise(tmp_path
 def test_the_batch_prices_are_the_scheduled_ones_unless_the_scenario_names_others(
     tmp_path: Path,
 ) -> None:
-    forward = load_scenario(_scenario(tmp_path)).options.forward
-    assert (forward.batch_prices, forward.sampled.rounds) == ("scheduled", 12)
-    assert forward.sampled.mix_destinations is False
-    text = '\n[forward]\nbatch_prices = "sampled"\nsampled_rounds = 5\n'
-    text += "sampled_mix_destinations = true\n"
+    assert load_scenario(_scenario(tmp_path)).options.forward.batch_prices == "scheduled"
+    text = '\n[forward]\nbatch_prices = "sampled"\n'
     sampled = load_scenario(_scenario(tmp_path / "sampled", text)).options.forward
-    assert (sampled.batch_prices, sampled.sampled.rounds) == ("sampled", 5)
-    assert sampled.sampled.mix_destinations is True
+    assert sampled.batch_prices == "sampled"
     bad = _scenario(tmp_path / "bad", '\n[forward]\nbatch_prices = "oracle"\n')
-    with pytest.raises(ScenarioError, match=r"forward\.batch_prices: must be one of scheduled"):
+    with pytest.raises(
+        ScenarioError,
+        match=r"forward\.batch_prices: must be one of scheduled, fluid, sampled, got 'oracle'",
+    ):
         load_scenario(bad)

@@ -56,8 +56,9 @@ class SampledSettings:
     tolerance: float = 2e-3
     pricing_time_limit_s: float = 1.0
     #: Draw each sampled order's destination apart from its basket (from all past
-    #: orders): a SKU's few past orders say little about where its next ones go.
-    mix_destinations: bool = False
+    #: orders): a SKU's few past orders say little about where its next ones go
+    #: (on the tuning seed: 14.1697 per order mixed, 14.2216 not).
+    mix_destinations: bool = True
 
 
 @dataclass(frozen=True, eq=False)

@@ -49,10 +49,7 @@ Format (every key optional unless marked; unknown keys are an error)::
     arcs_per_region = 12
     ration_at = 0.98
     priced_batch = true              # optimiser_forward_batch's batch adds the prices too
-    batch_prices = "scheduled"       # ... the last scheduled ones, "fluid" (re-solved with the
-                                     # day's orders in the LP) or "sampled" (order-level)
-    sampled_rounds = 12              # "sampled": column-generation rounds at most
-    sampled_mix_destinations = false # "sampled": baskets sent to other past destinations
+    batch_prices = "scheduled"       # its prices; or "fluid", "sampled" (forward.pricer)
 
     [bound]                          # the perfect-hindsight bound per variant
     enabled = true
@@ -283,6 +280,11 @@ class _Section:
         value = self._get(name, default)
         if value is not default and (not isinstance(value, str) or not value.strip()):
             raise self.error(name, f"must be a non-empty string, got {value!r}")
+        return value
+
+    def choice(self, name: str, options: tuple[str, ...], default: Any = _MISSING) -> Any:
+        if (value := self.text(name, default)) not in options:
+            raise self.error(name, f"must be one of {', '.join(options)}, got {value!r}")
         return value
 
     def boolean(self, name: str, default: Any = _MISSING) -> Any:
@@ -625,7 +627,7 @@ def _forward(root: _Section) -> ForwardSettings:
     fwd.allow(
         "dual_weight", "reprice_every_orders", "reprice_every_hours", "horizon_days",
         "min_history_orders", "regions", "arcs_per_region", "ration_at", "samples",
-        "priced_batch", "batch_prices", "sampled_rounds", "sampled_mix_destinations",
+        "priced_batch", "batch_prices",
     )  # fmt: skip
     defaults, fluid = ForwardSettings(), FluidSettings()
     return ForwardSettings(
@@ -637,14 +639,7 @@ def _forward(root: _Section) -> ForwardSettings:
         horizon_days=fwd.number("horizon_days", defaults.horizon_days, positive=True),
         min_history_orders=fwd.integer("min_history_orders", defaults.min_history_orders),
         priced_batch=fwd.boolean("priced_batch", defaults.priced_batch),
-        batch_prices=_batch_prices(fwd, defaults.batch_prices),
-        sampled=replace(
-            defaults.sampled,
-            rounds=fwd.integer("sampled_rounds", defaults.sampled.rounds, 1),
-            mix_destinations=fwd.boolean(
-                "sampled_mix_destinations", defaults.sampled.mix_destinations
-            ),
-        ),
+        batch_prices=fwd.choice("batch_prices", BATCH_PRICES, defaults.batch_prices),
         fluid=replace(
             fluid,
             regions=fwd.integer("regions", fluid.regions, 1),
@@ -653,13 +648,6 @@ def _forward(root: _Section) -> ForwardSettings:
             samples=fwd.integer("samples", fluid.samples),
         ),
     )
-
-
-def _batch_prices(fwd: _Section, default: str) -> str:
-    value = fwd.text("batch_prices", default)
-    if value not in BATCH_PRICES:
-        raise fwd.error("batch_prices", f"must be one of {', '.join(BATCH_PRICES)}, got {value!r}")
-    return str(value)
 
 
 def _bound(root: _Section) -> HindsightSettings | None:
@@ -685,11 +673,7 @@ def _sweep(root: _Section) -> Sweep | None:
     if swp is None:
         return None
     swp.allow("parameter", "values")
-    parameter = swp.text("parameter")
-    if parameter not in SWEEP_PARAMETERS:
-        raise swp.error(
-            "parameter", f"must be one of {', '.join(SWEEP_PARAMETERS)}, got {parameter!r}"
-        )
+    parameter = swp.choice("parameter", SWEEP_PARAMETERS)
     values = swp.data.get("values")
     if (
         not isinstance(values, list)
