@@ -12,6 +12,10 @@ Stock: it starts from the network's ``on_hand``, takes what each decision
 ships, tops up on the replenishment schedule it was given (back to the
 starting level, as the replay does), and is reset to the truth whenever the
 caller knows it (:meth:`ForwardPricer.set_on_hand`).
+
+A batch that re-assigns orders placed and not yet shipped can ask for prices
+of its own (:meth:`ForwardPricer.price_held`): those orders in the model with
+their units given back, beside the demand expected after them.
 """
 
 from __future__ import annotations

@@ -90,14 +90,15 @@ class ForwardBatchPolicy(BatchPolicy):
     Each order is quoted as by :class:`ForwardPolicy` (its promise is the
     priced choice's delivery day); at the end of each day the day's orders
     are re-assigned jointly by the batch within their promises
-    (:class:`BatchPolicy`), at the priced cost: each unit's cost carries the
-    pricer's latest opportunity cost, or with ``ForwardSettings.reprice_batch``
-    prices re-solved for the batch with the day's orders in the LP
-    (:meth:`~sourcing.forward.pricer.ForwardPricer.price_held`)
-    (``ForwardSettings.priced_batch``;
+    (:class:`BatchPolicy`), at the priced cost (``ForwardSettings.priced_batch``;
     off, the batch re-assigns at the reference cost and moves the day's
     orders back onto the units the prices kept for later orders, undoing
-    part of what the prices won). The pricer follows the batch's changes.
+    part of what the prices won). Its prices (``ForwardSettings.batch_prices``):
+    the pricer's latest scheduled ones, or prices solved for the batch with
+    the day's orders in the model, their units given back
+    (:meth:`~sourcing.forward.pricer.ForwardPricer.price_held`: the fluid LP,
+    or the sampled-future master of :mod:`sourcing.forward.sampled`). The
+    pricer follows the batch's changes.
     """
 
     def __init__(
