@@ -733,6 +733,29 @@ class _Period:
                 added += 1
         return total, added
 
+    def duals(
+        self, y: FloatArray, cut0: int, owner: IntArray, slope: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """The master's duals ``y`` as prices in whole millicents per unit: (lambda per stock
+        position, mu per capacity row, rho per stock position: the credit cuts' slopes)."""
+        n_orders, n_stock = len(self.priced), self.cells.size
+        lam = np.rint(np.maximum(-y[n_orders : n_orders + n_stock], 0.0) * _SCALE)
+        cap = np.rint(np.maximum(-y[n_orders + n_stock : cut0], 0.0) * _SCALE)
+        theta = np.maximum(-y[cut0 : cut0 + owner.size], 0.0)
+        rho_credit = np.bincount(owner, weights=theta * slope, minlength=len(self.curves))
+        rho = np.zeros(n_stock)
+        rho[self.credit_index] = np.rint(rho_credit)
+        return lam, cap, rho
+
+    def lagrangian(self, total: float, lam: FloatArray, cap: FloatArray, rho: FloatArray) -> float:
+        """The Lagrangian bound (module doc) from the priced minima's sum ``total``."""
+        available = self.available[self.cells].astype(np.float64)
+        lower = total - float(lam @ available) - float(cap @ self.cap_limit)
+        return lower - sum(
+            _conjugate(curve, float(rho[self.credit_index[i]]))
+            for i, curve in enumerate(self.curves)
+        )
+
     def position_units(self, weights: FloatArray) -> FloatArray:
         """m per stock position under the column weights (columns added since weigh 0)."""
         col, row, qty = self.columns.flat("stock")
@@ -747,14 +770,12 @@ def solve_period(problem: PeriodProblem) -> PeriodBound:
     period = _Period(problem)
     settings = problem.settings
     n_orders = len(period.priced)
-    n_stock = period.cells.size
     best_lower = -math.inf
     master_value = math.nan
     lost_lp = math.nan
     rounds = 0
     status = "ROUND_LIMIT"
     solution = None
-    available = period.available[period.cells].astype(np.float64)
     while rounds < settings.max_rounds:
         rounds += 1
         lp, n_cols, cut0, (owner, _, slope) = period.master()
@@ -764,21 +785,11 @@ def solve_period(problem: PeriodProblem) -> PeriodBound:
             break
         master_value = solution.objective * _SCALE
         y = solution.duals
-        lam = np.rint(np.maximum(-y[n_orders : n_orders + n_stock], 0.0) * _SCALE)
-        cap = np.rint(np.maximum(-y[n_orders + n_stock : cut0], 0.0) * _SCALE)
-        theta = np.maximum(-y[cut0 : cut0 + owner.size], 0.0)
-        rho_credit = np.bincount(owner, weights=theta * slope, minlength=len(period.curves))
-        rho = np.zeros(n_stock)
-        rho[period.credit_index] = np.rint(rho_credit)
+        lam, cap, rho = period.duals(y, cut0, owner, slope)
         total, added = period.price(
             (lam - rho).astype(np.int64), cap.astype(np.int64), y[:n_orders]
         )
-        lower = total - float(lam @ available) - float(cap @ period.cap_limit)
-        lower -= sum(
-            _conjugate(curve, float(rho[period.credit_index[i]]))
-            for i, curve in enumerate(period.curves)
-        )
-        best_lower = max(best_lower, lower)
+        best_lower = max(best_lower, period.lagrangian(total, lam, cap, rho))
         # Tighter credit cuts where the LP's credit sits above F's interpolation at m.
         credit_values = solution.values[n_cols:] * _SCALE
         m_now = period.position_units(solution.values[:n_cols])
@@ -920,4 +931,3 @@ def _replay_plan(
 # The column generation's parts, for the sampled-future prices (sourcing.forward.sampled).
 Period = _Period
 served_in_turn = _served
-conjugate = _conjugate

@@ -36,7 +36,6 @@ from sourcing.forward.hindsight import (
     HindsightSettings,
     Period,
     PeriodProblem,
-    conjugate,
     lost_penalty,
     served_in_turn,
 )
@@ -133,18 +132,10 @@ def sampled_prices(
             status = f"MASTER_{solution.status}"
             break
         y = solution.duals
-        lam = np.rint(np.maximum(-y[n_orders : n_orders + n_stock], 0.0) * MILLICENTS_PER_UNIT)
-        theta = np.maximum(-y[cut0 : cut0 + owner.size], 0.0)
-        rho_credit = np.bincount(owner, weights=theta * slope, minlength=len(period.curves))
-        rho = np.zeros(n_stock)
-        rho[period.credit_index] = np.rint(rho_credit)
+        lam, _, rho = period.duals(y, cut0, owner, slope)
         total, added = period.price((lam - rho).astype(np.int64), no_capacity_price, y[:n_orders])
-        lower = total - float(lam @ period.available[period.cells])
-        lower -= sum(
-            conjugate(curve, float(rho[period.credit_index[i]]))
-            for i, curve in enumerate(period.curves)
-        )
-        best_lower = max(best_lower, lower)
+        no_cap = no_capacity_price.astype(np.float64)
+        best_lower = max(best_lower, period.lagrangian(total, lam, no_cap, rho))
         master = solution.objective * MILLICENTS_PER_UNIT
         if added == 0 or (master - best_lower) <= settings.tolerance * max(abs(master), 1.0):
             status = "CONVERGED"
