@@ -19,7 +19,7 @@ the stock still serves, as the replay ships what it can); capacity is not
 priced (the daily capacity of the network is not what the prices are for).
 
 Measured on the scarce scenario (``benchmarks/README.md``, issue 18): as the
-daily batch's prices it matches the fluid prices, at 12-14x the CPU per replay.
+daily batch's prices it matches the fluid prices, at 11-14x the CPU per replay.
 """
 
 from __future__ import annotations
