@@ -180,3 +180,48 @@ def test_whatif_cli_with_workers_writes_the_serial_tables(
     assert main([*args, str(tmp_path / "bad"), "--workers", "2", "--variants", "nope"]) == 2
     err = capsys.readouterr().err
     assert "sourcing: error: " in err and "unknown variant 'nope'" in err
+
+
+class _SchedulerWatch:
+    """A ``distributed.Client`` that records how many keys the scheduler holds after each submit."""
+
+    def __init__(self, client: object) -> None:
+        self._client = client
+        self.keys_held: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def submit(self, *args: object, **kwargs: object) -> object:
+        future = self._client.submit(*args, **kwargs)  # type: ignore[attr-defined]
+        self.keys_held.append(
+            self._client.run_on_scheduler(  # type: ignore[attr-defined]
+                lambda dask_scheduler: len(dask_scheduler.tasks)
+            )
+        )
+        return future
+
+
+def test_the_order_stream_travels_as_one_piece_of_data(tmp_path: Path) -> None:
+    """The cluster tracks a key per replay plus one for the stream, not one per order.
+
+    A stream scattered item by item made every replay depend on one key per
+    order: at 10,000 orders the scheduler (in the client process) and each
+    worker handled 10,000 keys per task.
+    """
+    path = tmp_path / "small.toml"
+    path.write_text(SCENARIO.replace("count = 120", "count = 50"))
+    prepared = prepare_scenario(load_scenario(path), policies=["greedy_nearest"])
+    serial = prepared.run()
+    with replay_cluster(2, lambda: None) as (client, _):
+        watch = _SchedulerWatch(client)
+        parallel = prepared.run(client=watch)
+    replays = len(prepared.networks)
+    assert len(watch.keys_held) == replays == 2
+    # Every replay, and the stream once: far below the 50 orders.
+    assert max(watch.keys_held) <= replays + 1
+    for x, y in zip(serial.runs, parallel.runs, strict=True):
+        pd.testing.assert_frame_equal(
+            x.result.orders.drop(columns=["decide_seconds"]),
+            y.result.orders.drop(columns=["decide_seconds"]),
+        )

@@ -5,7 +5,8 @@ of its inputs (network, orders, policy factory, replenishment): nothing is
 shared between replays. :func:`run_replays` runs them one after another in
 this process, or as Dask tasks through a ``distributed.Client`` (a
 ``LocalCluster`` of N worker processes, or an existing scheduler). The order
-stream is scattered once to every worker rather than shipped with each task.
+stream is scattered once to every worker, as one piece of data (one key, not
+one per order), rather than shipped with each task.
 Results come back in task order whatever order they finish in, so the tables
 are those of the serial run (the timing column aside).
 
@@ -111,7 +112,10 @@ def run_replays(
     else:
         from distributed import as_completed
 
-        stream = client.scatter(list(orders), broadcast=True, hash=False)
+        # One piece of data: a list would be scattered item by item, making every
+        # replay depend on one key per order (10,000 keys per task for the
+        # scheduler and the worker to handle, all of it on the replays' cores).
+        [stream] = client.scatter([tuple(orders)], broadcast=True, hash=False)
         queue = submission_order(tasks)
         run = uuid.uuid4().hex[:12]
         futures = [
