@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import sys
 import time
 from pathlib import Path
@@ -175,6 +176,10 @@ def test_whatif_cli_with_workers_writes_the_serial_tables(
         a, b = pd.read_csv(tmp_path / "serial" / name), pd.read_csv(tmp_path / "dask" / name)
         timing = [c for c in ("solver_ms_per_order", "decide_seconds") if c in a]
         pd.testing.assert_frame_equal(a.drop(columns=timing), b.drop(columns=timing))
+    # The plots, drawn on the workers, are those drawn serially but for the timing
+    # column, which none of them shows.
+    for name in ("cost_vs_days.png", "split_rate.png", "node_volume.png"):
+        assert (tmp_path / "serial" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()
     assert serial_out.count("optimiser_forward") >= 2
     # A bad input with --workers still ends with the one-line error, status 2.
     assert main([*args, str(tmp_path / "bad"), "--workers", "2", "--variants", "nope"]) == 2
@@ -225,3 +230,33 @@ def test_the_order_stream_travels_as_one_piece_of_data(tmp_path: Path) -> None:
             x.result.orders.drop(columns=["decide_seconds"]),
             y.result.orders.drop(columns=["decide_seconds"]),
         )
+
+
+def test_the_report_plots_drawn_on_the_workers_are_the_files_drawn_here(tmp_path: Path) -> None:
+    """``write_report(..., client)`` draws every plot on the cluster; same bytes in every file."""
+    from distributed import get_task_stream
+
+    from sourcing.whatif.report import write_report
+
+    path = tmp_path / "small.toml"
+    sweep = '\n[sweep]\nparameter = "value_of_day"\nvalues = [0.5, 2.0]\n'
+    path.write_text(SCENARIO.replace("count = 120", "count = 30") + sweep)
+    whatif = prepare_scenario(load_scenario(path), policies=["greedy_nearest"]).run()
+    here = write_report(whatif, tmp_path / "here")
+    with replay_cluster(2, lambda: None) as (client, _), get_task_stream(client) as stream:
+        there = write_report(whatif, tmp_path / "workers", client)
+    assert [p.name for p in here] == [p.name for p in there]
+    plots = [p.name for p in here if p.suffix == ".png"]
+    assert plots == ["cost_vs_days.png", "split_rate.png", "node_volume.png", "pareto.png"]
+    drawn = {str(r["key"]).split("-")[2] for r in stream.data}
+    assert drawn == {"cost_vs_days", "split_rate", "node_volume", "pareto"}
+    for a, b in zip(here, there, strict=True):
+        if a.name == "orders.csv.gz":  # its gzip header holds the time it was written
+            assert gzip.decompress(a.read_bytes()) == gzip.decompress(b.read_bytes())
+        elif a.name != "report.html":  # it says when it was written
+            assert a.read_bytes() == b.read_bytes(), a.name
+    html_here = (tmp_path / "here" / "report.html").read_text()
+    html_there = (tmp_path / "workers" / "report.html").read_text()
+    assert html_here.count("data:image/png;base64,") == 4
+    images = [part.split('"')[0] for part in html_here.split("data:image/png;base64,")[1:]]
+    assert all(image in html_there for image in images)

@@ -288,31 +288,34 @@ def _whatif(args: argparse.Namespace) -> int:
             )
         return prepared
 
-    # With --workers the networks and orders are built while the cluster starts.
-    with (
-        _dask_client(args.workers, args.scheduler, prepare) as (client, prepared),
-        tqdm(
-            total=prepared.decisions,
-            desc=scenario.name,
-            unit="order",
-            file=sys.stderr,
-            disable=args.no_progress,
-            mininterval=0.5,
-        ) as bar,
-        tqdm(
-            total=prepared.bound_orders,
-            desc=f"{scenario.name} bound",
-            unit="order",
-            file=sys.stderr,
-            disable=args.no_progress or not prepared.bound_orders,
-            mininterval=0.5,
-        ) as bound_bar,
-    ):
-        whatif = prepared.run(progress=bar.update, client=client, bound_progress=bound_bar.update)
-    try:
-        written = write_report(whatif, out)
-    except OSError as exc:
-        raise CliError(f"cannot write to {str(out)!r}: {exc.strerror or exc}") from None
+    # With --workers the networks and orders are built while the cluster starts,
+    # and the report's plots are drawn on its workers.
+    with _dask_client(args.workers, args.scheduler, prepare) as (client, prepared):
+        with (
+            tqdm(
+                total=prepared.decisions,
+                desc=scenario.name,
+                unit="order",
+                file=sys.stderr,
+                disable=args.no_progress,
+                mininterval=0.5,
+            ) as bar,
+            tqdm(
+                total=prepared.bound_orders,
+                desc=f"{scenario.name} bound",
+                unit="order",
+                file=sys.stderr,
+                disable=args.no_progress or not prepared.bound_orders,
+                mininterval=0.5,
+            ) as bound_bar,
+        ):
+            whatif = prepared.run(
+                progress=bar.update, client=client, bound_progress=bound_bar.update
+            )
+        try:
+            written = write_report(whatif, out, client)
+        except OSError as exc:
+            raise CliError(f"cannot write to {str(out)!r}: {exc.strerror or exc}") from None
     kpis = kpi_table(whatif)
     sys.stdout.write(format_kpis(kpis) + "\n")
     if whatif.bounds:

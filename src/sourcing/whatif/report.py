@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import math
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import pandas as pd
@@ -275,6 +277,13 @@ def _orders_frame(whatif: WhatIf) -> pd.DataFrame:
 # ------------------------------------------------------------------- plots
 
 
+def _png(draw: Callable[..., None], *args: Any) -> bytes:
+    """The PNG that ``draw(*args, file)`` writes (on a Dask worker or here)."""
+    buffer = io.BytesIO()
+    draw(*args, buffer)
+    return buffer.getvalue()
+
+
 def _figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
@@ -284,7 +293,7 @@ def _figure(width: float, height: float) -> Figure:
 _MARKERS: Final = "osD^v<>ph*"
 
 
-def _plot_cost_vs_days(kpis: pd.DataFrame, path: Path) -> None:
+def _plot_cost_vs_days(kpis: pd.DataFrame, path: Path | BinaryIO) -> None:
     figure = _figure(8.5, 5.5)
     axes = figure.add_subplot()
     policies = list(dict.fromkeys(kpis["policy"]))
@@ -310,7 +319,7 @@ def _plot_cost_vs_days(kpis: pd.DataFrame, path: Path) -> None:
     axes.set_title("Cost vs delivery time per policy")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
-    figure.savefig(path)
+    figure.savefig(path, format="png")
 
 
 def _pareto_front(points: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
@@ -322,7 +331,7 @@ def _pareto_front(points: list[tuple[float, float, float]]) -> list[tuple[float,
     return front
 
 
-def _plot_pareto(kpis: pd.DataFrame, sweep: Mapping[str, Any], path: Path) -> None:
+def _plot_pareto(kpis: pd.DataFrame, sweep: Mapping[str, Any], path: Path | BinaryIO) -> None:
     """One panel per policy: net cost vs mean days at each sweep value, the front joined."""
     points: Mapping[str, Sequence[Any]] = sweep["points"]
     rows = kpis[kpis["variant"].isin(list(points))]
@@ -357,10 +366,10 @@ def _plot_pareto(kpis: pd.DataFrame, sweep: Mapping[str, Any], path: Path) -> No
         if len(bases) > 1:
             axes.legend(fontsize=6)
     figure.suptitle(f"Cost vs days as {sweep['parameter']} varies (labels: its value)")
-    figure.savefig(path)
+    figure.savefig(path, format="png")
 
 
-def _plot_split_rate(kpis: pd.DataFrame, path: Path) -> None:
+def _plot_split_rate(kpis: pd.DataFrame, path: Path | BinaryIO) -> None:
     figure = _figure(8.5, 4.8)
     axes = figure.add_subplot()
     policies = list(dict.fromkeys(kpis["policy"]))
@@ -376,10 +385,10 @@ def _plot_split_rate(kpis: pd.DataFrame, path: Path) -> None:
     axes.grid(axis="y", alpha=0.3)
     if len(variants) > 1:
         axes.legend(fontsize=8)
-    figure.savefig(path)
+    figure.savefig(path, format="png")
 
 
-def _plot_node_volume(volume: pd.DataFrame, path: Path, top: int = 15) -> None:
+def _plot_node_volume(volume: pd.DataFrame, path: Path | BinaryIO, top: int = 15) -> None:
     variants = list(dict.fromkeys(volume["variant"]))
     figure = _figure(9.0, 1.0 + 0.32 * top * max(len(variants), 1))
     for i, variant in enumerate(variants):
@@ -402,7 +411,7 @@ def _plot_node_volume(volume: pd.DataFrame, path: Path, top: int = 15) -> None:
             f"{variant}: % of units shipped per node (top {len(rows)} nodes)", fontsize=9
         )
         figure.colorbar(image, ax=axes, shrink=0.8)
-    figure.savefig(path)
+    figure.savefig(path, format="png")
 
 
 # -------------------------------------------------------------------- HTML
@@ -534,8 +543,13 @@ def _html(
     return "\n".join(p for p in parts if p)
 
 
-def write_report(whatif: WhatIf, out_dir: Path) -> list[Path]:
-    """Write every output file into ``out_dir`` (created if needed); returns their paths."""
+def write_report(whatif: WhatIf, out_dir: Path, client: Any | None = None) -> list[Path]:
+    """Write every output file into ``out_dir`` (created if needed); returns their paths.
+
+    With ``client`` (the ``distributed.Client`` that ran the replays) the
+    plots are drawn on its workers, which are idle by then, while this
+    process writes the tables; the files are the same either way.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     kpis = kpi_table(whatif)
     savings = savings_table(kpis)
@@ -546,6 +560,42 @@ def write_report(whatif: WhatIf, out_dir: Path) -> list[Path]:
         path = out_dir / name
         written.append(path)
         return path
+
+    drawings: list[tuple[str, str, Callable[..., None], tuple[Any, ...]]] = [
+        (
+            "cost_vs_days.png",
+            "net cost per order vs mean delivery days",
+            _plot_cost_vs_days,
+            (kpis,),
+        ),
+        ("split_rate.png", "split rate per policy", _plot_split_rate, (kpis,)),
+        ("node_volume.png", "share of units per node", _plot_node_volume, (volume,)),
+    ]
+    sweep = whatif.extras.get("sweep")
+    if sweep:
+        drawings.append(
+            (
+                "pareto.png",
+                "cost vs days per policy over the sweep",
+                _plot_pareto,
+                (kpis, sweep),
+            )
+        )
+    # Heaviest first (node_volume: a labelled heat map per variant).
+    pending = (
+        {
+            name: client.submit(
+                _png,
+                draw,
+                *args,
+                key=f"whatif-plot-{name.removesuffix('.png')}-{uuid.uuid4().hex[:12]}",
+                priority=int(draw is _plot_node_volume),
+            )
+            for name, _, draw, args in drawings
+        }
+        if client is not None
+        else {}
+    )
 
     _rounded(kpis).to_csv(target("kpis.csv"), index=False)
     savings.round(6).to_csv(target("savings.csv"), index=False)
@@ -568,18 +618,12 @@ def write_report(whatif: WhatIf, out_dir: Path) -> list[Path]:
         json.dumps(_json_safe(document), indent=2) + "\n", encoding="utf-8"
     )
 
-    plots = [
-        (target("cost_vs_days.png"), "net cost per order vs mean delivery days"),
-        (target("split_rate.png"), "split rate per policy"),
-        (target("node_volume.png"), "share of units per node"),
-    ]
-    _plot_cost_vs_days(kpis, plots[0][0])
-    _plot_split_rate(kpis, plots[1][0])
-    _plot_node_volume(volume, plots[2][0])
-    sweep = whatif.extras.get("sweep")
-    if sweep:
-        plots.append((target("pareto.png"), "cost vs days per policy over the sweep"))
-        _plot_pareto(kpis, sweep, plots[-1][0])
+    plots: list[tuple[Path, str]] = []
+    for name, caption, draw, args in drawings:
+        future = pending.get(name)
+        path = target(name)
+        path.write_bytes(future.result() if future is not None else _png(draw, *args))
+        plots.append((path, caption))
 
     busiest = (
         volume.assign(total=volume.groupby("node_id")["units"].transform("sum"))

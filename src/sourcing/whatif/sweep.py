@@ -57,8 +57,9 @@ REPLAY_CLUSTER_CONFIG: Final[Mapping[str, object]] = {
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "5s",
     "distributed.worker.memory.monitor-interval": "1s",
-    # Imported by each worker as it starts, not by its first replay.
-    "distributed.worker.preload": ["sourcing.whatif.simulate"],
+    # Imported by each worker as it starts, not by its first replay (the engine)
+    # or the report's plots it draws at the end (matplotlib).
+    "distributed.worker.preload": ["sourcing.whatif.simulate", "sourcing.whatif.report"],
 }
 
 
