@@ -356,7 +356,7 @@ class LegBudget:
 
     @property
     def deadline(self) -> float:
-        return self.started + self.settings.time_limit_s
+        return self.started + self.settings.wall_budget_s
 
     def left(self) -> float:
         """Seconds of the quote's budget left (at least a millisecond)."""

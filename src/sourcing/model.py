@@ -35,12 +35,13 @@ chosen from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -600,6 +601,13 @@ class QuoteSettings:
     ``time_limit_s`` is the whole quote's solver budget (a timed-out
     sub-problem returns its best plan with the gap); ``num_workers`` is
     CP-SAT's thread count, set explicitly (DESIGN section 8).
+    ``work_limit`` (what-if replays) replaces the wall clock by a budget of
+    work, so the quote depends on its input alone, not on how busy the
+    machine is: no deadline (``time_limit_s`` is ignored), the solver stages
+    stop after ``work_limit`` of their checkpoints (the polls of
+    ``should_stop``), each CP-SAT call after :data:`CPSAT_WORK_LIMIT`
+    deterministic seconds. None (the service's default) keeps the deadline:
+    checkout callers have latency budgets.
     ``full_frontier`` asks for every Pareto point over (cost, day, parcels)
     (planners); by default only the sub-problems the four labels need are
     solved (checkout), and ``Quote.frontier`` holds the non-dominated plans
@@ -620,6 +628,7 @@ class QuoteSettings:
     time_limit_s: float = 2.0
     num_workers: int = 1
     full_frontier: bool = False
+    work_limit: int | None = None
     #: Polled between solver stages; returning True ends the quote early, as
     #: if its time were up (the service sets it when the caller goes away).
     should_stop: Callable[[], bool] | None = field(default=None, compare=False)
@@ -631,6 +640,16 @@ class QuoteSettings:
     #: option still reports its reference cost, the opportunity cost as its own line. Applies
     #: to delivery from stock; click & collect and backorder legs are priced without it.
     opportunity: OpportunityCosts | None = field(default=None, compare=False)
+
+    @property
+    def wall_budget_s(self) -> float:
+        """The quote's wall-clock budget: ``time_limit_s``, or none under a ``work_limit``."""
+        return math.inf if self.work_limit is not None else self.time_limit_s
+
+
+#: Deterministic seconds (CP-SAT's own work measure) per CP-SAT call of a quote under a
+#: ``work_limit``; replayed quotes never came near their 1 s deadline (benchmarks/README.md).
+CPSAT_WORK_LIMIT: Final = 10.0
 
 
 @dataclass(frozen=True)

@@ -205,4 +205,5 @@ def build_problem(
         num_workers=settings.num_workers,
         backend=settings.backend,
         mip_gap=settings.mip_gap,
+        work_limit=settings.work_limit,
     )

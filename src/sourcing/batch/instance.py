@@ -119,11 +119,16 @@ class BatchSettings:
     the relative gap at which ``scip`` stops (OPTIMAL means within it);
     ``reach``: how far from the orders that could gain the model looks (see
     :func:`reoptimise`; None: every order is free to move, the exact model);
-    ``seed``: the random chunking round; ``opportunity``: forward-looking
-    prices (:mod:`sourcing.forward`) added to each unit's cost in the model,
-    so the batch re-assigns at the priced cost (reference + opportunity) and
-    "never dearer" holds for that cost; the outcomes still report reference
-    costs (None: the reference cost alone).
+    ``seed``: the random chunking round; ``work_limit`` (what-if replays)
+    replaces the wall clock by a budget of work, so the result depends on
+    the input alone, not on how busy the machine is: SCIP stops after that
+    many branch-and-bound nodes, CP-SAT after that many deterministic
+    seconds, and ``time_limit_s`` is not applied (None, the service's
+    default: the wall clock, as ``oms reoptimise`` has always had it);
+    ``opportunity``: forward-looking prices (:mod:`sourcing.forward`) added
+    to each unit's cost in the model, so the batch re-assigns at the priced
+    cost (reference + opportunity) and "never dearer" holds for that cost;
+    the outcomes still report reference costs (None: the reference cost alone).
     """
 
     time_limit_s: float = 60.0
@@ -137,6 +142,7 @@ class BatchSettings:
     reach: int | None = 2
     seed: int = 0
     opportunity: OpportunityCosts | None = field(default=None, compare=False)
+    work_limit: float | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

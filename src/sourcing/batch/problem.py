@@ -60,6 +60,9 @@ class Problem:
     num_workers: int
     backend: str = "scip"
     mip_gap: float = 1e-6
+    #: SCIP's node limit or CP-SAT's deterministic seconds instead of ``time_limit_s``
+    #: (:class:`~sourcing.batch.instance.BatchSettings`); None: the wall clock.
+    work_limit: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,7 +183,12 @@ def _solve_scip(problem: Problem, before: int) -> tuple[IntArray | None, str, fl
         [float(v) for v in problem.current_open.tolist()]
         + [float(v) for v in problem.current_units.tolist()],
     )
-    solver.SetTimeLimit(max(10, int(problem.time_limit_s * 1000)))
+    if problem.work_limit is None:
+        solver.SetTimeLimit(max(10, int(problem.time_limit_s * 1000)))
+    elif not solver.SetSolverSpecificParametersAsString(
+        f"limits/totalnodes = {max(1, int(problem.work_limit))}\n"
+    ):
+        raise RuntimeError("SCIP rejected its node limit")
     solver.SetNumThreads(problem.num_workers)
     parameters = pywraplp.MPSolverParameters()
     parameters.SetDoubleParam(parameters.RELATIVE_MIP_GAP, problem.mip_gap)
@@ -231,7 +239,10 @@ def _solve_cpsat(problem: Problem, before: int) -> tuple[IntArray | None, str, f
         model.add_hint(units[c], current_units[c])
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = problem.num_workers
-    solver.parameters.max_time_in_seconds = max(0.01, problem.time_limit_s)
+    if problem.work_limit is None:
+        solver.parameters.max_time_in_seconds = max(0.01, problem.time_limit_s)
+    else:
+        solver.parameters.max_deterministic_time = problem.work_limit
     solver.parameters.random_seed = 0
     status = solver.solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):

@@ -108,7 +108,7 @@ class Context:
     settings: QuoteSettings
     deadline: float
     stats: dict[str, int] = field(
-        default_factory=lambda: {"sub": 0, "bound": 0, "cpsat": 0, "resplit": 0}
+        default_factory=lambda: {"sub": 0, "bound": 0, "cpsat": 0, "resplit": 0, "checks": 0}
     )
     cache: dict[tuple[int, int], Plan | None] = field(default_factory=dict)
     known: list[Plan] = field(default_factory=list)
@@ -122,7 +122,14 @@ class Context:
 
     def out_of_time(self) -> bool:
         stop = self.settings.should_stop
-        return time.perf_counter() > self.deadline or (stop is not None and stop())
+        if stop is not None and stop():
+            return True
+        limit = self.settings.work_limit
+        if limit is None:
+            return time.perf_counter() > self.deadline
+        # A work budget (replays): a count of these polls, never the clock.
+        self.stats["checks"] += 1
+        return self.stats["checks"] > limit
 
     @cached_property
     def dominance(self) -> list[tuple[int, int, BoolArray]]:

@@ -13,6 +13,7 @@ import time
 import numpy as np
 from ortools.sat.python import cp_model
 
+from sourcing.model import CPSAT_WORK_LIMIT
 from sourcing.solver.context import INF, Context, Plan, plan_from
 
 
@@ -101,10 +102,15 @@ def solve_cpsat(
     solver.parameters.cp_model_presolve = False
     solver.parameters.linearization_level = 2
     solver.parameters.cp_model_probing_level = 0
-    left = ctx.deadline - time.perf_counter()
-    if time_limit is not None:
-        left = min(left, time_limit)
-    solver.parameters.max_time_in_seconds = max(0.001, left)
+    if ctx.settings.work_limit is not None:
+        # Replays: CP-SAT's deterministic time, so the search does not depend on the machine.
+        solver.parameters.max_deterministic_time = CPSAT_WORK_LIMIT
+        solver.parameters.random_seed = 0
+    else:
+        left = ctx.deadline - time.perf_counter()
+        if time_limit is not None:
+            left = min(left, time_limit)
+        solver.parameters.max_time_in_seconds = max(0.001, left)
     status = solver.solve(model)
     if status == cp_model.INFEASIBLE:
         return None, upper, True

@@ -63,7 +63,7 @@ def quote_delivery(network: Network, order: Order, settings: QuoteSettings) -> Q
         opportunity=settings.opportunity,
     )
     demand = _covered_demand(network, costs, settings.allow_partial)
-    ctx = Context(costs, demand, settings, started + settings.time_limit_s)
+    ctx = Context(costs, demand, settings, started + settings.wall_budget_s)
 
     plans: list[Plan] = []
     if demand.sum() > 0:
