@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 from functools import cached_property
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -605,8 +605,8 @@ class QuoteSettings:
     work, so the quote depends on its input alone, not on how busy the
     machine is: no deadline (``time_limit_s`` is ignored), the solver stages
     stop after ``work_limit`` of their checkpoints (the polls of
-    ``should_stop``), each CP-SAT call after :data:`CPSAT_WORK_LIMIT`
-    deterministic seconds. None (the service's default) keeps the deadline:
+    ``should_stop``), each CP-SAT call after ``time_limit_s`` of CP-SAT's
+    deterministic time. None (the service's default) keeps the deadline:
     checkout callers have latency budgets.
     ``full_frontier`` asks for every Pareto point over (cost, day, parcels)
     (planners); by default only the sub-problems the four labels need are
@@ -645,11 +645,6 @@ class QuoteSettings:
     def wall_budget_s(self) -> float:
         """The quote's wall-clock budget: ``time_limit_s``, or none under a ``work_limit``."""
         return math.inf if self.work_limit is not None else self.time_limit_s
-
-
-#: Deterministic seconds (CP-SAT's own work measure) per CP-SAT call of a quote under a
-#: ``work_limit``; replayed quotes never came near their 1 s deadline (benchmarks/README.md).
-CPSAT_WORK_LIMIT: Final = 10.0
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import time
 import numpy as np
 from ortools.sat.python import cp_model
 
-from sourcing.model import CPSAT_WORK_LIMIT
 from sourcing.solver.context import INF, Context, Plan, plan_from
 
 
@@ -104,7 +103,7 @@ def solve_cpsat(
     solver.parameters.cp_model_probing_level = 0
     if ctx.settings.work_limit is not None:
         # Replays: CP-SAT's deterministic time, so the search does not depend on the machine.
-        solver.parameters.max_deterministic_time = CPSAT_WORK_LIMIT
+        solver.parameters.max_deterministic_time = ctx.settings.time_limit_s
         solver.parameters.random_seed = 0
     else:
         left = ctx.deadline - time.perf_counter()
