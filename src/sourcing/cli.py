@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-limit",
         type=_seconds,
         metavar="S",
-        help="the optimiser's solver budget per order in seconds (default: the scenario's)",
+        help="the optimiser's solver budget per order, in seconds of a quiet machine's work "
+        "(a work budget, so the tables do not depend on the load; default: the scenario's)",
     )
     w.add_argument(
         "--data-dir",

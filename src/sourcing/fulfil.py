@@ -359,7 +359,10 @@ class LegBudget:
         return self.started + self.settings.wall_budget_s
 
     def left(self) -> float:
-        """Seconds of the quote's budget left (at least a millisecond)."""
+        """Seconds of the quote's budget left (at least a millisecond); under a work limit
+        the whole ``time_limit_s``, which then sizes CP-SAT's deterministic time."""
+        if self.settings.work_limit is not None:
+            return self.settings.time_limit_s
         return max(0.001, self.deadline - time.perf_counter())
 
     def solve(

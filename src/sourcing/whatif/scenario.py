@@ -33,7 +33,7 @@ Format (every key optional unless marked; unknown keys are an error)::
 
     [policies]
     run = ["greedy_nearest", "optimiser_cheapest"]   # default: every built-in one
-    time_limit_s = 1.0               # the optimiser's budget per order
+    time_limit_s = 1.0               # the optimiser's budget per order (of work, not wall time)
     value_of_day = 1.00              # BALANCED's price of a day, currency units
     max_parcels = 3
     priority = ["DC-MEM", "DC-ATL"]  # for priority_list
