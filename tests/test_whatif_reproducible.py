@@ -106,3 +106,27 @@ def test_a_work_budget_counts_polls_and_ignores_the_clock(starved_machine: None)
     checkout.settings = QuoteSettings()  # the service's: the wall clock still rules
     checkout.deadline = time.perf_counter() - 1.0
     assert checkout.out_of_time()
+
+
+def test_a_quote_with_collect_and_backorder_legs_on_a_work_budget_ignores_the_clock(
+    monkeypatch: pytest.MonkeyPatch, starved_machine: None
+) -> None:
+    import numpy as np
+
+    from sourcing.demo import demo_network, demo_order
+    from sourcing.menu import quote
+
+    network = demo_network()
+    rng = np.random.default_rng(5)
+    orders = [demo_order(network, rng, lines) for lines in (1, 3, 5, 8)]
+    settings = QuoteSettings(nearest_stores=2, allow_backorder=True, work_limit=5_000)
+    starved = [quote(network, order, settings) for order in orders]
+    monkeypatch.undo()
+    quiet = [quote(network, order, settings) for order in orders]
+    checkout = [
+        quote(network, order, QuoteSettings(nearest_stores=2, allow_backorder=True))
+        for order in orders
+    ]
+    for a, b, c in zip(quiet, starved, checkout, strict=True):
+        assert a.options == b.options
+        assert a.options == c.options  # the quiet machine's deadline-driven quote: the same menu
