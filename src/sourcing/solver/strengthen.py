@@ -42,6 +42,8 @@ DECAY: Final = 0.85
 #: Beam search: partial sets kept per depth, and holders (cheapest terms) tried per branch.
 BEAM_WIDTH: Final = 64
 BEAM_BRANCH: Final = 16
+#: ... both this many times wider where the beam finds no covering set.
+WIDE: Final = 4
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,10 @@ def cover_prices(
             at = node_terms(ctx, elig, parcels, lam)
         stock = ctx.costs.available[at.nodes]
         sets, sums = least_covering_sets(stock, ctx.demand, at.terms, parcels)
+        if sets.shape[0] == 0:  # rare covers (fewer parcels): a wider beam before giving up
+            sets, sums = least_covering_sets(
+                stock, ctx.demand, at.terms, parcels, WIDE * BEAM_WIDTH, WIDE * BEAM_BRANCH
+            )
         if sets.shape[0] == 0:
             break
         # Price every covering set met, cheapest terms first (a plan beating the cap is kept).
