@@ -76,6 +76,9 @@ which build on it):
   :mod:`~sourcing.solver.cpsat` (stage 4), :mod:`~sourcing.solver.heuristics`,
   :mod:`~sourcing.solver.enumeration` (stage 2),
   :mod:`~sourcing.solver.lagrangian` (stage 3's bound);
+* :mod:`~sourcing.solver.strengthen`: a stronger bound for one parcel count (the
+  least covering set's terms) and the prices that raise it, with nodes forced in or
+  out; tested, not yet called by the search (benchmarks/README.md, issue 15);
 * :mod:`~sourcing.solver.context`: the plan type, one order's context and
   what each deadline shares (stage 1's dominance).
 """
