@@ -30,8 +30,8 @@ import numpy as np
 
 from sourcing.model import IntArray
 from sourcing.solver.context import INF, MAX_SUBSET_CELLS, Context, Plan, lexmin
-from sourcing.solver.enumeration import _covering_sets, _price_sets, subset_plan
-from sourcing.solver.lagrangian import Bound, _within_capacity, lagrangian_bound
+from sourcing.solver.enumeration import _covering_sets, price_sets, subset_plan, unique_rows
+from sourcing.solver.lagrangian import Bound, lagrangian_bound, within_capacity
 
 #: Subgradient steps of :func:`cover_prices`, and their decay: each step moves
 #: ``DECAY ** i * (cap - plain bound) / |g|^2`` along the gradient (15 steps at 0.85
@@ -88,7 +88,7 @@ def units_taken(
     capacity = costs.capacity[nodes].astype(np.float64)
     over = taken.sum(axis=1) > capacity
     if over.any():
-        taken[over] = _within_capacity(reduced[over][:, None, :], avail[over], capacity[over])[
+        taken[over] = within_capacity(reduced[over][:, None, :], avail[over], capacity[over])[
             :, 0, :
         ]
     total: np.ndarray = taken.sum(axis=0)
@@ -140,7 +140,7 @@ def least_covering_sets(
         if r.size == 0:
             return none
         sets = np.sort(np.column_stack([sets[r], c]), axis=1)
-        sets, first = np.unique(sets, axis=0, return_index=True)
+        sets, first = unique_rows(sets)
         r, c = r[first], c[first]
         short = np.maximum(short[r] - stock[c], 0)
         sums = sums[r] + terms[c]
@@ -199,7 +199,7 @@ def cover_prices(
         # Price every covering set met, cheapest terms first (a plan beating the cap is kept).
         order = np.argsort(sums, kind="stable")
         cap = min(upper, best.cost) if best is not None else upper
-        (cost, _), found, _ = _price_sets(ctx, at.nodes, at.services, sets[order], None, float(cap))
+        (cost, _), found, _ = price_sets(ctx, at.nodes, at.services, sets[order], None, float(cap))
         if found is not None and cost <= cap:
             best = lexmin(best, subset_plan(ctx, *found))
         if step == steps or ctx.out_of_time():
@@ -224,6 +224,7 @@ def cover_bound(
     upper: int,
     forced_in: IntArray | None = None,
     forced_out: IntArray | None = None,
+    limit: int | None = None,
 ) -> float:
     """A lower bound on every plan over ``elig`` with exactly ``parcels`` parcels that opens
     the nodes ``forced_in`` and none of ``forced_out``: the cover bound at ``prices``.
@@ -251,7 +252,8 @@ def cover_bound(
         return fixed_part if (need <= 0).all() else np.inf
     plain = fixed_part + float(np.sort(free_terms)[:size].sum())
     sub = Context(ctx.costs, need, ctx.settings, ctx.deadline)
-    limit = MAX_SUBSET_CELLS // (parcels * max(ctx.demand.size, 1))
+    if limit is None:
+        limit = MAX_SUBSET_CELLS // (parcels * max(ctx.demand.size, 1))
     sets = _covering_sets(sub, free_nodes, free_terms, size, upper - fixed_part, limit)
     if sets is None:
         return plain
