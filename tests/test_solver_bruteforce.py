@@ -247,7 +247,7 @@ def test_fragmented_carts_match_brute_force(
     assert split3 >= 50, split3
 
 
-@pytest.mark.parametrize("per_count", ["sets", "branching", "cp-sat"])
+@pytest.mark.parametrize("per_count", ["sets", "branching", "cover", "cp-sat"])
 def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     per_count: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -256,13 +256,36 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     # by parcel count and bounded per count; each open count's parcel sets are enumerated
     # ("sets"), or that enumeration gives up at once and the Lagrangian branch and bound
     # closes the count, branching down to single parcel sets and never calling CP-SAT
-    # ("branching"), or neither and CP-SAT searches it ("cp-sat"). Labels must still be
-    # exact.
+    # ("branching"), or the count gets prices that see the cover, whose covering sets are
+    # priced and at which its sets are enumerated again, and what that leaves open is
+    # branched on with the cover bound tried at each branch ("cover": strengthen.py), or
+    # neither and CP-SAT searches it ("cp-sat"). Labels must still be exact.
     monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
-    searches = 0
+    searches = covered = 0
     if per_count != "sets":
-        monkeypatch.setattr(large, "best_subset", lambda *args, **kwargs: (None, 0))
-    if per_count == "branching":
+        enumerate_sets = large.best_subset
+        at_cover_prices: list[Any] = []
+
+        def sets_at_cover_prices_only(*args: Any, **kwargs: Any) -> Any:
+            if per_count == "cover" and any(args[4] is bound for bound in at_cover_prices):
+                return enumerate_sets(*args, **kwargs)
+            return None, 0
+
+        monkeypatch.setattr(large, "best_subset", sets_at_cover_prices_only)
+    if per_count == "cover":
+        monkeypatch.setattr(large, "COVER_PRICES", True)
+        monkeypatch.setattr(large, "COVER_NODES", 0)
+        monkeypatch.setattr(branching, "COVER_BRANCHES", True)
+        bound_of = large.enumeration_bound
+
+        def recorded(*args: Any) -> Any:
+            nonlocal covered
+            covered += 1
+            at_cover_prices.append(bound_of(*args))
+            return at_cover_prices[-1]
+
+        monkeypatch.setattr(large, "enumeration_bound", recorded)
+    if per_count in ("branching", "cover"):
         monkeypatch.setattr(branching, "LEAF_CELLS", 0)
 
         def no_cpsat(*args: Any, **kwargs: Any) -> Any:
@@ -311,12 +334,22 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     assert calls >= 50, calls
     if per_count == "branching":
         assert searches >= 25, searches
+    if per_count == "cover":
+        assert covered >= 25, covered
 
 
-@pytest.mark.parametrize("incumbents", [False, True])
-@pytest.mark.parametrize("leaf_cells", [0, branching.LEAF_CELLS])
+@pytest.mark.parametrize(
+    ("leaf_cells", "incumbents", "cover"),
+    [
+        (0, False, False),
+        (0, True, False),
+        (branching.LEAF_CELLS, False, False),
+        (branching.LEAF_CELLS, True, False),
+        (0, False, True),
+    ],
+)
 def test_branch_and_bound_closes_each_parcel_count_exactly(
-    leaf_cells: int, incumbents: bool, monkeypatch: pytest.MonkeyPatch
+    leaf_cells: int, incumbents: bool, cover: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # sourcing.solver.branching alone, per parcel count p, without a plan to start from,
     # against every allocation enumerated and evaluated. A count's search may skip a plan
@@ -326,15 +359,16 @@ def test_branch_and_bound_closes_each_parcel_count_exactly(
     # each answer is a real plan of its count. Without the incumbents built at branches,
     # only the priced parcel sets give plans: each answer has exactly p parcels. With no
     # leaf cells it branches down to single parcel sets; with the default, small branches
-    # are priced whole.
+    # are priced whole. With the cover bound, branches may also close by it (counted).
     from sourcing.costs import order_costs
     from sourcing.orders import demand_by_sku
     from sourcing.solver.context import INF, Context
 
     monkeypatch.setattr(branching, "LEAF_CELLS", leaf_cells)
+    monkeypatch.setattr(branching, "COVER_BRANCHES", cover)
     if not incumbents:
         monkeypatch.setattr(branching, "_incumbent", lambda *args: None)
-    compared = found = 0
+    compared = found = closed_by_cover = 0
     for seed in range(150):
         network, order, settings = _fragmented_instance(seed)
         brute = list(all_allocations(network, order))
@@ -361,7 +395,9 @@ def test_branch_and_bound_closes_each_parcel_count_exactly(
             best_brute = min(best_brute, least.get(parcels, INF))
             assert best_found == best_brute, (seed, parcels)
             compared += 1
+        closed_by_cover += ctx.stats.get("coverclosed", 0)
     assert compared >= 150 and found >= 60, (compared, found)
+    assert not cover or closed_by_cover >= 20, closed_by_cover
 
 
 def test_covering_sets_are_every_covering_set_once() -> None:

@@ -47,6 +47,7 @@ from sourcing.solver.context import INF, Context, Plan, ceil_bound, lexmin
 from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset
 from sourcing.solver.lagrangian import Bound, lagrangian_bound
+from sourcing.solver.strengthen import cover_prices, enumeration_bound
 
 #: Below this many slots, one CP-SAT model over every count is the better tool...
 LARGE_SLOTS: Final = 150
@@ -67,6 +68,20 @@ REBOUND_ITERATIONS: Final = 60
 #: This search's share of the quote's time left: the sub-problems after it (FASTEST's
 #: deadline, usually a small model) still get time to be proven.
 LARGE_SHARE: Final = 0.6
+#: A count whose bound leaves more nodes than this gets prices that see the cover
+#: (:func:`~sourcing.solver.strengthen.cover_prices`, 20-400 ms on 50-line carts) once:
+#: their covering sets, priced, are near-optimal plans (a low best fixes nodes for every
+#: count after it and prunes the branch and bound), and the count's sets are enumerated at
+#: them. On fragmented 50x500x2 carts the counts left with 25-60 nodes were enumerated in
+#: under 10 ms; those with 160-500 overflowed the set limit at the plain prices.
+COVER_NODES: Final = 100
+#: Off: measured on the CHEAPEST residues of fragmented 50x500x2 carts (seed 0 carts 0-5,
+#: seed 1 carts 2-5, one core, load ~7), the plain enumeration at the count's own prices
+#: already finds the plans cover prices find, and the ascent (0.1-1.3 s) cost more than the
+#: branches it saved (10 residues: 0.27-2.6 s of CPU without, 0.28-3.5 s with; branches
+#: 0-1,102 without, the same but for two residues that needed none). Kept (exact, tested):
+#: the place for a cheaper ascent.
+COVER_PRICES: bool = False
 
 
 def is_large(elig: np.ndarray, skus: int) -> bool:
@@ -172,15 +187,31 @@ def solve_large(
         first = False
 
     # 4. A Lagrangian branch and bound on each count still open, the least bound first:
-    # prices re-optimised per branch close what one bound per count cannot.
+    # prices re-optimised per branch close what one bound per count cannot. Where the count
+    # keeps many nodes, prices that see the cover first: their plan may lower the best, and
+    # the count's sets at them are far fewer (often enumerated whole: no branching).
     for parcels in sorted(counts, key=lambda p: (counts[p][0], p)):
         if out_of_time():
             break
-        value, _, prices = counts[parcels]
+        value, exact, prices = counts[parcels]
         if _closed(value, parcels, cap(), best):
             del counts[parcels], count_lower[parcels]
             continue
         start = prices if prices is not None else np.zeros(ctx.demand.size)
+        if COVER_PRICES and int(np.count_nonzero(fixed_out(parcels))) > COVER_NODES:
+            found_cover = cover_prices(ctx, elig & fixed_out(parcels), parcels, cap(), start)
+            if found_cover.plan is not None:
+                best = lexmin(best, found_cover.plan)  # exactly `parcels` parcels: in range
+            if _closed(value, parcels, cap(), best) or out_of_time():
+                if _closed(value, parcels, cap(), best):
+                    del counts[parcels], count_lower[parcels]
+                continue
+            search = enumeration_bound(exact, found_cover)
+            found, through = best_subset(ctx, elig, fixed_out(parcels), parcels, search, cap())
+            best = lexmin(best, found)
+            if through >= parcels:
+                del counts[parcels], count_lower[parcels]
+                continue
         found, proven, complete = branch_and_bound(
             ctx, elig & fixed_out(parcels), parcels, best, cap(), start, out_of_time
         )
