@@ -22,7 +22,9 @@ nodes its own reduced costs allow (reduced-cost fixing per count). In order:
    fixes more nodes and admits fewer sets);
 4. the counts still open (too many sets) are searched by a Lagrangian branch
    and bound (:func:`~sourcing.solver.branching.branch_and_bound`: prices
-   re-optimised per branch, reduced-cost fixing per branch), least bound first;
+   re-optimised per branch, reduced-cost fixing per branch), least bound first
+   (with :data:`COVER_PRICES`, a count with many nodes first gets prices that see
+   the cover and its sets enumerated at them);
 5. what that leaves open (out of its time) goes to CP-SAT count by count
    (``sum y == p`` on that count's nodes), fewest slots first.
 
