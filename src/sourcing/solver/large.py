@@ -189,9 +189,7 @@ def solve_large(
         first = False
 
     # 4. A Lagrangian branch and bound on each count still open, the least bound first:
-    # prices re-optimised per branch close what one bound per count cannot. Where the count
-    # keeps many nodes, prices that see the cover first: their plan may lower the best, and
-    # the count's sets at them are far fewer (often enumerated whole: no branching).
+    # prices re-optimised per branch close what one bound per count cannot.
     for parcels in sorted(counts, key=lambda p: (counts[p][0], p)):
         if out_of_time():
             break
@@ -201,17 +199,9 @@ def solve_large(
             continue
         start = prices if prices is not None else np.zeros(ctx.demand.size)
         if COVER_PRICES and int(np.count_nonzero(fixed_out(parcels))) > COVER_NODES:
-            found_cover = cover_prices(ctx, elig & fixed_out(parcels), parcels, cap(), start)
-            if found_cover.plan is not None:
-                best = lexmin(best, found_cover.plan)  # exactly `parcels` parcels: in range
-            if _closed(value, parcels, cap(), best) or out_of_time():
-                if _closed(value, parcels, cap(), best):
-                    del counts[parcels], count_lower[parcels]
-                continue
-            search = enumeration_bound(exact, found_cover)
-            found, through = best_subset(ctx, elig, fixed_out(parcels), parcels, search, cap())
-            best = lexmin(best, found)
-            if through >= parcels:
+            allowed = fixed_out(parcels)
+            best, settled = _cover_first(ctx, elig, allowed, parcels, exact, start, cap(), best)
+            if settled or _closed(value, parcels, cap(), best):
                 del counts[parcels], count_lower[parcels]
                 continue
         found, proven, complete = branch_and_bound(
@@ -253,6 +243,27 @@ def solve_large(
         return best, best.cost if best is not None else upper, True
     proven_lower = min(count_lower.values())
     return best, min(proven_lower, best.cost if best is not None else INF), False
+
+
+def _cover_first(
+    ctx: Context,
+    elig: np.ndarray,
+    allowed: np.ndarray,
+    parcels: int,
+    exact: Bound,
+    prices: np.ndarray,
+    upper: int,
+    best: Plan | None,
+) -> tuple[Plan | None, bool]:
+    """One count's prices that see the cover (from ``prices``), their plan, and its sets
+    enumerated at them: the best plan now, and whether the count is settled."""
+    found = cover_prices(ctx, elig & allowed, parcels, upper, prices)
+    best = lexmin(best, found.plan)  # exactly `parcels` parcels, cost <= upper
+    if ctx.out_of_time():
+        return best, False
+    cap = min(upper, best.cost) if best is not None else upper
+    plan, through = best_subset(ctx, elig, allowed, parcels, enumeration_bound(exact, found), cap)
+    return lexmin(best, plan), through >= parcels
 
 
 def _closed(value: int, parcels: int, upper: int, best: Plan | None) -> bool:
