@@ -305,7 +305,7 @@ def _covering_sets(
         # time checked between slices: a step can make millions of (child x SKU) cells.
         rows_per_slice = max(1, DEADLINE_CELLS // (demand.size + depth + 1))
         kept: list[tuple[IntArray, IntArray, IntArray, IntArray]] = []
-        for begin in range(0, r.size, rows_per_slice):
+        for begin in range(0, max(r.size, 1), rows_per_slice):  # one slice even if empty
             if begin and ctx.out_of_time():
                 return None
             r_s, p_s, c_s = (a[begin : begin + rows_per_slice] for a in (r, p, c))
