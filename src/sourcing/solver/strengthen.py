@@ -232,7 +232,8 @@ def cover_bound(
     Exact (the least covering set's terms, by set-cover branching) when some
     covering set's bound is at most ``upper``; ``upper + 1`` when none is (every
     such plan costs more); the plain bound at these prices (the least terms, cover
-    ignored) when the sets are too many to generate. ``inf``: no such plan.
+    ignored) when the sets are too many to generate (more than ``limit`` partial sets;
+    default the enumeration's own limit). ``inf``: no such plan.
     """
     if forced_out is not None and forced_out.size:
         elig = elig.copy()
