@@ -1,3 +1,4 @@
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,3 +28,11 @@ def pg_url() -> Iterator[str]:
     from service_support import postgres_database
 
     yield from postgres_database()
+
+
+@pytest.fixture
+def no_oms_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read ``OMS_*`` variables; tests that pass everything explicitly clear them."""
+    for name in list(os.environ):
+        if name.startswith("OMS_"):
+            monkeypatch.delenv(name)

@@ -18,7 +18,6 @@ parcels instead of $31.50 in 3.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -212,13 +211,6 @@ def test_orders_that_would_already_be_late_are_excluded(database_url: str) -> No
 
 
 # ------------------------------------------------------------------------------ CLI
-
-
-@pytest.fixture
-def no_oms_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OMS_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.mark.usefixtures("no_oms_environment")

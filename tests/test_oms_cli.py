@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,13 +17,8 @@ from sourcing.loader import write_network
 
 from service_support import hand_network
 
-
-@pytest.fixture(autouse=True)
-def no_oms_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Settings read ``OMS_*`` variables; the tests pass everything on the command line."""
-    for name in list(os.environ):
-        if name.startswith("OMS_"):
-            monkeypatch.delenv(name)
+# Settings read ``OMS_*`` variables; the tests pass everything on the command line.
+pytestmark = pytest.mark.usefixtures("no_oms_environment")
 
 
 @pytest.fixture

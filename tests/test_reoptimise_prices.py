@@ -15,7 +15,6 @@ customers, ground only; ST-PHL holds A only where a test says so):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -224,13 +223,6 @@ def test_prices_past_their_horizon_or_max_age_are_not_used(database_url: str) ->
         assert limited.price_run is None and "expired at" in limited.prices
         assert limited.changed == 1
         assert get(client, o1.order_id).allocation == o1.allocation  # dry runs write nothing
-
-
-@pytest.fixture
-def no_oms_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OMS_"):
-            monkeypatch.delenv(name)
 
 
 @pytest.mark.usefixtures("no_oms_environment")

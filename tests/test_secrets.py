@@ -35,11 +35,7 @@ PASSWORD = "Pa55-w0rd-never-printed"
 TOKEN = "admin-token-never-in-cmdline"
 
 
-@pytest.fixture(autouse=True)
-def no_oms_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OMS_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("no_oms_environment")
 
 
 @pytest.fixture(scope="module")
