@@ -139,6 +139,26 @@ def random_order(
     return Order(Location(float(rng.uniform(28, 47)), float(rng.uniform(-122, -72))), lines)
 
 
+def fragmented_cart(
+    rng: np.random.Generator, n_nodes: int, held_share: float
+) -> tuple[Network, Order]:
+    """``n_nodes`` nodes, each holding about ``held_share`` of five SKUs, and a cart of 3-4
+    of them: most carts must split."""
+    network = tiny_network(rng, n_nodes=n_nodes, n_skus=5, max_stock=2, capacity_prob=0.3)
+    held = rng.random(network.on_hand.shape) < held_share
+    # Stock that is not held keeps only what is reserved: nothing free to promise.
+    network = network.replace(
+        on_hand=np.where(held, network.on_hand, network.reserved),
+        safety_stock=np.where(held, network.safety_stock, 0),
+    )
+    skus = rng.choice(len(network.sku_ids), size=int(rng.integers(3, 5)), replace=False)
+    order = Order(
+        random_order(rng, network).destination,
+        tuple(OrderLine(network.sku_ids[k], int(rng.integers(1, 3))) for k in skus.tolist()),
+    )
+    return network, order
+
+
 def _compositions(total: int, caps: list[int]) -> Iterator[tuple[int, ...]]:
     if not caps:
         if total == 0:

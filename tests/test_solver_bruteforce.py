@@ -19,11 +19,11 @@ import pytest
 
 from sourcing import Quote, QuoteSettings, quote
 from sourcing.errors import ShortageError
-from sourcing.model import Evaluation, Label, Network, Order, OrderLine
+from sourcing.model import Evaluation, Label, Network, Order
 from sourcing.solver import branching, enumeration, large, subproblem
 
 from reference import assert_priced_as_reference
-from support import all_allocations, free_units, random_order, tiny_network
+from support import all_allocations, fragmented_cart, free_units, random_order, tiny_network
 
 Point = tuple[int, int, int]
 
@@ -202,18 +202,7 @@ def test_capacity_bound_carts_take_the_resplit_path_and_match_brute_force() -> N
 def _fragmented_instance(seed: int) -> tuple[Network, Order, QuoteSettings]:
     """Six nodes, each holding about a third of five SKUs: carts of 3-4 SKUs must split."""
     rng = np.random.default_rng(70_000 + seed)
-    network = tiny_network(rng, n_nodes=6, n_skus=5, max_stock=2, capacity_prob=0.3)
-    held = rng.random(network.on_hand.shape) < 0.35
-    # Stock that is not held keeps only what is reserved: nothing free to promise.
-    network = network.replace(
-        on_hand=np.where(held, network.on_hand, network.reserved),
-        safety_stock=np.where(held, network.safety_stock, 0),
-    )
-    skus = rng.choice(len(network.sku_ids), size=int(rng.integers(3, 5)), replace=False)
-    order = Order(
-        random_order(rng, network).destination,
-        tuple(OrderLine(network.sku_ids[k], int(rng.integers(1, 3))) for k in skus.tolist()),
-    )
+    network, order = fragmented_cart(rng, n_nodes=6, held_share=0.35)
     return network, order, QuoteSettings(value_of_day=int(rng.integers(0, 300_000)))
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from sourcing.costs import order_costs
-from sourcing.model import Order, OrderLine, QuoteSettings
+from sourcing.model import QuoteSettings
 from sourcing.orders import demand_by_sku
 from sourcing.solver.context import INF, Context
 from sourcing.solver.enumeration import capacitated_split
@@ -21,23 +21,13 @@ from sourcing.solver.strengthen import (
     least_covering_sets,
 )
 
-from support import random_order, tiny_network
+from support import fragmented_cart
 
 
 def _fragmented(seed: int) -> Context:
     """Seven nodes each holding about a third of five SKUs: carts of 3-4 SKUs must split."""
     rng = np.random.default_rng(90_000 + seed)
-    network = tiny_network(rng, n_nodes=7, n_skus=5, max_stock=2, capacity_prob=0.3)
-    held = rng.random(network.on_hand.shape) < 0.4
-    network = network.replace(
-        on_hand=np.where(held, network.on_hand, network.reserved),
-        safety_stock=np.where(held, network.safety_stock, 0),
-    )
-    skus = rng.choice(len(network.sku_ids), size=int(rng.integers(3, 5)), replace=False)
-    order = Order(
-        random_order(rng, network).destination,
-        tuple(OrderLine(network.sku_ids[k], int(rng.integers(1, 3))) for k in skus.tolist()),
-    )
+    network, order = fragmented_cart(rng, n_nodes=7, held_share=0.4)
     skus_idx, wanted = demand_by_sku(network, order)
     costs = order_costs(network, order.destination.lat, order.destination.lon, skus_idx, wanted)
     return Context(costs, wanted, QuoteSettings(), time.perf_counter() + 60)
