@@ -119,10 +119,8 @@ class PriceSet:
         run = latest_run(conn)
         if run is None:
             return cls("reference cost (forward prices on, no reprice run yet)")
-        expires_at = run.expires_at(max_age_s)
-        if now >= expires_at:
-            expired = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires_at))
-            return cls(f"reference cost ({run.describe()} expired at {expired})")
+        if now >= run.expires_at(max_age_s):
+            return cls(f"reference cost ({run.describe_expired(max_age_s)})")
         positions = int(np.count_nonzero(run.prices.values))
         plural = "" if positions == 1 else "s"
         return cls(

@@ -204,8 +204,14 @@ class PriceRun:
         return self.computed_at + age
 
     def describe(self) -> str:
-        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.computed_at))
-        return f"reprice run {self.run_id} of {when}"
+        return f"reprice run {self.run_id} of {_utc_minute(self.computed_at)}"
+
+    def describe_expired(self, max_age_s: float | None = None) -> str:
+        return f"{self.describe()} expired at {_utc_minute(self.expires_at(max_age_s))}"
+
+
+def _utc_minute(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
 
 
 def latest_run(conn: sa.Connection) -> PriceRun | None:
@@ -260,7 +266,6 @@ class LatestPrices:
         self._lock = threading.Lock()
         self._checked = -math.inf
         self._run: PriceRun | None = None
-        self._expires_at = math.inf
         self._warned: int | None = None
 
     def current(self) -> OpportunityCosts | None:
@@ -273,15 +278,13 @@ class LatestPrices:
         run = self._run
         if run is None:
             return None
-        if self._store.clock() >= self._expires_at:
+        if self._store.clock() >= run.expires_at(self._max_age_s):
             if self._warned != run.run_id:
                 self._warned = run.run_id
-                expired = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self._expires_at))
                 log.warning(
-                    "forward prices of %s expired at %s: quotes use the reference cost "
+                    "forward prices of %s: quotes use the reference cost "
                     "until 'oms reprice' runs again",
-                    run.describe(),
-                    expired,
+                    run.describe_expired(self._max_age_s),
                 )
             return None
         return run.prices
@@ -290,12 +293,9 @@ class LatestPrices:
         with self._store.read() as conn:
             run_id = conn.execute(sa.select(sa.func.max(t.reprice_runs.c.run_id))).scalar()
             if run_id is None:
-                self._run, self._expires_at = None, math.inf
+                self._run = None
             elif self._run is None or run_id != self._run.run_id:
                 self._run = latest_run(conn)
-                self._expires_at = (
-                    self._run.expires_at(self._max_age_s) if self._run is not None else math.inf
-                )
 
 
 # ---------------------------------------------------------------------------- CLI
