@@ -48,6 +48,7 @@ from sourcing.solver.branching import branch_and_bound
 from sourcing.solver.context import INF, Context, Plan, ceil_bound, lexmin
 from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset
+from sourcing.solver.heuristics import relaxation_plan
 from sourcing.solver.lagrangian import Bound, lagrangian_bound
 from sourcing.solver.strengthen import cover_prices, enumeration_bound
 
@@ -84,6 +85,9 @@ COVER_NODES: Final = 100
 #: 0-1,102 without, the same but for two residues that needed none). Kept (exact, tested):
 #: the place for a cheaper ascent.
 COVER_PRICES: bool = False
+#: Each count's relaxation repaired into a plan (:func:`~sourcing.solver.heuristics.repaired_plan`,
+#: then local search) as soon as the count is bounded.
+REPAIR: bool = True
 
 
 def is_large(elig: np.ndarray, skus: int) -> bool:
@@ -138,6 +142,7 @@ def solve_large(
             break
         exact = lagrangian_bound(ctx, elig, parcels, parcels, cap(), COUNT_ITERATIONS)
         prices = ctx.prices
+        best = _repaired(ctx, elig, exact, parcels, min_parcels, max_parcels, cap(), best)
         # The same prices bound every plan with this many parcels or more (one evaluation).
         if ceil_bound(lagrangian_bound(ctx, elig, parcels, max_parcels, cap(), 1).value) > cap():
             break  # every plan with this many parcels or more costs more than the best
@@ -264,6 +269,27 @@ def _cover_first(
     cap = min(upper, best.cost) if best is not None else upper
     plan, through = best_subset(ctx, elig, allowed, parcels, enumeration_bound(exact, found), cap)
     return lexmin(best, plan), through >= parcels
+
+
+def _repaired(
+    ctx: Context,
+    elig: np.ndarray,
+    exact: Bound,
+    parcels: int,
+    min_parcels: int,
+    max_parcels: int,
+    upper: int,
+    best: Plan | None,
+) -> Plan | None:
+    """The best plan, or the least of the plans this count's relaxation gives once repaired
+    into covers, from its ``parcels`` - 1 to ``parcels`` + 1 cheapest nodes (a plan within
+    the parcel limits and the cost limit only)."""
+    if not REPAIR or ctx.out_of_time():
+        return best
+    found = relaxation_plan(ctx, elig, exact, max_parcels, parcels + 1, parcels - 1)
+    if found is None or found.parcels < min_parcels or found.cost > upper:
+        return best
+    return lexmin(best, found)
 
 
 def _closed(value: int, parcels: int, upper: int, best: Plan | None) -> bool:

@@ -29,9 +29,19 @@ from sourcing.solver.context import (
 )
 from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset, subset_cells
-from sourcing.solver.heuristics import cover_plan, drop_heuristic, greedy_plan, local_search
+from sourcing.solver.heuristics import (
+    cover_plan,
+    drop_heuristic,
+    greedy_plan,
+    local_search,
+    relaxation_plan,
+)
 from sourcing.solver.lagrangian import Bound, lagrangian_bound
 from sourcing.solver.large import is_large, solve_large
+
+#: Plans from the relaxation's cheapest nodes repaired into covers
+#: (:func:`~sourcing.solver.heuristics.relaxation_plan`) at every bound of the enumeration.
+REPAIR: bool = True
 
 
 def min_cost(ctx: Context, day: int, max_parcels: int, cutoff: int = INF) -> Plan | None:
@@ -181,6 +191,8 @@ def _bound_and_solve(
             dropped = drop_heuristic(ctx, opened, start[opened])
             if dropped is not None and dropped.parcels <= max_parcels:  # it may keep too many
                 best = lexmin(best, dropped)
+            if REPAIR:
+                best = lexmin(best, relaxation_plan(ctx, elig, bound, max_parcels))
             upper = upper_of(best)
             settles = best is not None and best.parcels <= enumerated and best.cost <= cutoff
             if settles and lower >= upper:
