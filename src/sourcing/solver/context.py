@@ -122,6 +122,9 @@ class Context:
     unproven: list[tuple[int, int, int]] = field(default_factory=list)
     #: The Lagrangian prices last found: a warm start for the next bound.
     prices: np.ndarray | None = None
+    #: Covers repaired from relaxations (nodes and services as bytes) and the plans they
+    #: gave (heuristics.repaired_plan): the same cover recurs across counts and bounds.
+    repairs: dict[bytes, Plan | None] = field(default_factory=dict)
     #: Per deadline day, what its sub-problems share (None: the demand cannot be covered by then).
     deadlines: dict[int, Deadline | None] = field(default_factory=dict)
 

@@ -29,7 +29,7 @@ from sourcing.solver.lagrangian import Bound
 LOCAL_ROUNDS: Final = 8
 LOCAL_CANDIDATES: Final = 48
 #: Parcel counts :func:`relaxation_plan` starts from.
-RELAX_COUNTS: Final = 12
+RELAX_COUNTS: Final = 8
 
 
 def greedy_plan(
@@ -232,27 +232,32 @@ def repaired_plan(ctx: Context, elig: np.ndarray, service: IntArray) -> Plan | N
     costs, demand = ctx.costs, ctx.demand
     service = service.copy()
     opened = service >= 0
-    usable = np.where(elig, costs.fixed, INF) < INF
+    usable = elig.any(axis=1)
+    fixed = np.where(elig, costs.fixed, INF)
     while True:
         short = np.maximum(demand - costs.available[opened].sum(axis=0), 0)
-        if not short.any():
+        wanted = np.flatnonzero(short)
+        if not wanted.size:
             break
-        take = np.minimum(costs.available, short[None, :])
-        gain = take.sum(axis=1)
-        price = costs.fixed + np.einsum("cvk,ck->cv", costs.unit, take)
-        price = np.where(usable & ~opened[:, None] & (gain > 0)[:, None], price, np.inf)
-        per_unit = price / np.maximum(gain, 1)[:, None]
-        pick = int(np.argmin(per_unit))
-        n, v = divmod(pick, price.shape[1])
-        if not np.isfinite(per_unit[n, v]):
+        # Only the usable nodes outside the plan that hold something short can help.
+        rows = np.flatnonzero(usable & ~opened & (costs.available[:, wanted] > 0).any(axis=1))
+        if not rows.size:
             return None  # the slots left cannot cover the demand
-        service[n], opened[n] = v, True
+        take = np.minimum(costs.available[rows][:, wanted], short[wanted])
+        price = fixed[rows] + np.einsum("rvk,rk->rv", costs.unit[rows][:, :, wanted], take)
+        per_unit = price / take.sum(axis=1)[:, None]
+        r, v = divmod(int(np.argmin(per_unit)), price.shape[1])
+        service[rows[r]], opened[rows[r]] = v, True
     nodes = np.flatnonzero(opened)
-    dropped = drop_heuristic(ctx, nodes, service[nodes])
-    if dropped is not None:
-        return dropped
-    resplit = capacitated_split(ctx, nodes, service[nodes])
-    return None if resplit is None else subset_plan(ctx, nodes, service[nodes], resplit[1])
+    key = nodes.tobytes() + service[nodes].tobytes()
+    if key in ctx.repairs:  # the same cover from another count or an earlier bound
+        return ctx.repairs[key]
+    plan = drop_heuristic(ctx, nodes, service[nodes])
+    if plan is None:
+        resplit = capacitated_split(ctx, nodes, service[nodes])
+        plan = None if resplit is None else subset_plan(ctx, nodes, service[nodes], resplit[1])
+    ctx.repairs[key] = plan
+    return plan
 
 
 def cover_plan(ctx: Context, elig: np.ndarray, max_parcels: int) -> Plan | None:
