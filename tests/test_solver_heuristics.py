@@ -42,6 +42,7 @@ def test_relaxation_plans_are_valid_plans(monkeypatch: pytest.MonkeyPatch) -> No
     # Every bound of the enumeration (forced: CHEAP_CELLS = -1) repairs the relaxation's
     # cheapest nodes into covers; each plan returned must be a real plan of the sub-problem.
     monkeypatch.setattr(subproblem, "CHEAP_CELLS", -1)
+    monkeypatch.setattr(subproblem, "REPAIR_CELLS", 0)  # large orders only otherwise
     made = subproblem.relaxation_plan
     plans = calls = 0
 
