@@ -56,9 +56,13 @@ from sourcing.solver.strengthen import cover_prices, enumeration_bound
 LARGE_SLOTS: Final = 150
 #: ... and below this many (slot x SKU) cells: CP-SAT's model grows with the SKUs, and on
 #: 50-SKU carts residues of 60-150 slots took it 10-25 s without a proof, where the search
-#: per count proved them in 3-10 s. 150 slots x 20 SKUs: carts of up to 20 SKUs route as
-#: before.
-LARGE_CELLS: Final = LARGE_SLOTS * 20
+#: per count proved them in 3-10 s. With the relaxation plans (a near-optimal plan to start
+#: each count from) smaller residues pay too: a 47-slot residue of a 50-SKU cart (fragmented
+#: 50x500x2 seed 1 cart 1, FASTEST's deadline) took CP-SAT 1.1-2.4 s and the search per
+#: count 0.6 s for the whole quote; at 1,000 cells instead of 3,000 seed 1's carts 0-7 took
+#: 8.5 s of CPU instead of 9.5 (alternated in one process), and capacity-bound 20x200x2
+#: carts (20 SKUs: residues of 50+ slots) were unchanged (30 carts, seeds 0 and 1).
+LARGE_CELLS: Final = 1_000
 #: Subgradient steps for the converged bound (the stage-3 bound takes 30), and for each
 #: parcel count's bound (warm-started from the prices before it)...
 ITERATIONS: Final = 200
