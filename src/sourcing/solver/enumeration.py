@@ -264,6 +264,11 @@ def _covering_sets(
     for k, h in enumerate(holders):
         position[k, h] = np.arange(h.size)
     prefix = np.concatenate(([0.0], np.cumsum(np.sort(terms))))
+    # Per slot, the SKUs its node holds as bits (None beyond 64 SKUs): at the last step a
+    # child can only complete the cover if it holds every SKU its partial set is short of.
+    held = ctx.holds_mask
+    slot_mask = held.take(slot_n) if held is not None else None
+    bits = np.left_shift(np.uint64(1), np.arange(min(demand.size, 64), dtype=np.uint64))
     sets = np.zeros((1, 0), dtype=np.int64)
     # Per partial set and step: the SKU branched on (-1: a free slot) and the holder's
     # position taken; and the position in `everyone` of its last free slot.
@@ -305,10 +310,20 @@ def _covering_sets(
         # time checked between slices: a step can make millions of (child x SKU) cells.
         rows_per_slice = max(1, DEADLINE_CELLS // (demand.size + depth + 1))
         kept: list[tuple[IntArray, IntArray, IntArray, IntArray]] = []
+        short_mask = None
+        if left == 0 and slot_mask is not None:
+            # Most children of the last step leave some SKU unheld (nearly all on fragmented
+            # carts): one AND of bit masks per child rules those out before the sums below.
+            short_mask = np.bitwise_or.reduce(np.where(short, bits, np.uint64(0)), axis=1)
         for begin in range(0, max(r.size, 1), rows_per_slice):  # one slice even if empty
             if begin and ctx.out_of_time():
                 return None
             r_s, p_s, c_s = (a[begin : begin + rows_per_slice] for a in (r, p, c))
+            if short_mask is not None and slot_mask is not None:
+                ctx.stats["cells"] = ctx.stats.get("cells", 0) + r_s.size
+                wanted = short_mask.take(r_s)
+                fits = np.flatnonzero((slot_mask.take(c_s) & wanted) == wanted)
+                r_s, p_s, c_s = r_s.take(fits), p_s.take(fits), c_s.take(fits)
             ctx.stats["cells"] = ctx.stats.get("cells", 0) + r_s.size * (demand.size + depth)
             if depth:
                 keep = (slot_n[sets[r_s]] != slot_n[c_s][:, None]).all(axis=1)  # distinct
