@@ -456,3 +456,82 @@ def test_covering_sets_sum_stock_only_for_children_that_can_complete_the_cover()
         found.append(sets.shape[0])
         assert ctx.stats["cells"] <= DEADLINE_CELLS, (cart, ctx.stats["cells"])
     assert found == [0, 69, 119, 622]  # as many covering sets as summing every child found
+
+
+def _counting_contexts(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every solver Context a quote makes, kept for its statistics."""
+    from sourcing.solver import frontier
+    from sourcing.solver.context import Context
+
+    made: list[Any] = []
+
+    class Counted(Context):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(frontier, "Context", Counted)
+    return made
+
+
+def test_floors_from_looser_deadlines_keep_fragmented_carts_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What a sub-problem proves about parcel counts (every plan of up to e parcels costs
+    # at least its best, every plan of p or more at least its bound) holds for every
+    # earlier deadline: a sub-problem there skips the counts whose floor is above its best
+    # plan or cutoff. Against brute force, where that happens (a few carts here).
+    made = _counting_contexts(monkeypatch)
+    checked = 0
+    for seed in range(200):
+        network, order, settings = _fragmented_instance(seed)
+        brute = list(all_allocations(network, order))
+        for full in (False, True):
+            settings = replace(settings, full_frontier=full)
+            try:
+                q = quote(network, order, settings)
+            except ShortageError:
+                assert not brute
+                break
+            _check_quote(network, order, q, brute, settings)
+            checked += 1
+    floored = sum(ctx.stats.get("floored", 0) for ctx in made)
+    assert checked >= 90 and floored >= 3, (checked, floored)
+
+
+def test_floors_give_the_same_options_and_proofs_as_without(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fragmented 10-line carts on 50 nodes, beyond brute force: quoted with the floors and
+    # with none recorded (every sub-problem searches every count itself), the same menu
+    # (labels, cost, day, parcels) comes out, every option proven both ways.
+    from sourcing.solver.context import Context
+
+    from networks import random_cart, regime_network
+
+    network = regime_network("fragmented", 50, 100, 0)
+    settings = QuoteSettings(num_workers=1, time_limit_s=60.0)
+    orders = [random_cart(network, np.random.default_rng((0, cart)), 10) for cart in range(30)]
+
+    def menus() -> list[list[tuple[Any, ...]]]:
+        result = []
+        for order in orders:
+            try:
+                q = quote(network, order, settings)
+            except ShortageError:
+                continue
+            result.append(
+                [
+                    (o.labels, o.cost, o.delivery_days, o.num_parcels, o.proof.status)
+                    for o in q.options
+                ]
+            )
+        return result
+
+    made = _counting_contexts(monkeypatch)
+    with_floors = menus()
+    floored = sum(ctx.stats.get("floored", 0) for ctx in made)
+    monkeypatch.setattr(Context, "floor_at", lambda self, day: None)
+    assert menus() == with_floors
+    assert all(status == "OPTIMAL" for menu in with_floors for *_, status in menu)
+    assert len(with_floors) >= 25 and floored >= 20, (len(with_floors), floored)

@@ -127,6 +127,9 @@ class Context:
     repairs: dict[bytes, Plan | None] = field(default_factory=dict)
     #: Per deadline day, what its sub-problems share (None: the demand cannot be covered by then).
     deadlines: dict[int, Deadline | None] = field(default_factory=dict)
+    #: Per deadline day D, per parcel count p: a proven lower bound on the cost of every plan
+    #: delivering by D in exactly p parcels (:meth:`raise_floor`, :meth:`floor_at`).
+    floors: dict[int, IntArray] = field(default_factory=dict)
 
     def out_of_time(self) -> bool:
         stop = self.settings.should_stop
@@ -138,6 +141,29 @@ class Context:
         # A work budget (replays): a count of these polls, never the clock.
         self.stats["checks"] += 1
         return self.stats["checks"] > limit
+
+    def raise_floor(self, day: int, fewest: int, most: int, value: int) -> None:
+        """Record that every plan delivering by ``day`` with ``fewest`` to ``most`` parcels
+        costs at least ``value`` (proven by a bound or a complete enumeration)."""
+        floor = self.floors.get(day)
+        if floor is None:
+            floor = self.floors[day] = np.full(len(self.costs.nodes) + 1, -INF, dtype=np.int64)
+        part = floor[fewest : most + 1]
+        np.maximum(part, value, out=part)
+
+    def floor_at(self, day: int) -> IntArray | None:
+        """Per parcel count, the best lower bound proven at ``day`` or any later deadline.
+
+        A plan delivering by ``day`` is a plan of any later deadline too, with the same
+        parcels: its slots stay usable, and a slot that a later deadline drops as dominated
+        has a kept service at the same node, no dearer (:func:`_eligible`). So what was
+        proven for a later deadline (a looser sub-problem) bounds this one. None: nothing
+        recorded.
+        """
+        found = [floor for d, floor in self.floors.items() if d >= day]
+        if not found:
+            return None
+        return _max_of_rows(found) if len(found) > 1 else found[0]
 
     @cached_property
     def dominance(self) -> list[tuple[int, int, BoolArray]]:
@@ -210,6 +236,13 @@ def _min_of_rows(rows: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     for row in rows[1:]:
         least = np.minimum(least, row)
     return least
+
+
+def _max_of_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
+    most: np.ndarray = rows[0]
+    for row in rows[1:]:
+        most = np.maximum(most, row)
+    return most
 
 
 def _dominance(ctx: Context) -> list[tuple[int, int, BoolArray]]:

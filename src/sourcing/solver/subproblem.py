@@ -160,18 +160,29 @@ def _bound_and_solve(
     enumerated = 1
     bound: Bound | None = None
     lower = 0
+    day = deadline.day
     while True:
         upper = upper_of(best)
+        # What a looser sub-problem proved (floors per parcel count, from this deadline or a
+        # later one): counts whose every plan costs more than the best plan need no search.
+        floor = ctx.floor_at(day)
+        if floor is not None:
+            while enumerated < max_parcels and floor[enumerated + 1] > upper:
+                enumerated += 1
+                ctx.stats["floored"] = ctx.stats.get("floored", 0) + 1
         searched = enumerated + 1
         if searched > max_parcels:
             if best is None or best.cost > cutoff:
                 return None
             ctx.stats["bound"] += 1
             return _proven(best, "enumeration")
-        if beyond_cutoff(best, simple_bound(searched)):
+        rest = simple_bound(searched)
+        if floor is not None:
+            rest = max(rest, int(floor[searched : max_parcels + 1].min()))
+        if beyond_cutoff(best, rest):
             return None
         settles = best is not None and best.parcels <= enumerated and best.cost <= cutoff
-        if settles and simple_bound(searched) >= upper:
+        if settles and rest >= upper:
             ctx.stats["bound"] += 1
             return _proven(best, "bound+enumeration")  # type: ignore[arg-type]
         # A slot is worth trying only if its parcel, the cheapest others and
@@ -184,8 +195,15 @@ def _bound_and_solve(
         ):
             bound = None  # enumerating is cheaper than bounding
         else:
-            bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
+            # Counts above ``most_open`` cost more than the best plan (floors): the bound
+            # need not cover them, and is tighter without them.
+            most_open = max_parcels
+            if floor is not None:
+                open_counts = np.flatnonzero(floor[searched : max_parcels + 1] <= upper)
+                most_open = searched + int(open_counts[-1]) if open_counts.size else searched
+            bound = lagrangian_bound(ctx, elig, searched, most_open, upper)
             lower = max(simple_bound(searched), ceil_bound(bound.value))
+            ctx.raise_floor(day, searched, most_open, lower)
             if beyond_cutoff(best, lower):
                 return None
             if settles and lower >= upper:
@@ -208,16 +226,19 @@ def _bound_and_solve(
                 return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
             slots_ok = np.broadcast_to((bound.with_node <= upper + 1e-6)[:, None], elig.shape)
         # With a bound, one parcel more is searched alongside: its cheap plans prune.
-        more = min(1, max_parcels - searched) if bound is not None else 0
+        more = min(1, most_open - searched) if bound is not None else 0
         found, through = best_subset(ctx, elig, slots_ok, searched, bound, upper, more)
         best = lexmin(best, found)
         if through < searched:
             break
         enumerated = through
+        # Every plan of up to that many parcels costs at least the best plan (or the cutoff).
+        ctx.raise_floor(day, 1, enumerated, upper_of(best))
 
     if bound is None:
         bound = lagrangian_bound(ctx, elig, searched, max_parcels, upper)
         lower = max(simple_bound(searched), ceil_bound(bound.value))
+        ctx.raise_floor(day, searched, max_parcels, lower)
     if best is not None:
         best = local_search(ctx, elig, best, max_parcels)
     upper = upper_of(best)
