@@ -142,6 +142,8 @@ def split(
     """
     if nodes.shape[1] == 2:
         return _split_pairs(ctx, nodes, services)
+    if nodes.shape[0] >= SPLIT_BY_COMPARISONS:
+        return _split_by_comparisons(ctx, nodes, services)
     costs, demand = ctx.costs, ctx.demand
     avail = costs.available[nodes]
     unit = costs.unit[nodes, services, :]  # T x m x K
@@ -162,6 +164,44 @@ def split(
         (carried > 0).all(axis=1),
         (carried <= costs.capacity[nodes]).all(axis=1),
     )
+
+
+#: From this many sets on, :func:`split` ranks each set's parcels per SKU by pairwise
+#: comparisons rather than an argsort over the parcel axis: 2-4x faster on 500 sets of 3-6
+#: parcels, slower on 50 (the sort's strided gathers grow with the rows, the few
+#: comparisons per pair do not).
+SPLIT_BY_COMPARISONS: Final = 128
+
+
+def _split_by_comparisons(
+    ctx: Context, nodes: IntArray, services: IntArray
+) -> tuple[IntArray, IntArray, np.ndarray, np.ndarray]:
+    """:func:`split` without sorting: parcel j of a set gets, per SKU, what the demand leaves
+    after the parcels before it in the stable cheapest-first order (those cheaper, or as
+    cheap and earlier in the row), summed pair by pair. SKUs by sets (K x T), as
+    :func:`_split_pairs`."""
+    costs, demand = ctx.costs, ctx.demand[:, None]
+    m = nodes.shape[1]
+    slot = services * costs.nodes.size + nodes  # column of the V x C arrays flattened
+    unit = ctx.unit_kvc.reshape(demand.size, -1)
+    u = [unit.take(slot[:, j], axis=1) for j in range(m)]
+    a = [ctx.available_kc.take(nodes[:, j], axis=1) for j in range(m)]
+    total = ctx.fixed_vc.reshape(-1).take(slot).sum(axis=1)
+    units, carried = [], []
+    for j in range(m):
+        before = np.zeros_like(a[j])
+        for i in range(m):
+            if i != j:
+                first = u[i] <= u[j] if i < j else u[i] < u[j]
+                before += np.where(first, a[i], 0)
+        take = np.minimum(np.maximum(demand - before, 0), a[j])
+        units.append(take.T)
+        total = total + (take * u[j]).sum(axis=0)
+        carried.append(take.sum(axis=0))
+    load = np.stack(carried, axis=1)  # T x m
+    all_used: np.ndarray = np.asarray((load > 0).all(axis=1))
+    within: np.ndarray = np.asarray((load <= costs.capacity[nodes]).all(axis=1))
+    return total, np.stack(units, axis=1), all_used, within  # units T x m x K
 
 
 def _split_pairs(
