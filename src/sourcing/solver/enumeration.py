@@ -304,6 +304,18 @@ def _covering_sets(
     for k, h in enumerate(holders):
         position[k, h] = np.arange(h.size)
     prefix = np.concatenate(([0.0], np.cumsum(np.sort(terms))))
+    # Every branch's candidates in one array: SKU k's holders, then (group K) every slot for
+    # a free pick, each group by ascending term. Its keys (group, the slot's rank by term)
+    # ascend, so one binary search over all partial sets finds how many candidates of each
+    # one's group fit its room.
+    groups = [*holders, everyone]
+    group_start = np.concatenate(([0], np.cumsum([g.size for g in groups])))
+    flat_cand = np.concatenate(groups)
+    term_rank = np.empty(terms.size, dtype=np.int64)
+    term_rank[everyone] = np.arange(terms.size)
+    group_of = np.repeat(np.arange(len(groups)), [g.size for g in groups])
+    keys = group_of * (terms.size + 1) + term_rank[flat_cand]
+    sorted_terms = terms[everyone]
     # Per slot, the SKUs its node holds as bits (None beyond 64 SKUs): at the last step a
     # child can only complete the cover if it holds every SKU its partial set is short of.
     held = ctx.holds_mask
@@ -326,26 +338,18 @@ def _covering_sets(
         short = remaining > 0
         covered = ~short.any(axis=1)
         branch = np.where(covered, -1, rank[short[:, rank].argmax(axis=1)])
-        parts_r: list[IntArray] = []
-        parts_p: list[IntArray] = []
-        parts_c: list[IntArray] = []
-        expanded = 0
-        for k in np.unique(branch).tolist():
-            rows = np.flatnonzero(branch == k)
-            cand = everyone if k < 0 else holders[k]
-            room = budget - sums[rows] - prefix[min(left, prefix.size - 1)]
-            ends = np.searchsorted(terms[cand], room, side="right")
-            starts = last_free[rows] + 1 if k < 0 else np.zeros(rows.size, dtype=np.int64)
-            counts = np.maximum(ends - starts, 0)
-            total = int(counts.sum())
-            expanded += total
-            if expanded > limit:
-                return None
-            at = np.arange(total) - np.repeat(np.cumsum(counts) - counts - starts, counts)
-            parts_r.append(np.repeat(rows, counts))
-            parts_p.append(at)
-            parts_c.append(cand[at])
-        r, p, c = np.concatenate(parts_r), np.concatenate(parts_p), np.concatenate(parts_c)
+        group = np.where(branch < 0, len(holders), branch)
+        room = budget - sums - prefix[min(left, prefix.size - 1)]
+        fits = np.searchsorted(sorted_terms, room, side="right")  # terms <= room, overall
+        ends = np.searchsorted(keys, group * (terms.size + 1) + fits) - group_start[group]
+        starts = np.where(branch < 0, last_free + 1, 0)
+        counts = np.maximum(ends - starts, 0)
+        total = int(counts.sum())
+        if total > limit:
+            return None
+        r = np.repeat(np.arange(branch.size), counts)
+        p = np.arange(total) - np.repeat(np.cumsum(counts) - counts - starts, counts)
+        c = flat_cand[group_start[group].take(r) + p]
         # The children, filtered and their shortfall updated a slice at a time with the
         # time checked between slices: a step can make millions of (child x SKU) cells.
         rows_per_slice = max(1, DEADLINE_CELLS // (demand.size + depth + 1))
