@@ -56,6 +56,13 @@ section 8), in this order:
    its parcel sets enumerated, then a Lagrangian branch and bound per count
    (prices re-optimised per branch), and CP-SAT per count for what is left.
 
+What a sub-problem proves per parcel count (every plan of up to e parcels
+costs at least its best plan or cutoff; every plan of p or more, at least its
+bound) holds for every earlier deadline too, whose plans are plans of the later
+one: a sub-problem skips the counts these floors put above its best plan, and
+bounds only the counts left open. Under a cutoff no heuristic runs until a plan
+within it is known (their plans almost never are).
+
 Each option's :class:`~sourcing.model.Proof` names the step that proved it.
 Once the quote's time is up (``time_limit_s`` or ``should_stop``), no stage
 starts: the sub-problems left take the best known plan that fits, or a
