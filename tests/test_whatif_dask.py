@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from sourcing.whatif.sweep import (
     ReplayTask,
     replay_cluster,
     run_replays,
+    run_replays_with,
     submission_order,
 )
 
@@ -261,3 +264,90 @@ def test_the_report_plots_drawn_on_the_workers_are_the_files_drawn_here(tmp_path
     assert html_here.count("data:image/png;base64,") == 4
     images = [part.split('"')[0] for part in html_here.split("data:image/png;base64,")[1:]]
     assert all(image in html_there for image in images)
+
+
+def _old_orders_csv(whatif: object) -> str:
+    """The per-order table as one frame's CSV: what orders.csv.gz held as one gzip member."""
+    frames = []
+    for run in whatif.runs:  # type: ignore[attr-defined]
+        frame = run.result.orders.copy()
+        for column in ("shipping", "handling", "storage_credit", "cost"):
+            frame[column] = frame[column] / 100_000
+        frame.insert(0, "policy", run.result.policy)
+        frame.insert(0, "variant", run.variant)
+        frames.append(frame)
+    return str(pd.concat(frames, ignore_index=True).to_csv(index=False))
+
+
+def test_each_replay_compresses_its_orders_rows_on_its_worker(tmp_path: Path) -> None:
+    """``run(orders_csv=...)`` on Dask: each run's member of orders.csv.gz comes back with it.
+
+    The report then only joins them (no table task after the last replay), and the
+    file's text is the one-frame CSV of every run's rows, the same bytes as a
+    report that compresses the members itself.
+    """
+    import gzip
+
+    from distributed import get_task_stream
+
+    from sourcing.model import MILLICENTS_PER_UNIT
+    from sourcing.whatif.report import orders_csv_gz, write_report
+
+    assert MILLICENTS_PER_UNIT == 100_000
+    path = tmp_path / "small.toml"
+    path.write_text(SCENARIO.replace("count = 120", "count = 40"))
+    prepared = prepare_scenario(load_scenario(path))
+    serial = prepared.run()
+    assert all(run.orders_csv_gz is None for run in serial.runs)
+    here = write_report(serial, tmp_path / "here")
+    assert gzip.decompress((tmp_path / "here" / "orders.csv.gz").read_bytes()).decode() == (
+        _old_orders_csv(serial)
+    )
+    with replay_cluster(2, lambda: None) as (client, _):
+        with get_task_stream(client) as replays:
+            parallel = prepared.run(client=client, orders_csv=orders_csv_gz)
+        assert {str(r["key"]).split("-")[1] for r in replays.data} == {"replay"}
+        for run in parallel.runs:
+            assert run.orders_csv_gz is not None
+            # The same rows as the serial run's (but the decision timings).
+            rows = pd.read_csv(io.BytesIO(run.orders_csv_gz), header=None, compression="gzip")
+            assert len(rows) == 40
+        with get_task_stream(client) as report:
+            there = write_report(parallel, tmp_path / "workers", client)
+        assert not [r for r in report.data if "orders" in str(r["key"])]
+    assert [p.name for p in here] == [p.name for p in there]
+    text = gzip.decompress((tmp_path / "workers" / "orders.csv.gz").read_bytes()).decode()
+    assert text == _old_orders_csv(parallel)
+    # The members the workers made are those this process makes.
+    assert [run.orders_csv_gz for run in parallel.runs] == [
+        orders_csv_gz(run.variant, run.result) for run in parallel.runs
+    ]
+    a = pd.read_csv(tmp_path / "here" / "orders.csv.gz").drop(columns=["decide_seconds"])
+    b = pd.read_csv(tmp_path / "workers" / "orders.csv.gz").drop(columns=["decide_seconds"])
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_run_replays_with_runs_finish_where_the_replay_ran(tmp_path: Path) -> None:
+    """``finish`` runs in the replay's own task (its worker's pid), results in task order."""
+    path = tmp_path / "small.toml"
+    path.write_text(SCENARIO.replace("count = 120", "count = 6"))
+    prepared = prepare_scenario(load_scenario(path), policies=["greedy_nearest"])
+    tasks = [
+        ReplayTask(i, (v.name, "greedy_nearest"), n, prepared.policies[0][1], None)
+        for i, (v, n) in enumerate(prepared.networks)
+    ]
+    here = run_replays_with(tasks, prepared.orders, _finish_pid)
+    assert [f for _, f in here] == [(t.index, os.getpid()) for t in tasks]
+    with replay_cluster(2, lambda: None) as (client, _):
+        workers = set(client.run(os.getpid).values())
+        there = run_replays_with(tasks, prepared.orders, _finish_pid, client)
+    assert [f[0] for _, f in there] == [t.index for t in tasks]
+    assert {f[1] for _, f in there} <= workers
+    for (a, _), (b, _) in zip(here, there, strict=True):
+        pd.testing.assert_frame_equal(
+            a.orders.drop(columns=["decide_seconds"]), b.orders.drop(columns=["decide_seconds"])
+        )
+
+
+def _finish_pid(task: ReplayTask, result: object) -> tuple[int, int]:
+    return task.index, os.getpid()

@@ -259,13 +259,6 @@ def _names(text: str | None, option: str) -> list[str] | None:
 def _whatif(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from sourcing.whatif.report import (
-        bound_table,
-        format_kpis,
-        kpi_table,
-        savings_table,
-        write_report,
-    )
     from sourcing.whatif.scenario import load_scenario, prepare_scenario
 
     scenario = load_scenario(args.scenario)
@@ -274,6 +267,11 @@ def _whatif(args: argparse.Namespace) -> int:
         raise CliError(f"output folder {str(out)!r} exists and is not a directory")
 
     def prepare() -> PreparedScenario:
+        # The report's module (pandas, matplotlib) is imported here: with --workers
+        # this runs while the cluster starts, so the workers start without waiting
+        # for it.
+        import sourcing.whatif.report  # noqa: F401
+
         prepared = prepare_scenario(
             scenario,
             max_orders=args.orders,
@@ -292,6 +290,15 @@ def _whatif(args: argparse.Namespace) -> int:
     # With --workers the networks and orders are built while the cluster starts,
     # and the report's plots are drawn on its workers.
     with _dask_client(args.workers, args.scheduler, prepare) as (client, prepared):
+        from sourcing.whatif.report import (
+            bound_table,
+            format_kpis,
+            kpi_table,
+            orders_csv_gz,
+            savings_table,
+            write_report,
+        )
+
         with (
             tqdm(
                 total=prepared.decisions,
@@ -311,7 +318,12 @@ def _whatif(args: argparse.Namespace) -> int:
             ) as bound_bar,
         ):
             whatif = prepared.run(
-                progress=bar.update, client=client, bound_progress=bound_bar.update
+                progress=bar.update,
+                client=client,
+                bound_progress=bound_bar.update,
+                # On Dask each replay's rows of orders.csv.gz are compressed on its
+                # worker as it ends, not all in the report after the last one.
+                orders_csv=orders_csv_gz if client is not None else None,
             )
         try:
             written = write_report(whatif, out, client)

@@ -38,7 +38,7 @@ from matplotlib.figure import Figure
 
 from sourcing.model import MILLICENTS_PER_UNIT
 from sourcing.whatif.scenario import WhatIf
-from sourcing.whatif.simulate import KPI_COLUMNS
+from sourcing.whatif.simulate import KPI_COLUMNS, SimulationResult
 
 __all__ = [
     "KPI_DEFINITIONS",
@@ -46,6 +46,7 @@ __all__ = [
     "format_kpis",
     "kpi_table",
     "node_volume_table",
+    "orders_csv_gz",
     "savings_table",
     "write_report",
 ]
@@ -263,22 +264,40 @@ def _variants(whatif: WhatIf) -> list[dict[str, Any]]:
     ]
 
 
-def _orders_frame(whatif: WhatIf) -> pd.DataFrame:
-    frames = []
-    for run in whatif.runs:
-        frame = run.result.orders.copy()
-        for column in _MONEY:
-            frame[column] = frame[column] / MILLICENTS_PER_UNIT
-        frame.insert(0, "policy", run.result.policy)
-        frame.insert(0, "variant", run.variant)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+def _orders_rows(variant: str, result: SimulationResult) -> pd.DataFrame:
+    frame = result.orders.copy()
+    for column in _MONEY:
+        frame[column] = frame[column] / MILLICENTS_PER_UNIT
+    frame.insert(0, "policy", result.policy)
+    frame.insert(0, "variant", variant)
+    return frame
+
+
+def _gzip(text: str) -> bytes:
+    """One gzip member; no write time in its header, so the same text gives the same bytes."""
+    return gzip.compress(text.encode(), compresslevel=9, mtime=0)
+
+
+def orders_csv_gz(variant: str, result: SimulationResult) -> bytes:
+    """One replay's rows of ``orders.csv.gz`` (no header), as one gzip member.
+
+    ``orders.csv.gz`` is the header's member followed by every run's, in run
+    order: a multi-member gzip file whose text is the table's CSV. Each member
+    is made on its own, so on Dask each replay's is compressed on its worker
+    while the others replay (:meth:`~sourcing.whatif.scenario.PreparedScenario.run`
+    with ``orders_csv``).
+    """
+    return _gzip(_orders_rows(variant, result).to_csv(index=False, header=False))
+
+
+def _orders_csv_header(whatif: WhatIf) -> bytes:
+    columns = ["variant", "policy", *whatif.runs[0].result.orders.columns]
+    return _gzip(pd.DataFrame(columns=columns).to_csv(index=False))
 
 
 def _csv_gz(frame: pd.DataFrame) -> bytes:
-    """``frame`` as gzip-compressed CSV (on a Dask worker or here). No write time in the
-    gzip header, so the same table always gives the same bytes."""
-    return gzip.compress(frame.to_csv(index=False).encode(), compresslevel=9, mtime=0)
+    """``frame`` as gzip-compressed CSV (no write time in the gzip header)."""
+    return _gzip(frame.to_csv(index=False))
 
 
 # ------------------------------------------------------------------- plots
@@ -588,15 +607,22 @@ def write_report(whatif: WhatIf, out_dir: Path, client: Any | None = None) -> li
                 (kpis, sweep),
             )
         )
-    orders = _orders_frame(whatif)
-    # Heaviest first: the per-order file (formatting and compressing every order of every
-    # replay), then node_volume (a labelled heat map per variant).
-    orders_gz = (
-        client.submit(
-            _csv_gz, orders, key=f"whatif-table-orders-{uuid.uuid4().hex[:12]}", priority=2
-        )
+    # The per-order file: each run's member as the replay made it (on Dask: on its
+    # worker, while the others replayed), else made now (on the workers if any).
+    missing = [run for run in whatif.runs if run.orders_csv_gz is None]
+    made = (
+        [
+            client.submit(
+                orders_csv_gz,
+                run.variant,
+                run.result,
+                key=f"whatif-table-orders-{i}-{uuid.uuid4().hex[:12]}",
+                priority=2,
+            )
+            for i, run in enumerate(missing)
+        ]
         if client is not None
-        else None
+        else []
     )
     pending = (
         {
@@ -616,9 +642,23 @@ def write_report(whatif: WhatIf, out_dir: Path, client: Any | None = None) -> li
     _rounded(kpis).to_csv(target("kpis.csv"), index=False)
     savings.round(6).to_csv(target("savings.csv"), index=False)
     volume.to_csv(target("node_volume.csv"), index=False)
-    target("orders.csv.gz").write_bytes(
-        orders_gz.result() if orders_gz is not None else _csv_gz(orders)
-    )
+    if whatif.runs:
+        members = iter(
+            [future.result() for future in made]
+            if made
+            else [orders_csv_gz(run.variant, run.result) for run in missing]
+        )
+        target("orders.csv.gz").write_bytes(
+            b"".join(
+                [_orders_csv_header(whatif)]
+                + [
+                    run.orders_csv_gz if run.orders_csv_gz is not None else next(members)
+                    for run in whatif.runs
+                ]
+            )
+        )
+    else:
+        target("orders.csv.gz").write_bytes(_csv_gz(pd.DataFrame()))
     document = {
         "scenario": whatif.scenario.name,
         "description": whatif.scenario.description,

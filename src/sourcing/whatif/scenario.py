@@ -90,7 +90,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sourcing.errors import NetworkDataError
 from sourcing.forward.fluid import FluidSettings
@@ -130,6 +130,9 @@ from sourcing.whatif.simulate import (
     SimulationResult,
     make_policy,
 )
+
+if TYPE_CHECKING:
+    from sourcing.whatif.sweep import ReplayTask
 
 __all__ = [
     "NetworkSource",
@@ -708,12 +711,27 @@ REPLAY_WEIGHTS: Final[Mapping[str, float]] = {
 }
 
 
+def _by_variant(
+    orders_csv: Callable[[str, SimulationResult], bytes],
+    task: ReplayTask,
+    result: SimulationResult,
+) -> bytes:
+    """``orders_csv`` of a replay's variant and result (picklable with a partial)."""
+    return orders_csv(task.key[0], result)
+
+
 @dataclass(frozen=True)
 class Run:
-    """One (variant, policy) replay."""
+    """One (variant, policy) replay.
+
+    ``orders_csv_gz``: its rows of the report's per-order file, made where the
+    replay ran when :meth:`PreparedScenario.run` was given ``orders_csv``
+    (else None: the report makes them).
+    """
 
     variant: str
     result: SimulationResult
+    orders_csv_gz: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -772,8 +790,14 @@ class PreparedScenario:
         progress: Callable[[int], object] | None = None,
         client: Any | None = None,
         bound_progress: Callable[[int], object] | None = None,
+        orders_csv: Callable[[str, SimulationResult], bytes] | None = None,
     ) -> WhatIf:
         """Every (variant, policy) replay, and the bounds the scenario asks for.
+
+        ``orders_csv(variant, result)`` (the report's
+        :func:`~sourcing.whatif.report.orders_csv_gz`) runs right after each
+        replay, where it ran (on Dask: on the worker, while the other replays
+        run), and is kept in :attr:`Run.orders_csv_gz`.
 
         On ``client`` (Dask) the replays are tasks (:mod:`sourcing.whatif.sweep`: the
         same tables as the serial run, in the same order) and so are the
@@ -781,7 +805,7 @@ class PreparedScenario:
         of a policy setting share their variant's).
         """
         from sourcing.batch import DaskRunner
-        from sourcing.whatif.sweep import ReplayTask, run_replays
+        from sourcing.whatif.sweep import ReplayTask, run_replays, run_replays_with
 
         pairs = [(v, n, name, f) for v, n in self.networks for name, f in self.policies_of(v.name)]
         tasks = [
@@ -795,8 +819,23 @@ class PreparedScenario:
             )
             for i, (variant, network, name, factory) in enumerate(pairs)
         ]
-        results = run_replays(tasks, self.orders, client, progress)
-        runs = tuple(Run(task.key[0], result) for task, result in zip(tasks, results, strict=True))
+        if orders_csv is None:
+            runs = tuple(
+                Run(task.key[0], result)
+                for task, result in zip(
+                    tasks, run_replays(tasks, self.orders, client, progress), strict=True
+                )
+            )
+        else:
+            finish = functools.partial(_by_variant, orders_csv)
+            runs = tuple(
+                Run(task.key[0], result, csv)
+                for task, (result, csv) in zip(
+                    tasks,
+                    run_replays_with(tasks, self.orders, finish, client, progress),
+                    strict=True,
+                )
+            )
         bounds: dict[str, HindsightBound] = {}
         settings = self.scenario.bound
         if settings is not None:
