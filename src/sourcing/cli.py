@@ -267,11 +267,6 @@ def _whatif(args: argparse.Namespace) -> int:
         raise CliError(f"output folder {str(out)!r} exists and is not a directory")
 
     def prepare() -> PreparedScenario:
-        # The report's module (pandas, matplotlib) is imported here: with --workers
-        # this runs while the cluster starts, so the workers start without waiting
-        # for it.
-        import sourcing.whatif.report  # noqa: F401
-
         prepared = prepare_scenario(
             scenario,
             max_orders=args.orders,
@@ -285,6 +280,11 @@ def _whatif(args: argparse.Namespace) -> int:
             prepared = dataclasses.replace(
                 prepared, scenario=dataclasses.replace(prepared.scenario, bound=None)
             )
+        # The report's module (pandas, matplotlib) is imported here, after the
+        # inputs: with --workers this runs while the cluster starts, so the
+        # workers start without waiting for it.
+        import sourcing.whatif.report  # noqa: F401
+
         return prepared
 
     # With --workers the networks and orders are built while the cluster starts,
