@@ -10,7 +10,8 @@ Files written by :func:`write_report` into the output folder:
 * ``savings.csv``: per variant, every optimiser policy against every other
   policy (:func:`savings_table`);
 * ``node_volume.csv``: parcels and units per (variant, policy, node);
-* ``orders.csv.gz``: every per-order record (money in currency units);
+* ``orders.csv.gz``: every per-order record (money in currency units); one gzip
+  member for the header, then one per run (:func:`orders_csv_gz`);
 * ``cost_vs_days.png``, ``split_rate.png``, ``node_volume.png`` (matplotlib,
   Agg canvas, no display needed);
 * ``report.html``: everything above in one self-contained page (plots
