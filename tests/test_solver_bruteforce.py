@@ -219,7 +219,20 @@ def test_fragmented_carts_match_brute_force(
         monkeypatch.setattr(subproblem, "CHEAP_CELLS", -1)
         # ... and every bound's relaxation repaired into covers (large orders only otherwise).
         monkeypatch.setattr(subproblem, "REPAIR_CELLS", 0)
-    checked = split3 = 0
+    quotes = _check_fragmented_carts()
+    split3 = 0
+    for q in quotes:
+        cheapest = q.option(Label.CHEAPEST)
+        split3 += cheapest is not None and cheapest.num_parcels >= 3
+    # Enough solvable carts, and enough whose optimum has three parcels or more.
+    assert len(quotes) >= 90, len(quotes)
+    assert split3 >= 50, split3
+
+
+def _check_fragmented_carts() -> list[Quote]:
+    """Quote the 200 fragmented instances (each with and without the full frontier),
+    check every quote against brute force, and return the quotes checked."""
+    checked: list[Quote] = []
     for seed in range(200):
         network, order, settings = _fragmented_instance(seed)
         brute = list(all_allocations(network, order))
@@ -231,12 +244,8 @@ def test_fragmented_carts_match_brute_force(
                 assert not brute
                 break
             _check_quote(network, order, q, brute, settings)
-            checked += 1
-            cheapest = q.option(Label.CHEAPEST)
-            split3 += cheapest is not None and cheapest.num_parcels >= 3
-    # Enough solvable carts, and enough whose optimum has three parcels or more.
-    assert checked >= 90, checked
-    assert split3 >= 50, split3
+            checked.append(q)
+    return checked
 
 
 @pytest.mark.parametrize("per_count", ["sets", "branching", "cover", "cp-sat"])
@@ -482,19 +491,7 @@ def test_floors_from_looser_deadlines_keep_fragmented_carts_exact(
     # earlier deadline: a sub-problem there skips the counts whose floor is above its best
     # plan or cutoff. Against brute force, where that happens (a few carts here).
     made = _counting_contexts(monkeypatch)
-    checked = 0
-    for seed in range(200):
-        network, order, settings = _fragmented_instance(seed)
-        brute = list(all_allocations(network, order))
-        for full in (False, True):
-            settings = replace(settings, full_frontier=full)
-            try:
-                q = quote(network, order, settings)
-            except ShortageError:
-                assert not brute
-                break
-            _check_quote(network, order, q, brute, settings)
-            checked += 1
+    checked = len(_check_fragmented_carts())
     floored = sum(ctx.stats.get("floored", 0) for ctx in made)
     assert checked >= 90 and floored >= 3, (checked, floored)
 
