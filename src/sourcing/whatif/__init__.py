@@ -4,6 +4,8 @@
   capacity, replenishment) and the sourcing policies it compares; pure, no I/O;
 * :mod:`~sourcing.whatif.scenario`: TOML scenario files, network edits, the
   order generator, and running a scenario's variants x policies;
+* :mod:`~sourcing.whatif.toml_reading`: the scenario file's tables, with typed
+  getters whose errors name the file and key;
 * :mod:`~sourcing.whatif.olist`: the Olist real-data network, orders and
   historical policy;
 * :mod:`~sourcing.whatif.report`: KPI tables, plots and the HTML report;

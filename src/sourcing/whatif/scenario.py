@@ -70,8 +70,9 @@ Relative paths are resolved against the scenario file's folder. Edits
 (``type`` = ``add_node``, ``close_node``, ``scale_rates``,
 ``set_storage_cost``, ``set_capacity``, ``pool_stock``, ``set_cover``) are the frozen
 dataclasses of :mod:`sourcing.whatif.edits`; orders and receipts are read by
-:mod:`sourcing.whatif.inputs`. This module holds the scenario itself: the
-file's sections as dataclasses, the TOML reader, and preparing and running
+:mod:`sourcing.whatif.inputs`, and the file's tables through the typed getters of
+:mod:`sourcing.whatif.toml_reading`. This module holds the scenario itself: the
+file's sections as dataclasses, reading them, and preparing and running
 its variants x policies. Money in the file is in currency units with at most five
 decimals. Every error names the file, the key (``variants[1].edits[0].node``)
 or CSV row and column, and the reason (:class:`ScenarioError`).
@@ -83,12 +84,11 @@ network) through every policy.
 from __future__ import annotations
 
 import functools
-import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -97,7 +97,7 @@ from sourcing.forward.fluid import FluidSettings
 from sourcing.forward.hindsight import HindsightBound, HindsightSettings, hindsight_bound
 from sourcing.forward.pricer import BATCH_PRICES, ForwardSettings
 from sourcing.loader import read_network
-from sourcing.model import MILLICENTS_PER_UNIT, Network, NodeKind, parse_money
+from sourcing.model import MILLICENTS_PER_UNIT, Network, NodeKind
 from sourcing.whatif.edits import (
     AddNode,
     CloseNode,
@@ -115,7 +115,6 @@ from sourcing.whatif.inputs import (
     GeneratedOrders,
     ScenarioError,
     generate_orders,
-    naive_utc,
     read_orders,
     read_receipts,
 )
@@ -130,6 +129,7 @@ from sourcing.whatif.simulate import (
     SimulationResult,
     make_policy,
 )
+from sourcing.whatif.toml_reading import Section
 
 if TYPE_CHECKING:
     from sourcing.whatif.sweep import ReplayTask
@@ -244,175 +244,7 @@ class Sweep:
         return f"{variant} {self.parameter}={value:g}"
 
 
-# ----------------------------------------------------------------- TOML reading
-
-_MISSING: Final[Any] = object()
-
-
-@dataclass(frozen=True)
-class _Section:
-    """One TOML table with typed getters whose errors name the file and key."""
-
-    file: str
-    base: Path
-    path: str
-    data: Mapping[str, Any]
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def error(self, name: str | None, reason: str) -> ScenarioError:
-        return ScenarioError(self.file, reason, key=self.key(name) if name else self.path or None)
-
-    def allow(self, *names: str) -> None:
-        for name in self.data:
-            if name not in names:
-                raise self.error(name, f"unknown key (expected one of: {', '.join(names)})")
-
-    def has(self, name: str) -> bool:
-        return name in self.data
-
-    def _get(self, name: str, default: Any) -> Any:
-        if name in self.data:
-            return self.data[name]
-        if default is _MISSING:
-            raise self.error(name, "required key is missing")
-        return default
-
-    def text(self, name: str, default: Any = _MISSING) -> Any:
-        value = self._get(name, default)
-        if value is not default and (not isinstance(value, str) or not value.strip()):
-            raise self.error(name, f"must be a non-empty string, got {value!r}")
-        return value
-
-    def choice(self, name: str, options: tuple[str, ...], default: Any = _MISSING) -> Any:
-        if (value := self.text(name, default)) not in options:
-            raise self.error(name, f"must be one of {', '.join(options)}, got {value!r}")
-        return value
-
-    def boolean(self, name: str, default: Any = _MISSING) -> Any:
-        value = self._get(name, default)
-        if value is not default and not isinstance(value, bool):
-            raise self.error(name, f"must be true or false, got {value!r}")
-        return value
-
-    def integer(self, name: str, default: Any = _MISSING, minimum: int = 0) -> Any:
-        value = self._get(name, default)
-        if value is default:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(name, f"must be a whole number, got {value!r}")
-        if value < minimum:
-            raise self.error(name, f"must be >= {minimum}, got {value}")
-        return value
-
-    def number(self, name: str, default: Any = _MISSING, *, positive: bool = False) -> Any:
-        value = self._get(name, default)
-        if value is default:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(name, f"must be a number, got {value!r}")
-        number = float(value)
-        if not math.isfinite(number) or number < 0 or (positive and number == 0):
-            raise self.error(
-                name,
-                f"must be a {'positive' if positive else 'non-negative'} number, got {value!r}",
-            )
-        return number
-
-    def degrees(self, name: str, limit: float) -> float:
-        value = self._get(name, _MISSING)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.error(name, f"must be a number, got {value!r}")
-        if not (math.isfinite(value) and -limit <= value <= limit):
-            raise self.error(name, f"must be within [-{limit:g}, {limit:g}], got {value}")
-        return float(value)
-
-    def money(self, name: str, default: Any = _MISSING) -> Any:
-        """Currency units (at most 5 decimals) as exact integer millicents."""
-        value = self._get(name, default)
-        if value is default:
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise self.error(name, f"must be an amount of money, got {value!r}")
-        try:
-            return parse_money(str(value))
-        except ValueError as exc:
-            raise self.error(name, str(exc)) from None
-
-    def strings(self, name: str, default: Any = _MISSING) -> Any:
-        value = self._get(name, default)
-        if value is default:
-            return value
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.error(name, f"must be a list of non-empty strings, got {value!r}")
-        if len(set(value)) != len(value):
-            raise self.error(name, "lists a name more than once")
-        return tuple(value)
-
-    def weights(self, name: str, default: Any = _MISSING) -> Any:
-        value = self._get(name, default)
-        if value is default:
-            return value
-        if (
-            not isinstance(value, list)
-            or not value
-            or not all(
-                isinstance(v, int | float)
-                and not isinstance(v, bool)
-                and math.isfinite(v)
-                and v >= 0
-                for v in value
-            )
-            or sum(value) <= 0
-        ):
-            raise self.error(
-                name, f"must be a list of non-negative numbers, not all 0, got {value!r}"
-            )
-        return tuple(float(v) for v in value)
-
-    def path_value(self, name: str, default: Any = _MISSING) -> Any:
-        value = self.text(name, default)
-        if value is default:
-            return value
-        path = Path(os.path.expanduser(value))
-        return path if path.is_absolute() else self.base / path
-
-    def moment(self, name: str, default: Any = _MISSING) -> Any:
-        value = self._get(name, default)
-        if value is default or isinstance(value, datetime):
-            return naive_utc(value) if isinstance(value, datetime) else value
-        if isinstance(value, date):
-            return datetime.combine(value, time())
-        if isinstance(value, str):
-            try:
-                return naive_utc(datetime.fromisoformat(value.strip()))
-            except ValueError:
-                pass
-        raise self.error(name, f"must be a date or date-time (ISO 8601), got {value!r}")
-
-    def day(self, name: str, default: Any = _MISSING) -> Any:
-        value = self.moment(name, default)
-        return value.date() if isinstance(value, datetime) else value
-
-    def table(self, name: str) -> _Section | None:
-        value = self.data.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, Mapping):
-            raise self.error(name, "must be a table")
-        return _Section(self.file, self.base, self.key(name), value)
-
-    def tables(self, name: str) -> list[_Section]:
-        value = self.data.get(name, [])
-        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
-            raise self.error(name, "must be an array of tables")
-        return [
-            _Section(self.file, self.base, f"{self.key(name)}[{i}]", v) for i, v in enumerate(value)
-        ]
-
-
-def _selector(section: _Section) -> NodeSelector:
+def _selector(section: Section) -> NodeSelector:
     node = section.text("node", None)
     kind = section.text("kind", None)
     if node is not None and kind is not None:
@@ -425,7 +257,7 @@ def _selector(section: _Section) -> NodeSelector:
     return NodeSelector(node=node)
 
 
-def _edit(section: _Section) -> Edit:
+def _edit(section: Section) -> Edit:
     kind = section.text("type")
     if kind == "add_node":
         section.allow(
@@ -501,7 +333,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         raise ScenarioError(name, f"cannot read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(name, f"invalid TOML: {exc}") from None
-    root = _Section(name, file.resolve().parent, "", data)
+    root = Section(name, file.resolve().parent, "", data)
     root.allow(
         "scenario",
         "network",
@@ -515,7 +347,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         "sweep",
     )
 
-    head = root.table("scenario") or _Section(name, root.base, "scenario", {})
+    head = root.table("scenario") or Section(name, root.base, "scenario", {})
     head.allow("name", "description")
 
     olist = None
@@ -567,10 +399,10 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
                 qty_weights=src.weights("qty_weights", GeneratedOrders.qty_weights),
             )
 
-    rep = root.table("replenishment") or _Section(name, root.base, "replenishment", {})
+    rep = root.table("replenishment") or Section(name, root.base, "replenishment", {})
     rep.allow("top_up_every_days", "receipts")
 
-    pol = root.table("policies") or _Section(name, root.base, "policies", {})
+    pol = root.table("policies") or Section(name, root.base, "policies", {})
     pol.allow("run", "time_limit_s", "value_of_day", "max_parcels", "priority")
     known = (*POLICY_FACTORIES, "historical")
     default_run = (*POLICY_FACTORIES, "historical") if olist else tuple(POLICY_FACTORIES)
@@ -624,9 +456,9 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     )
 
 
-def _forward(root: _Section) -> ForwardSettings:
+def _forward(root: Section) -> ForwardSettings:
     """The [forward] table: optimiser_forward's prices."""
-    fwd = root.table("forward") or _Section(root.file, root.base, "forward", {})
+    fwd = root.table("forward") or Section(root.file, root.base, "forward", {})
     fwd.allow(
         "dual_weight", "reprice_every_orders", "reprice_every_hours", "horizon_days",
         "min_history_orders", "regions", "arcs_per_region", "ration_at", "samples",
@@ -653,7 +485,7 @@ def _forward(root: _Section) -> ForwardSettings:
     )
 
 
-def _bound(root: _Section) -> HindsightSettings | None:
+def _bound(root: Section) -> HindsightSettings | None:
     """The [bound] table: the perfect-hindsight bound per variant (None: no table)."""
     bnd = root.table("bound")
     if bnd is None:
@@ -670,7 +502,7 @@ def _bound(root: _Section) -> HindsightSettings | None:
     )
 
 
-def _sweep(root: _Section) -> Sweep | None:
+def _sweep(root: Section) -> Sweep | None:
     """The [sweep] table: one parameter over a list of values (None: no table)."""
     swp = root.table("sweep")
     if swp is None:
