@@ -186,13 +186,12 @@ def solve_large(
                 if out_of_time():
                     break
                 before = cap()
-                # best_subset's verdict is the parcel count searched through (parcels - 1:
-                # this count not completely), never a truthy flag.
+                # best_subset returns the parcel count searched through (not a flag): this
+                # count is complete only if that reaches it.
                 found, through = best_subset(ctx, elig, fixed_out(parcels), parcels, exact, cap())
-                complete = through >= parcels
                 best = lexmin(best, found)
                 improved |= cap() < before
-                if not complete:
+                if through < parcels:
                     continue
             del counts[parcels], count_lower[parcels]
         first = False

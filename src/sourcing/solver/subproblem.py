@@ -11,6 +11,7 @@ proved it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
 
@@ -251,10 +252,29 @@ def _bound_and_solve(
         ctx.raise_floor(day, searched, max_parcels, lower)
     if best is not None and best.cost <= cutoff:
         best = local_search(ctx, elig, best, max_parcels)
-    upper = upper_of(best)
     if beyond_cutoff(best, lower):
         return None
+    return _search_residue(
+        ctx, deadline, bound, best, searched, max_parcels, lower, cutoff, simple_bound
+    )
 
+
+def _search_residue(
+    ctx: Context,
+    deadline: Deadline,
+    bound: Bound,
+    best: Plan | None,
+    searched: int,
+    max_parcels: int,
+    lower: int,
+    cutoff: int,
+    simple_bound: Callable[[int], int],
+) -> Plan | None:
+    """Stage 4 of :func:`_bound_and_solve`: the plans of ``searched`` parcels or more (every
+    plan with fewer is known), on the nodes ``bound`` leaves possible, by CP-SAT or per
+    parcel count (:func:`~sourcing.solver.large.solve_large`); ``lower`` bounds them so far."""
+    elig, demand = deadline.elig, ctx.demand
+    upper = min(best.cost if best is not None else INF, cutoff)
     # Fewer parcels make a much easier model: raise the parcel count until the
     # bound on plans with that many or more exceeds the best known plan.
     most = max_parcels
