@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import threading
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -230,3 +231,18 @@ def network_differences(a: Network, b: Network) -> list[str]:
         elif x != y:
             differ.append(f.name)
     return differ
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
+    """Count the calls of ``module.name`` (``[count]``, thread-safe), still calling it."""
+    calls = [0]
+    real = getattr(module, name)
+    lock = threading.Lock()
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls

@@ -36,6 +36,7 @@ from oms.dashboard.site import STATEMENT_TIMEOUT_MS, dashboard_read, dashboard_s
 from oms.store import Store
 
 from service_support import hand_network
+from support import spy
 
 try:  # the dev extra installs httpx2 (Starlette's TestClient transport)
     import httpx2 as httpx
@@ -207,20 +208,6 @@ def test_the_number_of_kept_figures_is_bounded() -> None:
 
 
 # -- served --------------------------------------------------------------------------
-
-
-def spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
-    calls = [0]
-    real = getattr(module, name)
-    lock = threading.Lock()
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            calls[0] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
 
 
 def test_a_poll_storm_runs_each_query_once(

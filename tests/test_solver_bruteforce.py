@@ -23,7 +23,14 @@ from sourcing.model import Evaluation, Label, Network, Order
 from sourcing.solver import branching, enumeration, large, subproblem
 
 from reference import assert_priced_as_reference
-from support import all_allocations, fragmented_cart, free_units, random_order, tiny_network
+from support import (
+    all_allocations,
+    fragmented_cart,
+    free_units,
+    random_order,
+    spy,
+    tiny_network,
+)
 
 Point = tuple[int, int, int]
 
@@ -220,24 +227,22 @@ def test_fragmented_carts_match_brute_force(
         # ... and every bound's relaxation repaired into covers (large orders only otherwise).
         monkeypatch.setattr(subproblem, "REPAIR_CELLS", 0)
     quotes = _check_fragmented_carts()
-    split3 = 0
-    for q in quotes:
-        cheapest = q.option(Label.CHEAPEST)
-        split3 += cheapest is not None and cheapest.num_parcels >= 3
+    split3 = sum(_parcels_of_cheapest(q) >= 3 for q in quotes)
     # Enough solvable carts, and enough whose optimum has three parcels or more.
     assert len(quotes) >= 90, len(quotes)
     assert split3 >= 50, split3
 
 
-def _check_fragmented_carts() -> list[Quote]:
-    """Quote the 200 fragmented instances (each with and without the full frontier),
-    check every quote against brute force, and return the quotes checked."""
+def _check_fragmented_carts(seeds: int = 200, **changes: Any) -> list[Quote]:
+    """Quote the first ``seeds`` fragmented instances (each with and without the full
+    frontier, settings ``changes`` applied), check every quote against brute force, and
+    return the quotes checked."""
     checked: list[Quote] = []
-    for seed in range(200):
+    for seed in range(seeds):
         network, order, settings = _fragmented_instance(seed)
         brute = list(all_allocations(network, order))
         for full in (False, True):
-            settings = replace(settings, full_frontier=full)
+            settings = replace(settings, full_frontier=full, **changes)
             try:
                 q = quote(network, order, settings)
             except ShortageError:
@@ -246,6 +251,11 @@ def _check_fragmented_carts() -> list[Quote]:
             _check_quote(network, order, q, brute, settings)
             checked.append(q)
     return checked
+
+
+def _parcels_of_cheapest(q: Quote) -> int:
+    cheapest = q.option(Label.CHEAPEST)
+    return cheapest.num_parcels if cheapest is not None else 0
 
 
 @pytest.mark.parametrize("per_count", ["sets", "branching", "cover", "cp-sat"])
@@ -262,7 +272,8 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     # branched on with the cover bound tried at each branch ("cover": strengthen.py), or
     # neither and CP-SAT searches it ("cp-sat"). Labels must still be exact.
     monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
-    searches = covered = 0
+    covered = 0
+    searches = [0]
     if per_count != "sets":
         enumerate_sets = large.best_subset
         at_cover_prices: list[Any] = []
@@ -293,48 +304,20 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
             raise AssertionError("the branch and bound left a parcel count to CP-SAT")
 
         monkeypatch.setattr(large, "solve_cpsat", no_cpsat)
-        searched = large.branch_and_bound
-
-        def counted_search(*args: Any, **kwargs: Any) -> Any:
-            nonlocal searches
-            searches += 1
-            return searched(*args, **kwargs)
-
-        monkeypatch.setattr(large, "branch_and_bound", counted_search)
+        searches = spy(monkeypatch, large, "branch_and_bound")
     if per_count == "cp-sat":
         monkeypatch.setattr(
             large, "branch_and_bound", lambda ctx, elig, p, best, *rest: (best, 0, False)
         )
     monkeypatch.setattr(large, "LARGE_SLOTS", 0)
-    calls = 0
-    solve_large = large.solve_large
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return solve_large(*args, **kwargs)
-
-    monkeypatch.setattr(subproblem, "solve_large", counted)
-    checked = split3 = 0
-    for seed in range(120):
-        network, order, settings = _fragmented_instance(seed)
-        brute = list(all_allocations(network, order))
-        for full in (False, True):
-            settings = replace(settings, full_frontier=full, time_limit_s=30.0)
-            try:
-                q = quote(network, order, settings)
-            except ShortageError:
-                assert not brute
-                break
-            _check_quote(network, order, q, brute, settings)
-            checked += 1
-            cheapest = q.option(Label.CHEAPEST)
-            split3 += cheapest is not None and cheapest.num_parcels >= 3
-    assert checked >= 50, checked
+    calls = spy(monkeypatch, subproblem, "solve_large")
+    quotes = _check_fragmented_carts(seeds=120, time_limit_s=30.0)
+    split3 = sum(_parcels_of_cheapest(q) >= 3 for q in quotes)
+    assert len(quotes) >= 50, len(quotes)
     assert split3 >= 25, split3
-    assert calls >= 50, calls
+    assert calls[0] >= 50, calls
     if per_count == "branching":
-        assert searches >= 25, searches
+        assert searches[0] >= 25, searches
     if per_count == "cover":
         assert covered >= 25, covered
 
@@ -546,29 +529,21 @@ def test_cutoff_sub_problems_run_no_heuristic_without_a_plan_within_the_cutoff(
 
     from networks import random_cart, regime_network
 
-    calls: dict[str, int] = {}
-
-    def counting(name: str) -> Any:
-        heuristic = getattr(subproblem, name)
-
-        def counted(*args: Any) -> Any:
-            calls[name] = calls.get(name, 0) + 1
-            return heuristic(*args)
-
-        return counted
-
-    for name in ("greedy_plan", "cover_plan", "local_search", "drop_heuristic"):
-        monkeypatch.setattr(subproblem, name, counting(name))
+    spies = {
+        name: spy(monkeypatch, subproblem, name)
+        for name in ("greedy_plan", "cover_plan", "local_search", "drop_heuristic")
+    }
     solve = subproblem._bound_and_solve
     cutoff_subs = nothing_within = 0
 
     def watched(ctx: Any, deadline: Any, max_parcels: int, cutoff: int = INF) -> Any:
         nonlocal cutoff_subs, nothing_within
-        before = dict(calls)
+        before = {name: calls[0] for name, calls in spies.items()}
         plan = solve(ctx, deadline, max_parcels, cutoff)
         if cutoff < INF:
             cutoff_subs += 1
-            ran = {k: v - before.get(k, 0) for k, v in calls.items() if v != before.get(k, 0)}
+            ran = {name: calls[0] - before[name] for name, calls in spies.items()}
+            ran = {name: count for name, count in ran.items() if count}
             assert "greedy_plan" not in ran and "cover_plan" not in ran, ran
             if plan is None:
                 nothing_within += 1
