@@ -83,7 +83,7 @@ import numpy as np
 from sourcing.costs import OrderCosts, order_costs
 from sourcing.errors import ShortageError
 from sourcing.evaluate import evaluate
-from sourcing.forward.lp import OPTIMAL, SparseLp, csr, solve_lp, solve_mip
+from sourcing.forward.lp import OPTIMAL, LpSolution, SparseLp, csr, solve_lp, solve_mip
 from sourcing.menu import quote
 from sourcing.model import (
     MILLICENTS_PER_UNIT,
@@ -482,6 +482,18 @@ def _allocation(
     return Allocation(tuple(parcels))
 
 
+@dataclass(frozen=True)
+class _RoundPrices:
+    """What one round of column generation priced (:meth:`_Period.column_round`)."""
+
+    #: Stock prices per position, whole millicents per unit.
+    lam: FloatArray
+    #: Plans that priced below their order's dual, added as columns.
+    added: int
+    #: The Lagrangian bound at these prices.
+    lower: float
+
+
 class _Period:
     """Column generation on one period (see the module doc)."""
 
@@ -756,6 +768,27 @@ class _Period:
             for i, curve in enumerate(self.curves)
         )
 
+    def column_round(
+        self, price_capacity: bool = True
+    ) -> tuple[LpSolution, int, _RoundPrices | None]:
+        """One round of column generation: the restricted master solved (and its column
+        count); when it is optimal, every order priced at its duals (capacity at zero
+        unless ``price_capacity``), the plans that pay added as columns, and the
+        Lagrangian bound at those prices. None in place of the prices: the master was not
+        solved to optimality."""
+        lp, n_cols, cut0, (owner, _, slope) = self.master()
+        solution = solve_lp(lp)
+        if solution.status != OPTIMAL:
+            return solution, n_cols, None
+        y = solution.duals
+        lam, cap, rho = self.duals(y, cut0, owner, slope)
+        if not price_capacity:
+            cap = np.zeros_like(cap)
+        total, added = self.price(
+            (lam - rho).astype(np.int64), cap.astype(np.int64), y[: len(self.priced)]
+        )
+        return solution, n_cols, _RoundPrices(lam, added, self.lagrangian(total, lam, cap, rho))
+
     def position_units(self, weights: FloatArray) -> FloatArray:
         """m per stock position under the column weights (columns added since weigh 0)."""
         col, row, qty = self.columns.flat("stock")
@@ -778,18 +811,13 @@ def solve_period(problem: PeriodProblem) -> PeriodBound:
     solution = None
     while rounds < settings.max_rounds:
         rounds += 1
-        lp, n_cols, cut0, (owner, _, slope) = period.master()
-        solution = solve_lp(lp)
-        if solution.status != OPTIMAL:
+        solution, n_cols, prices = period.column_round()
+        if prices is None:
             status = f"MASTER_{solution.status}"
             break
         master_value = solution.objective * _SCALE
-        y = solution.duals
-        lam, cap, rho = period.duals(y, cut0, owner, slope)
-        total, added = period.price(
-            (lam - rho).astype(np.int64), cap.astype(np.int64), y[:n_orders]
-        )
-        best_lower = max(best_lower, period.lagrangian(total, lam, cap, rho))
+        added = prices.added
+        best_lower = max(best_lower, prices.lower)
         # Tighter credit cuts where the LP's credit sits above F's interpolation at m.
         credit_values = solution.values[n_cols:] * _SCALE
         m_now = period.position_units(solution.values[:n_cols])

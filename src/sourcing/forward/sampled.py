@@ -39,7 +39,7 @@ from sourcing.forward.hindsight import (
     lost_penalty,
     served_in_turn,
 )
-from sourcing.forward.lp import OPTIMAL, solve_lp
+from sourcing.forward.lp import OPTIMAL
 from sourcing.model import MILLICENTS_PER_UNIT, IntArray, Network, Order
 
 __all__ = ["SampledPrices", "SampledSettings", "sample_future", "sampled_prices"]
@@ -119,25 +119,20 @@ def sampled_prices(
     )
     problem = PeriodProblem(0, network, tuple(group), lost_penalty(network), hindsight, forced)
     period = Period(problem)
-    n_orders, n_stock = len(period.priced), period.cells.size
-    no_capacity_price = np.zeros(len(period.cap_limit), dtype=np.int64)
-    lam = np.zeros(n_stock)
+    n_orders = len(period.priced)
+    lam = np.zeros(period.cells.size)
     best_lower = -math.inf
     status, rounds = "ROUND_LIMIT", 0
     while rounds < settings.rounds:
         rounds += 1
-        lp, _, cut0, (owner, _, slope) = period.master()
-        solution = solve_lp(lp)
-        if solution.status != OPTIMAL:
+        solution, _, prices = period.column_round(price_capacity=False)
+        if prices is None:
             status = f"MASTER_{solution.status}"
             break
-        y = solution.duals
-        lam, _, rho = period.duals(y, cut0, owner, slope)
-        total, added = period.price((lam - rho).astype(np.int64), no_capacity_price, y[:n_orders])
-        no_cap = no_capacity_price.astype(np.float64)
-        best_lower = max(best_lower, period.lagrangian(total, lam, no_cap, rho))
+        lam = prices.lam
+        best_lower = max(best_lower, prices.lower)
         master = solution.objective * MILLICENTS_PER_UNIT
-        if added == 0 or (master - best_lower) <= settings.tolerance * max(abs(master), 1.0):
+        if prices.added == 0 or (master - best_lower) <= settings.tolerance * max(abs(master), 1.0):
             status = "CONVERGED"
             break
     values = zero.copy()
