@@ -296,11 +296,6 @@ def _orders_csv_header(whatif: WhatIf) -> bytes:
     return _gzip(pd.DataFrame(columns=columns).to_csv(index=False))
 
 
-def _csv_gz(frame: pd.DataFrame) -> bytes:
-    """``frame`` as gzip-compressed CSV (no write time in the gzip header)."""
-    return _gzip(frame.to_csv(index=False))
-
-
 # ------------------------------------------------------------------- plots
 
 
@@ -659,7 +654,7 @@ def write_report(whatif: WhatIf, out_dir: Path, client: Any | None = None) -> li
             )
         )
     else:
-        target("orders.csv.gz").write_bytes(_csv_gz(pd.DataFrame()))
+        target("orders.csv.gz").write_bytes(_gzip(pd.DataFrame().to_csv(index=False)))
     document = {
         "scenario": whatif.scenario.name,
         "description": whatif.scenario.description,

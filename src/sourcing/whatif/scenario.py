@@ -544,12 +544,12 @@ REPLAY_WEIGHTS: Final[Mapping[str, float]] = {
 
 
 def _by_variant(
-    orders_csv: Callable[[str, SimulationResult], bytes],
+    orders_csv: Callable[[str, SimulationResult], bytes] | None,
     task: ReplayTask,
     result: SimulationResult,
-) -> bytes:
-    """``orders_csv`` of a replay's variant and result (picklable with a partial)."""
-    return orders_csv(task.key[0], result)
+) -> bytes | None:
+    """``orders_csv`` of a replay's variant and result, if given (picklable with a partial)."""
+    return orders_csv(task.key[0], result) if orders_csv is not None else None
 
 
 @dataclass(frozen=True)
@@ -637,7 +637,7 @@ class PreparedScenario:
         of a policy setting share their variant's).
         """
         from sourcing.batch import DaskRunner
-        from sourcing.whatif.sweep import ReplayTask, run_replays, run_replays_with
+        from sourcing.whatif.sweep import ReplayTask, run_replays_with
 
         pairs = [(v, n, name, f) for v, n in self.networks for name, f in self.policies_of(v.name)]
         tasks = [
@@ -651,23 +651,13 @@ class PreparedScenario:
             )
             for i, (variant, network, name, factory) in enumerate(pairs)
         ]
-        if orders_csv is None:
-            runs = tuple(
-                Run(task.key[0], result)
-                for task, result in zip(
-                    tasks, run_replays(tasks, self.orders, client, progress), strict=True
-                )
+        finish = functools.partial(_by_variant, orders_csv)
+        runs = tuple(
+            Run(task.key[0], result, csv)
+            for task, (result, csv) in zip(
+                tasks, run_replays_with(tasks, self.orders, finish, client, progress), strict=True
             )
-        else:
-            finish = functools.partial(_by_variant, orders_csv)
-            runs = tuple(
-                Run(task.key[0], result, csv)
-                for task, (result, csv) in zip(
-                    tasks,
-                    run_replays_with(tasks, self.orders, finish, client, progress),
-                    strict=True,
-                )
-            )
+        )
         bounds: dict[str, HindsightBound] = {}
         settings = self.scenario.bound
         if settings is not None:
