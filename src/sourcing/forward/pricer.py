@@ -200,9 +200,9 @@ class ForwardPricer:
                     k = self.network.sku_index[line.sku]
                     on_hand[n, k] += line.qty
                     units[i, k] += line.qty
-        keep = units.sum(axis=1) > 0
         if self.settings.batch_prices == "sampled":
             return self._sampled(now, on_hand, held)
+        keep = units.sum(axis=1) > 0
         committed = Committed(
             lat=np.array([o.destination.lat for o, _ in held], dtype=np.float64)[keep],
             lon=np.array([o.destination.lon for o, _ in held], dtype=np.float64)[keep],
