@@ -289,6 +289,8 @@ def _repaired(
     the parcel limits and the cost limit only)."""
     if not REPAIR or ctx.out_of_time():
         return best
+    if upper < INF and (best is None or best.cost > upper):
+        return best  # a cutoff sub-problem without a plan within it: no heuristic yet
     found = relaxation_plan(ctx, elig, exact, max_parcels, parcels + 1, parcels - 1)
     if found is None or found.parcels < min_parcels or found.cost > upper:
         return best
