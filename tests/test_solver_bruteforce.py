@@ -527,7 +527,8 @@ def test_cutoff_sub_problems_run_no_heuristic_without_a_plan_within_the_cutoff(
     # 20-line carts): no heuristic runs there until a plan within the cutoff is known, so
     # a cutoff sub-problem that finds none (None) ran none. The repairs run here on every
     # bound (``REPAIR_CELLS`` 0: 50-line carts only otherwise), and with "per count" every
-    # residue goes to ``solve_large``, whose counts repair their relaxations too. The
+    # sub-problem not closed by a bound goes to ``solve_large``, whose counts repair their
+    # relaxations too. The
     # labels stay exact (the brute-force tests above).
     from sourcing.solver.context import INF
 
@@ -537,6 +538,8 @@ def test_cutoff_sub_problems_run_no_heuristic_without_a_plan_within_the_cutoff(
     if route == "per count":
         monkeypatch.setattr(large, "LARGE_SLOTS", 0)
         monkeypatch.setattr(large, "LARGE_CELLS", 0)
+        # No parcel set enumerated before stage 4: sub-problems reach solve_large.
+        monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
     spies = {
         name: spy(monkeypatch, subproblem, name)
         for name in (
@@ -572,38 +575,3 @@ def test_cutoff_sub_problems_run_no_heuristic_without_a_plan_within_the_cutoff(
         q = quote(network, order, QuoteSettings(num_workers=1, time_limit_s=60.0))
         assert all(o.proof.status == "OPTIMAL" for o in q.options)
     assert cutoff_subs >= 5 and nothing_within >= 3, (cutoff_subs, nothing_within)
-
-
-def test_residues_searched_per_parcel_count_are_not_bounded_per_count_before(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Stage 4 raised the parcel count searched until a bound on that many or more exceeded
-    # the best plan (up to four bounds), for CP-SAT's sake; ``solve_large`` bounds every
-    # count itself and stops at the first such count, so a residue going there gets no
-    # bound before it (exactness: the per-count brute-force tests above).
-    from networks import random_cart, regime_network
-
-    monkeypatch.setattr(large, "LARGE_SLOTS", 0)
-    monkeypatch.setattr(large, "LARGE_CELLS", 0)
-    # No parcel set enumerated before stage 4 (as in the per-count test above): every
-    # sub-problem not closed by a bound reaches it.
-    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
-    bounds = spy(monkeypatch, subproblem, "lagrangian_bound")
-    search = subproblem._search_residue
-    residues = 0
-
-    def watched(*args: Any) -> Any:
-        nonlocal residues
-        before = bounds[0]
-        plan = search(*args)
-        residues += 1
-        assert bounds[0] == before
-        return plan
-
-    monkeypatch.setattr(subproblem, "_search_residue", watched)
-    network = regime_network("fragmented", 200, 100, 0)
-    for cart in range(4):
-        order = random_cart(network, np.random.default_rng((0, cart)), 20)
-        q = quote(network, order, QuoteSettings(num_workers=1, time_limit_s=60.0))
-        assert all(o.proof.status == "OPTIMAL" for o in q.options)
-    assert residues >= 4, residues

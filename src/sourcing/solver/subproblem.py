@@ -278,18 +278,10 @@ def _search_residue(
     parcel count (:func:`~sourcing.solver.large.solve_large`); ``lower`` bounds them so far."""
     elig, demand = deadline.elig, ctx.demand
     upper = min(best.cost if best is not None else INF, cutoff)
-    # The plans with more parcels are searched on the nodes the bound leaves possible.
-    node_keep = bound.with_node <= upper + 1e-6
-    if best is not None:
-        node_keep |= best.service >= 0
-    residue = elig & node_keep[:, None]
-    # Hundreds of slots left (50-line carts on 500 nodes): searched per parcel count instead.
-    large = is_large(residue, demand.size)
-    # Fewer parcels make a much easier CP-SAT model: raise the parcel count until the
-    # bound on plans with that many or more exceeds the best known plan. solve_large
-    # bounds every count itself and stops at the first such count: not repeated for it.
+    # Fewer parcels make a much easier model: raise the parcel count until the
+    # bound on plans with that many or more exceeds the best known plan.
     most = max_parcels
-    if best is not None and not large:
+    if best is not None:
         for parcels in range(searched + 1, min(max_parcels, searched + 4) + 1):
             beyond = max(
                 simple_bound(parcels),
@@ -300,8 +292,18 @@ def _search_residue(
                 most = parcels - 1
                 break
 
+    # CP-SAT searches the plans with more parcels, on the nodes the bound leaves possible.
+    node_keep = bound.with_node <= upper + 1e-6
+    if best is not None:
+        node_keep |= best.service >= 0
     skipped = ctx.out_of_time()
-    solve, method = (solve_large, "parcel counts") if large else (solve_cpsat, "cp-sat")
+    residue = elig & node_keep[:, None]
+    # Hundreds of slots left (50-line carts on 500 nodes): searched per parcel count instead.
+    solve, method = (
+        (solve_large, "parcel counts")
+        if is_large(residue, demand.size)
+        else (solve_cpsat, "cp-sat")
+    )
     if skipped:
         # Building the CP-SAT model alone takes hundreds of ms on a large cart: out of time
         # (or the caller gone), the best plan stands with its gap to the bound.
