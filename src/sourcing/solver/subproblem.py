@@ -229,7 +229,7 @@ def _bound_and_solve(
                 if dropped is not None and dropped.parcels <= max_parcels:  # may keep too many
                     best = lexmin(best, dropped)
             # Under a cutoff, like the other heuristics, only once a plan within it is known:
-            # on fragmented 50-line carts that alone took 4% of the CPU to a proof.
+            # on fragmented 50-line carts they took 2-4% of the CPU to a proof there.
             within = cutoff == INF or (best is not None and best.cost <= cutoff)
             if REPAIR and within and ctx.costs.available.size >= REPAIR_CELLS:
                 best = lexmin(best, relaxation_plan(ctx, elig, bound, max_parcels))
