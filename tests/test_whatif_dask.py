@@ -18,10 +18,14 @@ from sourcing.whatif.scenario import REPLAY_WEIGHTS, load_scenario, prepare_scen
 from sourcing.whatif.sweep import (
     REPLAY_CLUSTER_CONFIG,
     ReplayTask,
+    pack_orders,
     replay_cluster,
     run_replays,
     run_replays_with,
+    start_worker_server,
+    stop_worker_server,
     submission_order,
+    unpack_orders,
 )
 
 SCENARIO = """
@@ -126,6 +130,11 @@ def test_a_failing_preparation_closes_the_cluster() -> None:
     def broken() -> None:
         raise ValueError("no such variant")
 
+    # multiprocessing's resource tracker (started with the fork server) lives as
+    # long as this process, by design; the fork server goes with the cluster.
+    import multiprocessing.resource_tracker
+
+    multiprocessing.resource_tracker.ensure_running()
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with pytest.raises(ValueError, match="no such variant"), replay_cluster(1, broken):
         pytest.fail("the block must not run")  # pragma: no cover
@@ -351,3 +360,86 @@ def test_run_replays_with_runs_finish_where_the_replay_ran(tmp_path: Path) -> No
 
 def _finish_pid(task: ReplayTask, result: object) -> tuple[int, int]:
     return task.index, os.getpid()
+
+
+def _parent_command() -> tuple[int, str]:
+    parent = psutil.Process().parent()
+    assert parent is not None
+    return parent.pid, " ".join(parent.cmdline())
+
+
+def test_the_workers_are_forked_from_one_server_that_imported_the_engine(
+    tmp_path: Path,
+) -> None:
+    """``replay_cluster``'s workers are children of the fork server, not of this process.
+
+    The server imported the engine before forking them; it stops with the cluster,
+    waited for, so its CPU and its workers' count in this process's children's.
+    """
+    import multiprocessing.forkserver
+    import resource
+
+    path = tmp_path / "small.toml"
+    path.write_text(SCENARIO.replace("count = 120", "count = 30"))
+    prepared = prepare_scenario(load_scenario(path), policies=["greedy_nearest"])
+    serial = prepared.run()
+    children_cpu = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+    with replay_cluster(2, lambda: None) as (client, _):
+        parents = client.run(_parent_command)
+        states = client.run(_worker_state)
+        parallel = prepared.run(client=client)
+        server = multiprocessing.forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+        assert server is not None and psutil.pid_exists(server)
+    assert len(parents) == 2
+    for pid, command in parents.values():
+        assert pid != os.getpid() and pid == server
+        assert "multiprocessing.forkserver" in command
+    assert all(s == {"profile": False, "engine_imported": True} for s in states.values())
+    # Stopped and reaped: the workers' CPU is now this process's children's.
+    assert multiprocessing.forkserver._forkserver._forkserver_pid is None  # type: ignore[attr-defined]
+    assert not psutil.pid_exists(server) or psutil.Process(server).status() == "zombie"
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime > children_cpu
+    for x, y in zip(serial.runs, parallel.runs, strict=True):
+        pd.testing.assert_frame_equal(
+            x.result.orders.drop(columns=["decide_seconds"]),
+            y.result.orders.drop(columns=["decide_seconds"]),
+        )
+        pd.testing.assert_frame_equal(x.result.parcels, y.result.parcels)
+
+
+def test_starting_the_worker_server_twice_keeps_one_server() -> None:
+    import multiprocessing.forkserver
+
+    server = multiprocessing.forkserver._forkserver  # type: ignore[attr-defined]
+    start_worker_server()
+    try:
+        first = server._forkserver_pid
+        start_worker_server()
+        assert server._forkserver_pid == first is not None
+    finally:
+        stop_worker_server()
+    assert server._forkserver_pid is None
+    stop_worker_server()  # nothing to stop: no error
+
+
+def test_the_packed_order_stream_unpacks_to_the_same_orders(tmp_path: Path) -> None:
+    """``pack_orders`` is bytes (sent as they are); unpacked once per stream, equal orders."""
+    import gc
+
+    path = tmp_path / "small.toml"
+    path.write_text(SCENARIO)
+    orders = prepare_scenario(load_scenario(path)).orders
+    packed = pack_orders(orders)
+    assert isinstance(packed, bytes)
+    unpacked = unpack_orders(packed)
+    assert unpacked == tuple(orders) and len(unpacked) == 120
+    # Every field, to the bit: ids, times, coordinates, lines.
+    assert [repr(o) for o in unpacked] == [repr(o) for o in orders]
+    assert gc.isenabled()
+    # The same stream (that object, or equal bytes from elsewhere): the same orders.
+    assert unpack_orders(packed) is unpacked
+    assert unpack_orders(bytes(bytearray(packed))) is unpacked
+    # Another stream replaces it.
+    other = unpack_orders(pack_orders(orders[:5]))
+    assert other == tuple(orders[:5])
+    assert unpack_orders(packed) is not unpacked and unpack_orders(packed) == unpacked

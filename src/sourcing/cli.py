@@ -257,6 +257,12 @@ def _names(text: str | None, option: str) -> list[str] | None:
 
 
 def _whatif(args: argparse.Namespace) -> int:
+    if args.workers and args.scheduler is None:
+        # The workers' fork server imports Dask and the engine while this process
+        # reads the scenario, builds the inputs and starts the cluster.
+        from sourcing.whatif.sweep import start_worker_server
+
+        start_worker_server()
     from tqdm import tqdm
 
     from sourcing.whatif.scenario import load_scenario, prepare_scenario

@@ -6,7 +6,8 @@ shared between replays. :func:`run_replays` runs them one after another in
 this process, or as Dask tasks through a ``distributed.Client`` (a
 ``LocalCluster`` of N worker processes, or an existing scheduler). The order
 stream is scattered once to every worker, as one piece of data (one key, not
-one per order), rather than shipped with each task.
+one per order; pickled bytes, :func:`pack_orders`, unpickled once per worker),
+rather than shipped with each task.
 Results come back in task order whatever order they finish in, so the tables
 are those of the serial run (the timing column aside).
 
@@ -22,15 +23,18 @@ On Dask the heaviest replays go first (:attr:`ReplayTask.weight`): with
 replays of two lengths, N workers then finish within about one short replay
 of each other instead of one idling while the other runs a long one.
 :func:`replay_cluster` starts the ``LocalCluster`` of ``sourcing whatif
---workers N``: its workers import the replay engine as they start (so that
-happens while this process builds the inputs) and run without Dask's
-per-worker instrumentation, which takes CPU from the replays on a machine
-with as many cores as workers (see :data:`REPLAY_CLUSTER_CONFIG`).
+--workers N``: its workers are forked from a server process that imported
+Dask and the replay engine once (:func:`start_worker_server`, started while
+this process builds the inputs) and run without Dask's per-worker
+instrumentation, which takes CPU from the replays on a machine with as many
+cores as workers (see :data:`REPLAY_CLUSTER_CONFIG`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import pickle
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,12 +49,17 @@ _R = TypeVar("_R")
 
 __all__ = [
     "REPLAY_CLUSTER_CONFIG",
+    "WORKER_SERVER_MODULES",
     "ReplayTask",
+    "pack_orders",
     "replay_cluster",
     "run_replay",
     "run_replays",
     "run_replays_with",
+    "start_worker_server",
+    "stop_worker_server",
     "submission_order",
+    "unpack_orders",
 ]
 
 #: Dask settings of :func:`replay_cluster`. The replays are long pure-Python
@@ -64,10 +73,74 @@ REPLAY_CLUSTER_CONFIG: Final[Mapping[str, object]] = {
     "distributed.admin.tick.interval": "1s",
     "distributed.admin.system-monitor.interval": "5s",
     "distributed.worker.memory.monitor-interval": "1s",
+    # Worker processes forked from one server process that imported Dask, the
+    # engine and the report once (start_worker_server), instead of each one
+    # started afresh (spawn) and importing them all again.
+    "distributed.worker.multiprocessing-method": "forkserver",
     # Imported by each worker as it starts, not by its first replay (the engine)
-    # or the report's plots it draws at the end (matplotlib).
+    # or the report's plots it draws at the end (matplotlib): nothing to do when
+    # the fork server has them, the fallback when it was started without them.
     "distributed.worker.preload": ["sourcing.whatif.simulate", "sourcing.whatif.report"],
 }
+
+#: What :func:`start_worker_server` imports in the fork server: Dask's worker
+#: and what Dask's own fork server would import, the replay engine, the
+#: report's plots (matplotlib), and this package's entry point, which each
+#: forked worker runs as its main module.
+WORKER_SERVER_MODULES: Final[tuple[str, ...]] = (
+    "distributed",
+    "dask",
+    "msgpack",
+    "cloudpickle",
+    "tornado",
+    "toolz",
+    "numpy",
+    "pandas",
+    "lz4",
+    "sourcing.whatif.simulate",
+    "sourcing.whatif.report",
+    "sourcing.cli",
+)
+
+
+def start_worker_server() -> None:
+    """Start the fork server :func:`replay_cluster`'s worker processes are forked from.
+
+    It is a new Python process that imports :data:`WORKER_SERVER_MODULES`
+    and then forks a worker per request, so each worker starts with Dask and
+    the engine imported: they are imported once, by one process, not by
+    every worker (1.3 s of CPU each with the engine alone), and a worker
+    process is up in a fraction of a second. This returns at once (the
+    imports run in that process): call it as early as possible, before the
+    inputs are built. Nothing happens if the server runs already (this
+    process's one fork server, as Python's ``multiprocessing`` keeps it;
+    Dask's own, when it started it first, lacks the engine, which each
+    worker then imports by ``distributed.worker.preload``).
+    """
+    import multiprocessing
+    import multiprocessing.forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(WORKER_SERVER_MODULES))
+    multiprocessing.forkserver.ensure_running()
+
+
+def stop_worker_server() -> None:
+    """Stop the fork server of :func:`start_worker_server` and wait for it to exit.
+
+    Waited for, its CPU and its workers' (it waits for each worker it forked)
+    count in this process's children's, as ``/usr/bin/time`` or
+    ``resource.getrusage(RUSAGE_CHILDREN)`` report them; left running, it
+    would outlive its workers until this process exits, and their CPU would
+    be nobody's. Python's ``multiprocessing`` has no public call for this;
+    its own (used by its tests) is ``ForkServer._stop``, skipped if absent.
+    """
+    import multiprocessing.forkserver
+
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    stop = getattr(server, "_stop", None)
+    if stop is not None:
+        stop()
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,12 +174,49 @@ def run_replay(
     return task.index, result
 
 
+def pack_orders(orders: Sequence[SimOrder]) -> bytes:
+    """The order stream as one ``bytes`` object, for :func:`unpack_orders` on a worker.
+
+    Dask sends bytes as they are; a tuple of 10,000 orders it serializes
+    item by item (1.7 s to scatter it to 2 workers, against 0.1 s to pickle
+    it here).
+    """
+    return pickle.dumps(tuple(orders), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+#: The last stream a worker unpacked, and its orders: every replay on that
+#: worker reuses them (one unpickling per worker and stream, not per replay).
+_unpacked: list[tuple[bytes, tuple[SimOrder, ...]]] = []
+_unpacking = threading.Lock()  # a worker of several threads unpacks a stream once
+
+
+def unpack_orders(packed: bytes) -> tuple[SimOrder, ...]:
+    """The orders of :func:`pack_orders`, equal to those packed; the last stream's are kept.
+
+    The cyclic garbage collector is paused while the 60,000 or so objects are
+    made: it would scan the worker's whole heap (the engine, pandas,
+    matplotlib) several times over, 3-8x the unpickling itself.
+    """
+    with _unpacking:
+        if _unpacked and (_unpacked[0][0] is packed or _unpacked[0][0] == packed):
+            return _unpacked[0][1]
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            orders: tuple[SimOrder, ...] = pickle.loads(packed)
+        finally:
+            if collecting:
+                gc.enable()
+        _unpacked[:] = [(packed, orders)]
+        return orders
+
+
 def _on_worker(
     task: ReplayTask,
-    orders: Sequence[SimOrder],
+    packed: bytes,
     finish: Callable[[ReplayTask, SimulationResult], _R],
 ) -> tuple[int, SimulationResult, _R]:
-    index, result = run_replay(task, orders)
+    index, result = run_replay(task, unpack_orders(packed))
     return index, result, finish(task, result)
 
 
@@ -148,8 +258,9 @@ def run_replays_with(
 
         # One piece of data: a list would be scattered item by item, making every
         # replay depend on one key per order (10,000 keys per task for the
-        # scheduler and the worker to handle, all of it on the replays' cores).
-        [stream] = client.scatter([tuple(orders)], broadcast=True, hash=False)
+        # scheduler and the worker to handle, all of it on the replays' cores);
+        # and as bytes, which Dask sends as they are (pack_orders).
+        [stream] = client.scatter([pack_orders(orders)], broadcast=True, hash=False)
         queue = submission_order(tasks)
         run = uuid.uuid4().hex[:12]
         futures = [
@@ -178,14 +289,13 @@ def replay_cluster(workers: int, meanwhile: Callable[[], _T]) -> Iterator[tuple[
     Yields the cluster's ``distributed.Client`` and what ``meanwhile``
     returned. ``meanwhile`` (building the replays' inputs) runs in a thread of
     this process while the cluster starts in this one (which mostly waits for
-    the worker processes to start and import the engine). One thread per
-    worker, no dashboard, :data:`REPLAY_CLUSTER_CONFIG`. If ``meanwhile``
-    raises, the cluster is closed and its exception raised; leaving the
-    block closes the client and the cluster.
+    the worker processes to start). The workers are forked from the server of
+    :func:`start_worker_server` (started here unless it runs already, and
+    stopped when the block is left). One thread per worker, no dashboard,
+    :data:`REPLAY_CLUSTER_CONFIG`. If ``meanwhile`` raises, the cluster is
+    closed and its exception raised; leaving the block closes the client, the
+    cluster and the fork server.
     """
-    import dask
-    from distributed import Client, LocalCluster
-
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     outcome: list[Any] = []
@@ -198,6 +308,12 @@ def replay_cluster(workers: int, meanwhile: Callable[[], _T]) -> Iterator[tuple[
 
     thread = threading.Thread(target=run, name="replay-inputs", daemon=True)
     with contextlib.ExitStack() as stack:
+        # Last: once the cluster (and every worker forked from it) is closed.
+        stack.callback(stop_worker_server)
+        start_worker_server()  # before Dask's imports here; a no-op if already started
+        import dask
+        from distributed import Client, LocalCluster
+
         # Joined on every way out, so an exception here never leaves it running.
         stack.callback(thread.join)
         thread.start()
