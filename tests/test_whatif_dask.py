@@ -97,6 +97,7 @@ def _worker_state() -> dict[str, object]:
     return {
         "profile": dask.config.get("distributed.worker.profile.enabled"),
         "engine_imported": "sourcing.whatif.simulate" in sys.modules,
+        "plots_imported": "matplotlib.backends.backend_agg" in sys.modules,
     }
 
 
@@ -113,7 +114,10 @@ def test_the_whatif_cluster_equals_the_serial_run_and_builds_inputs_as_it_starts
         # and run without the statistical profiler.
         states = client.run(_worker_state)
         assert len(states) == 2
-        assert all(s == {"profile": False, "engine_imported": True} for s in states.values())
+        assert all(
+            s == {"profile": False, "engine_imported": True, "plots_imported": True}
+            for s in states.values()
+        )
         parallel = prepared.run(client=client)
     assert REPLAY_CLUSTER_CONFIG["distributed.worker.profile.enabled"] is False
     a, b = kpi_table(serial).drop(columns=TIMING), kpi_table(parallel).drop(columns=TIMING)
@@ -394,7 +398,10 @@ def test_the_workers_are_forked_from_one_server_that_imported_the_engine(
     for pid, command in parents.values():
         assert pid != os.getpid() and pid == server
         assert "multiprocessing.forkserver" in command
-    assert all(s == {"profile": False, "engine_imported": True} for s in states.values())
+    assert all(
+        s == {"profile": False, "engine_imported": True, "plots_imported": True}
+        for s in states.values()
+    )
     # Stopped and reaped: the workers' CPU is now this process's children's.
     assert multiprocessing.forkserver._forkserver._forkserver_pid is None  # type: ignore[attr-defined]
     assert not psutil.pid_exists(server) or psutil.Process(server).status() == "zombie"
@@ -443,3 +450,20 @@ def test_the_packed_order_stream_unpacks_to_the_same_orders(tmp_path: Path) -> N
     other = unpack_orders(pack_orders(orders[:5]))
     assert other == tuple(orders[:5])
     assert unpack_orders(packed) is not unpacked and unpack_orders(packed) == unpacked
+
+
+def test_the_report_module_leaves_matplotlib_to_the_first_plot() -> None:
+    """With --workers this process draws no plot, so it never imports matplotlib."""
+    import subprocess
+
+    code = (
+        "import sys, sourcing.whatif.report as r; "
+        "print('matplotlib' in sys.modules); "
+        "import pandas as pd; r._png(r._plot_split_rate, pd.DataFrame("
+        "{'variant': ['v'], 'policy': ['p'], 'split_rate': [0.5]})); "
+        "print('matplotlib' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True"]

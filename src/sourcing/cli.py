@@ -286,9 +286,9 @@ def _whatif(args: argparse.Namespace) -> int:
             prepared = dataclasses.replace(
                 prepared, scenario=dataclasses.replace(prepared.scenario, bound=None)
             )
-        # The report's module (pandas, matplotlib) is imported here, after the
-        # inputs: with --workers this runs while the cluster starts, so the
-        # workers start without waiting for it.
+        # The report's module (pandas; matplotlib waits for a plot drawn in this
+        # process, which with --workers never comes) is imported here, after the
+        # inputs: with --workers this runs while the cluster starts.
         import sourcing.whatif.report  # noqa: F401
 
         return prepared

@@ -30,16 +30,17 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from sourcing.model import MILLICENTS_PER_UNIT
 from sourcing.whatif.scenario import WhatIf
 from sourcing.whatif.simulate import KPI_COLUMNS, SimulationResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "KPI_DEFINITIONS",
@@ -307,6 +308,11 @@ def _png(draw: Callable[..., None], *args: Any) -> bytes:
 
 
 def _figure(width: float, height: float) -> Figure:
+    # Imported by the first plot, not with this module: with --workers the plots
+    # are drawn on the workers, and this process never needs matplotlib.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
     FigureCanvasAgg(figure)
     return figure

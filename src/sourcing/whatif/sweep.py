@@ -80,7 +80,12 @@ REPLAY_CLUSTER_CONFIG: Final[Mapping[str, object]] = {
     # Imported by each worker as it starts, not by its first replay (the engine)
     # or the report's plots it draws at the end (matplotlib): nothing to do when
     # the fork server has them, the fallback when it was started without them.
-    "distributed.worker.preload": ["sourcing.whatif.simulate", "sourcing.whatif.report"],
+    "distributed.worker.preload": [
+        "sourcing.whatif.simulate",
+        "sourcing.whatif.report",
+        "matplotlib.figure",
+        "matplotlib.backends.backend_agg",
+    ],
 }
 
 #: What :func:`start_worker_server` imports in the fork server: Dask's worker
@@ -99,6 +104,8 @@ WORKER_SERVER_MODULES: Final[tuple[str, ...]] = (
     "lz4",
     "sourcing.whatif.simulate",
     "sourcing.whatif.report",
+    "matplotlib.figure",
+    "matplotlib.backends.backend_agg",
     "sourcing.cli",
 )
 
