@@ -200,7 +200,7 @@ _unpacking = threading.Lock()  # a worker of several threads unpacks a stream on
 def unpack_orders(packed: bytes) -> tuple[SimOrder, ...]:
     """The orders of :func:`pack_orders`, equal to those packed; the last stream's are kept.
 
-    The cyclic garbage collector is paused while the 60,000 or so objects are
+    The cyclic garbage collector is paused while its tens of thousands of objects are
     made: it would scan the worker's whole heap (the engine, pandas,
     matplotlib) several times over, 3-8x the unpickling itself.
     """
