@@ -14,7 +14,7 @@ import pytest
 
 from sourcing.cli import main
 from sourcing.whatif.report import kpi_table
-from sourcing.whatif.scenario import REPLAY_WEIGHTS, load_scenario, prepare_scenario
+from sourcing.whatif.scenario import REPLAY_WEIGHTS, WhatIf, load_scenario, prepare_scenario
 from sourcing.whatif.sweep import (
     REPLAY_CLUSTER_CONFIG,
     ReplayTask,
@@ -91,6 +91,24 @@ def test_dask_sweep_equals_the_serial_run(tmp_path: Path) -> None:
         pd.testing.assert_frame_equal(x.result.parcels, y.result.parcels)
 
 
+#: A replay worker as it starts: no profiler, the engine and the plots imported.
+_READY_WORKER: dict[str, object] = {
+    "profile": False,
+    "engine_imported": True,
+    "plots_imported": True,
+}
+
+
+def _assert_same_replays(serial: WhatIf, parallel: WhatIf) -> None:
+    """Every run's per-order rows (but the timing) and parcels, the same on both sides."""
+    for x, y in zip(serial.runs, parallel.runs, strict=True):
+        pd.testing.assert_frame_equal(
+            x.result.orders.drop(columns=["decide_seconds"]),
+            y.result.orders.drop(columns=["decide_seconds"]),
+        )
+        pd.testing.assert_frame_equal(x.result.parcels, y.result.parcels)
+
+
 def _worker_state() -> dict[str, object]:
     import dask
 
@@ -114,20 +132,12 @@ def test_the_whatif_cluster_equals_the_serial_run_and_builds_inputs_as_it_starts
         # and run without the statistical profiler.
         states = client.run(_worker_state)
         assert len(states) == 2
-        assert all(
-            s == {"profile": False, "engine_imported": True, "plots_imported": True}
-            for s in states.values()
-        )
+        assert all(s == _READY_WORKER for s in states.values())
         parallel = prepared.run(client=client)
     assert REPLAY_CLUSTER_CONFIG["distributed.worker.profile.enabled"] is False
     a, b = kpi_table(serial).drop(columns=TIMING), kpi_table(parallel).drop(columns=TIMING)
     pd.testing.assert_frame_equal(a, b)
-    for x, y in zip(serial.runs, parallel.runs, strict=True):
-        pd.testing.assert_frame_equal(
-            x.result.orders.drop(columns=["decide_seconds"]),
-            y.result.orders.drop(columns=["decide_seconds"]),
-        )
-        pd.testing.assert_frame_equal(x.result.parcels, y.result.parcels)
+    _assert_same_replays(serial, parallel)
 
 
 def test_a_failing_preparation_closes_the_cluster() -> None:
@@ -398,20 +408,12 @@ def test_the_workers_are_forked_from_one_server_that_imported_the_engine(
     for pid, command in parents.values():
         assert pid != os.getpid() and pid == server
         assert "multiprocessing.forkserver" in command
-    assert all(
-        s == {"profile": False, "engine_imported": True, "plots_imported": True}
-        for s in states.values()
-    )
+    assert all(s == _READY_WORKER for s in states.values())
     # Stopped and reaped: the workers' CPU is now this process's children's.
     assert multiprocessing.forkserver._forkserver._forkserver_pid is None  # type: ignore[attr-defined]
     assert not psutil.pid_exists(server) or psutil.Process(server).status() == "zombie"
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime > children_cpu
-    for x, y in zip(serial.runs, parallel.runs, strict=True):
-        pd.testing.assert_frame_equal(
-            x.result.orders.drop(columns=["decide_seconds"]),
-            y.result.orders.drop(columns=["decide_seconds"]),
-        )
-        pd.testing.assert_frame_equal(x.result.parcels, y.result.parcels)
+    _assert_same_replays(serial, parallel)
 
 
 def test_starting_the_worker_server_twice_keeps_one_server() -> None:
