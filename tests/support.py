@@ -46,6 +46,18 @@ def unavailable(reason: str, required_by: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def route_per_parcel_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Force the route of 50-line carts on 500 nodes (``sourcing.solver.large``) on any cart.
+
+    No parcel set is enumerated before it (beyond single parcels), and every residue,
+    however small, is split by parcel count and bounded and searched per count.
+    """
+    from sourcing.solver import large, subproblem
+
+    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
+    monkeypatch.setattr(large, "LARGE_SLOTS", 0)
+
+
 def tiny_network(
     rng: np.random.Generator,
     n_nodes: int = 3,

@@ -28,6 +28,7 @@ from support import (
     fragmented_cart,
     free_units,
     random_order,
+    route_per_parcel_count,
     spy,
     tiny_network,
 )
@@ -271,7 +272,7 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     # priced and at which its sets are enumerated again, and what that leaves open is
     # branched on with the cover bound tried at each branch ("cover": strengthen.py), or
     # neither and CP-SAT searches it ("cp-sat"). Labels must still be exact.
-    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
+    route_per_parcel_count(monkeypatch)
     covered = 0
     searches = [0]
     if per_count != "sets":
@@ -309,7 +310,6 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
         monkeypatch.setattr(
             large, "branch_and_bound", lambda ctx, elig, p, best, *rest: (best, 0, False)
         )
-    monkeypatch.setattr(large, "LARGE_SLOTS", 0)
     calls = spy(monkeypatch, subproblem, "solve_large")
     quotes = _check_fragmented_carts(seeds=120, time_limit_s=30.0)
     split3 = sum(_parcels_of_cheapest(q) >= 3 for q in quotes)
@@ -536,10 +536,8 @@ def test_cutoff_sub_problems_run_no_heuristic_without_a_plan_within_the_cutoff(
 
     monkeypatch.setattr(subproblem, "REPAIR_CELLS", 0)
     if route == "per count":
-        monkeypatch.setattr(large, "LARGE_SLOTS", 0)
-        monkeypatch.setattr(large, "LARGE_CELLS", 0)
         # No parcel set enumerated before stage 4: sub-problems reach solve_large.
-        monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
+        route_per_parcel_count(monkeypatch)
     spies = {
         name: spy(monkeypatch, subproblem, name)
         for name in (

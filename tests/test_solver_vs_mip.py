@@ -19,6 +19,7 @@ from sourcing.solver import large, subproblem
 
 from mip_oracle import mip_optimum
 from networks import generated_network, random_cart, regime_network
+from support import route_per_parcel_count
 
 
 @pytest.mark.parametrize(("lines", "nodes", "carts"), [(10, 50, 8), (20, 100, 5), (40, 200, 3)])
@@ -49,8 +50,7 @@ def test_split_by_parcel_count_equals_the_mip_optimum(
     # The route of 50-line carts on 500 nodes (sourcing.solver.large) on carts the MIP can
     # check: only single parcels enumerated before it, every residue split by parcel
     # count, bounded and searched per count.
-    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
-    monkeypatch.setattr(large, "LARGE_SLOTS", 0)
+    route_per_parcel_count(monkeypatch)
     network = regime_network(regime, nodes, max(100, 3 * lines), seed=lines + 1)
     assert max(_check_against_mip(network, lines, 3)) >= 3
 
@@ -65,9 +65,8 @@ def test_branch_and_bound_per_parcel_count_equals_the_mip_optimum(
     # bound (sourcing.solver.branching): no parcel set enumerated per count, CP-SAT never
     # called, small branches priced whole. The 20-line cart on 100 nodes is the largest the
     # MIP checks in about half a minute (at 50 x 500 it is not optimal in 20 s).
-    monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
+    route_per_parcel_count(monkeypatch)
     monkeypatch.setattr(large, "best_subset", lambda *args, **kwargs: (None, 0))
-    monkeypatch.setattr(large, "LARGE_SLOTS", 0)
 
     def no_cpsat(*args: object, **kwargs: object) -> None:
         raise AssertionError("the branch and bound left a parcel count to CP-SAT")
@@ -88,8 +87,7 @@ def test_repaired_relaxation_plans_keep_fragmented_optima(
     # label at the MIP's optimum.
     monkeypatch.setattr(subproblem, "REPAIR_CELLS", 0)
     if route == "per count":
-        monkeypatch.setattr(subproblem, "best_subset", lambda *args, **kwargs: (None, 0))
-        monkeypatch.setattr(large, "LARGE_SLOTS", 0)
+        route_per_parcel_count(monkeypatch)
     network = regime_network("fragmented", 60, 100, seed=13)
     assert max(_check_against_mip(network, 10, 3)) >= 3
 
