@@ -105,13 +105,10 @@ def local_search(
             drop_n = np.broadcast_to(used, (m, m))[keep].reshape(m, m - 1)
             drop_v = np.broadcast_to(used_v, (m, m))[keep].reshape(m, m - 1)
             neighbours.append((drop_n, drop_v))
-        if m > 1 and add_n.size:
-            keep = ~np.eye(m, dtype=bool)
-            rest_n = np.broadcast_to(used, (m, m))[keep].reshape(m, m - 1)
-            rest_v = np.broadcast_to(used_v, (m, m))[keep].reshape(m, m - 1)
-            swap_n = np.column_stack([np.repeat(rest_n, add_n.size, axis=0), np.tile(add_n, m)])
-            swap_v = np.column_stack([np.repeat(rest_v, add_n.size, axis=0), np.tile(add_v, m)])
-            neighbours.append((swap_n, swap_v))
+            if add_n.size:  # a swap: the plan less one parcel, plus one from outside
+                swap_n = np.column_stack([np.repeat(drop_n, add_n.size, axis=0), np.tile(add_n, m)])
+                swap_v = np.column_stack([np.repeat(drop_v, add_n.size, axis=0), np.tile(add_v, m)])
+                neighbours.append((swap_n, swap_v))
         best_cost, best_pick = current.cost, None
         for nodes, services in neighbours:
             covers = np.all(costs.available[nodes].sum(axis=1) >= demand, axis=1)
