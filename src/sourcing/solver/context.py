@@ -66,6 +66,13 @@ def lexmin(*plans: Plan | None) -> Plan | None:
     return min(found, key=lambda p: (p.cost, p.parcels, p.day)) if found else None
 
 
+def heuristics_pay(best: Plan | None, cutoff: int) -> bool:
+    """Whether a sub-problem with this cost limit runs its heuristics: always without one,
+    and under a cutoff only once a plan within it is known (the heuristics' own plans are
+    almost never within it)."""
+    return cutoff == INF or (best is not None and best.cost <= cutoff)
+
+
 def ceil_bound(value: float) -> int:
     """Round a float bound up to whole millicents (infinite: no plan)."""
     return int(np.ceil(value - 1e-6)) if np.isfinite(value) else INF

@@ -45,7 +45,7 @@ from typing import Final
 import numpy as np
 
 from sourcing.solver.branching import branch_and_bound
-from sourcing.solver.context import INF, Context, Plan, ceil_bound, lexmin
+from sourcing.solver.context import INF, Context, Plan, ceil_bound, heuristics_pay, lexmin
 from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset
 from sourcing.solver.heuristics import relaxation_plan
@@ -289,7 +289,7 @@ def _repaired(
     the parcel limits and the cost limit only)."""
     if not REPAIR or ctx.out_of_time():
         return best
-    if upper < INF and (best is None or best.cost > upper):
+    if not heuristics_pay(best, upper):
         return best  # a cutoff sub-problem without a plan within it: no heuristic yet
     found = relaxation_plan(ctx, elig, exact, max_parcels, parcels + 1, parcels - 1)
     if found is None or found.parcels < min_parcels or found.cost > upper:

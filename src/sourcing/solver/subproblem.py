@@ -27,6 +27,7 @@ from sourcing.solver.context import (
     Plan,
     ceil_bound,
     deadline_for,
+    heuristics_pay,
     lexmin,
 )
 from sourcing.solver.cpsat import solve_cpsat
@@ -220,7 +221,7 @@ def _bound_and_solve(
                 ctx.stats["bound"] += 1
                 return _proven(best, "lagrangian bound")  # type: ignore[arg-type]
             # Not settled: a plan built from the relaxation's open nodes may lower the best cost.
-            if cutoff == INF or (best is not None and best.cost <= cutoff):
+            if heuristics_pay(best, cutoff):
                 start = bound.service.copy()
                 if best is not None:
                     start[best.service >= 0] = best.service[best.service >= 0]
@@ -230,8 +231,7 @@ def _bound_and_solve(
                     best = lexmin(best, dropped)
             # Under a cutoff, like the other heuristics, only once a plan within it is known:
             # on fragmented 50-line carts they took 2-4% of the CPU to a proof there.
-            within = cutoff == INF or (best is not None and best.cost <= cutoff)
-            if REPAIR and within and ctx.costs.available.size >= REPAIR_CELLS:
+            if REPAIR and heuristics_pay(best, cutoff) and ctx.costs.available.size >= REPAIR_CELLS:
                 best = lexmin(best, relaxation_plan(ctx, elig, bound, max_parcels))
             upper = upper_of(best)
             settles = best is not None and best.parcels <= enumerated and best.cost <= cutoff
