@@ -6,6 +6,7 @@ import io
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,8 @@ import pytest
 from sourcing.cli import main
 from sourcing.whatif.report import kpi_table
 from sourcing.whatif.scenario import REPLAY_WEIGHTS, WhatIf, load_scenario, prepare_scenario
+from sourcing.whatif.segments import independent_spans
+from sourcing.whatif.simulate import SimulationResult
 from sourcing.whatif.sweep import (
     REPLAY_CLUSTER_CONFIG,
     ReplayTask,
@@ -39,6 +42,7 @@ demo = true
 generate = true
 count = 120
 seed = 3
+per_day = 40
 start = 2024-03-04T00:00:00
 
 [replenishment]
@@ -71,14 +75,29 @@ def test_dask_sweep_equals_the_serial_run(tmp_path: Path) -> None:
     prepared = prepare_scenario(load_scenario(path))
     serial = prepared.run()
     seen: list[int] = []
+    from distributed import get_task_stream
+
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster) as client,
+        get_task_stream(client) as tasks,
     ):
         parallel = prepared.run(progress=seen.append, client=client)
     assert sum(seen) == prepared.decisions == 2 * 3 * 120
+    # The rule's and the optimiser's replays ran as a piece per day (daily top-ups);
+    # forward pricing, which learns from the orders it has seen, as one.
+    stream = sorted(prepared.orders, key=lambda o: o.created_at)
+    days = len(independent_spans(stream, prepared.replenishment))
+    assert days >= 3
+    pieces = Counter(
+        int(str(r["key"]).split("-")[2]) for r in tasks.data if "replay" in str(r["key"])
+    )
+    names = [name for _ in prepared.networks for name, _ in prepared.policies]
+    assert [pieces[i] for i in range(len(names))] == [
+        1 if name == "optimiser_forward" else days for name in names
+    ]
     a, b = kpi_table(serial).drop(columns=TIMING), kpi_table(parallel).drop(columns=TIMING)
     pd.testing.assert_frame_equal(a, b)
     assert len(a) == 6 and a["orders"].eq(120).all()
@@ -246,10 +265,13 @@ def test_the_order_stream_travels_as_one_piece_of_data(tmp_path: Path) -> None:
     with replay_cluster(2, lambda: None) as (client, _):
         watch = _SchedulerWatch(client)
         parallel = prepared.run(client=watch)
-    replays = len(prepared.networks)
-    assert len(watch.keys_held) == replays == 2
-    # Every replay, and the stream once: far below the 50 orders.
-    assert max(watch.keys_held) <= replays + 1
+    stream = sorted(prepared.orders, key=lambda o: o.created_at)
+    # Each replay in a piece per day of orders (daily top-ups).
+    pieces = len(prepared.networks) * len(independent_spans(stream, prepared.replenishment))
+    assert len(watch.keys_held) == pieces == 4
+    # Every piece, every replay's task once (its network) and the stream once: far
+    # below the 50 orders.
+    assert max(watch.keys_held) <= pieces + len(prepared.networks) + 1
     for x, y in zip(serial.runs, parallel.runs, strict=True):
         pd.testing.assert_frame_equal(
             x.result.orders.drop(columns=["decide_seconds"]),
@@ -341,39 +363,57 @@ def test_each_replay_compresses_its_orders_rows_on_its_worker(tmp_path: Path) ->
     assert [p.name for p in here] == [p.name for p in there]
     text = gzip.decompress((tmp_path / "workers" / "orders.csv.gz").read_bytes()).decode()
     assert text == _old_orders_csv(parallel)
-    # The members the workers made are those this process makes.
-    assert [run.orders_csv_gz for run in parallel.runs] == [
-        orders_csv_gz(run.variant, run.result) for run in parallel.runs
-    ]
+    # The members the workers made (one per piece of a replay) hold the text this
+    # process makes of the whole replay.
+    for run in parallel.runs:
+        assert run.orders_csv_gz is not None
+        assert gzip.decompress(run.orders_csv_gz) == gzip.decompress(
+            orders_csv_gz(run.variant, run.result)
+        )
     a = pd.read_csv(tmp_path / "here" / "orders.csv.gz").drop(columns=["decide_seconds"])
     b = pd.read_csv(tmp_path / "workers" / "orders.csv.gz").drop(columns=["decide_seconds"])
     pd.testing.assert_frame_equal(a, b)
 
 
 def test_run_replays_with_runs_finish_where_the_replay_ran(tmp_path: Path) -> None:
-    """``finish`` runs in the replay's own task (its worker's pid), results in task order."""
+    """``finish`` runs in each piece's own task (its worker's pid), results in task order.
+
+    Serially once per replay; on Dask once per piece (about three days of orders,
+    topped up daily: a piece per day with orders), its values in stream order.
+    """
     path = tmp_path / "small.toml"
-    path.write_text(SCENARIO.replace("count = 120", "count = 6"))
+    path.write_text(
+        SCENARIO.replace("count = 120", "count = 30").replace("per_day = 40", "per_day = 10")
+    )
     prepared = prepare_scenario(load_scenario(path), policies=["greedy_nearest"])
     tasks = [
-        ReplayTask(i, (v.name, "greedy_nearest"), n, prepared.policies[0][1], None)
+        ReplayTask(
+            i, (v.name, "greedy_nearest"), n, prepared.policies[0][1], prepared.replenishment
+        )
         for i, (v, n) in enumerate(prepared.networks)
     ]
     here = run_replays_with(tasks, prepared.orders, _finish_pid)
-    assert [f for _, f in here] == [(t.index, os.getpid()) for t in tasks]
+    assert [f for _, f in here] == [((t.index, 30, os.getpid()),) for t in tasks]
+    stream = sorted(prepared.orders, key=lambda o: o.created_at)
+    spans = independent_spans(stream, prepared.replenishment)
+    assert len(spans) >= 3
     with replay_cluster(2, lambda: None) as (client, _):
         workers = set(client.run(os.getpid).values())
         there = run_replays_with(tasks, prepared.orders, _finish_pid, client)
-    assert [f[0] for _, f in there] == [t.index for t in tasks]
-    assert {f[1] for _, f in there} <= workers
+    for task, (_, finished) in zip(tasks, there, strict=True):
+        assert [(index, orders) for index, orders, _ in finished] == [
+            (task.index, stop - start) for start, stop in spans
+        ]
+        assert {pid for _, _, pid in finished} <= workers
     for (a, _), (b, _) in zip(here, there, strict=True):
         pd.testing.assert_frame_equal(
             a.orders.drop(columns=["decide_seconds"]), b.orders.drop(columns=["decide_seconds"])
         )
+        pd.testing.assert_frame_equal(a.parcels, b.parcels)
 
 
-def _finish_pid(task: ReplayTask, result: object) -> tuple[int, int]:
-    return task.index, os.getpid()
+def _finish_pid(task: ReplayTask, result: SimulationResult) -> tuple[int, int, int]:
+    return task.index, len(result.orders), os.getpid()
 
 
 def _parent_command() -> tuple[int, str]:

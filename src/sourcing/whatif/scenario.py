@@ -552,13 +552,21 @@ def _by_variant(
     return orders_csv(task.key[0], result) if orders_csv is not None else None
 
 
+def _joined_members(members: Sequence[bytes | None]) -> bytes | None:
+    """A replay's gzip members (one per piece it ran in on Dask) as one multi-member file."""
+    present = [member for member in members if member is not None]
+    return b"".join(present) if len(present) == len(members) else None
+
+
 @dataclass(frozen=True)
 class Run:
     """One (variant, policy) replay.
 
     ``orders_csv_gz``: its rows of the report's per-order file, made where the
     replay ran when :meth:`PreparedScenario.run` was given ``orders_csv``
-    (else None: the report makes them).
+    (else None: the report makes them); a gzip member per piece of the stream
+    the replay ran as (on Dask, :mod:`sourcing.whatif.sweep`), whose text is
+    the rows in order.
     """
 
     variant: str
@@ -653,8 +661,8 @@ class PreparedScenario:
         ]
         finish = functools.partial(_by_variant, orders_csv)
         runs = tuple(
-            Run(task.key[0], result, csv)
-            for task, (result, csv) in zip(
+            Run(task.key[0], result, _joined_members(members))
+            for task, (result, members) in zip(
                 tasks, run_replays_with(tasks, self.orders, finish, client, progress), strict=True
             )
         )

@@ -5,9 +5,10 @@ of its inputs (network, orders, policy factory, replenishment): nothing is
 shared between replays. :func:`run_replays` runs them one after another in
 this process, or as Dask tasks through a ``distributed.Client`` (a
 ``LocalCluster`` of N worker processes, or an existing scheduler). The order
-stream is scattered once to every worker, as one piece of data (one key, not
-one per order; pickled bytes, :func:`pack_orders`, unpickled once per worker),
-rather than shipped with each task.
+stream is scattered once to every worker, as one object (one key, not one
+per order; pickled bytes, :func:`pack_orders`, unpickled once per worker),
+rather than shipped with each task; each replay's task (with its network)
+is scattered once too.
 Results come back in task order whatever order they finish in, so the tables
 are those of the serial run (the timing column aside).
 
@@ -19,9 +20,15 @@ report's per-order file) then shares the workers with the replays.
 Progress: serially, per order (the replay's own hook); on Dask, per replay
 as it finishes (a worker cannot report into this process's bar).
 
-On Dask the heaviest replays go first (:attr:`ReplayTask.weight`): with
-replays of two lengths, N workers then finish within about one short replay
-of each other instead of one idling while the other runs a long one.
+On Dask a replay of a policy that remembers nothing between orders runs as
+pieces, one per span of the stream between two stock top-ups
+(:mod:`sourcing.whatif.segments`: each span replays exactly as it does in the
+whole replay), joined back into the whole replay's result; the others run
+whole. The heaviest pieces go first (:attr:`ReplayTask.weight` times the
+piece's share of the stream), so the short pieces come last and N workers
+finish within a short piece of each other instead of one idling while the
+other runs a whole replay (us_demo: 18 replays of two lengths, topped up
+weekly over 15 days, became 54 pieces, the last 18 of them 6% of a replay).
 :func:`replay_cluster` starts the ``LocalCluster`` of ``sourcing whatif
 --workers N``: its workers are forked from a server process that imported
 Dask and the replay engine once (:func:`start_worker_server`, started while
@@ -42,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from sourcing.model import Network
+from sourcing.whatif.segments import independent_spans, is_memoryless, join_results
 from sourcing.whatif.simulate import Policy, Replenishment, SimOrder, SimulationResult, simulate
 
 _T = TypeVar("_T")
@@ -222,13 +230,44 @@ def _on_worker(
     task: ReplayTask,
     packed: bytes,
     finish: Callable[[ReplayTask, SimulationResult], _R],
-) -> tuple[int, SimulationResult, _R]:
-    index, result = run_replay(task, unpack_orders(packed))
-    return index, result, finish(task, result)
+    span: tuple[int, int],
+) -> tuple[int, int, SimulationResult, _R]:
+    start, stop = span
+    index, result = run_replay(task, unpack_orders(packed)[start:stop])
+    return index, start, result, finish(task, result)
 
 
 def _nothing(task: ReplayTask, result: SimulationResult) -> None:
     return None
+
+
+@dataclass(frozen=True, eq=False)
+class _Piece:
+    """One task of a replay on Dask: the replay's orders ``span`` of the stream (in time order)."""
+
+    task: ReplayTask
+    number: int
+    span: tuple[int, int]
+    weight: float
+
+
+def _pieces(tasks: Sequence[ReplayTask], stream: Sequence[SimOrder]) -> list[_Piece]:
+    """Each task's replay as pieces that run independently (:mod:`sourcing.whatif.segments`).
+
+    A memoryless policy's replay is cut at its stock top-ups; any other is one
+    piece. A piece weighs its task's weight times its share of the stream.
+    """
+    pieces = []
+    for task in tasks:
+        spans = (
+            independent_spans(stream, task.replenishment)
+            if is_memoryless(task.policy())
+            else [(0, len(stream))]
+        )
+        for number, (start, stop) in enumerate(spans):
+            share = (stop - start) / len(stream) if stream else 1.0
+            pieces.append(_Piece(task, number, (start, stop), task.weight * share))
+    return pieces
 
 
 def run_replays(
@@ -247,46 +286,64 @@ def run_replays_with(
     finish: Callable[[ReplayTask, SimulationResult], _R],
     client: Any | None = None,
     progress: Callable[[int], object] | None = None,
-) -> list[tuple[SimulationResult, _R]]:
-    """Every task's result and ``finish(task, result)``, in task order.
+) -> list[tuple[SimulationResult, tuple[_R, ...]]]:
+    """Every task's result and what ``finish`` made of it, in task order.
 
-    ``finish`` runs where the replay ran, in the same task (on a Dask worker it
-    must be picklable, e.g. a module-level function), so its work is spread
-    over the workers while the other replays run instead of waiting for the
-    last one.
+    ``finish(task, result)`` runs where the replay ran, in the same task (on a
+    Dask worker it must be picklable, e.g. a module-level function), so its
+    work is spread over the workers while the other replays run instead of
+    waiting for the last one. On Dask a replay may run as several pieces
+    (spans of the stream between stock top-ups, see :func:`_pieces`):
+    ``finish`` then runs on each piece's result, and its values come back in
+    stream order, one per piece (serially: one, on the whole replay), while
+    the result is the whole replay's (:func:`~sourcing.whatif.segments.join_results`).
     """
-    results: dict[int, tuple[SimulationResult, _R]] = {}
     if client is None:
+        results: dict[int, tuple[SimulationResult, tuple[_R, ...]]] = {}
         for task in tasks:
             index, result = run_replay(task, orders, progress)
-            results[index] = result, finish(task, result)
-    else:
-        from distributed import as_completed
+            results[index] = result, (finish(task, result),)
+        return [results[task.index] for task in tasks]
+    from distributed import as_completed
 
-        # One piece of data: a list would be scattered item by item, making every
-        # replay depend on one key per order (10,000 keys per task for the
-        # scheduler and the worker to handle, all of it on the replays' cores);
-        # and as bytes, which Dask sends as they are (pack_orders).
-        [stream] = client.scatter([pack_orders(orders)], broadcast=True, hash=False)
-        queue = submission_order(tasks)
-        run = uuid.uuid4().hex[:12]
-        futures = [
-            client.submit(
-                _on_worker,
-                task,
-                stream,
-                finish,
-                key=f"whatif-replay-{task.index}-{run}",  # readable on a dashboard
-                priority=len(queue) - rank,
-            )
-            for rank, task in enumerate(queue)
-        ]
-        for future in as_completed(futures):  # type: ignore[no-untyped-call]
-            index, result, finished = future.result()
-            results[index] = result, finished
-            if progress is not None:
-                progress(len(orders))
-    return [results[task.index] for task in tasks]
+    # The replay's own order (stable: ties keep stream order), so a piece is a slice.
+    stream = tuple(sorted(orders, key=lambda item: item.created_at))
+    # One object: a list would be scattered item by item, making every
+    # replay depend on one key per order (10,000 keys per task for the
+    # scheduler and the worker to handle, all of it on the replays' cores);
+    # and as bytes, which Dask sends as they are (pack_orders).
+    [packed] = client.scatter([pack_orders(stream)], broadcast=True, hash=False)
+    # Each task (its network: megabytes) sent once, however many pieces it runs as.
+    sent = dict(zip((t.index for t in tasks), client.scatter(list(tasks), hash=False), strict=True))
+    # Heaviest first (ties in task, then stream order): the short pieces come
+    # last, so the workers finish within a short piece of each other.
+    queue = sorted(_pieces(tasks, stream), key=lambda piece: -piece.weight)
+    run = uuid.uuid4().hex[:12]
+    futures = [
+        client.submit(
+            _on_worker,
+            sent[piece.task.index],
+            packed,
+            finish,
+            piece.span,
+            # Readable on a dashboard: replay (task index), piece, run.
+            key=f"whatif-replay-{piece.task.index}-{piece.number}-{run}",
+            priority=len(queue) - rank,
+        )
+        for rank, piece in enumerate(queue)
+    ]
+    done: dict[int, dict[int, tuple[SimulationResult, _R]]] = {t.index: {} for t in tasks}
+    for future in as_completed(futures):  # type: ignore[no-untyped-call]
+        index, start, result, finished = future.result()
+        done[index][start] = result, finished
+        if progress is not None:
+            progress(len(result.orders))
+    joined = []
+    for task in tasks:
+        parts = [done[task.index][start] for start in sorted(done[task.index])]
+        whole = join_results([result for result, _ in parts])
+        joined.append((whole, tuple(finished for _, finished in parts)))
+    return joined
 
 
 @contextlib.contextmanager
