@@ -320,3 +320,31 @@ def test_the_optimiser_is_never_dearer_than_greedy_on_the_same_stock(
         base = greedy.decide(network, item)
         assert isinstance(opt, Option) and isinstance(base, Option)
         assert evaluate(network, item.order, opt.allocation).cost <= base.cost
+
+
+def test_a_replay_without_periods_keeps_no_decided_order_alive() -> None:
+    """Memory per replay stays flat: only a periodic policy's open period is kept.
+
+    Every decided order used to be kept (allocation, units taken) for a period
+    end that policies without periods never reach: 8-9 objects per order for
+    the collector to scan again and again, the whole replay long.
+    """
+    import gc
+
+    from sourcing.demo import demo_network
+
+    network = demo_network()
+    orders = generate_orders(network, GeneratedOrders(count=400, seed=3))
+    tracked: dict[int, int] = {}
+    decided = 0
+
+    def count(_: int) -> None:
+        nonlocal decided
+        decided += 1
+        if decided in (100, 400):
+            gc.collect()
+            tracked[decided] = len(gc.get_objects())
+
+    simulate(network, orders, make_policy("greedy_nearest"), None, count)
+    # 300 more orders decided: before, some 2,500 more objects; now a handful.
+    assert tracked[400] - tracked[100] < 100

@@ -807,7 +807,9 @@ class _Replay:
             allocation, status = decision.allocation, decision.proof.status
         else:
             allocation, status = decision, ""
-        self.period_orders.append(self.ship(index, item, allocation, status, seconds))
+        shipped = self.ship(index, item, allocation, status, seconds)
+        if self.clock.period is not None:  # kept for the period's end, which may revise it
+            self.period_orders.append(shipped)
         self.decided += 1
 
     def ship(
