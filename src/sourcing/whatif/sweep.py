@@ -18,7 +18,8 @@ result that would otherwise wait for the last replay in this process (the
 report's per-order file) then shares the workers with the replays.
 
 Progress: serially, per order (the replay's own hook); on Dask, per replay
-as it finishes (a worker cannot report into this process's bar).
+or piece of a replay (below) as it finishes (a worker cannot report into
+this process's bar).
 
 On Dask a replay of a policy that remembers nothing between orders runs as
 pieces, one per span of the stream between two stock top-ups
