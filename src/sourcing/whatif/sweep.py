@@ -47,7 +47,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from sourcing.model import Network
 from sourcing.whatif.segments import independent_spans, is_memoryless, join_results
@@ -175,9 +175,20 @@ class ReplayTask:
     weight: float = 1.0
 
 
-def submission_order(tasks: Sequence[ReplayTask]) -> list[ReplayTask]:
-    """Heaviest first, ties in task order (longest-processing-time-first)."""
-    return sorted(tasks, key=lambda task: -task.weight)
+class _Weighted(Protocol):
+    @property
+    def weight(self) -> float: ...
+
+
+_W = TypeVar("_W", bound=_Weighted)
+
+
+def submission_order(items: Sequence[_W]) -> list[_W]:
+    """Heaviest first, ties in the given order (longest-processing-time-first).
+
+    Replays (:class:`ReplayTask`) or the pieces they run as on Dask.
+    """
+    return sorted(items, key=lambda item: -item.weight)
 
 
 def run_replay(
@@ -318,7 +329,7 @@ def run_replays_with(
     sent = dict(zip((t.index for t in tasks), client.scatter(list(tasks), hash=False), strict=True))
     # Heaviest first (ties in task, then stream order): the short pieces come
     # last, so the workers finish within a short piece of each other.
-    queue = sorted(_pieces(tasks, stream), key=lambda piece: -piece.weight)
+    queue = submission_order(_pieces(tasks, stream))
     run = uuid.uuid4().hex[:12]
     futures = [
         client.submit(
