@@ -270,12 +270,15 @@ def _pieces(tasks: Sequence[ReplayTask], stream: Sequence[SimOrder]) -> list[_Pi
     piece. A piece weighs its task's weight times its share of the stream.
     """
     pieces = []
+    # The tasks of a scenario share one replenishment: its spans are found once.
+    spans_of: dict[Replenishment | None, list[tuple[int, int]]] = {}
     for task in tasks:
-        spans = (
-            independent_spans(stream, task.replenishment)
-            if is_memoryless(task.policy())
-            else [(0, len(stream))]
-        )
+        if is_memoryless(task.policy()):
+            if task.replenishment not in spans_of:
+                spans_of[task.replenishment] = independent_spans(stream, task.replenishment)
+            spans = spans_of[task.replenishment]
+        else:
+            spans = [(0, len(stream))]
         for number, (start, stop) in enumerate(spans):
             share = (stop - start) / len(stream) if stream else 1.0
             pieces.append(_Piece(task, number, (start, stop), task.weight * share))
