@@ -34,6 +34,7 @@ from sourcing.whatif.simulate import (
     RulePolicy,
     SimOrder,
     SimulationResult,
+    midnight,
 )
 
 __all__ = ["MEMORYLESS_POLICIES", "independent_spans", "is_memoryless", "join_results"]
@@ -69,8 +70,7 @@ def independent_spans(
     every = replenishment.top_up_every_days
     if every is None or not float(every).is_integer() or every < 1:
         return whole
-    first = stream[0].created_at
-    t0 = first.replace(hour=0, minute=0, second=0, microsecond=0)
+    t0 = midnight(stream[0].created_at)  # the replay's own clock
     period = timedelta(days=every)
     spans: list[tuple[int, int]] = []
     start, boundary = 0, t0 + period

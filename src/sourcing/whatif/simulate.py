@@ -615,7 +615,8 @@ def _covered(evaluation: Evaluation) -> dict[int, int]:
     return dict(sorted(covered.items()))
 
 
-def _midnight(moment: datetime) -> datetime:
+def midnight(moment: datetime) -> datetime:
+    """The start of ``moment``'s day: top-ups and periods count from the first order's."""
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -708,7 +709,7 @@ def simulate(
     if period is not None and not (math.isfinite(period) and period > 0):
         raise ValueError(f"policy {policy.name}: period_days must be positive, got {period}")
 
-    t0 = _midnight(stream[0].created_at) if stream else datetime.min
+    t0 = midnight(stream[0].created_at) if stream else datetime.min
     replay = _Replay(network, policy, _Clock(receipts, top_up, period, t0))
     policy.begin(network, stream)
     for index, item in enumerate(stream):
