@@ -101,13 +101,7 @@ def test_dask_sweep_equals_the_serial_run(tmp_path: Path) -> None:
     a, b = kpi_table(serial).drop(columns=TIMING), kpi_table(parallel).drop(columns=TIMING)
     pd.testing.assert_frame_equal(a, b)
     assert len(a) == 6 and a["orders"].eq(120).all()
-    for x, y in zip(serial.runs, parallel.runs, strict=True):
-        assert x.variant == y.variant
-        pd.testing.assert_frame_equal(
-            x.result.orders.drop(columns=["decide_seconds"]),
-            y.result.orders.drop(columns=["decide_seconds"]),
-        )
-        pd.testing.assert_frame_equal(x.result.parcels, y.result.parcels)
+    _assert_same_replays(serial, parallel)
 
 
 #: A replay worker as it starts: no profiler, the engine and the plots imported.
@@ -118,14 +112,19 @@ _READY_WORKER: dict[str, object] = {
 }
 
 
+def _assert_same_replay(a: SimulationResult, b: SimulationResult) -> None:
+    """The per-order rows (but the timing) and the parcels, the same on both sides."""
+    pd.testing.assert_frame_equal(
+        a.orders.drop(columns=["decide_seconds"]), b.orders.drop(columns=["decide_seconds"])
+    )
+    pd.testing.assert_frame_equal(a.parcels, b.parcels)
+
+
 def _assert_same_replays(serial: WhatIf, parallel: WhatIf) -> None:
-    """Every run's per-order rows (but the timing) and parcels, the same on both sides."""
+    """Every run, in the same order, the same replay on both sides."""
     for x, y in zip(serial.runs, parallel.runs, strict=True):
-        pd.testing.assert_frame_equal(
-            x.result.orders.drop(columns=["decide_seconds"]),
-            y.result.orders.drop(columns=["decide_seconds"]),
-        )
-        pd.testing.assert_frame_equal(x.result.parcels, y.result.parcels)
+        assert x.variant == y.variant
+        _assert_same_replay(x.result, y.result)
 
 
 def _worker_state() -> dict[str, object]:
@@ -272,11 +271,7 @@ def test_the_order_stream_travels_as_one_piece_of_data(tmp_path: Path) -> None:
     # Every piece, every replay's task once (its network) and the stream once: far
     # below the 50 orders.
     assert max(watch.keys_held) <= pieces + len(prepared.networks) + 1
-    for x, y in zip(serial.runs, parallel.runs, strict=True):
-        pd.testing.assert_frame_equal(
-            x.result.orders.drop(columns=["decide_seconds"]),
-            y.result.orders.drop(columns=["decide_seconds"]),
-        )
+    _assert_same_replays(serial, parallel)
 
 
 def test_the_report_plots_drawn_on_the_workers_are_the_files_drawn_here(tmp_path: Path) -> None:
@@ -406,10 +401,7 @@ def test_run_replays_with_runs_finish_where_the_replay_ran(tmp_path: Path) -> No
         ]
         assert {pid for _, _, pid in finished} <= workers
     for (a, _), (b, _) in zip(here, there, strict=True):
-        pd.testing.assert_frame_equal(
-            a.orders.drop(columns=["decide_seconds"]), b.orders.drop(columns=["decide_seconds"])
-        )
-        pd.testing.assert_frame_equal(a.parcels, b.parcels)
+        _assert_same_replay(a, b)
 
 
 def _finish_pid(task: ReplayTask, result: SimulationResult) -> tuple[int, int, int]:
