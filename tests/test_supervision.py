@@ -122,7 +122,8 @@ def test_a_killed_worker_is_replaced_and_the_others_keep_serving(tmp_path: Path)
 
         def replaced() -> bool:
             assert process.poll() is None, f"oms serve exited with {process.returncode}"
-            return len(_listening_workers(process.pid, port) - {survivor}) == 1
+            # Not the victim: killed, it can still show its listening socket for a moment.
+            return len(_listening_workers(process.pid, port) - {survivor, victim}) == 1
 
         _wait_for(replaced, 60, "a new worker in the killed one's place")
         calls_before = {i: len(o) for i, o in outcomes.items()}
