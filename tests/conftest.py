@@ -36,3 +36,12 @@ def no_oms_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("OMS_"):
             monkeypatch.delenv(name)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the solver's kernels once (or load them from numba's disk cache) before any
+    test: a fresh checkout would otherwise compile them in the first test that quotes a
+    large cart, and in every service process a test starts at the same time."""
+    from sourcing.solver import warm_up
+
+    warm_up()

@@ -64,6 +64,7 @@ from oms.v1 import (
     inventory_pb2_grpc,
 )
 from oms.validation import MAX_REQUEST_BYTES
+from sourcing.solver import warm_up as warm_up_solver
 
 log = logging.getLogger("oms.server")
 
@@ -102,6 +103,9 @@ def prepare_store(settings: Settings, *, load_demo: bool = True) -> None:
 def settle_heap(store: Store) -> None:
     """Warm the caches, then keep the start-up heap out of the garbage collector's way.
 
+    The solver's compiled kernels are loaded (or, on a fresh install, compiled: seconds)
+    here, before the port serves, not in the first checkout call that needs them.
+
     The start-up heap (ortools, protobuf descriptors, SQLAlchemy, the catalog:
     ~300k objects) never becomes garbage; ``gc.freeze`` moves it to a permanent
     generation so no full collection rescans it, and a larger first threshold
@@ -109,6 +113,7 @@ def settle_heap(store: Store) -> None:
     measured under load, collections were not a significant cost either way.
     """
     store.catalog()
+    warm_up_solver()
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD_0, *gc.get_threshold()[1:])

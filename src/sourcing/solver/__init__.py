@@ -72,7 +72,7 @@ independent evaluator before it is returned.
 The package, top-down (each module imports only those below it, the engine's
 lower modules (:mod:`sourcing.model`, :mod:`sourcing.costs`,
 :mod:`sourcing.orders`, :mod:`sourcing.evaluate`, :mod:`sourcing.errors`),
-numpy and OR-Tools; never :mod:`sourcing.fulfil` or :mod:`sourcing.menu`,
+numpy, numba and OR-Tools; never :mod:`sourcing.fulfil` or :mod:`sourcing.menu`,
 which build on it):
 
 * :mod:`~sourcing.solver.frontier`: :func:`quote_delivery` and
@@ -86,11 +86,22 @@ which build on it):
 * :mod:`~sourcing.solver.strengthen`: a stronger bound for one parcel count (the
   least covering set's terms) and the prices that raise it, with nodes forced in or
   out; tested, not yet called by the search (benchmarks/README.md, issue 15);
+* :mod:`~sourcing.solver.kernels`: the bounds' inner loop (each slot's term at
+  given prices), compiled by numba; :func:`warm_up` compiles or loads it;
 * :mod:`~sourcing.solver.context`: the plan type, one order's context and
   what each deadline shares (stage 1's dominance).
 """
 
 from sourcing.solver.context import FEASIBLE, OPTIMAL, Plan
 from sourcing.solver.frontier import cheapest_plan, quote_delivery, solve_costs
+from sourcing.solver.kernels import warm_up
 
-__all__ = ["FEASIBLE", "OPTIMAL", "Plan", "cheapest_plan", "quote_delivery", "solve_costs"]
+__all__ = [
+    "FEASIBLE",
+    "OPTIMAL",
+    "Plan",
+    "cheapest_plan",
+    "quote_delivery",
+    "solve_costs",
+    "warm_up",
+]

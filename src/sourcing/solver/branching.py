@@ -42,10 +42,10 @@ from typing import Final
 import numpy as np
 
 from sourcing.model import BoolArray, IntArray
+from sourcing.solver import kernels
 from sourcing.solver.context import INF, Context, Plan, ceil_bound, lexmin
 from sourcing.solver.enumeration import price_sets, subset_plan
 from sourcing.solver.heuristics import drop_heuristic
-from sourcing.solver.lagrangian import within_capacity
 from sourcing.solver.strengthen import cover_bound
 
 #: Subgradient steps at the root (warm-started from the count's own prices) and per branch
@@ -71,66 +71,21 @@ COVER_SETS: Final = 4096
 
 
 class _Relaxation:
-    """The count's nodes as arrays (live rows only)."""
+    """The count's nodes (live rows only) and their slots, as the compiled ascent takes them."""
 
     def __init__(self, ctx: Context, elig: np.ndarray) -> None:
         costs = ctx.costs
         self.nodes = np.flatnonzero(elig.any(axis=1))
-        live_elig = elig[self.nodes]
-        self.elig = live_elig
+        self.elig = elig[self.nodes]
         self.avail = costs.available[self.nodes].astype(np.float64)
-        self.unit = np.where(live_elig[:, :, None], costs.unit[self.nodes], 0).astype(np.float64)
-        self.fixed = np.where(live_elig, costs.fixed[self.nodes], np.inf).astype(np.float64)
-        self.capacity = costs.capacity[self.nodes].astype(np.float64)
-        self.tight = self.capacity < self.avail.sum(axis=1)
         self.demand = ctx.demand.astype(np.float64)
-
-
-class _Rows:
-    """A branch's rows of the relaxation (the nodes it has not closed) as slots, gathered
-    once for its ascent, and their terms at given prices.
-
-    Slots, not nodes x services: dominated services are already dropped, so most nodes
-    keep one slot, and the work per step is over the slots that exist.
-    """
-
-    def __init__(self, relax: _Relaxation, rows: IntArray) -> None:
-        slot_row, slot_v = np.nonzero(relax.elig[rows])
-        node = rows[slot_row]
-        self.slot_row, self.slot_v = slot_row, slot_v
-        self.unit = relax.unit[node, slot_v]  # S x K
-        self.avail = relax.avail[node]
-        self.fixed = relax.fixed[node, slot_v]
-        capacity = relax.capacity[node]
-        self.tight = np.flatnonzero(relax.tight[node])
-        self.tight_capacity = capacity[self.tight]
-        self.one_slot = slot_row.size == rows.size  # each node one slot: slots are rows
-        if not self.one_slot:
-            # Rows x services: each slot's index (the others: an unused slot past the end).
-            self.index = np.full((rows.size, relax.elig.shape[1]), slot_row.size)
-            self.index[slot_row, slot_v] = np.arange(slot_row.size)
-            self.picked = np.arange(rows.size)
-
-    def terms(self, lam: np.ndarray) -> tuple[np.ndarray, IntArray, np.ndarray]:
-        """Per row: its term t, the service that attains it, and the units it takes (rows x K)."""
-        reduced = np.minimum(self.unit - lam, 0.0)
-        taken = np.where(reduced < 0, self.avail, 0.0)
-        if self.tight.size:
-            # A node whose capacity is below its stock takes its most profitable units only.
-            over = self.tight[taken[self.tight].sum(axis=1) > self.tight_capacity]
-            if over.size:
-                taken[over] = within_capacity(
-                    reduced[over][:, None, :],
-                    self.avail[over],
-                    self.tight_capacity[np.searchsorted(self.tight, over)],
-                )[:, 0, :]
-        per_slot = self.fixed + (taken * reduced).sum(axis=1)
-        if self.one_slot:
-            return per_slot, self.slot_v, taken
-        per_service = np.append(per_slot, np.inf)[self.index]
-        choice = np.argmin(per_service, axis=1)
-        slot = self.index[self.picked, choice]
-        return per_service[self.picked, choice], choice, taken[slot]
+        self.slots = kernels.slots_of(
+            self.elig,
+            costs.unit[self.nodes],
+            costs.fixed[self.nodes],
+            self.avail,
+            costs.capacity[self.nodes].astype(np.float64),
+        )
 
 
 @dataclass(order=True)
@@ -142,19 +97,6 @@ class _Branch:
     prices: np.ndarray = field(compare=False)
 
 
-@dataclass
-class _Ascent:
-    """A branch's best bound, its prices and terms there, what they open, and the share of
-    the last steps each node was opened (branching)."""
-
-    value: float
-    prices: np.ndarray
-    terms: np.ndarray  # per live node (inf: not in the branch)
-    opened: IntArray
-    services: IntArray
-    chosen: np.ndarray
-
-
 def _ascent(
     relax: _Relaxation,
     parcels: int,
@@ -163,59 +105,17 @@ def _ascent(
     prices: np.ndarray,
     iterations: int,
     target: float,
-    out_of_time: Callable[[], bool],
-) -> _Ascent | None:
+) -> kernels.Ascent | None:
     """Subgradient ascent of the branch's bound (None: the branch has no plan)."""
-    rows = np.flatnonzero(~closed)
-    in_rows = forced[rows]
-    forced_at = np.flatnonzero(in_rows)
-    free_at = np.flatnonzero(~in_rows)
-    free_count = parcels - forced_at.size
-    if free_count < 0 or free_count > free_at.size:
+    free_count = parcels - int(np.count_nonzero(forced))
+    if free_count < 0 or free_count > int(np.count_nonzero(~(forced | closed))):
         return None
-    if (relax.avail[rows].sum(axis=0) < relax.demand).any():
+    if (relax.avail[~closed].sum(axis=0) < relax.demand).any():
         return None  # the branch's nodes cannot hold the demand
-    gathered = _Rows(relax, rows)
-    lam = prices
-    best: _Ascent | None = None
-    chosen = np.zeros(rows.size)
-    scale, stall = 1.0, 0
-    for _ in range(iterations):
-        terms, choice, taken = gathered.terms(lam)
-        free_terms = terms[free_at]
-        if 0 < free_count < free_at.size:
-            picked = free_at[np.argpartition(free_terms, free_count - 1)[:free_count]]
-        else:
-            picked = free_at if free_count else free_at[:0]
-        opened = np.concatenate([forced_at, picked])
-        value = float(lam @ relax.demand) + float(terms[opened].sum())
-        if not np.isfinite(value):
-            return None
-        chosen *= CHOICE_DECAY
-        chosen[opened] += 1 - CHOICE_DECAY
-        if best is None or value > best.value + 1e-9:
-            best = _Ascent(value, lam, terms, rows[opened], choice[opened], chosen)
-            stall = 0
-        else:
-            stall += 1
-            if stall >= 5:
-                scale, stall = scale / 2, 0
-        if value >= target - 1e-6:
-            break
-        gradient = relax.demand - taken[opened].sum(axis=0)
-        norm = float(gradient @ gradient)
-        if norm == 0 or scale < 1e-3 or out_of_time():
-            break
-        # Polyak's step towards the best plan's cost (without one, 5% above the bound).
-        gap = target - value if target < np.inf else max(abs(value) * 0.05, 1000.0)
-        lam = lam + scale * max(gap, 1.0) / norm * gradient
-    assert best is not None
-    full_terms = np.full(relax.nodes.size, np.inf)
-    full_terms[rows] = best.terms
-    full_chosen = np.zeros(relax.nodes.size)
-    full_chosen[rows] = chosen
-    best.terms, best.chosen = full_terms, full_chosen
-    return best
+    return kernels.branch_ascent(
+        relax.slots, relax.nodes.size, closed, forced, prices, relax.demand, parcels,
+        iterations, target, CHOICE_DECAY,
+    )  # fmt: skip
 
 
 def branch_and_bound(
@@ -262,9 +162,8 @@ def branch_and_bound(
         cap = limit()
         goal = float(cap) if cap < INF else np.inf
         ascent = _ascent(
-            relax, parcels, branch.forced, branch.closed, branch.prices, iterations, goal,
-            out_of_time,
-        )  # fmt: skip
+            relax, parcels, branch.forced, branch.closed, branch.prices, iterations, goal
+        )
         iterations = BRANCH_ITERATIONS
         if ascent is None:
             continue  # no plan in this branch
@@ -323,13 +222,13 @@ def _covered_above(
     return bool(above)
 
 
-def _pick(ascent: _Ascent, free: IntArray) -> int:
+def _pick(ascent: kernels.Ascent, free: IntArray) -> int:
     """The node to branch on: the free one the relaxation opened closest to half of its
     last steps."""
     return int(free[np.argmin(np.abs(ascent.chosen[free] - 0.5))])
 
 
-def _incumbent(ctx: Context, relax: _Relaxation, ascent: _Ascent, limit: int) -> Plan | None:
+def _incumbent(ctx: Context, relax: _Relaxation, ascent: kernels.Ascent, limit: int) -> Plan | None:
     """A plan from the parcels the relaxation opens, if they cover the demand (drop heuristic)."""
     if ascent.opened.size == 0:
         return None
@@ -338,7 +237,7 @@ def _incumbent(ctx: Context, relax: _Relaxation, ascent: _Ascent, limit: int) ->
 
 
 def _fix(
-    parcels: int, forced: BoolArray, closed: BoolArray, ascent: _Ascent, threshold: int
+    parcels: int, forced: BoolArray, closed: BoolArray, ascent: kernels.Ascent, threshold: int
 ) -> tuple[BoolArray, BoolArray] | None:
     """Reduced-cost fixing at the branch's best prices: free nodes whose opening (or
     closing) alone lifts the bound above ``threshold`` are closed (or forced open).

@@ -14,6 +14,7 @@ from typing import Final
 import numpy as np
 
 from sourcing.model import IntArray
+from sourcing.solver import kernels
 from sourcing.solver.context import INF, Context
 
 #: Past its usual steps the ascent may take as many again, while the bound still
@@ -94,11 +95,9 @@ def lagrangian_bound(
         amortised = unit + fixed[:, :, None] / np.maximum(avail.sum(axis=1), 1.0)[:, None, None]
         lam = np.where(live_elig[:, :, None], amortised, np.inf).min(axis=(0, 1))
         lam = np.where(np.isfinite(lam), lam, 0.0)
-    # Nodes whose capacity is below their stock: at given prices such a node takes
-    # its most profitable units only up to its capacity (a greedy knapsack of unit
-    # weights, exact), which bounds plans opening it more tightly.
-    capacity = costs.capacity[live].astype(np.float64)
-    tight = np.flatnonzero(capacity < avail.sum(axis=1))
+    # At given prices a node whose capacity is below its stock takes its most profitable
+    # units only up to its capacity (exact), which bounds plans opening it more tightly.
+    slots = kernels.slots_of(live_elig, unit, fixed, avail, costs.capacity[live].astype(np.float64))
     target = float(upper) if upper < INF else None
     best_value = -np.inf
     step_scale, stall = 1.0, 0
@@ -109,21 +108,8 @@ def lagrangian_bound(
             len(history) < 6 or history[-1] - history[-6] <= CLIMB * max(abs(history[-1]), 1.0)
         ):
             break  # past the usual steps, go on only while the bound still climbs
-        reduced = np.minimum(unit - lam, 0.0)
-        if tight.size:
-            taken_cvk = np.where(reduced < 0, avail[:, None, :], 0.0)
-            # Only (node, service) pairs whose profitable units overflow the capacity.
-            over_b, over_v = np.nonzero(taken_cvk[tight].sum(axis=2) > capacity[tight, None])
-            if over_b.size:
-                over_n = tight[over_b]
-                taken_cvk[over_n, over_v] = within_capacity(
-                    reduced[over_n, over_v][:, None, :], avail[over_n], capacity[over_n]
-                )[:, 0, :]
-            per_service = fixed + (taken_cvk * reduced).sum(axis=2)
-        else:
-            per_service = fixed + np.einsum("cvk,ck->cv", reduced, avail)
-        choice = np.argmin(per_service, axis=1)
-        terms = per_service[rows, choice]
+        at = kernels.row_terms(slots, n_nodes, lam)
+        terms = at.terms
         # The selection of _select, inlined: its open nodes drive the gradient. A
         # partition, not a sort: only which terms are the smallest matters.
         negatives = int(np.count_nonzero(terms < 0))
@@ -136,10 +122,8 @@ def lagrangian_bound(
         if not np.isfinite(value):
             return nothing
         if value > best_value + 1e-9:
-            best_value, best_terms, best_lam, stall = value, terms, lam, 0
-            best_service = np.full(n_nodes, -1, dtype=np.int64)
-            best_service[opened] = choice[opened]
-            best_slot_terms = per_service
+            best_value, best_at, best_lam, stall = value, at, lam, 0
+            best_opened = opened
         else:
             stall += 1
             if stall >= 5:
@@ -148,16 +132,15 @@ def lagrangian_bound(
         if target is not None and np.ceil(best_value - 1e-6) >= target:
             break
         # Units the open nodes take at these prices (whole numbers: the sum is exact in any order).
-        if tight.size:
-            taken = taken_cvk[opened, choice[opened]].sum(axis=0)
-        else:
-            taken = np.where(unit[opened, choice[opened]] < lam, avail[opened], 0.0).sum(axis=0)
-        gradient = q - taken
+        gradient = q - at.taken_by_sku(slots, opened, q.size)
         norm = float(gradient @ gradient)
         if norm == 0 or step_scale < 1e-3 or ctx.out_of_time():
             break  # converged, or out of time: the best prices so far give a valid bound
         gap = (target - value) if target is not None else max(abs(value) * 0.05, 1000.0)
         lam = lam + step_scale * max(gap, 1.0) / norm * gradient
+    best_terms = best_at.terms
+    best_service = np.full(n_nodes, -1, dtype=np.int64)
+    best_service[best_opened] = slots.service[best_at.best_slot[best_opened]]
     ctx.prices = best_lam
     # Opening n on top of the best selection for one parcel fewer bounds every plan using n.
     without_one = float(best_lam @ q) + _select(np.sort(best_terms), at_least - 1, at_most - 1)
@@ -166,7 +149,7 @@ def lagrangian_bound(
     service = np.full(n_all, -1, dtype=np.int64)
     service[live] = best_service
     slot_terms = np.full(elig.shape, np.inf)
-    slot_terms[live] = best_slot_terms
+    slot_terms[live[slots.row], slots.service] = best_at.slot_terms
     return Bound(best_value, with_node, service, float(best_lam @ q), slot_terms)
 
 

@@ -1,0 +1,362 @@
+"""The Lagrangian bounds' inner loop, compiled (numba).
+
+Every subgradient step of :func:`~sourcing.solver.lagrangian.lagrangian_bound`
+and of the branch and bound's ascents (:mod:`~sourcing.solver.branching`)
+prices each slot (node n, service v) at prices ``lam``::
+
+    t[n,v] = F[n,v] + sum_k taken[n,v,k] * min(0, u[n,v,k] - lam[k])
+
+where ``taken`` is the node's stock of every SKU with a negative reduced cost,
+or, at a node whose capacity is below those units, the most negative ones
+first up to the capacity (a greedy knapsack of unit weights, exact). On
+fragmented carts (50 SKUs, 500 nodes) a branch's eight steps are a few
+hundred slots each, and numpy spent most of the time in per-call overhead and
+temporaries: this module does the step as one loop, over sparse rows (a
+slot's entries are only the SKUs its node stocks, about a third of a
+fragmented cart's).
+
+Compiled on first use and cached on disk (numba's ``cache=True``, beside this
+file or in numba's user cache): a cold compile takes seconds, so the service
+calls :func:`warm_up` before it serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import numpy as np
+from numba import njit
+
+from sourcing.model import BoolArray, FloatArray, IntArray
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _compiled(fn: _F) -> _F:
+    return cast(_F, njit(cache=True, nogil=True)(fn))
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Slots as sparse rows: slot s's entries ``ptr[s]:ptr[s+1]`` are the SKUs its node
+    stocks, with their unit cost and stock."""
+
+    row: IntArray  # S: the slot's row (its node's position in the caller's list)
+    service: IntArray  # S
+    fixed: FloatArray  # S: the parcel's cost
+    capacity: FloatArray  # S: the node's capacity, inf where it cannot bind
+    ptr: IntArray  # S + 1
+    sku: IntArray  # E
+    unit: FloatArray  # E
+    avail: FloatArray  # E
+
+
+def slots_of(
+    elig: BoolArray, unit: np.ndarray, fixed: np.ndarray, avail: np.ndarray, capacity: np.ndarray
+) -> Slots:
+    """The eligible slots of R rows: ``elig`` R x V, ``unit`` R x V x K, ``fixed`` R x V,
+    ``avail`` R x K, ``capacity`` R."""
+    row, service = np.nonzero(elig)
+    stock = avail[row]
+    held_s, held_k = np.nonzero(stock > 0)
+    ptr = np.zeros(row.size + 1, dtype=np.int64)
+    np.cumsum(np.bincount(held_s, minlength=row.size), out=ptr[1:])
+    binds = capacity < avail.sum(axis=1)
+    return Slots(
+        row=row.astype(np.int64),
+        service=service.astype(np.int64),
+        fixed=np.asarray(fixed[row, service], dtype=np.float64),
+        capacity=np.where(binds[row], capacity[row], np.inf).astype(np.float64),
+        ptr=ptr,
+        sku=held_k.astype(np.int64),
+        unit=np.asarray(unit[row[held_s], service[held_s], held_k], dtype=np.float64),
+        avail=np.asarray(stock[held_s, held_k], dtype=np.float64),
+    )
+
+
+@_compiled
+def _slot_terms(
+    ptr: IntArray,
+    sku: IntArray,
+    unit: FloatArray,
+    avail: FloatArray,
+    fixed: FloatArray,
+    capacity: FloatArray,
+    live: BoolArray,
+    lam: FloatArray,
+    terms: FloatArray,
+    taken: FloatArray,
+) -> None:
+    """Per live slot its term at prices ``lam`` into ``terms`` (inf: not live), and per
+    entry the units it takes into ``taken``."""
+    for s in range(ptr.size - 1):
+        if not live[s]:
+            terms[s] = np.inf
+            continue
+        lo, hi = ptr[s], ptr[s + 1]
+        units = 0.0
+        for e in range(lo, hi):
+            if unit[e] < lam[sku[e]]:
+                units += avail[e]
+        total = 0.0
+        if units <= capacity[s]:
+            for e in range(lo, hi):
+                r = unit[e] - lam[sku[e]]
+                if r < 0.0:
+                    taken[e] = avail[e]
+                    total += avail[e] * r
+                else:
+                    taken[e] = 0.0
+        else:
+            # The most negative first (equal ones in SKU order), up to the capacity: an
+            # insertion sort of the entries, a node stocks a few dozen SKUs at most.
+            n = hi - lo
+            order = np.empty(n, dtype=np.int64)
+            reduced = np.empty(n)
+            for i in range(n):
+                taken[lo + i] = 0.0
+                r = min(unit[lo + i] - lam[sku[lo + i]], 0.0)
+                j = i
+                while j > 0 and reduced[j - 1] > r:
+                    reduced[j] = reduced[j - 1]
+                    order[j] = order[j - 1]
+                    j -= 1
+                reduced[j] = r
+                order[j] = i
+            room = capacity[s]
+            for i in range(n):
+                if reduced[i] >= 0.0 or room <= 0.0:
+                    break
+                e = lo + order[i]
+                take = min(avail[e], room)
+                taken[e] = take
+                room -= take
+                total += take * reduced[i]
+        terms[s] = fixed[s] + total
+
+
+@_compiled
+def _row_terms(
+    ptr: IntArray,
+    sku: IntArray,
+    unit: FloatArray,
+    avail: FloatArray,
+    fixed: FloatArray,
+    capacity: FloatArray,
+    live: BoolArray,
+    slot_row: IntArray,
+    lam: FloatArray,
+    slot_terms: FloatArray,
+    taken: FloatArray,
+    terms: FloatArray,
+    best_slot: IntArray,
+) -> None:
+    """As :func:`_slot_terms`, and per row its least slot (the first of equal ones)."""
+    _slot_terms(ptr, sku, unit, avail, fixed, capacity, live, lam, slot_terms, taken)
+    terms[:] = np.inf
+    best_slot[:] = -1
+    for s in range(slot_row.size):
+        r = slot_row[s]
+        if slot_terms[s] < terms[r]:
+            terms[r] = slot_terms[s]
+            best_slot[r] = s
+
+
+@_compiled
+def _least(values: FloatArray, count: int, out: IntArray) -> None:
+    """Positions of the ``count`` least values (0 < count <= size) into ``out``: those
+    below the count-th least, then equal ones in position order."""
+    kth = np.partition(values, count - 1)[count - 1]
+    n = 0
+    for i in range(values.size):
+        if values[i] < kth:
+            out[n] = i
+            n += 1
+    for i in range(values.size):
+        if n == count:
+            break
+        if values[i] == kth:
+            out[n] = i
+            n += 1
+
+
+@_compiled
+def _taken_by_sku(
+    ptr: IntArray, sku: IntArray, taken: FloatArray, slots: IntArray, n_skus: int
+) -> FloatArray:
+    out = np.zeros(n_skus)
+    for s in slots:
+        for e in range(ptr[s], ptr[s + 1]):
+            out[sku[e]] += taken[e]
+    return out
+
+
+@_compiled
+def _branch_ascent(
+    ptr: IntArray,
+    sku: IntArray,
+    unit: FloatArray,
+    avail: FloatArray,
+    fixed: FloatArray,
+    capacity: FloatArray,
+    slot_row: IntArray,
+    slot_service: IntArray,
+    n_rows: int,
+    closed: BoolArray,
+    forced: BoolArray,
+    prices: FloatArray,
+    demand: FloatArray,
+    parcels: int,
+    iterations: int,
+    target: float,
+    decay: float,
+) -> tuple[bool, float, FloatArray, FloatArray, IntArray, IntArray, FloatArray]:
+    n_slots = slot_row.size
+    live = np.empty(n_slots, dtype=np.bool_)
+    for s in range(n_slots):
+        live[s] = not closed[slot_row[s]]
+    forced_at = np.flatnonzero(forced)
+    free_at = np.flatnonzero(~(forced | closed))
+    n_forced = forced_at.size
+    free_count = parcels - n_forced
+    slot_terms = np.empty(n_slots)
+    taken = np.empty(unit.size)
+    terms = np.empty(n_rows)
+    best_slot = np.empty(n_rows, dtype=np.int64)
+    free_terms = np.empty(free_at.size)
+    picked = np.empty(max(free_count, 0), dtype=np.int64)
+    opened = np.empty(parcels, dtype=np.int64)
+    chosen = np.zeros(n_rows)
+    best_value = -np.inf
+    best_prices = prices.copy()
+    best_terms = np.empty(n_rows)
+    best_opened = np.empty(parcels, dtype=np.int64)
+    best_services = np.empty(parcels, dtype=np.int64)
+    lam = prices.copy()
+    scale, stall, found = 1.0, 0, False
+    for _ in range(iterations):
+        _row_terms(
+            ptr, sku, unit, avail, fixed, capacity, live, slot_row, lam, slot_terms, taken,
+            terms, best_slot,
+        )  # fmt: skip
+        opened[:n_forced] = forced_at
+        if free_count > 0:
+            for i in range(free_at.size):
+                free_terms[i] = terms[free_at[i]]
+            _least(free_terms, free_count, picked)
+            for i in range(free_count):
+                opened[n_forced + i] = free_at[picked[i]]
+        value = 0.0
+        for k in range(demand.size):
+            value += lam[k] * demand[k]
+        for i in range(parcels):
+            value += terms[opened[i]]
+        if not np.isfinite(value):
+            return False, best_value, best_prices, best_terms, best_opened, best_services, chosen
+        chosen *= decay
+        for i in range(parcels):
+            chosen[opened[i]] += 1.0 - decay
+        if not found or value > best_value + 1e-9:
+            found, best_value, stall = True, value, 0
+            best_prices = lam.copy()
+            best_terms[:] = terms
+            best_opened[:] = opened
+            for i in range(parcels):
+                best_services[i] = slot_service[best_slot[opened[i]]]
+        else:
+            stall += 1
+            if stall >= 5:
+                scale, stall = scale / 2.0, 0
+        if value >= target - 1e-6:
+            break
+        gradient = demand - _taken_by_sku(ptr, sku, taken, best_slot[opened], demand.size)
+        norm = 0.0
+        for k in range(demand.size):
+            norm += gradient[k] * gradient[k]
+        if norm == 0.0 or scale < 1e-3:
+            break
+        # Polyak's step towards the target (without one, 5% above the bound).
+        gap = target - value if target < np.inf else max(abs(value) * 0.05, 1000.0)
+        lam = lam + scale * max(gap, 1.0) / norm * gradient
+    return found, best_value, best_prices, best_terms, best_opened, best_services, chosen
+
+
+@dataclass(frozen=True)
+class StepTerms:
+    """One step's prices applied to every slot."""
+
+    terms: FloatArray  # per row: its least slot's term (inf: no live slot)
+    best_slot: IntArray  # per row: that slot (-1: none)
+    slot_terms: FloatArray  # per slot
+    taken: FloatArray  # per entry: the units the slot takes
+
+    def taken_by_sku(self, slots: Slots, rows: IntArray, n_skus: int) -> FloatArray:
+        """Units per SKU the given rows' least slots take."""
+        slot = self.best_slot[rows]
+        out: FloatArray = _taken_by_sku(slots.ptr, slots.sku, self.taken, slot, n_skus)
+        return out
+
+
+def row_terms(slots: Slots, n_rows: int, lam: FloatArray) -> StepTerms:
+    """Every slot's term at prices ``lam``, and each row's least."""
+    terms = np.empty(n_rows)
+    best_slot = np.empty(n_rows, dtype=np.int64)
+    slot_terms = np.empty(slots.row.size)
+    taken = np.empty(slots.unit.size)
+    live = np.ones(slots.row.size, dtype=np.bool_)
+    _row_terms(
+        slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, live,
+        slots.row, np.asarray(lam, dtype=np.float64), slot_terms, taken, terms, best_slot,
+    )  # fmt: skip
+    return StepTerms(terms, best_slot, slot_terms, taken)
+
+
+@dataclass(frozen=True)
+class Ascent:
+    """A branch's best bound, its prices and row terms there, the rows it opens with
+    their services, and each row's running share of the steps it was opened in."""
+
+    value: float
+    prices: FloatArray
+    terms: FloatArray
+    opened: IntArray
+    services: IntArray
+    chosen: FloatArray
+
+
+def branch_ascent(
+    slots: Slots,
+    n_rows: int,
+    closed: BoolArray,
+    forced: BoolArray,
+    prices: FloatArray,
+    demand: FloatArray,
+    parcels: int,
+    iterations: int,
+    target: float,
+    decay: float,
+) -> Ascent | None:
+    """Subgradient ascent of the bound on plans of exactly ``parcels`` parcels opening every
+    ``forced`` row and no ``closed`` one: ``lam . Q`` + the forced rows' terms + the least
+    free ones'. Stops at ``target``; None: a step found no finite bound (no plan)."""
+    found, value, lam, terms, opened, services, chosen = _branch_ascent(
+        slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, slots.row,
+        slots.service, n_rows, closed, forced, np.asarray(prices, dtype=np.float64), demand,
+        parcels, iterations, float(target), decay,
+    )  # fmt: skip
+    if not found:
+        return None
+    return Ascent(value, lam, terms, opened, services, chosen)
+
+
+def warm_up() -> None:
+    """Compile (or load from the disk cache) every kernel on a tiny instance."""
+    elig = np.ones((3, 1), dtype=np.bool_)
+    unit = np.array([[[1.0, 2.0]], [[3.0, 1.0]], [[2.0, 2.0]]])
+    avail = np.array([[2.0, 1.0], [1.0, 2.0], [1.0, 1.0]])
+    slots = slots_of(elig, unit, np.full((3, 1), 5.0), avail, np.array([1.0, 9.0, 9.0]))
+    row_terms(slots, 3, np.array([4.0, 4.0])).taken_by_sku(slots, np.array([0, 1]), 2)
+    nothing = np.zeros(3, dtype=np.bool_)
+    branch_ascent(slots, 3, nothing, nothing, np.zeros(2), np.array([1.0, 1.0]), 2, 3, np.inf, 0.7)

@@ -1,0 +1,205 @@
+"""The compiled bound kernels (sourcing.solver.kernels) against plain numpy references.
+
+Each reference is the textbook form of the computation, written for clarity: dense
+arrays, a Python loop for the capacity-bound knapsack, and brute force for the least
+parcel sets. The kernels must give the same numbers on random instances that hit every
+path: nodes with several services, SKUs out of stock, capacities that bind and ties.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from sourcing.solver import kernels
+
+
+def _instance(rng: np.random.Generator, rows: int, services: int, skus: int):  # type: ignore[no-untyped-def]
+    elig = rng.random((rows, services)) < 0.7
+    elig[np.arange(rows), rng.integers(0, services, rows)] = True  # every row has a slot
+    # Whole-number costs, as the solver's are: equal reduced costs happen.
+    unit = rng.integers(1, 9, (rows, services, skus)).astype(np.float64)
+    fixed = rng.integers(5, 40, (rows, services)).astype(np.float64)
+    avail = np.where(rng.random((rows, skus)) < 0.4, rng.integers(1, 6, (rows, skus)), 0)
+    avail = avail.astype(np.float64)
+    capacity = np.where(rng.random(rows) < 0.5, rng.integers(1, 8, rows), 10_000).astype(np.float64)
+    return elig, unit, fixed, avail, capacity
+
+
+def _reference_slot(
+    unit: np.ndarray, avail: np.ndarray, capacity: float, fixed: float, lam: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """One slot's term and the units it takes, most negative reduced cost first."""
+    reduced = np.minimum(unit - lam, 0.0)
+    taken = np.zeros_like(avail)
+    room = capacity
+    for k in sorted(range(lam.size), key=lambda k: (reduced[k], k)):
+        if reduced[k] >= 0 or room <= 0:
+            break
+        taken[k] = min(avail[k], room)
+        room -= taken[k]
+    return fixed + float(taken @ reduced), taken
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_row_terms_match_the_plain_formula(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows, services, skus = 9, 3, 7
+    elig, unit, fixed, avail, capacity = _instance(rng, rows, services, skus)
+    slots = kernels.slots_of(elig, unit, fixed, avail, capacity)
+    lam = rng.integers(0, 10, skus).astype(np.float64)
+    step = kernels.row_terms(slots, rows, lam)
+
+    expected_terms = np.full(rows, np.inf)
+    expected_slot = np.full(rows, -1)
+    for s, (r, v) in enumerate(zip(slots.row.tolist(), slots.service.tolist(), strict=True)):
+        term, taken = _reference_slot(unit[r, v], avail[r], capacity[r], fixed[r, v], lam)
+        assert step.slot_terms[s] == pytest.approx(term, abs=1e-9)
+        got = np.zeros(skus)
+        entries = slice(slots.ptr[s], slots.ptr[s + 1])
+        got[slots.sku[entries]] = step.taken[entries]
+        np.testing.assert_array_equal(got, taken)
+        if term < expected_terms[r] - 1e-12:  # the first of equal slots
+            expected_terms[r], expected_slot[r] = term, s
+    np.testing.assert_allclose(step.terms, expected_terms, atol=1e-9)
+    np.testing.assert_array_equal(step.best_slot, expected_slot)
+
+    opened = np.array([0, 3, 5])
+    by_sku = np.zeros(skus)
+    for r in opened.tolist():
+        s = int(expected_slot[r])
+        by_sku += _reference_slot(
+            unit[r, slots.service[s]], avail[r], capacity[r], fixed[r, slots.service[s]], lam
+        )[1]
+    np.testing.assert_array_equal(step.taken_by_sku(slots, opened, skus), by_sku)
+
+
+def test_a_binding_capacity_takes_the_most_profitable_units_first() -> None:
+    """Hand-solved: prices 10 for both SKUs, unit costs 2 and 7 (reduced -8 and -3), 3 of
+    each in stock, capacity 4: the node takes 3 of the first and 1 of the second."""
+    elig = np.ones((1, 1), dtype=np.bool_)
+    slots = kernels.slots_of(
+        elig, np.array([[[2.0, 7.0]]]), np.array([[5.0]]), np.array([[3.0, 3.0]]), np.array([4.0])
+    )
+    step = kernels.row_terms(slots, 1, np.array([10.0, 10.0]))
+    assert step.terms[0] == 5.0 - 3 * 8 - 1 * 3
+    np.testing.assert_array_equal(step.taken_by_sku(slots, np.array([0]), 2), [3.0, 1.0])
+
+
+def _reference_bound(
+    slots: kernels.Slots,
+    rows: int,
+    lam: np.ndarray,
+    demand: np.ndarray,
+    parcels: int,
+    forced: np.ndarray,
+    closed: np.ndarray,
+) -> float:
+    """``lam . Q`` + the least sum of terms over every row set of ``parcels`` rows that holds
+    the forced ones and no closed one (brute force)."""
+    terms = kernels.row_terms(slots, rows, lam).terms
+    best = np.inf
+    for chosen in itertools.combinations(range(rows), parcels):
+        picked = np.zeros(rows, dtype=np.bool_)
+        picked[list(chosen)] = True
+        if (forced & ~picked).any() or (closed & picked).any():
+            continue
+        best = min(best, float(terms[picked].sum()))
+    return float(lam @ demand) + best
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int) -> None:
+    """The value the ascent returns is the bound at the prices it returns (recomputed by
+    brute force over the row sets), it opens the forced rows and no closed one, and a
+    target below its first bound stops it at once."""
+    rng = np.random.default_rng(100 + seed)
+    rows, services, skus, parcels = 8, 2, 6, 3
+    elig, unit, fixed, avail, capacity = _instance(rng, rows, services, skus)
+    slots = kernels.slots_of(elig, unit, fixed, avail, capacity)
+    demand = np.minimum(avail.sum(axis=0), rng.integers(1, 4, skus)).astype(np.float64)
+    forced = np.zeros(rows, dtype=np.bool_)
+    closed = np.zeros(rows, dtype=np.bool_)
+    forced[rng.integers(0, rows)] = True
+    closed[np.flatnonzero(~forced)[rng.integers(0, rows - 1)]] = True
+    start = rng.integers(0, 5, skus).astype(np.float64)
+
+    ascent = kernels.branch_ascent(
+        slots, rows, closed, forced, start, demand, parcels, 25, np.inf, 0.7
+    )
+    assert ascent is not None
+    expected = _reference_bound(slots, rows, ascent.prices, demand, parcels, forced, closed)
+    assert ascent.value == pytest.approx(expected, abs=1e-6)
+    opened = set(ascent.opened.tolist())
+    assert len(opened) == parcels
+    assert set(np.flatnonzero(forced).tolist()) <= opened
+    assert not opened & set(np.flatnonzero(closed).tolist())
+    # The services it reports are each opened row's least slot at those prices.
+    step = kernels.row_terms(slots, rows, ascent.prices)
+    np.testing.assert_array_equal(ascent.services, slots.service[step.best_slot[ascent.opened]])
+    # More steps never lower the best bound (it keeps the best prices seen).
+    first = kernels.branch_ascent(
+        slots, rows, closed, forced, start, demand, parcels, 1, np.inf, 0.7
+    )
+    assert first is not None
+    assert ascent.value >= first.value - 1e-9
+    stopped = kernels.branch_ascent(
+        slots, rows, closed, forced, start, demand, parcels, 25, first.value - 1.0, 0.7
+    )
+    assert stopped is not None
+    assert stopped.value == first.value
+    np.testing.assert_array_equal(stopped.prices, start)
+
+
+def test_the_branch_ascent_bounds_the_cheapest_plan_from_below() -> None:
+    """Hand-solved: two SKUs, one unit each; row 0 holds both (parcel 10, units 1 and 1),
+    rows 1 and 2 one each (parcel 3, unit 1). With one parcel the only plan is row 0 at 12;
+    the bound may not exceed it, and with prices high enough it reaches it."""
+    elig = np.ones((3, 1), dtype=np.bool_)
+    unit = np.ones((3, 1, 2))
+    avail = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    fixed = np.array([[10.0], [3.0], [3.0]])
+    slots = kernels.slots_of(elig, unit, fixed, avail, np.full(3, 100.0))
+    nothing = np.zeros(3, dtype=np.bool_)
+    demand = np.ones(2)
+    ascent = kernels.branch_ascent(
+        slots, 3, nothing, nothing, np.zeros(2), demand, 1, 200, 12.0, 0.7
+    )
+    assert ascent is not None
+    assert ascent.value <= 12.0 + 1e-9
+    # At prices (a, a) the bound is min(12, a + 4): the ascent reaches the plan's cost.
+    assert ascent.value >= 12.0 - 1e-6
+
+
+def test_a_branch_without_a_finite_bound_is_none() -> None:
+    """Forcing a row with no slot (every term infinite) leaves no plan."""
+    elig = np.array([[True], [False]])
+    slots = kernels.slots_of(
+        elig, np.ones((2, 1, 1)), np.ones((2, 1)), np.ones((2, 1)), np.full(2, 9.0)
+    )
+    forced = np.array([False, True])
+    closed = np.zeros(2, dtype=np.bool_)
+    assert (
+        kernels.branch_ascent(slots, 2, closed, forced, np.zeros(1), np.ones(1), 1, 5, np.inf, 0.7)
+        is None
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_least_values_are_picked_with_ties_in_position_order(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 4, 15).astype(np.float64)  # many ties
+    values[rng.integers(0, 15)] = np.inf
+    for count in range(1, values.size + 1):
+        out = np.full(count, -1, dtype=np.int64)
+        kernels._least(values, count, out)
+        # The positions a stable sort puts first, listed as the kernel lists them: those
+        # below the count-th least value, then the equal ones, each by position.
+        first = np.argsort(values, kind="stable")[:count]
+        kth = values[first].max()
+        below = [i for i in range(values.size) if values[i] < kth]
+        equal = [i for i in range(values.size) if values[i] == kth][: count - len(below)]
+        assert out.tolist() == below + equal
+        assert sorted(out.tolist()) == sorted(first.tolist())
