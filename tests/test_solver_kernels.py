@@ -9,6 +9,7 @@ path: nodes with several services, SKUs out of stock, capacities that bind and t
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -119,15 +120,16 @@ def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int) -> Non
     rows, services, skus, parcels = 8, 2, 6, 3
     elig, unit, fixed, avail, capacity = _instance(rng, rows, services, skus)
     slots = kernels.slots_of(elig, unit, fixed, avail, capacity)
-    demand = np.minimum(avail.sum(axis=0), rng.integers(1, 4, skus)).astype(np.float64)
     forced = np.zeros(rows, dtype=np.bool_)
     closed = np.zeros(rows, dtype=np.bool_)
     forced[rng.integers(0, rows)] = True
     closed[np.flatnonzero(~forced)[rng.integers(0, rows - 1)]] = True
+    # What the rows left hold (the branch has no plan otherwise: tested below).
+    demand = np.minimum(avail[~closed].sum(axis=0), rng.integers(1, 4, skus)).astype(np.float64)
     start = rng.integers(0, 5, skus).astype(np.float64)
 
     ascent = kernels.branch_ascent(
-        slots, rows, closed, forced, start, demand, parcels, 25, np.inf, 0.7
+        slots, avail, closed, forced, start, demand, parcels, 25, np.inf, 0.7
     )
     assert ascent is not None
     expected = _reference_bound(slots, rows, ascent.prices, demand, parcels, forced, closed)
@@ -141,12 +143,12 @@ def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int) -> Non
     np.testing.assert_array_equal(ascent.services, slots.service[step.best_slot[ascent.opened]])
     # More steps never lower the best bound (it keeps the best prices seen).
     first = kernels.branch_ascent(
-        slots, rows, closed, forced, start, demand, parcels, 1, np.inf, 0.7
+        slots, avail, closed, forced, start, demand, parcels, 1, np.inf, 0.7
     )
     assert first is not None
     assert ascent.value >= first.value - 1e-9
     stopped = kernels.branch_ascent(
-        slots, rows, closed, forced, start, demand, parcels, 25, first.value - 1.0, 0.7
+        slots, avail, closed, forced, start, demand, parcels, 25, first.value - 1.0, 0.7
     )
     assert stopped is not None
     assert stopped.value == first.value
@@ -165,7 +167,7 @@ def test_the_branch_ascent_bounds_the_cheapest_plan_from_below() -> None:
     nothing = np.zeros(3, dtype=np.bool_)
     demand = np.ones(2)
     ascent = kernels.branch_ascent(
-        slots, 3, nothing, nothing, np.zeros(2), demand, 1, 200, 12.0, 0.7
+        slots, avail, nothing, nothing, np.zeros(2), demand, 1, 200, 12.0, 0.7
     )
     assert ascent is not None
     assert ascent.value <= 12.0 + 1e-9
@@ -173,18 +175,97 @@ def test_the_branch_ascent_bounds_the_cheapest_plan_from_below() -> None:
     assert ascent.value >= 12.0 - 1e-6
 
 
-def test_a_branch_without_a_finite_bound_is_none() -> None:
-    """Forcing a row with no slot (every term infinite) leaves no plan."""
-    elig = np.array([[True], [False]])
-    slots = kernels.slots_of(
-        elig, np.ones((2, 1, 1)), np.ones((2, 1)), np.ones((2, 1)), np.full(2, 9.0)
+def test_a_branch_without_a_plan_is_none() -> None:
+    """No plan: a forced row with no slot (every term infinite), more rows forced than
+    parcels, fewer rows left than parcels, or rows left that do not hold the demand."""
+    elig = np.array([[True], [False], [True]])
+    avail = np.array([[1.0], [1.0], [2.0]])
+    slots = kernels.slots_of(elig, np.ones((3, 1, 1)), np.ones((3, 1)), avail, np.full(3, 9.0))
+    none = np.zeros(3, dtype=np.bool_)
+
+    def ascent(forced: list[bool], closed: list[bool], parcels: int, demand: float):  # type: ignore[no-untyped-def]
+        return kernels.branch_ascent(
+            slots, avail, np.array(closed), np.array(forced), np.zeros(1), np.array([demand]),
+            parcels, 5, np.inf, 0.7,
+        )  # fmt: skip
+
+    assert ascent([False, False, False], [False, False, False], 1, 1.0) is not None
+    assert ascent([False, True, False], [False, False, False], 1, 1.0) is None
+    assert ascent([True, False, True], [False, False, False], 1, 1.0) is None
+    assert ascent([False, False, False], [True, True, False], 2, 1.0) is None
+    assert ascent([False, False, False], [False, False, True], 1, 3.0) is None
+    assert ascent(list(none), list(none), 1, 4.0) is not None
+
+
+def _reference_fix_and_pick(  # type: ignore[no-untyped-def]
+    ascent, forced, closed, parcels, threshold, slots_per_row, max_sets
+):
+    """Reduced-cost fixing as written before it was compiled (numpy), then the move."""
+    terms, value = ascent.terms, ascent.value
+    free = np.flatnonzero(~(forced | closed))
+    free_count = parcels - int(np.count_nonzero(forced))
+    order = free[np.argsort(terms[free], kind="stable")]
+    inside, outside = order[:free_count], order[free_count:]
+    closed, forced = closed.copy(), forced.copy()
+
+    def above(values: np.ndarray) -> np.ndarray:
+        return np.asarray(np.ceil(values - 1e-6) > threshold)
+
+    if free_count == 0:
+        closed[outside] = True
+    else:
+        closed[outside[above(value - terms[inside[-1]] + terms[outside])]] = True
+        if outside.size:
+            forced[inside[above(value - terms[inside] + terms[outside[0]])]] = True
+        else:
+            forced[inside] = True
+        if int(np.count_nonzero(forced)) > parcels:
+            return kernels.NO_PLAN, None, None, -1
+    free = np.flatnonzero(~(forced | closed))
+    free_count = parcels - int(np.count_nonzero(forced))
+    free_slots = int(slots_per_row[free].sum())
+    if free_count > free_slots:
+        return kernels.NO_PLAN, None, None, -1
+    sets = math.prod(slots_per_row[forced].tolist()) * math.comb(free_slots, free_count)
+    if free.size == 0 or sets <= max_sets:
+        return kernels.LEAF, forced, closed, -1
+    return kernels.SPLIT, forced, closed, int(free[np.argmin(np.abs(ascent.chosen[free] - 0.5))])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fixing_and_the_next_move_match_the_plain_rules(seed: int) -> None:
+    rng = np.random.default_rng(1000 + seed)
+    rows, parcels = 12, int(rng.integers(1, 5))
+    terms = rng.integers(-20, 20, rows).astype(np.float64)  # ties
+    forced = np.zeros(rows, dtype=np.bool_)
+    closed = np.zeros(rows, dtype=np.bool_)
+    pos = rng.permutation(rows)
+    forced[pos[: rng.integers(0, parcels)]] = True
+    closed[pos[parcels : parcels + rng.integers(0, 4)]] = True
+    terms[closed] = np.inf
+    chosen = rng.random(rows).round(1)
+    free_count = parcels - int(forced.sum())
+    least = np.sort(terms[~(forced | closed)])[:free_count].sum()
+    value = float(terms[forced].sum() + least)
+    ascent = kernels.Ascent(
+        value, np.zeros(1), terms, np.zeros(0, np.int64), np.zeros(0, np.int64), chosen
     )
-    forced = np.array([False, True])
-    closed = np.zeros(2, dtype=np.bool_)
-    assert (
-        kernels.branch_ascent(slots, 2, closed, forced, np.zeros(1), np.ones(1), 1, 5, np.inf, 0.7)
-        is None
-    )
+    slots_per_row = rng.integers(1, 3, rows)
+    for threshold in (value, value + 3, value + 15, value + 1000):
+        for max_sets in (1.0, 30.0, 1e9):
+            got = kernels.fix_and_pick(
+                ascent, forced, closed, parcels, int(np.floor(threshold)), slots_per_row, max_sets
+            )
+            want = _reference_fix_and_pick(
+                ascent, forced, closed, parcels, int(np.floor(threshold)), slots_per_row, max_sets
+            )
+            assert got[0] == want[0]
+            if want[0] != kernels.NO_PLAN:
+                np.testing.assert_array_equal(got[1], want[1])
+                np.testing.assert_array_equal(got[2], want[2])
+                assert got[3] == want[3]
+    # The caller's masks are not changed.
+    assert not (forced & closed).any()
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -41,10 +41,10 @@ from typing import Final
 
 import numpy as np
 
-from sourcing.model import BoolArray, IntArray
+from sourcing.model import BoolArray
 from sourcing.solver import kernels
 from sourcing.solver.context import INF, Context, Plan, ceil_bound, lexmin
-from sourcing.solver.enumeration import price_sets, subset_plan
+from sourcing.solver.enumeration import combinations, price_sets, subset_plan
 from sourcing.solver.heuristics import drop_heuristic
 from sourcing.solver.strengthen import cover_bound
 
@@ -73,12 +73,15 @@ COVER_SETS: Final = 4096
 class _Relaxation:
     """The count's nodes (live rows only) and their slots, as the compiled ascent takes them."""
 
-    def __init__(self, ctx: Context, elig: np.ndarray) -> None:
+    def __init__(self, ctx: Context, elig: np.ndarray, parcels: int) -> None:
         costs = ctx.costs
         self.nodes = np.flatnonzero(elig.any(axis=1))
         self.elig = elig[self.nodes]
         self.avail = costs.available[self.nodes].astype(np.float64)
         self.demand = ctx.demand.astype(np.float64)
+        self.slots_per_row = np.count_nonzero(self.elig, axis=1)
+        # A branch whose parcel sets take at most LEAF_CELLS (set x parcel x SKU) cells.
+        self.leaf_sets = LEAF_CELLS / (parcels * ctx.demand.size)
         self.slots = kernels.slots_of(
             self.elig,
             costs.unit[self.nodes],
@@ -97,27 +100,6 @@ class _Branch:
     prices: np.ndarray = field(compare=False)
 
 
-def _ascent(
-    relax: _Relaxation,
-    parcels: int,
-    forced: BoolArray,
-    closed: BoolArray,
-    prices: np.ndarray,
-    iterations: int,
-    target: float,
-) -> kernels.Ascent | None:
-    """Subgradient ascent of the branch's bound (None: the branch has no plan)."""
-    free_count = parcels - int(np.count_nonzero(forced))
-    if free_count < 0 or free_count > int(np.count_nonzero(~(forced | closed))):
-        return None
-    if (relax.avail[~closed].sum(axis=0) < relax.demand).any():
-        return None  # the branch's nodes cannot hold the demand
-    return kernels.branch_ascent(
-        relax.slots, relax.nodes.size, closed, forced, prices, relax.demand, parcels,
-        iterations, target, CHOICE_DECAY,
-    )  # fmt: skip
-
-
 def branch_and_bound(
     ctx: Context,
     elig: np.ndarray,
@@ -133,7 +115,7 @@ def branch_and_bound(
     most ``upper``), the proven lower bound on the cost of the plans with this
     many parcels that could still beat it, and whether the search was complete.
     """
-    relax = _Relaxation(ctx, elig)
+    relax = _Relaxation(ctx, elig, parcels)
     sequence = itertools.count()
 
     def limit() -> int:
@@ -161,9 +143,10 @@ def branch_and_bound(
         ctx.stats["branch"] = ctx.stats.get("branch", 0) + 1
         cap = limit()
         goal = float(cap) if cap < INF else np.inf
-        ascent = _ascent(
-            relax, parcels, branch.forced, branch.closed, branch.prices, iterations, goal
-        )
+        ascent = kernels.branch_ascent(
+            relax.slots, relax.avail, branch.closed, branch.forced, branch.prices, relax.demand,
+            parcels, iterations, goal, CHOICE_DECAY,
+        )  # fmt: skip
         iterations = BRANCH_ITERATIONS
         if ascent is None:
             continue  # no plan in this branch
@@ -171,13 +154,14 @@ def branch_and_bound(
         best = lexmin(best, _incumbent(ctx, relax, ascent, limit()))
         if hopeless(value):
             continue
-        fixed = _fix(parcels, branch.forced, branch.closed, ascent, threshold())
-        if fixed is None:
+        move, forced, closed, pick = kernels.fix_and_pick(
+            ascent, branch.forced, branch.closed, parcels, threshold(), relax.slots_per_row,
+            relax.leaf_sets,
+        )  # fmt: skip
+        if move == kernels.NO_PLAN:
             continue
-        forced, closed = fixed
-        leaf = _leaf(ctx, relax, parcels, forced, closed, limit())
-        if leaf is not None:
-            found, exact = leaf
+        if move == kernels.LEAF:
+            found, exact = _leaf(ctx, relax, parcels, forced, closed, limit())
             best = lexmin(best, found)
             if not exact:
                 unsettled.append(value)
@@ -186,7 +170,6 @@ def branch_and_bound(
             ctx, elig, relax, parcels, forced, closed, ascent.prices, threshold()
         ):
             continue
-        pick = _pick(ascent, np.flatnonzero(~(forced | closed)))
         depth = 1 - branch.order[0]
         for side in (True, False):
             child_forced, child_closed = forced.copy(), closed.copy()
@@ -222,49 +205,12 @@ def _covered_above(
     return bool(above)
 
 
-def _pick(ascent: kernels.Ascent, free: IntArray) -> int:
-    """The node to branch on: the free one the relaxation opened closest to half of its
-    last steps."""
-    return int(free[np.argmin(np.abs(ascent.chosen[free] - 0.5))])
-
-
 def _incumbent(ctx: Context, relax: _Relaxation, ascent: kernels.Ascent, limit: int) -> Plan | None:
     """A plan from the parcels the relaxation opens, if they cover the demand (drop heuristic)."""
     if ascent.opened.size == 0:
         return None
     plan = drop_heuristic(ctx, relax.nodes[ascent.opened], ascent.services.astype(np.int64))
     return plan if plan is not None and plan.cost <= limit else None
-
-
-def _fix(
-    parcels: int, forced: BoolArray, closed: BoolArray, ascent: kernels.Ascent, threshold: int
-) -> tuple[BoolArray, BoolArray] | None:
-    """Reduced-cost fixing at the branch's best prices: free nodes whose opening (or
-    closing) alone lifts the bound above ``threshold`` are closed (or forced open).
-    None: the branch holds no plan."""
-    terms, value = ascent.terms, ascent.value
-    free = np.flatnonzero(~(forced | closed))
-    free_count = parcels - int(np.count_nonzero(forced))
-    order = free[np.argsort(terms[free], kind="stable")]
-    inside, outside = order[:free_count], order[free_count:]
-    closed, forced = closed.copy(), forced.copy()
-    if free_count == 0:
-        closed[outside] = True
-        return forced, closed
-
-    def above(values: np.ndarray) -> np.ndarray:
-        return np.asarray(np.ceil(values - 1e-6) > threshold)
-
-    # Opening an outside node takes the place of the dearest inside one.
-    closed[outside[above(value - terms[inside[-1]] + terms[outside])]] = True
-    if outside.size:
-        # Closing an inside node lets the cheapest outside one in.
-        forced[inside[above(value - terms[inside] + terms[outside[0]])]] = True
-    else:
-        forced[inside] = True
-    if int(np.count_nonzero(forced)) > parcels:
-        return None
-    return forced, closed
 
 
 def _leaf(
@@ -274,36 +220,30 @@ def _leaf(
     forced: BoolArray,
     closed: BoolArray,
     limit: int,
-) -> tuple[Plan | None, bool] | None:
-    """Price every parcel set the branch leaves, if they are few: (best plan, exact); None:
-    too many, branch on."""
+) -> tuple[Plan | None, bool]:
+    """Price every parcel set a leaf leaves (:data:`~sourcing.solver.kernels.LEAF`): the
+    best plan among them within ``limit``, and whether the pricing was exact."""
     free_count = parcels - int(np.count_nonzero(forced))
     free_pos = np.flatnonzero(~(forced | closed))
     free_at, free_v = np.nonzero(relax.elig[free_pos])
     free_n = relax.nodes[free_pos[free_at]]
-    if free_count > free_n.size:
-        return None, True  # too few nodes left: no plan of this count
     forced_pos = np.flatnonzero(forced)
     forced_services = [np.flatnonzero(relax.elig[i]) for i in forced_pos.tolist()]
     forced_combos = math.prod(s.size for s in forced_services)
-    rows = math.comb(free_n.size, free_count) * forced_combos
-    if free_pos.size and rows * parcels * ctx.demand.size > LEAF_CELLS:
-        return None  # too many: branch on (without free nodes, the sets are always priced)
     forced_n = np.repeat(relax.nodes[forced_pos], [s.size for s in forced_services])
     forced_v = np.concatenate([s for s in forced_services]) if forced_services else free_v[:0]
     slot_n = np.concatenate([forced_n, free_n]).astype(np.int64)
     slot_v = np.concatenate([forced_v, free_v]).astype(np.int64)
     # Rows of slot indices: one service per forced node, then free_count free slots.
     starts = np.cumsum([0] + [s.size for s in forced_services])
-    forced_sets = np.array(
-        list(itertools.product(*[range(starts[i], starts[i + 1]) for i in range(starts.size - 1)])),
-        dtype=np.int64,
-    ).reshape(forced_combos, forced_pos.size)
-    offset = int(starts[-1])
-    free_sets = np.array(
-        list(itertools.combinations(range(offset, offset + free_n.size), free_count)),
-        dtype=np.int64,
-    ).reshape(math.comb(free_n.size, free_count), free_count)
+    if forced_combos == 1:  # usually: each forced node has one slot left
+        forced_sets = np.arange(forced_pos.size, dtype=np.int64)[None, :]
+    else:
+        each = [range(starts[i], starts[i + 1]) for i in range(starts.size - 1)]
+        forced_sets = np.array(list(itertools.product(*each)), dtype=np.int64).reshape(
+            forced_combos, forced_pos.size
+        )
+    free_sets = combinations(free_n.size, free_count) + int(starts[-1])
     sets = np.concatenate(
         [
             np.repeat(forced_sets, free_sets.shape[0], axis=0),

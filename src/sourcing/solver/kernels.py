@@ -204,6 +204,7 @@ def _branch_ascent(
     slot_row: IntArray,
     slot_service: IntArray,
     n_rows: int,
+    row_avail: FloatArray,
     closed: BoolArray,
     forced: BoolArray,
     prices: FloatArray,
@@ -213,14 +214,33 @@ def _branch_ascent(
     target: float,
     decay: float,
 ) -> tuple[bool, float, FloatArray, FloatArray, IntArray, IntArray, FloatArray]:
+    # The branch's nodes must hold the demand, and have room for its parcels.
+    n_free = 0
+    for r in range(n_rows):
+        if not forced[r] and not closed[r]:
+            n_free += 1
+    n_forced = int(np.count_nonzero(forced))
+    free_count = parcels - n_forced
+    held = np.zeros(demand.size)
+    for r in range(n_rows):
+        if not closed[r]:
+            held += row_avail[r]
+    if free_count < 0 or free_count > n_free or (held < demand).any():
+        return (
+            False,
+            -np.inf,
+            prices,
+            np.empty(0),
+            np.empty(0, np.int64),
+            np.empty(0, np.int64),
+            np.empty(0),
+        )
     n_slots = slot_row.size
     live = np.empty(n_slots, dtype=np.bool_)
     for s in range(n_slots):
         live[s] = not closed[slot_row[s]]
     forced_at = np.flatnonzero(forced)
     free_at = np.flatnonzero(~(forced | closed))
-    n_forced = forced_at.size
-    free_count = parcels - n_forced
     slot_terms = np.empty(n_slots)
     taken = np.empty(unit.size)
     terms = np.empty(n_rows)
@@ -283,6 +303,87 @@ def _branch_ascent(
     return found, best_value, best_prices, best_terms, best_opened, best_services, chosen
 
 
+#: What :func:`fix_and_pick` leaves of a branch.
+NO_PLAN, LEAF, SPLIT = 0, 1, 2
+
+
+@_compiled
+def _fix_and_pick(
+    terms: FloatArray,
+    chosen: FloatArray,
+    value: float,
+    forced: BoolArray,
+    closed: BoolArray,
+    parcels: int,
+    threshold: float,
+    slots_per_row: IntArray,
+    max_sets: float,
+) -> tuple[int, BoolArray, BoolArray, int]:
+    forced = forced.copy()
+    closed = closed.copy()
+    free = np.flatnonzero(~(forced | closed))
+    free_count = parcels - int(np.count_nonzero(forced))
+    order = free[np.argsort(terms[free], kind="mergesort")]
+    inside, outside = order[:free_count], order[free_count:]
+    if free_count == 0:
+        closed[outside] = True
+    else:
+        # Opening an outside row takes the place of the dearest inside one; closing an
+        # inside row lets the cheapest outside one in.
+        dearest = terms[inside[-1]]
+        for r in outside:
+            if np.ceil(value - dearest + terms[r] - 1e-6) > threshold:
+                closed[r] = True
+        if outside.size:
+            cheapest = terms[outside[0]]
+            for r in inside:
+                if np.ceil(value - terms[r] + cheapest - 1e-6) > threshold:
+                    forced[r] = True
+        else:
+            forced[inside] = True
+        if np.count_nonzero(forced) > parcels:
+            return NO_PLAN, forced, closed, -1
+    # The parcel sets left: one slot per forced row, free_count of the free rows' slots.
+    free = np.flatnonzero(~(forced | closed))
+    free_count = parcels - int(np.count_nonzero(forced))
+    free_slots = 0
+    for r in free:
+        free_slots += slots_per_row[r]
+    if free_count > free_slots:
+        return NO_PLAN, forced, closed, -1
+    sets = 1.0
+    for r in np.flatnonzero(forced):
+        sets *= slots_per_row[r]
+    for i in range(free_count):  # times comb(free_slots, free_count)
+        sets = sets * (free_slots - i) / (i + 1)
+    if free.size == 0 or sets <= max_sets:
+        return LEAF, forced, closed, -1
+    pick = free[np.argmin(np.abs(chosen[free] - 0.5))]
+    return SPLIT, forced, closed, pick
+
+
+def fix_and_pick(
+    ascent: Ascent,
+    forced: BoolArray,
+    closed: BoolArray,
+    parcels: int,
+    threshold: int,
+    slots_per_row: IntArray,
+    max_sets: float,
+) -> tuple[int, BoolArray, BoolArray, int]:
+    """A bounded branch's next move: reduced-cost fixing at its best prices (free rows whose
+    opening, or closing, alone lifts the bound above ``threshold`` are closed, or forced
+    open), then :data:`NO_PLAN` (none left), :data:`LEAF` (at most ``max_sets`` parcel sets
+    left, or no free row: price them) or :data:`SPLIT` with the free row to branch on (the
+    one the relaxation opened closest to half of its last steps). Returns (move, forced,
+    closed, row)."""
+    move, forced, closed, pick = _fix_and_pick(
+        ascent.terms, ascent.chosen, ascent.value, forced, closed, parcels, float(threshold),
+        slots_per_row, float(max_sets),
+    )  # fmt: skip
+    return int(move), forced, closed, int(pick)
+
+
 @dataclass(frozen=True)
 class StepTerms:
     """One step's prices applied to every slot."""
@@ -328,7 +429,7 @@ class Ascent:
 
 def branch_ascent(
     slots: Slots,
-    n_rows: int,
+    row_avail: FloatArray,
     closed: BoolArray,
     forced: BoolArray,
     prices: FloatArray,
@@ -340,11 +441,13 @@ def branch_ascent(
 ) -> Ascent | None:
     """Subgradient ascent of the bound on plans of exactly ``parcels`` parcels opening every
     ``forced`` row and no ``closed`` one: ``lam . Q`` + the forced rows' terms + the least
-    free ones'. Stops at ``target``; None: a step found no finite bound (no plan)."""
+    free ones'. Stops at ``target``. None: the branch has no plan (too many rows forced,
+    too few left, the rows left do not hold the demand (``row_avail``: R x K), or no
+    finite bound)."""
     found, value, lam, terms, opened, services, chosen = _branch_ascent(
         slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, slots.row,
-        slots.service, n_rows, closed, forced, np.asarray(prices, dtype=np.float64), demand,
-        parcels, iterations, float(target), decay,
+        slots.service, row_avail.shape[0], row_avail, closed, forced,
+        np.asarray(prices, dtype=np.float64), demand, parcels, iterations, float(target), decay,
     )  # fmt: skip
     if not found:
         return None
@@ -359,4 +462,7 @@ def warm_up() -> None:
     slots = slots_of(elig, unit, np.full((3, 1), 5.0), avail, np.array([1.0, 9.0, 9.0]))
     row_terms(slots, 3, np.array([4.0, 4.0])).taken_by_sku(slots, np.array([0, 1]), 2)
     nothing = np.zeros(3, dtype=np.bool_)
-    branch_ascent(slots, 3, nothing, nothing, np.zeros(2), np.array([1.0, 1.0]), 2, 3, np.inf, 0.7)
+    demand = np.array([1.0, 1.0])
+    ascent = branch_ascent(slots, avail, nothing, nothing, np.zeros(2), demand, 2, 3, np.inf, 0.7)
+    assert ascent is not None
+    fix_and_pick(ascent, nothing, nothing, 2, 100, np.ones(3, dtype=np.int64), 1.0)
