@@ -58,9 +58,10 @@ def test_row_terms_match_the_plain_formula(seed: int) -> None:
     for s, (r, v) in enumerate(zip(slots.row.tolist(), slots.service.tolist(), strict=True)):
         term, taken = _reference_slot(unit[r, v], avail[r], capacity[r], fixed[r, v], lam)
         assert step.slot_terms[s] == pytest.approx(term, abs=1e-9)
-        got = np.zeros(skus)
-        entries = slice(slots.ptr[s], slots.ptr[s + 1])
-        got[slots.sku[entries]] = step.taken[entries]
+        got = kernels._taken_by_sku(
+            slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, lam,
+            np.array([s]), skus,
+        )  # fmt: skip
         np.testing.assert_array_equal(got, taken)
         if term < expected_terms[r] - 1e-12:  # the first of equal slots
             expected_terms[r], expected_slot[r] = term, s

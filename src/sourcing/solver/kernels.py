@@ -77,6 +77,63 @@ def slots_of(
 
 
 @_compiled
+def _slot_term(
+    s: int,
+    ptr: IntArray,
+    sku: IntArray,
+    unit: FloatArray,
+    avail: FloatArray,
+    fixed: float,
+    capacity: float,
+    lam: FloatArray,
+    taken: FloatArray,
+    add_taken: bool,
+) -> float:
+    """Slot s's term at prices ``lam``; with ``add_taken``, the units it takes are added to
+    ``taken`` (per SKU)."""
+    lo, hi = ptr[s], ptr[s + 1]
+    units = 0.0
+    total = 0.0
+    for e in range(lo, hi):
+        r = unit[e] - lam[sku[e]]
+        if r < 0.0:
+            units += avail[e]
+            total += avail[e] * r
+    if units <= capacity:
+        if add_taken:
+            for e in range(lo, hi):
+                if unit[e] < lam[sku[e]]:
+                    taken[sku[e]] += avail[e]
+        return fixed + total
+    # The most negative first (equal ones in SKU order), up to the capacity: an insertion
+    # sort of the entries, a node stocks a few dozen SKUs at most.
+    n = hi - lo
+    order = np.empty(n, dtype=np.int64)
+    reduced = np.empty(n)
+    for i in range(n):
+        r = min(unit[lo + i] - lam[sku[lo + i]], 0.0)
+        j = i
+        while j > 0 and reduced[j - 1] > r:
+            reduced[j] = reduced[j - 1]
+            order[j] = order[j - 1]
+            j -= 1
+        reduced[j] = r
+        order[j] = i
+    room = capacity
+    total = 0.0
+    for i in range(n):
+        if reduced[i] >= 0.0 or room <= 0.0:
+            break
+        e = lo + order[i]
+        take = min(avail[e], room)
+        room -= take
+        total += take * reduced[i]
+        if add_taken:
+            taken[sku[e]] += take
+    return fixed + total
+
+
+@_compiled
 def _slot_terms(
     ptr: IntArray,
     sku: IntArray,
@@ -87,54 +144,35 @@ def _slot_terms(
     live: BoolArray,
     lam: FloatArray,
     terms: FloatArray,
-    taken: FloatArray,
 ) -> None:
-    """Per live slot its term at prices ``lam`` into ``terms`` (inf: not live), and per
-    entry the units it takes into ``taken``."""
+    """Per live slot its term at prices ``lam`` into ``terms`` (inf: not live)."""
+    nothing = np.empty(0)
     for s in range(ptr.size - 1):
-        if not live[s]:
-            terms[s] = np.inf
-            continue
-        lo, hi = ptr[s], ptr[s + 1]
-        units = 0.0
-        for e in range(lo, hi):
-            if unit[e] < lam[sku[e]]:
-                units += avail[e]
-        total = 0.0
-        if units <= capacity[s]:
-            for e in range(lo, hi):
-                r = unit[e] - lam[sku[e]]
-                if r < 0.0:
-                    taken[e] = avail[e]
-                    total += avail[e] * r
-                else:
-                    taken[e] = 0.0
+        if live[s]:
+            terms[s] = _slot_term(
+                s, ptr, sku, unit, avail, fixed[s], capacity[s], lam, nothing, False
+            )
         else:
-            # The most negative first (equal ones in SKU order), up to the capacity: an
-            # insertion sort of the entries, a node stocks a few dozen SKUs at most.
-            n = hi - lo
-            order = np.empty(n, dtype=np.int64)
-            reduced = np.empty(n)
-            for i in range(n):
-                taken[lo + i] = 0.0
-                r = min(unit[lo + i] - lam[sku[lo + i]], 0.0)
-                j = i
-                while j > 0 and reduced[j - 1] > r:
-                    reduced[j] = reduced[j - 1]
-                    order[j] = order[j - 1]
-                    j -= 1
-                reduced[j] = r
-                order[j] = i
-            room = capacity[s]
-            for i in range(n):
-                if reduced[i] >= 0.0 or room <= 0.0:
-                    break
-                e = lo + order[i]
-                take = min(avail[e], room)
-                taken[e] = take
-                room -= take
-                total += take * reduced[i]
-        terms[s] = fixed[s] + total
+            terms[s] = np.inf
+
+
+@_compiled
+def _taken_by_sku(
+    ptr: IntArray,
+    sku: IntArray,
+    unit: FloatArray,
+    avail: FloatArray,
+    fixed: FloatArray,
+    capacity: FloatArray,
+    lam: FloatArray,
+    slots: IntArray,
+    n_skus: int,
+) -> FloatArray:
+    """Units per SKU the given slots take at prices ``lam``."""
+    taken = np.zeros(n_skus)
+    for s in slots:
+        _slot_term(s, ptr, sku, unit, avail, fixed[s], capacity[s], lam, taken, True)
+    return taken
 
 
 @_compiled
@@ -149,12 +187,11 @@ def _row_terms(
     slot_row: IntArray,
     lam: FloatArray,
     slot_terms: FloatArray,
-    taken: FloatArray,
     terms: FloatArray,
     best_slot: IntArray,
 ) -> None:
     """As :func:`_slot_terms`, and per row its least slot (the first of equal ones)."""
-    _slot_terms(ptr, sku, unit, avail, fixed, capacity, live, lam, slot_terms, taken)
+    _slot_terms(ptr, sku, unit, avail, fixed, capacity, live, lam, slot_terms)
     terms[:] = np.inf
     best_slot[:] = -1
     for s in range(slot_row.size):
@@ -180,17 +217,6 @@ def _least(values: FloatArray, count: int, out: IntArray) -> None:
         if values[i] == kth:
             out[n] = i
             n += 1
-
-
-@_compiled
-def _taken_by_sku(
-    ptr: IntArray, sku: IntArray, taken: FloatArray, slots: IntArray, n_skus: int
-) -> FloatArray:
-    out = np.zeros(n_skus)
-    for s in slots:
-        for e in range(ptr[s], ptr[s + 1]):
-            out[sku[e]] += taken[e]
-    return out
 
 
 @_compiled
@@ -242,7 +268,6 @@ def _branch_ascent(
     forced_at = np.flatnonzero(forced)
     free_at = np.flatnonzero(~(forced | closed))
     slot_terms = np.empty(n_slots)
-    taken = np.empty(unit.size)
     terms = np.empty(n_rows)
     best_slot = np.empty(n_rows, dtype=np.int64)
     free_terms = np.empty(free_at.size)
@@ -258,8 +283,8 @@ def _branch_ascent(
     scale, stall, found = 1.0, 0, False
     for _ in range(iterations):
         _row_terms(
-            ptr, sku, unit, avail, fixed, capacity, live, slot_row, lam, slot_terms, taken,
-            terms, best_slot,
+            ptr, sku, unit, avail, fixed, capacity, live, slot_row, lam, slot_terms, terms,
+            best_slot,
         )  # fmt: skip
         opened[:n_forced] = forced_at
         if free_count > 0:
@@ -291,7 +316,10 @@ def _branch_ascent(
                 scale, stall = scale / 2.0, 0
         if value >= target - 1e-6:
             break
-        gradient = demand - _taken_by_sku(ptr, sku, taken, best_slot[opened], demand.size)
+        taken = _taken_by_sku(
+            ptr, sku, unit, avail, fixed, capacity, lam, best_slot[opened], demand.size
+        )
+        gradient = demand - taken
         norm = 0.0
         for k in range(demand.size):
             norm += gradient[k] * gradient[k]
@@ -388,30 +416,32 @@ def fix_and_pick(
 class StepTerms:
     """One step's prices applied to every slot."""
 
+    prices: FloatArray
     terms: FloatArray  # per row: its least slot's term (inf: no live slot)
     best_slot: IntArray  # per row: that slot (-1: none)
     slot_terms: FloatArray  # per slot
-    taken: FloatArray  # per entry: the units the slot takes
 
     def taken_by_sku(self, slots: Slots, rows: IntArray, n_skus: int) -> FloatArray:
-        """Units per SKU the given rows' least slots take."""
-        slot = self.best_slot[rows]
-        out: FloatArray = _taken_by_sku(slots.ptr, slots.sku, self.taken, slot, n_skus)
-        return out
+        """Units per SKU the given rows' least slots take at these prices."""
+        taken: FloatArray = _taken_by_sku(
+            slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity,
+            self.prices, self.best_slot[rows], n_skus,
+        )  # fmt: skip
+        return taken
 
 
 def row_terms(slots: Slots, n_rows: int, lam: FloatArray) -> StepTerms:
     """Every slot's term at prices ``lam``, and each row's least."""
+    prices = np.asarray(lam, dtype=np.float64)
     terms = np.empty(n_rows)
     best_slot = np.empty(n_rows, dtype=np.int64)
     slot_terms = np.empty(slots.row.size)
-    taken = np.empty(slots.unit.size)
     live = np.ones(slots.row.size, dtype=np.bool_)
     _row_terms(
         slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, live,
-        slots.row, np.asarray(lam, dtype=np.float64), slot_terms, taken, terms, best_slot,
+        slots.row, prices, slot_terms, terms, best_slot,
     )  # fmt: skip
-    return StepTerms(terms, best_slot, slot_terms, taken)
+    return StepTerms(prices, terms, best_slot, slot_terms)
 
 
 @dataclass(frozen=True)
