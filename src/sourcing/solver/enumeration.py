@@ -18,6 +18,7 @@ import numpy as np
 from ortools.graph.python import min_cost_flow
 
 from sourcing.model import BoolArray, IntArray
+from sourcing.solver import kernels
 from sourcing.solver.context import DEADLINE_CELLS, INF, MAX_SUBSET_CELLS, Context, Plan
 from sourcing.solver.lagrangian import Bound
 
@@ -365,19 +366,16 @@ def _covering_sets(
             if begin and ctx.out_of_time():
                 return None
             r_s, p_s, c_s = (a[begin : begin + rows_per_slice] for a in (r, p, c))
+            masks = None
             if short_mask is not None and slot_mask is not None:
+                masks = (short_mask, slot_mask)
+            keep, short_of, masked = kernels.cover_children(
+                r_s, c_s, sets, branched, taken_at, remaining, slot_n, position, avail_sk, masks
+            )
+            if masks is not None:
                 ctx.stats["cells"] = ctx.stats.get("cells", 0) + r_s.size
-                wanted = short_mask.take(r_s)
-                fits = np.flatnonzero((slot_mask.take(c_s) & wanted) == wanted)
-                r_s, p_s, c_s = r_s.take(fits), p_s.take(fits), c_s.take(fits)
-            ctx.stats["cells"] = ctx.stats.get("cells", 0) + r_s.size * (demand.size + depth)
-            if depth:
-                keep = (slot_n[sets[r_s]] != slot_n[c_s][:, None]).all(axis=1)  # distinct
-                for d in range(depth):  # not a holder an earlier branch left to its siblings
-                    k_d = branched[r_s, d]
-                    keep &= (k_d < 0) | (position[np.maximum(k_d, 0), c_s] >= taken_at[r_s, d])
-                r_s, p_s, c_s = r_s[keep], p_s[keep], c_s[keep]
-            kept.append((r_s, p_s, c_s, np.maximum(remaining[r_s] - avail_sk[c_s], 0)))
+            ctx.stats["cells"] = ctx.stats.get("cells", 0) + masked * (demand.size + depth)
+            kept.append((r_s[keep], p_s[keep], c_s[keep], short_of))
         if len(kept) == 1:
             r, p, c, remaining = kept[0]
         else:

@@ -331,6 +331,85 @@ def _branch_ascent(
     return found, best_value, best_prices, best_terms, best_opened, best_services, chosen
 
 
+@_compiled
+def _cover_children(
+    parent: IntArray,
+    slot: IntArray,
+    sets: IntArray,
+    branched: IntArray,
+    taken_at: IntArray,
+    remaining: IntArray,
+    slot_node: IntArray,
+    position: IntArray,
+    stock: IntArray,
+    short_mask: np.ndarray,
+    slot_mask: np.ndarray,
+    use_mask: bool,
+) -> tuple[IntArray, IntArray, int]:
+    depth = sets.shape[1]
+    n_skus = remaining.shape[1]
+    keep = np.empty(parent.size, dtype=np.int64)
+    kept = 0
+    masked = 0
+    for i in range(parent.size):
+        r, c = parent[i], slot[i]
+        if use_mask and (slot_mask[c] & short_mask[r]) != short_mask[r]:
+            continue
+        masked += 1
+        ok = True
+        for d in range(depth):
+            if slot_node[sets[r, d]] == slot_node[c]:
+                ok = False  # one parcel per node
+                break
+            k = branched[r, d]
+            if k >= 0 and position[k, c] < taken_at[r, d]:
+                ok = False  # a holder an earlier branch left to its siblings
+                break
+        if ok:
+            keep[kept] = i
+            kept += 1
+    left = np.empty((kept, n_skus), dtype=np.int64)
+    for j in range(kept):
+        r, c = parent[keep[j]], slot[keep[j]]
+        for k in range(n_skus):
+            left[j, k] = max(remaining[r, k] - stock[c, k], 0)
+    return keep[:kept], left, masked
+
+
+def cover_children(
+    parent: IntArray,
+    slot: IntArray,
+    sets: IntArray,
+    branched: IntArray,
+    taken_at: IntArray,
+    remaining: IntArray,
+    slot_node: IntArray,
+    position: IntArray,
+    stock: IntArray,
+    masks: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[IntArray, IntArray, int]:
+    """Set-cover branching's children (:func:`~sourcing.solver.enumeration._covering_sets`):
+    child i adds ``slot[i]`` to partial set ``parent[i]`` (rows of ``sets``, with the SKU
+    each step branched on and the holder's position taken). Kept: with ``masks`` (per
+    partial set the SKUs it is short of, per slot those it holds, as bits) only children
+    holding every SKU short; a child whose node is already in its set, or that is a holder
+    of a SKU an earlier step branched on placed before the one taken there, is dropped.
+    Returns the kept children's positions, their shortfall per SKU, and how many passed the
+    masks (the cells counted)."""
+    use_mask = masks is not None
+    short_mask, slot_mask = masks if masks is not None else (np.zeros(1, np.uint64),) * 2
+
+    def as_int(a: np.ndarray) -> IntArray:
+        return np.asarray(a, dtype=np.int64)
+
+    keep, left, masked = _cover_children(
+        as_int(parent), as_int(slot), as_int(sets), as_int(branched), as_int(taken_at),
+        as_int(remaining), as_int(slot_node), as_int(position), as_int(stock), short_mask,
+        slot_mask, use_mask,
+    )  # fmt: skip
+    return keep, left, int(masked)
+
+
 #: What :func:`fix_and_pick` leaves of a branch.
 NO_PLAN, LEAF, SPLIT = 0, 1, 2
 
@@ -496,3 +575,7 @@ def warm_up() -> None:
     ascent = branch_ascent(slots, avail, nothing, nothing, np.zeros(2), demand, 2, 3, np.inf, 0.7)
     assert ascent is not None
     fix_and_pick(ascent, nothing, nothing, 2, 100, np.ones(3, dtype=np.int64), 1.0)
+    one = np.zeros(1, dtype=np.int64)
+    sets = np.zeros((1, 1), dtype=np.int64)
+    for masks in (None, (np.zeros(1, np.uint64), np.ones(1, np.uint64))):
+        cover_children(one, one, sets, sets, sets, sets, one, sets, sets, masks)
