@@ -54,10 +54,9 @@ def test_within_capacity_takes_the_most_profitable_units_first() -> None:
 
 def test_split_is_cheapest_unit_first_per_sku_on_many_and_few_sets() -> None:
     # enumeration.split prices a parcel set by giving each SKU to its parcels cheapest unit
-    # first (ties: the earlier parcel of the row), each up to its node's stock. Few sets
-    # are sorted per SKU, many are ranked by pairwise comparisons instead (faster on
-    # hundreds of sets): both against that rule worked out set by set, on a fragmented
-    # 20-line cart over 200 nodes (ties in unit costs are common: services share a rate).
+    # first (ties: the earlier parcel of the row), each up to its node's stock: against that
+    # rule worked out set by set, on a fragmented 20-line cart over 200 nodes (ties in unit
+    # costs are common: services share a rate), for one to six parcels.
     from sourcing.costs import order_costs
     from sourcing.orders import demand_by_sku
     from sourcing.solver import enumeration
@@ -70,8 +69,8 @@ def test_split_is_cheapest_unit_first_per_sku_on_many_and_few_sets() -> None:
     costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
     ctx = Context(costs, wanted, QuoteSettings(), float("inf"))
     rng = np.random.default_rng(15)
-    for size in (3, 4, 6):
-        for count in (20, enumeration.SPLIT_BY_COMPARISONS + 30):
+    for size in (1, 2, 3, 4, 6):
+        for count in (1, 20, 158):
             nodes = np.array([rng.choice(200, size, replace=False) for _ in range(count)])
             services = rng.integers(0, 2, nodes.shape)
             total, units, all_used, within = enumeration.split(ctx, nodes, services)

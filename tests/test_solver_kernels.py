@@ -285,3 +285,26 @@ def test_the_least_values_are_picked_with_ties_in_position_order(seed: int) -> N
         equal = [i for i in range(values.size) if values[i] == kth][: count - len(below)]
         assert out.tolist() == below + equal
         assert sorted(out.tolist()) == sorted(first.tolist())
+
+
+def test_split_gives_each_sku_to_the_cheapest_parcel_first_and_ties_to_the_earlier() -> None:
+    """Hand-solved: nodes 0, 1, 2 (one service), demand 3 of SKU 0 and 1 of SKU 1. SKU 0
+    costs 5 at node 0, 2 at node 1 and 2 at node 2, each node stocks 2: node 1 (the earlier
+    of the two cheapest in the row) takes 2, node 2 takes 1, node 0 none. SKU 1 costs the
+    same everywhere: the row's first parcel takes it."""
+    unit = np.array([[[5, 1]], [[2, 1]], [[2, 1]]])
+    avail = np.array([[2, 1], [2, 1], [2, 1]])
+    fixed = np.array([[10], [20], [30]])
+    capacity = np.array([9, 9, 1])
+    demand = np.array([3, 1])
+    nodes = np.array([[1, 2, 0], [2, 1, 0], [0, 1, 2]])
+    total, units, all_used, within = kernels.split(
+        nodes, np.zeros_like(nodes), unit, avail, fixed, capacity, demand
+    )
+    np.testing.assert_array_equal(units[0], [[2, 1], [1, 0], [0, 0]])
+    np.testing.assert_array_equal(units[1], [[2, 1], [1, 0], [0, 0]])  # node 2 first now
+    np.testing.assert_array_equal(units[2], [[0, 1], [2, 0], [1, 0]])
+    assert total.tolist() == [60 + 2 * 2 + 1 + 2, 60 + 2 * 2 + 1 + 2, 60 + 1 + 2 * 2 + 2]
+    assert all_used.tolist() == [False, False, True]
+    # Node 2's capacity is 1: it carries 3 units in the second row, 1 in the others.
+    assert within.tolist() == [True, False, True]

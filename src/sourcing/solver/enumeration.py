@@ -139,101 +139,16 @@ def split(
 ) -> tuple[IntArray, IntArray, np.ndarray, np.ndarray]:
     """Best split of the demand over each row's parcels (T x m slots that cover it).
 
-    Per SKU, cheapest unit cost first up to each node's stock: optimal when
-    capacity does not bind. Returns cost per row, units (T x m x K), whether
-    every parcel carries something, and whether capacities hold.
+    Per SKU, cheapest unit cost first (equal costs: the earlier parcel of the row)
+    up to each node's stock: optimal when capacity does not bind. Returns cost per
+    row, units (T x m x K), whether every parcel carries something, and whether
+    capacities hold. Compiled (:func:`~sourcing.solver.kernels.split`): numpy took
+    a sort or pairwise comparisons over the parcel axis, 10% of a fragmented
+    50-line quote.
     """
-    if nodes.shape[1] == 2:
-        return _split_pairs(ctx, nodes, services)
-    if nodes.shape[0] >= SPLIT_BY_COMPARISONS:
-        return _split_by_comparisons(ctx, nodes, services)
-    costs, demand = ctx.costs, ctx.demand
-    avail = costs.available[nodes]
-    unit = costs.unit[nodes, services, :]  # T x m x K
-    order = np.argsort(unit, axis=1, kind="stable")
-    # Index grids rather than take/put_along_axis: the same gather and scatter, less overhead.
-    rows = np.arange(nodes.shape[0])[:, None, None]
-    skus = np.arange(demand.size)
-    a_sorted = avail[rows, order, skus]
-    before = np.cumsum(a_sorted, axis=1) - a_sorted
-    take_sorted = np.minimum(np.maximum(demand - before, 0), a_sorted)
-    units = np.empty_like(take_sorted)
-    units[rows, order, skus] = take_sorted
-    total = costs.fixed[nodes, services].sum(axis=1) + (units * unit).sum(axis=(1, 2))
-    carried = units.sum(axis=2)
-    return (
-        total,
-        units,
-        (carried > 0).all(axis=1),
-        (carried <= costs.capacity[nodes]).all(axis=1),
-    )
-
-
-#: From this many sets on, :func:`split` ranks each set's parcels per SKU by pairwise
-#: comparisons rather than an argsort over the parcel axis: 2-4x faster on 500 sets of 3-6
-#: parcels, slower on 50 (the sort's strided gathers grow with the rows, the few
-#: comparisons per pair do not).
-SPLIT_BY_COMPARISONS: Final = 128
-
-
-def _split_by_comparisons(
-    ctx: Context, nodes: IntArray, services: IntArray
-) -> tuple[IntArray, IntArray, np.ndarray, np.ndarray]:
-    """:func:`split` without sorting: parcel j of a set gets, per SKU, what the demand leaves
-    after the parcels before it in the stable cheapest-first order (those cheaper, or as
-    cheap and earlier in the row), summed pair by pair. SKUs by sets (K x T), as
-    :func:`_split_pairs`."""
-    costs, demand = ctx.costs, ctx.demand[:, None]
-    m = nodes.shape[1]
-    slot = services * costs.nodes.size + nodes  # column of the V x C arrays flattened
-    unit = ctx.unit_kvc.reshape(demand.size, -1)
-    u = [unit.take(slot[:, j], axis=1) for j in range(m)]
-    a = [ctx.available_kc.take(nodes[:, j], axis=1) for j in range(m)]
-    total = ctx.fixed_vc.reshape(-1).take(slot).sum(axis=1)
-    units, carried = [], []
-    for j in range(m):
-        before = np.zeros_like(a[j])
-        for i in range(m):
-            if i != j:
-                first = u[i] <= u[j] if i < j else u[i] < u[j]
-                before += np.where(first, a[i], 0)
-        take = np.minimum(np.maximum(demand - before, 0), a[j])
-        units.append(take.T)
-        total = total + (take * u[j]).sum(axis=0)
-        carried.append(take.sum(axis=0))
-    load = np.stack(carried, axis=1)  # T x m
-    all_used: np.ndarray = np.asarray((load > 0).all(axis=1))
-    within: np.ndarray = np.asarray((load <= costs.capacity[nodes]).all(axis=1))
-    return total, np.stack(units, axis=1), all_used, within  # units T x m x K
-
-
-def _split_pairs(
-    ctx: Context, nodes: IntArray, services: IntArray
-) -> tuple[IntArray, IntArray, np.ndarray, np.ndarray]:
-    """:func:`split` for sets of two parcels: no sort, SKUs by sets (K x T) to vectorise well."""
-    costs, demand = ctx.costs, ctx.demand[:, None]
-    n0, n1 = nodes[:, 0], nodes[:, 1]
-    # Slot (n, v) is column v * C + n of the V x C arrays flattened (np.take beats fancy indexing).
-    slot0, slot1 = services[:, 0] * costs.nodes.size + n0, services[:, 1] * costs.nodes.size + n1
-    unit = ctx.unit_kvc.reshape(demand.size, -1)
-    u0, u1 = unit.take(slot0, axis=1), unit.take(slot1, axis=1)
-    a0, a1 = ctx.available_kc.take(n0, axis=1), ctx.available_kc.take(n1, axis=1)
-    # Per SKU the cheaper parcel goes first; on equal cost the first one (a stable sort's order).
-    first_is_0 = u0 <= u1
-    a_first = np.where(first_is_0, a0, a1)
-    take_first = np.minimum(np.maximum(demand, 0), a_first)
-    take_second = np.minimum(np.maximum(demand - a_first, 0), np.where(first_is_0, a1, a0))
-    units0 = np.where(first_is_0, take_first, take_second)
-    units1 = np.where(first_is_0, take_second, take_first)
-    fixed = ctx.fixed_vc.reshape(-1)
-    total = fixed.take(slot0) + fixed.take(slot1) + (units0 * u0 + units1 * u1).sum(axis=0)
-    carried0, carried1 = units0.sum(axis=0), units1.sum(axis=0)
-    capacity = costs.capacity
-    return (
-        total,
-        np.stack((units0.T, units1.T), axis=1),  # T x 2 x K
-        (carried0 > 0) & (carried1 > 0),
-        (carried0 <= capacity.take(n0)) & (carried1 <= capacity.take(n1)),
+    costs = ctx.costs
+    return kernels.split(
+        nodes, services, costs.unit, costs.available, costs.fixed, costs.capacity, ctx.demand
     )
 
 

@@ -410,6 +410,68 @@ def cover_children(
     return keep, left, int(masked)
 
 
+@_compiled
+def _split(
+    nodes: IntArray,
+    services: IntArray,
+    unit: IntArray,
+    avail: IntArray,
+    fixed: IntArray,
+    capacity: IntArray,
+    demand: IntArray,
+) -> tuple[IntArray, IntArray, BoolArray, BoolArray]:
+    n_sets, m = nodes.shape
+    n_skus = demand.size
+    total = np.zeros(n_sets, dtype=np.int64)
+    units = np.zeros((n_sets, m, n_skus), dtype=np.int64)
+    all_used = np.ones(n_sets, dtype=np.bool_)
+    within = np.ones(n_sets, dtype=np.bool_)
+    for t in range(n_sets):
+        for j in range(m):
+            total[t] += fixed[nodes[t, j], services[t, j]]
+        for k in range(n_skus):
+            for j in range(m):
+                u_j = unit[nodes[t, j], services[t, j], k]
+                before = 0
+                for i in range(m):
+                    u_i = unit[nodes[t, i], services[t, i], k]
+                    if u_i < u_j or (u_i == u_j and i < j):
+                        before += avail[nodes[t, i], k]
+                take = min(max(demand[k] - before, 0), avail[nodes[t, j], k])
+                units[t, j, k] = take
+                total[t] += take * u_j
+        for j in range(m):
+            load = 0
+            for k in range(n_skus):
+                load += units[t, j, k]
+            if load == 0:
+                all_used[t] = False
+            if load > capacity[nodes[t, j]]:
+                within[t] = False
+    return total, units, all_used, within
+
+
+def split(
+    nodes: IntArray,
+    services: IntArray,
+    unit: IntArray,
+    avail: IntArray,
+    fixed: IntArray,
+    capacity: IntArray,
+    demand: IntArray,
+) -> tuple[IntArray, IntArray, BoolArray, BoolArray]:
+    """Per row of parcels (``nodes``, ``services``: T x m), the demand split cheapest unit
+    first per SKU (equal costs: the earlier parcel first), each parcel up to its node's
+    stock: the cost per row, the units (T x m x K), whether every parcel carries something
+    and whether every node's capacity holds. ``unit`` C x V x K, ``avail`` C x K, ``fixed``
+    C x V, ``capacity`` C, ``demand`` K: whole numbers, so the costs are exact."""
+    out: tuple[IntArray, IntArray, BoolArray, BoolArray] = _split(
+        np.asarray(nodes, dtype=np.int64), np.asarray(services, dtype=np.int64), unit, avail,
+        fixed, capacity, np.asarray(demand, dtype=np.int64),
+    )  # fmt: skip
+    return out
+
+
 #: What :func:`fix_and_pick` leaves of a branch.
 NO_PLAN, LEAF, SPLIT = 0, 1, 2
 
@@ -577,5 +639,6 @@ def warm_up() -> None:
     fix_and_pick(ascent, nothing, nothing, 2, 100, np.ones(3, dtype=np.int64), 1.0)
     one = np.zeros(1, dtype=np.int64)
     sets = np.zeros((1, 1), dtype=np.int64)
+    split(sets, sets, np.ones((1, 1, 1), np.int64), sets, sets, one, one)
     for masks in (None, (np.zeros(1, np.uint64), np.ones(1, np.uint64))):
         cover_children(one, one, sets, sets, sets, sets, one, sets, sets, masks)
