@@ -212,33 +212,25 @@ def _covering_sets(
     demand = ctx.demand
     avail = ctx.available_kc.take(slot_n, axis=1)  # K x S: each slot's node's stock
     avail_sk = np.ascontiguousarray(avail.T)
-    holders = [np.flatnonzero(row > 0) for row in avail]
-    rank = np.argsort([h.size for h in holders], kind="stable")  # rarest SKU first
-    # Candidates by ascending term: those that fit a partial set's room are a prefix.
-    holders = [h[np.argsort(terms[h], kind="stable")] for h in holders]
-    everyone = np.argsort(terms, kind="stable")
-    # position[k, slot]: the slot's place among SKU k's holders (past the end if none).
-    position = np.full((len(holders), terms.size), terms.size, dtype=np.int64)
-    for k, h in enumerate(holders):
-        position[k, h] = np.arange(h.size)
-    prefix = np.concatenate(([0.0], np.cumsum(np.sort(terms))))
-    # Every branch's candidates in one array: SKU k's holders, then (group K) every slot for
-    # a free pick, each group by ascending term. Its keys (group, the slot's rank by term)
-    # ascend, so one binary search over all partial sets finds how many candidates of each
-    # one's group fit its room.
-    groups = [*holders, everyone]
-    group_start = np.concatenate(([0], np.cumsum([g.size for g in groups])))
-    flat_cand = np.concatenate(groups)
-    term_rank = np.empty(terms.size, dtype=np.int64)
-    term_rank[everyone] = np.arange(terms.size)
-    group_of = np.repeat(np.arange(len(groups)), [g.size for g in groups])
-    keys = group_of * (terms.size + 1) + term_rank[flat_cand]
+    # Every branch's candidates in one array (kernels.cover_groups): SKU k's holders, then
+    # (group K) every slot for a free pick, each group by ascending term; position[k, slot]
+    # is the slot's place among SKU k's holders. The keys (group, the slot's rank by term)
+    # ascend, so one binary search per partial set finds how many candidates of its group
+    # fit its room.
+    flat_cand, group_start, position = kernels.cover_groups(avail, terms)
+    n_skus, n_slots = avail.shape
+    rank = np.argsort(np.diff(group_start[: n_skus + 1]), kind="stable")  # rarest SKU first
+    everyone = flat_cand[group_start[n_skus] :]
     sorted_terms = terms[everyone]
+    prefix = np.concatenate(([0.0], np.cumsum(sorted_terms)))
+    term_rank = np.empty(n_slots, dtype=np.int64)
+    term_rank[everyone] = np.arange(n_slots)
+    group_of = np.repeat(np.arange(n_skus + 1), np.diff(group_start))
+    keys = group_of * (n_slots + 1) + term_rank[flat_cand]
     # Per slot, the SKUs its node holds as bits (None beyond 64 SKUs): at the last step a
     # child can only complete the cover if it holds every SKU its partial set is short of.
     held = ctx.holds_mask
     slot_mask = held.take(slot_n) if held is not None else None
-    bits = np.left_shift(np.uint64(1), np.arange(min(demand.size, 64), dtype=np.uint64))
     sets = np.zeros((1, 0), dtype=np.int64)
     # Per partial set and step: the SKU branched on (-1: a free slot) and the holder's
     # position taken; and the position in `everyone` of its last free slot.
@@ -253,15 +245,14 @@ def _covering_sets(
         if ctx.out_of_time():
             return None
         left = size - depth - 1
-        short = remaining > 0
-        covered = ~short.any(axis=1)
-        branch = np.where(covered, -1, rank[short[:, rank].argmax(axis=1)])
-        group = np.where(branch < 0, len(holders), branch)
         room = budget - sums - prefix[min(left, prefix.size - 1)]
-        fits = np.searchsorted(sorted_terms, room, side="right")  # terms <= room, overall
-        ends = np.searchsorted(keys, group * (terms.size + 1) + fits) - group_start[group]
-        starts = np.where(branch < 0, last_free + 1, 0)
-        counts = np.maximum(ends - starts, 0)
+        # Most children of the last step leave some SKU unheld (nearly all on fragmented
+        # carts): one AND of bit masks per child rules those out before the sums.
+        last = left == 0 and slot_mask is not None
+        branch, starts, counts, short_mask = kernels.cover_level(
+            remaining, rank, room, sorted_terms, keys, group_start, last_free, last
+        )
+        group = np.where(branch < 0, n_skus, branch)
         total = int(counts.sum())
         if total > limit:
             return None
@@ -272,18 +263,11 @@ def _covering_sets(
         # time checked between slices: a step can make millions of (child x SKU) cells.
         rows_per_slice = max(1, DEADLINE_CELLS // (demand.size + depth + 1))
         kept: list[tuple[IntArray, IntArray, IntArray, IntArray]] = []
-        short_mask = None
-        if left == 0 and slot_mask is not None:
-            # Most children of the last step leave some SKU unheld (nearly all on fragmented
-            # carts): one AND of bit masks per child rules those out before the sums below.
-            short_mask = np.bitwise_or.reduce(np.where(short, bits, np.uint64(0)), axis=1)
         for begin in range(0, max(r.size, 1), rows_per_slice):  # one slice even if empty
             if begin and ctx.out_of_time():
                 return None
             r_s, p_s, c_s = (a[begin : begin + rows_per_slice] for a in (r, p, c))
-            masks = None
-            if short_mask is not None and slot_mask is not None:
-                masks = (short_mask, slot_mask)
+            masks = (short_mask, slot_mask) if last and slot_mask is not None else None
             keep, short_of, masked = kernels.cover_children(
                 r_s, c_s, sets, branched, taken_at, remaining, slot_n, position, avail_sk, masks
             )

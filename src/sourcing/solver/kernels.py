@@ -332,6 +332,98 @@ def _branch_ascent(
 
 
 @_compiled
+def _cover_groups(stock: IntArray, terms: FloatArray) -> tuple[IntArray, IntArray, IntArray]:
+    n_skus, n_slots = stock.shape
+    everyone = np.argsort(terms, kind="mergesort")
+    group_start = np.zeros(n_skus + 2, dtype=np.int64)
+    for k in range(n_skus):
+        group_start[k + 1] = group_start[k] + np.count_nonzero(stock[k] > 0)
+    group_start[n_skus + 1] = group_start[n_skus] + n_slots
+    candidates = np.empty(group_start[n_skus + 1], dtype=np.int64)
+    position = np.full((n_skus, n_slots), n_slots, dtype=np.int64)
+    filled = np.zeros(n_skus, dtype=np.int64)
+    for i in range(n_slots):
+        slot = everyone[i]
+        candidates[group_start[n_skus] + i] = slot
+        for k in range(n_skus):
+            if stock[k, slot] > 0:
+                candidates[group_start[k] + filled[k]] = slot
+                position[k, slot] = filled[k]
+                filled[k] += 1
+    return candidates, group_start, position
+
+
+def cover_groups(stock: IntArray, terms: FloatArray) -> tuple[IntArray, IntArray, IntArray]:
+    """Set-cover branching's candidates (:func:`~sourcing.solver.enumeration._covering_sets`)
+    over S slots, ``stock`` K x S: per SKU k its holders by ascending term (equal terms by
+    slot), then (group K) every slot so; the groups' starts (K + 2); and each slot's place
+    among each SKU's holders (K x S, S where it holds none)."""
+    out: tuple[IntArray, IntArray, IntArray] = _cover_groups(
+        np.asarray(stock, dtype=np.int64), np.asarray(terms, dtype=np.float64)
+    )
+    return out
+
+
+@_compiled
+def _cover_level(
+    remaining: IntArray,
+    rank: IntArray,
+    room: FloatArray,
+    sorted_terms: FloatArray,
+    keys: IntArray,
+    group_start: IntArray,
+    last_free: IntArray,
+    want_mask: bool,
+) -> tuple[IntArray, IntArray, IntArray, np.ndarray]:
+    n_sets, n_skus = remaining.shape
+    n_slots = sorted_terms.size
+    branch = np.empty(n_sets, dtype=np.int64)
+    counts = np.empty(n_sets, dtype=np.int64)
+    starts = np.empty(n_sets, dtype=np.int64)
+    short_mask = np.zeros(n_sets if want_mask else 0, dtype=np.uint64)
+    for i in range(n_sets):
+        b = -1
+        for k in rank:
+            if remaining[i, k] > 0:
+                b = k
+                break
+        group = n_skus if b < 0 else b
+        fits = np.searchsorted(sorted_terms, room[i], side="right")  # terms <= room
+        ends = np.searchsorted(keys, group * (n_slots + 1) + fits) - group_start[group]
+        start = last_free[i] + 1 if b < 0 else 0
+        branch[i], starts[i], counts[i] = b, start, max(ends - start, 0)
+        if want_mask:
+            mask = np.uint64(0)
+            for k in range(n_skus):
+                if remaining[i, k] > 0:
+                    mask |= np.uint64(1) << np.uint64(k)
+            short_mask[i] = mask
+    return branch, starts, counts, short_mask
+
+
+def cover_level(
+    remaining: IntArray,
+    rank: IntArray,
+    room: FloatArray,
+    sorted_terms: FloatArray,
+    keys: IntArray,
+    group_start: IntArray,
+    last_free: IntArray,
+    want_mask: bool,
+) -> tuple[IntArray, IntArray, IntArray, np.ndarray]:
+    """One step of set-cover branching, per partial set: the SKU it branches on (the first
+    in ``rank`` it is short of; -1: covered, a free pick), where its candidates start in
+    their group, how many fit its ``room`` (by ascending term: ``keys`` are group * (S + 1)
+    + the slot's rank by term), and with ``want_mask`` the SKUs it is short of as bits
+    (at most 64 SKUs)."""
+    out: tuple[IntArray, IntArray, IntArray, np.ndarray] = _cover_level(
+        remaining, np.asarray(rank, dtype=np.int64), np.asarray(room, dtype=np.float64),
+        sorted_terms, keys, group_start, last_free, want_mask,
+    )  # fmt: skip
+    return out
+
+
+@_compiled
 def _cover_children(
     parent: IntArray,
     slot: IntArray,
@@ -640,5 +732,8 @@ def warm_up() -> None:
     one = np.zeros(1, dtype=np.int64)
     sets = np.zeros((1, 1), dtype=np.int64)
     split(sets, sets, np.ones((1, 1, 1), np.int64), sets, sets, one, one)
+    candidates, group_start, _ = cover_groups(sets, np.zeros(1))
+    for want_mask in (False, True):
+        cover_level(sets, one, np.zeros(1), np.zeros(1), candidates, group_start, one, want_mask)
     for masks in (None, (np.zeros(1, np.uint64), np.ones(1, np.uint64))):
         cover_children(one, one, sets, sets, sets, sets, one, sets, sets, masks)
