@@ -87,3 +87,70 @@ def test_split_is_cheapest_unit_first_per_sku_on_many_and_few_sets() -> None:
                 assert total[t] == costs.fixed[n, v].sum() + (unit * expected).sum()
                 assert all_used[t] == (expected.sum(axis=1) > 0).all()
                 assert within[t] == (expected.sum(axis=1) <= costs.capacity[n]).all()
+
+
+def test_a_leaf_priced_without_materialising_its_sets_matches_pricing_them() -> None:
+    # enumeration.price_product prices every set of one slot per forced node and a number
+    # of free slots (a branch and bound's leaf) in one compiled pass. Against price_sets
+    # over the same sets built with itertools (distinct nodes only): the same best key,
+    # plan and exactness, on capacity-bound carts (splits that break a capacity go to the
+    # exact re-split) with forced nodes of one and of two slots.
+    import itertools
+
+    from sourcing.costs import order_costs
+    from sourcing.orders import demand_by_sku
+    from sourcing.solver import enumeration
+
+    from networks import random_cart, regime_network
+
+    network = regime_network("capacity", 60, 100, 2)
+    rng = np.random.default_rng(7)
+    compared = resplit = 0
+    for cart in range(12):
+        order = random_cart(network, np.random.default_rng((2, cart)), 6)
+        skus, wanted = demand_by_sku(network, order)
+        costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
+        ctx = Context(costs, wanted, QuoteSettings(), float("inf"))
+        slot_n, slot_v = np.nonzero(costs.usable)
+        for _ in range(6):
+            picked = rng.choice(slot_n.size, size=min(9, slot_n.size), replace=False)
+            n, v = slot_n[picked], slot_v[picked]
+            groups = int(rng.integers(0, 3))
+            # The first groups' slots; a group of two slots shares its node.
+            group_n, group_v, ptr = [], [], [0]
+            for g in range(groups):
+                group_n.append(n[g])
+                group_v.append(v[g])
+                other = np.flatnonzero((slot_n == n[g]) & (slot_v != v[g]))
+                if other.size and g == 0:
+                    group_n.append(n[g])
+                    group_v.append(slot_v[other[0]])
+                ptr.append(len(group_n))
+            free_n, free_v = n[groups:], v[groups:]
+            free_count = int(rng.integers(1, 4))
+            limit = float(rng.choice([np.inf, 1e7]))
+            got = enumeration.price_product(
+                ctx, np.array(ptr), np.array(group_n, dtype=np.int64),
+                np.array(group_v, dtype=np.int64), free_n, free_v, free_count, limit,
+            )  # fmt: skip
+            all_n = np.concatenate([np.array(group_n, dtype=np.int64), free_n])
+            all_v = np.concatenate([np.array(group_v, dtype=np.int64), free_v])
+            each = [range(ptr[g], ptr[g + 1]) for g in range(groups)]
+            rows = [
+                (*fixed, *(len(group_n) + c for c in free))
+                for fixed in itertools.product(*each)
+                for free in itertools.combinations(range(free_n.size), free_count)
+            ]
+            sets = np.array(rows, dtype=np.int64).reshape(len(rows), groups + free_count)
+            ordered = np.sort(all_n[sets], axis=1)
+            sets = sets[(ordered[:, 1:] != ordered[:, :-1]).all(axis=1)]
+            want = enumeration.price_sets(ctx, all_n, all_v, sets, None, limit)
+            assert got[0] == want[0] and got[2] == want[2]
+            assert (got[1] is None) == (want[1] is None)
+            if want[1] is not None and got[1] is not None:
+                for a, b in zip(got[1], want[1], strict=True):
+                    np.testing.assert_array_equal(a, b)
+            compared += 1
+            resplit += int(ctx.stats.get("resplit", 0) > 0)
+    assert compared == 72
+    assert resplit > 0, "no set broke a capacity: the re-split path went untested"

@@ -308,3 +308,25 @@ def test_split_gives_each_sku_to_the_cheapest_parcel_first_and_ties_to_the_earli
     assert all_used.tolist() == [False, False, True]
     # Node 2's capacity is 1: it carries 3 units in the second row, 1 in the others.
     assert within.tolist() == [True, False, True]
+
+
+def test_price_product_keeps_the_first_of_equal_sets_and_skips_repeated_nodes() -> None:
+    """Hand-solved: four identical nodes (parcel 10, unit 1, one of the single SKU each),
+    demand 2, node 0 forced with its two services (the second dearer) and one free slot
+    among nodes 0, 1, 2, 3: every set {0 by service 0, x} costs 10 + 10 + 2 = 22 and
+    arrives on day 3; the first in order (x = node 1) is kept, and no set names node 0
+    twice."""
+    unit = np.ones((4, 2, 1), dtype=np.int64)
+    avail = np.ones((4, 1), dtype=np.int64)
+    fixed = np.array([[10, 15]] * 4)
+    arrival = np.full((4, 2), 3)
+    key, found, over = kernels.price_product(
+        np.array([0, 2]), np.array([0, 0]), np.array([0, 1]), np.array([0, 1, 2, 3]),
+        np.zeros(4, dtype=np.int64), 1, unit, avail, fixed, np.full(4, 9), arrival,
+        np.array([2]),
+    )  # fmt: skip
+    assert key == (22, 3)
+    assert found is not None
+    assert found[0].tolist() == [0, 1] and found[1].tolist() == [0, 0]
+    np.testing.assert_array_equal(found[2], [[1], [1]])
+    assert over[2].size == 0

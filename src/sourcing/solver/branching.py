@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
@@ -44,7 +43,7 @@ import numpy as np
 from sourcing.model import BoolArray
 from sourcing.solver import kernels
 from sourcing.solver.context import INF, Context, Plan, ceil_bound, lexmin
-from sourcing.solver.enumeration import combinations, price_sets, subset_plan
+from sourcing.solver.enumeration import price_product, subset_plan
 from sourcing.solver.heuristics import drop_heuristic
 from sourcing.solver.strengthen import cover_bound
 
@@ -227,36 +226,13 @@ def _leaf(
     free_pos = np.flatnonzero(~(forced | closed))
     free_at, free_v = np.nonzero(relax.elig[free_pos])
     free_n = relax.nodes[free_pos[free_at]]
-    forced_pos = np.flatnonzero(forced)
-    forced_services = [np.flatnonzero(relax.elig[i]) for i in forced_pos.tolist()]
-    forced_combos = math.prod(s.size for s in forced_services)
-    forced_n = np.repeat(relax.nodes[forced_pos], [s.size for s in forced_services])
-    forced_v = np.concatenate([s for s in forced_services]) if forced_services else free_v[:0]
-    slot_n = np.concatenate([forced_n, free_n]).astype(np.int64)
-    slot_v = np.concatenate([forced_v, free_v]).astype(np.int64)
-    # Rows of slot indices: one service per forced node, then free_count free slots.
-    starts = np.cumsum([0] + [s.size for s in forced_services])
-    if forced_combos == 1:  # usually: each forced node has one slot left
-        forced_sets = np.arange(forced_pos.size, dtype=np.int64)[None, :]
-    else:
-        each = [range(starts[i], starts[i + 1]) for i in range(starts.size - 1)]
-        forced_sets = np.array(list(itertools.product(*each)), dtype=np.int64).reshape(
-            forced_combos, forced_pos.size
-        )
-    free_sets = combinations(free_n.size, free_count) + int(starts[-1])
-    sets = np.concatenate(
-        [
-            np.repeat(forced_sets, free_sets.shape[0], axis=0),
-            np.tile(free_sets, (forced_combos, 1)),
-        ],
-        axis=1,
+    # One group per forced node: its slots left.
+    group_at, group_v = np.nonzero(relax.elig[forced])
+    group_n = relax.nodes[np.flatnonzero(forced)[group_at]]
+    group_ptr = np.concatenate(([0], np.cumsum(np.bincount(group_at, minlength=int(forced.sum())))))
+    key, found, exact = price_product(
+        ctx, group_ptr, group_n, group_v, free_n, free_v, free_count, limit + 1e-6
     )
-    # One parcel per node: rows naming a node twice (two of its services) are dropped.
-    ordered = np.sort(slot_n[sets], axis=1)
-    sets = sets[(ordered[:, 1:] != ordered[:, :-1]).all(axis=1)]
-    if sets.shape[0] == 0:
-        return None, True
-    key, found, exact = price_sets(ctx, slot_n, slot_v, sets, None, limit + 1e-6)
     if found is None or key[0] > limit:
         return None, exact
     return subset_plan(ctx, *found), exact

@@ -471,6 +471,32 @@ def price_sets(
     return _resplit(ctx, over_sets, best_key, best_set, limit)
 
 
+def price_product(
+    ctx: Context,
+    group_ptr: IntArray,
+    group_n: IntArray,
+    group_v: IntArray,
+    free_n: IntArray,
+    free_v: IntArray,
+    free_count: int,
+    limit: float = np.inf,
+) -> tuple[tuple[int, int], tuple[IntArray, IntArray, IntArray] | None, bool]:
+    """:func:`price_sets` over the sets of one slot per group and ``free_count`` free slots
+    (:func:`~sourcing.solver.kernels.price_product`: none materialised), for the few sets of
+    a branch and bound's leaf."""
+    costs = ctx.costs
+    key, found, over = kernels.price_product(
+        group_ptr, group_n, group_v, free_n, free_v, free_count, costs.unit, costs.available,
+        costs.fixed, costs.capacity, costs.arrival, ctx.demand,
+    )  # fmt: skip
+    ctx.stats["cells"] = ctx.stats.get("cells", 0) + over[0].size * ctx.demand.size
+    if found is None:
+        key = (INF, INF)
+    if over[2].size == 0:
+        return key, found, True
+    return _resplit(ctx, [over], key, found, limit)
+
+
 def _resplit(
     ctx: Context,
     over_sets: list[tuple[IntArray, IntArray, IntArray]],

@@ -564,6 +564,157 @@ def split(
     return out
 
 
+@_compiled
+def _price_product(
+    group_ptr: IntArray,
+    group_n: IntArray,
+    group_v: IntArray,
+    free_n: IntArray,
+    free_v: IntArray,
+    free_count: int,
+    unit: IntArray,
+    avail: IntArray,
+    fixed: IntArray,
+    capacity: IntArray,
+    arrival: IntArray,
+    demand: IntArray,
+) -> tuple[int, int, IntArray, IntArray, IntArray, IntArray, IntArray, IntArray]:
+    n_groups = group_ptr.size - 1
+    m = n_groups + free_count
+    n_skus = demand.size
+    n_free = free_n.size
+    big = np.iinfo(np.int64).max
+    best_total, best_arrival = big, big
+    best_n = np.empty(m, dtype=np.int64)
+    best_v = np.empty(m, dtype=np.int64)
+    best_units = np.zeros((m, n_skus), dtype=np.int64)
+    over_n = np.empty((16, m), dtype=np.int64)
+    over_v = np.empty((16, m), dtype=np.int64)
+    over_lower = np.empty(16, dtype=np.int64)
+    n_over = 0
+    nodes = np.empty(m, dtype=np.int64)
+    services = np.empty(m, dtype=np.int64)
+    units = np.zeros((m, n_skus), dtype=np.int64)
+    pick = np.zeros(n_groups, dtype=np.int64)  # per group, its slot (mixed radix)
+    comb = np.arange(free_count)
+    if free_count > n_free:
+        return best_total, best_arrival, best_n, best_v, best_units, over_n[:0], over_v[:0], \
+            over_lower[:0]  # fmt: skip
+    while True:
+        for g in range(n_groups):
+            nodes[g] = group_n[group_ptr[g] + pick[g]]
+            services[g] = group_v[group_ptr[g] + pick[g]]
+        for i in range(free_count):
+            nodes[n_groups + i] = free_n[comb[i]]
+            services[n_groups + i] = free_v[comb[i]]
+        distinct = True
+        for i in range(m):
+            for j in range(i):
+                if nodes[i] == nodes[j]:
+                    distinct = False
+        covers = distinct
+        if covers:
+            for k in range(n_skus):
+                held = 0
+                for i in range(m):
+                    held += avail[nodes[i], k]
+                if held < demand[k]:
+                    covers = False
+                    break
+        if covers:
+            # The cheapest-first split (as _split), its cost, load and latest arrival.
+            total = 0
+            for i in range(m):
+                total += fixed[nodes[i], services[i]]
+            for k in range(n_skus):
+                for j in range(m):
+                    u_j = unit[nodes[j], services[j], k]
+                    before = 0
+                    for i in range(m):
+                        u_i = unit[nodes[i], services[i], k]
+                        if u_i < u_j or (u_i == u_j and i < j):
+                            before += avail[nodes[i], k]
+                    take = min(max(demand[k] - before, 0), avail[nodes[j], k])
+                    units[j, k] = take
+                    total += take * u_j
+            all_used, within, latest = True, True, 0
+            for i in range(m):
+                load = 0
+                for k in range(n_skus):
+                    load += units[i, k]
+                all_used &= load > 0
+                within &= load <= capacity[nodes[i]]
+                latest = max(latest, arrival[nodes[i], services[i]])
+            if not within:
+                if n_over == over_lower.size:  # grow
+                    over_n = np.concatenate((over_n, np.empty_like(over_n)))
+                    over_v = np.concatenate((over_v, np.empty_like(over_v)))
+                    over_lower = np.concatenate((over_lower, np.empty_like(over_lower)))
+                over_n[n_over] = nodes
+                over_v[n_over] = services
+                over_lower[n_over] = total
+                n_over += 1
+            elif all_used and (
+                total < best_total or (total == best_total and latest < best_arrival)
+            ):
+                best_total, best_arrival = total, latest
+                best_n[:] = nodes
+                best_v[:] = services
+                best_units[:] = units
+        # Next: the free slots' combination (lexicographic), then the groups' slots.
+        i = free_count - 1
+        while i >= 0 and comb[i] == n_free - free_count + i:
+            i -= 1
+        if i >= 0:
+            comb[i] += 1
+            for j in range(i + 1, free_count):
+                comb[j] = comb[j - 1] + 1
+            continue
+        comb = np.arange(free_count)
+        g = n_groups - 1
+        while g >= 0 and pick[g] == group_ptr[g + 1] - group_ptr[g] - 1:
+            pick[g] = 0
+            g -= 1
+        if g < 0:
+            break
+        pick[g] += 1
+    return best_total, best_arrival, best_n, best_v, best_units, over_n[:n_over], \
+        over_v[:n_over], over_lower[:n_over]  # fmt: skip
+
+
+def price_product(
+    group_ptr: IntArray,
+    group_n: IntArray,
+    group_v: IntArray,
+    free_n: IntArray,
+    free_v: IntArray,
+    free_count: int,
+    unit: IntArray,
+    avail: IntArray,
+    fixed: IntArray,
+    capacity: IntArray,
+    arrival: IntArray,
+    demand: IntArray,
+) -> tuple[
+    tuple[int, int], tuple[IntArray, IntArray, IntArray] | None, tuple[IntArray, IntArray, IntArray]
+]:
+    """Every parcel set of one slot per group (slots ``group_ptr[g]:group_ptr[g+1]`` of
+    ``group_n``, ``group_v``) and ``free_count`` of the free slots, on distinct nodes, that
+    holds the demand, split cheapest first (:func:`split`), in order (groups' slots as
+    ``itertools.product``, free ones as ``itertools.combinations``): the least (cost,
+    arrival) key among those within every capacity with no empty parcel, first found on
+    ties, its (nodes, services, units); and the sets whose split breaks a capacity (nodes,
+    services, that split's cost: a lower bound), for an exact re-split."""
+    as_int = np.int64
+    total, latest, nodes, services, units, over_n, over_v, over_lower = _price_product(
+        np.asarray(group_ptr, as_int), np.asarray(group_n, as_int), np.asarray(group_v, as_int),
+        np.asarray(free_n, as_int), np.asarray(free_v, as_int), free_count, unit, avail, fixed,
+        capacity, arrival, np.asarray(demand, as_int),
+    )  # fmt: skip
+    found = (nodes, services, units) if total < np.iinfo(np.int64).max else None
+    return (int(total), int(latest)), found, (over_n, over_v, over_lower)
+
+
 #: What :func:`fix_and_pick` leaves of a branch.
 NO_PLAN, LEAF, SPLIT = 0, 1, 2
 
@@ -733,6 +884,9 @@ def warm_up() -> None:
     sets = np.zeros((1, 1), dtype=np.int64)
     split(sets, sets, np.ones((1, 1, 1), np.int64), sets, sets, one, one)
     candidates, group_start, _ = cover_groups(sets, np.zeros(1))
+    two = np.array([0, 1])
+    price_product(two, one, one, one, one, 1, np.ones((1, 1, 1), np.int64), sets, sets, one,
+                  sets, one)  # fmt: skip
     for want_mask in (False, True):
         cover_level(sets, one, np.zeros(1), np.zeros(1), candidates, group_start, one, want_mask)
     for masks in (None, (np.zeros(1, np.uint64), np.ones(1, np.uint64))):
