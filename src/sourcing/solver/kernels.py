@@ -95,10 +95,11 @@ def _slot_term(
     units = 0.0
     total = 0.0
     for e in range(lo, hi):
-        r = unit[e] - lam[sku[e]]
-        if r < 0.0:
-            units += avail[e]
-            total += avail[e] * r
+        # Branch-free (adding 0.0 where the reduced cost is not negative changes nothing):
+        # the sign is unpredictable, and a mispredicted branch cost more than the sums.
+        r = min(unit[e] - lam[sku[e]], 0.0)
+        units += avail[e] if r < 0.0 else 0.0
+        total += avail[e] * r
     if units <= capacity:
         if add_taken:
             for e in range(lo, hi):
