@@ -206,7 +206,17 @@ def _row_terms(
 def _least(values: FloatArray, count: int, out: IntArray) -> None:
     """Positions of the ``count`` least values (0 < count <= size) into ``out``: those
     below the count-th least, then equal ones in position order."""
-    kth = np.partition(values, count - 1)[count - 1]
+    # The count-th least by insertion into the `count` least so far: a parcel count is a
+    # few, so most values fail the first comparison (no copy, no partition of them all).
+    least = np.full(count, np.inf)
+    for value in values:
+        if value < least[count - 1]:
+            j = count - 1
+            while j > 0 and least[j - 1] > value:
+                least[j] = least[j - 1]
+                j -= 1
+            least[j] = value
+    kth = least[count - 1]  # inf if fewer values are finite: the inf ones then complete it
     n = 0
     for i in range(values.size):
         if values[i] < kth:
