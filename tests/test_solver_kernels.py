@@ -330,3 +330,47 @@ def test_price_product_keeps_the_first_of_equal_sets_and_skips_repeated_nodes() 
     assert found[0].tolist() == [0, 1] and found[1].tolist() == [0, 0]
     np.testing.assert_array_equal(found[2], [[1], [1]])
     assert over[2].size == 0
+
+
+def test_quotes_after_the_warm_up_compile_nothing() -> None:
+    """numba compiles a kernel once per argument type (a strided view, such as np.nonzero's
+    output, is a type of its own), for seconds. After warm_up, which oms serve runs before
+    it serves, quotes that reach every kernel (fragmented 50-line carts on 500 nodes: the
+    branch and bound, its leaves, set-cover branching; capacity-bound, credit and standard
+    20-line carts) must find every kernel compiled for what they pass: no checkout call
+    compiles. Strided views once reached two kernels and compiled in the middle of quotes."""
+    from sourcing import QuoteSettings, quote
+    from sourcing.errors import ShortageError
+    from sourcing.solver import warm_up
+
+    from networks import random_cart, regime_network
+
+    def compiled() -> dict[str, int]:
+        return {
+            name: len(kernel.signatures)
+            for name, kernel in vars(kernels).items()
+            if hasattr(kernel, "signatures")
+        }
+
+    warm_up()
+    before = compiled()
+    # The kernels the wrappers call are compiled (those only called by kernels are not
+    # dispatched, and list none).
+    assert sum(1 for count in before.values() if count) >= 8, before
+    quoted = 0
+    for regime, nodes, lines, carts in (
+        ("fragmented", 500, 50, 3),
+        ("capacity", 200, 20, 4),
+        ("credits", 200, 20, 2),
+        ("standard", 200, 20, 2),
+    ):
+        network = regime_network(regime, nodes, max(100, 3 * lines), 1)
+        for cart in range(carts):
+            order = random_cart(network, np.random.default_rng([1, cart]), lines)
+            try:
+                quote(network, order, QuoteSettings(num_workers=1, time_limit_s=20))
+            except ShortageError:
+                continue
+            quoted += 1
+    assert quoted >= 8
+    assert compiled() == before

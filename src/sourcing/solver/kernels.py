@@ -38,6 +38,41 @@ def _compiled(fn: _F) -> _F:
     return cast(_F, njit(cache=True, nogil=True)(fn))
 
 
+def _as(a: np.ndarray | float, dtype: type) -> np.ndarray:
+    """An argument as the kernels' arrays are typed: ``dtype``, C-contiguous, writeable.
+
+    numba compiles one version per argument type, and a strided view (np.nonzero's
+    output) or a read-only array is a type of its own: passed one, a kernel would compile
+    again, for seconds, inside a checkout call. Every wrapper hands its kernel these (a
+    copy only where the array is not so already; the check is cheap, the hot path passes
+    arrays that already are).
+    """
+    if (
+        isinstance(a, np.ndarray)
+        and a.dtype == dtype
+        and a.flags.c_contiguous
+        and a.flags.writeable
+    ):
+        return a
+    return np.require(a, dtype=dtype, requirements=["C", "W"])
+
+
+def _ints(a: np.ndarray | int) -> IntArray:
+    return _as(a, np.int64)
+
+
+def _floats(a: np.ndarray | float) -> FloatArray:
+    return _as(a, np.float64)
+
+
+def _bools(a: np.ndarray) -> BoolArray:
+    return _as(a, np.bool_)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return _as(a, np.uint64)
+
+
 @dataclass(frozen=True)
 class Slots:
     """Slots as sparse rows: slot s's entries ``ptr[s]:ptr[s+1]`` are the SKUs its node
@@ -65,14 +100,14 @@ def slots_of(
     np.cumsum(np.bincount(held_s, minlength=row.size), out=ptr[1:])
     binds = capacity < avail.sum(axis=1)
     return Slots(
-        row=row.astype(np.int64),
-        service=service.astype(np.int64),
-        fixed=np.asarray(fixed[row, service], dtype=np.float64),
-        capacity=np.where(binds[row], capacity[row], np.inf).astype(np.float64),
-        ptr=ptr,
-        sku=held_k.astype(np.int64),
-        unit=np.asarray(unit[row[held_s], service[held_s], held_k], dtype=np.float64),
-        avail=np.asarray(stock[held_s, held_k], dtype=np.float64),
+        row=_ints(row),
+        service=_ints(service),
+        fixed=_floats(fixed[row, service]),
+        capacity=_floats(np.where(binds[row], capacity[row], np.inf)),
+        ptr=_ints(ptr),
+        sku=_ints(held_k),
+        unit=_floats(unit[row[held_s], service[held_s], held_k]),
+        avail=_floats(stock[held_s, held_k]),
     )
 
 
@@ -369,9 +404,7 @@ def cover_groups(stock: IntArray, terms: FloatArray) -> tuple[IntArray, IntArray
     over S slots, ``stock`` K x S: per SKU k its holders by ascending term (equal terms by
     slot), then (group K) every slot so; the groups' starts (K + 2); and each slot's place
     among each SKU's holders (K x S, S where it holds none)."""
-    out: tuple[IntArray, IntArray, IntArray] = _cover_groups(
-        np.asarray(stock, dtype=np.int64), np.asarray(terms, dtype=np.float64)
-    )
+    out: tuple[IntArray, IntArray, IntArray] = _cover_groups(_ints(stock), _floats(terms))
     return out
 
 
@@ -428,8 +461,8 @@ def cover_level(
     + the slot's rank by term), and with ``want_mask`` the SKUs it is short of as bits
     (at most 64 SKUs)."""
     out: tuple[IntArray, IntArray, IntArray, np.ndarray] = _cover_level(
-        remaining, np.asarray(rank, dtype=np.int64), np.asarray(room, dtype=np.float64),
-        sorted_terms, keys, group_start, last_free, want_mask,
+        _ints(remaining), _ints(rank), _floats(room), _floats(sorted_terms), _ints(keys),
+        _ints(group_start), _ints(last_free), bool(want_mask),
     )  # fmt: skip
     return out
 
@@ -502,13 +535,10 @@ def cover_children(
     use_mask = masks is not None
     short_mask, slot_mask = masks if masks is not None else (np.zeros(1, np.uint64),) * 2
 
-    def as_int(a: np.ndarray) -> IntArray:
-        return np.asarray(a, dtype=np.int64)
-
     keep, left, masked = _cover_children(
-        as_int(parent), as_int(slot), as_int(sets), as_int(branched), as_int(taken_at),
-        as_int(remaining), as_int(slot_node), as_int(position), as_int(stock), short_mask,
-        slot_mask, use_mask,
+        _ints(parent), _ints(slot), _ints(sets), _ints(branched), _ints(taken_at),
+        _ints(remaining), _ints(slot_node), _ints(position), _ints(stock), _bits(short_mask),
+        _bits(slot_mask), use_mask,
     )  # fmt: skip
     return keep, left, int(masked)
 
@@ -569,8 +599,8 @@ def split(
     and whether every node's capacity holds. ``unit`` C x V x K, ``avail`` C x K, ``fixed``
     C x V, ``capacity`` C, ``demand`` K: whole numbers, so the costs are exact."""
     out: tuple[IntArray, IntArray, BoolArray, BoolArray] = _split(
-        np.asarray(nodes, dtype=np.int64), np.asarray(services, dtype=np.int64), unit, avail,
-        fixed, capacity, np.asarray(demand, dtype=np.int64),
+        _ints(nodes), _ints(services), _ints(unit), _ints(avail), _ints(fixed), _ints(capacity),
+        _ints(demand),
     )  # fmt: skip
     return out
 
@@ -716,11 +746,10 @@ def price_product(
     arrival) key among those within every capacity with no empty parcel, first found on
     ties, its (nodes, services, units); and the sets whose split breaks a capacity (nodes,
     services, that split's cost: a lower bound), for an exact re-split."""
-    as_int = np.int64
     total, latest, nodes, services, units, over_n, over_v, over_lower = _price_product(
-        np.asarray(group_ptr, as_int), np.asarray(group_n, as_int), np.asarray(group_v, as_int),
-        np.asarray(free_n, as_int), np.asarray(free_v, as_int), free_count, unit, avail, fixed,
-        capacity, arrival, np.asarray(demand, as_int),
+        _ints(group_ptr), _ints(group_n), _ints(group_v), _ints(free_n), _ints(free_v),
+        int(free_count), _ints(unit), _ints(avail), _ints(fixed), _ints(capacity),
+        _ints(arrival), _ints(demand),
     )  # fmt: skip
     found = (nodes, services, units) if total < np.iinfo(np.int64).max else None
     return (int(total), int(latest)), found, (over_n, over_v, over_lower)
@@ -801,8 +830,8 @@ def fix_and_pick(
     one the relaxation opened closest to half of its last steps). Returns (move, forced,
     closed, row)."""
     move, forced, closed, pick = _fix_and_pick(
-        ascent.terms, ascent.chosen, ascent.value, forced, closed, parcels, float(threshold),
-        slots_per_row, float(max_sets),
+        _floats(ascent.terms), _floats(ascent.chosen), float(ascent.value), _bools(forced),
+        _bools(closed), int(parcels), float(threshold), _ints(slots_per_row), float(max_sets),
     )  # fmt: skip
     return int(move), forced, closed, int(pick)
 
@@ -820,14 +849,14 @@ class StepTerms:
         """Units per SKU the given rows' least slots take at these prices."""
         taken: FloatArray = _taken_by_sku(
             slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity,
-            self.prices, self.best_slot[rows], n_skus,
+            self.prices, _ints(self.best_slot[rows]), int(n_skus),
         )  # fmt: skip
         return taken
 
 
 def row_terms(slots: Slots, n_rows: int, lam: FloatArray) -> StepTerms:
     """Every slot's term at prices ``lam``, and each row's least."""
-    prices = np.asarray(lam, dtype=np.float64)
+    prices = _floats(lam)
     terms = np.empty(n_rows)
     best_slot = np.empty(n_rows, dtype=np.int64)
     slot_terms = np.empty(slots.row.size)
@@ -871,8 +900,9 @@ def branch_ascent(
     finite bound)."""
     found, value, lam, terms, opened, services, chosen = _branch_ascent(
         slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, slots.row,
-        slots.service, row_avail.shape[0], row_avail, closed, forced,
-        np.asarray(prices, dtype=np.float64), demand, parcels, iterations, float(target), decay,
+        slots.service, row_avail.shape[0], _floats(row_avail), _bools(closed), _bools(forced),
+        _floats(prices), _floats(demand), int(parcels), int(iterations), float(target),
+        float(decay),
     )  # fmt: skip
     if not found:
         return None
