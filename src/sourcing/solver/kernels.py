@@ -544,6 +544,44 @@ def cover_children(
 
 
 @_compiled
+def _split_row(
+    nodes: IntArray,
+    services: IntArray,
+    unit: IntArray,
+    avail: IntArray,
+    fixed: IntArray,
+    capacity: IntArray,
+    demand: IntArray,
+    units: IntArray,
+) -> tuple[int, bool, bool]:
+    """One parcel set's cheapest-first split into ``units`` (m x K): its cost, whether
+    every parcel carries something, whether every node's capacity holds."""
+    m = nodes.size
+    total = 0
+    for j in range(m):
+        total += fixed[nodes[j], services[j]]
+    for k in range(demand.size):
+        for j in range(m):
+            u_j = unit[nodes[j], services[j], k]
+            before = 0  # what the parcels before it (cheaper, or as cheap and earlier) take
+            for i in range(m):
+                u_i = unit[nodes[i], services[i], k]
+                if u_i < u_j or (u_i == u_j and i < j):
+                    before += avail[nodes[i], k]
+            take = min(max(demand[k] - before, 0), avail[nodes[j], k])
+            units[j, k] = take
+            total += take * u_j
+    all_used, within = True, True
+    for j in range(m):
+        load = 0
+        for k in range(demand.size):
+            load += units[j, k]
+        all_used &= load > 0
+        within &= load <= capacity[nodes[j]]
+    return total, all_used, within
+
+
+@_compiled
 def _split(
     nodes: IntArray,
     services: IntArray,
@@ -554,33 +592,14 @@ def _split(
     demand: IntArray,
 ) -> tuple[IntArray, IntArray, BoolArray, BoolArray]:
     n_sets, m = nodes.shape
-    n_skus = demand.size
     total = np.zeros(n_sets, dtype=np.int64)
-    units = np.zeros((n_sets, m, n_skus), dtype=np.int64)
+    units = np.zeros((n_sets, m, demand.size), dtype=np.int64)
     all_used = np.ones(n_sets, dtype=np.bool_)
     within = np.ones(n_sets, dtype=np.bool_)
     for t in range(n_sets):
-        for j in range(m):
-            total[t] += fixed[nodes[t, j], services[t, j]]
-        for k in range(n_skus):
-            for j in range(m):
-                u_j = unit[nodes[t, j], services[t, j], k]
-                before = 0
-                for i in range(m):
-                    u_i = unit[nodes[t, i], services[t, i], k]
-                    if u_i < u_j or (u_i == u_j and i < j):
-                        before += avail[nodes[t, i], k]
-                take = min(max(demand[k] - before, 0), avail[nodes[t, j], k])
-                units[t, j, k] = take
-                total[t] += take * u_j
-        for j in range(m):
-            load = 0
-            for k in range(n_skus):
-                load += units[t, j, k]
-            if load == 0:
-                all_used[t] = False
-            if load > capacity[nodes[t, j]]:
-                within[t] = False
+        total[t], all_used[t], within[t] = _split_row(
+            nodes[t], services[t], unit, avail, fixed, capacity, demand, units[t]
+        )
     return total, units, all_used, within
 
 
@@ -663,28 +682,11 @@ def _price_product(
                     covers = False
                     break
         if covers:
-            # The cheapest-first split (as _split), its cost, load and latest arrival.
-            total = 0
+            total, all_used, within = _split_row(
+                nodes, services, unit, avail, fixed, capacity, demand, units
+            )
+            latest = 0
             for i in range(m):
-                total += fixed[nodes[i], services[i]]
-            for k in range(n_skus):
-                for j in range(m):
-                    u_j = unit[nodes[j], services[j], k]
-                    before = 0
-                    for i in range(m):
-                        u_i = unit[nodes[i], services[i], k]
-                        if u_i < u_j or (u_i == u_j and i < j):
-                            before += avail[nodes[i], k]
-                    take = min(max(demand[k] - before, 0), avail[nodes[j], k])
-                    units[j, k] = take
-                    total += take * u_j
-            all_used, within, latest = True, True, 0
-            for i in range(m):
-                load = 0
-                for k in range(n_skus):
-                    load += units[i, k]
-                all_used &= load > 0
-                within &= load <= capacity[nodes[i]]
                 latest = max(latest, arrival[nodes[i], services[i]])
             if not within:
                 if n_over == over_lower.size:  # grow
