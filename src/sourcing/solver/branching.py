@@ -20,9 +20,12 @@ p``; fixing nodes moves it). Then, per branch:
 * an incumbent: the relaxation's chosen parcels, when they cover the demand,
   improved by the drop heuristic, may lower the best plan (and so prune);
 * once the parcel sets a branch leaves are few (``LEAF_CELLS``), they are all
-  priced exactly (:func:`~sourcing.solver.enumeration.price_sets`): a leaf;
+  priced exactly (:func:`~sourcing.solver.enumeration.price_product`): a leaf;
 * otherwise it branches on the free node the relaxation opened about half
   of the time over its last steps (open / closed).
+
+The ascent, fixing, the leaf test and the pick, and a leaf's pricing are
+compiled (:mod:`~sourcing.solver.kernels`); this module keeps the search.
 
 Best first: the least bound of the open branches is a valid lower bound on
 the count's plans at any moment, so a search cut short still proves a gap.

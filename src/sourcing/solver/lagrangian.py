@@ -3,7 +3,9 @@
 Without parcel limits its best value is the LP bound of the strong
 formulation; per node it also bounds every plan opening that node
 (reduced-cost fixing), and per slot it gives terms to filter parcel sets
-before they are priced.
+before they are priced. Each step's terms come from the compiled
+:func:`~sourcing.solver.kernels.row_terms`; :func:`within_capacity` is the
+numpy form of its capacity rule, for :mod:`~sourcing.solver.strengthen`.
 """
 
 from __future__ import annotations
