@@ -1,4 +1,4 @@
-"""The Lagrangian bounds' inner loop, compiled (numba).
+"""The solver's inner loops, compiled (numba).
 
 Every subgradient step of :func:`~sourcing.solver.lagrangian.lagrangian_bound`
 and of the branch and bound's ascents (:mod:`~sourcing.solver.branching`)
@@ -11,13 +11,23 @@ or, at a node whose capacity is below those units, the most negative ones
 first up to the capacity (a greedy knapsack of unit weights, exact). On
 fragmented carts (50 SKUs, 500 nodes) a branch's eight steps are a few
 hundred slots each, and numpy spent most of the time in per-call overhead and
-temporaries: this module does the step as one loop, over sparse rows (a
-slot's entries are only the SKUs its node stocks, about a third of a
-fragmented cart's).
+temporaries: here a step is one loop over sparse rows (a slot's entries are
+only the SKUs its node stocks, about a third of a fragmented cart's). The same
+holds for the rest of the module, each the numpy version's rule as a loop:
 
-Compiled on first use and cached on disk (numba's ``cache=True``, beside this
-file or in numba's user cache): a cold compile takes seconds, so the service
-calls :func:`warm_up` before it serves.
+* :func:`row_terms` (a step's terms) and :func:`branch_ascent` (a branch's
+  whole ascent), then :func:`fix_and_pick` (reduced-cost fixing, the leaf
+  test, the node to branch on);
+* :func:`split` (a parcel set's cheapest-first split) and
+  :func:`price_product` (a leaf's sets, priced without building them);
+* :func:`cover_groups`, :func:`cover_level` and :func:`cover_children`
+  (set-cover branching's candidates, steps and children).
+
+Each public function is a typed wrapper that hands its kernel the argument
+types it was compiled for (:func:`_as`). Compiled on first use and cached on
+disk (numba's ``cache=True``, beside this file or in numba's user cache): a
+cold compile takes about 13 s, so the service calls :func:`warm_up` before it
+serves.
 """
 
 from __future__ import annotations
