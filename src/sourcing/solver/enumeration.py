@@ -41,14 +41,12 @@ _CACHED_COMBINATION_ROWS: Final = 4096
 HOPEFUL_DIVISOR: Final = 32
 
 
-def combinations(count: int, size: int) -> IntArray:
+def _combinations(count: int, size: int) -> IntArray:
     """All ``size``-subsets of ``range(count)`` as read-only rows (pairs vectorised)."""
     cached = _COMBINATIONS_CACHE.get((count, size))
     if cached is not None:
         return cached
-    if size == 0:
-        sets = np.zeros((1, 0), dtype=np.int64)
-    elif size == 2:
+    if size == 2:
         sets = np.stack(np.triu_indices(count, 1), axis=1).astype(np.int64)
     else:
         flat = np.fromiter(
@@ -327,7 +325,7 @@ def best_subset(
         if subset_cells(slot_n.size, size, ctx.demand.size) > MAX_SUBSET_CELLS:
             return None, size - 1
         _, every_best, exact = price_sets(
-            ctx, slot_n, slot_v, combinations(slot_n.size, size), None
+            ctx, slot_n, slot_v, _combinations(slot_n.size, size), None
         )
         return (subset_plan(ctx, *every_best) if every_best else None), size - 1 + exact
     # Too few slots for a size: no plan has that many parcels (exact by emptiness).
