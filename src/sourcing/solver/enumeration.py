@@ -487,7 +487,10 @@ def price_product(
         group_ptr, group_n, group_v, free_n, free_v, free_count, costs.unit, costs.available,
         costs.fixed, costs.capacity, costs.arrival, ctx.demand,
     )  # fmt: skip
-    ctx.stats["cells"] = ctx.stats.get("cells", 0) + over[0].size * ctx.demand.size
+    # Set work as price_sets counts it (sets x parcels x SKUs): every set was walked.
+    walked = math.prod(np.diff(group_ptr).tolist()) * math.comb(free_n.size, free_count)
+    size = group_ptr.size - 1 + free_count
+    ctx.stats["cells"] = ctx.stats.get("cells", 0) + walked * size * ctx.demand.size
     if found is None:
         key = (INF, INF)
     if over[2].size == 0:
