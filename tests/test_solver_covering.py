@@ -28,11 +28,12 @@ def test_zero_demand_sku_does_not_block_cover() -> None:
 
 
 def test_within_capacity_takes_the_most_profitable_units_first() -> None:
-    # The capacity-aware node term of every stage-3 bound: per (node, service) row, units
-    # of the SKUs with negative reduced cost, most negative first (ties in SKU order), each
-    # up to its stock, until the node's capacity is full. Against that greedy, row by row,
-    # on random rows (ties, zero stock, zero capacity, several services per node).
-    from sourcing.solver.lagrangian import within_capacity
+    # The capacity-aware node term of every stage-3 bound (sourcing.solver.kernels): per
+    # (node, service) row, units of the SKUs with negative reduced cost, most negative first
+    # (ties in SKU order), each up to its stock, until the node's capacity is full. Against
+    # that greedy, row by row, on random rows (ties, zero stock, zero capacity, several
+    # services per node); prices 0, so a unit cost is its reduced cost.
+    from sourcing.solver import kernels
 
     rng = np.random.default_rng(15)
     for _ in range(400):
@@ -40,7 +41,9 @@ def test_within_capacity_takes_the_most_profitable_units_first() -> None:
         reduced = np.minimum(np.round(rng.normal(0, 2, (b, v, k)), int(rng.integers(0, 2))), 0.0)
         avail = rng.integers(0, 8, (b, k)).astype(np.float64)
         capacity = rng.integers(0, 30, b).astype(np.float64)
-        got = within_capacity(reduced, avail, capacity)
+        slots = kernels.slots_of(
+            np.ones((b, v), dtype=np.bool_), reduced, np.zeros((b, v)), avail, capacity
+        )
         expected = np.zeros((b, v, k))
         for n in range(b):
             for s in range(v):
@@ -49,7 +52,11 @@ def test_within_capacity_takes_the_most_profitable_units_first() -> None:
                     if reduced[n, s, sku] < 0:
                         expected[n, s, sku] = min(avail[n, sku], room)
                         room -= expected[n, s, sku]
-        assert np.array_equal(got, expected)
+                got = kernels._taken_by_sku(
+                    slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity,
+                    np.zeros(k), np.array([n * v + s]), k,
+                )  # fmt: skip
+                assert np.array_equal(got, expected[n, s]), (n, s)
 
 
 def test_split_is_cheapest_unit_first_per_sku_on_many_and_few_sets() -> None:

@@ -4,8 +4,7 @@ Without parcel limits its best value is the LP bound of the strong
 formulation; per node it also bounds every plan opening that node
 (reduced-cost fixing), and per slot it gives terms to filter parcel sets
 before they are priced. Each step's terms come from the compiled
-:func:`~sourcing.solver.kernels.row_terms`; :func:`within_capacity` is the
-numpy form of its capacity rule, for :mod:`~sourcing.solver.strengthen`.
+:func:`~sourcing.solver.kernels.row_terms`.
 """
 
 from __future__ import annotations
@@ -153,26 +152,3 @@ def lagrangian_bound(
     slot_terms = np.full(elig.shape, np.inf)
     slot_terms[live[slots.row], slots.service] = best_at.slot_terms
     return Bound(best_value, with_node, service, float(best_lam @ q), slot_terms)
-
-
-def within_capacity(reduced: np.ndarray, avail: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-    """Units (B x V x K) each node takes at these reduced costs (B x V x K, <= 0): most
-    negative first, up to its stock (B x K) and its capacity (B)."""
-    b, v, k = reduced.shape
-    rows = b * v
-    order = np.argsort(reduced.reshape(rows, k), axis=1, kind="stable")
-    # Flat indices rather than take/put_along_axis: the same gather and scatter, 1.5x faster
-    # on the few rows of one call (called at every step of a bound).
-    flat = (order + np.arange(0, rows * k, k)[:, None]).reshape(-1)
-    stock = (avail if v == 1 else np.repeat(avail, v, axis=0)).reshape(-1)[flat]
-    stock_sorted = np.where(reduced.reshape(-1)[flat] < 0, stock, 0.0)
-    # Units before each one in its row: one running sum over all rows less the rows before
-    # (whole units, so exact), cheaper than a cumsum per row of a few SKUs.
-    running = np.cumsum(stock_sorted)
-    before = (running - stock_sorted).reshape(rows, k)
-    before[1:] -= running[k - 1 : -1 : k, None]
-    room = (capacity if v == 1 else np.repeat(capacity, v))[:, None] - before
-    take_sorted = np.minimum(np.maximum(room, 0.0), stock_sorted.reshape(rows, k))
-    taken = np.empty(rows * k)
-    taken[flat] = take_sorted.reshape(-1)
-    return taken.reshape(b, v, k)

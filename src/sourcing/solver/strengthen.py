@@ -29,9 +29,10 @@ from typing import Final
 import numpy as np
 
 from sourcing.model import IntArray
+from sourcing.solver import kernels
 from sourcing.solver.context import INF, MAX_SUBSET_CELLS, Context, Plan, lexmin
 from sourcing.solver.enumeration import _covering_sets, price_sets, subset_plan, unique_rows
-from sourcing.solver.lagrangian import Bound, lagrangian_bound, within_capacity
+from sourcing.solver.lagrangian import Bound, lagrangian_bound
 
 #: Subgradient steps of :func:`cover_prices`, and their decay: each step moves
 #: ``DECAY ** i * (cap - plain bound) / |g|^2`` along the gradient (15 steps at 0.85
@@ -82,17 +83,17 @@ def units_taken(
     """Units (K) the parcels (nodes, services) take at ``prices`` in the relaxation:
     every unit cheaper than its price, up to stock, the most profitable first up to capacity."""
     costs = ctx.costs
-    reduced = np.minimum(costs.unit[nodes, services].astype(np.float64) - prices, 0.0)
-    avail = costs.available[nodes].astype(np.float64)
-    taken = np.where(reduced < 0, avail, 0.0)
-    capacity = costs.capacity[nodes].astype(np.float64)
-    over = taken.sum(axis=1) > capacity
-    if over.any():
-        taken[over] = within_capacity(reduced[over][:, None, :], avail[over], capacity[over])[
-            :, 0, :
-        ]
-    total: np.ndarray = taken.sum(axis=0)
-    return total
+    one_slot = np.zeros((nodes.size, costs.fixed.shape[1]), dtype=np.bool_)
+    one_slot[np.arange(nodes.size), services] = True
+    slots = kernels.slots_of(
+        one_slot,
+        costs.unit[nodes],
+        costs.fixed[nodes],
+        costs.available[nodes],
+        costs.capacity[nodes].astype(np.float64),
+    )
+    at = kernels.row_terms(slots, nodes.size, prices)
+    return at.taken_by_sku(slots, np.arange(nodes.size), ctx.demand.size)
 
 
 def least_covering_sets(
