@@ -82,8 +82,6 @@ def lagrangian_bound(
     live = np.flatnonzero(elig.any(axis=1))
     live_elig = elig[live]
     avail = costs.available[live].astype(np.float64)
-    unit = np.where(live_elig[:, :, None], costs.unit[live], 0).astype(np.float64)
-    fixed = np.where(live_elig, costs.fixed[live], np.inf).astype(np.float64)
     q = demand.astype(np.float64)
     n_nodes = live.size
     nothing = Bound(np.inf, np.full(n_all, np.inf), np.full(n_all, -1, dtype=np.int64))
@@ -93,12 +91,21 @@ def lagrangian_bound(
         lam = ctx.prices  # the last sub-problem's prices: usually close to this one's
     else:
         # Each SKU's cheapest unit cost, each parcel spread over what its node could carry.
+        unit = costs.unit[live].astype(np.float64)
+        fixed = costs.fixed[live].astype(np.float64)
         amortised = unit + fixed[:, :, None] / np.maximum(avail.sum(axis=1), 1.0)[:, None, None]
         lam = np.where(live_elig[:, :, None], amortised, np.inf).min(axis=(0, 1))
         lam = np.where(np.isfinite(lam), lam, 0.0)
     # At given prices a node whose capacity is below its stock takes its most profitable
     # units only up to its capacity (exact), which bounds plans opening it more tightly.
-    slots = kernels.slots_of(live_elig, unit, fixed, avail, costs.capacity[live].astype(np.float64))
+    # (Only eligible slots are gathered: no mask of the others' costs is needed.)
+    slots = kernels.slots_of(
+        live_elig,
+        costs.unit[live],
+        costs.fixed[live],
+        avail,
+        costs.capacity[live].astype(np.float64),
+    )
     target = float(upper) if upper < INF else None
     best_value = -np.inf
     step_scale, stall = 1.0, 0
