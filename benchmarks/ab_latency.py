@@ -42,26 +42,15 @@ DEFAULT_SIZES = "10x50x2,20x200x2,50x500x2,fragmented:20x200x2,credits:20x200x2"
 LABELS = ("CHEAPEST", "FASTEST", "SINGLE_PARCEL", "BALANCED")
 
 
-def _warm_up_solver() -> None:
-    """Load (or compile) the solver's compiled kernels before timing anything, as
-    ``oms serve`` does before it serves; engines from before the kernels have none.
-    Otherwise the first quote to reach each kernel pays its load (tens to hundreds of ms)."""
-    import sourcing.solver
-
-    warm_up = getattr(sourcing.solver, "warm_up", None)
-    if warm_up is not None:
-        warm_up()
-
-
 def _worker() -> None:
     """Quote the carts the parent sends (one JSON line each); answer one JSON line each."""
     sys.path.insert(0, str(HERE))
     from sourcing import QuoteSettings, quote
     from sourcing.errors import ShortageError
 
-    from networks import random_cart, regime_network
+    from networks import random_cart, regime_network, warm_up_solver
 
-    _warm_up_solver()
+    warm_up_solver()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
     networks: dict[tuple[str, int, int, int], Any] = {}

@@ -1,7 +1,8 @@
 """Generated networks of a chosen size, for benchmarks that need exact node counts.
 
 :func:`generated_network` is the standard regime; :func:`regime_network` builds it and the
-regimes where carts must split (:data:`REGIMES`).
+regimes where carts must split (:data:`REGIMES`). :func:`warm_up_solver` is what the latency
+benchmarks run before timing quotes on them.
 """
 
 from __future__ import annotations
@@ -167,3 +168,14 @@ def regime_network(regime: str, n_nodes: int, n_skus: int, seed: int = 0) -> Net
         transit_days=np.stack([ground_days, express_days]).astype(np.int64),
         offered=np.ones((2, 6), dtype=bool),
     )
+
+
+def warm_up_solver() -> None:
+    """Load (or compile) the solver's compiled kernels before timing anything, as
+    ``oms serve`` does before it serves; engines from before the kernels have none.
+    Otherwise the first quote to reach each kernel pays its load (tens to hundreds of ms)."""
+    import sourcing.solver
+
+    warm_up = getattr(sourcing.solver, "warm_up", None)
+    if warm_up is not None:
+        warm_up()

@@ -70,7 +70,7 @@ from sourcing.errors import ShortageError
 from sourcing.model import MILLICENTS_PER_UNIT, Label, Option, Order
 from sourcing.orders import demand_by_sku
 
-from networks import REGIMES, generated_network, random_cart, regime_network
+from networks import REGIMES, generated_network, random_cart, regime_network, warm_up_solver
 
 DEFAULT_SIZES = (
     "1x10x2,3x50x2,10x50x2,20x200x2,50x500x2,"
@@ -574,16 +574,6 @@ def targets(results: list[dict[str, Any]]) -> str:
     return "targets:\n  " + "\n  ".join(parts)
 
 
-def _warm_up_solver() -> None:
-    """Load (or compile) the solver's compiled kernels (engines from before them have
-    none): otherwise the first quote to reach each kernel pays its load."""
-    import sourcing.solver
-
-    warm_up = getattr(sourcing.solver, "warm_up", None)
-    if warm_up is not None:
-        warm_up()
-
-
 def _pin_to_one_core() -> str:
     if hasattr(os, "sched_setaffinity"):
         try:
@@ -632,7 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Warm-up (imports, CP-SAT's first-solve overhead, the solver's compiled kernels as
     # `oms serve` loads them before serving), not timed.
-    _warm_up_solver()
+    warm_up_solver()
     warm_net = generated_network(10, 100, args.seed)
     warm = random_cart(warm_net, np.random.default_rng(12345), 2)
     try:
