@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 
+from sourcing.model import BoolArray
 from sourcing.solver import kernels
 
 
@@ -142,6 +143,8 @@ def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int) -> Non
     # The services it reports are each opened row's least slot at those prices.
     step = kernels.row_terms(slots, rows, ascent.prices)
     np.testing.assert_array_equal(ascent.services, slots.service[step.best_slot[ascent.opened]])
+    # It says whether the rows it opens hold the demand (a plan can then be built of them).
+    assert ascent.covers == bool((avail[ascent.opened].sum(axis=0) >= demand).all())
     # More steps never lower the best bound (it keeps the best prices seen).
     first = kernels.branch_ascent(
         slots, avail, closed, forced, start, demand, parcels, 1, np.inf, 0.7
@@ -174,6 +177,33 @@ def test_the_branch_ascent_bounds_the_cheapest_plan_from_below() -> None:
     assert ascent.value <= 12.0 + 1e-9
     # At prices (a, a) the bound is min(12, a + 4): the ascent reaches the plan's cost.
     assert ascent.value >= 12.0 - 1e-6
+
+
+def test_the_ascent_says_whether_its_rows_hold_the_demand() -> None:
+    """Hand-solved: row 0 holds both SKUs, rows 1 and 2 one each. One parcel must be row 0
+    (it holds the demand); of two parcels the cheapest pair is rows 1 and 2 (they do), and
+    forced to rows 0 and 1 they do too; with row 0 closed and one parcel, there is no plan."""
+    elig = np.ones((3, 1), dtype=np.bool_)
+    avail = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    fixed = np.array([[10.0], [3.0], [3.0]])
+    slots = kernels.slots_of(elig, np.ones((3, 1, 2)), fixed, avail, np.full(3, 100.0))
+    none = np.zeros(3, dtype=np.bool_)
+    demand = np.ones(2)
+
+    def ascent(parcels: int, forced: BoolArray = none, start: float = 0.0):  # type: ignore[no-untyped-def]
+        found = kernels.branch_ascent(
+            slots, avail, none, forced, np.full(2, start), demand, parcels, 1, np.inf, 0.7
+        )
+        assert found is not None
+        return found
+
+    # At prices 0 every term is the parcel's cost: the least one is row 1 or 2, which alone
+    # holds one SKU; at prices 20 row 0's term (10 - 40) is the least, and it holds both.
+    assert not ascent(1).covers
+    assert ascent(1, start=20.0).covers
+    assert ascent(2).covers
+    assert ascent(2, forced=np.array([True, True, False])).covers
+    assert sorted(ascent(2).opened.tolist()) == [1, 2]
 
 
 def test_a_branch_without_a_plan_is_none() -> None:
@@ -249,7 +279,7 @@ def test_fixing_and_the_next_move_match_the_plain_rules(seed: int) -> None:
     least = np.sort(terms[~(forced | closed)])[:free_count].sum()
     value = float(terms[forced].sum() + least)
     ascent = kernels.Ascent(
-        value, np.zeros(1), terms, np.zeros(0, np.int64), np.zeros(0, np.int64), chosen
+        value, np.zeros(1), terms, np.zeros(0, np.int64), np.zeros(0, np.int64), chosen, False
     )
     slots_per_row = rng.integers(1, 3, rows)
     for threshold in (value, value + 3, value + 15, value + 1000):
@@ -285,6 +315,29 @@ def test_the_least_values_are_picked_with_ties_in_position_order(seed: int) -> N
         equal = [i for i in range(values.size) if values[i] == kth][: count - len(below)]
         assert out.tolist() == below + equal
         assert sorted(out.tolist()) == sorted(first.tolist())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_leaf_slots_match_the_plain_selection(seed: int) -> None:
+    """A leaf's slots: one group per forced row, the free rows' slots, in row then
+    service order, as np.nonzero lists them."""
+    rng = np.random.default_rng(400 + seed)
+    rows, services = 12, 3
+    elig = rng.random((rows, services)) < 0.6
+    nodes = np.sort(rng.choice(100, rows, replace=False))
+    forced = rng.random(rows) < 0.3
+    closed = ~forced & (rng.random(rows) < 0.3)
+    group_ptr, group_n, group_v, free_n, free_v = kernels.leaf_slots(elig, nodes, forced, closed)
+
+    forced_rows = np.flatnonzero(forced)
+    assert group_ptr.tolist() == [0, *np.cumsum(elig[forced_rows].sum(axis=1)).tolist()]
+    at, v = np.nonzero(elig[forced_rows])
+    assert group_n.tolist() == nodes[forced_rows[at]].tolist()
+    assert group_v.tolist() == v.tolist()
+    free_rows = np.flatnonzero(~(forced | closed))
+    at, v = np.nonzero(elig[free_rows])
+    assert free_n.tolist() == nodes[free_rows[at]].tolist()
+    assert free_v.tolist() == v.tolist()
 
 
 def test_split_gives_each_sku_to_the_cheapest_parcel_first_and_ties_to_the_earlier() -> None:

@@ -209,7 +209,9 @@ def _covered_above(
 
 def _incumbent(ctx: Context, relax: _Relaxation, ascent: kernels.Ascent, limit: int) -> Plan | None:
     """A plan from the parcels the relaxation opens, if they cover the demand (drop heuristic)."""
-    if ascent.opened.size == 0:
+    # Rarely do they (31 of 10,560 branches on four fragmented 50-line carts): the ascent
+    # says so, where the heuristic's own check cost 12 us a branch.
+    if ascent.opened.size == 0 or not ascent.covers:
         return None
     plan = drop_heuristic(ctx, relax.nodes[ascent.opened], ascent.services.astype(np.int64))
     return plan if plan is not None and plan.cost <= limit else None
@@ -226,13 +228,10 @@ def _leaf(
     """Price every parcel set a leaf leaves (:data:`~sourcing.solver.kernels.LEAF`): the
     best plan among them within ``limit``, and whether the pricing was exact."""
     free_count = parcels - int(np.count_nonzero(forced))
-    free_pos = np.flatnonzero(~(forced | closed))
-    free_at, free_v = np.nonzero(relax.elig[free_pos])
-    free_n = relax.nodes[free_pos[free_at]]
-    # One group per forced node: its slots left.
-    group_at, group_v = np.nonzero(relax.elig[forced])
-    group_n = relax.nodes[np.flatnonzero(forced)[group_at]]
-    group_ptr = np.concatenate(([0], np.cumsum(np.bincount(group_at, minlength=int(forced.sum())))))
+    # One group per forced node (its slots left), and the free nodes' slots.
+    group_ptr, group_n, group_v, free_n, free_v = kernels.leaf_slots(
+        relax.elig, relax.nodes, forced, closed
+    )
     key, found, exact = price_product(
         ctx, group_ptr, group_n, group_v, free_n, free_v, free_count, limit + 1e-6
     )

@@ -295,7 +295,7 @@ def _branch_ascent(
     iterations: int,
     target: float,
     decay: float,
-) -> tuple[bool, float, FloatArray, FloatArray, IntArray, IntArray, FloatArray]:
+) -> tuple[bool, float, FloatArray, FloatArray, IntArray, IntArray, FloatArray, bool]:
     # The branch's nodes must hold the demand, and have room for its parcels.
     n_free = 0
     for r in range(n_rows):
@@ -316,6 +316,7 @@ def _branch_ascent(
             np.empty(0, np.int64),
             np.empty(0, np.int64),
             np.empty(0),
+            False,
         )
     n_slots = slot_row.size
     live = np.empty(n_slots, dtype=np.bool_)
@@ -355,7 +356,10 @@ def _branch_ascent(
         for i in range(parcels):
             value += terms[opened[i]]
         if not np.isfinite(value):
-            return False, best_value, best_prices, best_terms, best_opened, best_services, chosen
+            return (
+                False, best_value, best_prices, best_terms, best_opened, best_services, chosen,
+                False,
+            )  # fmt: skip
         chosen *= decay
         for i in range(parcels):
             chosen[opened[i]] += 1.0 - decay
@@ -384,7 +388,12 @@ def _branch_ascent(
         # Polyak's step towards the target (without one, 5% above the bound).
         gap = target - value if target < np.inf else max(abs(value) * 0.05, 1000.0)
         lam = lam + scale * max(gap, 1.0) / norm * gradient
-    return found, best_value, best_prices, best_terms, best_opened, best_services, chosen
+    # Whether the rows opened at the best prices hold the demand (a plan may be built).
+    held[:] = 0.0
+    for i in range(parcels):
+        held += row_avail[best_opened[i]]
+    covers = found and not (held < demand).any()
+    return found, best_value, best_prices, best_terms, best_opened, best_services, chosen, covers
 
 
 @_compiled
@@ -767,6 +776,52 @@ def price_product(
     return (int(total), int(latest)), found, (over_n, over_v, over_lower)
 
 
+@_compiled
+def _leaf_slots(
+    elig: BoolArray, nodes: IntArray, forced: BoolArray, closed: BoolArray
+) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
+    n_rows, n_services = elig.shape
+    group_ptr = np.zeros(int(np.count_nonzero(forced)) + 1, dtype=np.int64)
+    n_group = n_free = 0
+    g = 0
+    for r in range(n_rows):
+        slots = int(np.count_nonzero(elig[r]))
+        if forced[r]:
+            n_group += slots
+            group_ptr[g + 1] = n_group
+            g += 1
+        elif not closed[r]:
+            n_free += slots
+    group_n = np.empty(n_group, dtype=np.int64)
+    group_v = np.empty(n_group, dtype=np.int64)
+    free_n = np.empty(n_free, dtype=np.int64)
+    free_v = np.empty(n_free, dtype=np.int64)
+    i = j = 0
+    for r in range(n_rows):
+        for v in range(n_services):
+            if not elig[r, v]:
+                continue
+            if forced[r]:
+                group_n[i], group_v[i] = nodes[r], v
+                i += 1
+            elif not closed[r]:
+                free_n[j], free_v[j] = nodes[r], v
+                j += 1
+    return group_ptr, group_n, group_v, free_n, free_v
+
+
+def leaf_slots(
+    elig: BoolArray, nodes: IntArray, forced: BoolArray, closed: BoolArray
+) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
+    """A branch's parcel slots as :func:`price_product` takes them, over R rows (``elig``
+    R x V, ``nodes`` R): one group per ``forced`` row (pointers, then nodes and services,
+    rows and services in order), and the slots of the rows neither forced nor ``closed``."""
+    out: tuple[IntArray, IntArray, IntArray, IntArray, IntArray] = _leaf_slots(
+        _bools(elig), _ints(nodes), _bools(forced), _bools(closed)
+    )
+    return out
+
+
 #: What :func:`fix_and_pick` leaves of a branch.
 NO_PLAN, LEAF, SPLIT = 0, 1, 2
 
@@ -883,7 +938,8 @@ def row_terms(slots: Slots, n_rows: int, lam: FloatArray) -> StepTerms:
 @dataclass(frozen=True)
 class Ascent:
     """A branch's best bound, its prices and row terms there, the rows it opens with
-    their services, and each row's running share of the steps it was opened in."""
+    their services, each row's running share of the steps it was opened in, and whether
+    the rows opened hold the demand."""
 
     value: float
     prices: FloatArray
@@ -891,6 +947,7 @@ class Ascent:
     opened: IntArray
     services: IntArray
     chosen: FloatArray
+    covers: bool
 
 
 def branch_ascent(
@@ -910,7 +967,7 @@ def branch_ascent(
     free ones'. Stops at ``target``. None: the branch has no plan (too many rows forced,
     too few left, the rows left do not hold the demand (``row_avail``: R x K), or no
     finite bound)."""
-    found, value, lam, terms, opened, services, chosen = _branch_ascent(
+    found, value, lam, terms, opened, services, chosen, covers = _branch_ascent(
         slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, slots.row,
         slots.service, row_avail.shape[0], _floats(row_avail), _bools(closed), _bools(forced),
         _floats(prices), _floats(demand), int(parcels), int(iterations), float(target),
@@ -918,7 +975,7 @@ def branch_ascent(
     )  # fmt: skip
     if not found:
         return None
-    return Ascent(value, lam, terms, opened, services, chosen)
+    return Ascent(value, lam, terms, opened, services, chosen, covers)
 
 
 def warm_up() -> None:
@@ -933,6 +990,7 @@ def warm_up() -> None:
     ascent = branch_ascent(slots, avail, nothing, nothing, np.zeros(2), demand, 2, 3, np.inf, 0.7)
     assert ascent is not None
     fix_and_pick(ascent, nothing, nothing, 2, 100, np.ones(3, dtype=np.int64), 1.0)
+    leaf_slots(elig, np.arange(3), nothing, nothing)
     one = np.zeros(1, dtype=np.int64)
     sets = np.zeros((1, 1), dtype=np.int64)
     split(sets, sets, np.ones((1, 1, 1), np.int64), sets, sets, one, one)
