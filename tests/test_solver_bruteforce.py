@@ -305,11 +305,13 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
             raise AssertionError("the branch and bound left a parcel count to CP-SAT")
 
         monkeypatch.setattr(large, "solve_cpsat", no_cpsat)
-        searches = spy(monkeypatch, large, "branch_and_bound")
+        searches = spy(monkeypatch, large, "search_counts")
     if per_count == "cp-sat":
-        monkeypatch.setattr(
-            large, "branch_and_bound", lambda ctx, elig, p, best, *rest: (best, 0, False)
-        )
+
+        def nothing_searched(ctx: Any, counts: Any, best: Any, *rest: Any) -> Any:
+            return best, [branching.Searched(0, False) for _ in counts]
+
+        monkeypatch.setattr(large, "search_counts", nothing_searched)
     calls = spy(monkeypatch, subproblem, "solve_large")
     quotes = _check_fragmented_carts(seeds=120, time_limit_s=30.0)
     split3 = sum(_parcels_of_cheapest(q) >= 3 for q in quotes)
@@ -382,6 +384,37 @@ def test_branch_and_bound_closes_each_parcel_count_exactly(
         closed_by_cover += ctx.stats.get("coverclosed", 0)
     assert compared >= 150 and found >= 60, (compared, found)
     assert not cover or closed_by_cover >= 20, closed_by_cover
+
+
+def test_counts_searched_together_find_the_least_plan_of_any_count() -> None:
+    # sourcing.solver.branching.search_counts on every parcel count of a cart at once, in
+    # one best-first order, without a plan to start from and with each count's slots
+    # priced only at leaves: its best plan is the least cost of every plan, enumerated and
+    # evaluated, every count is complete, and each count's lower bound is that cost.
+    from sourcing.costs import order_costs
+    from sourcing.orders import demand_by_sku
+    from sourcing.solver.context import INF, Context
+
+    compared = split = 0
+    for seed in range(150):
+        network, order, settings = _fragmented_instance(seed)
+        brute = list(all_allocations(network, order))
+        if not brute:
+            continue
+        skus, wanted = demand_by_sku(network, order)
+        costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
+        ctx = Context(costs, wanted, settings, float("inf"))
+        counts = [
+            branching.Count(p, costs.usable, np.zeros(wanted.size))
+            for p in range(1, len(costs.nodes) + 1)
+        ]
+        best, outcomes = branching.search_counts(ctx, counts, None, INF, lambda: False)
+        least = min(e.cost for e in brute)
+        assert best is not None and best.cost == least, seed
+        assert all(o.complete and o.lower == least for o in outcomes), seed
+        split += best.parcels >= 2
+        compared += 1
+    assert compared >= 30 and split >= 25, (compared, split)
 
 
 def test_covering_sets_are_every_covering_set_once() -> None:

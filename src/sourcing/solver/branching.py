@@ -1,6 +1,6 @@
 """Lagrangian branch and bound over plans of exactly ``p`` parcels (stage 4 on large residues).
 
-One parcel count that :mod:`~sourcing.solver.large` could not close by its
+A parcel count that :mod:`~sourcing.solver.large` could not close by its
 bound or by enumerating its parcel sets (the count at the relaxation's own
 cardinality, 8-11% below the optimum on fragmented 50-line carts) is
 searched here. A branch fixes some nodes open (``forced``) and some closed;
@@ -30,7 +30,10 @@ compiled (:mod:`~sourcing.solver.kernels`); this module keeps the search.
 Best first: the least bound of the open branches is a valid lower bound on
 the count's plans at any moment, so a search cut short still proves a gap.
 The count is closed only when every branch is pruned by its bound or
-priced exactly; nothing is dropped on a guess.
+priced exactly; nothing is dropped on a guess. :func:`search_counts` takes
+the open counts of one residue in a single best-first order (the plan one
+count holds then prunes the others' branches as soon as it is found);
+:func:`branch_and_bound` is that search on one count.
 """
 
 from __future__ import annotations
@@ -97,9 +100,30 @@ class _Relaxation:
 class _Branch:
     bound: float
     order: tuple[int, int]  # (-depth, sequence): deeper first among equal bounds, then FIFO
+    count: int = field(compare=False)  # the parcel count's position in the search
     forced: BoolArray = field(compare=False)
     closed: BoolArray = field(compare=False)
     prices: np.ndarray = field(compare=False)
+
+
+@dataclass(frozen=True)
+class Count:
+    """One parcel count to search: its slots, its prices to start from, and a proven lower
+    bound on its plans (``-inf``: none yet)."""
+
+    parcels: int
+    elig: np.ndarray
+    prices: np.ndarray
+    bound: float = -np.inf
+
+
+@dataclass(frozen=True)
+class Searched:
+    """A parcel count's outcome: a proven lower bound on its plans that could still beat
+    the best one, and whether its search was complete."""
+
+    lower: int
+    complete: bool
 
 
 def branch_and_bound(
@@ -117,48 +141,73 @@ def branch_and_bound(
     most ``upper``), the proven lower bound on the cost of the plans with this
     many parcels that could still beat it, and whether the search was complete.
     """
-    relax = _Relaxation(ctx, elig, parcels)
+    best, (searched,) = search_counts(ctx, [Count(parcels, elig, prices)], best, upper, out_of_time)
+    return best, searched.lower, searched.complete
+
+
+def search_counts(
+    ctx: Context,
+    counts: list[Count],
+    best: Plan | None,
+    upper: int,
+    out_of_time: Callable[[], bool],
+) -> tuple[Plan | None, list[Searched]]:
+    """:func:`branch_and_bound` on several parcel counts at once, in one best-first order.
+
+    Searched one after another, a count holding no better plan is searched
+    against the best plan known before it: every branch whose bound lies
+    below that is expanded, though a later count may hold a plan far below.
+    In one order over all counts, no branch bounded above the optimum is
+    expanded once the optimum is found, and it is found before any such branch
+    is taken (its own branches are bounded below it). Returns the best plan and
+    each count's outcome, in the order given.
+    """
+    relaxations = [_Relaxation(ctx, c.elig, c.parcels) for c in counts]
     sequence = itertools.count()
 
     def limit() -> int:
         return min(upper, best.cost) if best is not None else upper
 
-    def threshold() -> int:
-        """A branch whose bound rounds up above this holds no plan beating the best one:
-        none cheaper, nor as cheap with fewer parcels (ties go to fewer parcels)."""
+    def threshold(parcels: int) -> int:
+        """A branch of this many parcels whose bound rounds up above this holds no plan
+        beating the best one: none cheaper, nor as cheap with fewer parcels (ties go to
+        fewer parcels)."""
         if best is not None and best.parcels <= parcels:
             return min(limit(), best.cost - 1)
         return limit()
 
-    def hopeless(value: float) -> bool:
+    def hopeless(value: float, parcels: int) -> bool:
         # -inf (a branch not bounded yet) is never hopeless; +inf (no plan) always is.
-        return value > -np.inf and ceil_bound(value) > threshold()
+        return value > -np.inf and ceil_bound(value) > threshold(parcels)
 
-    nothing = np.zeros(relax.nodes.size, dtype=np.bool_)
-    heap: list[_Branch] = [_Branch(-np.inf, (0, next(sequence)), nothing, nothing, prices)]
-    unsettled: list[float] = []  # leaves whose exact pricing was cut short
-    iterations = ROOT_ITERATIONS
+    heap: list[_Branch] = []
+    for i, (count, relax) in enumerate(zip(counts, relaxations, strict=True)):
+        nothing = np.zeros(relax.nodes.size, dtype=np.bool_)
+        root = _Branch(count.bound, (0, next(sequence)), i, nothing, nothing, count.prices)
+        heapq.heappush(heap, root)
+    unsettled: list[list[float]] = [[] for _ in counts]  # leaves whose pricing was cut short
     while heap and not out_of_time():
         branch = heapq.heappop(heap)
-        if hopeless(branch.bound):
+        relax, parcels = relaxations[branch.count], counts[branch.count].parcels
+        if hopeless(branch.bound, parcels):
             continue
         ctx.stats["branch"] = ctx.stats.get("branch", 0) + 1
         cap = limit()
         goal = float(cap) if cap < INF else np.inf
+        depth = -branch.order[0]
         ascent = kernels.branch_ascent(
             relax.slots, relax.avail, branch.closed, branch.forced, branch.prices, relax.demand,
-            parcels, iterations, goal, CHOICE_DECAY,
+            parcels, ROOT_ITERATIONS if depth == 0 else BRANCH_ITERATIONS, goal, CHOICE_DECAY,
         )  # fmt: skip
-        iterations = BRANCH_ITERATIONS
         if ascent is None:
             continue  # no plan in this branch
         value = max(ascent.value, branch.bound)
         best = lexmin(best, _incumbent(ctx, relax, ascent, limit()))
-        if hopeless(value):
+        if hopeless(value, parcels):
             continue
         move, forced, closed, pick = kernels.fix_and_pick(
-            ascent, branch.forced, branch.closed, parcels, threshold(), relax.slots_per_row,
-            relax.leaf_sets,
+            ascent, branch.forced, branch.closed, parcels, threshold(parcels),
+            relax.slots_per_row, relax.leaf_sets,
         )  # fmt: skip
         if move == kernels.NO_PLAN:
             continue
@@ -166,24 +215,32 @@ def branch_and_bound(
             found, exact = _leaf(ctx, relax, parcels, forced, closed, limit())
             best = lexmin(best, found)
             if not exact:
-                unsettled.append(value)
+                unsettled[branch.count].append(value)
             continue
         if COVER_BRANCHES and _covered_above(
-            ctx, elig, relax, parcels, forced, closed, ascent.prices, threshold()
-        ):
+            ctx, counts[branch.count].elig, relax, parcels, forced, closed, ascent.prices,
+            threshold(parcels),
+        ):  # fmt: skip
             continue
-        depth = 1 - branch.order[0]
         for side in (True, False):
             child_forced, child_closed = forced.copy(), closed.copy()
             (child_forced if side else child_closed)[pick] = True
             child = _Branch(
-                value, (-depth, next(sequence)), child_forced, child_closed, ascent.prices
-            )
+                value, (-depth - 1, next(sequence)), branch.count, child_forced, child_closed,
+                ascent.prices,
+            )  # fmt: skip
             heapq.heappush(heap, child)
-    open_bounds = [b.bound for b in heap if not hopeless(b.bound)] + unsettled
-    if not open_bounds:
-        return best, best.cost if best is not None else upper, True
-    return best, ceil_bound(min(open_bounds)) if np.isfinite(min(open_bounds)) else -INF, False
+    outcomes = []
+    for i, count in enumerate(counts):
+        open_bounds = [
+            b.bound for b in heap if b.count == i and not hopeless(b.bound, count.parcels)
+        ] + unsettled[i]
+        if not open_bounds:
+            outcomes.append(Searched(best.cost if best is not None else upper, True))
+        else:
+            least = min(open_bounds)
+            outcomes.append(Searched(ceil_bound(least) if np.isfinite(least) else -INF, False))
+    return best, outcomes
 
 
 def _covered_above(

@@ -21,10 +21,11 @@ nodes its own reduced costs allow (reduced-cost fixing per count). In order:
    improves, the counts are bounded again and searched again (a lower best
    fixes more nodes and admits fewer sets);
 4. the counts still open (too many sets) are searched by a Lagrangian branch
-   and bound (:func:`~sourcing.solver.branching.branch_and_bound`: prices
-   re-optimised per branch, reduced-cost fixing per branch), least bound first
-   (with :data:`COVER_PRICES`, a count with many nodes first gets prices that see
-   the cover and its sets enumerated at them);
+   and bound (:func:`~sourcing.solver.branching.search_counts`: prices
+   re-optimised per branch, reduced-cost fixing per branch), all counts in one
+   best-first order, so a plan one count holds prunes the others' branches as
+   soon as it is found (with :data:`COVER_PRICES`, a count with many nodes
+   first gets prices that see the cover and its sets enumerated at them);
 5. what that leaves open (out of its time) goes to CP-SAT count by count
    (``sum y == p`` on that count's nodes), fewest slots first.
 
@@ -44,7 +45,7 @@ from typing import Final
 
 import numpy as np
 
-from sourcing.solver.branching import branch_and_bound
+from sourcing.solver.branching import Count, search_counts
 from sourcing.solver.context import INF, Context, Plan, ceil_bound, heuristics_pay, lexmin
 from sourcing.solver.cpsat import solve_cpsat
 from sourcing.solver.enumeration import best_subset
@@ -196,11 +197,10 @@ def solve_large(
             del counts[parcels], count_lower[parcels]
         first = False
 
-    # 4. A Lagrangian branch and bound on each count still open, the least bound first:
-    # prices re-optimised per branch close what one bound per count cannot.
+    # 4. A Lagrangian branch and bound on the counts still open, all in one best-first
+    # order: prices re-optimised per branch close what one bound per count cannot.
+    searched: list[Count] = []
     for parcels in sorted(counts, key=lambda p: (counts[p][0], p)):
-        if out_of_time():
-            break
         value, exact, prices = counts[parcels]
         if _closed(value, parcels, cap(), best):
             del counts[parcels], count_lower[parcels]
@@ -212,14 +212,14 @@ def solve_large(
             if settled or _closed(value, parcels, cap(), best):
                 del counts[parcels], count_lower[parcels]
                 continue
-        found, proven, complete = branch_and_bound(
-            ctx, elig & fixed_out(parcels), parcels, best, cap(), start, out_of_time
-        )
-        best = lexmin(best, found)
-        if complete:
-            del counts[parcels], count_lower[parcels]
-        else:
-            count_lower[parcels] = max(value, proven)
+        searched.append(Count(parcels, elig & fixed_out(parcels), start, float(value)))
+    if searched and not out_of_time():
+        best, outcomes = search_counts(ctx, searched, best, cap(), out_of_time)
+        for count, outcome in zip(searched, outcomes, strict=True):
+            if outcome.complete:
+                del counts[count.parcels], count_lower[count.parcels]
+            else:
+                count_lower[count.parcels] = max(counts[count.parcels][0], outcome.lower)
 
     # 5. CP-SAT on each count still open, the fewest slots first, its bound renewed at the
     # best cost now known (warm-started from its own prices).
