@@ -785,7 +785,9 @@ def _leaf_slots(
     n_group = n_free = 0
     g = 0
     for r in range(n_rows):
-        slots = int(np.count_nonzero(elig[r]))
+        slots = 0
+        for v in range(n_services):
+            slots += elig[r, v]
         if forced[r]:
             n_group += slots
             group_ptr[g + 1] = n_group
