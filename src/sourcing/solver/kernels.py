@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import numpy as np
 from numba import njit
@@ -86,7 +86,9 @@ def _bits(a: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Slots:
     """Slots as sparse rows: slot s's entries ``ptr[s]:ptr[s+1]`` are the SKUs its node
-    stocks, with their unit cost and stock."""
+    stocks, with their unit cost and stock; and the same dense, which a step sums
+    vectorised (the sparse entries' gather does not vectorise; a capacity that binds takes
+    the sparse rows' knapsack)."""
 
     row: IntArray  # S: the slot's row (its node's position in the caller's list)
     service: IntArray  # S
@@ -96,6 +98,9 @@ class Slots:
     sku: IntArray  # E
     unit: FloatArray  # E
     avail: FloatArray  # E
+    #: The same entries dense, S x K: unit cost (NOT_HELD where the node has none), stock (0).
+    dense_unit: FloatArray
+    dense_avail: FloatArray
 
 
 def slots_of(
@@ -109,6 +114,10 @@ def slots_of(
     ptr = np.zeros(row.size + 1, dtype=np.int64)
     np.cumsum(np.bincount(held_s, minlength=row.size), out=ptr[1:])
     binds = capacity < avail.sum(axis=1)
+    dense_unit = np.full(stock.shape, NOT_HELD)
+    dense_unit[held_s, held_k] = unit[row[held_s], service[held_s], held_k]
+    dense_avail = np.zeros(stock.shape)
+    dense_avail[held_s, held_k] = stock[held_s, held_k]
     return Slots(
         row=_ints(row),
         service=_ints(service),
@@ -118,7 +127,26 @@ def slots_of(
         sku=_ints(held_k),
         unit=_floats(unit[row[held_s], service[held_s], held_k]),
         avail=_floats(stock[held_s, held_k]),
+        dense_unit=dense_unit,
+        dense_avail=dense_avail,
     )
+
+
+#: A unit cost no price reaches: an entry of a SKU the node does not hold.
+NOT_HELD: Final = 1e300
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _dense_sums(unit: FloatArray, avail: FloatArray, lam: FloatArray) -> tuple[float, float]:
+    """A slot's term without its parcel, and the units it takes, capacity ignored; summed in
+    any order (vectorised)."""
+    total = 0.0
+    units = 0.0
+    for k in range(lam.size):
+        r = min(unit[k] - lam[k], 0.0)
+        total += avail[k] * r
+        units += avail[k] if r < 0.0 else 0.0
+    return total, units
 
 
 @_compiled
@@ -190,16 +218,22 @@ def _slot_terms(
     live: BoolArray,
     lam: FloatArray,
     terms: FloatArray,
+    dense_unit: FloatArray,
+    dense_avail: FloatArray,
 ) -> None:
     """Per live slot its term at prices ``lam`` into ``terms`` (inf: not live)."""
     nothing = np.empty(0)
     for s in range(ptr.size - 1):
-        if live[s]:
+        if not live[s]:
+            terms[s] = np.inf
+            continue
+        total, units = _dense_sums(dense_unit[s], dense_avail[s], lam)
+        if units <= capacity[s]:
+            terms[s] = fixed[s] + total
+        else:
             terms[s] = _slot_term(
                 s, ptr, sku, unit, avail, fixed[s], capacity[s], lam, nothing, False
             )
-        else:
-            terms[s] = np.inf
 
 
 @_compiled
@@ -235,9 +269,13 @@ def _row_terms(
     slot_terms: FloatArray,
     terms: FloatArray,
     best_slot: IntArray,
+    dense_unit: FloatArray,
+    dense_avail: FloatArray,
 ) -> None:
     """As :func:`_slot_terms`, and per row its least slot (the first of equal ones)."""
-    _slot_terms(ptr, sku, unit, avail, fixed, capacity, live, lam, slot_terms)
+    _slot_terms(
+        ptr, sku, unit, avail, fixed, capacity, live, lam, slot_terms, dense_unit, dense_avail
+    )
     terms[:] = np.inf
     best_slot[:] = -1
     for s in range(slot_row.size):
@@ -295,6 +333,8 @@ def _branch_ascent(
     iterations: int,
     target: float,
     decay: float,
+    dense_unit: FloatArray,
+    dense_avail: FloatArray,
 ) -> tuple[bool, float, FloatArray, FloatArray, IntArray, IntArray, FloatArray, bool]:
     # The branch's nodes must hold the demand, and have room for its parcels.
     n_free = 0
@@ -341,7 +381,7 @@ def _branch_ascent(
     for _ in range(iterations):
         _row_terms(
             ptr, sku, unit, avail, fixed, capacity, live, slot_row, lam, slot_terms, terms,
-            best_slot,
+            best_slot, dense_unit, dense_avail,
         )  # fmt: skip
         opened[:n_forced] = forced_at
         if free_count > 0:
@@ -932,7 +972,7 @@ def row_terms(slots: Slots, n_rows: int, lam: FloatArray) -> StepTerms:
     live = np.ones(slots.row.size, dtype=np.bool_)
     _row_terms(
         slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, live,
-        slots.row, prices, slot_terms, terms, best_slot,
+        slots.row, prices, slot_terms, terms, best_slot, slots.dense_unit, slots.dense_avail,
     )  # fmt: skip
     return StepTerms(prices, terms, best_slot, slot_terms)
 
@@ -973,7 +1013,7 @@ def branch_ascent(
         slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, slots.row,
         slots.service, row_avail.shape[0], _floats(row_avail), _bools(closed), _bools(forced),
         _floats(prices), _floats(demand), int(parcels), int(iterations), float(target),
-        float(decay),
+        float(decay), slots.dense_unit, slots.dense_avail,
     )  # fmt: skip
     if not found:
         return None
