@@ -619,17 +619,27 @@ def _split_row(
     total = 0
     for j in range(m):
         total += fixed[nodes[j], services[j]]
+    order = np.empty(m, dtype=np.int64)
+    cost = np.empty(m, dtype=np.int64)
     for k in range(demand.size):
+        # The parcels by unit cost (equal ones in set order), by insertion: a set has a few.
         for j in range(m):
             u_j = unit[nodes[j], services[j], k]
-            before = 0  # what the parcels before it (cheaper, or as cheap and earlier) take
-            for i in range(m):
-                u_i = unit[nodes[i], services[i], k]
-                if u_i < u_j or (u_i == u_j and i < j):
-                    before += avail[nodes[i], k]
-            take = min(max(demand[k] - before, 0), avail[nodes[j], k])
+            i = j
+            while i > 0 and cost[i - 1] > u_j:
+                cost[i] = cost[i - 1]
+                order[i] = order[i - 1]
+                i -= 1
+            cost[i] = u_j
+            order[i] = j
+        left = demand[k]  # the demand less what the parcels before take at most (their stock)
+        for i in range(m):
+            j = order[i]
+            stock = avail[nodes[j], k]
+            take = min(max(left, 0), stock)
             units[j, k] = take
-            total += take * u_j
+            total += take * cost[i]
+            left -= stock
     all_used, within = True, True
     for j in range(m):
         load = 0
