@@ -34,6 +34,7 @@ def test_within_capacity_takes_the_most_profitable_units_first() -> None:
     # that greedy, row by row, on random rows (ties, zero stock, zero capacity, several
     # services per node); prices 0, so a unit cost is its reduced cost.
     from sourcing.solver import kernels
+    from sourcing.solver.kernels import bounds
 
     rng = np.random.default_rng(15)
     for _ in range(400):
@@ -52,7 +53,7 @@ def test_within_capacity_takes_the_most_profitable_units_first() -> None:
                     if reduced[n, s, sku] < 0:
                         expected[n, s, sku] = min(avail[n, sku], room)
                         room -= expected[n, s, sku]
-                got = kernels._taken_by_sku(
+                got = bounds._taken_by_sku(
                     slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity,
                     np.zeros(k), np.array([n * v + s]), k,
                 )  # fmt: skip

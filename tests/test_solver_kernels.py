@@ -16,6 +16,7 @@ import pytest
 
 from sourcing.model import BoolArray
 from sourcing.solver import kernels
+from sourcing.solver.kernels import bounds, sets
 
 
 def _instance(rng: np.random.Generator, rows: int, services: int, skus: int):  # type: ignore[no-untyped-def]
@@ -59,7 +60,7 @@ def test_row_terms_match_the_plain_formula(seed: int) -> None:
     for s, (r, v) in enumerate(zip(slots.row.tolist(), slots.service.tolist(), strict=True)):
         term, taken = _reference_slot(unit[r, v], avail[r], capacity[r], fixed[r, v], lam)
         assert step.slot_terms[s] == pytest.approx(term, abs=1e-9)
-        got = kernels._taken_by_sku(
+        got = bounds._taken_by_sku(
             slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, lam,
             np.array([s]), skus,
         )  # fmt: skip
@@ -306,7 +307,7 @@ def test_the_least_values_are_picked_with_ties_in_position_order(seed: int) -> N
     values[rng.integers(0, 15)] = np.inf
     for count in range(1, values.size + 1):
         out = np.full(count, -1, dtype=np.int64)
-        kernels._least(values, count, out)
+        bounds._least(values, count, out)
         # The positions a stable sort puts first, listed as the kernel lists them: those
         # below the count-th least value, then the equal ones, each by position.
         first = np.argsort(values, kind="stable")[:count]
@@ -400,8 +401,9 @@ def test_quotes_after_the_warm_up_compile_nothing() -> None:
 
     def compiled() -> dict[str, int]:
         return {
-            name: len(kernel.signatures)
-            for name, kernel in vars(kernels).items()
+            f"{module.__name__}.{name}": len(kernel.signatures)
+            for module in (bounds, sets)
+            for name, kernel in vars(module).items()
             if hasattr(kernel, "signatures")
         }
 
