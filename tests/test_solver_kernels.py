@@ -160,6 +160,72 @@ def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int) -> Non
     np.testing.assert_array_equal(stopped.prices, start)
 
 
+def _reference_count_bound(
+    slots: kernels.Slots, rows: int, lam: np.ndarray, demand: np.ndarray, least: int, most: int
+) -> float:
+    """``lam . Q`` + the least sum of terms over every set of ``least``..``most`` rows
+    (brute force)."""
+    terms = kernels.row_terms(slots, rows, lam).terms
+    best = np.inf
+    for count in range(least, most + 1):
+        for chosen in itertools.combinations(range(rows), count):
+            best = min(best, float(terms[list(chosen)].sum()))
+    return float(lam @ demand) + best
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_the_bound_ascent_reports_the_bound_of_its_own_prices(seed: int) -> None:
+    """lagrangian_bound's compiled ascent: its value is the bound at the prices it returns
+    (brute force over every row set of an allowed size), it opens rows of least terms, its
+    slot terms and least slots are those prices', more steps never lower it, and a target
+    below its first bound stops it at once."""
+    rng = np.random.default_rng(300 + seed)
+    rows, services, skus = 8, 2, 6
+    elig, unit, fixed, avail, capacity = _instance(rng, rows, services, skus)
+    slots = kernels.slots_of(elig, unit, fixed, avail, capacity)
+    demand = rng.integers(1, 4, skus).astype(np.float64)
+    least = int(rng.integers(0, 3))
+    most = least + int(rng.integers(0, 4))
+    start = rng.integers(0, 6, skus).astype(np.float64)
+
+    ascent = kernels.bound_ascent(slots, rows, start, demand, least, most, 25, 2, 3e-3, np.inf)
+    assert ascent is not None
+    expected = _reference_count_bound(slots, rows, ascent.prices, demand, least, most)
+    assert ascent.value == pytest.approx(expected, abs=1e-6)
+    step = kernels.row_terms(slots, rows, ascent.prices)
+    np.testing.assert_allclose(ascent.terms, step.terms, atol=1e-9)
+    np.testing.assert_allclose(ascent.slot_terms, step.slot_terms, atol=1e-9)
+    np.testing.assert_array_equal(ascent.best_slot, step.best_slot)
+    assert least <= ascent.opened.size <= most
+    assert float(ascent.prices @ demand + step.terms[ascent.opened].sum()) == pytest.approx(
+        ascent.value, abs=1e-6
+    )
+    first = kernels.bound_ascent(slots, rows, start, demand, least, most, 1, 1, 3e-3, np.inf)
+    assert first is not None
+    assert ascent.value >= first.value - 1e-9
+    stopped = kernels.bound_ascent(
+        slots, rows, start, demand, least, most, 25, 2, 3e-3, float(np.floor(first.value))
+    )
+    assert stopped is not None
+    assert stopped.value == first.value
+    np.testing.assert_array_equal(stopped.prices, start)
+
+
+def test_the_bound_ascent_reaches_the_hand_solved_bound() -> None:
+    """The hand-solved cart below (one parcel: only row 0, at 12): the bound over plans of
+    exactly one parcel climbs to 12 and no further; with no parcel limit (0..3 rows) the
+    LP bound is lower (rows 1 and 2 together cost 8)."""
+    elig = np.ones((3, 1), dtype=np.bool_)
+    avail = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    fixed = np.array([[10.0], [3.0], [3.0]])
+    slots = kernels.slots_of(elig, np.ones((3, 1, 2)), fixed, avail, np.full(3, 100.0))
+    demand = np.ones(2)
+    one = kernels.bound_ascent(slots, 3, np.zeros(2), demand, 1, 1, 200, 2, 3e-3, 12.0)
+    assert one is not None and 12.0 - 1e-6 <= one.value <= 12.0 + 1e-9
+    free = kernels.bound_ascent(slots, 3, np.zeros(2), demand, 0, 3, 200, 2, 3e-3, np.inf)
+    assert free is not None and free.value <= 8.0 + 1e-9
+
+
 def test_the_branch_ascent_bounds_the_cheapest_plan_from_below() -> None:
     """Hand-solved: two SKUs, one unit each; row 0 holds both (parcel 10, units 1 and 1),
     rows 1 and 2 one each (parcel 3, unit 1). With one parcel the only plan is row 0 at 12;

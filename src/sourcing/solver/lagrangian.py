@@ -3,8 +3,9 @@
 Without parcel limits its best value is the LP bound of the strong
 formulation; per node it also bounds every plan opening that node
 (reduced-cost fixing), and per slot it gives terms to filter parcel sets
-before they are priced. Each step's terms come from the compiled
-:func:`~sourcing.solver.kernels.row_terms`.
+before they are priced. The ascent is compiled
+(:func:`~sourcing.solver.kernels.bound_ascent`): at most ``2 x iterations`` steps of
+a few microseconds each, so it checks no deadline between them.
 """
 
 from __future__ import annotations
@@ -106,49 +107,18 @@ def lagrangian_bound(
         avail,
         costs.capacity[live].astype(np.float64),
     )
-    target = float(upper) if upper < INF else None
-    best_value = -np.inf
-    step_scale, stall = 1.0, 0
-    rows = np.arange(n_nodes)
-    history: list[float] = []
-    for step in range(EXTRA_FACTOR * iterations):
-        if step >= iterations and (
-            len(history) < 6 or history[-1] - history[-6] <= CLIMB * max(abs(history[-1]), 1.0)
-        ):
-            break  # past the usual steps, go on only while the bound still climbs
-        at = kernels.row_terms(slots, n_nodes, lam)
-        terms = at.terms
-        # The selection of _select, inlined: its open nodes drive the gradient. A
-        # partition, not a sort: only which terms are the smallest matters.
-        negatives = int(np.count_nonzero(terms < 0))
-        count = max(at_least, min(at_most, negatives))
-        if count < n_nodes:
-            opened = np.argpartition(terms, count - 1)[:count] if count else rows[:0]
-        else:
-            opened = rows
-        value = float(lam @ q) + float(terms[opened].sum())
-        if not np.isfinite(value):
-            return nothing
-        if value > best_value + 1e-9:
-            best_value, best_at, best_lam, stall = value, at, lam, 0
-            best_opened = opened
-        else:
-            stall += 1
-            if stall >= 5:
-                step_scale, stall = step_scale / 2, 0
-        history.append(best_value)
-        if target is not None and np.ceil(best_value - 1e-6) >= target:
-            break
-        # Units the open nodes take at these prices (whole numbers: the sum is exact in any order).
-        gradient = q - at.taken_by_sku(slots, opened, q.size)
-        norm = float(gradient @ gradient)
-        if norm == 0 or step_scale < 1e-3 or ctx.out_of_time():
-            break  # converged, or out of time: the best prices so far give a valid bound
-        gap = (target - value) if target is not None else max(abs(value) * 0.05, 1000.0)
-        lam = lam + step_scale * max(gap, 1.0) / norm * gradient
-    best_terms = best_at.terms
+    # The whole ascent in one compiled call (kernels.bound_ascent): a step's own numpy work
+    # cost more than its terms.
+    ascent = kernels.bound_ascent(
+        slots, n_nodes, lam, q, at_least, at_most, iterations, EXTRA_FACTOR, CLIMB,
+        float(upper) if upper < INF else np.inf,
+    )  # fmt: skip
+    if ascent is None:
+        return nothing
+    best_value, best_lam, best_opened = ascent.value, ascent.prices, ascent.opened
+    best_terms = ascent.terms
     best_service = np.full(n_nodes, -1, dtype=np.int64)
-    best_service[best_opened] = slots.service[best_at.best_slot[best_opened]]
+    best_service[best_opened] = slots.service[ascent.best_slot[best_opened]]
     ctx.prices = best_lam
     # Opening n on top of the best selection for one parcel fewer bounds every plan using n.
     without_one = float(best_lam @ q) + _select(np.sort(best_terms), at_least - 1, at_most - 1)
@@ -157,5 +127,5 @@ def lagrangian_bound(
     service = np.full(n_all, -1, dtype=np.int64)
     service[live] = best_service
     slot_terms = np.full(elig.shape, np.inf)
-    slot_terms[live[slots.row], slots.service] = best_at.slot_terms
+    slot_terms[live[slots.row], slots.service] = ascent.slot_terms
     return Bound(best_value, with_node, service, float(best_lam @ q), slot_terms)

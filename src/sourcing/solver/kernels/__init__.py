@@ -42,8 +42,10 @@ from sourcing.solver.kernels.bounds import (
     NO_PLAN,
     SPLIT,
     Ascent,
+    BoundAscent,
     Slots,
     StepTerms,
+    bound_ascent,
     branch_ascent,
     fix_and_pick,
     leaf_slots,
@@ -63,8 +65,10 @@ __all__ = [
     "NO_PLAN",
     "SPLIT",
     "Ascent",
+    "BoundAscent",
     "Slots",
     "StepTerms",
+    "bound_ascent",
     "branch_ascent",
     "cover_children",
     "cover_groups",
@@ -86,6 +90,8 @@ def warm_up() -> None:
     avail = np.array([[2.0, 1.0], [1.0, 2.0], [1.0, 1.0]])
     slots = slots_of(elig, unit, np.full((3, 1), 5.0), avail, np.array([1.0, 9.0, 9.0]))
     row_terms(slots, 3, np.array([4.0, 4.0])).taken_by_sku(slots, np.array([0, 1]), 2)
+    for limit in (np.inf, 100.0):
+        bound_ascent(slots, 3, np.zeros(2), np.array([1.0, 1.0]), 1, 3, 3, 2, 3e-3, limit)
     nothing = np.zeros(3, dtype=np.bool_)
     demand = np.array([1.0, 1.0])
     ascent = branch_ascent(slots, avail, nothing, nothing, np.zeros(2), demand, 2, 3, np.inf, 0.7)

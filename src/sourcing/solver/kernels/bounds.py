@@ -531,6 +531,146 @@ def row_terms(slots: Slots, n_rows: int, lam: FloatArray) -> StepTerms:
     return StepTerms(prices, terms, best_slot, slot_terms)
 
 
+@_compiled
+def _bound_ascent(
+    ptr: IntArray,
+    sku: IntArray,
+    unit: FloatArray,
+    avail: FloatArray,
+    fixed: FloatArray,
+    capacity: FloatArray,
+    slot_row: IntArray,
+    n_rows: int,
+    prices: FloatArray,
+    demand: FloatArray,
+    at_least: int,
+    at_most: int,
+    iterations: int,
+    extra_factor: int,
+    climb: float,
+    target: float,
+    dense_unit: FloatArray,
+    dense_avail: FloatArray,
+) -> tuple[bool, float, FloatArray, FloatArray, IntArray, FloatArray, IntArray]:
+    n_slots = slot_row.size
+    live = np.ones(n_slots, dtype=np.bool_)
+    slot_terms = np.empty(n_slots)
+    terms = np.empty(n_rows)
+    best_slot = np.empty(n_rows, dtype=np.int64)
+    picked = np.empty(n_rows, dtype=np.int64)
+    best_value = -np.inf
+    best_prices = prices.copy()
+    best_terms = np.empty(n_rows)
+    best_best_slot = np.empty(n_rows, dtype=np.int64)
+    best_slot_terms = np.empty(n_slots)
+    best_opened = np.empty(0, dtype=np.int64)
+    history = np.empty(extra_factor * iterations)
+    lam = prices.copy()
+    scale, stall = 1.0, 0
+    for step in range(extra_factor * iterations):
+        # history[:step] holds the best bound after each step so far.
+        if step >= iterations and (
+            step < 6
+            or history[step - 1] - history[step - 6] <= climb * max(abs(history[step - 1]), 1.0)
+        ):
+            break  # past the usual steps, go on only while the bound still climbs
+        _row_terms(
+            ptr, sku, unit, avail, fixed, capacity, live, slot_row, lam, slot_terms, terms,
+            best_slot, dense_unit, dense_avail,
+        )  # fmt: skip
+        negatives = 0
+        for r in range(n_rows):
+            negatives += terms[r] < 0.0
+        count = max(at_least, min(at_most, negatives))
+        if count >= n_rows:
+            count = n_rows
+            for r in range(n_rows):
+                picked[r] = r
+        elif count > 0:
+            _least(terms, count, picked)
+        opened = picked[:count]
+        value = 0.0
+        for k in range(demand.size):
+            value += lam[k] * demand[k]
+        for r in opened:
+            value += terms[r]
+        if not np.isfinite(value):
+            return (
+                False, best_value, best_prices, best_terms, best_best_slot, best_slot_terms,
+                best_opened,
+            )  # fmt: skip
+        if value > best_value + 1e-9:
+            best_value, stall = value, 0
+            best_prices = lam.copy()
+            best_terms[:] = terms
+            best_best_slot[:] = best_slot
+            best_slot_terms[:] = slot_terms
+            best_opened = opened.copy()
+        else:
+            stall += 1
+            if stall >= 5:
+                scale, stall = scale / 2.0, 0
+        history[step] = best_value
+        if target < np.inf and np.ceil(best_value - 1e-6) >= target:
+            break
+        taken = _taken_by_sku(
+            ptr, sku, unit, avail, fixed, capacity, lam, best_slot[opened], demand.size
+        )
+        gradient = demand - taken
+        norm = 0.0
+        for k in range(demand.size):
+            norm += gradient[k] * gradient[k]
+        if norm == 0.0 or scale < 1e-3:
+            break  # converged: the best prices so far give a valid bound
+        gap = target - value if target < np.inf else max(abs(value) * 0.05, 1000.0)
+        lam = lam + scale * max(gap, 1.0) / norm * gradient
+    return (
+        True, best_value, best_prices, best_terms, best_best_slot, best_slot_terms, best_opened,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BoundAscent:
+    """The best of a bound's steps: its value and prices, the terms there (per row and per
+    slot) with each row's least slot, and the rows the relaxation opens."""
+
+    value: float
+    prices: FloatArray
+    terms: FloatArray
+    best_slot: IntArray
+    slot_terms: FloatArray
+    opened: IntArray
+
+
+def bound_ascent(
+    slots: Slots,
+    n_rows: int,
+    prices: FloatArray,
+    demand: FloatArray,
+    at_least: int,
+    at_most: int,
+    iterations: int,
+    extra_factor: int,
+    climb: float,
+    target: float,
+) -> BoundAscent | None:
+    """Subgradient ascent of the bound on plans of ``at_least``..``at_most`` parcels over
+    every row: ``lam . Q`` + the ``at_least`` least row terms and any further negative ones
+    (ties in row order), Polyak steps towards ``target`` (inf: 5% above the bound), the
+    step halved after five without a gain. ``iterations`` steps, up to ``extra_factor``
+    times as many while the best bound still climbs by more than ``climb`` of itself over
+    five steps; it stops once the bound rounds up to ``target``. None: no finite bound."""
+    found, value, lam, terms, best_slot, slot_terms, opened = _bound_ascent(
+        slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, slots.row,
+        int(n_rows), _floats(prices), _floats(demand), int(at_least), int(at_most),
+        int(iterations), int(extra_factor), float(climb), float(target), slots.dense_unit,
+        slots.dense_avail,
+    )  # fmt: skip
+    if not found:
+        return None
+    return BoundAscent(value, lam, terms, best_slot, slot_terms, opened)
+
+
 @dataclass(frozen=True)
 class Ascent:
     """A branch's best bound, its prices and row terms there, the rows it opens with
