@@ -273,6 +273,20 @@ def test_the_ascent_says_whether_its_rows_hold_the_demand() -> None:
     assert sorted(ascent(2).opened.tolist()) == [1, 2]
 
 
+def test_an_ascent_of_no_steps_bounds_nothing() -> None:
+    """No iterations: no step priced a row, so there is no bound (None), and the check of
+    the rows opened reads none (it once read an unset index: a crash)."""
+    elig = np.ones((3, 1), dtype=np.bool_)
+    avail = np.array([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    slots = kernels.slots_of(elig, np.ones((3, 1, 2)), np.ones((3, 1)), avail, np.full(3, 9.0))
+    none = np.zeros(3, dtype=np.bool_)
+    for _ in range(50):
+        ascent = kernels.branch_ascent(
+            slots, avail, none, none, np.zeros(2), np.ones(2), 2, 0, np.inf, 0.7
+        )
+        assert ascent is None
+
+
 def test_a_branch_without_a_plan_is_none() -> None:
     """No plan: a forced row with no slot (every term infinite), more rows forced than
     parcels, fewer rows left than parcels, or rows left that do not hold the demand."""

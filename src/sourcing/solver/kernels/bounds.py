@@ -362,11 +362,14 @@ def _branch_ascent(
         # Polyak's step towards the target (without one, 5% above the bound).
         gap = target - value if target < np.inf else max(abs(value) * 0.05, 1000.0)
         lam = lam + scale * max(gap, 1.0) / norm * gradient
-    # Whether the rows opened at the best prices hold the demand (a plan may be built).
-    held[:] = 0.0
-    for i in range(parcels):
-        held += row_avail[best_opened[i]]
-    covers = found and not (held < demand).any()
+    # Whether the rows opened at the best prices hold the demand (a plan may be built);
+    # without a step (no iterations) none were opened.
+    covers = found
+    if found:
+        held[:] = 0.0
+        for i in range(parcels):
+            held += row_avail[best_opened[i]]
+        covers = not (held < demand).any()
     return found, best_value, best_prices, best_terms, best_opened, best_services, chosen, covers
 
 
