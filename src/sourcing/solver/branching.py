@@ -83,6 +83,7 @@ class _Relaxation:
         self.nodes = np.flatnonzero(elig.any(axis=1))
         self.elig = elig[self.nodes]
         self.avail = costs.available[self.nodes].astype(np.float64)
+        self.total_avail = self.avail.sum(axis=0)
         self.demand = ctx.demand.astype(np.float64)
         self.slots_per_row = np.count_nonzero(self.elig, axis=1)
         # A branch whose parcel sets take at most LEAF_CELLS (set x parcel x SKU) cells.
@@ -198,6 +199,7 @@ def search_counts(
         ascent = kernels.branch_ascent(
             relax.slots, relax.avail, branch.closed, branch.forced, branch.prices, relax.demand,
             parcels, ROOT_ITERATIONS if depth == 0 else BRANCH_ITERATIONS, goal, CHOICE_DECAY,
+            relax.total_avail,
         )  # fmt: skip
         if ascent is None:
             continue  # no plan in this branch

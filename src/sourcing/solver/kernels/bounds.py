@@ -113,32 +113,57 @@ def _slot_term(
                 if unit[e] < lam[sku[e]]:
                     taken[sku[e]] += avail[e]
         return fixed + total
-    # The most negative first (equal ones in SKU order), up to the capacity: an insertion
-    # sort of the entries, a node stocks a few dozen SKUs at most.
-    n = hi - lo
-    order = np.empty(n, dtype=np.int64)
-    reduced = np.empty(n)
-    for i in range(n):
-        r = min(unit[lo + i] - lam[sku[lo + i]], 0.0)
-        j = i
+    order = np.empty(hi - lo, dtype=np.int64)
+    reduced = np.empty(hi - lo)
+    return fixed + _knapsack(
+        lo, hi, sku, unit, avail, capacity, lam, taken, add_taken, order, reduced
+    )
+
+
+@_compiled
+def _knapsack(
+    lo: int,
+    hi: int,
+    sku: IntArray,
+    unit: FloatArray,
+    avail: FloatArray,
+    capacity: float,
+    lam: FloatArray,
+    taken: FloatArray,
+    add_taken: bool,
+    order: IntArray,
+    reduced: FloatArray,
+) -> float:
+    """The entries lo:hi's best use of ``capacity`` units at prices ``lam``: the most
+    negative reduced costs first (equal ones in SKU order), each up to its stock; the sum
+    of take x reduced cost. ``order`` and ``reduced`` are scratch (hi - lo at least)."""
+    # An insertion sort of the negative entries only (the others take nothing): a node
+    # stocks a few dozen SKUs at most, about half of them below their price.
+    n = 0
+    for e in range(lo, hi):
+        r = unit[e] - lam[sku[e]]
+        if r >= 0.0:
+            continue
+        j = n
         while j > 0 and reduced[j - 1] > r:
             reduced[j] = reduced[j - 1]
             order[j] = order[j - 1]
             j -= 1
         reduced[j] = r
-        order[j] = i
+        order[j] = e
+        n += 1
     room = capacity
     total = 0.0
     for i in range(n):
-        if reduced[i] >= 0.0 or room <= 0.0:
+        if room <= 0.0:
             break
-        e = lo + order[i]
+        e = order[i]
         take = min(avail[e], room)
         room -= take
         total += take * reduced[i]
         if add_taken:
             taken[sku[e]] += take
-    return fixed + total
+    return total
 
 
 @_compiled
@@ -157,17 +182,20 @@ def _slot_terms(
 ) -> None:
     """Per live slot its term at prices ``lam`` into ``terms`` (inf: not live)."""
     nothing = np.empty(0)
+    # Scratch for the knapsacks: a slot's entries are distinct SKUs.
+    order = np.empty(lam.size, dtype=np.int64)
+    reduced = np.empty(lam.size)
     for s in range(ptr.size - 1):
         if not live[s]:
             terms[s] = np.inf
             continue
         total, units = _dense_sums(dense_unit[s], dense_avail[s], lam)
-        if units <= capacity[s]:
-            terms[s] = fixed[s] + total
-        else:
-            terms[s] = _slot_term(
-                s, ptr, sku, unit, avail, fixed[s], capacity[s], lam, nothing, False
-            )
+        if units > capacity[s]:
+            total = _knapsack(
+                ptr[s], ptr[s + 1], sku, unit, avail, capacity[s], lam, nothing, False, order,
+                reduced,
+            )  # fmt: skip
+        terms[s] = fixed[s] + total
 
 
 @_compiled
@@ -269,6 +297,7 @@ def _branch_ascent(
     decay: float,
     dense_unit: FloatArray,
     dense_avail: FloatArray,
+    total_avail: FloatArray,
 ) -> tuple[bool, float, FloatArray, FloatArray, IntArray, IntArray, FloatArray, bool]:
     # The branch's nodes must hold the demand, and have room for its parcels.
     n_free = 0
@@ -277,10 +306,11 @@ def _branch_ascent(
             n_free += 1
     n_forced = int(np.count_nonzero(forced))
     free_count = parcels - n_forced
-    held = np.zeros(demand.size)
+    # What the rows left hold: all rows' stock less the closed ones' (fewer, usually).
+    held = total_avail.copy()
     for r in range(n_rows):
-        if not closed[r]:
-            held += row_avail[r]
+        if closed[r]:
+            held -= row_avail[r]
     if free_count < 0 or free_count > n_free or (held < demand).any():
         return (
             False,
@@ -700,17 +730,19 @@ def branch_ascent(
     iterations: int,
     target: float,
     decay: float,
+    total_avail: FloatArray | None = None,
 ) -> Ascent | None:
     """Subgradient ascent of the bound on plans of exactly ``parcels`` parcels opening every
     ``forced`` row and no ``closed`` one: ``lam . Q`` + the forced rows' terms + the least
     free ones'. Stops at ``target``. None: the branch has no plan (too many rows forced,
-    too few left, the rows left do not hold the demand (``row_avail``: R x K), or no
-    finite bound)."""
+    too few left, the rows left do not hold the demand (``row_avail``: R x K, all of them
+    ``total_avail``, summed here if not given), or no finite bound)."""
     found, value, lam, terms, opened, services, chosen, covers = _branch_ascent(
         slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, slots.row,
         slots.service, row_avail.shape[0], _floats(row_avail), _bools(closed), _bools(forced),
         _floats(prices), _floats(demand), int(parcels), int(iterations), float(target),
         float(decay), slots.dense_unit, slots.dense_avail,
+        _floats(row_avail.sum(axis=0) if total_avail is None else total_avail),
     )  # fmt: skip
     if not found:
         return None
