@@ -341,7 +341,7 @@ def _reference_fix_and_pick(  # type: ignore[no-untyped-def]
     sets = math.prod(slots_per_row[forced].tolist()) * math.comb(free_slots, free_count)
     if free.size == 0 or sets <= max_sets:
         return kernels.LEAF, forced, closed, -1
-    return kernels.SPLIT, forced, closed, int(free[np.argmin(np.abs(ascent.chosen[free] - 0.5))])
+    return kernels.SPLIT, forced, closed, int(free[np.argmax(ascent.chosen[free])])
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -21,8 +21,9 @@ p``; fixing nodes moves it). Then, per branch:
   improved by the drop heuristic, may lower the best plan (and so prune);
 * once the parcel sets a branch leaves are few (``LEAF_CELLS``), they are all
   priced exactly (:func:`~sourcing.solver.enumeration.price_product`): a leaf;
-* otherwise it branches on the free node the relaxation opened about half
-  of the time over its last steps (open / closed).
+* otherwise it branches on the free node the relaxation opened most over its
+  last steps (open / closed): 4-8% less CPU to a proof than the one it opened
+  about half of the time (fragmented 50x500x2, seeds 0-2, 20 carts each).
 
 The ascent, fixing, the leaf test and the pick, and a leaf's pricing are
 compiled (:mod:`~sourcing.solver.kernels`); this module keeps the search.

@@ -506,7 +506,7 @@ def _fix_and_pick(
         sets = sets * (free_slots - i) / (i + 1)
     if free.size == 0 or sets <= max_sets:
         return LEAF, forced, closed, -1
-    pick = free[np.argmin(np.abs(chosen[free] - 0.5))]
+    pick = free[np.argmax(chosen[free])]
     return SPLIT, forced, closed, pick
 
 
@@ -523,8 +523,8 @@ def fix_and_pick(
     opening, or closing, alone lifts the bound above ``threshold`` are closed, or forced
     open), then :data:`NO_PLAN` (none left), :data:`LEAF` (at most ``max_sets`` parcel sets
     left, or no free row: price them) or :data:`SPLIT` with the free row to branch on (the
-    one the relaxation opened closest to half of its last steps). Returns (move, forced,
-    closed, row)."""
+    one the relaxation opened most over its last steps, the first of equal ones). Returns
+    (move, forced, closed, row)."""
     move, forced, closed, pick = _fix_and_pick(
         _floats(ascent.terms), _floats(ascent.chosen), float(ascent.value), _bools(forced),
         _bools(closed), int(parcels), float(threshold), _ints(slots_per_row), float(max_sets),
