@@ -201,6 +201,8 @@ def solve_large(
     # order: prices re-optimised per branch close what one bound per count cannot.
     searched: list[Count] = []
     for parcels in sorted(counts, key=lambda p: (counts[p][0], p)):
+        if out_of_time():
+            break  # the counts not searched stay open, at their bounds
         value, exact, prices = counts[parcels]
         if _closed(value, parcels, cap(), best):
             del counts[parcels], count_lower[parcels]
