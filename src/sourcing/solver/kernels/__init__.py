@@ -16,9 +16,11 @@ row of SKUs (vectorised; where a capacity binds, the knapsack walks the sparse
 row of the SKUs its node stocks, about a third of a fragmented cart's). The
 same holds for the rest of the package, each the numpy version's rule as a loop:
 
-* :func:`row_terms` (a step's terms) and :func:`branch_ascent` (a branch's
-  whole ascent), then :func:`fix_and_pick` (reduced-cost fixing, the leaf
-  test, the node to branch on) and :func:`leaf_slots` (a leaf's slots);
+* :func:`row_terms` (a step's terms), :func:`bound_ascent` (a bound's whole
+  ascent, for :func:`~sourcing.solver.lagrangian.lagrangian_bound`) and
+  :func:`branch_ascent` (a branch's whole ascent), then :func:`fix_and_pick`
+  (reduced-cost fixing, the leaf test, the node to branch on) and
+  :func:`leaf_slots` (a leaf's slots);
 * :func:`split` (a parcel set's cheapest-first split) and
   :func:`price_product` (a leaf's sets, priced without building them);
 * :func:`cover_groups`, :func:`cover_level` and :func:`cover_children`

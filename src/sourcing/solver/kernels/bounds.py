@@ -121,6 +121,19 @@ def _slot_term(
 
 
 @_compiled
+def _insert(keys: np.ndarray, items: IntArray, n: int, key: float, item: int) -> None:
+    """Insert ``key`` (and ``item`` alongside) into the ascending ``keys[:n]``, after the
+    keys equal to it (a stable insertion sort's step)."""
+    j = n
+    while j > 0 and keys[j - 1] > key:
+        keys[j] = keys[j - 1]
+        items[j] = items[j - 1]
+        j -= 1
+    keys[j] = key
+    items[j] = item
+
+
+@_compiled
 def _knapsack(
     lo: int,
     hi: int,
@@ -142,16 +155,9 @@ def _knapsack(
     n = 0
     for e in range(lo, hi):
         r = unit[e] - lam[sku[e]]
-        if r >= 0.0:
-            continue
-        j = n
-        while j > 0 and reduced[j - 1] > r:
-            reduced[j] = reduced[j - 1]
-            order[j] = order[j - 1]
-            j -= 1
-        reduced[j] = r
-        order[j] = e
-        n += 1
+        if r < 0.0:
+            _insert(reduced, order, n, r, e)
+            n += 1
     room = capacity
     total = 0.0
     for i in range(n):

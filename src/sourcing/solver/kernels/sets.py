@@ -7,6 +7,7 @@ import numpy as np
 
 from sourcing.model import BoolArray, FloatArray, IntArray
 from sourcing.solver.kernels._typed import _bits, _compiled, _floats, _ints
+from sourcing.solver.kernels.bounds import _insert
 
 
 @_compiled
@@ -197,14 +198,7 @@ def _split_row(
     for k in range(demand.size):
         # The parcels by unit cost (equal ones in set order), by insertion: a set has a few.
         for j in range(m):
-            u_j = unit[nodes[j], services[j], k]
-            i = j
-            while i > 0 and cost[i - 1] > u_j:
-                cost[i] = cost[i - 1]
-                order[i] = order[i - 1]
-                i -= 1
-            cost[i] = u_j
-            order[i] = j
+            _insert(cost, order, j, unit[nodes[j], services[j], k], j)
         left = demand[k]  # the demand less what the parcels before take at most (their stock)
         for i in range(m):
             j = order[i]
