@@ -11,6 +11,7 @@ reserved units, so a rule that forgot them would be caught.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -18,9 +19,12 @@ import numpy as np
 import pytest
 
 from sourcing import Quote, QuoteSettings, quote
+from sourcing.costs import order_costs
 from sourcing.errors import ShortageError
 from sourcing.model import Evaluation, Label, Network, Order
+from sourcing.orders import demand_by_sku
 from sourcing.solver import branching, enumeration, large, subproblem
+from sourcing.solver.context import INF, Context
 
 from reference import assert_priced_as_reference
 from support import (
@@ -214,6 +218,19 @@ def _fragmented_instance(seed: int) -> tuple[Network, Order, QuoteSettings]:
     return network, order, QuoteSettings(value_of_day=int(rng.integers(0, 300_000)))
 
 
+def _fragmented_contexts(seeds: int = 150) -> Iterator[tuple[int, list[Evaluation], Context]]:
+    """Per :func:`_fragmented_instance` with any allocation: its seed, every allocation
+    enumerated and evaluated, and a solver context on its costs (no deadline)."""
+    for seed in range(seeds):
+        network, order, settings = _fragmented_instance(seed)
+        brute = list(all_allocations(network, order))
+        if not brute:
+            continue
+        skus, wanted = demand_by_sku(network, order)
+        costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
+        yield seed, brute, Context(costs, wanted, settings, float("inf"))
+
+
 @pytest.mark.parametrize("covering_path", [False, True])
 def test_fragmented_carts_match_brute_force(
     covering_path: bool, monkeypatch: pytest.MonkeyPatch
@@ -346,23 +363,13 @@ def test_branch_and_bound_closes_each_parcel_count_exactly(
     # only the priced parcel sets give plans: each answer has exactly p parcels. With no
     # leaf cells it branches down to single parcel sets; with the default, small branches
     # are priced whole. With the cover bound, branches may also close by it (counted).
-    from sourcing.costs import order_costs
-    from sourcing.orders import demand_by_sku
-    from sourcing.solver.context import INF, Context
-
     monkeypatch.setattr(branching, "LEAF_CELLS", leaf_cells)
     monkeypatch.setattr(branching, "COVER_BRANCHES", cover)
     if not incumbents:
         monkeypatch.setattr(branching, "_incumbent", lambda *args: None)
     compared = found = closed_by_cover = 0
-    for seed in range(150):
-        network, order, settings = _fragmented_instance(seed)
-        brute = list(all_allocations(network, order))
-        if not brute:
-            continue
-        skus, wanted = demand_by_sku(network, order)
-        costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
-        ctx = Context(costs, wanted, settings, float("inf"))
+    for seed, brute, ctx in _fragmented_contexts():
+        costs, wanted = ctx.costs, ctx.demand
         least: dict[int, int] = {}
         for e in brute:
             least[e.num_parcels] = min(least.get(e.num_parcels, INF), e.cost)
@@ -388,22 +395,12 @@ def test_branch_and_bound_closes_each_parcel_count_exactly(
 
 def test_counts_searched_together_find_the_least_plan_of_any_count() -> None:
     # sourcing.solver.branching.search_counts on every parcel count of a cart at once, in
-    # one best-first order, without a plan to start from and with each count's slots
-    # priced only at leaves: its best plan is the least cost of every plan, enumerated and
-    # evaluated, every count is complete, and each count's lower bound is that cost.
-    from sourcing.costs import order_costs
-    from sourcing.orders import demand_by_sku
-    from sourcing.solver.context import INF, Context
-
+    # one best-first order, without a plan to start from: its best plan is the least cost
+    # of every plan, enumerated and evaluated, every count is complete, and each count's
+    # lower bound is that cost.
     compared = split = 0
-    for seed in range(150):
-        network, order, settings = _fragmented_instance(seed)
-        brute = list(all_allocations(network, order))
-        if not brute:
-            continue
-        skus, wanted = demand_by_sku(network, order)
-        costs = order_costs(network, order.destination.lat, order.destination.lon, skus, wanted)
-        ctx = Context(costs, wanted, settings, float("inf"))
+    for seed, brute, ctx in _fragmented_contexts():
+        costs, wanted = ctx.costs, ctx.demand
         counts = [
             branching.Count(p, costs.usable, np.zeros(wanted.size))
             for p in range(1, len(costs.nodes) + 1)
@@ -422,10 +419,6 @@ def test_covering_sets_are_every_covering_set_once() -> None:
     # branches partition the sets), within the budget: checked against every
     # combination of slots on small fragmented carts, random terms and budgets.
     import itertools
-
-    from sourcing.costs import order_costs
-    from sourcing.orders import demand_by_sku
-    from sourcing.solver.context import Context
 
     compared = nonempty = 0
     for seed in range(60):
@@ -460,9 +453,7 @@ def test_covering_sets_sum_stock_only_for_children_that_can_complete_the_cover()
     # 3-parcel covering search at zero terms (every set within the budget) costs
     # 83,224-159,666 counted cells on these carts, where summing every child cost
     # 1,168,184-2,406,175 for the same sets.
-    from sourcing.costs import order_costs
-    from sourcing.orders import demand_by_sku
-    from sourcing.solver.context import DEADLINE_CELLS, Context
+    from sourcing.solver.context import DEADLINE_CELLS
 
     from networks import random_cart, regime_network
 
@@ -486,7 +477,6 @@ def test_covering_sets_sum_stock_only_for_children_that_can_complete_the_cover()
 def _counting_contexts(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every solver Context a quote makes, kept for its statistics."""
     from sourcing.solver import frontier
-    from sourcing.solver.context import Context
 
     made: list[Any] = []
 
@@ -518,7 +508,6 @@ def test_floors_give_the_same_options_and_proofs_as_without(
     # Fragmented 10-line carts on 50 nodes, beyond brute force: quoted with the floors and
     # with none recorded (every sub-problem searches every count itself), the same menu
     # (labels, cost, day, parcels) comes out, every option proven both ways.
-    from sourcing.solver.context import Context
 
     from networks import random_cart, regime_network
 
@@ -563,7 +552,6 @@ def test_cutoff_sub_problems_run_no_heuristic_without_a_plan_within_the_cutoff(
     # sub-problem not closed by a bound goes to ``solve_large``, whose counts repair their
     # relaxations too. The
     # labels stay exact (the brute-force tests above).
-    from sourcing.solver.context import INF
 
     from networks import random_cart, regime_network
 
