@@ -197,8 +197,7 @@ def solve_large(
             del counts[parcels], count_lower[parcels]
         first = False
 
-    # 4. A Lagrangian branch and bound on the counts still open, all in one best-first
-    # order: prices re-optimised per branch close what one bound per count cannot.
+    # 4. A Lagrangian branch and bound on the counts still open, in one best-first order.
     searched: list[Count] = []
     for parcels in sorted(counts, key=lambda p: (counts[p][0], p)):
         if out_of_time():
