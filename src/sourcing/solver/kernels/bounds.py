@@ -282,6 +282,29 @@ def _least(values: FloatArray, count: int, out: IntArray) -> None:
 
 
 @_compiled
+def _step(
+    lam: FloatArray,
+    demand: FloatArray,
+    taken: FloatArray,
+    value: float,
+    target: float,
+    scale: float,
+) -> tuple[FloatArray, bool]:
+    """Both ascents' subgradient step at bound ``value``: along ``demand - taken``, Polyak's
+    length towards ``target`` (without one, 5% above the bound), times ``scale``. Returns
+    the new prices, and True (prices unchanged) to stop: a zero gradient, or a scale
+    halved below 1e-3."""
+    gradient = demand - taken
+    norm = 0.0
+    for k in range(demand.size):
+        norm += gradient[k] * gradient[k]
+    if norm == 0.0 or scale < 1e-3:
+        return lam, True
+    gap = target - value if target < np.inf else max(abs(value) * 0.05, 1000.0)
+    return lam + scale * max(gap, 1.0) / norm * gradient, False
+
+
+@_compiled
 def _branch_ascent(
     ptr: IntArray,
     sku: IntArray,
@@ -389,15 +412,9 @@ def _branch_ascent(
         taken = _taken_by_sku(
             ptr, sku, unit, avail, fixed, capacity, lam, best_slot[opened], demand.size
         )
-        gradient = demand - taken
-        norm = 0.0
-        for k in range(demand.size):
-            norm += gradient[k] * gradient[k]
-        if norm == 0.0 or scale < 1e-3:
+        lam, stop = _step(lam, demand, taken, value, target, scale)
+        if stop:
             break
-        # Polyak's step towards the target (without one, 5% above the bound).
-        gap = target - value if target < np.inf else max(abs(value) * 0.05, 1000.0)
-        lam = lam + scale * max(gap, 1.0) / norm * gradient
     # Whether the rows opened at the best prices hold the demand (a plan may be built);
     # without a step (no iterations) none were opened.
     covers = found
@@ -655,14 +672,9 @@ def _bound_ascent(
         taken = _taken_by_sku(
             ptr, sku, unit, avail, fixed, capacity, lam, best_slot[opened], demand.size
         )
-        gradient = demand - taken
-        norm = 0.0
-        for k in range(demand.size):
-            norm += gradient[k] * gradient[k]
-        if norm == 0.0 or scale < 1e-3:
+        lam, stop = _step(lam, demand, taken, value, target, scale)
+        if stop:
             break  # converged: the best prices so far give a valid bound
-        gap = target - value if target < np.inf else max(abs(value) * 0.05, 1000.0)
-        lam = lam + scale * max(gap, 1.0) / norm * gradient
     return (
         True, best_value, best_prices, best_terms, best_best_slot, best_slot_terms, best_opened,
     )  # fmt: skip
