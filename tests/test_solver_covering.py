@@ -54,8 +54,8 @@ def test_within_capacity_takes_the_most_profitable_units_first() -> None:
                         expected[n, s, sku] = min(avail[n, sku], room)
                         room -= expected[n, s, sku]
                 got = bounds._taken_by_sku(
-                    slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity,
-                    np.zeros(k), np.array([n * v + s]), k,
+                    slots.ptr, slots.sku, slots.unit, slots.avail, slots.capacity, np.zeros(k),
+                    np.array([n * v + s]), k,
                 )  # fmt: skip
                 assert np.array_equal(got, expected[n, s]), (n, s)
 

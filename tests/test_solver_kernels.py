@@ -61,7 +61,7 @@ def test_row_terms_match_the_plain_formula(seed: int) -> None:
         term, taken = _reference_slot(unit[r, v], avail[r], capacity[r], fixed[r, v], lam)
         assert step.slot_terms[s] == pytest.approx(term, abs=1e-9)
         got = bounds._taken_by_sku(
-            slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, lam,
+            slots.ptr, slots.sku, slots.unit, slots.avail, slots.capacity, lam,
             np.array([s]), skus,
         )  # fmt: skip
         np.testing.assert_array_equal(got, taken)

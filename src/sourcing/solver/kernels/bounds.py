@@ -84,43 +84,6 @@ def _dense_sums(unit: FloatArray, avail: FloatArray, lam: FloatArray) -> tuple[f
 
 
 @_compiled
-def _slot_term(
-    s: int,
-    ptr: IntArray,
-    sku: IntArray,
-    unit: FloatArray,
-    avail: FloatArray,
-    fixed: float,
-    capacity: float,
-    lam: FloatArray,
-    taken: FloatArray,
-    add_taken: bool,
-) -> float:
-    """Slot s's term at prices ``lam``; with ``add_taken``, the units it takes are added to
-    ``taken`` (per SKU)."""
-    lo, hi = ptr[s], ptr[s + 1]
-    units = 0.0
-    total = 0.0
-    for e in range(lo, hi):
-        # Branch-free (adding 0.0 where the reduced cost is not negative changes nothing):
-        # the sign is unpredictable, and a mispredicted branch cost more than the sums.
-        r = min(unit[e] - lam[sku[e]], 0.0)
-        units += avail[e] if r < 0.0 else 0.0
-        total += avail[e] * r
-    if units <= capacity:
-        if add_taken:
-            for e in range(lo, hi):
-                if unit[e] < lam[sku[e]]:
-                    taken[sku[e]] += avail[e]
-        return fixed + total
-    order = np.empty(hi - lo, dtype=np.int64)
-    reduced = np.empty(hi - lo)
-    return fixed + _knapsack(
-        lo, hi, sku, unit, avail, capacity, lam, taken, add_taken, order, reduced
-    )
-
-
-@_compiled
 def _insert(keys: np.ndarray, items: IntArray, n: int, key: float, item: int) -> None:
     """Insert ``key`` (and ``item`` alongside) into the ascending ``keys[:n]``, after the
     keys equal to it (a stable insertion sort's step)."""
@@ -210,16 +173,28 @@ def _taken_by_sku(
     sku: IntArray,
     unit: FloatArray,
     avail: FloatArray,
-    fixed: FloatArray,
     capacity: FloatArray,
     lam: FloatArray,
     slots: IntArray,
     n_skus: int,
 ) -> FloatArray:
-    """Units per SKU the given slots take at prices ``lam``."""
+    """Units per SKU the given slots take at prices ``lam``: every unit below its price,
+    or, where those break the slot's capacity, :func:`_knapsack`'s."""
     taken = np.zeros(n_skus)
+    order = np.empty(n_skus, dtype=np.int64)
+    reduced = np.empty(n_skus)
     for s in slots:
-        _slot_term(s, ptr, sku, unit, avail, fixed[s], capacity[s], lam, taken, True)
+        lo, hi = ptr[s], ptr[s + 1]
+        units = 0.0
+        for e in range(lo, hi):
+            if unit[e] < lam[sku[e]]:
+                units += avail[e]
+        if units > capacity[s]:
+            _knapsack(lo, hi, sku, unit, avail, capacity[s], lam, taken, True, order, reduced)
+            continue
+        for e in range(lo, hi):
+            if unit[e] < lam[sku[e]]:
+                taken[sku[e]] += avail[e]
     return taken
 
 
@@ -409,9 +384,7 @@ def _branch_ascent(
                 scale, stall = scale / 2.0, 0
         if value >= target - 1e-6:
             break
-        taken = _taken_by_sku(
-            ptr, sku, unit, avail, fixed, capacity, lam, best_slot[opened], demand.size
-        )
+        taken = _taken_by_sku(ptr, sku, unit, avail, capacity, lam, best_slot[opened], demand.size)
         lam, stop = _step(lam, demand, taken, value, target, scale)
         if stop:
             break
@@ -567,8 +540,8 @@ class StepTerms:
     def taken_by_sku(self, slots: Slots, rows: IntArray, n_skus: int) -> FloatArray:
         """Units per SKU the given rows' least slots take at these prices."""
         taken: FloatArray = _taken_by_sku(
-            slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity,
-            self.prices, _ints(self.best_slot[rows]), int(n_skus),
+            slots.ptr, slots.sku, slots.unit, slots.avail, slots.capacity, self.prices,
+            _ints(self.best_slot[rows]), int(n_skus),
         )  # fmt: skip
         return taken
 
@@ -669,9 +642,7 @@ def _bound_ascent(
         history[step] = best_value
         if target < np.inf and np.ceil(best_value - 1e-6) >= target:
             break
-        taken = _taken_by_sku(
-            ptr, sku, unit, avail, fixed, capacity, lam, best_slot[opened], demand.size
-        )
+        taken = _taken_by_sku(ptr, sku, unit, avail, capacity, lam, best_slot[opened], demand.size)
         lam, stop = _step(lam, demand, taken, value, target, scale)
         if stop:
             break  # converged: the best prices so far give a valid bound
