@@ -354,8 +354,8 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
 def test_branch_and_bound_closes_each_parcel_count_exactly(
     leaf_cells: int, incumbents: bool, cover: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # sourcing.solver.branching alone, per parcel count p, without a plan to start from,
-    # against every allocation enumerated and evaluated. A count's search may skip a plan
+    # sourcing.solver.branching alone, one parcel count p at a time, without a plan to start
+    # from, against every allocation enumerated and evaluated. A count's search may skip a plan
     # whose parcel set splits cheaper with one parcel left empty (a plan of fewer parcels,
     # searched at its own count, costs less), so what must hold is: the best of the
     # answers for counts up to p is the least cost of every plan of up to p parcels, and
@@ -375,9 +375,9 @@ def test_branch_and_bound_closes_each_parcel_count_exactly(
             least[e.num_parcels] = min(least.get(e.num_parcels, INF), e.cost)
         best_brute = best_found = INF
         for parcels in range(1, len(costs.nodes) + 1):
-            plan, lower, complete = branching.branch_and_bound(
-                ctx, costs.usable, parcels, None, INF, np.zeros(wanted.size), lambda: False
-            )
+            count = branching.Count(parcels, costs.usable, np.zeros(wanted.size))
+            plan, (outcome,) = branching.search_counts(ctx, [count], None, INF, lambda: False)
+            lower, complete = outcome.lower, outcome.complete
             assert complete, (seed, parcels)
             if plan is not None:
                 assert plan.cost >= least[plan.parcels], (seed, parcels)

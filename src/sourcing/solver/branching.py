@@ -33,8 +33,7 @@ the count's plans at any moment, so a search cut short still proves a gap.
 The count is closed only when every branch is pruned by its bound or
 priced exactly; nothing is dropped on a guess. :func:`search_counts` takes
 the open counts of one residue in a single best-first order (the plan one
-count holds then prunes the others' branches as soon as it is found);
-:func:`branch_and_bound` is that search on one count.
+count holds then prunes the others' branches as soon as it is found).
 """
 
 from __future__ import annotations
@@ -128,25 +127,6 @@ class Searched:
     complete: bool
 
 
-def branch_and_bound(
-    ctx: Context,
-    elig: np.ndarray,
-    parcels: int,
-    best: Plan | None,
-    upper: int,
-    prices: np.ndarray,
-    out_of_time: Callable[[], bool],
-) -> tuple[Plan | None, int, bool]:
-    """Least (cost, parcels) plan of exactly ``parcels`` parcels over ``elig`` beating ``best``.
-
-    Returns the best plan known at the end (``best`` or better, costing at
-    most ``upper``), the proven lower bound on the cost of the plans with this
-    many parcels that could still beat it, and whether the search was complete.
-    """
-    best, (searched,) = search_counts(ctx, [Count(parcels, elig, prices)], best, upper, out_of_time)
-    return best, searched.lower, searched.complete
-
-
 def search_counts(
     ctx: Context,
     counts: list[Count],
@@ -154,15 +134,19 @@ def search_counts(
     upper: int,
     out_of_time: Callable[[], bool],
 ) -> tuple[Plan | None, list[Searched]]:
-    """:func:`branch_and_bound` on several parcel counts at once, in one best-first order.
+    """The least (cost, parcels) plan of exactly ``count.parcels`` parcels over ``count.elig``,
+    for each count given, beating ``best`` and costing at most ``upper``: the counts in one
+    best-first order.
 
     Searched one after another, a count holding no better plan is searched
     against the best plan known before it: every branch whose bound lies
     below that is expanded, though a later count may hold a plan far below.
     In one order over all counts, no branch bounded above the optimum is
     expanded once the optimum is found, and it is found before any such branch
-    is taken (its own branches are bounded below it). Returns the best plan and
-    each count's outcome, in the order given.
+    is taken (its own branches are bounded below it). Returns the best plan known
+    at the end (``best`` or better) and each count's outcome (a proven lower bound on
+    its plans that could still beat it, and whether its search was complete), in the
+    order given.
     """
     relaxations = [_Relaxation(ctx, c.elig, c.parcels) for c in counts]
     sequence = itertools.count()
