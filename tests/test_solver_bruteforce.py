@@ -292,6 +292,7 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     route_per_parcel_count(monkeypatch)
     covered = 0
     searches = [0]
+    on_day = [0]  # searches asked for plans with a parcel arriving on their day
     if per_count != "sets":
         enumerate_sets = large.best_subset
         at_cover_prices: list[Any] = []
@@ -323,6 +324,14 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
 
         monkeypatch.setattr(large, "solve_cpsat", no_cpsat)
         searches = spy(monkeypatch, large, "search_counts")
+        search = large.search_counts
+
+        def on_day_counted(*args: Any) -> Any:
+            # search_counts(ctx, counts, best, upper, out_of_time, arriving)
+            on_day[0] += args[5] is not None
+            return search(*args)
+
+        monkeypatch.setattr(large, "search_counts", on_day_counted)
     if per_count == "cp-sat":
 
         def nothing_searched(ctx: Any, counts: Any, best: Any, *rest: Any) -> Any:
@@ -337,6 +346,9 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     assert calls[0] >= 50, calls
     if per_count == "branching":
         assert searches[0] >= 25, searches
+        # Some of them (BALANCED's cutoffs, FASTEST's first day) only for plans with a
+        # parcel arriving on their day: those labels are exact too.
+        assert on_day[0] >= 15, on_day
     if per_count == "cover":
         assert covered >= 25, covered
 
@@ -412,6 +424,41 @@ def test_counts_searched_together_find_the_least_plan_of_any_count() -> None:
         split += best.parcels >= 2
         compared += 1
     assert compared >= 30 and split >= 25, (compared, split)
+
+
+def test_counts_searched_for_a_day_to_arrive_on_find_the_least_plan_arriving_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # sourcing.solver.branching.search_counts with ``arriving``, as the frontier calls it:
+    # every plan arriving before that day costs more than the cost limit (BALANCED's
+    # cutoff, or no plan at all before FASTEST's day), so only plans with a parcel
+    # arriving on it are searched. Its best plan within the limit, on the slots arriving
+    # by that day, is the least cost of the plans delivered on that very day (every
+    # allocation enumerated and evaluated), or None if none is within the limit; every
+    # count is complete.
+    monkeypatch.setattr(branching, "LEAF_CELLS", 0)  # branch down to single parcel sets
+    compared = restricted = 0
+    for seed, brute, ctx in _fragmented_contexts(seeds=120):
+        costs, wanted = ctx.costs, ctx.demand
+        for day in sorted(set(costs.arrival[costs.usable].tolist())):
+            earlier = [e.cost for e in brute if e.delivery_days < day]
+            on_day = [e.cost for e in brute if e.delivery_days == day]
+            upper = min(earlier) - 1 if earlier else INF
+            elig = costs.usable & (costs.arrival <= day)
+            counts = [
+                branching.Count(p, elig, np.zeros(wanted.size))
+                for p in range(1, len(costs.nodes) + 1)
+            ]
+            best, outcomes = branching.search_counts(
+                ctx, counts, None, upper, lambda: False, arriving=day
+            )
+            least = min((c for c in on_day if c <= upper), default=None)
+            assert (best.cost if best is not None else None) == least, (seed, day)
+            assert best is None or best.day == day, (seed, day)
+            assert all(o.complete for o in outcomes), (seed, day)
+            compared += 1
+            restricted += bool(earlier)
+    assert compared >= 90 and restricted >= 40, (compared, restricted)
 
 
 def test_covering_sets_are_every_covering_set_once() -> None:
@@ -573,10 +620,12 @@ def test_cutoff_sub_problems_run_no_heuristic_without_a_plan_within_the_cutoff(
     solve = subproblem._bound_and_solve
     cutoff_subs = nothing_within = 0
 
-    def watched(ctx: Any, deadline: Any, max_parcels: int, cutoff: int = INF) -> Any:
+    def watched(
+        ctx: Any, deadline: Any, max_parcels: int, cutoff: int = INF, arriving: Any = None
+    ) -> Any:
         nonlocal cutoff_subs, nothing_within
         before = {name: calls[0] for name, calls in spies.items()}
-        plan = solve(ctx, deadline, max_parcels, cutoff)
+        plan = solve(ctx, deadline, max_parcels, cutoff, arriving)
         if cutoff < INF:
             cutoff_subs += 1
             ran = {name: calls[0] - before[name] for name, calls in spies.items()}

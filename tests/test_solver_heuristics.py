@@ -75,8 +75,8 @@ def _large_entries(seed: int, carts: list[int]) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     solve = subproblem.solve_large
 
-    def recorded(ctx: Context, elig: np.ndarray, *args: Any) -> Any:
-        out = solve(ctx, elig, *args)
+    def recorded(ctx: Context, elig: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        out = solve(ctx, elig, *args, **kwargs)
         if not entries or entries[-1]["ctx"] is not ctx:
             entries.append({"ctx": ctx, "elig": elig, "hint": args[-1], "out": out})
         return out

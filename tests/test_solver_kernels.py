@@ -160,6 +160,87 @@ def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int) -> Non
     np.testing.assert_array_equal(stopped.prices, start)
 
 
+def _reference_on_day_bound(
+    slots: kernels.Slots,
+    rows: int,
+    lam: np.ndarray,
+    demand: np.ndarray,
+    parcels: int,
+    forced: np.ndarray,
+    closed: np.ndarray,
+    on_day: np.ndarray,
+) -> float:
+    """As :func:`_reference_bound`, with one row of each set on one of its ``on_day``
+    slots (brute force over row sets and that row; inf: no set can)."""
+    step = kernels.row_terms(slots, rows, lam)
+    day_terms = np.full(rows, np.inf)
+    np.minimum.at(day_terms, slots.row[on_day], step.slot_terms[on_day])
+    best = np.inf
+    for chosen in itertools.combinations(range(rows), parcels):
+        picked = np.zeros(rows, dtype=np.bool_)
+        picked[list(chosen)] = True
+        if (forced & ~picked).any() or (closed & picked).any():
+            continue
+        for r in chosen:
+            best = min(best, float(step.terms[picked].sum() - step.terms[r] + day_terms[r]))
+    return float(lam @ demand) + best
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_branch_ascent_with_a_day_to_arrive_on_reports_the_bound_of_its_prices(
+    seed: int,
+) -> None:
+    """With ``on_day`` slots (one must open): the value is the bound of that constraint at
+    the prices returned (brute force over row sets and the row on its day's slot), and
+    ``plain`` the bound without it there; one row opened is on such a slot; a branch whose
+    rows left have none has no plan."""
+    rng = np.random.default_rng(700 + seed)
+    rows, services, skus, parcels = 8, 2, 6, int(rng.integers(1, 4))
+    elig, unit, fixed, avail, capacity = _instance(rng, rows, services, skus)
+    slots = kernels.slots_of(elig, unit, fixed, avail, capacity)
+    on_day = rng.random(slots.row.size) < 0.25
+    on_day[rng.integers(0, on_day.size)] = True
+    forced = np.zeros(rows, dtype=np.bool_)
+    closed = np.zeros(rows, dtype=np.bool_)
+    if parcels > 1:
+        forced[rng.integers(0, rows)] = True
+    closed[np.flatnonzero(~forced)[rng.integers(0, rows - 1)]] = True
+    # A row left with an on-day slot (the branch has no plan otherwise: tested below).
+    closed[slots.row[np.flatnonzero(on_day)[0]]] = False
+    demand = np.minimum(avail[~closed].sum(axis=0), rng.integers(1, 4, skus)).astype(np.float64)
+    start = rng.integers(0, 5, skus).astype(np.float64)
+
+    ascent = kernels.branch_ascent(
+        slots, avail, closed, forced, start, demand, parcels, 25, np.inf, 0.7, None, on_day
+    )
+    assert ascent is not None
+    expected = _reference_on_day_bound(
+        slots, rows, ascent.prices, demand, parcels, forced, closed, on_day
+    )
+    assert ascent.value == pytest.approx(expected, abs=1e-6)
+    plain = _reference_bound(slots, rows, ascent.prices, demand, parcels, forced, closed)
+    assert ascent.plain == pytest.approx(plain, abs=1e-6)
+    assert ascent.value >= ascent.plain - 1e-9
+    opened = set(ascent.opened.tolist())
+    assert len(opened) == parcels and set(np.flatnonzero(forced).tolist()) <= opened
+    taken = {(int(r), int(v)) for r, v in zip(ascent.opened, ascent.services, strict=True)}
+    on_day_slots = {(int(slots.row[s]), int(slots.service[s])) for s in np.flatnonzero(on_day)}
+    assert taken & on_day_slots
+    # Without the constraint the same call's value is its plain bound.
+    free = kernels.branch_ascent(
+        slots, avail, closed, forced, start, demand, parcels, 25, np.inf, 0.7
+    )
+    assert free is not None and free.plain == free.value and free.day_terms.size == 0
+    # Every row with an on-day slot closed: no plan.
+    shut = closed | np.isin(np.arange(rows), slots.row[on_day])
+    if not (forced & shut).any():
+        none = kernels.branch_ascent(
+            slots, avail, shut, forced, start, np.zeros(skus), parcels, 25, np.inf, 0.7, None,
+            on_day,
+        )  # fmt: skip
+        assert none is None
+
+
 def _reference_count_bound(
     slots: kernels.Slots, rows: int, lam: np.ndarray, demand: np.ndarray, least: int, most: int
 ) -> float:
@@ -360,8 +441,9 @@ def test_fixing_and_the_next_move_match_the_plain_rules(seed: int) -> None:
     least = np.sort(terms[~(forced | closed)])[:free_count].sum()
     value = float(terms[forced].sum() + least)
     ascent = kernels.Ascent(
-        value, np.zeros(1), terms, np.zeros(0, np.int64), np.zeros(0, np.int64), chosen, False
-    )
+        value, np.zeros(1), terms, np.zeros(0, np.int64), np.zeros(0, np.int64), chosen, False,
+        value, np.empty(0),
+    )  # fmt: skip
     slots_per_row = rng.integers(1, 3, rows)
     for threshold in (value, value + 3, value + 15, value + 1000):
         for max_sets in (1.0, 30.0, 1e9):
@@ -509,3 +591,77 @@ def test_quotes_after_the_warm_up_compile_nothing() -> None:
             quoted += 1
     assert quoted >= 8
     assert compiled() == before
+
+
+def _on_day_value(
+    terms: np.ndarray, day_terms: np.ndarray, parcels: int, forced: np.ndarray, closed: np.ndarray
+) -> float:
+    """The least sum of ``terms`` over every set of ``parcels`` rows holding the forced ones
+    and no closed one, one row of it at its ``day_terms`` instead (brute force)."""
+    best = np.inf
+    for chosen in itertools.combinations(range(terms.size), parcels):
+        picked = np.zeros(terms.size, dtype=np.bool_)
+        picked[list(chosen)] = True
+        if (forced & ~picked).any() or (closed & picked).any():
+            continue
+        total = float(terms[picked].sum())
+        best = min(best, min(total - terms[r] + day_terms[r] for r in chosen))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_fixing_under_a_day_to_arrive_on_matches_each_childs_bound(seed: int) -> None:
+    """With per-row terms on a day's slots (one opened row must take one), a free row is
+    closed (forced open) exactly when the bound of the branch opening (closing) it, that
+    constraint included, rounds up above the threshold: every child's bound by brute force.
+    Rows in the relaxation's choice are only ever forced, rows out of it only closed."""
+    rng = np.random.default_rng(3000 + seed)
+    rows, parcels = 9, int(rng.integers(1, 5))
+    terms = rng.integers(-20, 20, rows).astype(np.float64)
+    rise = rng.choice([0.0, 1.0, 4.0, 9.0, np.inf], rows, p=[0.2, 0.2, 0.2, 0.2, 0.2])
+    day_terms = terms + rise
+    forced = np.zeros(rows, dtype=np.bool_)
+    closed = np.zeros(rows, dtype=np.bool_)
+    pos = rng.permutation(rows)
+    forced[pos[: rng.integers(0, parcels)]] = True
+    closed[pos[parcels : parcels + rng.integers(0, 3)]] = True
+    terms[closed] = day_terms[closed] = np.inf
+    value = _on_day_value(terms, day_terms, parcels, forced, closed)
+    if not np.isfinite(value):
+        pytest.skip("this draw's branch has no plan (the ascent returns None there)")
+    free = np.flatnonzero(~(forced | closed))
+    free_count = parcels - int(forced.sum())
+    order = free[np.argsort(terms[free], kind="stable")]
+    inside, outside = order[:free_count], order[free_count:]
+    plain = float(terms[forced].sum() + terms[inside].sum())
+    ascent = kernels.Ascent(
+        value, np.zeros(1), terms, np.zeros(0, np.int64), np.zeros(0, np.int64),
+        np.zeros(rows), False, plain, day_terms,
+    )  # fmt: skip
+    slots_per_row = np.full(rows, 2)
+    for threshold in {int(np.floor(value)) + gap for gap in (0, 1, 3, 6, 12, 40)}:
+        move, got_forced, got_closed, _ = kernels.fix_and_pick(
+            ascent, forced, closed, parcels, threshold, slots_per_row, 0.5
+        )
+        want_forced, want_closed = forced.copy(), closed.copy()
+        for r in outside:
+            child = _on_day_value(
+                terms, day_terms, parcels, forced | (np.arange(rows) == r), closed
+            )
+            want_closed[r] = np.ceil(child - 1e-6) > threshold
+        for r in inside if outside.size else ():
+            child = _on_day_value(
+                terms, day_terms, parcels, forced, closed | (np.arange(rows) == r)
+            )
+            want_forced[r] = np.ceil(child - 1e-6) > threshold
+        if free_count > 0 and not outside.size:
+            want_forced[inside] = True
+        if free_count == 0:
+            want_closed[outside] = True
+        if move == kernels.NO_PLAN:
+            assert (
+                want_forced.sum() > parcels or free_count > 2 * (~(want_forced | want_closed)).sum()
+            )
+            continue
+        np.testing.assert_array_equal(got_forced, want_forced, err_msg=f"threshold {threshold}")
+        np.testing.assert_array_equal(got_closed, want_closed, err_msg=f"threshold {threshold}")

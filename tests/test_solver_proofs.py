@@ -9,11 +9,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
+from sourcing import quote
 from sourcing.costs import order_costs
+from sourcing.errors import ShortageError
 from sourcing.model import Label, QuoteSettings
 from sourcing.orders import demand_by_sku
-from sourcing.solver.context import FEASIBLE, OPTIMAL, Context, Plan
+from sourcing.solver import frontier
+from sourcing.solver.context import FEASIBLE, INF, OPTIMAL, Context, Plan
 from sourcing.solver.frontier import _labels, _proofs
 
 from networks import random_cart, regime_network
@@ -73,3 +77,50 @@ def test_fastest_is_unproven_when_an_earlier_deadline_was_cut_short() -> None:
     ctx.cache[(2, cap)] = fastest
     ctx.unproven.append((1, cap, 12_000_000))  # day 1 unsettled: an earlier plan may exist
     assert _statuses(ctx, [fastest])[Label.FASTEST] == FEASIBLE
+
+
+def _recorded_calls(
+    monkeypatch: pytest.MonkeyPatch, cut_short_first: bool
+) -> list[tuple[int, int, bool, bool]]:
+    """Every sub-problem the frontier solves on a few fragmented carts: (day, cutoff,
+    on_day, whether a sub-problem before it was cut short). With ``cut_short_first``, the
+    first sub-problem of each quote (CHEAPEST's) is recorded as cut short."""
+    calls: list[tuple[int, int, bool, bool]] = []
+    real = frontier.min_cost
+
+    def recorded(
+        ctx: Context, day: int, cap: int, cutoff: int = INF, on_day: bool = False
+    ) -> Plan | None:
+        calls.append((day, cutoff, on_day, bool(ctx.unproven)))
+        plan = real(ctx, day, cap, cutoff, on_day)
+        if cut_short_first and not ctx.unproven:
+            ctx.unproven.append((day, cap, 0))
+        return plan
+
+    monkeypatch.setattr(frontier, "min_cost", recorded)
+    network = regime_network("fragmented", 60, 100, seed=5)
+    for cart in range(12):
+        order = random_cart(network, np.random.default_rng([5, cart]), 8)
+        try:
+            quote(network, order, QuoteSettings(num_workers=1))
+        except ShortageError:
+            continue
+    return calls
+
+
+@pytest.mark.parametrize("cut_short_first", [False, True])
+def test_a_day_is_searched_for_plans_arriving_on_it_only_when_the_days_before_are_proven(
+    cut_short_first: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Searching only plans with a parcel arriving on the day is exact only if every plan
+    # arriving before it is proven dearer than the cutoff (or, before FASTEST's day, not to
+    # exist): the frontier asks it of BALANCED's cutoff days and of the days up to
+    # FASTEST's, and of none once any sub-problem was cut short.
+    calls = _recorded_calls(monkeypatch, cut_short_first)
+    asked = [c for c in calls if c[2]]
+    assert not any(cut_short for *_, cut_short in asked)
+    if cut_short_first:
+        assert not asked and len(calls) >= 20, len(calls)
+    else:
+        assert sum(cutoff < INF for _, cutoff, *_ in asked) >= 5, asked
+        assert sum(cutoff == INF for _, cutoff, *_ in asked) >= 5, asked

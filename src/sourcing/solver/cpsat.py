@@ -25,8 +25,10 @@ def solve_cpsat(
     upper: int,
     hint: Plan | None,
     time_limit: float | None = None,
+    arriving: int | None = None,
 ) -> tuple[Plan | None, int, bool]:
-    """CP-SAT over the eligible slots: least (cost, parcels), min..max parcels, cost <= upper.
+    """CP-SAT over the eligible slots: least (cost, parcels), min..max parcels, cost <= upper;
+    with ``arriving`` (a day), only plans with a parcel arriving then.
 
     It runs until the quote's deadline, or for ``time_limit`` seconds if that is sooner.
     Returns the best plan found (or None), the proven lower bound on cost,
@@ -74,6 +76,11 @@ def solve_cpsat(
             model.add(sum(node_x) <= int(costs.capacity[n]))
     for k, xs in enumerate(by_sku):
         model.add(sum(xs) == int(demand[k]))
+    if arriving is not None:
+        on_day = np.flatnonzero(costs.arrival[slot_n, slot_v] == arriving)
+        if on_day.size == 0:
+            return None, upper, True
+        model.add_bool_or([ys[s] for s in on_day.tolist()])
     parcels = sum(ys)
     model.add(parcels >= min_parcels)
     model.add(parcels <= max_parcels)

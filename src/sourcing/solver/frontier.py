@@ -114,16 +114,20 @@ def _frontier(ctx: Context) -> list[Plan]:
     balanced = (cheapest.cost + vod * cheapest.day, cheapest.day)
     fastest_found = False
     for day in days:
+        # Every plan arriving before this day is proven dearer than the cutoff (or, before
+        # FASTEST's day, not to exist), unless a sub-problem was cut short: only plans with
+        # a parcel arriving on it need searching.
+        on_day = not ctx.unproven
         # Beyond the cheapest plan's own day, no deadline makes it cheaper;
         # fewer parcels may still cost less later (full frontier only).
         if day >= cheapest.day:
             plan: Plan | None = cheapest
         elif settings.full_frontier or not fastest_found:
-            plan = min_cost(ctx, day, cap)
+            plan = min_cost(ctx, day, cap, on_day=on_day and not fastest_found)
         elif (cheapest.cost + vod * day, day) <= balanced:
             # Only a plan arriving on this very day can improve BALANCED (one arriving
             # earlier was a candidate at its own day): plans dearer than that are not wanted.
-            plan = min_cost(ctx, day, cap, cutoff=balanced[0] - vod * day)
+            plan = min_cost(ctx, day, cap, cutoff=balanced[0] - vod * day, on_day=on_day)
         else:
             continue
         if plan is None:

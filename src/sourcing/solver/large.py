@@ -110,12 +110,11 @@ def solve_large(
     lower_bound: int,
     upper: int,
     hint: Plan | None,
+    arriving: int | None = None,
 ) -> tuple[Plan | None, int, bool]:
-    """Least (cost, parcels) plan over ``elig`` with min..max parcels and cost <= ``upper``.
-
-    As :func:`~sourcing.solver.cpsat.solve_cpsat`: the best plan found (or
-    None), the proven lower bound on cost, and whether the search was complete.
-    """
+    """Least (cost, parcels) plan over ``elig``, min..max parcels, cost <= ``upper`` (with
+    ``arriving``, a day: of the plans with a parcel arriving then), as
+    :func:`~sourcing.solver.cpsat.solve_cpsat` returns it (plan, lower bound, complete)."""
     best = hint if hint is not None and min_parcels <= hint.parcels <= max_parcels else None
     stop = time.perf_counter() + LARGE_SHARE * max(ctx.deadline - time.perf_counter(), 0.0)
 
@@ -215,7 +214,7 @@ def solve_large(
                 continue
         searched.append(Count(parcels, elig & fixed_out(parcels), start, float(value)))
     if searched and not out_of_time():
-        best, outcomes = search_counts(ctx, searched, best, cap(), out_of_time)
+        best, outcomes = search_counts(ctx, searched, best, cap(), out_of_time, arriving)
         for count, outcome in zip(searched, outcomes, strict=True):
             if outcome.complete:
                 del counts[count.parcels], count_lower[count.parcels]
@@ -242,6 +241,7 @@ def solve_large(
             cap(),
             count_hint,
             time_limit=max(0.001, stop - time.perf_counter()),
+            arriving=arriving,
         )
         best = lexmin(best, found)
         if complete:

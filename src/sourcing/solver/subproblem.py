@@ -54,12 +54,20 @@ REPAIR: bool = True
 REPAIR_CELLS: Final = 10_000
 
 
-def min_cost(ctx: Context, day: int, max_parcels: int, cutoff: int = INF) -> Plan | None:
+def min_cost(
+    ctx: Context, day: int, max_parcels: int, cutoff: int = INF, on_day: bool = False
+) -> Plan | None:
     """The least (cost, parcels) plan delivering by ``day`` in at most ``max_parcels`` parcels.
 
     With a ``cutoff``, only a plan costing at most that much is wanted: None
     then also means that no plan does, and the search stops as soon as a
     bound shows it (a plan it returns is still the sub-problem's optimum).
+
+    ``on_day``: the caller has proven that no plan arriving before ``day``
+    costs at most ``cutoff`` (with no cutoff: that none exists). Every plan
+    that can be the answer then has a parcel arriving on ``day``, and the
+    search for plans beyond the bounds (stage 4) asks that of its plans:
+    its bounds rise, the answer does not change.
     """
     key = (day, max_parcels)
     if key in ctx.cache:
@@ -69,7 +77,12 @@ def min_cost(ctx: Context, day: int, max_parcels: int, cutoff: int = INF) -> Pla
     if fits and ctx.out_of_time():
         return _out_of_time(ctx, day, max_parcels, cutoff, fits)
     deadline = deadline_for(ctx, day)
-    plan = _bound_and_solve(ctx, deadline, max_parcels, cutoff) if deadline is not None else None
+    arriving = day if on_day else None
+    plan = (
+        _bound_and_solve(ctx, deadline, max_parcels, cutoff, arriving)
+        if deadline is not None
+        else None
+    )
     if plan is None and cutoff < INF:
         return None  # nothing within the cutoff: not an answer to P(day, max_parcels) itself
     ctx.cache[key] = plan
@@ -126,12 +139,18 @@ def _warm_start(
 
 
 def _bound_and_solve(
-    ctx: Context, deadline: Deadline, max_parcels: int, cutoff: int = INF
+    ctx: Context,
+    deadline: Deadline,
+    max_parcels: int,
+    cutoff: int = INF,
+    arriving: int | None = None,
 ) -> Plan | None:
     """Solve one ``P(D, p)``: enumerate small plans, bound the rest, call CP-SAT if still open.
 
     Plans costing more than ``cutoff`` are not wanted: the search treats the
     cutoff as a known plan's cost and returns None if nothing is within it.
+    With ``arriving`` (a day), stage 4 searches only plans with a parcel
+    arriving then (:func:`min_cost`'s ``on_day``).
     """
     demand = ctx.demand
     elig, fixed, transport_lb = deadline.elig, deadline.fixed, deadline.transport_lb
@@ -260,7 +279,7 @@ def _bound_and_solve(
     if beyond_cutoff(best, lower):
         return None
     return _search_residue(
-        ctx, deadline, bound, best, searched, max_parcels, lower, cutoff, simple_bound
+        ctx, deadline, bound, best, searched, max_parcels, lower, cutoff, simple_bound, arriving
     )
 
 
@@ -274,6 +293,7 @@ def _search_residue(
     lower: int,
     cutoff: int,
     simple_bound: Callable[[int], int],
+    arriving: int | None,
 ) -> Plan | None:
     """Stage 4 of :func:`_bound_and_solve`: the plans of ``searched`` parcels or more (every
     plan with fewer is known), on the nodes ``bound`` leaves possible, by CP-SAT or per
@@ -311,7 +331,9 @@ def _search_residue(
         # (or the caller gone), the best plan stands with its gap to the bound.
         found, proven_lower, complete = None, lower, False
     else:
-        found, proven_lower, complete = solve(ctx, residue, searched, most, lower, upper, best)
+        found, proven_lower, complete = solve(
+            ctx, residue, searched, most, lower, upper, best, arriving=arriving
+        )
     result = lexmin(best, found)
     if not complete:
         # Enumerated plans are known exactly: only the searched ones can lie below.

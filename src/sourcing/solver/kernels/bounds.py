@@ -280,6 +280,49 @@ def _step(
 
 
 @_compiled
+def _arrive_on_day(
+    slot_terms: FloatArray,
+    slot_row: IntArray,
+    on_day: BoolArray,
+    terms: FloatArray,
+    opened: IntArray,
+    opened_slot: IntArray,
+    n_forced: int,
+    free_at: IntArray,
+    day_terms: FloatArray,
+    day_slot: IntArray,
+    is_open: BoolArray,
+) -> float:
+    """The least the opened rows' terms rise by if one of them takes an ``on_day`` slot:
+    a row opened switches to its least such slot, or a free row not opened takes one in
+    place of the dearest free row opened. ``opened`` and ``opened_slot`` are changed to
+    that choice; inf: no row can."""
+    day_terms[:] = np.inf
+    for s in range(slot_row.size):
+        if on_day[s] and slot_terms[s] < day_terms[slot_row[s]]:
+            day_terms[slot_row[s]] = slot_terms[s]
+            day_slot[slot_row[s]] = s
+    rise, at, row = np.inf, -1, -1
+    dearest = -1
+    is_open[:] = False
+    for i in range(opened.size):
+        r = opened[i]
+        is_open[r] = True
+        if day_terms[r] - terms[r] < rise:
+            rise, at, row = day_terms[r] - terms[r], i, r
+        if i >= n_forced and (dearest < 0 or terms[r] > terms[opened[dearest]]):
+            dearest = i
+    if dearest >= 0:
+        for r in free_at:
+            if not is_open[r] and day_terms[r] - terms[opened[dearest]] < rise:
+                rise, at, row = day_terms[r] - terms[opened[dearest]], dearest, r
+    if at >= 0:
+        opened[at] = row
+        opened_slot[at] = day_slot[row]
+    return rise
+
+
+@_compiled
 def _branch_ascent(
     ptr: IntArray,
     sku: IntArray,
@@ -302,7 +345,10 @@ def _branch_ascent(
     dense_unit: FloatArray,
     dense_avail: FloatArray,
     total_avail: FloatArray,
-) -> tuple[bool, float, FloatArray, FloatArray, IntArray, IntArray, FloatArray, bool]:
+    on_day: BoolArray,
+) -> tuple[
+    bool, float, float, FloatArray, FloatArray, FloatArray, IntArray, IntArray, FloatArray, bool
+]:
     # The branch's nodes must hold the demand, and have room for its parcels.
     n_free = 0
     for r in range(n_rows):
@@ -315,11 +361,21 @@ def _branch_ascent(
     for r in range(n_rows):
         if closed[r]:
             held -= row_avail[r]
-    if free_count < 0 or free_count > n_free or (held < demand).any():
+    # With ``on_day`` slots (S; none: no such constraint), one of them must be opened: a
+    # forced row's, or a free row's if any free row opens.
+    reachable = on_day.size == 0
+    for s in range(on_day.size):
+        r = slot_row[s]
+        if on_day[s] and (forced[r] or (free_count > 0 and not closed[r])):
+            reachable = True
+            break
+    if free_count < 0 or free_count > n_free or (held < demand).any() or not reachable:
         return (
             False,
             -np.inf,
+            -np.inf,
             prices,
+            np.empty(0),
             np.empty(0),
             np.empty(0, np.int64),
             np.empty(0, np.int64),
@@ -339,9 +395,14 @@ def _branch_ascent(
     picked = np.empty(max(free_count, 0), dtype=np.int64)
     opened = np.empty(parcels, dtype=np.int64)
     chosen = np.zeros(n_rows)
-    best_value = -np.inf
+    opened_slot = np.empty(parcels, dtype=np.int64)
+    day_terms = np.empty(n_rows if on_day.size else 0)
+    day_slot = np.empty(n_rows if on_day.size else 0, dtype=np.int64)
+    is_open = np.empty(n_rows if on_day.size else 0, dtype=np.bool_)
+    best_value, best_plain = -np.inf, -np.inf
     best_prices = prices.copy()
     best_terms = np.empty(n_rows)
+    best_day_terms = np.empty(day_terms.size)
     best_opened = np.empty(parcels, dtype=np.int64)
     best_services = np.empty(parcels, dtype=np.int64)
     lam = prices.copy()
@@ -358,33 +419,42 @@ def _branch_ascent(
             _least(free_terms, free_count, picked)
             for i in range(free_count):
                 opened[n_forced + i] = free_at[picked[i]]
+        for i in range(parcels):
+            opened_slot[i] = best_slot[opened[i]]
         value = 0.0
         for k in range(demand.size):
             value += lam[k] * demand[k]
         for i in range(parcels):
             value += terms[opened[i]]
+        plain = value
+        if on_day.size:
+            value += _arrive_on_day(
+                slot_terms, slot_row, on_day, terms, opened, opened_slot, n_forced, free_at,
+                day_terms, day_slot, is_open,
+            )  # fmt: skip
         if not np.isfinite(value):
             return (
-                False, best_value, best_prices, best_terms, best_opened, best_services, chosen,
-                False,
+                False, best_value, best_plain, best_prices, best_terms, best_day_terms,
+                best_opened, best_services, chosen, False,
             )  # fmt: skip
         chosen *= decay
         for i in range(parcels):
             chosen[opened[i]] += 1.0 - decay
         if not found or value > best_value + 1e-9:
-            found, best_value, stall = True, value, 0
+            found, best_value, best_plain, stall = True, value, plain, 0
             best_prices = lam.copy()
             best_terms[:] = terms
+            best_day_terms[:] = day_terms
             best_opened[:] = opened
             for i in range(parcels):
-                best_services[i] = slot_service[best_slot[opened[i]]]
+                best_services[i] = slot_service[opened_slot[i]]
         else:
             stall += 1
             if stall >= 5:
                 scale, stall = scale / 2.0, 0
         if value >= target - 1e-6:
             break
-        taken = _taken_by_sku(ptr, sku, unit, avail, capacity, lam, best_slot[opened], demand.size)
+        taken = _taken_by_sku(ptr, sku, unit, avail, capacity, lam, opened_slot, demand.size)
         lam, stop = _step(lam, demand, taken, value, target, scale)
         if stop:
             break
@@ -396,7 +466,10 @@ def _branch_ascent(
         for i in range(parcels):
             held += row_avail[best_opened[i]]
         covers = not (held < demand).any()
-    return found, best_value, best_prices, best_terms, best_opened, best_services, chosen, covers
+    return (
+        found, best_value, best_plain, best_prices, best_terms, best_day_terms, best_opened,
+        best_services, chosen, covers,
+    )  # fmt: skip
 
 
 @_compiled
@@ -452,8 +525,21 @@ NO_PLAN, LEAF, SPLIT = 0, 1, 2
 
 
 @_compiled
+def _least_two(values: FloatArray, rows: IntArray) -> tuple[float, int, float]:
+    """The least of ``values`` over ``rows``, its row, and the second least (inf: none)."""
+    first, at, second = np.inf, -1, np.inf
+    for r in rows:
+        if values[r] < first:
+            first, at, second = values[r], r, first
+        elif values[r] < second:
+            second = values[r]
+    return first, at, second
+
+
+@_compiled
 def _fix_and_pick(
     terms: FloatArray,
+    day_terms: FloatArray,
     chosen: FloatArray,
     value: float,
     forced: BoolArray,
@@ -473,15 +559,42 @@ def _fix_and_pick(
         closed[outside] = True
     else:
         # Opening an outside row takes the place of the dearest inside one; closing an
-        # inside row lets the cheapest outside one in.
-        dearest = terms[inside[-1]]
+        # inside row lets the cheapest outside one in. With ``day_terms``, one row opened
+        # must take its on-day slot: each child's bound adds the least that costs (as
+        # :func:`_arrive_on_day`: an opened row switches, or a row left out comes in on it
+        # in place of the dearest free one opened), from the two least rises of the rows
+        # opened and the least on-day term outside. (That least may be the child's own
+        # row: the row's own rise, also counted, is never more.)
+        dated = day_terms.size > 0
+        w = inside[-1]
+        dearest = terms[w]
+        rise_in, rise_in_at, rise_in_2, day_out = np.inf, -1, np.inf, np.inf
+        if dated:
+            opened = np.concatenate((np.flatnonzero(forced), inside))
+            rise_in, rise_in_at, rise_in_2 = _least_two(day_terms - terms, opened)
+            for r in outside:
+                day_out = min(day_out, day_terms[r])
         for r in outside:
-            if np.ceil(value - dearest + terms[r] - 1e-6) > threshold:
+            child = value - dearest + terms[r]
+            if dated:
+                kept = rise_in if rise_in_at != w else rise_in_2
+                # The dearest free row opened is the second dearest inside, if any.
+                swap = np.inf
+                if free_count > 1:
+                    left = min(day_out, day_terms[w])
+                    swap = left - terms[inside[-2]]
+                child += min(kept, day_terms[r] - terms[r], swap)
+            if np.ceil(child - 1e-6) > threshold:
                 closed[r] = True
         if outside.size:
-            cheapest = terms[outside[0]]
+            c = outside[0]
+            cheapest = terms[c]
             for r in inside:
-                if np.ceil(value - terms[r] + cheapest - 1e-6) > threshold:
+                child = value - terms[r] + cheapest
+                if dated:
+                    kept = rise_in if rise_in_at != r else rise_in_2
+                    child += min(kept, day_out - cheapest)  # c is the dearest free one
+                if np.ceil(child - 1e-6) > threshold:
                     forced[r] = True
         else:
             forced[inside] = True
@@ -517,12 +630,14 @@ def fix_and_pick(
 ) -> tuple[int, BoolArray, BoolArray, int]:
     """A bounded branch's next move: reduced-cost fixing at its best prices (free rows whose
     opening, or closing, alone lifts the bound above ``threshold`` are closed, or forced
-    open), then :data:`NO_PLAN` (none left), :data:`LEAF` (at most ``max_sets`` parcel sets
-    left, or no free row: price them) or :data:`SPLIT` with the free row to branch on (the
-    one the relaxation opened most over its last steps, the first of equal ones). Returns
-    (move, forced, closed, row)."""
+    open; with the ascent's ``day_terms``, that bound has one row on an on-day slot), then
+    :data:`NO_PLAN` (none left), :data:`LEAF` (at most ``max_sets`` parcel sets left, or
+    no free row: price them) or :data:`SPLIT` with the free row to branch on (the one the
+    relaxation opened most over its last steps, the first of equal ones). Returns (move,
+    forced, closed, row)."""
     move, forced, closed, pick = _fix_and_pick(
-        _floats(ascent.terms), _floats(ascent.chosen), float(ascent.value), _bools(forced),
+        _floats(ascent.terms), _floats(ascent.day_terms), _floats(ascent.chosen),
+        float(ascent.plain), _bools(forced),
         _bools(closed), int(parcels), float(threshold), _ints(slots_per_row), float(max_sets),
     )  # fmt: skip
     return int(move), forced, closed, int(pick)
@@ -706,6 +821,11 @@ class Ascent:
     services: IntArray
     chosen: FloatArray
     covers: bool
+    #: The bound at the same prices without the ``on_day`` constraint (``value`` without
+    #: one), and per row its least ``on_day`` slot's term there (inf: none; empty: no
+    #: constraint): what fixing needs to bound a branch's children under it.
+    plain: float
+    day_terms: FloatArray
 
 
 def branch_ascent(
@@ -720,19 +840,23 @@ def branch_ascent(
     target: float,
     decay: float,
     total_avail: FloatArray | None = None,
+    on_day: BoolArray | None = None,
 ) -> Ascent | None:
     """Subgradient ascent of the bound on plans of exactly ``parcels`` parcels opening every
     ``forced`` row and no ``closed`` one: ``lam . Q`` + the forced rows' terms + the least
-    free ones'. Stops at ``target``. None: the branch has no plan (too many rows forced,
-    too few left, the rows left do not hold the demand (``row_avail``: R x K, all of them
-    ``total_avail``, summed here if not given), or no finite bound)."""
-    found, value, lam, terms, opened, services, chosen, covers = _branch_ascent(
+    free ones'. With ``on_day`` (per slot), one row opened must be on one of those slots:
+    the bound adds the least that costs (:func:`_arrive_on_day`). Stops at ``target``.
+    None: the branch has no plan (too many rows forced, too few left, the rows left do not
+    hold the demand (``row_avail``: R x K, all of them ``total_avail``, summed here if not
+    given), none of them has an ``on_day`` slot, or no finite bound)."""
+    found, value, plain, lam, terms, day_terms, opened, services, chosen, covers = _branch_ascent(
         slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, slots.row,
         slots.service, row_avail.shape[0], _floats(row_avail), _bools(closed), _bools(forced),
         _floats(prices), _floats(demand), int(parcels), int(iterations), float(target),
         float(decay), slots.dense_unit, slots.dense_avail,
         _floats(row_avail.sum(axis=0) if total_avail is None else total_avail),
+        _bools(np.empty(0, np.bool_) if on_day is None else on_day),
     )  # fmt: skip
     if not found:
         return None
-    return Ascent(value, lam, terms, opened, services, chosen, covers)
+    return Ascent(value, lam, terms, opened, services, chosen, covers, plain, day_terms)
