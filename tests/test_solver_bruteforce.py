@@ -276,33 +276,23 @@ def _parcels_of_cheapest(q: Quote) -> int:
     return cheapest.num_parcels if cheapest is not None else 0
 
 
-@pytest.mark.parametrize("per_count", ["sets", "branching", "cover", "cp-sat"])
+@pytest.mark.parametrize("per_count", ["leaves", "branching", "cover", "cp-sat"])
 def test_fragmented_carts_split_by_parcel_count_match_brute_force(
     per_count: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The route of 50-line carts on 500 nodes (sourcing.solver.large): no parcel set is
     # enumerated beyond one parcel before it, and every residue, however small, is split
-    # by parcel count and bounded per count; each open count's parcel sets are enumerated
-    # ("sets"), or that enumeration gives up at once and the Lagrangian branch and bound
-    # closes the count, branching down to single parcel sets and never calling CP-SAT
-    # ("branching"), or the count gets prices that see the cover, whose covering sets are
-    # priced and at which its sets are enumerated again, and what that leaves open is
+    # by parcel count and bounded per count; each open count is closed by the Lagrangian
+    # branch and bound, its small branches' parcel sets priced whole ("leaves", as
+    # quoted), or branching down to single parcel sets and never calling CP-SAT
+    # ("branching"), or the count first gets prices that see the cover, whose covering
+    # sets are priced and at which its sets are enumerated, and what that leaves open is
     # branched on with the cover bound tried at each branch ("cover": strengthen.py), or
-    # neither and CP-SAT searches it ("cp-sat"). Labels must still be exact.
+    # CP-SAT searches it ("cp-sat"). Labels must still be exact.
     route_per_parcel_count(monkeypatch)
     covered = 0
     searches = [0]
     on_day = [0]  # searches asked for plans with a parcel arriving on their day
-    if per_count != "sets":
-        enumerate_sets = large.best_subset
-        at_cover_prices: list[Any] = []
-
-        def sets_at_cover_prices_only(*args: Any, **kwargs: Any) -> Any:
-            if per_count == "cover" and any(args[4] is bound for bound in at_cover_prices):
-                return enumerate_sets(*args, **kwargs)
-            return None, 0
-
-        monkeypatch.setattr(large, "best_subset", sets_at_cover_prices_only)
     if per_count == "cover":
         monkeypatch.setattr(large, "COVER_PRICES", True)
         monkeypatch.setattr(large, "COVER_NODES", 0)
@@ -312,8 +302,7 @@ def test_fragmented_carts_split_by_parcel_count_match_brute_force(
         def recorded(*args: Any) -> Any:
             nonlocal covered
             covered += 1
-            at_cover_prices.append(bound_of(*args))
-            return at_cover_prices[-1]
+            return bound_of(*args)
 
         monkeypatch.setattr(large, "enumeration_bound", recorded)
     if per_count in ("branching", "cover"):
