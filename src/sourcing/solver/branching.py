@@ -49,7 +49,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -113,14 +113,19 @@ class _Relaxation:
         )
 
 
-@dataclass(order=True)
+@dataclass(slots=True)
 class _Branch:
     bound: float
-    order: tuple[int, int]  # (-depth, sequence): deeper first among equal bounds, then FIFO
-    count: int = field(compare=False)  # the parcel count's position in the search
-    forced: BoolArray = field(compare=False)
-    closed: BoolArray = field(compare=False)
-    prices: np.ndarray = field(compare=False)
+    depth: int
+    count: int  # the parcel count's position in the search
+    forced: BoolArray
+    closed: BoolArray
+    prices: np.ndarray
+
+
+#: The heap's entries: (bound, -depth, sequence, branch): the least bound first, deeper first
+#: among equal bounds, then first in, first out (tuples compare in C; the branch never).
+_Entry = tuple[float, int, int, _Branch]
 
 
 @dataclass(frozen=True)
@@ -183,14 +188,14 @@ def search_counts(
         # -inf (a branch not bounded yet) is never hopeless; +inf (no plan) always is.
         return value > -np.inf and ceil_bound(value) > threshold(parcels)
 
-    heap: list[_Branch] = []
+    heap: list[_Entry] = []
     for i, (count, relax) in enumerate(zip(counts, relaxations, strict=True)):
         nothing = np.zeros(relax.nodes.size, dtype=np.bool_)
-        root = _Branch(count.bound, (0, next(sequence)), i, nothing, nothing, count.prices)
-        heapq.heappush(heap, root)
+        root = _Branch(count.bound, 0, i, nothing, nothing, count.prices)
+        heapq.heappush(heap, (root.bound, 0, next(sequence), root))
     unsettled: list[list[float]] = [[] for _ in counts]  # leaves whose pricing was cut short
     while heap and not out_of_time():
-        branch = heapq.heappop(heap)
+        branch = heapq.heappop(heap)[3]
         relax, parcels = relaxations[branch.count], counts[branch.count].parcels
         if hopeless(branch.bound, parcels):
             continue
@@ -198,7 +203,7 @@ def search_counts(
         # The bound that makes this branch hopeless: an ascent stopped at the cost limit
         # itself (no plan within it known yet: BALANCED's cutoffs) closes nothing.
         goal = float(threshold(parcels) + 1) if limit() < INF else np.inf
-        depth = -branch.order[0]
+        depth = branch.depth
         ascent = kernels.branch_ascent(
             relax.slots, relax.avail, branch.closed, branch.forced, branch.prices, relax.demand,
             parcels, ROOT_ITERATIONS if depth == 0 else BRANCH_ITERATIONS, goal, CHOICE_DECAY,
@@ -231,14 +236,13 @@ def search_counts(
             child_forced, child_closed = forced.copy(), closed.copy()
             (child_forced if side else child_closed)[pick] = True
             child = _Branch(
-                value, (-depth - 1, next(sequence)), branch.count, child_forced, child_closed,
-                ascent.prices,
-            )  # fmt: skip
-            heapq.heappush(heap, child)
+                value, depth + 1, branch.count, child_forced, child_closed, ascent.prices
+            )
+            heapq.heappush(heap, (value, -depth - 1, next(sequence), child))
     outcomes = []
     for i, count in enumerate(counts):
         open_bounds = [
-            b.bound for b in heap if b.count == i and not hopeless(b.bound, count.parcels)
+            b.bound for *_, b in heap if b.count == i and not hopeless(b.bound, count.parcels)
         ] + unsettled[i]
         if not open_bounds:
             outcomes.append(Searched(best.cost if best is not None else upper, True))

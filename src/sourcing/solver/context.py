@@ -9,6 +9,7 @@ the cheapest parcels, the transport bound and the best single parcel.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,7 +76,8 @@ def heuristics_pay(best: Plan | None, cutoff: int) -> bool:
 
 def ceil_bound(value: float) -> int:
     """Round a float bound up to whole millicents (infinite: no plan)."""
-    return int(np.ceil(value - 1e-6)) if np.isfinite(value) else INF
+    # math, not numpy: the same rounding, a quarter of the time (branch and bound: per branch).
+    return math.ceil(value - 1e-6) if math.isfinite(value) else INF
 
 
 def plan_from(costs: OrderCosts, service: IntArray, units: IntArray) -> Plan:
