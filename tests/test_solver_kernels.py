@@ -114,8 +114,9 @@ def _reference_bound(
     return float(lam @ demand) + best
 
 
+@pytest.mark.parametrize("scale", [1.0, 1.5])
 @pytest.mark.parametrize("seed", range(8))
-def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int) -> None:
+def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int, scale: float) -> None:
     """The value the ascent returns is the bound at the prices it returns (recomputed by
     brute force over the row sets), it opens the forced rows and no closed one, and a
     target below its first bound stops it at once."""
@@ -132,7 +133,7 @@ def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int) -> Non
     start = rng.integers(0, 5, skus).astype(np.float64)
 
     ascent = kernels.branch_ascent(
-        slots, avail, closed, forced, start, demand, parcels, 25, np.inf, 0.7
+        slots, avail, closed, forced, start, demand, parcels, 25, np.inf, 0.7, scale=scale
     )
     assert ascent is not None
     expected = _reference_bound(slots, rows, ascent.prices, demand, parcels, forced, closed)

@@ -346,6 +346,7 @@ def _branch_ascent(
     dense_avail: FloatArray,
     total_avail: FloatArray,
     on_day: BoolArray,
+    first_scale: float,
 ) -> tuple[
     bool, float, float, FloatArray, FloatArray, FloatArray, IntArray, IntArray, FloatArray, bool
 ]:
@@ -406,7 +407,7 @@ def _branch_ascent(
     best_opened = np.empty(parcels, dtype=np.int64)
     best_services = np.empty(parcels, dtype=np.int64)
     lam = prices.copy()
-    scale, stall, found = 1.0, 0, False
+    scale, stall, found = first_scale, 0, False
     for _ in range(iterations):
         _row_terms(
             ptr, sku, unit, avail, fixed, capacity, live, slot_row, lam, slot_terms, terms,
@@ -841,6 +842,7 @@ def branch_ascent(
     decay: float,
     total_avail: FloatArray | None = None,
     on_day: BoolArray | None = None,
+    scale: float = 1.0,
 ) -> Ascent | None:
     """Subgradient ascent of the bound on plans of exactly ``parcels`` parcels opening every
     ``forced`` row and no ``closed`` one: ``lam . Q`` + the forced rows' terms + the least
@@ -848,14 +850,15 @@ def branch_ascent(
     the bound adds the least that costs (:func:`_arrive_on_day`). Stops at ``target``.
     None: the branch has no plan (too many rows forced, too few left, the rows left do not
     hold the demand (``row_avail``: R x K, all of them ``total_avail``, summed here if not
-    given), none of them has an ``on_day`` slot, or no finite bound)."""
+    given), none of them has an ``on_day`` slot, or no finite bound). Each step is
+    Polyak's length times ``scale`` (halved after five steps without a better bound)."""
     found, value, plain, lam, terms, day_terms, opened, services, chosen, covers = _branch_ascent(
         slots.ptr, slots.sku, slots.unit, slots.avail, slots.fixed, slots.capacity, slots.row,
         slots.service, row_avail.shape[0], _floats(row_avail), _bools(closed), _bools(forced),
         _floats(prices), _floats(demand), int(parcels), int(iterations), float(target),
         float(decay), slots.dense_unit, slots.dense_avail,
         _floats(row_avail.sum(axis=0) if total_avail is None else total_avail),
-        _bools(np.empty(0, np.bool_) if on_day is None else on_day),
+        _bools(np.empty(0, np.bool_) if on_day is None else on_day), float(scale),
     )  # fmt: skip
     if not found:
         return None
