@@ -23,7 +23,10 @@ candidate delivery days D (the distinct arrival days). CHEAPEST, FASTEST,
 SINGLE_PARCEL and BALANCED are read off the results; a deadline that cannot
 win any label is skipped, and one that could only win BALANCED is solved
 with a cutoff (plans dearer than the best BALANCED value allows are not
-wanted, so a bound ends it early). With ``full_frontier`` every deadline is
+wanted, so a bound ends it early). The deadlines are solved in order, so
+each cutoff deadline (and each before FASTEST's) knows every plan arriving
+earlier to be dearer than its cutoff (or not to exist): stage 4 searches
+only plans with a parcel arriving on that very day. With ``full_frontier`` every deadline is
 solved and, below each optimum's parcel count, every smaller cap p too: the
 whole frontier.
 
@@ -53,8 +56,8 @@ section 8), in this order:
    hundreds of slots survive (50-line carts on 500 nodes of fragmented
    stock), the residue is split by parcel count instead, each count bounded
    on its own (a cardinality term), its nodes fixed by its reduced costs,
-   its parcel sets enumerated, then a Lagrangian branch and bound per count
-   (prices re-optimised per branch), and CP-SAT per count for what is left.
+   then a Lagrangian branch and bound over the open counts (prices
+   re-optimised per branch), and CP-SAT per count for what is left.
 
 What a sub-problem proves per parcel count (every plan of up to e parcels
 costs at least its best plan or cutoff; every plan of p or more, at least its
