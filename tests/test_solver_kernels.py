@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -92,6 +93,18 @@ def test_a_binding_capacity_takes_the_most_profitable_units_first() -> None:
     np.testing.assert_array_equal(step.taken_by_sku(slots, np.array([0]), 2), [3.0, 1.0])
 
 
+def _row_sets(
+    rows: int, parcels: int, forced: np.ndarray, closed: np.ndarray
+) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Every set of ``parcels`` of ``rows`` rows that holds the forced ones and no closed
+    one: its rows, and as a mask."""
+    for chosen in itertools.combinations(range(rows), parcels):
+        picked = np.zeros(rows, dtype=np.bool_)
+        picked[list(chosen)] = True
+        if not (forced & ~picked).any() and not (closed & picked).any():
+            yield chosen, picked
+
+
 def _reference_bound(
     slots: kernels.Slots,
     rows: int,
@@ -100,18 +113,18 @@ def _reference_bound(
     parcels: int,
     forced: np.ndarray,
     closed: np.ndarray,
+    on_day: np.ndarray | None = None,
 ) -> float:
     """``lam . Q`` + the least sum of terms over every row set of ``parcels`` rows that holds
-    the forced ones and no closed one (brute force)."""
-    terms = kernels.row_terms(slots, rows, lam).terms
-    best = np.inf
-    for chosen in itertools.combinations(range(rows), parcels):
-        picked = np.zeros(rows, dtype=np.bool_)
-        picked[list(chosen)] = True
-        if (forced & ~picked).any() or (closed & picked).any():
-            continue
-        best = min(best, float(terms[picked].sum()))
-    return float(lam @ demand) + best
+    the forced ones and no closed one (brute force); with ``on_day`` (per slot), one row of
+    each set on one of those slots (inf: no set can)."""
+    step = kernels.row_terms(slots, rows, lam)
+    if on_day is None:
+        sums = (float(step.terms[p].sum()) for _, p in _row_sets(rows, parcels, forced, closed))
+        return float(lam @ demand) + min(sums, default=np.inf)
+    day_terms = np.full(rows, np.inf)
+    np.minimum.at(day_terms, slots.row[on_day], step.slot_terms[on_day])
+    return float(lam @ demand) + _on_day_value(step.terms, day_terms, parcels, forced, closed)
 
 
 @pytest.mark.parametrize("scale", [1.0, 1.5])
@@ -161,32 +174,6 @@ def test_the_branch_ascent_reports_the_bound_of_its_own_prices(seed: int, scale:
     np.testing.assert_array_equal(stopped.prices, start)
 
 
-def _reference_on_day_bound(
-    slots: kernels.Slots,
-    rows: int,
-    lam: np.ndarray,
-    demand: np.ndarray,
-    parcels: int,
-    forced: np.ndarray,
-    closed: np.ndarray,
-    on_day: np.ndarray,
-) -> float:
-    """As :func:`_reference_bound`, with one row of each set on one of its ``on_day``
-    slots (brute force over row sets and that row; inf: no set can)."""
-    step = kernels.row_terms(slots, rows, lam)
-    day_terms = np.full(rows, np.inf)
-    np.minimum.at(day_terms, slots.row[on_day], step.slot_terms[on_day])
-    best = np.inf
-    for chosen in itertools.combinations(range(rows), parcels):
-        picked = np.zeros(rows, dtype=np.bool_)
-        picked[list(chosen)] = True
-        if (forced & ~picked).any() or (closed & picked).any():
-            continue
-        for r in chosen:
-            best = min(best, float(step.terms[picked].sum() - step.terms[r] + day_terms[r]))
-    return float(lam @ demand) + best
-
-
 @pytest.mark.parametrize("seed", range(12))
 def test_the_branch_ascent_with_a_day_to_arrive_on_reports_the_bound_of_its_prices(
     seed: int,
@@ -215,9 +202,7 @@ def test_the_branch_ascent_with_a_day_to_arrive_on_reports_the_bound_of_its_pric
         slots, avail, closed, forced, start, demand, parcels, 25, np.inf, 0.7, None, on_day
     )
     assert ascent is not None
-    expected = _reference_on_day_bound(
-        slots, rows, ascent.prices, demand, parcels, forced, closed, on_day
-    )
+    expected = _reference_bound(slots, rows, ascent.prices, demand, parcels, forced, closed, on_day)
     assert ascent.value == pytest.approx(expected, abs=1e-6)
     plain = _reference_bound(slots, rows, ascent.prices, demand, parcels, forced, closed)
     assert ascent.plain == pytest.approx(plain, abs=1e-6)
@@ -600,11 +585,7 @@ def _on_day_value(
     """The least sum of ``terms`` over every set of ``parcels`` rows holding the forced ones
     and no closed one, one row of it at its ``day_terms`` instead (brute force)."""
     best = np.inf
-    for chosen in itertools.combinations(range(terms.size), parcels):
-        picked = np.zeros(terms.size, dtype=np.bool_)
-        picked[list(chosen)] = True
-        if (forced & ~picked).any() or (closed & picked).any():
-            continue
+    for chosen, picked in _row_sets(terms.size, parcels, forced, closed):
         total = float(terms[picked].sum())
         best = min(best, min(total - terms[r] + day_terms[r] for r in chosen))
     return best
