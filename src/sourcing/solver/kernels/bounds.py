@@ -638,8 +638,8 @@ def fix_and_pick(
     forced, closed, row)."""
     move, forced, closed, pick = _fix_and_pick(
         _floats(ascent.terms), _floats(ascent.day_terms), _floats(ascent.chosen),
-        float(ascent.plain), _bools(forced),
-        _bools(closed), int(parcels), float(threshold), _ints(slots_per_row), float(max_sets),
+        float(ascent.plain), _bools(forced), _bools(closed), int(parcels), float(threshold),
+        _ints(slots_per_row), float(max_sets),
     )  # fmt: skip
     return int(move), forced, closed, int(pick)
 
