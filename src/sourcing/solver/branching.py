@@ -30,8 +30,9 @@ day costs more than its limit (BALANCED's cutoff days, FASTEST's first day:
 ``arriving``), each branch's bound also asks that one parcel be on a slot
 arriving that day: one row's term is replaced by its least on-day slot's, or
 a row left out comes in on one (on cart 22 of fragmented 50x500x2 seed 0,
-BALANCED's day 7 took 271 branches instead of 1,209, day 6 1,223 instead of
-1,723). Reduced-cost fixing bounds each child with that constraint too.
+when it landed: BALANCED's day 7 took 271 branches instead of 1,209, day 6
+1,223 instead of 1,723). Reduced-cost fixing bounds each child with that
+constraint too.
 
 The ascent, fixing, the leaf test and the pick, and a leaf's pricing are
 compiled (:mod:`~sourcing.solver.kernels`); this module keeps the search.
