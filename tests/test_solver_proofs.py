@@ -1,7 +1,9 @@
 """Which labels a sub-problem cut short leaves unproven (frontier._proofs), on hand-made plans.
 
 A quote cut short by its time limit keeps its best plans with a gap; a label is
-OPTIMAL only when no sub-problem cut short could hide a plan beating it.
+OPTIMAL only when no sub-problem cut short could hide a plan beating it. And once one
+is cut short, no later deadline searches only the plans arriving on its own day (that
+search is exact only when every earlier deadline was proven).
 """
 
 from __future__ import annotations
