@@ -24,7 +24,7 @@ from sourcing.errors import ShortageError
 from sourcing.model import Evaluation, Label, Network, Order
 from sourcing.orders import demand_by_sku
 from sourcing.solver import branching, enumeration, large, subproblem
-from sourcing.solver.context import INF, Context
+from sourcing.solver.context import INF, Context, ceil_bound
 
 from reference import assert_priced_as_reference
 from support import (
@@ -269,6 +269,24 @@ def _check_fragmented_carts(seeds: int = 200, **changes: Any) -> list[Quote]:
             _check_quote(network, order, q, brute, settings)
             checked.append(q)
     return checked
+
+
+def test_a_relaxation_of_too_few_parcels_bounds_every_plan_without_overflow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With too few parcels to hold the cart, nothing stops the relaxation's prices from
+    # climbing, and its bound passes any int64 (this instance, 2-3 parcels by day 5 under
+    # the full frontier: 4.2e19). The floors' int64 arrays could not hold it rounded up
+    # (OverflowError, a traceback out of quote()): it is cut above every limit instead.
+    # Reached here by the per-count route; on a large cart with the full frontier, by any
+    # parcel cap too small for it.
+    assert INF < ceil_bound(4.2e19) <= np.iinfo(np.int64).max
+    route_per_parcel_count(monkeypatch)
+    network, order, settings = _fragmented_instance(181)
+    brute = list(all_allocations(network, order))
+    settings = replace(settings, full_frontier=True, time_limit_s=30.0)
+    q = quote(network, order, settings)
+    _check_quote(network, order, q, brute, settings)
 
 
 def _parcels_of_cheapest(q: Quote) -> int:

@@ -74,10 +74,17 @@ def heuristics_pay(best: Plan | None, cutoff: int) -> bool:
     return cutoff == INF or (best is not None and best.cost <= cutoff)
 
 
+#: Where a finite bound's ceiling is cut: above :data:`INF` (so above every limit, INF
+#: included, as the uncut value was), within an int64. A relaxation of too few parcels to
+#: hold the cart has prices that climb without end: its bound passes any int64.
+BOUND_CEILING: Final = 2 * INF
+
+
 def ceil_bound(value: float) -> int:
-    """Round a float bound up to whole millicents (infinite: no plan)."""
+    """Round a float bound up to whole millicents, at most :data:`BOUND_CEILING` (infinite:
+    no plan, INF)."""
     # math, not numpy: the same rounding, a quarter of the time (branch and bound: per branch).
-    return math.ceil(value - 1e-6) if math.isfinite(value) else INF
+    return min(math.ceil(value - 1e-6), BOUND_CEILING) if math.isfinite(value) else INF
 
 
 def plan_from(costs: OrderCosts, service: IntArray, units: IntArray) -> Plan:
