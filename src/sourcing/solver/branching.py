@@ -68,6 +68,14 @@ from sourcing.solver.strengthen import cover_bound
 #: branches, each much cheaper.
 ROOT_ITERATIONS: Final = 60
 BRANCH_ITERATIONS: Final = 8
+#: The ascent's steps at a branch: Polyak's length towards the bound that would close it,
+#: times this (halved after five steps without a better bound). A branch starts from its
+#: parent's prices and has few steps: longer first steps reach a higher bound sooner.
+#: Alternated per cart in one process (fragmented 50x500x2, min of 2-3 runs): 1.5 against
+#: 1.0 took 0.81-0.91x the CPU of seed 0's six slowest carts, p99 over 100 carts of seed 0
+#: 495 -> 426 ms, sums over 20 carts of seeds 0-2 0.94-0.98x; 1.25 and 1.75 gained less,
+#: 2.0 less again, 3.0 tripled cart 22's branches; 20-line regimes unchanged.
+STEP_SCALE: Final = 1.5
 #: A branch whose parcel sets, priced exactly, take at most this many (set x parcel x SKU)
 #: cells is a leaf.
 LEAF_CELLS: Final = 300_000
@@ -81,14 +89,6 @@ CHOICE_DECAY: Final = 0.7
 #: 458) but not the CPU: 8.8 s without, 9.4 s with over the 10 (at the enumeration's own
 #: set limit, 16 ms per call and 8.3 s on one residue alone).
 COVER_BRANCHES: bool = False
-#: The ascent's steps at a branch: Polyak's length towards the bound that would close it,
-#: times this (halved after five steps without a better bound). A branch starts from its
-#: parent's prices and has few steps: longer first steps reach a higher bound sooner.
-#: Alternated per cart in one process (fragmented 50x500x2, min of 2-3 runs): 1.5 against
-#: 1.0 took 0.81-0.91x the CPU of seed 0's six slowest carts, p99 over 100 carts of seed 0
-#: 495 -> 426 ms, sums over 20 carts of seeds 0-2 0.94-0.98x; 1.25 and 1.75 gained less,
-#: 2.0 less again, 3.0 tripled cart 22's branches; 20-line regimes unchanged.
-STEP_SCALE: Final = 1.5
 COVER_SETS: Final = 4096
 
 
